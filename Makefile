@@ -1,0 +1,35 @@
+# Every target does its own set-up: a fresh clone needs only `make demo` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export BENCH_DATA ?= $(HOME)/.cache/headless-bench
+
+.PHONY: setup data demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+data: setup
+	$(BIN)/bench data demo-text
+
+demo: data
+	$(BIN)/bench run suites/demo/lm.yaml
+	$(BIN)/bench report suites/demo/lm.yaml
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: data lint
+	$(BIN)/python -m pytest -q
+
+bench: data
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,265 @@
+"""LAMBADA through lm-eval's own task, model wrapper and metrics, so a score printed here equals
+the one the `lm_eval` command gives for the saved model."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from bench.errors import UserError
+from bench.lm.config import LambadaEvalConfig
+
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import PreTrainedTokenizerBase
+
+# lm-eval's default bootstrap for the perplexity stderr; the CLI offers no flag to change it, so
+# the in-process run keeps it too and both report the same stderr.
+_BOOTSTRAP_ITERS = 100_000
+_TASK_CONFIG_KEYS = (
+    "task",
+    "dataset_path",
+    "dataset_name",
+    "dataset_kwargs",
+    "test_split",
+    "output_type",
+    "doc_to_text",
+    "doc_to_target",
+    "metric_list",
+    "metadata",
+)
+
+
+@dataclass
+class LambadaResult:
+    """Aggregate metrics, per-passage outcomes (for paired tests) and what produced them."""
+
+    metrics: dict[str, float]
+    samples: list[dict[str, Any]]
+    task: str
+    n: int
+    lm_eval_config: dict[str, Any]
+
+
+def validate_passages(path: Path) -> int:
+    """Check a LAMBADA JSON-lines file up front, so a bad line fails with its number instead of
+    deep inside lm-eval; returns the number of passages."""
+    if not path.is_file():
+        raise UserError(f"{path}: LAMBADA file not found")
+    n = 0
+    with path.open(encoding="utf-8") as lines:
+        for lineno, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {lineno}"
+            try:
+                doc = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{where}: not valid JSON ({err.msg})") from None
+            if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
+                raise UserError(f'{where}: expected an object with a string field "text"')
+            words = doc["text"].split(" ")
+            if len(words) < 2 or not words[-1].strip() or not " ".join(words[:-1]).strip():
+                raise UserError(
+                    f'{where}: "text" needs at least two space-separated words '
+                    "(the last one is the target)"
+                )
+            n += 1
+    if n == 0:
+        raise UserError(f"{path}: no passages")
+    return n
+
+
+def write_task_dir(cfg: LambadaEvalConfig, dest: Path) -> Path:
+    """Write `lambada_openai`'s task definition, pointed at the local file, into `dest` (an
+    `include_path` for lm-eval); returns `dest`."""
+    if cfg.path is None:
+        raise ValueError(f"task {cfg.task!r} is installed in lm-eval: there is no file to write")
+    data = Path(cfg.path).resolve()
+    validate_passages(data)
+    task = {
+        "task": cfg.name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data)}},
+        "output_type": "loglikelihood",
+        "test_split": "test",
+        "doc_to_text": "{{text.split(' ')[:-1]|join(' ')}}",
+        "doc_to_target": "{{' '+text.split(' ')[-1]}}",
+        "should_decontaminate": True,
+        "doc_to_decontamination_query": "{{text}}",
+        "metric_list": [
+            {"metric": "perplexity", "aggregation": "perplexity", "higher_is_better": False},
+            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+        ],
+        "metadata": {"version": 1.0},
+    }
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / f"{cfg.name}.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
+    return dest
+
+
+def lm_eval_command(
+    model_dir: Path,
+    cfg: LambadaEvalConfig,
+    task_dir: Path | None,
+    *,
+    device: str = "cpu",
+    output_path: Path | None = None,
+) -> list[str]:
+    """The `lm_eval` invocation that scores a saved model directory as `evaluate_lambada` does."""
+    cmd = ["lm_eval", "--model", "hf", "--model_args", f"pretrained={Path(model_dir).resolve()}"]
+    if cfg.path is not None:
+        if task_dir is None:
+            raise ValueError("a local LAMBADA file needs the task directory from write_task_dir")
+        cmd += ["--include_path", str(Path(task_dir).resolve())]
+    cmd += ["--tasks", _task_name(cfg), "--batch_size", str(cfg.batch_size), "--device", device]
+    if cfg.limit is not None:
+        cmd += ["--limit", str(cfg.limit)]
+    if output_path is not None:
+        cmd += ["--output_path", str(Path(output_path).resolve()), "--log_samples"]
+    return cmd
+
+
+def evaluate_lambada(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    cfg: LambadaEvalConfig,
+    *,
+    device: str,
+    workdir: Path,
+) -> LambadaResult:
+    """Score an in-memory causal LM with lm-eval's HFLM; the model comes back on its original
+    device and in its original train/eval mode."""
+    # Imported here: lm-eval and torch take seconds to load, and config checks must not wait.
+    import lm_eval
+    import torch
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    name = _task_name(cfg)
+    if cfg.path is not None:
+        task_dir = write_task_dir(cfg, workdir / "lambada_task")
+        manager = TaskManager(include_path=str(task_dir), include_defaults=False)
+    else:
+        manager = TaskManager()
+        if name not in manager.all_subtasks:
+            raise UserError(f"lambada.task: {name!r} is not a task installed in lm-eval")
+
+    was_training = model.training
+    home = next(model.parameters()).device
+    model.to(device)
+    model.eval()
+    try:
+        with _offline(), torch.no_grad(), contextlib.redirect_stdout(sys.stderr):
+            lm = HFLM(
+                pretrained=model,
+                tokenizer=copy.deepcopy(tokenizer),  # lm-eval may set a pad token on it
+                batch_size=cfg.batch_size,
+                device=device,
+            )
+            out = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=[name],
+                task_manager=manager,
+                limit=cfg.limit,
+                log_samples=True,
+                bootstrap_iters=_BOOTSTRAP_ITERS,
+            )
+    except (ConnectionError, FileNotFoundError) as err:
+        if cfg.path is not None:
+            raise
+        raise UserError(
+            f"lambada.task: the data of lm-eval task {name!r} is not in the local Hugging Face "
+            f"cache and the network is not used; give 'path' (a local JSON-lines file) or "
+            f"populate the cache first ({err})"
+        ) from err
+    finally:
+        model.to(home)
+        model.train(was_training)
+    return _result(out, name)
+
+
+def _task_name(cfg: LambadaEvalConfig) -> str:
+    return cfg.name if cfg.path is not None else str(cfg.task)
+
+
+@contextlib.contextmanager
+def _offline() -> Iterator[None]:
+    """Forbid Hub access during the evaluation. `datasets` and `huggingface_hub` read the
+    environment once, at import, so their module flags are switched as well."""
+    import datasets.config
+    import huggingface_hub.constants as hub
+
+    env = {key: os.environ.get(key) for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    flags = [
+        (hub, "HF_HUB_OFFLINE"),
+        (datasets.config, "HF_HUB_OFFLINE"),
+        (datasets.config, "HF_DATASETS_OFFLINE"),
+    ]
+    saved = [getattr(module, attr) for module, attr in flags]
+    os.environ.update(dict.fromkeys(env, "1"))
+    for module, attr in flags:
+        setattr(module, attr, True)
+    try:
+        yield
+    finally:
+        for (module, attr), value in zip(flags, saved, strict=True):
+            setattr(module, attr, value)
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _number(value: float | str) -> float:
+    """lm-eval writes "N/A" for a stderr it cannot estimate (one passage)."""
+    return math.nan if value == "N/A" else float(value)
+
+
+def _result(out: dict[str, Any], name: str) -> LambadaResult:
+    scores = out["results"][name]
+    metrics = {
+        "acc": _number(scores["acc,none"]),
+        "acc_stderr": _number(scores["acc_stderr,none"]),
+        "ppl": _number(scores["perplexity,none"]),
+        "ppl_stderr": _number(scores["perplexity_stderr,none"]),
+    }
+    samples = [
+        {
+            "doc_id": s["doc_id"],
+            "text": s["doc"]["text"],
+            "context": s["arguments"][0][0],
+            "target": s["target"],
+            "loglikelihood": float(s["filtered_resps"][0][0]),
+            "is_greedy": bool(s["filtered_resps"][0][1]),
+        }
+        for s in sorted(out["samples"][name], key=lambda s: s["doc_id"])
+    ]
+    task_config = out["configs"][name]
+    run = out["config"]
+    provenance = {
+        "lm_eval_version": out["lm_eval_version"],
+        "transformers_version": out["transformers_version"],
+        "task_version": out["versions"][name],
+        "task_config": {k: task_config[k] for k in _TASK_CONFIG_KEYS if k in task_config},
+        "n_samples": out["n-samples"][name],
+        "limit": run["limit"],
+        "bootstrap_iters": run["bootstrap_iters"],
+        "model_dtype": str(run.get("model_dtype")),
+        "max_length": out["max_length"],
+        "eot_token_id": out["eot_token_id"],
+    }
+    return LambadaResult(
+        metrics=metrics, samples=samples, task=name, n=len(samples), lm_eval_config=provenance
+    )

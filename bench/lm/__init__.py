@@ -1,0 +1,1 @@
+"""The language-model study family: causal decoders trained with a softmax head or with CWT."""

@@ -1,0 +1,145 @@
+"""The causal-LM family: pretrain (softmax or CWT), maybe fine-tune a head, score LAMBADA."""
+
+import shutil
+from typing import Any
+
+from bench.family import StepCost
+from bench.lm.config import LambadaEvalConfig, LMConfig
+
+
+class LMFamily:
+    name = "lm"
+    item_unit = "tokens"
+    config_model = LMConfig
+    eval_models = {"lambada": LambadaEvalConfig}
+    default_metrics = ["lambada.acc", "lambada.ppl", "val.nll"]
+    higher_is_better = {"lambada.acc": True, "lambada.ppl": False, "val.nll": False,
+                        "val.loss": False}
+
+    def stages(self, config: LMConfig) -> list[str]:
+        return config.stages()
+
+    def step_costs(self, config: LMConfig) -> dict[str, StepCost]:
+        """Exact step costs from the model's shapes, on fake tensors (nothing is trained)."""
+        import torch
+
+        from bench.flops import count_flops_abstract
+        from bench.lm.model import build_model, untie_head
+        from bench.lm.objectives import causal_lm_loss
+
+        vocab = _vocab_size(config)
+        micro = config.train.micro_batch_size or config.train.batch_size
+        seq = config.data.seq_len
+        costs: dict[str, StepCost] = {}
+
+        def step(objective: str, finetune: bool) -> None:
+            model = build_model(config.model, vocab, tied=config.objective == "cwt")
+            if finetune:
+                model = untie_head(model)
+                _freeze_for_probe(model, config)
+            ids = torch.zeros((micro, seq), dtype=torch.long)
+            causal_lm_loss(model, ids, objective, config.cwt).backward()
+
+        per_micro = count_flops_abstract(lambda: step(config.objective, False))
+        n_micro = config.train.batch_size // micro
+        costs["pretrain"] = StepCost(per_micro * n_micro, config.train.batch_size * seq)
+        if config.head == "finetune":
+            ft_batch = _finetune_batch(config)
+            per_row = count_flops_abstract(lambda: step("softmax", True)) / micro
+            costs["head_finetune"] = StepCost(per_row * ft_batch, ft_batch * seq)
+        return costs
+
+    def execute(self, run: Any, ctx: Any) -> None:
+        import torch
+
+        from bench.evals.lambada import evaluate_lambada
+        from bench.lm.data import batch_at, prepare_lm_data, val_batches
+        from bench.lm.model import build_model, count_parameters, untie_head
+        from bench.lm.objectives import causal_lm_loss, next_token_nll
+        from bench.train import Stage
+
+        cfg: LMConfig = run.config
+        device = ctx.device
+        data = prepare_lm_data(cfg.data, ctx.cache_dir / "lm-data")
+        tok = data.tokenizer
+        torch.manual_seed(run.seed)
+        model = build_model(cfg.model, len(tok), tied=cfg.objective == "cwt",
+                            eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+        model.to(device)
+        bf16 = cfg.train.precision == "bf16" or (
+            cfg.train.precision == "auto" and device.type == "cuda")
+        micro = cfg.train.micro_batch_size or cfg.train.batch_size
+        held_out = [b.to(device) for b in val_batches(data.val, micro, cfg.train.val_batches)]
+
+        def validate(objective: str) -> dict[str, float]:
+            n = len(held_out)
+            loss = sum(float(causal_lm_loss(model, b, objective, cfg.cwt)) for b in held_out)
+            nll = sum(float(next_token_nll(model, b)) for b in held_out)
+            return {"loss": loss / n, "nll": nll / n}
+
+        def stage(name: str, objective: str, batch_size: int, offset: int, optim: Any,
+                  params: list[torch.nn.Parameter]) -> Stage:
+            return Stage(
+                name=name, model=model, parameters=params, optim=optim,
+                micro_batches=lambda k: list(
+                    batch_at(data.train, offset + k, batch_size, run.seed).to(device).split(micro)),
+                loss=lambda ids: causal_lm_loss(model, ids, objective, cfg.cwt),
+                items=lambda ids: ids.numel(),
+                validate=lambda: validate(objective),
+                validate_every=cfg.train.validate_every,
+                checkpoint_every=cfg.train.checkpoint_every,
+                bf16=bf16,
+            )
+
+        counts = count_parameters(model)
+        ctx.record({f"model.{k}_params": float(v) for k, v in counts.items()})
+        pre = ctx.train(stage("pretrain", cfg.objective, cfg.train.batch_size, 0,
+                              cfg.train.optim, list(model.parameters())))
+        if cfg.head == "finetune":
+            model = untie_head(model).to(device)
+            _freeze_for_probe(model, cfg)
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            ctx.train(stage("head_finetune", "softmax", _finetune_batch(cfg), pre.steps,
+                            cfg.head_finetune.optim, trainable))
+            model.requires_grad_(True)
+        final = validate("softmax" if cfg.head == "finetune" else cfg.objective)
+        ctx.record({"val.loss": final["loss"], "val.nll": final["nll"]})
+
+        model_dir = ctx.dir / "model"
+        tmp = ctx.dir / "model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        shutil.rmtree(model_dir, ignore_errors=True)
+        tmp.rename(model_dir)
+        ctx.log.info("saved model to %s", model_dir)
+
+        for name, eval_cfg in run.variant.evals:
+            result = evaluate_lambada(model, tok, eval_cfg, device=str(device),
+                                      workdir=ctx.dir / f"eval_{name}")
+            ctx.record({f"{name}.{k}": v for k, v in result.metrics.items()})
+            ctx.record({f"{name}.n": float(result.n)})
+            ctx.save_samples(name, result.samples)
+            ctx.log.info("%s: %s", name, result.metrics)
+
+
+def _vocab_size(config: LMConfig) -> int:
+    if config.data.tokenizer.train_bpe is not None:
+        return config.data.tokenizer.train_bpe
+    from transformers import AutoTokenizer
+
+    return len(AutoTokenizer.from_pretrained(config.data.tokenizer.path, local_files_only=True))
+
+
+def _finetune_batch(config: LMConfig) -> int:
+    return config.head_finetune.batch_size or config.train.batch_size
+
+
+def _freeze_for_probe(model: Any, config: LMConfig) -> None:
+    """'probe' trains the new head only; 'full' trains every parameter."""
+    if config.head_finetune.mode == "probe":
+        model.requires_grad_(False)
+        model.lm_head.weight.requires_grad_(True)
+
+
+FAMILY = LMFamily()

@@ -1,0 +1,165 @@
+"""Training objectives of a causal decoder: softmax cross-entropy and Contrastive Weight Tying.
+
+CWT (Godey et al., ICLR 2024) scores each position's last hidden state o_i against the input
+embeddings e(x_j) of the K targets of the micro-batch:
+
+    L = -(1/K) sum_i log( exp(o_i . e(x_i) / tau) / sum_j exp(o_i . e(x_j) / tau) )
+
+a cross-entropy over a K x K score matrix whose correct class is the diagonal. Repeated tokens
+stay as separate columns, the targets are not detached, and the vocabulary is never touched.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformers import GPTNeoXForCausalLM
+
+from bench.errors import UserError
+from bench.lm.config import CWTConfig
+
+OBJECTIVES = ("softmax", "cwt")
+
+
+def cwt_loss(
+    hidden: Tensor,
+    target_ids: Tensor,
+    embedding: Tensor,
+    *,
+    temperature: float = 1.0,
+    unique_negatives: bool = False,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Mean CWT loss of K positions: hidden [K, D], target_ids [K], embedding [V, D].
+
+    unique_negatives (an ablation) keeps one column per distinct target token; the positive of
+    row i is then the column of its own token. chunk_size bounds the score matrix held at once
+    to chunk_size x K rows, with the same value and gradients as the full computation.
+    """
+    if hidden.ndim != 2 or target_ids.shape != hidden.shape[:1]:
+        raise ValueError(
+            f"cwt_loss expects hidden [K, D] and target_ids [K]; got {tuple(hidden.shape)} "
+            f"and {tuple(target_ids.shape)}"
+        )
+    if unique_negatives:
+        tokens, labels = torch.unique(target_ids, return_inverse=True)
+    else:
+        tokens, labels = target_ids, torch.arange(len(target_ids), device=target_ids.device)
+    candidates = embedding[tokens]  # a gather, not a detach: E gets gradient as the target too
+    if chunk_size is None or chunk_size >= len(hidden):
+        scores = hidden @ candidates.T / temperature
+        return F.cross_entropy(_widen(scores), labels)
+    return _ChunkedContrastiveCE.apply(hidden, candidates, labels, temperature, chunk_size)
+
+
+class _ChunkedContrastiveCE(torch.autograd.Function):
+    """Mean cross-entropy of (hidden @ candidates^T / tau) against labels, row chunk by row chunk.
+
+    Only the per-row log-sum-exp (K floats) is kept for backward, which recomputes each chunk's
+    scores; so peak memory is chunk x N instead of K x N. Autocast in force during the forward is
+    replayed in the backward, so the recomputed scores match the ones the forward normalised.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        hidden: Tensor,
+        candidates: Tensor,
+        labels: Tensor,
+        temperature: float,
+        chunk_size: int,
+    ) -> Tensor:
+        device_type = hidden.device.type
+        ctx.autocast = (
+            device_type,
+            torch.is_autocast_enabled(device_type),
+            torch.get_autocast_dtype(device_type),
+        )
+        rows = torch.arange(len(hidden), device=hidden.device)
+        wide = _wide_dtype(hidden.dtype)
+        logsumexp = hidden.new_empty(len(hidden), dtype=wide)
+        total = hidden.new_zeros((), dtype=wide)
+        for start in range(0, len(hidden), chunk_size):
+            span = slice(start, start + chunk_size)
+            scores = _widen(hidden[span] @ candidates.T) / temperature
+            logsumexp[span] = torch.logsumexp(scores, dim=1)
+            total += (logsumexp[span] - scores[rows[span] - start, labels[span]]).sum()
+        ctx.save_for_backward(hidden, candidates, labels, logsumexp)
+        ctx.temperature, ctx.chunk_size = temperature, chunk_size
+        return total / len(hidden)
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad_output: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        hidden, candidates, labels, logsumexp = ctx.saved_tensors
+        device_type, enabled, dtype = ctx.autocast
+        tau, chunk_size = ctx.temperature, ctx.chunk_size
+        wide = _wide_dtype(hidden.dtype)
+        scale = grad_output.to(wide) / (len(hidden) * tau)
+        rows = torch.arange(len(hidden), device=hidden.device)
+        grad_hidden = torch.empty_like(hidden, dtype=wide)
+        grad_candidates = torch.zeros_like(candidates, dtype=wide)
+        with torch.autocast(device_type=device_type, dtype=dtype, enabled=enabled):
+            for start in range(0, len(hidden), chunk_size):
+                span = slice(start, start + chunk_size)
+                scores = _widen(hidden[span] @ candidates.T) / tau
+                # d(lse - s_label)/ds = softmax - onehot; times dL/dscores' chain factor 1/(K tau)
+                grad_scores = torch.exp(scores - logsumexp[span, None])
+                grad_scores[rows[span] - start, labels[span]] -= 1
+                grad_scores *= scale
+                grad_hidden[span] = grad_scores @ candidates.to(wide)
+                grad_candidates += grad_scores.T @ hidden[span].to(wide)
+        return grad_hidden.to(hidden.dtype), grad_candidates.to(candidates.dtype), None, None, None
+
+
+def softmax_loss(logits: Tensor, target_ids: Tensor) -> Tensor:
+    """Mean cross-entropy of logits [K, V] against target_ids [K], at least in float32."""
+    return F.cross_entropy(_widen(logits), target_ids)
+
+
+def causal_lm_loss(
+    model: GPTNeoXForCausalLM, input_ids: Tensor, objective: str, cwt: CWTConfig
+) -> Tensor:
+    """Loss of one packed micro-batch [B, L]: positions 0..L-2 predict tokens 1..L-1.
+
+    softmax scores the whole vocabulary through the model's head; cwt contrasts the final
+    (layer-normed) hidden states with the input embeddings of the micro-batch's targets and
+    never evaluates the head.
+    """
+    hidden, targets = _predictions_and_targets(model, input_ids)
+    if objective == "softmax":
+        return softmax_loss(model.lm_head(hidden), targets)
+    if objective == "cwt":
+        return cwt_loss(
+            hidden,
+            targets,
+            model.gpt_neox.embed_in.weight,
+            temperature=cwt.temperature,
+            unique_negatives=cwt.unique_negatives,
+            chunk_size=cwt.chunk_size,
+        )
+    raise UserError(f"objective: got {objective!r}; expected one of {', '.join(OBJECTIVES)}")
+
+
+@torch.no_grad()
+def next_token_nll(model: GPTNeoXForCausalLM, input_ids: Tensor) -> Tensor:
+    """Next-token NLL through the scoring head (E^T when tied), comparable across objectives."""
+    hidden, targets = _predictions_and_targets(model, input_ids)
+    return softmax_loss(model.lm_head(hidden), targets)
+
+
+def _predictions_and_targets(model: GPTNeoXForCausalLM, input_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Final hidden states of positions 0..L-2 as [K, D] and their next tokens as [K]."""
+    if input_ids.ndim != 2 or input_ids.shape[1] < 2:
+        raise ValueError(f"expected packed rows [B, L] with L >= 2; got {tuple(input_ids.shape)}")
+    hidden = model.gpt_neox(input_ids, use_cache=False).last_hidden_state[:, :-1]
+    return hidden.reshape(-1, hidden.shape[-1]), input_ids[:, 1:].reshape(-1)
+
+
+def _wide_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half types, the dtype itself otherwise: softmax statistics need the range."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _widen(x: Tensor) -> Tensor:
+    return x.to(_wide_dtype(x.dtype))

@@ -1,0 +1,143 @@
+"""Report figures as SVG text, ready to inline: no image files, no fonts or scripts to fetch.
+
+Figures are built on `matplotlib.figure.Figure` directly rather than pyplot, so no GUI backend or
+global figure registry is involved and nothing stays open after rendering.
+"""
+
+import io
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from bench.report.tables import SuiteData
+
+Colour = tuple[float, float, float]
+
+# Text stays text (smaller, selectable); the salt makes ids deterministic and distinct per figure.
+_SVG_RC = {"svg.fonttype": "none"}
+_NO_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
+
+
+def palette(variants: Sequence[str]) -> dict[str, Colour]:
+    """One colour per variant, the same in every figure."""
+    return dict(zip(variants, sns.color_palette("colorblind", len(variants)), strict=True))
+
+
+@contextmanager
+def _style() -> Iterator[None]:
+    """Seaborn's look at print size; rc values are read when artists are made, so draw inside."""
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
+        yield
+
+
+def curve_figure(data: SuiteData, variants: Sequence[str], metric: str) -> str | None:
+    """`metric` against training FLOPs: every seed thin, the mean over seeds thick.
+
+    The mean is taken only at steps every seed of a variant recorded, so a seed that stopped
+    early cannot bend it. None when no finished run recorded the curve.
+    """
+    rows = data.curves[data.curves["metric"] == metric]
+    if rows.empty:
+        return None
+    colours = palette(variants)
+    with _style():
+        fig = Figure(figsize=(7.2, 3.4), layout="constrained")
+        ax = fig.add_subplot()
+        for variant in variants:
+            own = rows[rows["variant"] == variant].sort_values("step")
+            if own.empty:
+                continue
+            for _, run in own.groupby("run_id"):
+                ax.plot(run["flops"], run["value"], color=colours[variant], lw=0.8, alpha=0.45)
+            n_runs = own["run_id"].nunique()
+            per_step = own.groupby("step").agg(
+                flops=("flops", "mean"), value=("value", "mean"), seeds=("run_id", "nunique")
+            )
+            common = per_step[per_step["seeds"] == n_runs]
+            ax.plot(
+                common["flops"],
+                common["value"],
+                color=colours[variant],
+                lw=2.2,
+                label=f"{variant} (mean of {n_runs})",
+            )
+        ax.set_xlabel("training FLOPs")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} against compute (thin: each seed; thick: mean over seeds)")
+        ax.legend(loc="best", frameon=True)
+        return to_svg(fig, salt=f"curve-{metric}")
+
+
+def metric_figure(
+    data: SuiteData, variants: Sequence[str], metrics: Sequence[str], summary: pd.DataFrame
+) -> str | None:
+    """Each key metric per variant: one point per seed, the mean with its 95% seed t-interval."""
+    if not metrics:
+        return None
+    colours = palette(variants)
+    ncols = min(len(metrics), 3)
+    nrows = math.ceil(len(metrics) / ncols)
+    width = min(7.2, 2.4 * ncols + 0.5 * max(len(variants) - 3, 0))
+    with _style():
+        fig = Figure(figsize=(width, 2.6 * nrows), layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax, metric in zip(axes, metrics, strict=False):
+            rows = data.finals[data.finals["metric"] == metric]
+            for i, variant in enumerate(variants):
+                values = rows.loc[rows["variant"] == variant].sort_values("seed")["value"]
+                # Seeds spread evenly across the slot: no overlap, and no randomness, so the
+                # same index always draws the same figure.
+                spread = 0.15 if len(values) > 1 else 0.0
+                ax.scatter(
+                    i + np.linspace(-spread, spread, len(values)),
+                    values,
+                    s=22,
+                    alpha=0.85,
+                    color=colours[variant],
+                    edgecolors="white",
+                    linewidths=0.5,
+                    zorder=3,
+                )
+                est = summary.loc[(variant, metric)]
+                if est["n"] == 0:
+                    continue
+                err = (
+                    None
+                    if math.isnan(est["low"])
+                    else [[est["mean"] - est["low"]], [est["high"] - est["mean"]]]
+                )
+                ax.errorbar(
+                    [i + 0.3],
+                    [est["mean"]],
+                    yerr=err,
+                    fmt="D",
+                    color="black",
+                    ms=4,
+                    capsize=3,
+                    lw=1.1,
+                    zorder=5,
+                )
+            ax.set_xticks(range(len(variants)), list(variants))
+            ax.set_xlim(-0.5, len(variants) - 0.5)
+            ax.set_title(metric)
+            ax.set_xlabel("")
+            ax.set_ylabel("")
+            ax.tick_params(axis="x", labelrotation=30 if len(variants) > 3 else 0)
+        for ax in axes[len(metrics) :]:
+            ax.set_visible(False)
+        return to_svg(fig, salt="metrics")
+
+
+def to_svg(fig: Figure, salt: str) -> str:
+    """The figure as an inline <svg> element (XML declaration and DOCTYPE dropped)."""
+    buf = io.StringIO()
+    with matplotlib.rc_context({**_SVG_RC, "svg.hashsalt": salt}):
+        fig.savefig(buf, format="svg", metadata=_NO_METADATA)
+    text = buf.getvalue()
+    return text[text.index("<svg") :]

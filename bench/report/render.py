@@ -1,0 +1,324 @@
+"""Render one suite's report: index -> tables and figures -> HTML (inline SVG) -> PDF.
+
+The report is a pure function of the results index and the suite's report settings: it carries no
+render time and fetches nothing, so rendering twice gives the same files.
+"""
+
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+import weasyprint
+from markupsafe import Markup
+
+from bench.errors import UserError
+from bench.report import figures, tables
+
+DASH = "—"
+# Main-table columns beyond which the table gets a landscape page of its own in the PDF.
+WIDE_COLUMNS = 13
+_COMPUTE_LABELS = {
+    "train.flops": "FLOPs",
+    "train.tokens": "tokens",
+    "train.tokens_per_s": "tokens/s",
+}
+_PROVENANCE_FIELDS = ("commit", "device", "host", "python")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportSpec:
+    """What a suite asks of its report (its `report:` and `reference:` blocks, resolved)."""
+
+    suite: str
+    title: str
+    baseline: str | None
+    metrics: list[str]
+    higher_is_better: dict[str, bool]
+    reference: dict[str, dict[str, float]]
+    reference_source: str | None
+    notes: list[str]
+    curve: str = "curve.val_nll"
+    variants: list[str]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One formatted table cell; `cls` carries the CSS class (numbers, better/worse deltas)."""
+
+    text: str
+    cls: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table ready for the template: optional grouped header row, column labels, cell rows."""
+
+    columns: list[str]
+    rows: list[list[Cell]]
+    groups: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def wide(self) -> bool:
+        return len(self.columns) > WIDE_COLUMNS
+
+
+def render_report(index_path: Path, spec: ReportSpec, out_dir: Path) -> tuple[Path, Path]:
+    """Write out_dir/<suite>.html and out_dir/<suite>.pdf, each atomically; return both paths."""
+    if not spec.suite or Path(spec.suite).name != spec.suite:
+        raise UserError(f"suite name {spec.suite!r}: expected a plain name to name report files")
+    if spec.baseline is not None and spec.baseline not in spec.variants:
+        raise UserError(
+            f"report.baseline of suite {spec.suite!r}: {spec.baseline!r} is not one of its "
+            f"variants ({', '.join(spec.variants)})"
+        )
+    data = tables.load_suite(index_path, spec.suite)
+    html = render_html(index_path, spec, data)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html_path, pdf_path = out_dir / f"{spec.suite}.html", out_dir / f"{spec.suite}.pdf"
+    _write_atomic(html_path, lambda tmp: tmp.write_text(html, encoding="utf-8"))
+    _write_atomic(pdf_path, lambda tmp: weasyprint.HTML(string=html).write_pdf(tmp))
+    return html_path, pdf_path
+
+
+def render_html(index_path: Path, spec: ReportSpec, data: tables.SuiteData) -> str:
+    """The whole report as one self-contained HTML document."""
+    variants = tables.variant_order(spec.variants, data)
+    summary = tables.summary_table(data, variants, spec.metrics, spec.baseline, spec.reference)
+    compute = tables.compute_table(data, variants)
+    shared, per_run = provenance_tables(tables.provenance_table(data, variants))
+    curve_svg = figures.curve_figure(data, variants, spec.curve)
+    metric_svg = figures.metric_figure(data, variants, spec.metrics, summary)
+    runs = data.runs
+    template = _environment().get_template("report.html.j2")
+    return template.render(
+        spec=spec,
+        index_path=str(index_path),
+        variants=variants,
+        n_finished=int((runs["state"] == tables.FINISHED).sum()),
+        n_other=int((runs["state"] != tables.FINISHED).sum()),
+        started=_text(runs["started"].dropna().min()),
+        ended=_text(runs["ended"].dropna().max()),
+        main=main_table(spec, variants, summary, compute),
+        per_seed=per_seed_table(tables.per_seed_table(data, variants, spec.metrics)),
+        unfinished=unfinished_table(tables.unfinished_table(data, variants)),
+        shared_provenance=shared,
+        per_run=per_run,
+        packages=package_lines(tables.package_table(data)),
+        curve_svg=Markup(curve_svg) if curve_svg else None,
+        metric_svg=Markup(metric_svg) if metric_svg else None,
+    )
+
+
+def main_table(
+    spec: ReportSpec, variants: Sequence[str], summary: pd.DataFrame, compute: pd.DataFrame
+) -> Table:
+    """One row per variant: each metric's seed mean and interval, eval stderr, paper, delta."""
+    blocks = []  # per metric: which sub-columns carry anything
+    for metric in spec.metrics:
+        rows = summary.xs(metric, level="metric")
+        blocks.append((metric, rows["stderr"].notna().any(), rows["reference"].notna().any()))
+    groups: list[tuple[str, int]] = [("", 2)]
+    columns = ["variant", "seeds"]
+    for metric, has_stderr, has_reference in blocks:
+        sub = ["mean ± 95% CI (seeds)"]
+        sub += ["eval stderr (lm-eval)"] if has_stderr else []
+        sub += ["paper"] if has_reference else []
+        sub += [f"Δ vs {spec.baseline} (95% Welch CI)"] if spec.baseline else []
+        groups.append((metric, len(sub)))
+        columns += sub
+    groups.append(("compute consumed (mean over seeds)", len(tables.COMPUTE_METRICS)))
+    columns += [_COMPUTE_LABELS[m] for m in tables.COMPUTE_METRICS]
+    rows = []
+    for variant in variants:
+        row = [Cell(variant, "name"), Cell(str(int(compute.loc[variant, "n"])), "num")]
+        for metric, has_stderr, has_reference in blocks:
+            est = summary.loc[(variant, metric)]
+            row.append(
+                Cell(fmt_interval(est["mean"], est["low"], est["high"], int(est["n"])), "num")
+            )
+            if has_stderr:
+                row.append(Cell(fmt_value(est["stderr"]), "num"))
+            if has_reference:
+                row.append(Cell(fmt_value(est["reference"]), "num paper"))
+            if spec.baseline:
+                row.append(_delta_cell(variant, spec, metric, est))
+        row.append(Cell(fmt_sci(compute.loc[variant, "train.flops"]), "num"))
+        row.append(Cell(fmt_sci(compute.loc[variant, "train.tokens"]), "num"))
+        row.append(Cell(fmt_rate(compute.loc[variant, "train.tokens_per_s"]), "num"))
+        rows.append(row)
+    return Table(columns=columns, rows=rows, groups=groups)
+
+
+def per_seed_table(frame: pd.DataFrame) -> Table:
+    """Every finished run's values, formatted like the main table."""
+    metric_columns = [c for c in frame.columns if c not in ("run_id", "variant", "seed")]
+    columns = ["variant", "seed", "run", *[_COMPUTE_LABELS.get(c, c) for c in metric_columns]]
+    rows = [
+        [
+            Cell(str(rec["variant"]), "name"),
+            Cell(str(rec["seed"]), "num"),
+            Cell(_short(rec["run_id"]), "mono"),
+            *[Cell(_format_column(c, rec[c]), "num") for c in metric_columns],
+        ]
+        for rec in frame.to_dict("records")
+    ]
+    return Table(columns=columns, rows=rows)
+
+
+def unfinished_table(frame: pd.DataFrame) -> Table:
+    """Failed and unfinished runs with their reason."""
+    columns = ["variant", "seed", "run", "state", "reason", "started", "ended"]
+    rows = [
+        [
+            Cell(str(rec["variant"]), "name"),
+            Cell(str(rec["seed"]), "num"),
+            Cell(_short(rec["run_id"]), "mono"),
+            Cell(str(rec["state"]), "state"),
+            Cell(_text(rec["reason"]), "reason"),
+            Cell(_text(rec["started"])),
+            Cell(_text(rec["ended"])),
+        ]
+        for rec in frame.to_dict("records")
+    ]
+    return Table(columns=columns, rows=rows)
+
+
+def provenance_tables(frame: pd.DataFrame) -> tuple[list[tuple[str, str]], Table]:
+    """Fields every run shares are listed once; only the fields that differ get columns."""
+    shared, varying = [], []
+    for name in _PROVENANCE_FIELDS:
+        # A run that recorded no provenance (still running, crashed early) does not split a field.
+        values = {str(v) for v in frame[name] if pd.notna(v)}
+        if len(values) == 1:
+            shared.append((name, values.pop()))
+        elif values:
+            varying.append(name)
+    columns = ["variant", "seed", "run", "state", *varying, "started", "ended"]
+    rows = [
+        [
+            Cell(str(rec["variant"]), "name"),
+            Cell(str(rec["seed"]), "num"),
+            Cell(_short(rec["run_id"]), "mono"),
+            Cell(str(rec["state"])),
+            *[Cell(_text(rec[name]), "mono" if name == "commit" else "") for name in varying],
+            Cell(_text(rec["started"])),
+            Cell(_text(rec["ended"])),
+        ]
+        for rec in frame.to_dict("records")
+    ]
+    return shared, Table(columns=columns, rows=rows)
+
+
+def package_lines(frame: pd.DataFrame) -> list[Cell]:
+    """`name version` per package; where runs differ, every version with its number of runs."""
+    lines = []
+    for rec in frame.to_dict("records"):
+        versions: dict[str, int] = rec["versions"]
+        if len(versions) == 1:
+            lines.append(Cell(f"{rec['package']} {next(iter(versions))}"))
+        else:
+            listed = ", ".join(f"{v} ({n} run{'' if n == 1 else 's'})" for v, n in versions.items())
+            lines.append(Cell(f"{rec['package']} {listed}", "differs"))
+    return lines
+
+
+def fmt_value(x: float | None) -> str:
+    """Four decimals below 10 (accuracies, losses), two up to 1000 (perplexities, percentages),
+    scientific for huge or tiny values: as many digits as seed noise can leave meaningful."""
+    if x is None or math.isnan(x):
+        return DASH
+    size = abs(x)
+    if size != 0 and (size >= 1e5 or size < 1e-3):
+        return f"{x:.3e}"
+    if size >= 1000:
+        return f"{x:,.1f}"
+    return f"{x:.2f}" if size >= 10 else f"{x:.4f}"
+
+
+def fmt_sci(x: float | None) -> str:
+    """Counts of FLOPs and tokens: always scientific, so columns compare at a glance."""
+    return DASH if x is None or math.isnan(x) else f"{x:.3e}"
+
+
+def fmt_rate(x: float | None) -> str:
+    """Throughput: whole units with thousands separators."""
+    return DASH if x is None or math.isnan(x) else f"{x:,.0f}"
+
+
+def fmt_signed(x: float) -> str:
+    """A difference with its sign always shown."""
+    return DASH if math.isnan(x) else ("+" if x >= 0 else "−") + fmt_value(abs(x))
+
+
+def fmt_interval(mean: float, low: float, high: float, n: int) -> str:
+    """`mean ± half-width`; a single seed has no interval and says so."""
+    if n == 0 or math.isnan(mean):
+        return DASH
+    if math.isnan(low):
+        return f"{fmt_value(mean)} (n={n})"
+    return f"{fmt_value(mean)} ± {fmt_value((high - low) / 2)}"
+
+
+def _delta_cell(variant: str, spec: ReportSpec, metric: str, est: pd.Series) -> Cell:
+    if variant == spec.baseline:
+        return Cell("baseline", "baseline")
+    delta, low, high = est["delta"], est["delta_low"], est["delta_high"]
+    if math.isnan(delta):
+        return Cell(DASH, "num")
+    text = fmt_signed(delta)
+    if not math.isnan(low):
+        text += f" ± {fmt_value((high - low) / 2)}"
+    cls = "num"
+    higher = spec.higher_is_better.get(metric)
+    if higher is not None and delta != 0:
+        cls += " better" if (delta > 0) == higher else " worse"
+        if not math.isnan(low) and (low > 0 or high < 0):
+            cls += " clear"  # the interval excludes no difference
+    return Cell(text, cls)
+
+
+def _format_column(column: str, value: float) -> str:
+    if column in ("train.flops", "train.tokens"):
+        return fmt_sci(value)
+    if column == "train.tokens_per_s":
+        return fmt_rate(value)
+    return fmt_value(value)
+
+
+def _short(run_id: str) -> str:
+    return run_id if len(run_id) <= 12 else run_id[:12] + "…"
+
+
+def _text(value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return DASH
+    return str(value)
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("bench.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """Write beside the target, then rename: readers never see a half-written report."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,269 @@
+"""The numbers of a report: one suite's rows of the results index, summarised over seeds.
+
+Everything here is numeric (pandas frames, floats); formatting belongs to the renderer, so the
+statistics can be tested against scipy without parsing HTML.
+"""
+
+import json
+import math
+import sqlite3
+from collections.abc import Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from bench.errors import UserError
+
+FINISHED = "finished"
+STDERR_SUFFIX = "_stderr"
+# What a run consumed, as the training loop records it; shown beside every variant's metrics.
+COMPUTE_METRICS = ("train.flops", "train.tokens", "train.tokens_per_s")
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class SuiteData:
+    """The index rows of one suite, split the way a report reads them."""
+
+    runs: pd.DataFrame  # every run of the suite, whatever its state
+    finals: pd.DataFrame  # final metric rows (step NULL) of finished runs, one per run and metric
+    curves: pd.DataFrame  # curve rows (step set) of finished runs
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with its 95% t-interval; low and high are NaN where no interval exists."""
+
+    value: float
+    low: float
+    high: float
+
+
+def load_suite(index_path: Path, suite: str) -> SuiteData:
+    """Read one suite from the index; only finished runs feed the numbers, the rest are listed."""
+    if not index_path.is_file():
+        raise UserError(f"{index_path}: results index not found (suite {suite!r}); run it first")
+    uri = index_path.resolve().as_uri() + "?mode=ro"
+    try:
+        with closing(sqlite3.connect(uri, uri=True)) as con:
+            runs = pd.read_sql_query(
+                "SELECT * FROM runs WHERE suite = ? ORDER BY variant, seed, run_id",
+                con,
+                params=(suite,),
+            )
+            metrics = pd.read_sql_query(
+                "SELECT rowid AS row_order, * FROM metrics WHERE suite = ?", con, params=(suite,)
+            )
+    except (sqlite3.Error, pd.errors.DatabaseError) as err:
+        raise UserError(f"{index_path}: not a readable results index ({err})") from err
+    # SQL NULL arrives as NaN in some columns; None keeps "missing" falsy for the text fields.
+    text = ["reason", "path", "config", "provenance", "started", "ended"]
+    runs[text] = runs[text].astype(object).where(runs[text].notna(), None)
+    finished = runs.loc[runs["state"] == FINISHED, "run_id"]
+    if finished.empty:
+        states = runs["state"].value_counts().to_dict()
+        seen = ", ".join(f"{n} {state}" for state, n in states.items()) or "no runs at all"
+        raise UserError(f"{index_path}: suite {suite!r} has no finished runs ({seen})")
+    # The runs table is authoritative for variant and seed; metric rows only name their run.
+    metrics = (
+        metrics[metrics["run_id"].isin(finished)]
+        .drop(columns=["variant", "seed"])
+        .merge(runs[["run_id", "variant", "seed"]], on="run_id")
+        .sort_values("row_order")
+    )
+    is_final = metrics["step"].isna()
+    # A re-recorded final metric replaces the earlier row rather than counting twice.
+    finals = metrics[is_final].drop_duplicates(["run_id", "metric"], keep="last")
+    return SuiteData(
+        runs=runs,
+        finals=finals.reset_index(drop=True),
+        curves=metrics[~is_final].reset_index(drop=True),
+    )
+
+
+def variant_order(declared: Sequence[str], data: SuiteData) -> list[str]:
+    """The suite's variant order, then any variant in the index that the suite no longer names."""
+    extra = sorted(set(data.runs["variant"]) - set(declared))
+    return [*declared, *extra]
+
+
+def seed_interval(values: Sequence[float]) -> Estimate:
+    """Mean over seeds with a 95% t-interval (n - 1 degrees of freedom): seed variance."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return Estimate(math.nan, math.nan, math.nan)
+    mean = float(x.mean())
+    if x.size < 2:
+        return Estimate(mean, math.nan, math.nan)
+    half = stats.t.ppf(0.5 + LEVEL / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+    return Estimate(mean, mean - half, mean + half)
+
+
+def welch_difference(a: Sequence[float], b: Sequence[float]) -> Estimate:
+    """mean(a) - mean(b) with a 95% Welch t-interval (unequal variances, Welch-Satterthwaite df).
+
+    Welch rather than a paired interval because a seed does not pair two variants' runs.
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.size == 0 or y.size == 0:
+        return Estimate(math.nan, math.nan, math.nan)
+    diff = float(x.mean() - y.mean())
+    if x.size < 2 or y.size < 2:
+        return Estimate(diff, math.nan, math.nan)
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se = math.sqrt(vx + vy)
+    if se == 0:
+        return Estimate(diff, diff, diff)
+    df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
+    half = stats.t.ppf(0.5 + LEVEL / 2, df) * se
+    return Estimate(diff, diff - half, diff + half)
+
+
+def seed_values(data: SuiteData, variant: str, metric: str) -> np.ndarray:
+    """One value per finished seed of a variant, in seed order."""
+    rows = data.finals[(data.finals["variant"] == variant) & (data.finals["metric"] == metric)]
+    return rows.sort_values("seed")["value"].to_numpy(dtype=float)
+
+
+def summary_table(
+    data: SuiteData,
+    variants: Sequence[str],
+    metrics: Sequence[str],
+    baseline: str | None,
+    reference: dict[str, dict[str, float]],
+) -> pd.DataFrame:
+    """One row per (variant, metric): seed mean and interval, eval stderr, delta, paper number."""
+    rows = []
+    for variant in variants:
+        for metric in metrics:
+            values = seed_values(data, variant, metric)
+            est = seed_interval(values)
+            stderr = seed_values(data, variant, metric + STDERR_SUFFIX)
+            delta = (
+                welch_difference(values, seed_values(data, baseline, metric))
+                if baseline is not None and variant != baseline
+                else Estimate(math.nan, math.nan, math.nan)
+            )
+            rows.append(
+                {
+                    "variant": variant,
+                    "metric": metric,
+                    "n": int(values.size),
+                    "mean": est.value,
+                    "low": est.low,
+                    "high": est.high,
+                    "stderr": float(stderr.mean()) if stderr.size else math.nan,
+                    "delta": delta.value,
+                    "delta_low": delta.low,
+                    "delta_high": delta.high,
+                    "reference": float(reference.get(variant, {}).get(metric, math.nan)),
+                }
+            )
+    return pd.DataFrame(rows).set_index(["variant", "metric"])
+
+
+def compute_table(data: SuiteData, variants: Sequence[str]) -> pd.DataFrame:
+    """Per variant: finished seeds and the mean compute they consumed (NaN where unrecorded)."""
+    finished = data.runs[data.runs["state"] == FINISHED]
+    table = pd.DataFrame(index=pd.Index(list(variants), name="variant"))
+    table["n"] = [int((finished["variant"] == v).sum()) for v in variants]
+    for metric in COMPUTE_METRICS:
+        table[metric] = [
+            float(vals.mean()) if (vals := seed_values(data, v, metric)).size else math.nan
+            for v in variants
+        ]
+    return table
+
+
+def per_seed_table(
+    data: SuiteData, variants: Sequence[str], metrics: Sequence[str]
+) -> pd.DataFrame:
+    """Every finished run's value of every key metric (with its stderr) and compute: none hidden."""
+    recorded = set(data.finals["metric"])
+    columns = []
+    for metric in metrics:
+        columns.append(metric)
+        if metric + STDERR_SUFFIX in recorded:
+            columns.append(metric + STDERR_SUFFIX)
+    columns += [m for m in COMPUTE_METRICS if m in recorded]
+    columns = list(dict.fromkeys(columns))  # a key metric may itself be a stderr or compute key
+    wide = data.finals.pivot(index="run_id", columns="metric", values="value")
+    wide = wide.reindex(columns=columns)
+    finished = data.runs[data.runs["state"] == FINISHED][["run_id", "variant", "seed"]]
+    table = finished.merge(wide, left_on="run_id", right_index=True, how="left")
+    return _in_variant_order(table, variants)
+
+
+def unfinished_table(data: SuiteData, variants: Sequence[str]) -> pd.DataFrame:
+    """Runs that failed or never finished, with their reason; they enter no mean."""
+    table = data.runs[data.runs["state"] != FINISHED]
+    return _in_variant_order(
+        table[["run_id", "variant", "seed", "state", "reason", "started", "ended"]], variants
+    )
+
+
+def provenance_table(data: SuiteData, variants: Sequence[str]) -> pd.DataFrame:
+    """Per run: where and from what code it ran (commit, device, host, python, times)."""
+    rows = []
+    for run in data.runs.itertuples(index=False):
+        prov = _provenance(run.provenance, run.run_id)
+        commit = prov.get("git_commit")
+        if commit and prov.get("git_dirty"):
+            commit = f"{commit} (dirty)"
+        rows.append(
+            {
+                "run_id": run.run_id,
+                "variant": run.variant,
+                "seed": run.seed,
+                "state": run.state,
+                "commit": commit,
+                "device": prov.get("device_name") or prov.get("device"),
+                "host": prov.get("host"),
+                "python": prov.get("python"),
+                "started": run.started or prov.get("started"),
+                "ended": run.ended or prov.get("ended"),
+            }
+        )
+    return _in_variant_order(pd.DataFrame(rows), variants)
+
+
+def package_table(data: SuiteData) -> pd.DataFrame:
+    """Package versions across runs: one row per package, every distinct version with its count."""
+    counts: dict[str, dict[str, int]] = {}
+    for run in data.runs.itertuples(index=False):
+        packages = _provenance(run.provenance, run.run_id).get("packages") or {}
+        for name, version in packages.items():
+            per_version = counts.setdefault(name, {})
+            per_version[str(version)] = per_version.get(str(version), 0) + 1
+    rows = [
+        {"package": name, "versions": dict(sorted(versions.items()))}
+        for name, versions in sorted(counts.items())
+    ]
+    return pd.DataFrame(rows, columns=["package", "versions"])
+
+
+def _provenance(text: str | None, run_id: str) -> dict:
+    if not text:
+        return {}
+    try:
+        prov = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"runs.provenance of run {run_id}: not valid JSON ({err})") from err
+    if not isinstance(prov, dict):
+        raise UserError(f"runs.provenance of run {run_id}: expected a JSON object")
+    return prov
+
+
+def _in_variant_order(table: pd.DataFrame, variants: Sequence[str]) -> pd.DataFrame:
+    rank = {v: i for i, v in enumerate(variants)}
+    key = table["variant"].map(lambda v: rank.get(v, len(rank)))
+    return (
+        table.assign(_rank=key)
+        .sort_values(["_rank", "variant", "seed", "run_id"])
+        .drop(columns="_rank")
+        .reset_index(drop=True)
+    )

@@ -1,0 +1,138 @@
+"""Executes planned runs: skip finished ones, train under budget, evaluate, record, go on."""
+
+import csv
+import io
+import logging
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import provenance
+from bench.budget import StageBudget, split_budget
+from bench.family import Family
+from bench.plan import RunSpec
+from bench.store import Store, write_atomic, write_json, write_jsonl
+from bench.train import Stage, StageResult, train_stage
+
+CURVE_COLUMNS = ("stage", "step", "tokens", "flops", "loss", "lr", "wall")
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' takes the GPU when there is one; the code path is the same either way."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+@dataclass
+class RunContext:
+    """What a family's `execute` gets: the run's folder, log, device and budget."""
+
+    run: RunSpec
+    dir: Path
+    device: torch.device
+    log: logging.Logger
+    budgets: dict[str, StageBudget]
+    cache_dir: Path
+    progress: bool = True
+    stages: list[StageResult] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def train(self, stage: Stage) -> StageResult:
+        result = train_stage(stage, self.budgets[stage.name], self.dir / "checkpoints",
+                             self.device, self.log, self.progress)
+        self.stages.append(result)
+        return result
+
+    def record(self, metrics: dict[str, float]) -> None:
+        self.metrics.update(metrics)
+
+    def save_samples(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """Per-example evaluation outputs (for paired tests between variants)."""
+        write_jsonl(self.dir / f"samples_{name}.jsonl", rows)
+
+
+def _run_logger(run: RunSpec, path: Path) -> logging.Logger:
+    log = logging.getLogger(f"bench.run.{run.run_id}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    return log
+
+
+def _combined_curve(stages: list[StageResult]) -> list[dict[str, Any]]:
+    """Stages' curves on one axis: steps, tokens and FLOPs accumulate across stages."""
+    rows, step, tokens, flops = [], 0, 0, 0.0
+    for s in stages:
+        for r in s.curve:
+            rows.append(r | {"step": step + r["step"], "tokens": tokens + r["tokens"],
+                             "flops": flops + r["flops"]})
+        step, tokens, flops = step + s.steps, tokens + s.items, flops + s.flops
+    return rows
+
+
+def _training_metrics(stages: list[StageResult], unit: str) -> dict[str, float]:
+    total = {"steps": sum(s.steps for s in stages), "flops": sum(s.flops for s in stages),
+             unit: sum(s.items for s in stages), "seconds": sum(s.seconds for s in stages)}
+    out = {f"train.{k}": float(v) for k, v in total.items()}
+    out[f"train.{unit}_per_s"] = total[unit] / total["seconds"] if total["seconds"] else 0.0
+    for s in stages:
+        out |= {f"train.{s.name}.steps": s.steps, f"train.{s.name}.flops": s.flops,
+                f"train.{s.name}.{unit}": s.items, f"train.{s.name}.seconds": s.seconds,
+                f"train.{s.name}.final_loss": s.final_loss}
+    return out
+
+
+def _write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
+    columns = list(CURVE_COLUMNS) + sorted({k for r in rows for k in r} - set(CURVE_COLUMNS))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, buf.getvalue())
+
+
+def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device,
+                cache_dir: Path, progress: bool = True) -> str | None:
+    """Run one RunSpec to the end; returns None on success, else the failure reason."""
+    prov = provenance.collect(device)
+    path = store.begin(run.suite, run.variant.name, run.seed, run.run_id, run.resolved, prov)
+    log = _run_logger(run, path / "run.log")
+    log.info("run %s: suite %s, variant %s, seed %d, device %s (%s)", run.run_id, run.suite,
+             run.variant.name, run.seed, device, prov["device_name"])
+    stages = family.stages(run.config)
+    ctx = RunContext(run, path, device, log, split_budget(run.variant.budget, stages), cache_dir,
+                     progress)
+    try:
+        family.execute(run, ctx)
+    except Exception as e:  # a failed run is recorded, and the suite goes on
+        reason = f"{type(e).__name__}: {e}"
+        log.error("run failed: %s\n%s", reason, traceback.format_exc())
+        store.fail(run.run_id, reason, provenance.now())
+        return reason
+    finally:
+        for h in list(log.handlers):
+            log.removeHandler(h)
+            h.close()
+    curve = _combined_curve(ctx.stages)
+    metrics = _training_metrics(ctx.stages, family.item_unit) | ctx.metrics
+    prov["ended"] = provenance.now()
+    _write_curve(path / "curve.csv", curve)
+    write_json(path / "metrics.json", metrics)
+    write_json(path / "provenance.json", prov)
+    curve_metrics = {"loss": "curve.train_loss"} | {
+        k: f"curve.{k}" for r in curve for k in r if k.startswith("val_")}
+    store.finish(run.run_id, metrics, curve, prov, curve_metrics)
+    return None

@@ -1,0 +1,127 @@
+"""The results store: one folder per run, and a SQLite index that reports read.
+
+A run counts as finished only when its folder is complete and the index says so, and the index
+is written last, in one transaction; a crash at any earlier point leaves the run 'running' (it
+resumes from its checkpoints) or 'failed', never 'finished' with missing parts.
+"""
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+  run_id TEXT PRIMARY KEY, suite TEXT, variant TEXT, seed INTEGER,
+  state TEXT, reason TEXT, path TEXT, config TEXT, provenance TEXT,
+  started TEXT, ended TEXT);
+CREATE TABLE IF NOT EXISTS metrics (
+  run_id TEXT, suite TEXT, variant TEXT, seed INTEGER,
+  metric TEXT, value REAL, step INTEGER, flops REAL, tokens REAL);
+CREATE INDEX IF NOT EXISTS metrics_by_suite ON metrics (suite, metric);
+"""
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a whole file or nothing: temporary file, fsync, rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    write_atomic(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))
+
+
+class Store:
+    """`root/<suite>/<run-id>/` folders plus `root/index.sqlite`."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.index_path = root / "index.sqlite"
+
+    def _connect(self) -> sqlite3.Connection:
+        self.root.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.index_path, timeout=60)
+        con.executescript(SCHEMA)
+        return con
+
+    def run_dir(self, suite: str, run_id: str) -> Path:
+        return self.root / suite / run_id
+
+    def state(self, run_id: str) -> str | None:
+        if not self.index_path.exists():
+            return None
+        with closing(self._connect()) as con:
+            row = con.execute("SELECT state FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return row[0] if row else None
+
+    def begin(self, suite: str, variant: str, seed: int, run_id: str, config: dict[str, Any],
+              provenance: dict[str, Any]) -> Path:
+        """Create the run's folder and mark it running (its earlier metrics are dropped)."""
+        path = self.run_dir(suite, run_id)
+        path.mkdir(parents=True, exist_ok=True)
+        write_json(path / "config.json", config)
+        with closing(self._connect()) as con, con:
+            con.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+            con.execute(
+                "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, suite, variant, seed, "running", None, str(path),
+                 json.dumps(config, sort_keys=True), json.dumps(provenance, default=str),
+                 provenance.get("started"), None))
+        return path
+
+    def finish(self, run_id: str, metrics: dict[str, float], curve: list[dict[str, Any]],
+               provenance: dict[str, Any], curve_metrics: dict[str, str]) -> None:
+        """Mark finished with its final metrics and curve rows, in one transaction.
+
+        `curve_metrics` maps curve columns to metric names, e.g. {'val_nll': 'curve.val_nll'}.
+        """
+        with closing(self._connect()) as con, con:
+            run = con.execute("SELECT suite, variant, seed FROM runs WHERE run_id = ?",
+                              (run_id,)).fetchone()
+            suite, variant, seed = run
+            rows = [(run_id, suite, variant, seed, m, float(v), None, None, None)
+                    for m, v in metrics.items()]
+            for point in curve:
+                for column, metric in curve_metrics.items():
+                    if point.get(column) is not None:
+                        rows.append((run_id, suite, variant, seed, metric, float(point[column]),
+                                     point["step"], point["flops"], point["tokens"]))
+            con.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+            con.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            con.execute("UPDATE runs SET state='finished', reason=NULL, provenance=?, ended=? "
+                        "WHERE run_id=?",
+                        (json.dumps(provenance, default=str), provenance.get("ended"), run_id))
+
+    def fail(self, run_id: str, reason: str, ended: str) -> None:
+        with closing(self._connect()) as con, con:
+            con.execute("UPDATE runs SET state='failed', reason=?, ended=? WHERE run_id=?",
+                        (reason, ended, run_id))
+
+    def runs(self, suite: str | None = None) -> list[dict[str, Any]]:
+        """Runs with their key facts, newest first (for `bench ls`)."""
+        if not self.index_path.exists():
+            return []
+        with closing(self._connect()) as con:
+            con.row_factory = sqlite3.Row
+            query = "SELECT run_id, suite, variant, seed, state, reason, started, ended FROM runs"
+            args: tuple = ()
+            if suite:
+                query, args = query + " WHERE suite = ?", (suite,)
+            runs = [dict(r) for r in con.execute(query + " ORDER BY started DESC", args)]
+            for run in runs:
+                run["metrics"] = dict(con.execute(
+                    "SELECT metric, value FROM metrics WHERE run_id = ? AND step IS NULL",
+                    (run["run_id"],)).fetchall())
+        return runs

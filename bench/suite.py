@@ -1,0 +1,317 @@
+"""Suite files: loading (extends, variants, variables), validation, and errors with places.
+
+A suite is validated completely before anything runs: the core keys here, the family's own keys
+by the family's schema, every variant's merged config, and the budget split against the stages
+each variant trains. The first problem found is reported as `file:line: field.path: what was
+expected`, and nothing is written.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from bench.errors import UserError
+from bench.family import Family, get_family, known_families
+from bench.schema import Strict
+from bench.yaml_source import Located, Path_, display_path, dotted, load_yaml
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+UNITS = ("flops", "tokens", "images", "steps", "seconds")
+CORE_KEYS = {
+    "suite", "family", "extends", "description", "seeds", "budget", "evals", "report",
+    "reference", "variants",
+}
+
+
+def check_name(value: str, what: str) -> str:
+    """Names become folder names: no path separators, no '..', nothing hidden."""
+    if not NAME.match(value) or ".." in value:
+        raise ValueError(
+            f"{what} {value!r} must be letters, digits, '.', '_' or '-' "
+            "(no path separators, no '..', not starting with '.')"
+        )
+    return value
+
+
+class BudgetConfig(Strict):
+    """One training budget per run: exactly one unit, optionally split over training stages."""
+
+    flops: float | None = Field(None, gt=0)
+    tokens: float | None = Field(None, gt=0)
+    images: float | None = Field(None, gt=0)
+    steps: int | None = Field(None, gt=0)
+    seconds: float | None = Field(None, gt=0)
+    split: dict[str, float] | None = None
+
+    @model_validator(mode="after")
+    def _one_unit(self) -> "BudgetConfig":
+        given = [u for u in UNITS if getattr(self, u) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one budget unit out of {', '.join(UNITS)}; got {given}")
+        if self.split is not None:
+            if any(v <= 0 for v in self.split.values()):
+                raise ValueError("split shares must be positive")
+            if abs(sum(self.split.values()) - 1) > 1e-9:
+                total = sum(self.split.values())
+                raise ValueError(f"split shares must add up to 1, they add up to {total}")
+        return self
+
+    @property
+    def unit(self) -> str:
+        return next(u for u in UNITS if getattr(self, u) is not None)
+
+    @property
+    def amount(self) -> float:
+        return float(getattr(self, self.unit))
+
+
+class ReportConfig(Strict):
+    title: str | None = None
+    baseline: str | None = None
+    metrics: list[str] | None = None
+    reference_source: str | None = None
+    notes: list[str] = []
+
+
+class SuiteHead(Strict):
+    """The core's keys of a merged suite (the family's keys are validated by the family)."""
+
+    suite: str
+    family: str
+    description: str | None = None
+    seeds: list[int] = Field(min_length=1)
+    budget: BudgetConfig
+    evals: list[dict[str, Any]] = []
+    report: ReportConfig = ReportConfig()
+    reference: dict[str, dict[str, float]] = {}
+    variants: dict[str, dict[str, Any]] = Field(min_length=1)
+
+    @field_validator("suite")
+    @classmethod
+    def _suite_name(cls, v: str) -> str:
+        return check_name(v, "suite name")
+
+    @field_validator("family")
+    @classmethod
+    def _family_known(cls, v: str) -> str:
+        if v not in known_families():
+            raise ValueError(f"unknown family {v!r}; known: {', '.join(known_families())}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("seeds must be distinct")
+        return v
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in v:
+            check_name(name, "variant name")
+        return v
+
+    @field_validator("evals")
+    @classmethod
+    def _eval_entries(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for entry in v:
+            if len(entry) != 1:
+                raise ValueError("each evals entry is one mapping {evaluator: {options}}")
+        return v
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One variant, fully resolved: the family config, budget and evals it runs with."""
+
+    name: str
+    config: BaseModel
+    budget: BudgetConfig
+    evals: list[tuple[str, BaseModel]]
+    resolved: dict[str, Any]  # plain data, hashed into run ids and stored with every run
+
+
+@dataclass(frozen=True)
+class Suite:
+    path: Path
+    head: SuiteHead
+    family: Family
+    variants: dict[str, Variant]
+
+    @property
+    def name(self) -> str:
+        return self.head.suite
+
+
+def deep_merge(base: Any, over: Any) -> Any:
+    """Mappings merge key by key; anything else in `over` replaces `base`."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = deep_merge(base[k], v) if k in base else v
+        return out
+    return over
+
+
+def _load_chain(path: Path, env: dict[str, str] | None, seen: tuple[Path, ...]) -> Located:
+    """A suite file merged over the chain of files it extends."""
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(display_path(p) for p in (*seen, path))
+        raise UserError(f"{display_path(seen[-1])}: circular 'extends': {chain}")
+    own = load_yaml(path, env)
+    if not isinstance(own.data, dict):
+        kind = type(own.data).__name__
+        raise UserError(f"{display_path(path)}:1: a suite file is a mapping of keys, got {kind}")
+    base_ref = own.data.pop("extends", None)
+    if base_ref is None:
+        return own
+    if not isinstance(base_ref, str):
+        file, line = own.where[("extends",)]
+        raise UserError(f"{file}:{line}: extends: expected a path to a base suite file")
+    base_path = (path.parent / base_ref)
+    if not base_path.exists():
+        file, line = own.where[("extends",)]
+        raise UserError(f"{file}:{line}: extends: base file {display_path(base_path)} not found")
+    base = _load_chain(base_path, env, (*seen, path))
+    merged = Located(deep_merge(base.data, own.data), {**base.where, **own.where})
+    return merged
+
+
+def _fail(src: Located, path: Path_, message: str) -> UserError:
+    where = src.locate(path)
+    prefix = f"{where[0]}:{where[1]}: " if where else ""
+    return UserError(f"{prefix}{dotted(path)}: {message}")
+
+
+def _pydantic_error(src: Located, base: Path_, err: ValidationError,
+                    origin: dict[Path_, Path_] | None = None) -> UserError:
+    """The first validation error, placed at the line of the offending key."""
+    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    e = errors[0]
+    loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+    path = (*base, *loc)
+    if origin:  # a merged variant: point at the variant's override when it set the value
+        for n in range(len(loc), 0 if loc else -1, -1):
+            if loc[:n] in origin:
+                path = (*origin[loc[:n]], *loc[n:])
+                break
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key (not a field here; check the spelling)"
+    elif e["type"] == "missing":
+        msg = "required field is missing"
+    more = len(err.errors()) - 1
+    return _fail(src, path, msg + (f" (and {more} more problem{'s' * (more > 1)})" if more else ""))
+
+
+def _paths(data: Any, prefix: Path_ = ()) -> list[Path_]:
+    out = [prefix]
+    if isinstance(data, dict):
+        for k, v in data.items():
+            out += _paths(v, (*prefix, k))
+    return out
+
+
+def load_suite(path: str | Path, env: dict[str, str] | None = None) -> Suite:
+    """Load, merge and validate a suite file; raises UserError naming file, line and field."""
+    src = _load_chain(Path(path), env, ())
+    data = src.data
+    if data.get("family") in known_families():
+        fields = set(get_family(data["family"]).config_model.model_fields)
+        for key in data:
+            if key not in CORE_KEYS | fields:
+                raise _fail(src, (key,), "unknown key (not a suite or family field; check the "
+                            f"spelling; known: {', '.join(sorted(CORE_KEYS | fields))})")
+    core = {k: v for k, v in data.items() if k in CORE_KEYS}
+    try:
+        head = SuiteHead.model_validate(core)
+    except ValidationError as err:
+        raise _pydantic_error(src, (), err) from None
+    family = get_family(head.family)
+    base_config = {k: v for k, v in data.items() if k not in CORE_KEYS}
+
+    evals: list[tuple[str, BaseModel]] = []
+    for i, entry in enumerate(head.evals):
+        (name, options), = entry.items()
+        if name not in family.eval_models:
+            raise _fail(src, ("evals", i, name),
+                        f"unknown evaluator for family {head.family!r}; "
+                        f"known: {', '.join(sorted(family.eval_models))}")
+        try:
+            evals.append((name, family.eval_models[name].model_validate(options or {})))
+        except ValidationError as err:
+            raise _pydantic_error(src, ("evals", i, name), err) from None
+
+    variants: dict[str, Variant] = {}
+    by_config: dict[str, str] = {}
+    for vname, overrides in head.variants.items():
+        overrides = overrides or {}
+        if not isinstance(overrides, dict):
+            raise _fail(src, ("variants", vname), "expected a mapping of overrides")
+        budget_over = overrides.get("budget")
+        family_over = {k: v for k, v in overrides.items() if k != "budget"}
+        for key in family_over:
+            if key in CORE_KEYS:
+                raise _fail(src, ("variants", vname, key),
+                            "a variant overrides the family's config or 'budget', not this key")
+        merged = deep_merge(base_config, family_over)
+        origin = {p: ("variants", vname, *p) for p in _paths(family_over)}
+        try:
+            config = family.config_model.model_validate(merged)
+        except ValidationError as err:
+            raise _pydantic_error(src, (), err, origin) from None
+        budget = head.budget
+        if budget_over is not None:
+            try:
+                budget = BudgetConfig.model_validate(
+                    deep_merge(head.budget.model_dump(exclude_none=True), budget_over))
+            except ValidationError as err:
+                raise _pydantic_error(src, ("variants", vname, "budget"), err) from None
+        _check_budget(src, head, family, vname, config, budget, budget_over is not None)
+        resolved = {
+            "family": head.family,
+            "config": config.model_dump(mode="json"),
+            "budget": budget.model_dump(mode="json", exclude_none=True),
+            "evals": [{n: c.model_dump(mode="json")} for n, c in evals],
+        }
+        key = repr(resolved)
+        if key in by_config:
+            raise _fail(src, ("variants", vname),
+                        f"resolves to the same config as variant {by_config[key]!r}")
+        by_config[key] = vname
+        variants[vname] = Variant(vname, config, budget, evals, resolved)
+
+    _check_report(src, head, variants)
+    return Suite(Path(path), head, family, variants)
+
+
+def _check_budget(src: Located, head: SuiteHead, family: Family, vname: str, config: BaseModel,
+                  budget: BudgetConfig, overridden: bool) -> None:
+    where: Path_ = ("variants", vname, "budget") if overridden else ("budget",)
+    unit = budget.unit
+    if unit in ("tokens", "images") and unit != family.item_unit:
+        raise _fail(src, (*where, unit),
+                    f"family {head.family!r} counts {family.item_unit}, not {unit}")
+    stages = family.stages(config)
+    if budget.split is None and len(stages) > 1:
+        raise _fail(src, where, f"variant {vname!r} trains in stages {stages}: give "
+                    "'split' with each stage's share of the budget")
+    if budget.split is not None and sorted(budget.split) != sorted(stages):
+        raise _fail(src, (*where, "split"),
+                    f"variant {vname!r} trains in stages {stages}, the split names "
+                    f"{sorted(budget.split)}")
+
+
+def _check_report(src: Located, head: SuiteHead, variants: dict[str, Variant]) -> None:
+    if head.report.baseline is not None and head.report.baseline not in variants:
+        raise _fail(src, ("report", "baseline"),
+                    f"{head.report.baseline!r} is not a variant; variants: {', '.join(variants)}")
+    for vname in head.reference:
+        if vname not in variants:
+            raise _fail(src, ("reference", vname),
+                        f"not a variant; variants: {', '.join(variants)}")

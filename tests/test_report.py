@@ -1,0 +1,367 @@
+"""Report rendering from a hand-built results index with known values."""
+
+import json
+import math
+import re
+import shutil
+import sqlite3
+import subprocess
+import zlib
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from bench.errors import UserError
+from bench.report import ReportSpec, render_report, tables
+from bench.report import render as render_mod
+
+SCHEMA = """
+CREATE TABLE runs (run_id TEXT PRIMARY KEY, suite TEXT, variant TEXT, seed INTEGER,
+  state TEXT, reason TEXT, path TEXT, config TEXT, provenance TEXT, started TEXT, ended TEXT);
+CREATE TABLE metrics (run_id TEXT, suite TEXT, variant TEXT, seed INTEGER,
+  metric TEXT, value REAL, step INTEGER, flops REAL, tokens REAL);
+"""
+SUITE = "cwt-demo"
+VARIANTS = ["softmax", "cwt", "cwt_ft"]
+# Finished runs only: variant -> metric -> one value per seed (seeds 0, 1, 2, ...).
+VALUES = {
+    "softmax": {"lambada.acc": [0.20, 0.21, 0.19], "lambada.ppl": [170.0, 165.0, 178.0]},
+    "cwt": {"lambada.acc": [0.18, 0.185, 0.172], "lambada.ppl": [520.0, 531.0, 509.0]},
+    "cwt_ft": {"lambada.acc": [0.22, 0.226], "lambada.ppl": [150.0, 156.0]},
+}
+ACC_STDERR = {"softmax": [0.0040, 0.0042, 0.0038], "cwt": [0.0039] * 3, "cwt_ft": [0.0041, 0.0043]}
+REFERENCE = {
+    "softmax": {"lambada.acc": 19.52, "lambada.ppl": 170.23},
+    "cwt": {"lambada.acc": 18.26, "lambada.ppl": 524.44},
+    "cwt_ft": {"lambada.acc": 22.2},
+}
+FAILED_REASON = "non-finite loss at step 812"
+
+
+def _provenance(seed: int, variant: str) -> str:
+    return json.dumps(
+        {
+            "git_commit": "0123abcd4567",
+            "git_dirty": False,
+            "packages": {"torch": "2.14.1", "numpy": "2.4.0" if seed < 2 else "2.4.1"},
+            "device": "cpu",
+            "device_name": "Test CPU",
+            "host": f"node{seed}",
+            "python": "3.12.3",
+            "started": f"2025-01-0{seed + 1}T10:00:00",
+        }
+    )
+
+
+def build_index(path: Path) -> None:
+    """Three variants x 2-3 finished seeds, one failed and one running run, curves for all."""
+    runs, metrics = [], []
+    for variant, per_metric in VALUES.items():
+        for seed in range(len(per_metric["lambada.acc"])):
+            run_id = f"{variant}-s{seed}-0123456789abcdef"
+            runs.append(
+                (
+                    run_id,
+                    SUITE,
+                    variant,
+                    seed,
+                    "finished",
+                    None,
+                    f"results/{run_id}",
+                    "{}",
+                    _provenance(seed, variant),
+                    f"2025-01-0{seed + 1}T10:00:00",
+                    f"2025-01-0{seed + 1}T11:00:00",
+                )
+            )
+            for metric, values in per_metric.items():
+                metrics.append(
+                    (run_id, SUITE, variant, seed, metric, values[seed], None, None, None)
+                )
+            final = {
+                "lambada.acc_stderr": ACC_STDERR[variant][seed],
+                "train.flops": 1.0e15 + seed * 1e13,
+                "train.tokens": 2.0e8,
+                "train.tokens_per_s": 12000.0 + seed,
+            }
+            for metric, value in final.items():
+                metrics.append((run_id, SUITE, variant, seed, metric, value, None, None, None))
+            for step in range(5):
+                nll = 5.0 - 0.3 * step - 0.1 * VARIANTS.index(variant) + 0.01 * seed
+                metrics.append(
+                    (
+                        run_id,
+                        SUITE,
+                        variant,
+                        seed,
+                        "curve.val_nll",
+                        nll,
+                        step * 100,
+                        step * 2.5e14,
+                        step * 5e7,
+                    )
+                )
+    # A failed run with a wild value and a running one: neither may enter any mean.
+    runs.append(
+        (
+            "cwt_ft-s2-failed",
+            SUITE,
+            "cwt_ft",
+            2,
+            "failed",
+            FAILED_REASON,
+            None,
+            "{}",
+            _provenance(2, "cwt_ft"),
+            "2025-01-03T10:00:00",
+            "2025-01-03T10:20:00",
+        )
+    )
+    metrics.append(("cwt_ft-s2-failed", SUITE, "cwt_ft", 2, "lambada.acc", 0.99, None, None, None))
+    metrics.append(("cwt_ft-s2-failed", SUITE, "cwt_ft", 2, "curve.val_nll", 99.0, 0, 0.0, 0.0))
+    runs.append(
+        (
+            "softmax-s3-running",
+            SUITE,
+            "softmax",
+            3,
+            "running",
+            None,
+            None,
+            "{}",
+            None,
+            "2025-01-04T10:00:00",
+            None,
+        )
+    )
+    # Another suite in the same index must not leak in.
+    runs.append(
+        ("other-run", "other", "softmax", 0, "finished", None, None, "{}", None, None, None)
+    )
+    metrics.append(("other-run", "other", "softmax", 0, "lambada.acc", 0.5, None, None, None))
+    with sqlite3.connect(path) as con:
+        con.executescript(SCHEMA)
+        con.executemany("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)", runs)
+        con.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?)", metrics)
+    con.close()
+
+
+def make_spec(**changes: object) -> ReportSpec:
+    fields = {
+        "suite": SUITE,
+        "title": "CWT vs softmax (demo)",
+        "baseline": "softmax",
+        "metrics": ["lambada.acc", "lambada.ppl"],
+        "higher_is_better": {"lambada.acc": True, "lambada.ppl": False},
+        "reference": REFERENCE,
+        "reference_source": "Godey et al. 2024, Table 3",
+        "notes": ["LAMBADA here is a PROXY cut from held-out text"],
+        "variants": VARIANTS,
+    }
+    return ReportSpec(**{**fields, **changes})
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("results") / "index.sqlite"
+    build_index(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(index: Path) -> tables.SuiteData:
+    return tables.load_suite(index, SUITE)
+
+
+@pytest.fixture(scope="module")
+def rendered(index: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The full HTML + PDF render, once for the module (the PDF is the slow part)."""
+    return render_report(index, make_spec(), tmp_path_factory.mktemp("reports"))
+
+
+def test_means_and_intervals_match_scipy(data: tables.SuiteData) -> None:
+    summary = tables.summary_table(data, VARIANTS, ["lambada.acc", "lambada.ppl"], "softmax", {})
+    for variant, per_metric in VALUES.items():
+        for metric, values in per_metric.items():
+            row = summary.loc[(variant, metric)]
+            low, high = stats.t.interval(
+                0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values)
+            )
+            assert row["n"] == len(values)
+            assert row["mean"] == pytest.approx(np.mean(values))
+            assert (row["low"], row["high"]) == pytest.approx((low, high))
+
+
+def test_deltas_are_welch_intervals_against_the_baseline(data: tables.SuiteData) -> None:
+    summary = tables.summary_table(data, VARIANTS, ["lambada.acc", "lambada.ppl"], "softmax", {})
+    for variant in ("cwt", "cwt_ft"):
+        for metric in ("lambada.acc", "lambada.ppl"):
+            a, b = VALUES[variant][metric], VALUES["softmax"][metric]
+            ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+            row = summary.loc[(variant, metric)]
+            assert row["delta"] == pytest.approx(np.mean(a) - np.mean(b))
+            assert (row["delta_low"], row["delta_high"]) == pytest.approx((ci.low, ci.high))
+    assert math.isnan(summary.loc[("softmax", "lambada.acc"), "delta"])
+
+
+def test_single_seed_has_a_value_but_no_interval() -> None:
+    est = tables.seed_interval([0.3])
+    assert est.value == 0.3
+    assert math.isnan(est.low) and math.isnan(est.high)
+    assert render_mod.fmt_interval(est.value, est.low, est.high, 1) == "0.3000 (n=1)"
+    assert math.isnan(tables.welch_difference([0.3], [0.1, 0.2]).low)
+
+
+def test_reference_and_stderr_sit_beside_their_variant(data: tables.SuiteData) -> None:
+    summary = tables.summary_table(data, VARIANTS, ["lambada.acc", "lambada.ppl"], None, REFERENCE)
+    assert summary.loc[("cwt", "lambada.acc"), "reference"] == 18.26
+    assert summary.loc[("softmax", "lambada.ppl"), "reference"] == 170.23
+    assert math.isnan(summary.loc[("cwt_ft", "lambada.ppl"), "reference"])
+    assert summary.loc[("softmax", "lambada.acc"), "stderr"] == pytest.approx(0.004)
+    assert math.isnan(summary.loc[("softmax", "lambada.ppl"), "stderr"])
+
+
+def test_failed_and_running_runs_are_listed_not_averaged(data: tables.SuiteData) -> None:
+    summary = tables.summary_table(data, VARIANTS, ["lambada.acc"], None, {})
+    assert summary.loc[("cwt_ft", "lambada.acc"), "n"] == 2
+    assert summary.loc[("cwt_ft", "lambada.acc"), "mean"] == pytest.approx(0.223)
+    assert data.curves["value"].max() < 99.0
+    assert "other-run" not in set(data.runs["run_id"])
+    unfinished = tables.unfinished_table(data, VARIANTS)
+    assert list(unfinished["run_id"]) == ["softmax-s3-running", "cwt_ft-s2-failed"]
+    assert unfinished.loc[1, "reason"] == FAILED_REASON
+
+
+def test_per_seed_table_shows_every_finished_seed(data: tables.SuiteData) -> None:
+    table = tables.per_seed_table(data, VARIANTS, ["lambada.acc", "lambada.ppl"])
+    assert list(zip(table["variant"], table["seed"], strict=True)) == [
+        (v, s) for v in VARIANTS for s in range(len(VALUES[v]["lambada.acc"]))
+    ]
+    assert list(table.loc[table["variant"] == "cwt", "lambada.ppl"]) == VALUES["cwt"]["lambada.ppl"]
+    assert "lambada.acc_stderr" in table.columns and "lambada.ppl_stderr" not in table.columns
+
+
+def test_main_table_marks_better_and_worse_deltas(data: tables.SuiteData) -> None:
+    spec = make_spec()
+    summary = tables.summary_table(data, VARIANTS, spec.metrics, "softmax", REFERENCE)
+    table = render_mod.main_table(spec, VARIANTS, summary, tables.compute_table(data, VARIANTS))
+    by_variant = {row[0].text: row for row in table.rows}
+    assert list(by_variant) == VARIANTS
+    delta_acc = table.columns.index("Δ vs softmax (95% Welch CI)")
+    assert "worse" in by_variant["cwt"][delta_acc].cls
+    assert "better" in by_variant["cwt_ft"][delta_acc].cls
+    assert by_variant["softmax"][delta_acc].text == "baseline"
+    # Lower perplexity is better: cwt's much higher ppl is worse, and clearly so.
+    delta_ppl = len(table.columns) - 1 - table.columns[::-1].index("Δ vs softmax (95% Welch CI)")
+    assert "worse" in by_variant["cwt"][delta_ppl].cls
+    assert "clear" in by_variant["cwt"][delta_ppl].cls
+    assert by_variant["cwt"][table.columns.index("paper")].text == "18.26"
+    assert by_variant["cwt"][table.columns.index("FLOPs")].text == "1.010e+15"
+
+
+def test_number_formats() -> None:
+    assert render_mod.fmt_value(0.195234) == "0.1952"
+    assert render_mod.fmt_value(170.234) == "170.23"
+    assert render_mod.fmt_value(6.0e18) == "6.000e+18"
+    assert render_mod.fmt_sci(1.5e8) == "1.500e+08"
+    assert render_mod.fmt_signed(-0.0123) == "−0.0123"
+    assert render_mod.fmt_value(float("nan")) == render_mod.DASH
+
+
+def test_provenance_lists_shared_fields_once(data: tables.SuiteData) -> None:
+    shared, per_run = render_mod.provenance_tables(tables.provenance_table(data, VARIANTS))
+    assert dict(shared) == {"commit": "0123abcd4567", "device": "Test CPU", "python": "3.12.3"}
+    assert "host" in per_run.columns and "commit" not in per_run.columns
+    assert len(per_run.rows) == len(data.runs)
+
+
+class _Collect(HTMLParser):
+    """Rows of the main table and every resource-bearing attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_main = self.in_body = False
+        self.rows: list[list[str]] = []
+        self.links: list[str] = []
+        self.tags: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.add(tag)
+        self.links += [v or "" for k, v in attrs if k in ("src", "href", "xlink:href", "srcset")]
+        if tag == "table" and ("class", "main") in attrs:
+            self.in_main = True
+        elif self.in_main and tag == "tbody":
+            self.in_body = True
+        elif self.in_body and tag == "tr":
+            self.rows.append([])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self.in_main = self.in_body = False
+
+    def handle_data(self, text: str) -> None:
+        if self.in_body and self.rows and text.strip():
+            self.rows[-1].append(text.strip())
+
+
+def test_html_is_self_contained_with_a_row_per_variant(rendered: tuple[Path, Path]) -> None:
+    html_path, _ = rendered
+    html = html_path.read_text(encoding="utf-8")
+    parser = _Collect()
+    parser.feed(html)
+    assert [row[0] for row in parser.rows] == VARIANTS
+    assert html.count("<svg") == 2
+    assert "script" not in parser.tags and "link" not in parser.tags and "img" not in parser.tags
+    assert all(link.startswith("#") for link in parser.links)
+    assert not re.search(r"url\(\s*['\"]?\w+:|@import", html)
+    assert html.index("PROXY") < html.index('class="main"')
+    assert FAILED_REASON in html and "cwt_ft-s2-fa" in html
+    assert "Godey et al. 2024, Table 3" in html
+    assert "numpy 2.4.0 (6 runs), 2.4.1 (3 runs)" in html  # runs differ: all versions shown
+    assert "0123abcd4567" in html
+
+
+def test_html_is_a_pure_function_of_the_index(index: Path, data: tables.SuiteData) -> None:
+    first = render_mod.render_html(index, make_spec(), data)
+    assert render_mod.render_html(index, make_spec(), tables.load_suite(index, SUITE)) == first
+
+
+def _pdf_pages(blob: bytes) -> int:
+    """Count page objects, looking inside compressed object streams too."""
+    chunks = [blob]
+    for match in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", blob, re.S):
+        try:
+            chunks.append(zlib.decompress(match.group(1)))
+        except zlib.error:
+            continue
+    return sum(len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", chunk)) for chunk in chunks)
+
+
+def test_pdf_is_written_with_pages(rendered: tuple[Path, Path]) -> None:
+    html_path, pdf_path = rendered
+    blob = pdf_path.read_bytes()
+    assert blob.startswith(b"%PDF")
+    assert _pdf_pages(blob) > 0
+    assert sorted(p.name for p in pdf_path.parent.iterdir()) == [html_path.name, pdf_path.name]
+    if shutil.which("pdftotext"):
+        text = subprocess.run(
+            ["pdftotext", str(pdf_path), "-"], capture_output=True, text=True, check=True
+        ).stdout
+        assert "CWT vs softmax (demo)" in text and "cwt_ft" in text
+
+
+def test_missing_index_names_path_and_suite(tmp_path: Path) -> None:
+    missing = tmp_path / "index.sqlite"
+    with pytest.raises(UserError, match=rf"{re.escape(str(missing))}.*{SUITE}"):
+        render_report(missing, make_spec(), tmp_path / "out")
+
+
+def test_suite_without_finished_runs_is_a_user_error(index: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"suite 'nothing-here' has no finished runs"):
+        render_report(index, make_spec(suite="nothing-here"), tmp_path)
+    with pytest.raises(UserError, match=r"report.baseline .* 'headed'"):
+        render_report(index, make_spec(baseline="headed"), tmp_path)
+    assert not list(tmp_path.iterdir())

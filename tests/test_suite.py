@@ -1,0 +1,179 @@
+"""Suite files: merging, variables, run ids, and malformed files answered with exit code 2."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.errors import UserError
+from bench.plan import plan
+from bench.suite import load_suite
+from bench.yaml_source import interpolate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BASE = """\
+suite: t-suite
+family: lm
+seeds: [0, 1]
+budget: {flops: 1.0e+12}
+model: {preset: micro}
+data:
+  train: ${DATA_DIR:-/data}/train.jsonl
+  seq_len: 32
+  tokenizer: {train_bpe: 300}
+train:
+  batch_size: 4
+  optim: {lr: 1.0e-3}
+objective: softmax
+evals:
+  - lambada: {path: /data/cloze.jsonl}
+variants:
+  softmax: {}
+  cwt: {objective: cwt, head: embedding_transpose}
+report: {baseline: softmax}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "suite.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_valid_suite_resolves_variants_and_plans(tmp_path):
+    suite = load_suite(write(tmp_path, BASE), env={})
+    assert list(suite.variants) == ["softmax", "cwt"]
+    assert suite.variants["cwt"].config.objective == "cwt"
+    assert suite.variants["cwt"].config.data.train == "/data/train.jsonl"
+    runs = plan(suite)
+    assert [(r.variant.name, r.seed) for r in runs] == [
+        ("softmax", 0), ("softmax", 1), ("cwt", 0), ("cwt", 1)]
+    assert len({r.run_id for r in runs}) == 4
+    assert [r.variant.name for r in plan(suite, only=["cwt"], seeds=[5])] == ["cwt"]
+
+
+def test_run_ids_are_content_addressed(tmp_path):
+    a = plan(load_suite(write(tmp_path, BASE), env={}))
+    renamed = BASE.replace("suite: t-suite", "suite: other-name")
+    b = plan(load_suite(write(tmp_path, renamed, "b.yaml"), env={}))
+    assert [r.run_id for r in a] == [r.run_id for r in b]  # config and seed, not the file
+    changed = BASE.replace("lr: 1.0e-3", "lr: 2.0e-3")
+    c = plan(load_suite(write(tmp_path, changed, "c.yaml"), env={}))
+    assert not {r.run_id for r in a} & {r.run_id for r in c}
+
+
+def test_extends_chain_deep_merges(tmp_path):
+    write(tmp_path, BASE, "base.yaml")
+    write(tmp_path, "extends: base.yaml\ntrain: {batch_size: 8}\n", "mid.yaml")
+    top = write(tmp_path, "extends: mid.yaml\nsuite: top\nseeds: [3]\n", "top.yaml")
+    suite = load_suite(top, env={})
+    cfg = suite.variants["cwt"].config
+    assert suite.name == "top" and suite.head.seeds == [3]
+    assert cfg.train.batch_size == 8 and cfg.train.optim.lr == 1e-3  # merged, not replaced
+
+
+def test_variables_and_defaults():
+    assert interpolate("${A}/x", {"A": "a"}, "f", 1) == "a/x"
+    assert interpolate("${B:-dflt}/x", {}, "f", 1) == "dflt/x"
+    assert interpolate("${B:-${A}/y}", {"A": "a"}, "f", 1) == "a/y"
+    assert interpolate("${B:-${C:-z}}", {}, "f", 1) == "z"
+    with pytest.raises(UserError, match=r"f:7: variable \$\{B\} is not set"):
+        interpolate("${B}", {}, "f", 7)
+
+
+def test_budget_split_per_variant(tmp_path):
+    text = BASE.replace(
+        "  cwt: {objective: cwt, head: embedding_transpose}",
+        "  cwt: {objective: cwt, head: embedding_transpose}\n"
+        "  cwt_ft:\n    objective: cwt\n    head: finetune\n"
+        "    head_finetune: {optim: {lr: 1.0e-4}}\n"
+        "    budget: {split: {pretrain: 0.9, head_finetune: 0.1}}")
+    suite = load_suite(write(tmp_path, text), env={})
+    assert suite.variants["cwt_ft"].budget.split == {"pretrain": 0.9, "head_finetune": 0.1}
+    assert suite.variants["cwt_ft"].budget.flops == 1e12
+    assert suite.variants["cwt"].budget.split is None
+
+
+MALFORMED = [
+    # (name, transformation of BASE or full text, expected substrings in the message)
+    ("unknown top-level key", lambda t: t.replace("seeds:", "seed:"), ["suite.yaml:3", "seed", "unknown key"]),
+    ("unknown nested key", lambda t: t.replace("{lr: 1.0e-3}", "{lrr: 1.0e-3}"), ["suite.yaml:12", "train.optim.lrr", "unknown key"]),
+    ("wrong type of seeds", lambda t: t.replace("seeds: [0, 1]", "seeds: zero"), ["suite.yaml:3", "seeds"]),
+    ("wrong type nested", lambda t: t.replace("batch_size: 4", "batch_size: big"), ["suite.yaml:11", "train.batch_size", "integer"]),
+    ("unknown budget unit", lambda t: t.replace("{flops: 1.0e+12}", "{petaflops: 1}"), ["suite.yaml:4", "budget.petaflops", "unknown key"]),
+    ("two budget units", lambda t: t.replace("{flops: 1.0e+12}", "{flops: 1.0e+12, steps: 3}"), ["suite.yaml:4", "budget", "exactly one budget unit"]),
+    ("budget unit of another family", lambda t: t.replace("{flops: 1.0e+12}", "{images: 100}"), ["budget.images", "counts tokens"]),
+    ("missing extends", lambda t: "extends: nowhere.yaml\n" + t, ["suite.yaml:1", "extends", "not found"]),
+    ("variant overrides a field that does not exist", lambda t: t.replace("cwt: {objective: cwt,", "cwt: {objectiv: cwt,"), ["suite.yaml:18", "variants.cwt.objectiv", "unknown key"]),
+    ("variant overrides a nested field that does not exist", lambda t: t.replace("  softmax: {}", "  softmax: {model: {layers: 3}}"), ["suite.yaml:17", "variants.softmax.model.layers", "unknown key"]),
+    ("variant sets a bad value", lambda t: t.replace("cwt: {objective: cwt,", "cwt: {objective: cwtt,"), ["suite.yaml:18", "variants.cwt.objective", "'softmax' or 'cwt'"]),
+    ("undefined variable", lambda t: t.replace("${DATA_DIR:-/data}", "${DATA_DIR}"), ["suite.yaml:7", "DATA_DIR", "not set"]),
+    ("duplicate variant names", lambda t: t.replace("  cwt: {objective", "  softmax: {objective: softmax}\n  cwt: {objective"), ["suite.yaml:18", "variants.softmax", "duplicate key"]),
+    ("broken YAML", lambda t: t.replace("  seq_len: 32", "  seq_len: [32"), ["suite.yaml", "not valid YAML"]),
+    ("suite name with a path separator", lambda t: t.replace("suite: t-suite", "suite: a/b"), ["suite.yaml:1", "suite", "no path separators"]),
+    ("suite name with ..", lambda t: t.replace("suite: t-suite", "suite: a..b"), ["suite.yaml:1", "suite", "'..'"]),
+    ("variant name with a path separator", lambda t: t.replace("  cwt: {", "  ../cwt: {"), ["suite.yaml:17", "variants", "no path separators"]),
+    ("unknown family", lambda t: t.replace("family: lm", "family: vision"), ["suite.yaml:2", "family", "unknown family"]),
+    ("missing required field", lambda t: t.replace("  seq_len: 32\n", ""), ["suite.yaml:7", "data.seq_len", "required"]),
+    ("head incompatible with objective", lambda t: t.replace("  softmax: {}", "  softmax: {head: finetune}"), ["suite.yaml:17", "variants.softmax", "use head 'lm_head'"]),
+    ("stages without a split", lambda t: t.replace("  softmax: {}", "  softmax: {objective: cwt, head: finetune, head_finetune: {optim: {lr: 1.0e-4}}}"), ["suite.yaml:4", "budget", "split"]),
+    ("split names the wrong stages", lambda t: t.replace("{flops: 1.0e+12}", "{flops: 1.0e+12, split: {pretrain: 0.5, finetune: 0.5}}"), ["suite.yaml:4", "budget.split", "stages"]),
+    ("split does not add up", lambda t: t.replace("{flops: 1.0e+12}", "{flops: 1.0e+12, split: {pretrain: 0.5}}"), ["suite.yaml:4", "budget", "add up to 1"]),
+    ("baseline is not a variant", lambda t: t.replace("baseline: softmax", "baseline: vanilla"), ["suite.yaml:19", "report.baseline", "not a variant"]),
+    ("reference for an unknown variant", lambda t: t + "reference:\n  vanilla: {lambada.acc: 0.2}\n", ["suite.yaml:21", "reference.vanilla", "not a variant"]),
+    ("unknown evaluator", lambda t: t.replace("  - lambada: {path", "  - lambda: {path"), ["suite.yaml:15", "evals[0].lambda", "unknown evaluator"]),
+    ("bad evaluator option", lambda t: t.replace("{path: /data/cloze.jsonl}", "{path: /data/cloze.jsonl, limit: -1}"), ["suite.yaml:15", "evals[0].lambada.limit", "greater than 0"]),
+    ("two variants with the same config", lambda t: t.replace("  softmax: {}", "  softmax: {}\n  plain: {objective: softmax}"), ["variants.plain", "same config as variant 'softmax'"]),
+    ("not a mapping", lambda t: "- just\n- a list\n", ["suite.yaml:1", "mapping"]),
+    ("duplicate seeds", lambda t: t.replace("seeds: [0, 1]", "seeds: [1, 1]"), ["suite.yaml:3", "seeds", "distinct"]),
+]
+
+
+@pytest.mark.parametrize("case", MALFORMED, ids=[c[0] for c in MALFORMED])
+def test_malformed_suite_exit_2_and_nothing_written(case, tmp_path, capsys, monkeypatch):
+    name, transform, expected = case
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATA_DIR", raising=False)
+    path = write(tmp_path, transform(BASE))
+    for command in (["validate", str(path)], ["plan", str(path)],
+                    ["run", str(path), "--results", str(tmp_path / "results")]):
+        assert main(command) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "Traceback" not in err
+        for piece in expected:
+            assert piece in err, f"{name}: {piece!r} not in {err!r}"
+    assert not (tmp_path / "results").exists()
+
+
+def test_circular_extends(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "extends: b.yaml\n" + BASE, "a.yaml")
+    write(tmp_path, "extends: a.yaml\nseeds: [0]\n", "b.yaml")
+    assert main(["validate", "a.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "circular 'extends'" in err and "a.yaml -> b.yaml -> a.yaml" in err
+
+
+def test_missing_suite_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "nope.yaml"]) == 2
+    assert "nope.yaml: file not found" in capsys.readouterr().err
+
+
+def test_exit_code_from_the_command_line(tmp_path):
+    path = write(tmp_path, BASE.replace("seeds:", "seed:"))
+    out = subprocess.run([sys.executable, "-m", "bench.cli", "validate", str(path)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2
+    assert "unknown key" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_shipped_suites_validate(monkeypatch):
+    for var in ("OWT2_TRAIN", "PYTHIA_TOKENIZER", "LAMBADA_OPENAI"):
+        monkeypatch.setenv(var, f"/data/{var.lower()}")
+    for path in sorted((ROOT / "suites").rglob("*.yaml")):
+        suite = load_suite(path)
+        assert suite.variants, path
