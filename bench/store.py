@@ -6,12 +6,13 @@ resumes from its checkpoints) or 'failed', never 'finished' with missing parts.
 """
 
 import json
-import os
 import sqlite3
 from collections.abc import Iterable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
+
+from bench.atomic import write_text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -25,22 +26,12 @@ CREATE INDEX IF NOT EXISTS metrics_by_suite ON metrics (suite, metric);
 """
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a whole file or nothing: temporary file, fsync, rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    write_atomic(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))
+    write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))
 
 
 class Store:

@@ -8,7 +8,6 @@ atomically, so a run killed at any point resumes to the same result as an uninte
 
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from bench.atomic import save_torch
 from bench.budget import StageBudget, lr_factor
 from bench.errors import RunFailed
 from bench.family import StepCost
@@ -89,13 +89,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file, then rename: a reader never sees half a checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -152,7 +145,7 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
         if full:
             state |= {"optimizer": optimizer.state_dict(), "rng": _rng_state(),
                       "flops_by_shape": flops_by_shape}
-        save_atomic(state, path)
+        save_torch(state, path)
 
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if stage.bf16
                 else nullcontext())

@@ -3,7 +3,6 @@
 import json
 import math
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import lm_eval
 import pytest
 import torch
 import yaml
+from textgen import narrative_passages, write_jsonl
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
@@ -25,34 +25,11 @@ from bench.evals.lambada import (
 )
 from bench.lm.config import LambadaEvalConfig
 
-NAMES = ["alice", "bob", "carol", "dave", "erin", "frank"]
-PLACES = ["market", "river", "garden", "station", "library"]
-
-
-def _passages(n: int, seed: int) -> list[str]:
-    """Narrative-like passages: some end in a fixed word, some repeat an earlier name, so a
-    briefly trained model gets part of the targets right and part wrong."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        a, b = rng.sample(NAMES, 2)
-        place = rng.choice(PLACES)
-        if i % 2:
-            out.append(f"{a} went to the {place} with {b} and after a long day they went home")
-        else:
-            out.append(f"{a} met {b} at the {place} and the {place} was quiet so {b} waved at {a}")
-    return out
-
-
-def _write_jsonl(path: Path, texts: list[str]) -> Path:
-    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    return path
-
 
 @pytest.fixture(scope="module")
 def tiny_lm() -> tuple[GPTNeoXForCausalLM, PreTrainedTokenizerFast]:
     """A byte-level BPE and a 2-layer GPTNeoX trained for a few steps on the passages' language."""
-    corpus = _passages(400, seed=1)
+    corpus = narrative_passages(400, seed=1)
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -95,7 +72,7 @@ def _cfg(path: Path, **kw: object) -> LambadaEvalConfig:
 
 
 def test_task_yaml_is_lambada_openai_on_a_local_file(tmp_path: Path) -> None:
-    data = _write_jsonl(tmp_path / "mini.jsonl", _passages(3, seed=0))
+    data = write_jsonl(tmp_path / "mini.jsonl", narrative_passages(3, seed=0))
     task_dir = write_task_dir(_cfg(data), tmp_path / "task")
     ours = yaml.safe_load((task_dir / "lambada_mini.yaml").read_text())
     upstream = yaml.safe_load(
@@ -165,8 +142,8 @@ def _reference_scores(
 
 def test_metrics_match_a_direct_computation(tmp_path: Path, tiny_lm) -> None:
     model, tokenizer = tiny_lm
-    texts = _passages(12, seed=7)
-    data = _write_jsonl(tmp_path / "mini.jsonl", texts)
+    texts = narrative_passages(12, seed=7)
+    data = write_jsonl(tmp_path / "mini.jsonl", texts)
     model.train()
     result = evaluate_lambada(model, tokenizer, _cfg(data), device="cpu", workdir=tmp_path)
 
@@ -204,7 +181,7 @@ def test_limit_scores_the_first_passages_quietly(
     tmp_path: Path, tiny_lm, capfd: pytest.CaptureFixture[str]
 ) -> None:
     model, tokenizer = tiny_lm
-    data = _write_jsonl(tmp_path / "mini.jsonl", _passages(10, seed=3))
+    data = write_jsonl(tmp_path / "mini.jsonl", narrative_passages(10, seed=3))
     offline_before = os.environ.get("HF_HUB_OFFLINE")
     result = evaluate_lambada(model, tokenizer, _cfg(data, limit=4), device="cpu", workdir=tmp_path)
     assert result.n == 4
@@ -237,7 +214,7 @@ def test_unknown_installed_task_is_a_user_error(tmp_path: Path, tiny_lm) -> None
 
 
 def test_command_line(tmp_path: Path) -> None:
-    data = _write_jsonl(tmp_path / "mini.jsonl", _passages(3, seed=0))
+    data = write_jsonl(tmp_path / "mini.jsonl", narrative_passages(3, seed=0))
     cmd = lm_eval_command(tmp_path / "model", _cfg(data, limit=2), tmp_path / "task")
     assert cmd[0] == "lm_eval"
     pairs = dict(zip(cmd[1::2], cmd[2::2], strict=False))
@@ -258,7 +235,7 @@ def test_cli_on_saved_model_gives_identical_scores(tmp_path: Path, tiny_lm) -> N
     model_dir = tmp_path / "model"
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    data = _write_jsonl(tmp_path / "lambada.jsonl", _passages(30, seed=11))
+    data = write_jsonl(tmp_path / "lambada.jsonl", narrative_passages(30, seed=11))
     cfg = _cfg(data)
     ours = evaluate_lambada(model, tokenizer, cfg, device="cpu", workdir=tmp_path / "work")
 

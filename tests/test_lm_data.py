@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from textgen import write_jsonl
 from transformers import AutoTokenizer
 
 import bench.lm.data as lm_data
@@ -31,11 +32,6 @@ DOCS = [
         ["Avon", "Bury", "Crewe", "Derby", "Ely", "Frome", "Goole", "Hythe", "Ilkley", "Jarrow"]
     )
 ]
-
-
-def write_jsonl(path: Path, docs: list[str], field: str = "text") -> Path:
-    path.write_text("".join(json.dumps({field: d}) + "\n" for d in docs), encoding="utf-8")
-    return path
 
 
 def data_cfg(train: Path, **overrides) -> DataConfig:

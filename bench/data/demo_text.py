@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from bench.atomic import write_text
 from bench.data.cloze import RULE, cut_cloze_passages, select_evenly
 from bench.data.sources import (
     KJV,
@@ -93,7 +94,7 @@ def build_demo_text(out_dir: Path | None = None, downloads: Path | None = None) 
     }
     contents["SOURCES.md"] = _sources_md(sources, counts, cloze_info)
     for name, text in contents.items():
-        _write_atomic(out_dir / name, text)
+        write_text(out_dir / name, text)
     manifest = {
         "format": BUILD_FORMAT,
         "name": "demo-text",
@@ -110,7 +111,7 @@ def build_demo_text(out_dir: Path | None = None, downloads: Path | None = None) 
         },
         "cloze": cloze_info,
     }
-    _write_atomic(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     return out_dir
 
 
@@ -178,7 +179,3 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -7,11 +7,8 @@ function of (step, seed) so a resumed run sees exactly the batches of an uninter
 
 import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from bench.atomic import build_dir, save_torch
 from bench.errors import UserError
 from bench.lm.config import DataConfig, TokenizerConfig
 
@@ -139,20 +137,6 @@ def _content_hash(path: str) -> str:
     return digest.hexdigest()
 
 
-def _atomic_dir(final: Path, build: Callable[[Path], object]) -> None:
-    """Run `build(tmp_dir)` and move the result to `final`; a concurrent winner is kept."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        build(tmp)
-        os.replace(tmp, final)
-    except OSError:
-        if not final.is_dir():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def load_tokenizer(
     cfg: TokenizerConfig, documents: list[str], cache_dir: Path
 ) -> PreTrainedTokenizerFast:
@@ -171,7 +155,7 @@ def load_tokenizer(
         digest.update(encoded)
     target = Path(cache_dir) / "tokenizers" / f"bpe{cfg.train_bpe}-{digest.hexdigest()[:24]}"
     if not (target / "tokenizer.json").is_file():
-        _atomic_dir(target, lambda tmp: _train_bpe(documents, cfg.train_bpe).save_pretrained(tmp))
+        build_dir(target, lambda tmp: _train_bpe(documents, cfg.train_bpe).save_pretrained(tmp))
     return AutoTokenizer.from_pretrained(str(target), local_files_only=True)
 
 
@@ -266,7 +250,7 @@ def prepare_lm_data(cfg: DataConfig, cache_dir: Path) -> LMData:
                 f"row of seq_len {cfg.seq_len}; give more text or a shorter seq_len"
             )
         splits |= {name: rows, f"{name}_documents": len(docs), f"{name}_tokens": tokens}
-    _atomic_save(splits, cached)
+    save_torch(splits, cached)
     return LMData(tokenizer=tokenizer, fingerprint=fingerprint, **splits)
 
 
@@ -285,17 +269,6 @@ def _fingerprint(cfg: DataConfig) -> str:
         "train_bpe": cfg.tokenizer.train_bpe,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
-
-
-def _atomic_save(value: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save(value, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:

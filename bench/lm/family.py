@@ -1,5 +1,6 @@
 """The causal-LM family: pretrain (softmax or CWT), maybe fine-tune a head, score LAMBADA."""
 
+import shlex
 import shutil
 from typing import Any
 
@@ -52,7 +53,7 @@ class LMFamily:
     def execute(self, run: Any, ctx: Any) -> None:
         import torch
 
-        from bench.evals.lambada import evaluate_lambada
+        from bench.evals.lambada import evaluate_lambada, lm_eval_command
         from bench.lm.data import batch_at, prepare_lm_data, val_batches
         from bench.lm.model import build_model, count_parameters, untie_head
         from bench.lm.objectives import causal_lm_loss, next_token_nll
@@ -71,6 +72,7 @@ class LMFamily:
         micro = cfg.train.micro_batch_size or cfg.train.batch_size
         held_out = [b.to(device) for b in val_batches(data.val, micro, cfg.train.val_batches)]
 
+        @torch.no_grad()
         def validate(objective: str) -> dict[str, float]:
             n = len(held_out)
             loss = sum(float(causal_lm_loss(model, b, objective, cfg.cwt)) for b in held_out)
@@ -115,12 +117,15 @@ class LMFamily:
         ctx.log.info("saved model to %s", model_dir)
 
         for name, eval_cfg in run.variant.evals:
-            result = evaluate_lambada(model, tok, eval_cfg, device=str(device),
-                                      workdir=ctx.dir / f"eval_{name}")
+            workdir = ctx.dir / f"eval_{name}"
+            result = evaluate_lambada(model, tok, eval_cfg, device=str(device), workdir=workdir)
             ctx.record({f"{name}.{k}": v for k, v in result.metrics.items()})
             ctx.record({f"{name}.n": float(result.n)})
             ctx.save_samples(name, result.samples)
             ctx.log.info("%s: %s", name, result.metrics)
+            command = lm_eval_command(model_dir, eval_cfg, workdir / "lambada_task",
+                                      device=str(device))
+            ctx.log.info("the same numbers from the lm_eval command: %s", shlex.join(command))
 
 
 def _vocab_size(config: LMConfig) -> int:

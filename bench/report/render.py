@@ -5,9 +5,7 @@ render time and fetches nothing, so rendering twice gives the same files.
 """
 
 import math
-import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,12 +14,13 @@ import pandas as pd
 import weasyprint
 from markupsafe import Markup
 
+from bench.atomic import write_via
 from bench.errors import UserError
 from bench.report import figures, tables
 
 DASH = "—"
-# Main-table columns beyond which the table gets a landscape page of its own in the PDF.
-WIDE_COLUMNS = 13
+# Table columns beyond which the PDF is laid out on landscape pages.
+WIDE_COLUMNS = 10
 _COMPUTE_LABELS = {
     "train.flops": "FLOPs",
     "train.tokens": "tokens",
@@ -80,8 +79,8 @@ def render_report(index_path: Path, spec: ReportSpec, out_dir: Path) -> tuple[Pa
     html = render_html(index_path, spec, data)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, pdf_path = out_dir / f"{spec.suite}.html", out_dir / f"{spec.suite}.pdf"
-    _write_atomic(html_path, lambda tmp: tmp.write_text(html, encoding="utf-8"))
-    _write_atomic(pdf_path, lambda tmp: weasyprint.HTML(string=html).write_pdf(tmp))
+    write_via(html_path, lambda tmp: tmp.write_text(html, encoding="utf-8"))
+    write_via(pdf_path, lambda tmp: weasyprint.HTML(string=html).write_pdf(tmp))
     return html_path, pdf_path
 
 
@@ -310,15 +309,3 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Write beside the target, then rename: readers never see a half-written report."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -1,0 +1,28 @@
+"""Small English-like texts for tests: a corpus to train on and cloze passages to score."""
+
+import json
+import random
+from pathlib import Path
+
+NAMES = ["alice", "bob", "carol", "dave", "erin", "frank"]
+PLACES = ["market", "river", "garden", "station", "library"]
+
+
+def narrative_passages(n: int, seed: int) -> list[str]:
+    """Narrative-like passages: some end in a fixed word, some repeat an earlier name, so a
+    briefly trained model gets part of the targets right and part wrong."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        a, b = rng.sample(NAMES, 2)
+        place = rng.choice(PLACES)
+        if i % 2:
+            out.append(f"{a} went to the {place} with {b} and after a long day they went home")
+        else:
+            out.append(f"{a} met {b} at the {place} and the {place} was quiet so {b} waved at {a}")
+    return out
+
+
+def write_jsonl(path: Path, texts: list[str], field: str = "text") -> Path:
+    path.write_text("".join(json.dumps({field: t}) + "\n" for t in texts))
+    return path
