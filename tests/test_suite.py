@@ -177,3 +177,26 @@ def test_shipped_suites_validate(monkeypatch):
     for path in sorted((ROOT / "suites").rglob("*.yaml")):
         suite = load_suite(path)
         assert suite.variants, path
+
+
+def test_paper_suite_plans_the_papers_steps(tmp_path, monkeypatch, capsys):
+    """Table 3's set-up: 143,000 steps of 1,024 x 2,048 tokens, planned on fake tensors."""
+    from textgen import narrative_passages
+
+    from bench.lm.config import TokenizerConfig
+    from bench.lm.data import load_tokenizer
+
+    tokenizer_dir = tmp_path / "tokenizer"
+    load_tokenizer(TokenizerConfig(train_bpe=300), narrative_passages(50, seed=0),
+                   tmp_path / "cache").save_pretrained(tokenizer_dir)
+    monkeypatch.setenv("PYTHIA_TOKENIZER", str(tokenizer_dir))
+    monkeypatch.setenv("OWT2_TRAIN", "/data/owt2.jsonl")
+    monkeypatch.setenv("LAMBADA_OPENAI", "/data/lambada_test.jsonl")
+    assert main(["plan", str(ROOT / "suites/cwt/pythia70m-lambada.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "9 runs" in out
+    lines = out.splitlines()
+    softmax = [line for line in lines if " softmax " in line]
+    cwt_ft = [line for line in lines if " cwt_ft " in line]
+    assert len(softmax) == 3 and all("-> 143000 steps" in line for line in softmax)
+    assert all("-> 140140 steps" in line and "-> 11440 steps" in line for line in cwt_ft)

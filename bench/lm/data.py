@@ -146,7 +146,7 @@ def load_tokenizer(
     carrying it loads with AutoTokenizer, as lm-eval does.
     """
     if cfg.path is not None:
-        return _local_tokenizer(cfg.path)
+        return local_tokenizer(cfg.path)
     assert cfg.train_bpe is not None  # guaranteed by TokenizerConfig
     digest = hashlib.sha256()
     for part in (f"bpe/{PIPELINE_VERSION}/{cfg.train_bpe}/{tokenizers.__version__}", *documents):
@@ -159,7 +159,7 @@ def load_tokenizer(
     return AutoTokenizer.from_pretrained(str(target), local_files_only=True)
 
 
-def _local_tokenizer(path: str) -> PreTrainedTokenizerFast:
+def local_tokenizer(path: str) -> PreTrainedTokenizerFast:
     if not Path(path).is_dir():
         raise UserError(f"{path}: no such tokenizer directory (expected save_pretrained output)")
     try:

@@ -131,9 +131,9 @@ class LMFamily:
 def _vocab_size(config: LMConfig) -> int:
     if config.data.tokenizer.train_bpe is not None:
         return config.data.tokenizer.train_bpe
-    from transformers import AutoTokenizer
+    from bench.lm.data import local_tokenizer
 
-    return len(AutoTokenizer.from_pretrained(config.data.tokenizer.path, local_files_only=True))
+    return len(local_tokenizer(config.data.tokenizer.path))
 
 
 def _finetune_batch(config: LMConfig) -> int:
