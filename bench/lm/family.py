@@ -101,7 +101,9 @@ class LMFamily:
             model = untie_head(model).to(device)
             _freeze_for_probe(model, cfg)
             trainable = [p for p in model.parameters() if p.requires_grad]
-            ctx.train(stage("head_finetune", "softmax", _finetune_batch(cfg), pre.steps,
+            ft_batch = _finetune_batch(cfg)
+            seen = pre.steps * cfg.train.batch_size  # continue on rows pretraining has not used
+            ctx.train(stage("head_finetune", "softmax", ft_batch, -(-seen // ft_batch),
                             cfg.head_finetune.optim, trainable))
             model.requires_grad_(True)
         final = validate("softmax" if cfg.head == "finetune" else cfg.objective)
