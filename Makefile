@@ -17,10 +17,13 @@ $(STAMP): requirements.lock pyproject.toml
 
 data: setup
 	$(BIN)/bench data demo-text
+	$(BIN)/bench data demo-faces
 
 demo: data
 	$(BIN)/bench run suites/demo/lm.yaml
 	$(BIN)/bench report suites/demo/lm.yaml
+	$(BIN)/bench run suites/demo/faces.yaml
+	$(BIN)/bench report suites/demo/faces.yaml
 
 lint: setup
 	$(BIN)/ruff check .

@@ -139,6 +139,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         reference_source=rep.reference_source,
         notes=notes,
         variants=list(suite.variants),
+        item_unit=family.item_unit,
+        curve=family.report_curve,
     )
     html, pdf = render_report(Store(_results_root(args)).index_path, spec, Path(args.out))
     print(f"wrote {html}\nwrote {pdf}")

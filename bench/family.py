@@ -34,6 +34,7 @@ class Family(Protocol):
     eval_models: dict[str, type[BaseModel]]
     default_metrics: list[str]
     higher_is_better: dict[str, bool]
+    report_curve: str  # the curve metric a report plots against training FLOPs
 
     def stages(self, config: Any) -> list[str]:
         """Training stages of a run, in order; each has a share of the budget."""
@@ -48,7 +49,7 @@ class Family(Protocol):
         ...
 
 
-_FAMILIES = {"lm": "bench.lm.family"}
+_FAMILIES = {"lm": "bench.lm.family", "faces": "bench.faces.family"}
 
 
 def known_families() -> list[str]:

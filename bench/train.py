@@ -157,6 +157,8 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
             break
         if result.horizon is not None and result.steps >= result.horizon:
             break
+        if budget.unit == "flops" and result.flops >= budget.amount:
+            break  # steps of varying shape: the horizon was priced on the first one
         _sync(device)
         started = time.perf_counter()
         micro = stage.micro_batches(result.steps)

@@ -20,9 +20,9 @@ import torch
 
 from bench.budget import StageBudget
 from bench.lm.config import CWTConfig, ModelConfig
-from bench.lm.data import batch_at
 from bench.lm.model import build_model
 from bench.lm.objectives import causal_lm_loss
+from bench.sampling import batch_at
 from bench.schema import OptimConfig
 from bench.train import Stage, train_stage
 

@@ -17,13 +17,13 @@ from bench.errors import UserError
 from bench.lm.config import DataConfig, TokenizerConfig
 from bench.lm.data import (
     EOS,
-    batch_at,
     load_tokenizer,
     pack,
     prepare_lm_data,
     read_documents,
     val_batches,
 )
+from bench.sampling import batch_at
 
 DOCS = [
     f"Document {n}: the miller of {town} carried {n} sacks of flour to the market at dawn, "

@@ -331,6 +331,8 @@ def test_scales():
     assert fddb_pascal_scale(300, 1000) == pytest.approx(0.8)    # 400 / 300 -> 1333 > 800
     assert pyramid_scales(600, 1000) == pytest.approx([0.75, 1.2, 1.8, 2.4])  # base 1.2
     assert pyramid_scales(800, 1000) == pytest.approx([0.625, 1.0, 1.5, 2.0])  # base 1.0
+    # a smaller base moves the whole pyramid; the factors stay {500, 800, 1200, 1600} / 800
+    assert pyramid_scales(480, 640, 240, 400) == pytest.approx([0.3125, 0.5, 0.75, 1.0])
 
 
 class FakeSSH:

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from bench.schema import Strict
+from bench.schema import OptimConfig, Strict
 
 # Detection modules as published: stride and anchor sizes (px, aspect ratio 1, base 16).
 MODULES: dict[str, tuple[int, tuple[int, ...]]] = {
@@ -33,3 +33,46 @@ class SSHModelConfig(Strict):
 
     def module_specs(self) -> dict[str, tuple[int, tuple[int, ...]]]:
         return M2_ONLY if self.modules == "m2_only" else MODULES
+
+
+class FacesDataConfig(Strict):
+    """Training images in the WIDER FACE layout (WIDER_<split>/images, wider_face_split/)."""
+
+    root: str
+    split: Literal["train", "val"] = "train"
+    max_images: int | None = Field(None, gt=0, description="train on the first N images only")
+
+
+class FacesTrainConfig(Strict):
+    """SSH's training recipe; the defaults are the published ones."""
+
+    batch_size: int = Field(4, gt=0, description="images per optimizer step (padded together)")
+    short: int = Field(1200, gt=0, description="shortest side of a training image")
+    long_max: int = Field(1600, gt=0, description="cap on the longest side")
+    flip: bool = True
+    ohem: bool = True
+    pad_to: int = Field(32, gt=0, description="batch padding multiple (bounds distinct shapes)")
+    optim: OptimConfig = OptimConfig(name="sgd", lr=0.004, momentum=0.9, weight_decay=5e-4,
+                                     schedule="step", milestones=(18 / 21,), gamma=0.1,
+                                     clip=None)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    checkpoint_every: int = Field(200, gt=0)
+
+
+class FacesConfig(Strict):
+    """Everything that defines one SSH run apart from its seed and budget."""
+
+    model: SSHModelConfig = SSHModelConfig()
+    data: FacesDataConfig
+    train: FacesTrainConfig = FacesTrainConfig()
+
+
+class WiderEvalConfig(Strict):
+    """Scoring on a WIDER-layout validation split with the official protocol."""
+
+    root: str | None = Field(None, description="default: the training data's root")
+    modes: list[Literal["single", "pyramid"]] = ["single"]
+    short: int = Field(1200, gt=0, description="single scale: shortest side")
+    long: int = Field(1600, gt=0, description="single scale: cap on the longest side")
+    pyramid_short: int = Field(800, gt=0, description="pyramid base: shortest side")
+    pyramid_long: int = Field(1200, gt=0, description="pyramid base: cap on the longest side")

@@ -42,6 +42,7 @@ PRE_NMS_TOP = 1000
 SCORE_THRESH = 0.05
 NMS_THRESH = 0.3
 PYRAMID_LEVELS = (500, 800, 1200, 1600)
+PYRAMID_REFERENCE = 800  # the level that is the base scale itself
 
 
 def detect(outputs: Outputs, specs: Specs, image_hw: tuple[int, int], scale: float,
@@ -92,9 +93,13 @@ def fddb_pascal_scale(h: int, w: int) -> float:
 
 def pyramid_scales(h: int, w: int, base_short: int = 800, base_long: int = 1200,
                    levels: Sequence[int] = PYRAMID_LEVELS) -> list[float]:
-    """The pyramid's scales: the base_short / base_long scale times each level / base_short."""
+    """The pyramid's scales: the base_short / base_long scale times each level / 800.
+
+    The factors {500, 800, 1200, 1600} / 800 are the published ones and stay fixed when a
+    smaller base (a CPU-sized run) moves the whole pyramid down.
+    """
     base = single_scale(h, w, base_short, base_long)
-    return [base * level / base_short for level in levels]
+    return [base * level / PYRAMID_REFERENCE for level in levels]
 
 
 @torch.no_grad()

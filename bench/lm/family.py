@@ -14,6 +14,7 @@ class LMFamily:
     config_model = LMConfig
     eval_models = {"lambada": LambadaEvalConfig}
     default_metrics = ["lambada.acc", "lambada.ppl", "val.nll"]
+    report_curve = "curve.val_nll"
     higher_is_better = {"lambada.acc": True, "lambada.ppl": False, "val.nll": False,
                         "val.loss": False}
 
@@ -54,9 +55,10 @@ class LMFamily:
         import torch
 
         from bench.evals.lambada import evaluate_lambada, lm_eval_command
-        from bench.lm.data import batch_at, prepare_lm_data, val_batches
+        from bench.lm.data import prepare_lm_data, val_batches
         from bench.lm.model import build_model, count_parameters, untie_head
         from bench.lm.objectives import causal_lm_loss, next_token_nll
+        from bench.sampling import batch_at
         from bench.train import Stage
 
         cfg: LMConfig = run.config

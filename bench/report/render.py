@@ -21,11 +21,6 @@ from bench.report import figures, tables
 DASH = "—"
 # Table columns beyond which the PDF is laid out on landscape pages.
 WIDE_COLUMNS = 10
-_COMPUTE_LABELS = {
-    "train.flops": "FLOPs",
-    "train.tokens": "tokens",
-    "train.tokens_per_s": "tokens/s",
-}
 _PROVENANCE_FIELDS = ("commit", "device", "host", "python")
 
 
@@ -42,6 +37,7 @@ class ReportSpec:
     reference_source: str | None
     notes: list[str]
     curve: str = "curve.val_nll"
+    item_unit: str = "tokens"  # what the family's training data are counted in
     variants: list[str]
 
 
@@ -88,7 +84,7 @@ def render_html(index_path: Path, spec: ReportSpec, data: tables.SuiteData) -> s
     """The whole report as one self-contained HTML document."""
     variants = tables.variant_order(spec.variants, data)
     summary = tables.summary_table(data, variants, spec.metrics, spec.baseline, spec.reference)
-    compute = tables.compute_table(data, variants)
+    compute = tables.compute_table(data, variants, spec.item_unit)
     shared, per_run = provenance_tables(tables.provenance_table(data, variants))
     curve_svg = figures.curve_figure(data, variants, spec.curve)
     metric_svg = figures.metric_figure(data, variants, spec.metrics, summary)
@@ -103,7 +99,8 @@ def render_html(index_path: Path, spec: ReportSpec, data: tables.SuiteData) -> s
         started=_text(runs["started"].dropna().min()),
         ended=_text(runs["ended"].dropna().max()),
         main=main_table(spec, variants, summary, compute),
-        per_seed=per_seed_table(tables.per_seed_table(data, variants, spec.metrics)),
+        per_seed=per_seed_table(tables.per_seed_table(data, variants, spec.metrics,
+                                                      spec.item_unit)),
         unfinished=unfinished_table(tables.unfinished_table(data, variants)),
         shared_provenance=shared,
         per_run=per_run,
@@ -130,8 +127,9 @@ def main_table(
         sub += [f"Δ vs {spec.baseline} (95% Welch CI)"] if spec.baseline else []
         groups.append((metric, len(sub)))
         columns += sub
-    groups.append(("compute consumed (mean over seeds)", len(tables.COMPUTE_METRICS)))
-    columns += [_COMPUTE_LABELS[m] for m in tables.COMPUTE_METRICS]
+    flops, items, rate = tables.compute_metrics(spec.item_unit)
+    groups.append(("compute consumed (mean over seeds)", 3))
+    columns += ["FLOPs", spec.item_unit, f"{spec.item_unit}/s"]
     rows = []
     for variant in variants:
         row = [Cell(variant, "name"), Cell(str(int(compute.loc[variant, "n"])), "num")]
@@ -146,9 +144,9 @@ def main_table(
                 row.append(Cell(fmt_value(est["reference"]), "num paper"))
             if spec.baseline:
                 row.append(_delta_cell(variant, spec, metric, est))
-        row.append(Cell(fmt_sci(compute.loc[variant, "train.flops"]), "num"))
-        row.append(Cell(fmt_sci(compute.loc[variant, "train.tokens"]), "num"))
-        row.append(Cell(fmt_rate(compute.loc[variant, "train.tokens_per_s"]), "num"))
+        row.append(Cell(fmt_sci(compute.loc[variant, flops]), "num"))
+        row.append(Cell(fmt_sci(compute.loc[variant, items]), "num"))
+        row.append(Cell(fmt_rate(compute.loc[variant, rate]), "num"))
         rows.append(row)
     return Table(columns=columns, rows=rows, groups=groups)
 
@@ -156,7 +154,7 @@ def main_table(
 def per_seed_table(frame: pd.DataFrame) -> Table:
     """Every finished run's values, formatted like the main table."""
     metric_columns = [c for c in frame.columns if c not in ("run_id", "variant", "seed")]
-    columns = ["variant", "seed", "run", *[_COMPUTE_LABELS.get(c, c) for c in metric_columns]]
+    columns = ["variant", "seed", "run", *[_compute_label(c) for c in metric_columns]]
     rows = [
         [
             Cell(str(rec["variant"]), "name"),
@@ -281,11 +279,18 @@ def _delta_cell(variant: str, spec: ReportSpec, metric: str, est: pd.Series) -> 
     return Cell(text, cls)
 
 
+def _compute_label(column: str) -> str:
+    """'train.flops' -> 'FLOPs', 'train.images_per_s' -> 'images/s'; other columns as they are."""
+    if column == "train.flops":
+        return "FLOPs"
+    if column.startswith("train.") and column.count(".") == 1:
+        return column.removeprefix("train.").replace("_per_s", "/s")
+    return column
+
+
 def _format_column(column: str, value: float) -> str:
-    if column in ("train.flops", "train.tokens"):
-        return fmt_sci(value)
-    if column == "train.tokens_per_s":
-        return fmt_rate(value)
+    if column.startswith("train.") and column.count(".") == 1:
+        return fmt_rate(value) if column.endswith("_per_s") else fmt_sci(value)
     return fmt_value(value)
 
 

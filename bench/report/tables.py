@@ -20,8 +20,10 @@ from bench.errors import UserError
 
 FINISHED = "finished"
 STDERR_SUFFIX = "_stderr"
-# What a run consumed, as the training loop records it; shown beside every variant's metrics.
-COMPUTE_METRICS = ("train.flops", "train.tokens", "train.tokens_per_s")
+def compute_metrics(unit: str = "tokens") -> tuple[str, str, str]:
+    """What a run consumed, as the training loop records it, in the family's unit of data
+    (tokens, images); shown beside every variant's metrics."""
+    return "train.flops", f"train.{unit}", f"train.{unit}_per_s"
 LEVEL = 0.95
 
 
@@ -166,12 +168,13 @@ def summary_table(
     return pd.DataFrame(rows).set_index(["variant", "metric"])
 
 
-def compute_table(data: SuiteData, variants: Sequence[str]) -> pd.DataFrame:
+def compute_table(data: SuiteData, variants: Sequence[str], unit: str = "tokens"
+                  ) -> pd.DataFrame:
     """Per variant: finished seeds and the mean compute they consumed (NaN where unrecorded)."""
     finished = data.runs[data.runs["state"] == FINISHED]
     table = pd.DataFrame(index=pd.Index(list(variants), name="variant"))
     table["n"] = [int((finished["variant"] == v).sum()) for v in variants]
-    for metric in COMPUTE_METRICS:
+    for metric in compute_metrics(unit):
         table[metric] = [
             float(vals.mean()) if (vals := seed_values(data, v, metric)).size else math.nan
             for v in variants
@@ -180,7 +183,7 @@ def compute_table(data: SuiteData, variants: Sequence[str]) -> pd.DataFrame:
 
 
 def per_seed_table(
-    data: SuiteData, variants: Sequence[str], metrics: Sequence[str]
+    data: SuiteData, variants: Sequence[str], metrics: Sequence[str], unit: str = "tokens"
 ) -> pd.DataFrame:
     """Every finished run's value of every key metric (with its stderr) and compute: none hidden."""
     recorded = set(data.finals["metric"])
@@ -189,7 +192,7 @@ def per_seed_table(
         columns.append(metric)
         if metric + STDERR_SUFFIX in recorded:
             columns.append(metric + STDERR_SUFFIX)
-    columns += [m for m in COMPUTE_METRICS if m in recorded]
+    columns += [m for m in compute_metrics(unit) if m in recorded]
     columns = list(dict.fromkeys(columns))  # a key metric may itself be a stderr or compute key
     wide = data.finals.pivot(index="run_id", columns="metric", values="value")
     wide = wide.reindex(columns=columns)

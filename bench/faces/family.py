@@ -1,0 +1,185 @@
+"""The face-detection family: train SSH under a budget, score it with the WIDER FACE protocol.
+
+Budgets count images (or FLOPs, steps, seconds). Training images are resized by the shortest /
+longest-side policy and padded together, so a step's shape varies: FLOPs are measured on the
+first step of every padded shape, and `bench plan` prices a step at the largest shape the policy
+allows (an upper bound).
+"""
+
+import time
+from typing import Any
+
+import numpy as np
+
+from bench.faces.config import FacesConfig, WiderEvalConfig
+from bench.family import StepCost
+
+
+class FacesFamily:
+    name = "faces"
+    item_unit = "images"
+    config_model = FacesConfig
+    eval_models = {"wider": WiderEvalConfig}
+    default_metrics = ["wider.single.easy", "wider.single.medium", "wider.single.hard"]
+    report_curve = "curve.train_loss"
+    higher_is_better = {f"wider.{m}.{s}": True for m in ("single", "pyramid")
+                        for s in ("easy", "medium", "hard")} | {
+        f"wider.{m}.ms_per_image": False for m in ("single", "pyramid")}
+
+    def stages(self, config: FacesConfig) -> list[str]:
+        return ["train"]
+
+    def step_costs(self, config: FacesConfig) -> dict[str, StepCost]:
+        from bench.faces.model import build_ssh, ssh_flops
+
+        t = config.train
+        side = -(-t.short // t.pad_to) * t.pad_to, -(-t.long_max // t.pad_to) * t.pad_to
+        per_image = ssh_flops(_meta(build_ssh, config.model), *side)
+        return {"train": StepCost(per_image * t.batch_size, t.batch_size)}
+
+    def execute(self, run: Any, ctx: Any) -> None:
+        import torch
+
+        from bench.atomic import save_torch
+        from bench.faces.data import WiderTrainSet
+        from bench.faces.model import build_ssh, load_vgg16_imagenet, parameter_counts
+        from bench.train import Stage
+
+        cfg: FacesConfig = run.config
+        device = ctx.device
+        specs = cfg.model.module_specs()
+        data = WiderTrainSet(cfg.data.root, cfg.data.split)
+        n_images = min(len(data), cfg.data.max_images or len(data))
+        torch.manual_seed(run.seed)
+        model = build_ssh(cfg.model)
+        weights = load_vgg16_imagenet(model, cfg.model.pretrained)
+        ctx.log.info("backbone weights: %s", weights)
+        model.to(device)
+        ctx.record({f"model.{k}_params": float(v) for k, v in parameter_counts(model).items()})
+        bf16 = cfg.train.precision == "bf16" or (
+            cfg.train.precision == "auto" and device.type == "cuda")
+
+        def loss(batch: tuple) -> torch.Tensor:
+            from bench.faces.anchors import module_anchors
+            from bench.faces.targets import ssh_loss
+
+            images, boxes, sizes, step = batch
+            outputs = model(images)
+            generator = torch.Generator().manual_seed(run.seed * 1_000_003 + step)
+            total, _ = ssh_loss(outputs, module_anchors(outputs, specs), boxes, sizes,
+                                cfg.train.ohem, generator)
+            return total
+
+        stage = Stage(
+            name="train", model=model,
+            parameters=[p for p in model.parameters() if p.requires_grad],
+            optim=cfg.train.optim,
+            micro_batches=lambda k: [_training_batch(data, n_images, cfg, run.seed, k, device)],
+            loss=loss, items=lambda batch: int(batch[0].shape[0]),
+            checkpoint_every=cfg.train.checkpoint_every, bf16=bf16)
+        ctx.train(stage)
+        save_torch(model.state_dict(), ctx.dir / "model.pt")
+
+        model.eval()
+        for name, eval_cfg in run.variant.evals:
+            for mode in eval_cfg.modes:
+                metrics = _score_wider(model, specs, eval_cfg, eval_cfg.root or cfg.data.root,
+                                       mode, ctx.dir / f"predictions_{mode}", device, bf16)
+                ctx.record({f"{name}.{mode}.{k}": v for k, v in metrics.items()})
+                ctx.log.info("%s %s: %s", name, mode, metrics)
+
+
+def _meta(build: Any, model_cfg: Any) -> Any:
+    """The network on the meta device: shapes without memory, for pricing a step."""
+    import torch
+
+    with torch.device("meta"):
+        return build(model_cfg)
+
+
+def _training_batch(data: Any, n_images: int, cfg: FacesConfig, seed: int, step: int,
+                    device: Any) -> tuple:
+    """Step `step`'s images (a pure function of seed and step), resized, maybe flipped, padded."""
+    import torch
+
+    from bench.faces.data import hflip, resize_for_training
+    from bench.faces.model import to_input
+    from bench.sampling import batch_at
+
+    t = cfg.train
+    picks = batch_at(torch.arange(n_images), step, t.batch_size, seed).tolist()
+    flips = np.random.default_rng([seed, step]).random(len(picks)) < 0.5
+    images, boxes, sizes = [], [], []
+    for i, flip in zip(picks, flips, strict=True):
+        image, b, _ = resize_for_training(*data.load_image(i), t.short, t.long_max)
+        if t.flip and flip:
+            image, b = hflip(image, b)
+        images.append(to_input(image))
+        boxes.append(torch.as_tensor(b, device=device))
+        sizes.append(tuple(image.shape[:2]))
+    h = -(-max(s[0] for s in sizes) // t.pad_to) * t.pad_to
+    w = -(-max(s[1] for s in sizes) // t.pad_to) * t.pad_to
+    batch = torch.zeros((len(images), 3, h, w))  # padding after mean subtraction is zero
+    for k, image in enumerate(images):
+        batch[k, :, : image.shape[1], : image.shape[2]] = image
+    return batch.to(device), boxes, sizes, step
+
+
+def _score_wider(model: Any, specs: dict, cfg: WiderEvalConfig, root: str, mode: str,
+                 out_dir: Any, device: Any, bf16: bool) -> dict[str, float]:
+    """Detect on every val image (single scale or the pyramid), write the predictions in the
+    official per-image format, and score them with the official protocol."""
+    from contextlib import nullcontext
+    from pathlib import Path
+
+    import cv2
+    import torch
+
+    from bench.errors import UserError
+    from bench.evals.wider import WiderEval, load_wider_mat, write_wider_predictions
+    from bench.faces.inference import detect_scales, pyramid_scales, single_scale
+    from bench.faces.model import to_input
+
+    gt = load_wider_mat(Path(root) / "eval_tools" / "ground_truth")
+    images_dir = Path(root) / "WIDER_val" / "images"
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+    def model_fn(x: torch.Tensor, modules: set[str]) -> Any:
+        with autocast:
+            outputs = model(x, modules)
+        return {k: (c.float(), r.float()) for k, (c, r) in outputs.items()}
+
+    predictions, seconds = {}, 0.0
+    for event, name in gt.images:
+        path = images_dir / event / f"{name}.jpg"
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+        if image is None:
+            raise UserError(f"{path}: image missing or unreadable (listed in the ground truth)")
+        h, w = image.shape[:2]
+        if mode == "pyramid":
+            scales = pyramid_scales(h, w, cfg.pyramid_short, cfg.pyramid_long)
+            skip = {"M3"}
+        else:
+            scales, skip = [single_scale(h, w, cfg.short, cfg.long)], set()
+        tensor = to_input(image).to(device)
+        _sync(device)
+        start = time.perf_counter()
+        dets = detect_scales(model_fn, tensor, specs, scales, skip_on_largest=skip)
+        _sync(device)
+        seconds += time.perf_counter() - start
+        d = dets.float().cpu().numpy()
+        predictions[(event, name)] = np.c_[d[:, :2], d[:, 2:4] - d[:, :2] + 1, d[:, 4]]
+    write_wider_predictions(out_dir, predictions)
+    metrics = WiderEval(gt, predictions).summarize()
+    metrics["ms_per_image"] = 1000 * seconds / max(len(gt.images), 1)
+    return metrics
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+FAMILY = FacesFamily()
