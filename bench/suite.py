@@ -157,6 +157,14 @@ def deep_merge(base: Any, over: Any) -> Any:
     return over
 
 
+def merge_budget(base: Any, over: Any) -> Any:
+    """A budget override that names a unit replaces the base's unit (a budget has exactly one);
+    everything else merges as usual."""
+    if isinstance(base, dict) and isinstance(over, dict) and any(u in over for u in UNITS):
+        base = {k: v for k, v in base.items() if k not in UNITS}
+    return deep_merge(base, over)
+
+
 def _load_chain(path: Path, env: dict[str, str] | None, seen: tuple[Path, ...]) -> Located:
     """A suite file merged over the chain of files it extends."""
     path = path.resolve()
@@ -178,7 +186,10 @@ def _load_chain(path: Path, env: dict[str, str] | None, seen: tuple[Path, ...]) 
         file, line = own.where[("extends",)]
         raise UserError(f"{file}:{line}: extends: base file {display_path(base_path)} not found")
     base = _load_chain(base_path, env, (*seen, path))
-    merged = Located(deep_merge(base.data, own.data), {**base.where, **own.where})
+    data = deep_merge(base.data, own.data)
+    if "budget" in own.data and "budget" in base.data:
+        data["budget"] = merge_budget(base.data["budget"], own.data["budget"])
+    merged = Located(data, {**base.where, **own.where})
     return merged
 
 
@@ -269,7 +280,7 @@ def load_suite(path: str | Path, env: dict[str, str] | None = None) -> Suite:
         if budget_over is not None:
             try:
                 budget = BudgetConfig.model_validate(
-                    deep_merge(head.budget.model_dump(exclude_none=True), budget_over))
+                    merge_budget(head.budget.model_dump(exclude_none=True), budget_over))
             except ValidationError as err:
                 raise _pydantic_error(src, ("variants", vname, "budget"), err) from None
         _check_budget(src, head, family, vname, config, budget, budget_over is not None)

@@ -5,6 +5,7 @@ import sys
 import fddb_eval
 import flop_meter
 import harness_overhead
+import ssh_speed
 import step_time
 import wider_eval
 
@@ -12,7 +13,8 @@ import wider_eval
 def main() -> int:
     for name, module in (("FLOP meter", flop_meter), ("harness overhead", harness_overhead),
                          ("step time, cwt vs softmax", step_time),
-                         ("WIDER FACE evaluation", wider_eval), ("FDDB evaluation", fddb_eval)):
+                         ("WIDER FACE evaluation", wider_eval), ("FDDB evaluation", fddb_eval),
+                         ("SSH speed and FLOPs, headless vs full", ssh_speed)):
         print(f"\n=== {name} ===", flush=True)
         module.main([])
     return 0

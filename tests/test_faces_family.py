@@ -88,6 +88,7 @@ data: {{root: {root}, max_images: 8}}
 train: {{batch_size: 2, short: 160, long_max: 240, checkpoint_every: 2}}
 evals:
   - wider: {{modes: [single], short: 160, long: 240}}
+  - speed: {{sizes: [[64, 96]], modes: [single, pyramid], warmup: 0, repeats: 1}}
 variants:
   headless: {{}}
   m2_only: {{model: {{modules: m2_only}}}}
@@ -105,6 +106,7 @@ def test_suite_run_exports_predictions_that_score_the_same(faces_root, tmp_path,
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert metrics["train.images"] == 8 and metrics["train.steps"] == 4
         assert metrics["model.total_params"] > 0
+        assert metrics["speed.single.64x96_ms"] > 0 and metrics["speed.pyramid.64x96_ms"] > 0
         capsys.readouterr()
         assert main(["eval", "wider", "--gt", str(faces_root / "eval_tools" / "ground_truth"),
                      "--pred", str(run_dir / "predictions_single")]) == 0

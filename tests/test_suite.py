@@ -200,3 +200,14 @@ def test_paper_suite_plans_the_papers_steps(tmp_path, monkeypatch, capsys):
     cwt_ft = [line for line in lines if " cwt_ft " in line]
     assert len(softmax) == 3 and all("-> 143000 steps" in line for line in softmax)
     assert all("-> 140140 steps" in line and "-> 11440 steps" in line for line in cwt_ft)
+
+
+def test_a_budget_override_naming_a_unit_replaces_the_unit(tmp_path):
+    write(tmp_path, BASE, "base.yaml")
+    child = write(tmp_path, "extends: base.yaml\nbudget: {steps: 3}\n", "child.yaml")
+    suite = load_suite(child, env={})
+    assert suite.head.budget.unit == "steps" and suite.head.budget.flops is None
+    text = BASE.replace("  softmax: {}", "  softmax: {budget: {tokens: 4096}}")
+    suite = load_suite(write(tmp_path, text, "variant.yaml"), env={})
+    assert suite.variants["softmax"].budget.unit == "tokens"
+    assert suite.variants["cwt"].budget.unit == "flops"

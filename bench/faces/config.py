@@ -76,3 +76,13 @@ class WiderEvalConfig(Strict):
     long: int = Field(1600, gt=0, description="single scale: cap on the longest side")
     pyramid_short: int = Field(800, gt=0, description="pyramid base: shortest side")
     pyramid_long: int = Field(1200, gt=0, description="pyramid base: cap on the longest side")
+
+
+class SpeedEvalConfig(Strict):
+    """ms per image at maximum input sizes (short, long), as the SSH paper's Table 2."""
+
+    sizes: list[tuple[int, int]] = [(400, 800), (600, 1000), (800, 1200), (1200, 1600)]
+    modes: list[Literal["single", "pyramid"]] = ["single"]
+    warmup: int = Field(2, ge=0)
+    repeats: int = Field(5, gt=0)
+    channels_last: bool = Field(False, description="channels-last memory format (GPU speed-up)")

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.faces.config import FacesConfig, WiderEvalConfig
+from bench.faces.config import FacesConfig, SpeedEvalConfig, WiderEvalConfig
 from bench.family import StepCost
 
 
@@ -19,7 +19,7 @@ class FacesFamily:
     name = "faces"
     item_unit = "images"
     config_model = FacesConfig
-    eval_models = {"wider": WiderEvalConfig}
+    eval_models = {"wider": WiderEvalConfig, "speed": SpeedEvalConfig}
     default_metrics = ["wider.single.easy", "wider.single.medium", "wider.single.hard"]
     report_curve = "curve.train_loss"
     higher_is_better = {f"wider.{m}.{s}": True for m in ("single", "pyramid")
@@ -83,8 +83,12 @@ class FacesFamily:
         model.eval()
         for name, eval_cfg in run.variant.evals:
             for mode in eval_cfg.modes:
-                metrics = _score_wider(model, specs, eval_cfg, eval_cfg.root or cfg.data.root,
-                                       mode, ctx.dir / f"predictions_{mode}", device, bf16)
+                if isinstance(eval_cfg, SpeedEvalConfig):
+                    metrics = _speed(model, specs, eval_cfg, mode, device, bf16)
+                else:
+                    metrics = _score_wider(model, specs, eval_cfg,
+                                           eval_cfg.root or cfg.data.root, mode,
+                                           ctx.dir / f"predictions_{mode}", device, bf16)
                 ctx.record({f"{name}.{mode}.{k}": v for k, v in metrics.items()})
                 ctx.log.info("%s %s: %s", name, mode, metrics)
 
@@ -125,30 +129,38 @@ def _training_batch(data: Any, n_images: int, cfg: FacesConfig, seed: int, step:
     return batch.to(device), boxes, sizes, step
 
 
+def _speed(model: Any, specs: dict, cfg: SpeedEvalConfig, mode: str, device: Any,
+           bf16: bool) -> dict[str, float]:
+    """ms per image at each maximum input size (the paper's Table 2 on this device)."""
+    import torch
+
+    from bench.faces.speed import time_detector
+
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return {f"{short}x{long}_ms": time_detector(model, specs, (short, long), mode, device,
+                                                warmup=cfg.warmup, repeats=cfg.repeats,
+                                                bf16=bf16, channels_last=cfg.channels_last)
+            for short, long in cfg.sizes}
+
+
 def _score_wider(model: Any, specs: dict, cfg: WiderEvalConfig, root: str, mode: str,
                  out_dir: Any, device: Any, bf16: bool) -> dict[str, float]:
     """Detect on every val image (single scale or the pyramid), write the predictions in the
     official per-image format, and score them with the official protocol."""
-    from contextlib import nullcontext
     from pathlib import Path
 
     import cv2
-    import torch
 
     from bench.errors import UserError
     from bench.evals.wider import WiderEval, load_wider_mat, write_wider_predictions
     from bench.faces.inference import detect_scales, pyramid_scales, single_scale
     from bench.faces.model import to_input
+    from bench.faces.speed import detector_fn, sync
 
     gt = load_wider_mat(Path(root) / "eval_tools" / "ground_truth")
     images_dir = Path(root) / "WIDER_val" / "images"
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-
-    def model_fn(x: torch.Tensor, modules: set[str]) -> Any:
-        with autocast:
-            outputs = model(x, modules)
-        return {k: (c.float(), r.float()) for k, (c, r) in outputs.items()}
-
+    model_fn = detector_fn(model, device, bf16)
     predictions, seconds = {}, 0.0
     for event, name in gt.images:
         path = images_dir / event / f"{name}.jpg"
@@ -162,10 +174,10 @@ def _score_wider(model: Any, specs: dict, cfg: WiderEvalConfig, root: str, mode:
         else:
             scales, skip = [single_scale(h, w, cfg.short, cfg.long)], set()
         tensor = to_input(image).to(device)
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         dets = detect_scales(model_fn, tensor, specs, scales, skip_on_largest=skip)
-        _sync(device)
+        sync(device)
         seconds += time.perf_counter() - start
         d = dets.float().cpu().numpy()
         predictions[(event, name)] = np.c_[d[:, :2], d[:, 2:4] - d[:, :2] + 1, d[:, 4]]
@@ -173,13 +185,6 @@ def _score_wider(model: Any, specs: dict, cfg: WiderEvalConfig, root: str, mode:
     metrics = WiderEval(gt, predictions).summarize()
     metrics["ms_per_image"] = 1000 * seconds / max(len(gt.images), 1)
     return metrics
-
-
-def _sync(device: Any) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 FAMILY = FacesFamily()
