@@ -4,6 +4,7 @@ WIDER-format predictions score the same through `bench eval wider`."""
 import dataclasses
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,9 @@ data: {{root: {root}, max_images: 8}}
 train: {{batch_size: 2, short: 160, long_max: 240, checkpoint_every: 2}}
 evals:
   - wider: {{modes: [single], short: 160, long: 240}}
+  - fddb: {{root: {root}, folds: [1], short: 160, long: 240}}
+  - pascal: {{annotations: {pascal}/annotations.txt, images: {pascal}/JPEGImages, short: 160,
+              long: 240}}
   - speed: {{sizes: [[64, 96]], modes: [single, pyramid], warmup: 0, repeats: 1}}
 variants:
   headless: {{}}
@@ -98,8 +102,17 @@ report: {{baseline: headless, metrics: [wider.single.easy, wider.single.hard]}}
 
 @pytest.mark.slow
 def test_suite_run_exports_predictions_that_score_the_same(faces_root, tmp_path, capsys):
+    pascal = tmp_path / "pascal"  # a few demo val images in the Pascal Faces layout
+    (pascal / "JPEGImages").mkdir(parents=True)
+    val = WiderTrainSet(faces_root, "val")
+    lines = []
+    for i in range(6):
+        key = val.keys[i][1]
+        shutil.copy(val.path(i), pascal / "JPEGImages" / f"{key}.jpg")
+        lines += [f"{key}.jpg " + " ".join(f"{v:g}" for v in box) for box in val.boxes[i]]
+    (pascal / "annotations.txt").write_text("\n".join(lines) + "\n")
     suite = tmp_path / "faces.yaml"
-    suite.write_text(SUITE.format(root=faces_root))
+    suite.write_text(SUITE.format(root=faces_root, pascal=pascal))
     results = tmp_path / "results"
     assert main(["run", str(suite), "--results", str(results), "--no-progress"]) == 0
     for run_dir in (results / "faces-e2e").iterdir():
@@ -107,6 +120,17 @@ def test_suite_run_exports_predictions_that_score_the_same(faces_root, tmp_path,
         assert metrics["train.images"] == 8 and metrics["train.steps"] == 4
         assert metrics["model.total_params"] > 0
         assert metrics["speed.single.64x96_ms"] > 0 and metrics["speed.pyramid.64x96_ms"] > 0
+        assert 0 <= metrics["fddb.single.tpr_disc@1000"] <= 1
+        assert 0 <= metrics["fddb.single.tpr_cont@1000"] <= 1
+        assert main(["eval", "fddb", "--folds", str(faces_root / "FDDB-folds"), "--folds-used",
+                     "1", "--dets", str(run_dir / "fddb_detections_single.txt"),
+                     "--sizes", str(faces_root / "FDDB-image-sizes.txt")]) == 0
+        out = capsys.readouterr().out
+        assert f"fddb.tpr_disc@1000 = {metrics['fddb.single.tpr_disc@1000']:.6g}" in out
+        assert main(["eval", "pascal", "--gt", str(pascal / "annotations.txt"), "--dets",
+                     str(run_dir / "pascal_detections_single.txt")]) == 0
+        out = capsys.readouterr().out
+        assert f"{metrics['pascal.single.ap']:.6f}" in out
         capsys.readouterr()
         assert main(["eval", "wider", "--gt", str(faces_root / "eval_tools" / "ground_truth"),
                      "--pred", str(run_dir / "predictions_single")]) == 0

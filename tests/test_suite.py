@@ -172,7 +172,8 @@ def test_exit_code_from_the_command_line(tmp_path):
 
 
 def test_shipped_suites_validate(monkeypatch):
-    for var in ("OWT2_TRAIN", "PYTHIA_TOKENIZER", "LAMBADA_OPENAI", "WIDER_ROOT"):
+    for var in ("OWT2_TRAIN", "PYTHIA_TOKENIZER", "LAMBADA_OPENAI", "WIDER_ROOT",
+                "FDDB_ROOT", "PASCAL_ANNOTATIONS", "PASCAL_IMAGES"):
         monkeypatch.setenv(var, f"/data/{var.lower()}")
     for path in sorted((ROOT / "suites").rglob("*.yaml")):
         suite = load_suite(path)

@@ -86,3 +86,31 @@ class SpeedEvalConfig(Strict):
     warmup: int = Field(2, ge=0)
     repeats: int = Field(5, gt=0)
     channels_last: bool = Field(False, description="channels-last memory format (GPU speed-up)")
+
+
+class FDDBEvalConfig(Strict):
+    """Scoring on FDDB (FDDB-folds/ and originalPics/ under `root`) with the official ROC."""
+
+    root: str
+    folds: list[int] = Field(list(range(1, 11)), min_length=1)
+    modes: list[Literal["single", "pyramid"]] = ["single"]
+    short: int = Field(400, gt=0, description="the paper's FDDB setting: 400 / 800")
+    long: int = Field(800, gt=0)
+    pyramid_short: int = Field(800, gt=0)
+    pyramid_long: int = Field(1200, gt=0)
+    fp: float = Field(1000, gt=0, description="read the true-positive rate at this many FPs")
+
+
+class PascalEvalConfig(Strict):
+    """Scoring on Pascal Faces with the face-eval toolbox's protocol (images `<images>/<key>.jpg`,
+    the key being an annotation's file name up to its first '.')."""
+
+    annotations: str = Field(description="the toolbox .mat, the text format, or COCO JSON")
+    images: str = Field(description="folder of the images (VOC JPEGImages)")
+    format: Literal["auto", "mat", "text", "coco"] = "auto"
+    nit: int = Field(5, ge=1, description="box-calibration rounds (toolbox default 5; 1: none)")
+    modes: list[Literal["single", "pyramid"]] = ["single"]
+    short: int = Field(400, gt=0, description="the paper's Pascal Faces setting: 400 / 800")
+    long: int = Field(800, gt=0)
+    pyramid_short: int = Field(800, gt=0)
+    pyramid_long: int = Field(1200, gt=0)

@@ -11,7 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from bench.faces.config import FacesConfig, SpeedEvalConfig, WiderEvalConfig
+from bench.faces.config import (
+    FacesConfig,
+    FDDBEvalConfig,
+    PascalEvalConfig,
+    SpeedEvalConfig,
+    WiderEvalConfig,
+)
 from bench.family import StepCost
 
 
@@ -19,7 +25,8 @@ class FacesFamily:
     name = "faces"
     item_unit = "images"
     config_model = FacesConfig
-    eval_models = {"wider": WiderEvalConfig, "speed": SpeedEvalConfig}
+    eval_models = {"wider": WiderEvalConfig, "fddb": FDDBEvalConfig, "pascal": PascalEvalConfig,
+                   "speed": SpeedEvalConfig}
     default_metrics = ["wider.single.easy", "wider.single.medium", "wider.single.hard"]
     report_curve = "curve.train_loss"
     higher_is_better = {f"wider.{m}.{s}": True for m in ("single", "pyramid")
@@ -85,6 +92,13 @@ class FacesFamily:
             for mode in eval_cfg.modes:
                 if isinstance(eval_cfg, SpeedEvalConfig):
                     metrics = _speed(model, specs, eval_cfg, mode, device, bf16)
+                elif isinstance(eval_cfg, FDDBEvalConfig):
+                    metrics = _score_fddb(model, specs, eval_cfg, mode,
+                                          ctx.dir / f"fddb_detections_{mode}.txt", device, bf16)
+                elif isinstance(eval_cfg, PascalEvalConfig):
+                    metrics = _score_pascal(model, specs, eval_cfg, mode,
+                                            ctx.dir / f"pascal_detections_{mode}.txt", device,
+                                            bf16)
                 else:
                     metrics = _score_wider(model, specs, eval_cfg,
                                            eval_cfg.root or cfg.data.root, mode,
@@ -144,47 +158,104 @@ def _speed(model: Any, specs: dict, cfg: SpeedEvalConfig, mode: str, device: Any
             for short, long in cfg.sizes}
 
 
-def _score_wider(model: Any, specs: dict, cfg: WiderEvalConfig, root: str, mode: str,
-                 out_dir: Any, device: Any, bf16: bool) -> dict[str, float]:
-    """Detect on every val image (single scale or the pyramid), write the predictions in the
-    official per-image format, and score them with the official protocol."""
-    from pathlib import Path
-
+def _detect_all(model: Any, specs: dict, paths: list[Any], mode: str, sizes: dict[str, tuple],
+                device: Any, bf16: bool) -> tuple[list[np.ndarray], float]:
+    """Detections [x1 y1 x2 y2 score] of every image (single scale or the pyramid), in original
+    pixels, and the mean ms per image spent detecting."""
     import cv2
 
     from bench.errors import UserError
-    from bench.evals.wider import WiderEval, load_wider_mat, write_wider_predictions
     from bench.faces.inference import detect_scales, pyramid_scales, single_scale
     from bench.faces.model import to_input
     from bench.faces.speed import detector_fn, sync
 
-    gt = load_wider_mat(Path(root) / "eval_tools" / "ground_truth")
-    images_dir = Path(root) / "WIDER_val" / "images"
     model_fn = detector_fn(model, device, bf16)
-    predictions, seconds = {}, 0.0
-    for event, name in gt.images:
-        path = images_dir / event / f"{name}.jpg"
+    out, seconds = [], 0.0
+    for path in paths:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         if image is None:
             raise UserError(f"{path}: image missing or unreadable (listed in the ground truth)")
         h, w = image.shape[:2]
         if mode == "pyramid":
-            scales = pyramid_scales(h, w, cfg.pyramid_short, cfg.pyramid_long)
-            skip = {"M3"}
+            scales = pyramid_scales(h, w, *sizes["pyramid"])
         else:
-            scales, skip = [single_scale(h, w, cfg.short, cfg.long)], set()
+            scales = [single_scale(h, w, *sizes["single"])]
         tensor = to_input(image).to(device)
         sync(device)
         start = time.perf_counter()
-        dets = detect_scales(model_fn, tensor, specs, scales, skip_on_largest=skip)
+        dets = detect_scales(model_fn, tensor, specs, scales,
+                             skip_on_largest={"M3"} if mode == "pyramid" else set())
         sync(device)
         seconds += time.perf_counter() - start
-        d = dets.float().cpu().numpy()
-        predictions[(event, name)] = np.c_[d[:, :2], d[:, 2:4] - d[:, :2] + 1, d[:, 4]]
+        out.append(dets.float().cpu().numpy())
+    return out, 1000 * seconds / max(len(paths), 1)
+
+
+def _score_wider(model: Any, specs: dict, cfg: WiderEvalConfig, root: str, mode: str,
+                 out_dir: Any, device: Any, bf16: bool) -> dict[str, float]:
+    """Detect on every val image, write the predictions in the official per-image format, and
+    score them with the official protocol."""
+    from pathlib import Path
+
+    from bench.evals.wider import WiderEval, load_wider_mat, write_wider_predictions
+
+    gt = load_wider_mat(Path(root) / "eval_tools" / "ground_truth")
+    images = Path(root) / "WIDER_val" / "images"
+    dets, ms = _detect_all(model, specs, [images / e / f"{n}.jpg" for e, n in gt.images], mode,
+                           {"single": (cfg.short, cfg.long),
+                            "pyramid": (cfg.pyramid_short, cfg.pyramid_long)}, device, bf16)
+    predictions = {key: np.c_[d[:, :2], d[:, 2:4] - d[:, :2] + 1, d[:, 4]]
+                   for key, d in zip(gt.images, dets, strict=True)}
     write_wider_predictions(out_dir, predictions)
-    metrics = WiderEval(gt, predictions).summarize()
-    metrics["ms_per_image"] = 1000 * seconds / max(len(gt.images), 1)
-    return metrics
+    return WiderEval(gt, predictions).summarize() | {"ms_per_image": ms}
+
+
+def _score_fddb(model: Any, specs: dict, cfg: FDDBEvalConfig, mode: str, out_file: Any,
+                device: Any, bf16: bool) -> dict[str, float]:
+    """Detect on the chosen folds' images, write the official detection file (rectangles), and
+    score the discrete and continuous ROC with the official protocol."""
+    from pathlib import Path
+
+    from bench.evals.fddb import (
+        FDDBEval,
+        image_sizes_from_dir,
+        read_fddb_folds,
+        write_fddb_detections,
+    )
+
+    root = Path(cfg.root)
+    faces = read_fddb_folds(root / "FDDB-folds", cfg.folds)
+    names = list(faces)
+    images = root / "originalPics"
+    dets, ms = _detect_all(model, specs, [images / f"{n}.jpg" for n in names], mode,
+                           {"single": (cfg.short, cfg.long),
+                            "pyramid": (cfg.pyramid_short, cfg.pyramid_long)}, device, bf16)
+    # inclusive corners x1..x2 are drawn by the official tool as round(x)..round(x + w)
+    rects = {n: np.c_[d[:, :2], d[:, 2:4] - d[:, :2], d[:, 4]]
+             for n, d in zip(names, dets, strict=True)}
+    write_fddb_detections(out_file, rects, "rect")
+    ev = FDDBEval(faces, rects, image_sizes_from_dir(images, names), kind="rect")
+    return ev.summarize(cfg.fp) | {"ms_per_image": ms}
+
+
+def _score_pascal(model: Any, specs: dict, cfg: PascalEvalConfig, mode: str, out_file: Any,
+                  device: Any, bf16: bool) -> dict[str, float]:
+    """Detect on every annotated image, write the toolbox's detection lines, and score AP with
+    the toolbox's rules (calibrated and plain)."""
+    from pathlib import Path
+
+    from bench.evals.pascal import Detections, PascalFacesEval, load_gt, write_toolbox_dets
+
+    gt = load_gt(Path(cfg.annotations), None if cfg.format == "auto" else cfg.format)
+    keys = list(gt.boxes)
+    dets, ms = _detect_all(model, specs, [Path(cfg.images) / f"{k}.jpg" for k in keys], mode,
+                           {"single": (cfg.short, cfg.long),
+                            "pyramid": (cfg.pyramid_short, cfg.pyramid_long)}, device, bf16)
+    found = Detections([k for k, d in zip(keys, dets, strict=True) for _ in d],
+                       np.concatenate([d[:, 4] for d in dets]) if dets else np.zeros(0),
+                       np.concatenate([d[:, :4] for d in dets]) if dets else np.zeros((0, 4)))
+    write_toolbox_dets(out_file, found)
+    return PascalFacesEval(gt, found, nit=cfg.nit).summarize() | {"ms_per_image": ms}
 
 
 FAMILY = FacesFamily()
