@@ -3,6 +3,7 @@
 import csv
 import io
 import logging
+import math
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,7 @@ class RunContext:
     progress: bool = True
     stages: list[StageResult] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+    points: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
 
     def train(self, stage: Stage) -> StageResult:
         result = train_stage(stage, self.budgets[stage.name], self.dir / "checkpoints",
@@ -54,6 +56,14 @@ class RunContext:
 
     def record(self, metrics: dict[str, float]) -> None:
         self.metrics.update(metrics)
+
+    def record_curve(self, name: str, x: Any, y: Any) -> None:
+        """An evaluation curve for the report's figures, named `pr:...` (x recall, y precision)
+        or `roc:...` (x false positives, y true-positive rate). NaN points are dropped (a
+        precision of 0/0 has no place on a plot)."""
+        pairs = [(float(a), float(b)) for a, b in zip(x, y, strict=True)
+                 if not (math.isnan(a) or math.isnan(b))]
+        self.points[name] = ([a for a, _ in pairs], [b for _, b in pairs])
 
     def save_samples(self, name: str, rows: list[dict[str, Any]]) -> None:
         """Per-example evaluation outputs (for paired tests between variants)."""
@@ -135,5 +145,5 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
     write_json(path / "provenance.json", prov)
     curve_metrics = {"loss": "curve.train_loss"} | {
         k: f"curve.{k}" for r in curve for k in r if k.startswith("val_")}
-    store.finish(run.run_id, metrics, curve, prov, curve_metrics)
+    store.finish(run.run_id, metrics, curve, prov, curve_metrics, ctx.points)
     return None

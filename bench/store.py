@@ -23,6 +23,9 @@ CREATE TABLE IF NOT EXISTS metrics (
   run_id TEXT, suite TEXT, variant TEXT, seed INTEGER,
   metric TEXT, value REAL, step INTEGER, flops REAL, tokens REAL);
 CREATE INDEX IF NOT EXISTS metrics_by_suite ON metrics (suite, metric);
+CREATE TABLE IF NOT EXISTS points (
+  run_id TEXT, suite TEXT, variant TEXT, seed INTEGER,
+  curve TEXT, idx INTEGER, x REAL, y REAL);
 """
 
 
@@ -65,6 +68,7 @@ class Store:
         write_json(path / "config.json", config)
         with closing(self._connect()) as con, con:
             con.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
+            con.execute("DELETE FROM points WHERE run_id = ?", (run_id,))
             con.execute(
                 "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, suite, variant, seed, "running", None, str(path),
@@ -73,8 +77,10 @@ class Store:
         return path
 
     def finish(self, run_id: str, metrics: dict[str, float], curve: list[dict[str, Any]],
-               provenance: dict[str, Any], curve_metrics: dict[str, str]) -> None:
-        """Mark finished with its final metrics and curve rows, in one transaction.
+               provenance: dict[str, Any], curve_metrics: dict[str, str],
+               points: dict[str, tuple[list[float], list[float]]] | None = None) -> None:
+        """Mark finished with its final metrics, training-curve rows and evaluation curves
+        (PR, ROC: name -> (x, y)), in one transaction.
 
         `curve_metrics` maps curve columns to metric names, e.g. {'val_nll': 'curve.val_nll'}.
         """
@@ -91,6 +97,11 @@ class Store:
                                      point["step"], point["flops"], point["tokens"]))
             con.execute("DELETE FROM metrics WHERE run_id = ?", (run_id,))
             con.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            con.execute("DELETE FROM points WHERE run_id = ?", (run_id,))
+            con.executemany("INSERT INTO points VALUES (?,?,?,?,?,?,?,?)", [
+                (run_id, suite, variant, seed, name, i, float(x), float(y))
+                for name, (xs, ys) in (points or {}).items()
+                for i, (x, y) in enumerate(zip(xs, ys, strict=True))])
             con.execute("UPDATE runs SET state='finished', reason=NULL, provenance=?, ended=? "
                         "WHERE run_id=?",
                         (json.dumps(provenance, default=str), provenance.get("ended"), run_id))

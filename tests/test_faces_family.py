@@ -141,3 +141,6 @@ def test_suite_run_exports_predictions_that_score_the_same(faces_root, tmp_path,
                  "--out", str(tmp_path / "reports")]) == 0
     html = (tmp_path / "reports" / "faces-e2e.html").read_text()
     assert ">headless<" in html and ">m2_only<" in html
+    assert html.count("<svg") == 3  # training loss, key metrics, evaluation curves
+    for curve in ("wider.single.hard", "fddb.single.discrete", "pascal.single.calibrated"):
+        assert curve in html

@@ -90,20 +90,27 @@ class FacesFamily:
         model.eval()
         for name, eval_cfg in run.variant.evals:
             for mode in eval_cfg.modes:
+                curves: dict[str, Any] = {}
                 if isinstance(eval_cfg, SpeedEvalConfig):
                     metrics = _speed(model, specs, eval_cfg, mode, device, bf16)
                 elif isinstance(eval_cfg, FDDBEvalConfig):
-                    metrics = _score_fddb(model, specs, eval_cfg, mode,
-                                          ctx.dir / f"fddb_detections_{mode}.txt", device, bf16)
+                    metrics, curves = _score_fddb(model, specs, eval_cfg, mode,
+                                                  ctx.dir / f"fddb_detections_{mode}.txt",
+                                                  device, bf16)
                 elif isinstance(eval_cfg, PascalEvalConfig):
-                    metrics = _score_pascal(model, specs, eval_cfg, mode,
-                                            ctx.dir / f"pascal_detections_{mode}.txt", device,
-                                            bf16)
+                    metrics, curves = _score_pascal(model, specs, eval_cfg, mode,
+                                                    ctx.dir / f"pascal_detections_{mode}.txt",
+                                                    device, bf16)
                 else:
-                    metrics = _score_wider(model, specs, eval_cfg,
-                                           eval_cfg.root or cfg.data.root, mode,
-                                           ctx.dir / f"predictions_{mode}", device, bf16)
+                    metrics, curves = _score_wider(model, specs, eval_cfg,
+                                                   eval_cfg.root or cfg.data.root, mode,
+                                                   ctx.dir / f"predictions_{mode}", device, bf16)
                 ctx.record({f"{name}.{mode}.{k}": v for k, v in metrics.items()})
+                for key, curve in curves.items():
+                    kind = "roc" if hasattr(curve, "tpr") else "pr"
+                    x, y = ((curve.false_positives, curve.tpr) if kind == "roc"
+                            else (curve.recall, curve.precision))
+                    ctx.record_curve(f"{kind}:{name}.{mode}.{key}", x, y)
                 ctx.log.info("%s %s: %s", name, mode, metrics)
 
 
@@ -192,9 +199,9 @@ def _detect_all(model: Any, specs: dict, paths: list[Any], mode: str, sizes: dic
 
 
 def _score_wider(model: Any, specs: dict, cfg: WiderEvalConfig, root: str, mode: str,
-                 out_dir: Any, device: Any, bf16: bool) -> dict[str, float]:
+                 out_dir: Any, device: Any, bf16: bool) -> tuple[dict[str, float], dict]:
     """Detect on every val image, write the predictions in the official per-image format, and
-    score them with the official protocol."""
+    score them with the official protocol; the metrics and the PR curves."""
     from pathlib import Path
 
     from bench.evals.wider import WiderEval, load_wider_mat, write_wider_predictions
@@ -207,11 +214,12 @@ def _score_wider(model: Any, specs: dict, cfg: WiderEvalConfig, root: str, mode:
     predictions = {key: np.c_[d[:, :2], d[:, 2:4] - d[:, :2] + 1, d[:, 4]]
                    for key, d in zip(gt.images, dets, strict=True)}
     write_wider_predictions(out_dir, predictions)
-    return WiderEval(gt, predictions).summarize() | {"ms_per_image": ms}
+    evaluator = WiderEval(gt, predictions)
+    return evaluator.summarize() | {"ms_per_image": ms}, evaluator.curves
 
 
 def _score_fddb(model: Any, specs: dict, cfg: FDDBEvalConfig, mode: str, out_file: Any,
-                device: Any, bf16: bool) -> dict[str, float]:
+                device: Any, bf16: bool) -> tuple[dict[str, float], dict]:
     """Detect on the chosen folds' images, write the official detection file (rectangles), and
     score the discrete and continuous ROC with the official protocol."""
     from pathlib import Path
@@ -235,11 +243,12 @@ def _score_fddb(model: Any, specs: dict, cfg: FDDBEvalConfig, mode: str, out_fil
              for n, d in zip(names, dets, strict=True)}
     write_fddb_detections(out_file, rects, "rect")
     ev = FDDBEval(faces, rects, image_sizes_from_dir(images, names), kind="rect")
-    return ev.summarize(cfg.fp) | {"ms_per_image": ms}
+    metrics = ev.summarize(cfg.fp) | {"ms_per_image": ms}
+    return metrics, {"discrete": ev.disc, "continuous": ev.cont}
 
 
 def _score_pascal(model: Any, specs: dict, cfg: PascalEvalConfig, mode: str, out_file: Any,
-                  device: Any, bf16: bool) -> dict[str, float]:
+                  device: Any, bf16: bool) -> tuple[dict[str, float], dict]:
     """Detect on every annotated image, write the toolbox's detection lines, and score AP with
     the toolbox's rules (calibrated and plain)."""
     from pathlib import Path
@@ -255,7 +264,8 @@ def _score_pascal(model: Any, specs: dict, cfg: PascalEvalConfig, mode: str, out
                        np.concatenate([d[:, 4] for d in dets]) if dets else np.zeros(0),
                        np.concatenate([d[:, :4] for d in dets]) if dets else np.zeros((0, 4)))
     write_toolbox_dets(out_file, found)
-    return PascalFacesEval(gt, found, nit=cfg.nit).summarize() | {"ms_per_image": ms}
+    evaluator = PascalFacesEval(gt, found, nit=cfg.nit)
+    return evaluator.summarize() | {"ms_per_image": ms}, evaluator.curves
 
 
 FAMILY = FacesFamily()

@@ -134,6 +134,37 @@ def metric_figure(
         return to_svg(fig, salt="metrics")
 
 
+def evaluation_curves_figure(data: SuiteData, variants: Sequence[str]) -> str | None:
+    """Every evaluation curve (PR: precision against recall; ROC: TPR against false positives),
+    one panel per curve, one colour per variant, one line per seed. None when there are none."""
+    names = list(dict.fromkeys(data.points["curve"]))
+    if not names:
+        return None
+    colours = palette(variants)
+    ncols = min(len(names), 3)
+    nrows = math.ceil(len(names) / ncols)
+    with _style():
+        fig = Figure(figsize=(7.2, 2.6 * nrows), layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax, name in zip(axes, names, strict=False):
+            rows = data.points[data.points["curve"] == name]
+            for variant in variants:
+                own = rows[rows["variant"] == variant]
+                for i, (_, run) in enumerate(own.groupby("run_id")):
+                    run = run.sort_values("idx")
+                    ax.plot(run["x"], run["y"], color=colours[variant], lw=1.1,
+                            label=variant if i == 0 else None)
+            kind, _, title = name.partition(":")
+            ax.set_title(title, fontsize=8)
+            ax.set_xlabel("recall" if kind == "pr" else "false positives")
+            ax.set_ylabel("precision" if kind == "pr" else "true positive rate")
+            ax.set_ylim(0, 1.02)
+            ax.legend(loc="lower left" if kind == "pr" else "lower right", fontsize=6)
+        for ax in axes[len(names):]:
+            ax.set_visible(False)
+        return to_svg(fig, salt="evaluation-curves")
+
+
 def to_svg(fig: Figure, salt: str) -> str:
     """The figure as an inline <svg> element (XML declaration and DOCTYPE dropped)."""
     buf = io.StringIO()

@@ -88,6 +88,7 @@ def render_html(index_path: Path, spec: ReportSpec, data: tables.SuiteData) -> s
     shared, per_run = provenance_tables(tables.provenance_table(data, variants))
     curve_svg = figures.curve_figure(data, variants, spec.curve)
     metric_svg = figures.metric_figure(data, variants, spec.metrics, summary)
+    eval_svg = figures.evaluation_curves_figure(data, variants)
     runs = data.runs
     template = _environment().get_template("report.html.j2")
     return template.render(
@@ -107,6 +108,7 @@ def render_html(index_path: Path, spec: ReportSpec, data: tables.SuiteData) -> s
         packages=package_lines(tables.package_table(data)),
         curve_svg=Markup(curve_svg) if curve_svg else None,
         metric_svg=Markup(metric_svg) if metric_svg else None,
+        eval_svg=Markup(eval_svg) if eval_svg else None,
     )
 
 

@@ -34,6 +34,7 @@ class SuiteData:
     runs: pd.DataFrame  # every run of the suite, whatever its state
     finals: pd.DataFrame  # final metric rows (step NULL) of finished runs, one per run and metric
     curves: pd.DataFrame  # curve rows (step set) of finished runs
+    points: pd.DataFrame  # evaluation curves (PR, ROC) of finished runs: curve, idx, x, y
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,13 @@ def load_suite(index_path: Path, suite: str) -> SuiteData:
             metrics = pd.read_sql_query(
                 "SELECT rowid AS row_order, * FROM metrics WHERE suite = ?", con, params=(suite,)
             )
+            has_points = con.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'points'"
+            ).fetchone()
+            points = pd.read_sql_query(
+                "SELECT run_id, curve, idx, x, y FROM points WHERE suite = ? ORDER BY idx"
+                if has_points else "SELECT NULL AS run_id, NULL AS curve, NULL AS idx, "
+                "NULL AS x, NULL AS y WHERE 0", con, params=(suite,) if has_points else ())
     except (sqlite3.Error, pd.errors.DatabaseError) as err:
         raise UserError(f"{index_path}: not a readable results index ({err})") from err
     # SQL NULL arrives as NaN in some columns; None keeps "missing" falsy for the text fields.
@@ -80,10 +88,13 @@ def load_suite(index_path: Path, suite: str) -> SuiteData:
     is_final = metrics["step"].isna()
     # A re-recorded final metric replaces the earlier row rather than counting twice.
     finals = metrics[is_final].drop_duplicates(["run_id", "metric"], keep="last")
+    points = points[points["run_id"].isin(finished)].merge(
+        runs[["run_id", "variant", "seed"]], on="run_id")
     return SuiteData(
         runs=runs,
         finals=finals.reset_index(drop=True),
         curves=metrics[~is_final].reset_index(drop=True),
+        points=points.reset_index(drop=True),
     )
 
 
