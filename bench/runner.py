@@ -47,6 +47,7 @@ class RunContext:
     stages: list[StageResult] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     points: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)  # what the family adds to it
 
     def train(self, stage: Stage) -> StageResult:
         result = train_stage(stage, self.budgets[stage.name], self.dir / "checkpoints",
@@ -139,7 +140,7 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
             h.close()
     curve = _combined_curve(ctx.stages)
     metrics = _training_metrics(ctx.stages, family.item_unit) | ctx.metrics
-    prov["ended"] = provenance.now()
+    prov |= ctx.provenance | {"ended": provenance.now()}
     _write_curve(path / "curve.csv", curve)
     write_json(path / "metrics.json", metrics)
     write_json(path / "provenance.json", prov)

@@ -119,6 +119,8 @@ def test_suite_run_exports_predictions_that_score_the_same(faces_root, tmp_path,
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert metrics["train.images"] == 8 and metrics["train.steps"] == 4
         assert metrics["model.total_params"] > 0
+        provenance = json.loads((run_dir / "provenance.json").read_text())
+        assert provenance["backbone_weights"] == "random"
         assert metrics["speed.single.64x96_ms"] > 0 and metrics["speed.pyramid.64x96_ms"] > 0
         assert 0 <= metrics["fddb.single.tpr_disc@1000"] <= 1
         assert 0 <= metrics["fddb.single.tpr_cont@1000"] <= 1

@@ -59,8 +59,8 @@ class FacesFamily:
         n_images = min(len(data), cfg.data.max_images or len(data))
         torch.manual_seed(run.seed)
         model = build_ssh(cfg.model)
-        weights = load_vgg16_imagenet(model, cfg.model.pretrained)
-        ctx.log.info("backbone weights: %s", weights)
+        ctx.provenance["backbone_weights"] = load_vgg16_imagenet(model, cfg.model.pretrained)
+        ctx.log.info("backbone weights: %s", ctx.provenance["backbone_weights"])
         model.to(device)
         ctx.record({f"model.{k}_params": float(v) for k, v in parameter_counts(model).items()})
         bf16 = cfg.train.precision == "bf16" or (
