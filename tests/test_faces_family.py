@@ -21,7 +21,7 @@ from bench.faces.data import WiderTrainSet
 from bench.faces.family import _training_batch
 from bench.faces.inference import detect_scales, single_scale
 from bench.faces.model import build_ssh, to_input
-from bench.faces.targets import ssh_loss
+from bench.faces.targets import border_for, ssh_loss
 from bench.schema import OptimConfig
 from bench.train import Stage, train_stage
 
@@ -64,7 +64,8 @@ def test_small_ssh_overfits_a_handful_of_images_and_finds_their_faces(faces_root
     def loss(batch: tuple) -> torch.Tensor:
         images, boxes, sizes, _ = batch
         outputs = model(images)
-        return ssh_loss(outputs, module_anchors(outputs, specs), boxes, sizes, ohem=True)[0]
+        return ssh_loss(outputs, module_anchors(outputs, specs), boxes, sizes, ohem=True,
+                        allowed_border=border_for(specs))[0]
 
     untrained = hard_ap()
     stage = Stage("train", model, [p for p in model.parameters() if p.requires_grad],

@@ -380,3 +380,11 @@ def test_single_scale_keeps_m3():
     dets = detect_single(fake, torch.zeros(3, 300, 500), MODULES, short=400, long=800)
     assert fake.calls == [((400, 667), {"M1", "M2", "M3"})]
     assert dets.shape == (1, 5)
+
+
+def test_published_border_per_module():
+    from bench.faces.config import M2_ONLY, MODULES
+    from bench.faces.targets import border_for
+
+    assert border_for(MODULES) == {"M1": 0.0, "M2": 0.0, "M3": 512.0}  # SSH's train prototxt
+    assert border_for(M2_ONLY) == {"M2": 512.0}

@@ -68,13 +68,13 @@ class FacesFamily:
 
         def loss(batch: tuple) -> torch.Tensor:
             from bench.faces.anchors import module_anchors
-            from bench.faces.targets import ssh_loss
+            from bench.faces.targets import border_for, ssh_loss
 
             images, boxes, sizes, step = batch
             outputs = model(images)
             generator = torch.Generator().manual_seed(run.seed * 1_000_003 + step)
             total, _ = ssh_loss(outputs, module_anchors(outputs, specs), boxes, sizes,
-                                cfg.train.ohem, generator)
+                                cfg.train.ohem, generator, border_for(specs))
             return total
 
         stage = Stage(

@@ -5,10 +5,11 @@ As published, and as py-faster-rcnn's anchor target layer (which SSH's extends) 
 - Labels: positive if the anchor's best IoU (+1 areas) with a face is >= 0.5, negative if < 0.3,
   ignored in between; no anchor is forced positive for the face it overlaps best.
 - Border: only anchors inside the image are labelled (x1, y1 >= -allowed_border,
-  x2 < w + allowed_border, y2 < h + allowed_border), with py-faster-rcnn's default border 0:
-  cross-border anchors are ignored, never negatives. The paper does not say; `allowed_border`
-  widens it (inf keeps every anchor). Cells that only batch padding covers are ignored whatever
-  the border (`cells_inside` on each image's true size).
+  x2 < w + allowed_border, y2 < h + allowed_border); cross-border anchors are ignored, never
+  negatives. SSH's training prototxt gives M3's target layer allowed_border 512 and leaves M1 and
+  M2 at py-faster-rcnn's 0: `allowed_border` is a number or a per-module mapping
+  (`border_for(specs)` gives the published one). Cells that only batch padding covers are
+  ignored whatever the border (`cells_inside` on each image's true size).
 - Sampling, per module and per image: 256 anchors, at most 25% (64) positive. OHEM keeps the
   positives with the LOWEST face score and fills the remaining 256 - n_pos slots with the
   HIGHEST-scoring negatives (scores: the softmax of the current logits, no gradient); ties go to
@@ -108,6 +109,12 @@ def random_sample(labels: Tensor, generator: torch.Generator, batch: int = BATCH
     return labels
 
 
+def border_for(specs: dict[str, tuple[int, tuple[int, ...]]]) -> dict[str, float]:
+    """SSH's allowed border per module: 512 px where the module carries the 256/512 anchors (M3
+    in SSH's prototxt; M2 in the M2-only ablation, which carries them all), else 0."""
+    return {name: 512.0 if max(sizes) >= 256 else 0.0 for name, (_, sizes) in specs.items()}
+
+
 def smooth_l1(x: Tensor, sigma: float = SIGMA) -> Tensor:
     """py-faster-rcnn's smooth L1: 0.5 s^2 x^2 where |x| < 1 / s^2, else |x| - 0.5 / s^2."""
     s2 = sigma * sigma
@@ -138,7 +145,8 @@ def image_loss(logits: Tensor, deltas: Tensor, anchors: Tensor, gt_boxes: Tensor
 
 def ssh_loss(outputs: Outputs, anchors_per_module: dict[str, Tensor],
              gt_boxes_per_image: list[Tensor], image_sizes: list[tuple[int, int]], ohem: bool,
-             generator: torch.Generator | None = None, allowed_border: float = 0.0
+             generator: torch.Generator | None = None,
+             allowed_border: float | dict[str, float] = 0.0
              ) -> tuple[Tensor, dict[str, Tensor]]:
     """Total loss and its detached parts ("M1/cls", "M1/box", ...) over a padded batch.
 
@@ -155,7 +163,9 @@ def ssh_loss(outputs: Outputs, anchors_per_module: dict[str, Tensor],
             raise ValueError(f"{logits.shape[0]} images, {len(gt_boxes_per_image)} gt lists, "
                              f"{len(image_sizes)} sizes")
         per_image = [image_loss(logits[b], deltas[b], anchors, gt_boxes_per_image[b],
-                                image_sizes[b], ohem, generator, allowed_border)
+                                image_sizes[b], ohem, generator,
+                                allowed_border[name] if isinstance(allowed_border, dict)
+                                else allowed_border)
                      for b in range(logits.shape[0])]
         ce = torch.stack([c for c, _ in per_image]).mean()
         box = torch.stack([x for _, x in per_image]).mean()
