@@ -67,15 +67,25 @@ class FacesConfig(Strict):
     train: FacesTrainConfig = FacesTrainConfig()
 
 
-class WiderEvalConfig(Strict):
-    """Scoring on a WIDER-layout validation split with the official protocol."""
+class DetectionScales(Strict):
+    """How an evaluation resizes images: single scale and the pyramid's base (published:
+    1200 / 1600 and 800 / 1200 on WIDER FACE)."""
 
-    root: str | None = Field(None, description="default: the training data's root")
     modes: list[Literal["single", "pyramid"]] = ["single"]
     short: int = Field(1200, gt=0, description="single scale: shortest side")
     long: int = Field(1600, gt=0, description="single scale: cap on the longest side")
     pyramid_short: int = Field(800, gt=0, description="pyramid base: shortest side")
     pyramid_long: int = Field(1200, gt=0, description="pyramid base: cap on the longest side")
+
+    def sizes(self) -> dict[str, tuple[int, int]]:
+        return {"single": (self.short, self.long),
+                "pyramid": (self.pyramid_short, self.pyramid_long)}
+
+
+class WiderEvalConfig(DetectionScales):
+    """Scoring on a WIDER-layout validation split with the official protocol."""
+
+    root: str | None = Field(None, description="default: the training data's root")
 
 
 class SpeedEvalConfig(Strict):
@@ -88,20 +98,17 @@ class SpeedEvalConfig(Strict):
     channels_last: bool = Field(False, description="channels-last memory format (GPU speed-up)")
 
 
-class FDDBEvalConfig(Strict):
+class FDDBEvalConfig(DetectionScales):
     """Scoring on FDDB (FDDB-folds/ and originalPics/ under `root`) with the official ROC."""
 
     root: str
     folds: list[int] = Field(list(range(1, 11)), min_length=1)
-    modes: list[Literal["single", "pyramid"]] = ["single"]
     short: int = Field(400, gt=0, description="the paper's FDDB setting: 400 / 800")
     long: int = Field(800, gt=0)
-    pyramid_short: int = Field(800, gt=0)
-    pyramid_long: int = Field(1200, gt=0)
     fp: float = Field(1000, gt=0, description="read the true-positive rate at this many FPs")
 
 
-class PascalEvalConfig(Strict):
+class PascalEvalConfig(DetectionScales):
     """Scoring on Pascal Faces with the face-eval toolbox's protocol (images `<images>/<key>.jpg`,
     the key being an annotation's file name up to its first '.')."""
 
@@ -109,8 +116,5 @@ class PascalEvalConfig(Strict):
     images: str = Field(description="folder of the images (VOC JPEGImages)")
     format: Literal["auto", "mat", "text", "coco"] = "auto"
     nit: int = Field(5, ge=1, description="box-calibration rounds (toolbox default 5; 1: none)")
-    modes: list[Literal["single", "pyramid"]] = ["single"]
     short: int = Field(400, gt=0, description="the paper's Pascal Faces setting: 400 / 800")
     long: int = Field(800, gt=0)
-    pyramid_short: int = Field(800, gt=0)
-    pyramid_long: int = Field(1200, gt=0)

@@ -209,8 +209,7 @@ def _score_wider(model: Any, specs: dict, cfg: WiderEvalConfig, root: str, mode:
     gt = load_wider_mat(Path(root) / "eval_tools" / "ground_truth")
     images = Path(root) / "WIDER_val" / "images"
     dets, ms = _detect_all(model, specs, [images / e / f"{n}.jpg" for e, n in gt.images], mode,
-                           {"single": (cfg.short, cfg.long),
-                            "pyramid": (cfg.pyramid_short, cfg.pyramid_long)}, device, bf16)
+                           cfg.sizes(), device, bf16)
     predictions = {key: np.c_[d[:, :2], d[:, 2:4] - d[:, :2] + 1, d[:, 4]]
                    for key, d in zip(gt.images, dets, strict=True)}
     write_wider_predictions(out_dir, predictions)
@@ -236,8 +235,7 @@ def _score_fddb(model: Any, specs: dict, cfg: FDDBEvalConfig, mode: str, out_fil
     names = list(faces)
     images = root / "originalPics"
     dets, ms = _detect_all(model, specs, [images / f"{n}.jpg" for n in names], mode,
-                           {"single": (cfg.short, cfg.long),
-                            "pyramid": (cfg.pyramid_short, cfg.pyramid_long)}, device, bf16)
+                           cfg.sizes(), device, bf16)
     # inclusive corners x1..x2 are drawn by the official tool as round(x)..round(x + w)
     rects = {n: np.c_[d[:, :2], d[:, 2:4] - d[:, :2], d[:, 4]]
              for n, d in zip(names, dets, strict=True)}
@@ -258,8 +256,7 @@ def _score_pascal(model: Any, specs: dict, cfg: PascalEvalConfig, mode: str, out
     gt = load_gt(Path(cfg.annotations), None if cfg.format == "auto" else cfg.format)
     keys = list(gt.boxes)
     dets, ms = _detect_all(model, specs, [Path(cfg.images) / f"{k}.jpg" for k in keys], mode,
-                           {"single": (cfg.short, cfg.long),
-                            "pyramid": (cfg.pyramid_short, cfg.pyramid_long)}, device, bf16)
+                           cfg.sizes(), device, bf16)
     found = Detections([k for k, d in zip(keys, dets, strict=True) for _ in d],
                        np.concatenate([d[:, 4] for d in dets]) if dets else np.zeros(0),
                        np.concatenate([d[:, :4] for d in dets]) if dets else np.zeros((0, 4)))
