@@ -77,7 +77,7 @@ def test_small_ssh_overfits_a_handful_of_images_and_finds_their_faces(faces_root
     trained = hard_ap()
     assert result.curve[-1]["loss"] < 0.2 * result.curve[0]["loss"]
     assert untrained < 0.05  # measured 0.009
-    assert trained > 0.3  # measured 0.53
+    assert trained > 0.3  # measured 0.59
 
 
 SUITE = """\
