@@ -18,10 +18,13 @@ $(STAMP): requirements.lock pyproject.toml
 data: setup
 	$(BIN)/bench data demo-text
 	$(BIN)/bench data demo-faces
+	$(BIN)/bench data demo-sst2
 
 demo: data
 	$(BIN)/bench run suites/demo/lm.yaml
 	$(BIN)/bench report suites/demo/lm.yaml
+	$(BIN)/bench run suites/demo/encoder.yaml
+	$(BIN)/bench report suites/demo/encoder.yaml
 	$(BIN)/bench run suites/demo/faces.yaml
 	$(BIN)/bench report suites/demo/faces.yaml
 

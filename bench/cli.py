@@ -10,10 +10,11 @@ from pathlib import Path
 from bench.errors import UserError
 
 # `bench eval NAME`: each evaluator's module bench/evals/NAME_cli.py adds its own subcommand.
-EVALUATORS = ("lambada", "wider", "fddb", "pascal")
+EVALUATORS = ("lambada", "glue", "wider", "fddb", "pascal")
 # `bench data NAME`: the offline data sets built from registry packages (module, builder).
 DATASETS = {"demo-text": ("bench.data.demo_text", "build_demo_text"),
-            "demo-faces": ("bench.data.demo_faces", "build_demo_faces")}
+            "demo-faces": ("bench.data.demo_faces", "build_demo_faces"),
+            "demo-sst2": ("bench.data.demo_sst2", "build_demo_sst2")}
 
 
 def _results_root(args: argparse.Namespace) -> Path:
@@ -141,6 +142,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         variants=list(suite.variants),
         item_unit=family.item_unit,
         curve=family.report_curve,
+        table=rep.table,
     )
     html, pdf = render_report(Store(_results_root(args)).index_path, spec, Path(args.out))
     print(f"wrote {html}\nwrote {pdf}")

@@ -49,7 +49,8 @@ class Family(Protocol):
         ...
 
 
-_FAMILIES = {"lm": "bench.lm.family", "faces": "bench.faces.family"}
+_FAMILIES = {"lm": "bench.lm.family", "encoder": "bench.encoder.family",
+             "faces": "bench.faces.family"}
 
 
 def known_families() -> list[str]:

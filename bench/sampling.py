@@ -6,7 +6,7 @@ import hashlib
 import torch
 
 
-def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The row order of one epoch: a permutation drawn from a generator seeded by (seed, epoch)."""
     mixed = hashlib.sha256(f"{seed}/{epoch}".encode()).digest()
     generator = torch.Generator().manual_seed(int.from_bytes(mixed[:8], "little") >> 1)
@@ -28,6 +28,6 @@ def batch_at(rows: torch.Tensor, step: int, batch_size: int, seed: int) -> torch
     while position < stop:
         epoch, offset = divmod(position, n)
         take = min(n - offset, stop - position)
-        parts.append(_epoch_permutation(n, seed, epoch)[offset: offset + take])
+        parts.append(epoch_permutation(n, seed, epoch)[offset: offset + take])
         position += take
     return rows[torch.cat(parts)]

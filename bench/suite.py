@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from bench.errors import UserError
 from bench.family import Family, get_family, known_families
@@ -68,12 +75,44 @@ class BudgetConfig(Strict):
         return float(getattr(self, self.unit))
 
 
+class PaperTableConfig(Strict):
+    """A paper's comparison table: variants by chosen metrics, plus costs relative to the
+    baseline (parameters, throughput), the way papers report them."""
+
+    title: str | None = None
+    columns: list[str] = Field(min_length=1)
+    labels: dict[str, str] = {}
+    scale: float = Field(1.0, gt=0, description="display multiplier of columns and references")
+    ratios: list[str] = []
+
+    @model_validator(mode="after")
+    def _names(self) -> "PaperTableConfig":
+        if len(set(self.columns)) != len(self.columns):
+            raise ValueError("columns must be distinct")
+        if len(set(self.ratios)) != len(self.ratios):
+            raise ValueError("ratios must be distinct")
+        unused = sorted(set(self.labels) - set(self.columns) - set(self.ratios))
+        if unused:  # a misspelt metric would otherwise keep its raw name silently
+            raise ValueError(f"labels name {unused}, which are neither columns nor ratios")
+        return self
+
+
 class ReportConfig(Strict):
     title: str | None = None
     baseline: str | None = None
     metrics: list[str] | None = None
     reference_source: str | None = None
     notes: list[str] = []
+    table: PaperTableConfig | None = None
+
+    @field_validator("table")
+    @classmethod
+    def _ratios_need_a_baseline(cls, v: PaperTableConfig | None,
+                                info: ValidationInfo) -> PaperTableConfig | None:
+        if v is not None and v.ratios and info.data.get("baseline") is None:
+            raise ValueError("ratios need report.baseline (each ratio is a variant's mean "
+                             "over the baseline's mean)")
+        return v
 
 
 class SuiteHead(Strict):

@@ -40,7 +40,7 @@ class Stage:
     micro_batches: Callable[[int], list[Any]]  # step index -> its micro-batches
     loss: Callable[[Any], torch.Tensor]  # mean loss of one micro-batch
     items: Callable[[Any], int]  # tokens (or images) in one micro-batch
-    validate: Callable[[], dict[str, float]] | None = None
+    validate: Callable[[int], dict[str, float]] | None = None  # steps done -> metrics
     validate_every: int = 50
     checkpoint_every: int = 50
     bf16: bool = False
@@ -199,7 +199,7 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
         if stage.validate and (result.steps % stage.validate_every == 0 or last):
             stage.model.eval()
             with torch.no_grad(), autocast:
-                row |= {f"val_{k}": v for k, v in stage.validate().items()}
+                row |= {f"val_{k}": v for k, v in stage.validate(result.steps).items()}
             stage.model.train()
         result.curve.append(row)
         bar.update(1)

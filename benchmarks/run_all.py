@@ -5,6 +5,7 @@ import sys
 import fddb_eval
 import flop_meter
 import harness_overhead
+import mlm_step
 import ssh_speed
 import step_time
 import wider_eval
@@ -13,6 +14,7 @@ import wider_eval
 def main() -> int:
     for name, module in (("FLOP meter", flop_meter), ("harness overhead", harness_overhead),
                          ("step time, cwt vs softmax", step_time),
+                         ("masked-LM step, cwt vs softmax", mlm_step),
                          ("WIDER FACE evaluation", wider_eval), ("FDDB evaluation", fddb_eval),
                          ("SSH speed and FLOPs, headless vs full", ssh_speed)):
         print(f"\n=== {name} ===", flush=True)

@@ -109,7 +109,7 @@ def regression_stage(model: nn.Module, checkpoint_every: int = 1000, fail_at: in
         optim=OptimConfig(lr=0.05, warmup=0.2, schedule="cosine"),
         micro_batches=batches, loss=lambda x: (model(x) - 1.0).pow(2).mean(),
         items=lambda x: x.shape[0], checkpoint_every=checkpoint_every,
-        validate=lambda: {"loss": float((model(torch.ones(2, A)) - 1.0).pow(2).mean())},
+        validate=lambda _steps: {"loss": float((model(torch.ones(2, A)) - 1.0).pow(2).mean())},
         validate_every=4)
 
 

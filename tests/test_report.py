@@ -1,5 +1,6 @@
 """Report rendering from a hand-built results index with known values."""
 
+import dataclasses
 import json
 import math
 import re
@@ -14,9 +15,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
+import bench.report
+from bench.cli import main
 from bench.errors import UserError
 from bench.report import ReportSpec, render_report, tables
 from bench.report import render as render_mod
+from bench.suite import PaperTableConfig, load_suite
 
 SCHEMA = """
 CREATE TABLE runs (run_id TEXT PRIMARY KEY, suite TEXT, variant TEXT, seed INTEGER,
@@ -33,11 +37,29 @@ VALUES = {
     "cwt_ft": {"lambada.acc": [0.22, 0.226], "lambada.ppl": [150.0, 156.0]},
 }
 ACC_STDERR = {"softmax": [0.0040, 0.0042, 0.0038], "cwt": [0.0039] * 3, "cwt_ft": [0.0041, 0.0043]}
+# A paper-style table's metrics, fractions shown x100; cwt_ft records none of them.
+SCORES = {
+    "softmax": {"glue.mrpc.score": [0.85, 0.86, 0.87], "glue.cola.score": [0.54, 0.56, 0.52],
+                "glue.score": [0.80, 0.805, 0.795]},
+    "cwt": {"glue.mrpc.score": [0.84, 0.86, 0.88], "glue.cola.score": [0.57, 0.60, 0.60],
+            "glue.score": [0.82, 0.83, 0.84]},
+}
+PARAMS = {"softmax": 1.1e8, "cwt": 7.0e7, "cwt_ft": 7.0e7}
+TOKENS_PER_S = {"softmax": 12000.0, "cwt": 25560.0, "cwt_ft": 24000.0}  # plus the seed
 REFERENCE = {
-    "softmax": {"lambada.acc": 19.52, "lambada.ppl": 170.23},
-    "cwt": {"lambada.acc": 18.26, "lambada.ppl": 524.44},
+    "softmax": {"lambada.acc": 19.52, "lambada.ppl": 170.23, "glue.mrpc.score": 0.8587,
+                "model.params:ratio": 1.0, "train.tokens_per_s:ratio": 1.0},
+    "cwt": {"lambada.acc": 18.26, "lambada.ppl": 524.44, "glue.mrpc.score": 0.8531,
+            "glue.score": 0.8329, "train.tokens_per_s:ratio": 2.13},
     "cwt_ft": {"lambada.acc": 22.2},
 }
+TABLE = PaperTableConfig(
+    title="GLUE dev scores (paper Table 1)",
+    columns=["glue.mrpc.score", "glue.cola.score", "glue.score"],
+    labels={"glue.mrpc.score": "MRPC", "glue.score": "avg"},
+    scale=100,
+    ratios=["model.params", "train.tokens_per_s"],
+)
 FAILED_REASON = "non-finite loss at step 812"
 
 
@@ -85,7 +107,9 @@ def build_index(path: Path) -> None:
                 "lambada.acc_stderr": ACC_STDERR[variant][seed],
                 "train.flops": 1.0e15 + seed * 1e13,
                 "train.tokens": 2.0e8,
-                "train.tokens_per_s": 12000.0 + seed,
+                "train.tokens_per_s": TOKENS_PER_S[variant] + seed,
+                "model.params": PARAMS[variant],
+                **{m: v[seed] for m, v in SCORES.get(variant, {}).items()},
             }
             for metric, value in final.items():
                 metrics.append((run_id, SUITE, variant, seed, metric, value, None, None, None))
@@ -160,6 +184,7 @@ def make_spec(**changes: object) -> ReportSpec:
         "reference_source": "Godey et al. 2024, Table 3",
         "notes": ["LAMBADA here is a PROXY cut from held-out text"],
         "variants": VARIANTS,
+        "table": TABLE,
     }
     return ReportSpec(**{**fields, **changes})
 
@@ -279,10 +304,12 @@ def test_provenance_lists_shared_fields_once(data: tables.SuiteData) -> None:
 
 
 class _Collect(HTMLParser):
-    """Rows of the main table and every resource-bearing attribute."""
+    """Rows of one table (by class, the main one unless told) and every resource-bearing
+    attribute."""
 
-    def __init__(self) -> None:
+    def __init__(self, table_class: str = "main") -> None:
         super().__init__()
+        self.table_class = table_class
         self.in_main = self.in_body = False
         self.rows: list[list[str]] = []
         self.links: list[str] = []
@@ -291,7 +318,7 @@ class _Collect(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.add(tag)
         self.links += [v or "" for k, v in attrs if k in ("src", "href", "xlink:href", "srcset")]
-        if tag == "table" and ("class", "main") in attrs:
+        if tag == "table" and ("class", self.table_class) in attrs:
             self.in_main = True
         elif self.in_main and tag == "tbody":
             self.in_body = True
@@ -351,6 +378,7 @@ def test_pdf_is_written_with_pages(rendered: tuple[Path, Path]) -> None:
             ["pdftotext", str(pdf_path), "-"], capture_output=True, text=True, check=True
         ).stdout
         assert "CWT vs softmax (demo)" in text and "cwt_ft" in text
+        assert "GLUE dev scores (paper Table 1)" in text and "softmax (paper)" in text
 
 
 def test_missing_index_names_path_and_suite(tmp_path: Path) -> None:
@@ -364,4 +392,156 @@ def test_suite_without_finished_runs_is_a_user_error(index: Path, tmp_path: Path
         render_report(index, make_spec(suite="nothing-here"), tmp_path)
     with pytest.raises(UserError, match=r"report.baseline .* 'headed'"):
         render_report(index, make_spec(baseline="headed"), tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_paper_table_means_intervals_and_ratios(data: tables.SuiteData) -> None:
+    frame = tables.paper_table(data, VARIANTS, TABLE.columns, TABLE.ratios, "softmax", REFERENCE)
+    assert list(frame.index) == VARIANTS
+    for variant, per_metric in SCORES.items():
+        for metric, values in per_metric.items():
+            low, high = stats.t.interval(
+                0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values)
+            )
+            assert frame.loc[variant, (metric, "mean")] == pytest.approx(np.mean(values))
+            assert frame.loc[variant, (metric, "half")] == pytest.approx((high - low) / 2)
+            assert frame.loc[variant, (metric, "n")] == 3
+    assert frame.loc["cwt_ft", ("glue.score", "n")] == 0
+    assert math.isnan(frame.loc["cwt_ft", ("glue.score", "mean")])
+    seeds = {v: np.arange(len(VALUES[v]["lambada.acc"])) for v in VARIANTS}
+    for variant in VARIANTS:
+        rate = np.mean(TOKENS_PER_S[variant] + seeds[variant]) / np.mean(12000.0 + seeds["softmax"])
+        assert frame.loc[variant, ("train.tokens_per_s", "ratio")] == pytest.approx(rate)
+        ratio = PARAMS[variant] / PARAMS["softmax"]
+        assert frame.loc[variant, ("model.params", "ratio")] == pytest.approx(ratio)
+    assert frame.loc["cwt", ("train.tokens_per_s", "ratio")] == pytest.approx(25561 / 12001)
+    assert frame.loc["cwt", ("glue.mrpc.score", "reference")] == 0.8531
+    assert math.isnan(frame.loc["cwt", ("glue.cola.score", "reference")])
+    assert frame.loc["cwt", ("train.tokens_per_s", "reference_ratio")] == 2.13
+    assert math.isnan(frame.loc["cwt", ("model.params", "reference_ratio")])
+    assert math.isnan(frame.loc["cwt_ft", ("model.params", "reference_ratio")])
+
+
+def test_paper_ratios_are_nan_without_a_usable_baseline(data: tables.SuiteData) -> None:
+    # Baseline without the metric, no baseline, and a baseline mean of 0.
+    no_scores = tables.paper_table(data, VARIANTS, ["glue.score"], ["glue.score"], "cwt_ft", {})
+    assert no_scores[("glue.score", "ratio")].isna().all()
+    no_base = tables.paper_table(data, VARIANTS, ["glue.score"], ["model.params"], None, {})
+    assert no_base[("model.params", "ratio")].isna().all()
+    finals = data.finals.copy()
+    finals.loc[finals["metric"] == "model.params", "value"] = 0.0
+    zero = tables.paper_table(
+        dataclasses.replace(data, finals=finals), VARIANTS, ["glue.score"], ["model.params"],
+        "softmax", {},
+    )
+    assert zero[("model.params", "ratio")].isna().all()
+
+
+def test_comparison_cells_are_scaled_with_paper_rows(rendered: tuple[Path, Path]) -> None:
+    html = rendered[0].read_text(encoding="utf-8")
+    assert html.index("GLUE dev scores (paper Table 1)") < html.index('class="main"')
+    header = re.search(r'<table class="comparison">.*?</thead>', html, re.S).group(0)
+    assert re.findall(r"<th>(.*?)</th>", header) == [
+        "variant", "MRPC", "glue.cola.score", "avg", "model.params ×", "train.tokens_per_s ×"
+    ]
+    parser = _Collect("comparison")
+    parser.feed(html)
+    dash = render_mod.DASH
+    # Hand-computed: mean x100 ± t(0.975, 2) * sd / sqrt(3) x100.
+    assert parser.rows == [
+        ["softmax", "86.00 ± 2.4841", "54.00 ± 4.9683", "80.00 ± 1.2421", "×1.00", "×1.00"],
+        ["softmax (paper)", "85.87", dash, dash, "×1.00", "×1.00"],
+        ["cwt", "86.00 ± 4.9683", "59.00 ± 4.3027", "83.00 ± 2.4841", "×0.64", "×2.13"],
+        ["cwt (paper)", "85.31", dash, "83.29", dash, "×2.13"],
+        ["cwt_ft", dash, dash, dash, "×0.64", "×2.00"],
+    ]
+    assert '<td class="paper">cwt (paper)</td>' in html
+    assert "<em>(paper)</em> rows: the numbers of Godey et al. 2024, Table 3" in html
+
+
+def test_wide_comparison_turns_the_pdf_page(index: Path, data: tables.SuiteData) -> None:
+    narrow = make_spec(metrics=["lambada.ppl"])
+    assert "size: A4;" in render_mod.render_html(index, narrow, data)
+    many = [f"task{i}.score" for i in range(render_mod.WIDE_COLUMNS)]
+    wide = make_spec(metrics=["lambada.ppl"], table=PaperTableConfig(columns=many, ratios=[]))
+    html = render_mod.render_html(index, wide, data)
+    assert "size: A4 landscape;" in html and "<h2>Comparison</h2>" in html
+
+
+def test_mean_half_and_ratio_formats() -> None:
+    assert render_mod.fmt_mean_half(30.0, math.nan) == "30.00"  # one seed: the mean alone
+    assert render_mod.fmt_mean_half(math.nan, math.nan) == render_mod.DASH
+    assert render_mod.fmt_mean_half(0.8, 0.012) == "0.8000 ± 0.0120"
+    assert render_mod.fmt_ratio(1.5714) == "×1.57"
+    assert render_mod.fmt_ratio(math.nan) == render_mod.DASH
+
+
+SUITE_FILE = """\
+suite: glue-table
+family: lm
+seeds: [0]
+budget: {flops: 1.0e+12}
+model: {preset: micro}
+data: {train: /data/train.jsonl, seq_len: 32, tokenizer: {train_bpe: 300}}
+train: {batch_size: 4, optim: {lr: 1.0e-3}}
+objective: softmax
+variants:
+  softmax: {}
+  cwt: {objective: cwt, head: embedding_transpose}
+report:
+  baseline: softmax
+  table:
+    title: "Paper table"
+    columns: [glue.mrpc.score, glue.score]
+    labels: {glue.score: avg}
+    scale: 100
+    ratios: [model.params]
+reference:
+  cwt: {glue.score: 0.8329, "model.params:ratio": 1.0}
+"""
+
+
+def test_suite_table_reaches_the_report_spec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE_FILE)
+    table = load_suite(path, env={}).head.report.table
+    assert table is not None and table.scale == 100.0 and table.ratios == ["model.params"]
+    specs: list[ReportSpec] = []
+
+    def capture(index_path: Path, spec: ReportSpec, out_dir: Path) -> tuple[Path, Path]:
+        specs.append(spec)
+        return out_dir / "x.html", out_dir / "x.pdf"
+
+    monkeypatch.setattr(bench.report, "render_report", capture)
+    assert main(["report", str(path), "--results", str(tmp_path), "--out", str(tmp_path)]) == 0
+    assert specs[0].table == table
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        # A block mapping is placed at its first key: the table's title line.
+        (("  baseline: softmax\n", ""), ["suite.yaml:14", "report.table", "report.baseline"]),
+        (("labels: {glue.score: avg}", "labels: {glue.scroe: avg}"),
+         ["suite.yaml:15", "report.table", "glue.scroe"]),
+        (("scale: 100", "scale: 0"), ["suite.yaml:18", "report.table.scale", "greater than 0"]),
+        (("    ratios", "    ratio"), ["suite.yaml:19", "report.table.ratio", "unknown key"]),
+    ],
+)
+def test_bad_table_settings_are_located(
+    tmp_path: Path, change: tuple[str, str], expected: list[str]
+) -> None:
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE_FILE.replace(*change))
+    with pytest.raises(UserError) as err:
+        load_suite(path, env={})
+    for piece in expected:
+        assert piece in str(err.value)
+
+
+def test_ratios_without_a_baseline_render_nothing(index: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"report.table.ratios .* need report.baseline"):
+        render_report(index, make_spec(baseline=None), tmp_path)
     assert not list(tmp_path.iterdir())

@@ -173,7 +173,8 @@ def test_exit_code_from_the_command_line(tmp_path):
 
 def test_shipped_suites_validate(monkeypatch):
     for var in ("OWT2_TRAIN", "PYTHIA_TOKENIZER", "LAMBADA_OPENAI", "WIDER_ROOT",
-                "FDDB_ROOT", "PASCAL_ANNOTATIONS", "PASCAL_IMAGES"):
+                "FDDB_ROOT", "PASCAL_ANNOTATIONS", "PASCAL_IMAGES", "GLUE_DIR", "CCNEWS_TRAIN",
+                "BERT_TOKENIZER"):
         monkeypatch.setenv(var, f"/data/{var.lower()}")
     for path in sorted((ROOT / "suites").rglob("*.yaml")):
         suite = load_suite(path)
@@ -201,6 +202,25 @@ def test_paper_suite_plans_the_papers_steps(tmp_path, monkeypatch, capsys):
     cwt_ft = [line for line in lines if " cwt_ft " in line]
     assert len(softmax) == 3 and all("-> 143000 steps" in line for line in softmax)
     assert all("-> 140140 steps" in line and "-> 11440 steps" in line for line in cwt_ft)
+
+
+def test_table_1_suite_plans_the_papers_token_budgets(tmp_path, monkeypatch, capsys):
+    """4.1B tokens at 256 x 128 (vanilla) and 512 x 128 (headless), 8.2B for the long run."""
+    from textgen import narrative_passages
+
+    from bench.lm.config import TokenizerConfig
+    from bench.lm.data import load_tokenizer
+
+    tokenizer_dir = tmp_path / "tokenizer"
+    load_tokenizer(TokenizerConfig(train_bpe=300), narrative_passages(50, seed=0),
+                   tmp_path / "cache").save_pretrained(tokenizer_dir)
+    for var in ("OWT2_TRAIN", "GLUE_DIR"):
+        monkeypatch.setenv(var, f"/data/{var.lower()}")
+    monkeypatch.setenv("PYTHIA_TOKENIZER", str(tokenizer_dir))
+    assert main(["plan", str(ROOT / "suites/cwt/bert-base-glue.yaml"), "--seeds", "0"]) == 0
+    steps = {line.split()[1]: line.split("-> ")[1].split()[0]
+             for line in capsys.readouterr().out.splitlines() if "-> " in line}
+    assert steps == {"softmax": "125122", "cwt": "62561", "cwt_8b": "125122"}
 
 
 def test_a_budget_override_naming_a_unit_replaces_the_unit(tmp_path):

@@ -35,7 +35,6 @@ and idempotent: manifest.json lists every file's hash, and a folder whose files 
 is rebuilt.
 """
 
-import hashlib
 import io
 import json
 import math
@@ -47,6 +46,7 @@ import numpy as np
 
 from bench.atomic import build_dir
 from bench.data.demo_text import data_root
+from bench.data.manifest import file_entries, matches_manifest, read_manifest, sha256_bytes
 from bench.errors import UserError
 
 # Bump when the output changes, so that existing builds are redone.
@@ -316,13 +316,7 @@ def fddb_ellipses(plans: list[ImagePlan]) -> str:
 
 def is_complete(out_dir: Path, seed: int = 0) -> bool:
     """Whether `out_dir` holds a finished build of this format and seed, every file intact."""
-    try:
-        manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
-        return (manifest["format"] == BUILD_FORMAT and manifest["seed"] == seed and all(
-            _sha256((out_dir / name).read_bytes()) == entry["sha256"]
-            for name, entry in manifest["files"].items()))
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    return matches_manifest(out_dir, BUILD_FORMAT, seed=seed)
 
 
 def build_demo_faces(out_dir: Path | None = None, seed: int = 0) -> Path:
@@ -347,7 +341,7 @@ def _replaceable(path: Path) -> bool:
     if path.is_dir() and not any(path.iterdir()):
         return True
     try:
-        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        manifest = read_manifest(path)
         return isinstance(manifest, dict) and manifest.get("name") == NAME
     except (OSError, ValueError):
         return False
@@ -385,11 +379,7 @@ def _contents(seed: int) -> dict[str, bytes]:
                                        for split, split_plans in plans.items()})
     summary = _summary(plans, sources, seed)
     files["SOURCES.md"] = _sources_md(summary).encode()
-    files["manifest.json"] = _json({
-        **summary,
-        "files": {name: {"sha256": _sha256(data), "bytes": len(data)}
-                  for name, data in files.items()},
-    })
+    files["manifest.json"] = _json({**summary, "files": file_entries(files)})
     return files
 
 
@@ -423,9 +413,9 @@ def _summary(plans: dict[str, list[ImagePlan]], sources: Sources, seed: int) -> 
             "faces": "skimage.data.lfw_subset() indices 0-99 (LFW face crops, 25x25 grey)",
             "distractors": "skimage.data.lfw_subset() indices 100-199 (LFW non-face crops)",
             "split": "val faces: indices with index % 4 == 3 (25); train: the other 75",
-            "lfw_subset_sha256": _sha256(sources.crops.tobytes()),
+            "lfw_subset_sha256": sha256_bytes(sources.crops.tobytes()),
             "backgrounds": {name: {"shape": list(photo.shape),
-                                   "sha256": _sha256(photo.tobytes())}
+                                   "sha256": sha256_bytes(photo.tobytes())}
                             for name, photo in sources.photos.items()},
             "excluded": EXCLUDED,
         },
@@ -476,7 +466,3 @@ def _sources_md(summary: dict) -> str:
 
 def _json(value: object) -> bytes:
     return (json.dumps(value, indent=1) + "\n").encode()
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -6,13 +6,12 @@ idempotent: manifest.json is written last, atomically, and lists every file's ha
 directory without a valid manifest is a half-built one and is rebuilt.
 """
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
-from bench.atomic import write_text
 from bench.data.cloze import RULE, cut_cloze_passages, select_evenly
+from bench.data.manifest import file_entries, matches_manifest, write_build
 from bench.data.sources import (
     KJV,
     SHAKESPEARE,
@@ -42,14 +41,7 @@ def data_root() -> Path:
 
 def is_complete(out_dir: Path) -> bool:
     """Whether `out_dir` holds a finished build of this format with every file intact."""
-    try:
-        manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
-        return manifest["format"] == BUILD_FORMAT and all(
-            _sha256((out_dir / name).read_bytes()) == manifest["files"][name]["sha256"]
-            for name in FILES
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    return matches_manifest(out_dir, BUILD_FORMAT, FILES)
 
 
 def build_demo_text(out_dir: Path | None = None, downloads: Path | None = None) -> Path:
@@ -76,8 +68,6 @@ def build_demo_text(out_dir: Path | None = None, downloads: Path | None = None) 
         sources.append(_describe(package, works, held))
     cloze = select_evenly(candidates, CLOZE_PASSAGES)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "manifest.json").unlink(missing_ok=True)
     contents = {
         "train.jsonl": _jsonl(train),
         "val.jsonl": _jsonl(val),
@@ -93,25 +83,18 @@ def build_demo_text(out_dir: Path | None = None, downloads: Path | None = None) 
         "source": "held-out works only (those in val.jsonl)",
     }
     contents["SOURCES.md"] = _sources_md(sources, counts, cloze_info)
-    for name, text in contents.items():
-        write_text(out_dir / name, text)
+    files = file_entries(contents)
+    for name, count in counts.items():
+        files[name].update(documents=count, words=_words(contents[name]))
     manifest = {
         "format": BUILD_FORMAT,
         "name": "demo-text",
         "description": "Offline demo corpus of real English text from registry packages",
         "sources": sources,
-        "files": {
-            name: {
-                "sha256": _sha256(text.encode("utf-8")),
-                "bytes": len(text.encode("utf-8")),
-                **({"documents": counts[name]} if name in counts else {}),
-                **({"words": _words(text)} if name in counts else {}),
-            }
-            for name, text in contents.items()
-        },
+        "files": files,
         "cloze": cloze_info,
     }
-    write_text(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    write_build(out_dir, contents, manifest)
     return out_dir
 
 
@@ -173,9 +156,3 @@ def _jsonl(documents: list[str]) -> str:
 
 def _words(jsonl: str) -> int:
     return sum(len(json.loads(line)["text"].split()) for line in jsonl.splitlines())
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-

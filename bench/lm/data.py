@@ -23,6 +23,12 @@ from bench.errors import UserError
 from bench.lm.config import DataConfig, TokenizerConfig
 
 EOS = "<|endoftext|>"
+# Special tokens by role. A causal row needs only eos; a masked-LM row is [CLS] ... [SEP] with
+# [SEP] between documents, and [MASK] for corruption (BERT's names).
+CAUSAL_ROLES = {"eos_token": EOS, "bos_token": EOS, "unk_token": EOS, "pad_token": EOS}
+MLM_ROLES = {**CAUSAL_ROLES, "cls_token": "[CLS]", "sep_token": "[SEP]", "mask_token": "[MASK]",
+             "pad_token": "[PAD]"}
+LAYOUTS = {"causal": CAUSAL_ROLES, "mlm": MLM_ROLES}
 # Bump when the preparation changes in a way that must invalidate cached tokenizers or rows.
 PIPELINE_VERSION = 1
 
@@ -138,24 +144,35 @@ def _content_hash(path: str) -> str:
 
 
 def load_tokenizer(
-    cfg: TokenizerConfig, documents: list[str], cache_dir: Path
+    cfg: TokenizerConfig, documents: list[str], cache_dir: Path, layout: str = "causal"
 ) -> PreTrainedTokenizerFast:
     """A local tokenizer directory, or a byte-level BPE trained on `documents` (cached).
 
     The trained tokenizer is saved with save_pretrained so that a saved model directory
-    carrying it loads with AutoTokenizer, as lm-eval does.
+    carrying it loads with AutoTokenizer, as lm-eval does. For the masked-LM layout a local
+    tokenizer that lacks [CLS], [SEP], [MASK] or a pad token gets them added (as the CWT paper
+    does with the Pythia tokenizer); a trained one has them inside its vocabulary size.
     """
+    roles = LAYOUTS[layout]
     if cfg.path is not None:
-        return local_tokenizer(cfg.path)
+        tokenizer = local_tokenizer(cfg.path)
+        if layout == "mlm":
+            added = ("cls_token", "sep_token", "mask_token", "pad_token")
+            missing = {r: MLM_ROLES[r] for r in added if getattr(tokenizer, r) is None}
+            tokenizer.add_special_tokens(missing)
+        return tokenizer
     assert cfg.train_bpe is not None  # guaranteed by TokenizerConfig
     digest = hashlib.sha256()
-    for part in (f"bpe/{PIPELINE_VERSION}/{cfg.train_bpe}/{tokenizers.__version__}", *documents):
+    layout_key = "" if layout == "causal" else f"/{layout}"  # causal keys predate layouts
+    key = f"bpe/{PIPELINE_VERSION}/{cfg.train_bpe}/{tokenizers.__version__}{layout_key}"
+    for part in (key, *documents):
         encoded = part.encode("utf-8")
         digest.update(len(encoded).to_bytes(8, "little"))
         digest.update(encoded)
     target = Path(cache_dir) / "tokenizers" / f"bpe{cfg.train_bpe}-{digest.hexdigest()[:24]}"
     if not (target / "tokenizer.json").is_file():
-        build_dir(target, lambda tmp: _train_bpe(documents, cfg.train_bpe).save_pretrained(tmp))
+        build_dir(target,
+                  lambda tmp: _train_bpe(documents, cfg.train_bpe, roles).save_pretrained(tmp))
     return AutoTokenizer.from_pretrained(str(target), local_files_only=True)
 
 
@@ -173,22 +190,24 @@ def local_tokenizer(path: str) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def _train_bpe(documents: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """A GPT-2-style byte-level BPE: every byte is in the alphabet, so no input is unknown."""
+def _train_bpe(documents: list[str], vocab_size: int, roles: dict[str, str]
+               ) -> PreTrainedTokenizerFast:
+    """A GPT-2-style byte-level BPE: every byte is in the alphabet, so no input is unknown.
+
+    `roles` maps tokenizer roles to special tokens; they count towards `vocab_size`.
+    """
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     bpe.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[EOS],
+        special_tokens=list(dict.fromkeys(roles.values())),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     bpe.train_from_iterator(documents, trainer=trainer, length=len(documents))
-    return PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token=EOS, bos_token=EOS, unk_token=EOS, pad_token=EOS
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, **roles)
 
 
 def pack(documents_token_ids: Sequence[Sequence[int]], seq_len: int, eos_id: int) -> torch.Tensor:
@@ -217,8 +236,18 @@ class LMData:
     fingerprint: str
 
 
-def prepare_lm_data(cfg: DataConfig, cache_dir: Path) -> LMData:
-    """Read, split, tokenize and pack the corpus, or load the packed rows from the cache."""
+def frame(rows: torch.Tensor, cls_id: int, sep_id: int) -> torch.Tensor:
+    """Masked-LM rows: [CLS] + a packed row + [SEP], as BERT frames a sequence."""
+    n = rows.shape[0]
+    return torch.cat([torch.full((n, 1), cls_id), rows, torch.full((n, 1), sep_id)], dim=1)
+
+
+def prepare_lm_data(cfg: DataConfig, cache_dir: Path, layout: str = "causal") -> LMData:
+    """Read, split, tokenize and pack the corpus, or load the packed rows from the cache.
+
+    layout "causal": documents each followed by eos, rows of seq_len. "mlm": documents separated
+    by [SEP], packed into seq_len - 2 tokens and framed as [CLS] ... [SEP].
+    """
     train_docs = read_documents(cfg.train, cfg.format, cfg.text_field)
     if cfg.val is not None:
         val_docs = read_documents(cfg.val, cfg.format, cfg.text_field)
@@ -232,8 +261,8 @@ def prepare_lm_data(cfg: DataConfig, cache_dir: Path) -> LMData:
         n_val = min(len(train_docs) - 1, max(1, round(len(train_docs) * cfg.val_fraction)))
         train_docs, val_docs = train_docs[:-n_val], train_docs[-n_val:]
         val_name = f"{cfg.train} (its last {n_val} documents, val_fraction {cfg.val_fraction})"
-    fingerprint = _fingerprint(cfg)
-    tokenizer = load_tokenizer(cfg.tokenizer, train_docs, cache_dir)
+    fingerprint = _fingerprint(cfg, layout)
+    tokenizer = load_tokenizer(cfg.tokenizer, train_docs, cache_dir, layout)
     cached = Path(cache_dir) / "lm-data" / f"{fingerprint}.pt"
     if cached.is_file():
         saved = torch.load(cached, weights_only=True)
@@ -242,7 +271,14 @@ def prepare_lm_data(cfg: DataConfig, cache_dir: Path) -> LMData:
     splits = {}
     for name, docs, source in (("train", train_docs, cfg.train), ("val", val_docs, val_name)):
         ids = [e.ids for e in encoder.encode_batch_fast(docs, add_special_tokens=False)]
-        rows = pack(ids, cfg.seq_len, tokenizer.eos_token_id)
+        if layout == "mlm":
+            if cfg.seq_len < 3:
+                raise UserError(f"data.seq_len {cfg.seq_len}: a masked-LM row needs at least 3 "
+                                "positions ([CLS], a token, [SEP])")
+            rows = frame(pack(ids, cfg.seq_len - 2, tokenizer.sep_token_id),
+                         tokenizer.cls_token_id, tokenizer.sep_token_id)
+        else:
+            rows = pack(ids, cfg.seq_len, tokenizer.eos_token_id)
         tokens = sum(len(x) + 1 for x in ids)
         if rows.shape[0] == 0:
             raise UserError(
@@ -254,9 +290,10 @@ def prepare_lm_data(cfg: DataConfig, cache_dir: Path) -> LMData:
     return LMData(tokenizer=tokenizer, fingerprint=fingerprint, **splits)
 
 
-def _fingerprint(cfg: DataConfig) -> str:
+def _fingerprint(cfg: DataConfig, layout: str) -> str:
     """Hash of every input the packed rows depend on: file contents and relevant settings."""
     key = {
+        **({"layout": layout} if layout != "causal" else {}),  # causal keys predate layouts
         "pipeline": PIPELINE_VERSION,
         "tokenizers": tokenizers.__version__,
         "train": _content_hash(cfg.train),

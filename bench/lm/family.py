@@ -91,7 +91,7 @@ class LMFamily:
                     batch_at(data.train, offset + k, batch_size, run.seed).to(device).split(micro)),
                 loss=lambda ids: causal_lm_loss(model, ids, objective, cfg.cwt),
                 items=lambda ids: ids.numel(),
-                validate=lambda: validate(objective),
+                validate=lambda _steps: validate(objective),
                 validate_every=cfg.train.validate_every,
                 checkpoint_every=cfg.train.checkpoint_every,
                 bf16=bf16,

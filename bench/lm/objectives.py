@@ -47,7 +47,7 @@ def cwt_loss(
     candidates = embedding[tokens]  # a gather, not a detach: E gets gradient as the target too
     if chunk_size is None or chunk_size >= len(hidden):
         scores = hidden @ candidates.T / temperature
-        return F.cross_entropy(_widen(scores), labels)
+        return F.cross_entropy(widen(scores), labels)
     return _ChunkedContrastiveCE.apply(hidden, candidates, labels, temperature, chunk_size)
 
 
@@ -80,7 +80,7 @@ class _ChunkedContrastiveCE(torch.autograd.Function):
         total = hidden.new_zeros((), dtype=wide)
         for start in range(0, len(hidden), chunk_size):
             span = slice(start, start + chunk_size)
-            scores = _widen(hidden[span] @ candidates.T) / temperature
+            scores = widen(hidden[span] @ candidates.T) / temperature
             logsumexp[span] = torch.logsumexp(scores, dim=1)
             total += (logsumexp[span] - scores[rows[span] - start, labels[span]]).sum()
         ctx.save_for_backward(hidden, candidates, labels, logsumexp)
@@ -102,7 +102,7 @@ class _ChunkedContrastiveCE(torch.autograd.Function):
         with torch.autocast(device_type=device_type, dtype=dtype, enabled=enabled):
             for start in range(0, len(hidden), chunk_size):
                 span = slice(start, start + chunk_size)
-                scores = _widen(hidden[span] @ candidates.T) / tau
+                scores = widen(hidden[span] @ candidates.T) / tau
                 # d(lse - s_label)/ds = softmax - onehot; times dL/dscores' chain factor 1/(K tau)
                 grad_scores = torch.exp(scores - logsumexp[span, None])
                 grad_scores[rows[span] - start, labels[span]] -= 1
@@ -114,7 +114,7 @@ class _ChunkedContrastiveCE(torch.autograd.Function):
 
 def softmax_loss(logits: Tensor, target_ids: Tensor) -> Tensor:
     """Mean cross-entropy of logits [K, V] against target_ids [K], at least in float32."""
-    return F.cross_entropy(_widen(logits), target_ids)
+    return F.cross_entropy(widen(logits), target_ids)
 
 
 def causal_lm_loss(
@@ -161,5 +161,6 @@ def _wide_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _widen(x: Tensor) -> Tensor:
+def widen(x: Tensor) -> Tensor:
+    """x in at least float32, where losses and their softmax statistics are computed."""
     return x.to(_wide_dtype(x.dtype))

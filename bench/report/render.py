@@ -17,6 +17,7 @@ from markupsafe import Markup
 from bench.atomic import write_via
 from bench.errors import UserError
 from bench.report import figures, tables
+from bench.suite import PaperTableConfig
 
 DASH = "—"
 # Table columns beyond which the PDF is laid out on landscape pages.
@@ -38,6 +39,7 @@ class ReportSpec:
     notes: list[str]
     curve: str = "curve.val_nll"
     item_unit: str = "tokens"  # what the family's training data are counted in
+    table: PaperTableConfig | None = None  # a paper's comparison table to reproduce
     variants: list[str]
 
 
@@ -71,6 +73,9 @@ def render_report(index_path: Path, spec: ReportSpec, out_dir: Path) -> tuple[Pa
             f"report.baseline of suite {spec.suite!r}: {spec.baseline!r} is not one of its "
             f"variants ({', '.join(spec.variants)})"
         )
+    if spec.table is not None and spec.table.ratios and spec.baseline is None:
+        raise UserError(f"report.table.ratios of suite {spec.suite!r}: ratios need "
+                        "report.baseline")
     data = tables.load_suite(index_path, spec.suite)
     html = render_html(index_path, spec, data)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -89,6 +94,11 @@ def render_html(index_path: Path, spec: ReportSpec, data: tables.SuiteData) -> s
     curve_svg = figures.curve_figure(data, variants, spec.curve)
     metric_svg = figures.metric_figure(data, variants, spec.metrics, summary)
     eval_svg = figures.evaluation_curves_figure(data, variants)
+    comparison = None
+    if spec.table is not None:
+        frame = tables.paper_table(data, variants, spec.table.columns, spec.table.ratios,
+                                   spec.baseline, spec.reference)
+        comparison = comparison_table(spec.table, variants, frame)
     runs = data.runs
     template = _environment().get_template("report.html.j2")
     return template.render(
@@ -99,6 +109,9 @@ def render_html(index_path: Path, spec: ReportSpec, data: tables.SuiteData) -> s
         n_other=int((runs["state"] != tables.FINISHED).sum()),
         started=_text(runs["started"].dropna().min()),
         ended=_text(runs["ended"].dropna().max()),
+        comparison=comparison,
+        comparison_referenced=comparison is not None
+        and any(row[0].cls == "paper" for row in comparison.rows),
         main=main_table(spec, variants, summary, compute),
         per_seed=per_seed_table(tables.per_seed_table(data, variants, spec.metrics,
                                                       spec.item_unit)),
@@ -151,6 +164,36 @@ def main_table(
         row.append(Cell(fmt_rate(compute.loc[variant, rate]), "num"))
         rows.append(row)
     return Table(columns=columns, rows=rows, groups=groups)
+
+
+def comparison_table(config: PaperTableConfig, variants: Sequence[str],
+                     frame: pd.DataFrame) -> Table:
+    """The paper-style table: `mean ± half` per column and `×ratio` per ratio metric, each
+    variant followed by its reference row where the suite gives any of these numbers."""
+    scale = config.scale
+
+    def label(metric: str) -> str:
+        return config.labels.get(metric, metric)
+
+    columns = ["variant", *map(label, config.columns), *[f"{label(m)} ×" for m in config.ratios]]
+    rows = []
+    for variant in variants:
+        rec = frame.loc[variant]
+        rows.append([
+            Cell(variant, "name"),
+            *[Cell(fmt_mean_half(rec[(m, "mean")] * scale, rec[(m, "half")] * scale), "num")
+              for m in config.columns],
+            *[Cell(fmt_ratio(rec[(m, "ratio")]), "num") for m in config.ratios],
+        ])
+        paper = [rec[(m, "reference")] * scale for m in config.columns]
+        paper_ratios = [rec[(m, "reference_ratio")] for m in config.ratios]
+        if not all(math.isnan(x) for x in (*paper, *paper_ratios)):
+            rows.append([
+                Cell(f"{variant} (paper)", "paper"),
+                *[Cell(fmt_value(x), "num paper") for x in paper],
+                *[Cell(fmt_ratio(x), "num paper") for x in paper_ratios],
+            ])
+    return Table(columns=columns, rows=rows)
 
 
 def per_seed_table(frame: pd.DataFrame) -> Table:
@@ -260,7 +303,19 @@ def fmt_interval(mean: float, low: float, high: float, n: int) -> str:
         return DASH
     if math.isnan(low):
         return f"{fmt_value(mean)} (n={n})"
-    return f"{fmt_value(mean)} ± {fmt_value((high - low) / 2)}"
+    return fmt_mean_half(mean, (high - low) / 2)
+
+
+def fmt_mean_half(mean: float, half: float) -> str:
+    """`mean ± half-width` for a compact table: the mean alone without an interval (one seed)."""
+    if math.isnan(mean):
+        return DASH
+    return fmt_value(mean) if math.isnan(half) else f"{fmt_value(mean)} ± {fmt_value(half)}"
+
+
+def fmt_ratio(x: float) -> str:
+    """A ratio to the baseline, as papers print it: ×1.57."""
+    return DASH if math.isnan(x) else f"×{x:.2f}"
 
 
 def _delta_cell(variant: str, spec: ReportSpec, metric: str, est: pd.Series) -> Cell:

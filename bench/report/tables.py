@@ -20,10 +20,16 @@ from bench.errors import UserError
 
 FINISHED = "finished"
 STDERR_SUFFIX = "_stderr"
+# A reference key `<metric>:ratio` is the paper's ratio of that metric to its baseline's.
+RATIO_SUFFIX = ":ratio"
+
+
 def compute_metrics(unit: str = "tokens") -> tuple[str, str, str]:
     """What a run consumed, as the training loop records it, in the family's unit of data
     (tokens, images); shown beside every variant's metrics."""
     return "train.flops", f"train.{unit}", f"train.{unit}_per_s"
+
+
 LEVEL = 0.95
 
 
@@ -179,6 +185,50 @@ def summary_table(
     return pd.DataFrame(rows).set_index(["variant", "metric"])
 
 
+def paper_table(
+    data: SuiteData,
+    variants: Sequence[str],
+    columns: Sequence[str],
+    ratios: Sequence[str],
+    baseline: str | None,
+    reference: dict[str, dict[str, float]],
+) -> pd.DataFrame:
+    """A paper's comparison table as numbers: one row per variant, a (metric, field) column each.
+
+    Per column metric: `mean` over seeds, `half` (95% t-interval half-width, NaN under two
+    seeds), `n` seeds and the suite's `reference`. Per ratio metric: `ratio` = mean(variant) /
+    mean(baseline), as papers give parameters and throughput relative to their baseline (NaN
+    where either mean is missing, there is no baseline, or its mean is 0), and
+    `reference_ratio` from the suite's `<metric>:ratio` reference key.
+    """
+    cells: dict[tuple[str, str], list[float]] = {}
+    for metric in columns:
+        per_variant = [seed_values(data, v, metric) for v in variants]
+        intervals = [seed_interval(values) for values in per_variant]
+        cells[(metric, "mean")] = [est.value for est in intervals]
+        cells[(metric, "half")] = [(est.high - est.low) / 2 for est in intervals]
+        cells[(metric, "n")] = [values.size for values in per_variant]
+        cells[(metric, "reference")] = [
+            float(reference.get(v, {}).get(metric, math.nan)) for v in variants
+        ]
+    for metric in ratios:
+        base = _mean(seed_values(data, baseline, metric)) if baseline is not None else math.nan
+        cells[(metric, "ratio")] = [
+            _mean(seed_values(data, v, metric)) / base if base != 0 else math.nan
+            for v in variants
+        ]
+        cells[(metric, "reference_ratio")] = [
+            float(reference.get(v, {}).get(metric + RATIO_SUFFIX, math.nan)) for v in variants
+        ]
+    table = pd.DataFrame(cells, index=pd.Index(list(variants), name="variant"))
+    table.columns = pd.MultiIndex.from_tuples(list(cells), names=["metric", "field"])
+    return table
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if values.size else math.nan
+
+
 def compute_table(data: SuiteData, variants: Sequence[str], unit: str = "tokens"
                   ) -> pd.DataFrame:
     """Per variant: finished seeds and the mean compute they consumed (NaN where unrecorded)."""
@@ -186,10 +236,7 @@ def compute_table(data: SuiteData, variants: Sequence[str], unit: str = "tokens"
     table = pd.DataFrame(index=pd.Index(list(variants), name="variant"))
     table["n"] = [int((finished["variant"] == v).sum()) for v in variants]
     for metric in compute_metrics(unit):
-        table[metric] = [
-            float(vals.mean()) if (vals := seed_values(data, v, metric)).size else math.nan
-            for v in variants
-        ]
+        table[metric] = [_mean(seed_values(data, v, metric)) for v in variants]
     return table
 
 

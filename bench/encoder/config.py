@@ -1,0 +1,117 @@
+"""Validated configuration of one encoder (masked-LM) run and of its GLUE scoring (no torch import).
+
+The data, tokenizer, batch and CWT blocks are the causal study's own schema: one corpus pipeline and
+one training-loop configuration serve both studies.
+"""
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from bench.lm.config import CWTConfig, DataConfig, TrainConfig
+from bench.schema import OptimConfig, Strict
+
+OBJECTIVES = ("softmax", "cwt", "ce+cwt", "nce")
+
+
+class EncoderModelConfig(Strict):
+    """A BERT encoder: a named preset, optionally with some dimensions overridden."""
+
+    preset: Literal["bert-base", "bert-small", "bert-mini", "bert-tiny"]
+    hidden_size: int | None = Field(None, gt=0)
+    num_layers: int | None = Field(None, gt=0)
+    num_heads: int | None = Field(None, gt=0)
+    intermediate_size: int | None = Field(None, gt=0)
+    context: int | None = Field(None, gt=1, description="maximum positions")
+    dropout: float | None = Field(None, ge=0, lt=1, description="hidden and attention dropout")
+
+
+class MaskingConfig(Strict):
+    """MLM corruption: select a fraction of each row's ordinary tokens, then replace them."""
+
+    select: float = Field(0.15, gt=0, lt=1, description="fraction of ordinary tokens predicted")
+    mask: float = Field(0.8, ge=0, le=1, description="of the selected: replaced by [MASK]")
+    random: float = Field(0.1, ge=0, le=1, description="of the selected: a random token")
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "MaskingConfig":
+        if self.mask + self.random > 1 + 1e-9:
+            raise ValueError("mask + random must not exceed 1 (the rest stay unchanged)")
+        return self
+
+
+class MixConfig(Strict):
+    """Weights of the 'ce+cwt' objective: ce x cross-entropy (through the MLM head) + cwt x CWT."""
+
+    ce: float = Field(1.0, ge=0)
+    cwt: float = Field(1.0, ge=0)
+
+
+class NCEConfig(Strict):
+    """Noise-contrastive estimation through an untied output matrix (paper Table 6, row 3)."""
+
+    negatives: int = Field(1024, gt=0, description="noise samples shared by a micro-batch")
+    noise: Literal["unigram", "uniform"] = Field(
+        "unigram", description="noise distribution: training-token frequencies or uniform"
+    )
+
+
+class EncoderConfig(Strict):
+    """Everything that defines one masked-LM run apart from its seed and budget."""
+
+    model: EncoderModelConfig
+    data: DataConfig
+    masking: MaskingConfig = MaskingConfig()
+    train: TrainConfig
+    objective: Literal["softmax", "cwt", "ce+cwt", "nce"]
+    head_positions: Literal["masked", "all"] = Field(
+        "masked", description="where the MLM head (softmax, ce+cwt) computes vocabulary logits: "
+        "the predicted positions only, or every position as BertForMaskedLM's forward (and the "
+        "CWT paper's code) does; the loss is the same, the cost is not")
+    cwt: CWTConfig = CWTConfig()
+    mix: MixConfig = MixConfig()
+    nce: NCEConfig = NCEConfig()
+
+    def stages(self) -> list[str]:
+        """Pretraining is the only stage the run budget pays for; GLUE fine-tuning is scored
+        apart and its compute recorded on its own."""
+        return ["pretrain"]
+
+
+class FinetuneConfig(Strict):
+    """The GLUE fine-tuning protocol; the defaults are the CWT paper's (Table 1)."""
+
+    epochs: int = Field(10, gt=0)
+    batch_size: int = Field(32, gt=0)
+    optim: OptimConfig = OptimConfig(lr=1e-5, schedule="constant", warmup=0.1, clip=None)
+    class_balanced: bool = Field(True, description="cross-entropy weighted by inverse frequency")
+    dropout: float = Field(0.1, ge=0, lt=1, description="on the pooled [CLS] vector")
+    max_seq_len: int = Field(128, gt=2)
+    selection: Literal["best", "last"] = Field(
+        "best", description="which epoch's dev scores are reported: the best one or the last"
+    )
+    eval_batch_size: int = Field(128, gt=0)
+
+
+class GlueEvalConfig(Strict):
+    """GLUE dev scores after fine-tuning each task from the pretrained encoder."""
+
+    path: str = Field(description="folder with the official task folders or the HF parquet layout")
+    layout: Literal["auto", "tsv", "parquet"] = "auto"
+    tasks: list[str] = Field(
+        ["mrpc", "cola", "stsb", "sst2", "qnli", "qqp", "mnli"],
+        min_length=1, description="tasks fine-tuned and averaged (default: the paper's seven)")
+    finetune: FinetuneConfig = FinetuneConfig()
+    proxy: bool = Field(False, description="the data is a stand-in, labelled so in reports")
+    limit_train: int | None = Field(None, gt=0, description="first N training examples only")
+
+    @model_validator(mode="after")
+    def _known_tasks(self) -> "GlueEvalConfig":
+        from bench.evals.glue import TASKS
+
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown GLUE task(s) {unknown}; known: {', '.join(TASKS)}")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError("tasks must be distinct")
+        return self

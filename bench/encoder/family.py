@@ -1,0 +1,185 @@
+"""The encoder family: pretrain a BERT masked LM under the run's budget, then score it on GLUE."""
+
+from typing import Any
+
+from bench.encoder.config import EncoderConfig, GlueEvalConfig
+from bench.family import StepCost
+
+
+class EncoderFamily:
+    name = "encoder"
+    item_unit = "tokens"
+    config_model = EncoderConfig
+    eval_models = {"glue": GlueEvalConfig}
+    default_metrics = ["glue.score", "val.mlm_nll", "val.mlm_acc", "model.total_params"]
+    report_curve = "curve.val_mlm_nll"
+    higher_is_better = {"glue.score": True, "val.mlm_nll": False, "val.mlm_acc": True,
+                        "val.loss": False, "model.total_params": False}
+
+    def stages(self, config: EncoderConfig) -> list[str]:
+        return config.stages()
+
+    def step_costs(self, config: EncoderConfig) -> dict[str, StepCost]:
+        """Exact step costs from the model's shapes, on fake tensors (nothing is trained)."""
+        import torch
+
+        from bench.encoder.masking import MaskedBatch, predicted_per_row
+        from bench.encoder.model import build_encoder
+        from bench.encoder.objectives import mlm_loss
+        from bench.flops import count_flops_abstract
+
+        vocab = _vocab_size(config)
+        micro = config.train.micro_batch_size or config.train.batch_size
+        seq = config.data.seq_len
+        per_row = predicted_per_row(seq, config.masking)
+
+        def step() -> None:
+            model = build_encoder(config.model, vocab, 0, config.objective)
+            positions = (torch.arange(micro)[:, None] * seq + 1 + torch.arange(per_row)).flatten()
+            batch = MaskedBatch(torch.zeros((micro, seq), dtype=torch.long), positions,
+                                torch.zeros(len(positions), dtype=torch.long))
+            log_noise = torch.full((vocab,), -float(torch.log(torch.tensor(float(vocab)))))
+            mlm_loss(model, batch, config, log_noise).backward()
+
+        n_micro = config.train.batch_size // micro
+        return {"pretrain": StepCost(count_flops_abstract(step) * n_micro,
+                                     config.train.batch_size * seq)}
+
+    def execute(self, run: Any, ctx: Any) -> None:
+        import torch
+
+        from bench.atomic import build_dir
+        from bench.encoder.masking import Vocabulary, mask_rows, step_generator
+        from bench.encoder.model import build_encoder, count_parameters, trained_parameters
+        from bench.encoder.objectives import masked_token_scores, mlm_loss
+        from bench.lm.data import prepare_lm_data, val_batches
+        from bench.sampling import batch_at
+        from bench.train import Stage
+
+        cfg: EncoderConfig = run.config
+        device = ctx.device
+        _check_glue_data(run.variant.evals)  # fail before pretraining, not after it
+        data = prepare_lm_data(cfg.data, ctx.cache_dir / "lm-data", layout="mlm")
+        tok = data.tokenizer
+        vocab = Vocabulary(len(tok), tok.mask_token_id, tuple(sorted(set(tok.all_special_ids))))
+        torch.manual_seed(run.seed)
+        model = build_encoder(cfg.model, vocab.size, tok.pad_token_id, cfg.objective).to(device)
+        log_noise = _log_noise(data.train, vocab, cfg.nce.noise).to(device) \
+            if cfg.objective == "nce" else None
+        bf16 = cfg.train.precision == "bf16" or (
+            cfg.train.precision == "auto" and device.type == "cuda")
+        micro = cfg.train.micro_batch_size or cfg.train.batch_size
+        # Held-out rows masked the same way for every run and seed, so curves compare.
+        held_out = [mask_rows(rows, vocab, cfg.masking, step_generator(0, i, "val")).to(device)
+                    for i, rows in enumerate(val_batches(data.val, micro, cfg.train.val_batches))]
+
+        def validate(_steps: int = 0) -> dict[str, float]:
+            # NCE draws noise: keep validation off the training RNG stream.
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(0)
+                losses = [float(mlm_loss(model, b, cfg, log_noise)) for b in held_out]
+                scores = [masked_token_scores(model, b, cfg.objective) for b in held_out]
+            n = len(held_out)
+            return {"loss": sum(losses) / n, "mlm_nll": sum(s[0] for s in scores) / n,
+                    "mlm_acc": sum(s[1] for s in scores) / n}
+
+        def micro_batches(step: int) -> list[Any]:
+            rows = batch_at(data.train, step, cfg.train.batch_size, run.seed)
+            masked = mask_rows(rows, vocab, cfg.masking, step_generator(run.seed, step))
+            return [b.to(device) for b in masked.split(micro)]
+
+        ctx.record({f"model.{k}_params": float(v)
+                    for k, v in count_parameters(model, cfg.objective).items()})
+        ctx.train(Stage(
+            name="pretrain", model=model, parameters=trained_parameters(model, cfg.objective),
+            optim=cfg.train.optim, micro_batches=micro_batches,
+            loss=lambda batch: mlm_loss(model, batch, cfg, log_noise),
+            items=lambda batch: batch.inputs.numel(), validate=validate,
+            validate_every=cfg.train.validate_every, checkpoint_every=cfg.train.checkpoint_every,
+            bf16=bf16))
+        model.eval()
+        with torch.no_grad():
+            ctx.record({f"val.{k}": v for k, v in validate().items()})
+
+        def save(tmp: Any) -> None:
+            model.bert.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+
+        build_dir(ctx.dir / "model", save)
+        ctx.log.info("saved the encoder (BertModel) to %s", ctx.dir / "model")
+        for name, eval_cfg in run.variant.evals:
+            _score_glue(name, eval_cfg, model.bert, tok, run.seed, ctx, bf16)
+
+
+def _score_glue(name: str, cfg: GlueEvalConfig, encoder: Any, tokenizer: Any, seed: int,
+                ctx: Any, bf16: bool) -> None:
+    """Fine-tune and score every task of the eval; record scores and fine-tuning compute."""
+    from bench.encoder.finetune import finetune_task
+    from bench.evals.glue import glue_score, load_task
+
+    scores: dict[str, float] = {}
+    by_selection: dict[str, dict[str, float]] = {"best": {}, "last": {}}
+    totals = {"flops": 0.0, "seconds": 0.0, "tokens": 0.0, "steps": 0.0}
+    for task in cfg.tasks:
+        data = load_task(cfg.path, task, cfg.layout)
+        outcome, rows = finetune_task(
+            encoder, tokenizer, data, cfg.finetune, seed=seed, device=ctx.device,
+            workdir=ctx.dir / name / task, log=ctx.log, limit_train=cfg.limit_train, bf16=bf16,
+            progress=ctx.progress)
+        prefix = f"{name}.{task}"
+        ctx.record({f"{prefix}.{k}": v for k, v in outcome.metrics.items()})
+        cost = {"flops": outcome.flops, "seconds": outcome.seconds,
+                "tokens": float(outcome.tokens), "steps": float(outcome.steps)}
+        both = {"best": outcome.best_score, "last": outcome.epoch_scores[-1]}
+        ctx.record({f"{prefix}.epoch": float(outcome.epoch)}
+                   | {f"{prefix}.score_{k}": v for k, v in both.items()}
+                   | {f"{prefix}.finetune_{k}": v for k, v in cost.items()})
+        totals = {k: totals[k] + cost[k] for k in totals}
+        ctx.save_samples(f"{name}_{task}", rows)
+        scores[task] = outcome.metrics["score"]
+        for k, v in both.items():
+            by_selection[k][task] = v
+        ctx.log.info("%s %s: %s (epoch %d of %d, selection %s, from %s)", name, task,
+                     outcome.metrics, outcome.epoch, len(outcome.epoch_scores),
+                     outcome.selection, data.source)
+    # The configured selection is `score`; both selections are kept, named, for comparison.
+    ctx.record({f"{name}.score": glue_score(scores, cfg.tasks)}
+               | {f"{name}.score_{k}": glue_score(v, cfg.tasks) for k, v in by_selection.items()}
+               | {f"{name}.finetune_{k}": v for k, v in totals.items()})
+    ctx.provenance[f"{name}.epoch_selection"] = cfg.finetune.selection
+
+
+def _check_glue_data(evals: list[tuple[str, GlueEvalConfig]]) -> None:
+    """Every task's folder exists in the layout asked for (a UserError naming it otherwise)."""
+    from bench.evals.glue import find_layout
+
+    for _, cfg in evals:
+        for task in cfg.tasks:
+            find_layout(cfg.path, task, cfg.layout)
+
+
+def _log_noise(rows: Any, vocab: Any, kind: str) -> Any:
+    """log q over the vocabulary: training-token frequencies or uniform; special tokens get 0."""
+    import torch
+
+    if kind == "unigram":
+        counts = torch.bincount(rows.flatten(), minlength=vocab.size).double()
+    else:
+        counts = torch.ones(vocab.size, dtype=torch.float64)
+    counts[list(vocab.special_ids)] = 0
+    return (counts / counts.sum()).log().float()
+
+
+def _vocab_size(config: EncoderConfig) -> int:
+    """The model's vocabulary: a trained BPE holds its special tokens within `train_bpe`; a local
+    tokenizer counts the ones the masked-LM layout adds."""
+    if config.data.tokenizer.train_bpe is not None:
+        return config.data.tokenizer.train_bpe
+    from pathlib import Path
+
+    from bench.lm.data import load_tokenizer
+
+    return len(load_tokenizer(config.data.tokenizer, [], Path(), layout="mlm"))
+
+
+FAMILY = EncoderFamily()
