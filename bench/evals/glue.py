@@ -47,6 +47,8 @@ _STSB_RANGE = (0.0, 5.0)
 
 @dataclass(frozen=True)
 class TaskSpec:
+    """What the harness needs to know of a task: its folders, label count, dev splits, metrics."""
+
     name: str
     folder: str
     num_labels: int
@@ -61,6 +63,8 @@ class TaskSpec:
 
 @dataclass(frozen=True)
 class Example:
+    """One labelled example; `idx` pairs it with its prediction."""
+
     idx: int
     text_a: str
     text_b: str | None
@@ -69,6 +73,8 @@ class Example:
 
 @dataclass(frozen=True)
 class TaskData:
+    """A task's training examples and dev split(s), whichever layout they were read from."""
+
     task: TaskSpec
     train: list[Example]
     dev: dict[str, list[Example]]
