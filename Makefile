@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export BENCH_DATA ?= $(HOME)/.cache/headless-bench
 
-.PHONY: setup data demo test lint bench clean
+.PHONY: setup data demo demo-sweep test lint bench clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ demo: data
 	$(BIN)/bench report suites/demo/encoder.yaml
 	$(BIN)/bench run suites/demo/faces.yaml
 	$(BIN)/bench report suites/demo/faces.yaml
+
+demo-sweep: data
+	$(BIN)/bench sweep suites/demo/sweep.yaml --workers 2
+	$(BIN)/bench report suites/demo/sweep.yaml
 
 lint: setup
 	$(BIN)/ruff check .

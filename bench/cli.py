@@ -116,11 +116,31 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    import shlex
+
     from bench.report import ReportSpec, render_report
+    from bench.report.sweep import SweepSource, display_storage
     from bench.store import Store
     from bench.suite import load_suite
 
     suite = load_suite(args.suite)
+    cfg = suite.head.sweep
+    if args.storage and cfg is None:
+        raise UserError(f"--storage {args.storage}: {args.suite} has no 'sweep:' block, so no "
+                        "study to report")
+    sweep = None
+    if cfg is not None:  # the study: --storage, else the embedded journal `bench sweep` uses
+        from bench.sweep import default_storage, study_name
+
+        name = study_name(suite)
+        command = ["bench", "sweep", args.suite]
+        command += ["--results", args.results] if args.results else []
+        command += ["--storage", display_storage(args.storage)] if args.storage else []
+        sweep = SweepSource(
+            study=name, storage=args.storage or default_storage(_results_root(args), name),
+            metric=cfg.objective.metric, direction=cfg.objective.direction,
+            params=list(cfg.space), trials=cfg.trials, reported=cfg.pruner.metric,
+            command=shlex.join(command))
     family = suite.family
     rep = suite.head.report
     notes = list(rep.notes)
@@ -143,10 +163,58 @@ def cmd_report(args: argparse.Namespace) -> int:
         item_unit=family.item_unit,
         curve=family.report_curve,
         table=rep.table,
+        sweep=sweep,
     )
     html, pdf = render_report(Store(_results_root(args)).index_path, spec, Path(args.out))
     print(f"wrote {html}\nwrote {pdf}")
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import optuna
+
+    from bench.data.demo_text import data_root
+    from bench.runner import pick_device
+    from bench.store import Store
+    from bench.suite import load_suite
+    from bench.sweep import (
+        Worker,
+        default_storage,
+        load_study,
+        open_storage,
+        spawn_workers,
+        study_name,
+        summarize,
+    )
+
+    suite = load_suite(args.suite)
+    if suite.head.sweep is None:
+        raise UserError(f"{args.suite}: no 'sweep:' block (search space, objective, trials)")
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers}: expected at least 1")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported below, once
+    results = _results_root(args)
+    url = args.storage or default_storage(results, study_name(suite))
+    n_trials = args.n_trials or suite.head.sweep.trials
+    study = load_study(suite, open_storage(url, args.heartbeat), args.worker_index or 0)
+    if args.workers > 1 and args.worker_index is None:
+        if url.startswith("sqlite"):
+            print("warning: SQLite with parallel workers is what Optuna's FAQ advises against; "
+                  "the default journal file or a PostgreSQL URL is safe", file=sys.stderr)
+        print(f"study {study.study_name} in {url}: {args.workers} workers, {n_trials} trials")
+        argv = ["sweep", args.suite, "--storage", url, "--n-trials", str(n_trials),
+                "--results", str(results), "--device", args.device, "--heartbeat",
+                str(args.heartbeat), "--no-progress"]
+        code = spawn_workers(argv, args.workers)
+    else:
+        prefix = "" if args.worker_index is None else f"[worker {args.worker_index}] "
+        Worker(suite, study, Store(results), pick_device(args.device), data_root(),
+               progress=not args.no_progress,
+               report=lambda line: print(prefix + line, flush=True)).run(n_trials)
+        code = 0
+    if args.worker_index is None:
+        print(summarize(load_study(suite, open_storage(url, args.heartbeat))))
+    return code
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -187,14 +255,33 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--results", help="results folder (default $BENCH_RESULTS or results)")
             p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    p = suite_cmd("sweep", "run the suite's Optuna sweep: every trial an ordinary run; "
+                  "running it again resumes the study")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--storage", help="study storage: a journal file path (default "
+                   "results/sweeps/<study>.journal) or a database URL such as "
+                   "postgresql://user@host/db, which workers on other machines can join")
+    p.add_argument("--n-trials", type=int, help="complete or pruned trials to reach "
+                   "(default: the suite's sweep.trials)")
+    p.add_argument("--heartbeat", type=int, default=30, help="database storages: seconds "
+                   "between a running trial's heartbeats; silent for 3 is stale (default 30)")
+    p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:N")
+    p.add_argument("--results", help="results folder (default $BENCH_RESULTS or results)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_sweep)
+
     p = sub.add_parser("ls", help="runs in the results store with state and key metrics",
                        description="runs in the results store with state and key metrics")
     p.add_argument("--suite", help="only this suite")
     p.add_argument("--results", help="results folder (default $BENCH_RESULTS or results)")
     p.set_defaults(func=cmd_ls)
 
-    p = suite_cmd("report", "write reports/<suite>.html and .pdf from the results index")
+    p = suite_cmd("report", "write reports/<suite>.html and .pdf from the results index "
+                  "(and the suite's Optuna study, when it has a sweep)")
     p.add_argument("--results", help="results folder (default $BENCH_RESULTS or results)")
+    p.add_argument("--storage", help="the sweep's study storage: a journal file path (default "
+                   "results/sweeps/<study>.journal) or a database URL")
     p.add_argument("--out", default="reports", help="output folder (default reports)")
     p.set_defaults(func=cmd_report)
 

@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class RunFailed(Exception):
     """A run could not finish (a non-finite loss, ...): it is recorded and the suite goes on."""
+
+
+class Pruned(Exception):
+    """A run stopped early on purpose (a sweep's pruner judged it unpromising): not a failure."""

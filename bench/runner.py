@@ -5,6 +5,7 @@ import io
 import logging
 import math
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import torch
 from bench import provenance
 from bench.atomic import write_text
 from bench.budget import StageBudget, split_budget
+from bench.errors import Pruned
 from bench.family import Family
 from bench.plan import RunSpec
 from bench.store import Store, write_json, write_jsonl
@@ -48,10 +50,15 @@ class RunContext:
     metrics: dict[str, float] = field(default_factory=dict)
     points: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)  # what the family adds to it
+    # Hears each validation: (progress over stages: stage index + fraction spent, metrics).
+    monitor: Callable[[float, dict[str, float]], None] | None = None
 
     def train(self, stage: Stage) -> StageResult:
+        index = len(self.stages)
+        hear = (None if self.monitor is None
+                else lambda done, metrics: self.monitor(index + done, metrics))
         result = train_stage(stage, self.budgets[stage.name], self.dir / "checkpoints",
-                             self.device, self.log, self.progress)
+                             self.device, self.log, self.progress, hear)
         self.stages.append(result)
         return result
 
@@ -117,8 +124,13 @@ def _write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device,
-                cache_dir: Path, progress: bool = True) -> str | None:
-    """Run one RunSpec to the end; returns None on success, else the failure reason."""
+                cache_dir: Path, progress: bool = True,
+                monitor: Callable[[float, dict[str, float]], None] | None = None) -> str | None:
+    """Run one RunSpec to the end; returns None on success, else the failure reason.
+
+    A `monitor` hears every validation and may raise Pruned: the run is then recorded as
+    'pruned' and Pruned propagates to the caller (a sweep).
+    """
     prov = provenance.collect(device)
     path = store.begin(run.suite, run.variant.name, run.seed, run.run_id, run.resolved, prov)
     log = _run_logger(run, path / "run.log")
@@ -126,9 +138,13 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
              run.variant.name, run.seed, device, prov["device_name"])
     stages = family.stages(run.config)
     ctx = RunContext(run, path, device, log, split_budget(run.variant.budget, stages), cache_dir,
-                     progress)
+                     progress, monitor=monitor)
     try:
         family.execute(run, ctx)
+    except Pruned as e:
+        log.info("run pruned: %s", e)
+        store.fail(run.run_id, f"pruned: {e}", provenance.now(), state="pruned")
+        raise
     except Exception as e:  # a failed run is recorded, and the suite goes on
         reason = f"{type(e).__name__}: {e}"
         log.error("run failed: %s\n%s", reason, traceback.format_exc())

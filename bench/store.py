@@ -106,10 +106,11 @@ class Store:
                         "WHERE run_id=?",
                         (json.dumps(provenance, default=str), provenance.get("ended"), run_id))
 
-    def fail(self, run_id: str, reason: str, ended: str) -> None:
+    def fail(self, run_id: str, reason: str, ended: str, state: str = "failed") -> None:
+        """Mark a run that ended without finishing: 'failed', or 'pruned' by a sweep."""
         with closing(self._connect()) as con, con:
-            con.execute("UPDATE runs SET state='failed', reason=?, ended=? WHERE run_id=?",
-                        (reason, ended, run_id))
+            con.execute("UPDATE runs SET state=?, reason=?, ended=? WHERE run_id=?",
+                        (state, reason, ended, run_id))
 
     def runs(self, suite: str | None = None) -> list[dict[str, Any]]:
         """Runs with their key facts, newest first (for `bench ls`)."""
@@ -123,7 +124,17 @@ class Store:
                 query, args = query + " WHERE suite = ?", (suite,)
             runs = [dict(r) for r in con.execute(query + " ORDER BY started DESC", args)]
             for run in runs:
-                run["metrics"] = dict(con.execute(
-                    "SELECT metric, value FROM metrics WHERE run_id = ? AND step IS NULL",
-                    (run["run_id"],)).fetchall())
+                run["metrics"] = _final_metrics(con, run["run_id"])
         return runs
+
+    def final_metrics(self, run_id: str) -> dict[str, float]:
+        """A run's final metrics (empty for an unknown run)."""
+        if not self.index_path.exists():
+            return {}
+        with closing(self._connect()) as con:
+            return _final_metrics(con, run_id)
+
+
+def _final_metrics(con: sqlite3.Connection, run_id: str) -> dict[str, float]:
+    return dict(con.execute("SELECT metric, value FROM metrics WHERE run_id = ? AND step IS NULL",
+                            (run_id,)).fetchall())

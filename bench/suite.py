@@ -23,13 +23,14 @@ from pydantic import (
 from bench.errors import UserError
 from bench.family import Family, get_family, known_families
 from bench.schema import Strict
+from bench.sweep_config import SweepConfig
 from bench.yaml_source import Located, Path_, display_path, dotted, load_yaml
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 UNITS = ("flops", "tokens", "images", "steps", "seconds")
 CORE_KEYS = {
     "suite", "family", "extends", "description", "seeds", "budget", "evals", "report",
-    "reference", "variants",
+    "reference", "variants", "sweep",
 }
 
 
@@ -127,6 +128,7 @@ class SuiteHead(Strict):
     report: ReportConfig = ReportConfig()
     reference: dict[str, dict[str, float]] = {}
     variants: dict[str, dict[str, Any]] = Field(min_length=1)
+    sweep: SweepConfig | None = None
 
     @field_validator("suite")
     @classmethod
@@ -337,7 +339,73 @@ def load_suite(path: str | Path, env: dict[str, str] | None = None) -> Suite:
         variants[vname] = Variant(vname, config, budget, evals, resolved)
 
     _check_report(src, head, variants)
+    _check_sweep(src, head, family, variants)
     return Suite(Path(path), head, family, variants)
+
+
+def set_field(config: dict[str, Any], field_path: str, value: Any) -> dict[str, Any]:
+    """A copy of a resolved config with the field at `field_path` (e.g. 'train.optim.lr') set;
+    the field must exist already, so a misspelt path is an error rather than a silent new key."""
+    keys = field_path.split(".")
+    out = dict(config)
+    node = out
+    for i, key in enumerate(keys):
+        if not isinstance(node, dict) or key not in node:
+            where = ".".join(keys[:i]) or "the config"
+            raise ValueError(f"no field {key!r} in {where}")
+        if i == len(keys) - 1:
+            node[key] = value
+        else:
+            node[key] = dict(node[key]) if isinstance(node[key], dict) else node[key]
+            node = node[key]
+    return out
+
+
+def derive_variant(family: Family, base: Variant, name: str, params: dict[str, Any]) -> Variant:
+    """`base` with some config fields set by dotted path (a sweep trial), validated by the
+    family's schema; a ValueError says which field and why."""
+    config_data = base.resolved["config"]
+    for field_path, value in params.items():
+        config_data = set_field(config_data, field_path, value)
+    try:
+        config = family.config_model.model_validate(config_data)
+    except ValidationError as err:
+        e = err.errors()[0]
+        where = ".".join(str(x) for x in e["loc"])
+        raise ValueError(f"{where}: {e['msg'].removeprefix('Value error, ')}") from None
+    resolved = {**base.resolved, "config": config.model_dump(mode="json")}
+    return Variant(name, config, base.budget, base.evals, resolved)
+
+
+def sweep_variant(suite: Suite) -> Variant:
+    """The variant a suite's sweep explores."""
+    assert suite.head.sweep is not None
+    return suite.variants[suite.head.sweep.variant or next(iter(suite.variants))]
+
+
+def _check_sweep(src: Located, head: SuiteHead, family: Family,
+                 variants: dict[str, Variant]) -> None:
+    """Every searched field exists and accepts the ends of its range and each of its choices."""
+    sweep = head.sweep
+    if sweep is None:
+        return
+    if sweep.variant is not None and sweep.variant not in variants:
+        raise _fail(src, ("sweep", "variant"),
+                    f"{sweep.variant!r} is not a variant; variants: {', '.join(variants)}")
+    if sweep.study is not None:
+        try:
+            check_name(sweep.study, "study name")
+        except ValueError as err:
+            raise _fail(src, ("sweep", "study"), str(err)) from None
+    base = variants[sweep.variant or next(iter(variants))]
+    for field_path, param in sweep.space.items():
+        values = param.choices if param.type == "categorical" else [param.low, param.high]
+        for value in values:
+            try:
+                derive_variant(family, base, base.name, {field_path: value})
+            except ValueError as err:
+                raise _fail(src, ("sweep", "space", field_path),
+                            f"{value!r} does not fit variant {base.name!r}: {err}") from None
 
 
 def _check_budget(src: Located, head: SuiteHead, family: Family, vname: str, config: BaseModel,

@@ -117,8 +117,14 @@ def _forward_backward(stage: Stage, batch: Any, n_micro: int, autocast: Any,
 
 
 def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch.device,
-                log: logging.Logger, progress: bool = True) -> StageResult:
-    """Train `stage` until its budget is spent; resume from `ckpt_dir` where a run left off."""
+                log: logging.Logger, progress: bool = True,
+                on_validate: Callable[[float, dict[str, float]], None] | None = None
+                ) -> StageResult:
+    """Train `stage` until its budget is spent; resume from `ckpt_dir` where a run left off.
+
+    `on_validate(done, metrics)` hears every validation: the fraction of the budget spent and
+    the validation metrics (a sweep's pruner listens here and may stop the run).
+    """
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final_path, latest_path = ckpt_dir / f"{stage.name}.final.pt", ckpt_dir / f"{stage.name}.pt"
     if final_path.exists():  # finished earlier: restore the trained weights and the record
@@ -201,6 +207,8 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
             with torch.no_grad(), autocast:
                 row |= {f"val_{k}": v for k, v in stage.validate(result.steps).items()}
             stage.model.train()
+            if on_validate is not None:
+                on_validate(done, {k: v for k, v in row.items() if k.startswith("val_")})
         result.curve.append(row)
         bar.update(1)
         bar.set_postfix(loss=f"{total_loss:.3f}", lr=f"{lr:.2e}")

@@ -1,22 +1,28 @@
-"""Render one suite's report: index -> tables and figures -> HTML (inline SVG) -> PDF.
+"""Render one suite's report: index (and study) -> tables and figures -> HTML (inline SVG) -> PDF.
 
-The report is a pure function of the results index and the suite's report settings: it carries no
-render time and fetches nothing, so rendering twice gives the same files.
+The report is a pure function of the results index, the suite's study (when it has a sweep) and
+the suite's report settings: it carries no render time and fetches nothing, so rendering twice
+gives the same files. A suite with a sweep reports its study even before any of its own variants
+has a finished run.
 """
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import pandas as pd
 import weasyprint
 from markupsafe import Markup
+from optuna.trial import FrozenTrial
 
 from bench.atomic import write_via
 from bench.errors import UserError
 from bench.report import figures, tables
+from bench.report import sweep as sweep_mod
+from bench.report.sweep import SweepData, SweepSource
 from bench.suite import PaperTableConfig
 
 DASH = "—"
@@ -41,6 +47,7 @@ class ReportSpec:
     item_unit: str = "tokens"  # what the family's training data are counted in
     table: PaperTableConfig | None = None  # a paper's comparison table to reproduce
     variants: list[str]
+    sweep: SweepSource | None = None  # the suite's Optuna study, when it has a `sweep:` block
 
 
 @dataclass(frozen=True)
@@ -76,8 +83,12 @@ def render_report(index_path: Path, spec: ReportSpec, out_dir: Path) -> tuple[Pa
     if spec.table is not None and spec.table.ratios and spec.baseline is None:
         raise UserError(f"report.table.ratios of suite {spec.suite!r}: ratios need "
                         "report.baseline")
-    data = tables.load_suite(index_path, spec.suite)
-    html = render_html(index_path, spec, data)
+    study = sweep_mod.load_sweep(spec.sweep, index_path) if spec.sweep is not None else None
+    data = None
+    if spec.sweep is None or (sweep_mod.index_runs(index_path, spec.suite)["state"]
+                              == tables.FINISHED).any():
+        data = tables.load_suite(index_path, spec.suite)
+    html = render_html(index_path, spec, data, study)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, pdf_path = out_dir / f"{spec.suite}.html", out_dir / f"{spec.suite}.pdf"
     write_via(html_path, lambda tmp: tmp.write_text(html, encoding="utf-8"))
@@ -85,25 +96,35 @@ def render_report(index_path: Path, spec: ReportSpec, out_dir: Path) -> tuple[Pa
     return html_path, pdf_path
 
 
-def render_html(index_path: Path, spec: ReportSpec, data: tables.SuiteData) -> str:
-    """The whole report as one self-contained HTML document."""
+def render_html(index_path: Path, spec: ReportSpec, data: tables.SuiteData | None,
+                study: SweepData | None = None) -> str:
+    """The whole report as one self-contained HTML document; without `data` (no finished run of
+    the suite's variants) only the sweep is reported."""
+    template = _environment().get_template("report.html.j2")
+    parts = variant_parts(spec, data) if data is not None else {
+        "variants": [], "main": None, "per_seed": None, "comparison": None}
+    return template.render(
+        spec=spec,
+        index_path=str(index_path),
+        sweep=sweep_section(study) if study is not None else None,
+        sweep_storage=sweep_mod.display_storage(spec.sweep.storage) if spec.sweep else None,
+        **parts,
+    )
+
+
+def variant_parts(spec: ReportSpec, data: tables.SuiteData) -> dict[str, Any]:
+    """The template's values for the suite's variants (`main` None: there are none to show)."""
     variants = tables.variant_order(spec.variants, data)
     summary = tables.summary_table(data, variants, spec.metrics, spec.baseline, spec.reference)
     compute = tables.compute_table(data, variants, spec.item_unit)
     shared, per_run = provenance_tables(tables.provenance_table(data, variants))
-    curve_svg = figures.curve_figure(data, variants, spec.curve)
-    metric_svg = figures.metric_figure(data, variants, spec.metrics, summary)
-    eval_svg = figures.evaluation_curves_figure(data, variants)
     comparison = None
     if spec.table is not None:
         frame = tables.paper_table(data, variants, spec.table.columns, spec.table.ratios,
                                    spec.baseline, spec.reference)
         comparison = comparison_table(spec.table, variants, frame)
     runs = data.runs
-    template = _environment().get_template("report.html.j2")
-    return template.render(
-        spec=spec,
-        index_path=str(index_path),
+    return dict(
         variants=variants,
         n_finished=int((runs["state"] == tables.FINISHED).sum()),
         n_other=int((runs["state"] != tables.FINISHED).sum()),
@@ -119,10 +140,100 @@ def render_html(index_path: Path, spec: ReportSpec, data: tables.SuiteData) -> s
         shared_provenance=shared,
         per_run=per_run,
         packages=package_lines(tables.package_table(data)),
-        curve_svg=Markup(curve_svg) if curve_svg else None,
-        metric_svg=Markup(metric_svg) if metric_svg else None,
-        eval_svg=Markup(eval_svg) if eval_svg else None,
+        curve_svg=_markup(figures.curve_figure(data, variants, spec.curve)),
+        metric_svg=_markup(figures.metric_figure(data, variants, spec.metrics, summary)),
+        eval_svg=_markup(figures.evaluation_curves_figure(data, variants)),
     )
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    """The best trial ready for the template; `config` is None when its run is not indexed."""
+
+    number: int
+    value: str
+    params: list[tuple[str, str]]
+    run_id: str
+    config: list[Cell] | None
+
+
+@dataclass(frozen=True)
+class SweepSection:
+    """A study ready for the template: counts, best trial, every trial, figures."""
+
+    storage: str
+    counts: Table
+    n_complete: int
+    best: BestTrial | None
+    trials: Table
+    history_svg: Markup | None
+    importance_svg: Markup | None
+    parallel_svg: Markup | None
+    intermediate_svg: Markup | None
+    dashboard: str
+
+
+def sweep_section(study: SweepData) -> SweepSection:
+    """Format a study's numbers and draw its figures."""
+    counts = sweep_mod.state_counts(study.trials)
+    labels = {"surplus": "surplus, never run"}
+    best = sweep_mod.best_trial(study)
+    return SweepSection(
+        storage=sweep_mod.display_storage(study.source.storage),
+        counts=Table(columns=[labels.get(s, s) for s in sweep_mod.STATES],
+                     rows=[[Cell(str(counts[s]), "num") for s in sweep_mod.STATES]]),
+        n_complete=counts["complete"],
+        best=best_trial_view(study, best) if best is not None else None,
+        trials=trials_table(study.source.metric, sweep_mod.trials_frame(study),
+                            sweep_mod.param_names(study)),
+        history_svg=_markup(sweep_mod.history_figure(study)),
+        importance_svg=_markup(sweep_mod.importance_figure(study)),
+        parallel_svg=_markup(sweep_mod.parallel_figure(study)),
+        intermediate_svg=_markup(sweep_mod.intermediate_figure(study)),
+        dashboard=sweep_mod.dashboard_command(study.source.storage),
+    )
+
+
+def best_trial_view(study: SweepData, trial: FrozenTrial) -> BestTrial:
+    """The best trial's value and parameters at full useful precision, and its run's config with
+    the searched fields first and marked."""
+    run_id = trial.user_attrs.get("run_id")
+    config = sweep_mod.run_config(study, run_id)
+    entries = None
+    if config is not None:
+        entries = [Cell(f"{path} = {value}", "searched" if searched else "")
+                   for path, value, searched in sweep_mod.config_entries(
+                       config, study.source.params)]
+    return BestTrial(
+        number=trial.number,
+        value=f"{trial.value:.6g}",
+        params=[(name, fmt_param(trial.params[name], ".6g"))
+                for name in sweep_mod.param_names(study) if name in trial.params],
+        run_id=_text(run_id),
+        config=entries,
+    )
+
+
+def trials_table(metric: str, frame: pd.DataFrame, params: Sequence[str]) -> Table:
+    """One row per trial by number; a reason column only when some trial failed with one."""
+    with_reason = frame["reason"].notna().any()
+    columns = ["trial", "state", metric, *params, "run", "duration", "retry of"]
+    columns += ["reason"] if with_reason else []
+    rows = []
+    for rec in frame.to_dict("records"):
+        row = [
+            Cell(str(rec["number"]), "num"),
+            Cell(rec["state"], f"trial-{rec['state']}"),
+            Cell(fmt_value(rec["value"]), "num"),
+            *[Cell(fmt_param(rec[p]), "num") for p in params],
+            Cell(_short(rec["run_id"]) if rec["run_id"] else DASH, "mono"),
+            Cell(fmt_duration(rec["duration_s"]), "num"),
+            Cell(DASH if rec["retry_of"] is None else str(rec["retry_of"]), "num"),
+        ]
+        if with_reason:
+            row.append(Cell(_text(rec["reason"]), "reason"))
+        rows.append(row)
+    return Table(columns=columns, rows=rows)
 
 
 def main_table(
@@ -318,6 +429,22 @@ def fmt_ratio(x: float) -> str:
     return DASH if math.isnan(x) else f"×{x:.2f}"
 
 
+def fmt_param(x: object, spec: str = ".4g") -> str:
+    """A sampled parameter: floats to a few significant digits (log-scale ranges span decades),
+    anything else (ints, categories) as it is."""
+    if x is None:
+        return DASH
+    return format(x, spec) if isinstance(x, float) else str(x)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """Wall time as h:mm:ss."""
+    if seconds is None or math.isnan(seconds):
+        return DASH
+    total = round(seconds)
+    return f"{total // 3600}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
 def _delta_cell(variant: str, spec: ReportSpec, metric: str, est: pd.Series) -> Cell:
     if variant == spec.baseline:
         return Cell("baseline", "baseline")
@@ -359,6 +486,10 @@ def _text(value: object) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return DASH
     return str(value)
+
+
+def _markup(svg: str | None) -> Markup | None:
+    return Markup(svg) if svg else None
 
 
 def _environment() -> jinja2.Environment:

@@ -56,9 +56,8 @@ def load_suite(index_path: Path, suite: str) -> SuiteData:
     """Read one suite from the index; only finished runs feed the numbers, the rest are listed."""
     if not index_path.is_file():
         raise UserError(f"{index_path}: results index not found (suite {suite!r}); run it first")
-    uri = index_path.resolve().as_uri() + "?mode=ro"
     try:
-        with closing(sqlite3.connect(uri, uri=True)) as con:
+        with read_only(index_path) as con:
             runs = pd.read_sql_query(
                 "SELECT * FROM runs WHERE suite = ? ORDER BY variant, seed, run_id",
                 con,
@@ -102,6 +101,11 @@ def load_suite(index_path: Path, suite: str) -> SuiteData:
         curves=metrics[~is_final].reset_index(drop=True),
         points=points.reset_index(drop=True),
     )
+
+
+def read_only(index_path: Path) -> "closing[sqlite3.Connection]":
+    """A read-only connection to the results index: a report never writes to it."""
+    return closing(sqlite3.connect(index_path.resolve().as_uri() + "?mode=ro", uri=True))
 
 
 def variant_order(declared: Sequence[str], data: SuiteData) -> list[str]:
@@ -271,7 +275,7 @@ def provenance_table(data: SuiteData, variants: Sequence[str]) -> pd.DataFrame:
     """Per run: where and from what code it ran (commit, device, host, python, times)."""
     rows = []
     for run in data.runs.itertuples(index=False):
-        prov = _provenance(run.provenance, run.run_id)
+        prov = json_object(run.provenance, "provenance", run.run_id)
         commit = prov.get("git_commit")
         if commit and prov.get("git_dirty"):
             commit = f"{commit} (dirty)"
@@ -296,7 +300,7 @@ def package_table(data: SuiteData) -> pd.DataFrame:
     """Package versions across runs: one row per package, every distinct version with its count."""
     counts: dict[str, dict[str, int]] = {}
     for run in data.runs.itertuples(index=False):
-        packages = _provenance(run.provenance, run.run_id).get("packages") or {}
+        packages = json_object(run.provenance, "provenance", run.run_id).get("packages") or {}
         for name, version in packages.items():
             per_version = counts.setdefault(name, {})
             per_version[str(version)] = per_version.get(str(version), 0) + 1
@@ -307,16 +311,17 @@ def package_table(data: SuiteData) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["package", "versions"])
 
 
-def _provenance(text: str | None, run_id: str) -> dict:
+def json_object(text: str | None, column: str, run_id: str) -> dict:
+    """A JSON-object column of the index (runs.provenance, runs.config); {} when empty."""
     if not text:
         return {}
     try:
-        prov = json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise UserError(f"runs.provenance of run {run_id}: not valid JSON ({err})") from err
-    if not isinstance(prov, dict):
-        raise UserError(f"runs.provenance of run {run_id}: expected a JSON object")
-    return prov
+        raise UserError(f"runs.{column} of run {run_id}: not valid JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise UserError(f"runs.{column} of run {run_id}: expected a JSON object")
+    return value
 
 
 def _in_variant_order(table: pd.DataFrame, variants: Sequence[str]) -> pd.DataFrame:

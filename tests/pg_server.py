@@ -1,0 +1,164 @@
+"""A throwaway PostgreSQL server for tests in which several processes share one database.
+
+SQLite cannot stand in for an Optuna study that several worker processes write at once, so those
+tests need a real server. This module starts a private cluster in a temporary directory, on a
+free loopback port, and removes it afterwards. A system-wide cluster is never touched: no service
+is started or stopped and `pg_ctlcluster` is not used.
+
+Binaries come from Debian's versioned directory (`/usr/lib/postgresql/<major>/bin`, the highest
+major) or else PATH. Where there are none, a root CI machine installs Debian's `postgresql`
+package for the test session and purges everything that install added afterwards; anywhere else
+the tests that need the server are skipped.
+"""
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres")
+DEBIAN_ROOT = Path("/usr/lib/postgresql")
+USER = DATABASE = "bench"
+
+
+def find_bin_dir(debian_root: Path = DEBIAN_ROOT) -> Path | None:
+    """The directory holding all the server programs: the highest Debian major, else PATH's.
+
+    Debian's versioned directory comes first because a PATH entry may be a wrapper that needs a
+    system cluster; majors compare as numbers so that 16 beats 9."""
+    majors = [d for d in debian_root.glob("*/bin") if d.parent.name.isdigit() and _complete(d)]
+    if majors:
+        return max(majors, key=lambda d: int(d.parent.name))
+    initdb = shutil.which("initdb")
+    if initdb is None:
+        return None
+    bin_dir = Path(initdb).resolve().parent  # pg_ctl finds postgres beside its real path
+    return bin_dir if _complete(bin_dir) else None
+
+
+def _complete(bin_dir: Path) -> bool:
+    return all((bin_dir / name).is_file() for name in SERVER_PROGRAMS)
+
+
+def _run(cmd: list[str], what: str, cwd: Path | None = None) -> None:
+    """Run a command; on failure say what failed with the command's own output."""
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {done.returncode}): {' '.join(cmd)}\n"
+                           f"{done.stdout}{done.stderr}")
+
+
+def _installed_packages() -> set[str]:
+    listing = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Abbrev}${binary:Package}\n"],
+                             capture_output=True, text=True, check=True).stdout
+    return {line[3:] for line in listing.splitlines() if line.startswith("ii")}
+
+
+def _apt_install_postgresql() -> list[str]:
+    """Install Debian's server non-interactively; return every package the install added.
+
+    The list, not just `postgresql`, is what gets purged: purging the metapackage alone would
+    leave the versioned server, its configuration and the cluster Debian creates on install."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"]
+    before = _installed_packages()
+    if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
+        done = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError("installing PostgreSQL with apt-get failed; install the server "
+                               f"binaries (initdb, pg_ctl, postgres) by hand:\n{done.stderr}")
+    return sorted(_installed_packages() - before)
+
+
+def _apt_purge(packages: list[str]) -> None:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if packages:
+        subprocess.run(["apt-get", "purge", "-y", *packages], env=env, capture_output=True,
+                       check=False)
+    subprocess.run(["apt-get", "autoremove", "-y"], env=env, capture_output=True, check=False)
+
+
+@contextmanager
+def server_binaries() -> Iterator[Path]:
+    """The server's bin directory, installed for the duration where a root CI machine lacks it."""
+    found = find_bin_dir()
+    if found is not None:
+        yield found
+        return
+    if not (os.geteuid() == 0 and shutil.which("apt-get") and os.environ.get("CI")):
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found under "
+                    f"{DEBIAN_ROOT}/<major>/bin or on PATH: install them (Debian: apt-get install "
+                    "postgresql), or run the tests as root with CI set to install them for the "
+                    "session")
+    installed = _apt_install_postgresql()
+    try:
+        bin_dir = find_bin_dir()
+        if bin_dir is None:
+            raise RuntimeError(f"apt-get installed postgresql but {DEBIAN_ROOT}/<major>/bin "
+                               "lacks initdb, pg_ctl or postgres")
+        yield bin_dir
+    finally:
+        _apt_purge(installed)
+
+
+def _free_port() -> int:
+    """A port the kernel just had free on loopback (another process could take it first)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _server_user() -> str | None:
+    """Who runs the server: initdb and postgres refuse root, so root hands them to a system user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("postgres").pw_name
+    except KeyError:
+        return "nobody"
+
+
+@contextmanager
+def running_cluster(bin_dir: Path) -> Iterator[str]:
+    """A fresh cluster with database `bench`, trusted user `bench`, on 127.0.0.1 only.
+
+    Yields its SQLAlchemy URL; the server is stopped and its directory removed on exit, even
+    when starting it failed."""
+    root = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+    data, log, port = root / "data", root / "server.log", _free_port()
+    user = _server_user()
+    as_user = ["runuser", "-u", user, "--"] if user else []
+    if user:
+        shutil.chown(root, user)
+    pg_ctl = [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data)]
+    try:
+        _run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "--auth=trust",
+              f"--username={USER}", "--encoding=UTF8"], "initdb", cwd=root)
+        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root}"
+        try:
+            _run([*pg_ctl, "-l", str(log), "-w", "-o", options, "start"], "pg_ctl start", cwd=root)
+        except RuntimeError as error:
+            tail = log.read_text(errors="replace")[-4000:] if log.exists() else "(no log)"
+            raise RuntimeError(f"{error}\nserver log {log}:\n{tail}") from None
+        _run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", USER,
+              DATABASE], "createdb")
+        yield f"postgresql+psycopg2://{USER}@127.0.0.1:{port}/{DATABASE}"
+    finally:
+        subprocess.run([*pg_ctl, "stop", "-m", "immediate"], cwd=root, capture_output=True,
+                       check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """The URL of a private PostgreSQL server that exists only inside this block."""
+    with server_binaries() as bin_dir, running_cluster(bin_dir) as url:
+        yield url
