@@ -206,3 +206,32 @@ def test_a_killed_worker_loses_no_trial_on_the_embedded_storage(tmp_path):
 @pytest.mark.slow
 def test_a_killed_worker_loses_no_trial_on_postgresql(tmp_path, postgres_url):
     _sigkill_scenario(tmp_path, postgres_url, "1")
+
+
+def test_optuna_dashboard_reads_the_embedded_storage(tmp_path):
+    """`optuna-dashboard <journal>` serves the same study: its WSGI app lists it and its trial."""
+    import io
+    import json
+
+    from optuna_dashboard import wsgi
+
+    suite = load_suite(write_suite(tmp_path))
+    journal = str(tmp_path / "sweeps" / "s.journal")
+    study = load_study(suite, open_storage(journal, 30))
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.5))
+    app = wsgi(journal)
+
+    def get(path: str) -> dict:
+        statuses: list[str] = []
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "",
+                   "wsgi.input": io.BytesIO(b""), "wsgi.errors": io.StringIO(),
+                   "SERVER_NAME": "localhost", "SERVER_PORT": "8080", "wsgi.url_scheme": "http"}
+        body = app(environ, lambda status, headers, *exc: statuses.append(status))
+        assert statuses == ["200 OK"]
+        return json.loads(b"".join(body))
+
+    summaries = get("/api/studies")["study_summaries"]
+    assert [(s["study_name"], s["directions"]) for s in summaries] == [
+        ("sweep-test.sweep", ["minimize"])]
+    detail = get(f"/api/studies/{summaries[0]['study_id']}")
+    assert [t["values"] for t in detail["trials"]] == [[1.5]]
