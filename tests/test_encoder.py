@@ -411,3 +411,22 @@ def test_mlm_rows_are_framed_and_the_tokenizer_has_bert_specials(tmp_path):
     assert len(local) == len(causal.tokenizer) + 3
     assert local.pad_token == causal.tokenizer.pad_token
     assert local.mask_token == "[MASK]" and local.cls_token_id >= len(causal.tokenizer)
+
+
+def test_validation_scores_come_from_the_scoring_head(batch):
+    from bench.encoder.objectives import validation_scores
+
+    for objective in ("softmax", "cwt"):
+        cfg = config(objective)
+        torch.manual_seed(0)
+        model = build_encoder(cfg.model, VOCAB.size, 0, objective).eval()
+        scores = validation_scores(model, batch, cfg, None)
+        assert scores["loss"] == pytest.approx(float(mlm_loss(model, batch, cfg).detach()))
+        with torch.no_grad():
+            predicted = encode(model, batch)[1]
+            logits = (model.cls(predicted) if objective == "softmax"
+                      else predicted @ model.bert.embeddings.word_embeddings.weight.T)
+        assert scores["mlm_nll"] == pytest.approx(float(F.cross_entropy(logits, batch.targets)))
+        hits = (logits.argmax(-1) == batch.targets).float().mean()
+        assert scores["mlm_acc"] == pytest.approx(float(hits))
+    assert scores["mlm_nll"] != pytest.approx(scores["loss"])  # CWT's loss is not its NLL

@@ -51,7 +51,7 @@ class EncoderFamily:
         from bench.atomic import build_dir
         from bench.encoder.masking import Vocabulary, mask_rows, step_generator
         from bench.encoder.model import build_encoder, count_parameters, trained_parameters
-        from bench.encoder.objectives import masked_token_scores, mlm_loss
+        from bench.encoder.objectives import mlm_loss, validation_scores
         from bench.lm.data import prepare_lm_data, val_batches
         from bench.sampling import batch_at
         from bench.train import Stage
@@ -77,11 +77,8 @@ class EncoderFamily:
             # NCE draws noise: keep validation off the training RNG stream.
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(0)
-                losses = [float(mlm_loss(model, b, cfg, log_noise)) for b in held_out]
-                scores = [masked_token_scores(model, b, cfg.objective) for b in held_out]
-            n = len(held_out)
-            return {"loss": sum(losses) / n, "mlm_nll": sum(s[0] for s in scores) / n,
-                    "mlm_acc": sum(s[1] for s in scores) / n}
+                scores = [validation_scores(model, b, cfg, log_noise) for b in held_out]
+            return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
 
         def micro_batches(step: int) -> list[Any]:
             rows = batch_at(data.train, step, cfg.train.batch_size, run.seed)

@@ -53,7 +53,12 @@ def nce_loss(hidden: Tensor, targets: Tensor, output: torch.nn.Linear, log_noise
 def mlm_loss(model: BertForMaskedLM, batch: MaskedBatch, cfg: EncoderConfig,
              log_noise: Tensor | None = None) -> Tensor:
     """The run's objective on one masked micro-batch."""
-    hidden, predicted = encode(model, batch)
+    return objective_loss(model, *encode(model, batch), batch, cfg, log_noise)
+
+
+def objective_loss(model: BertForMaskedLM, hidden: Tensor, predicted: Tensor,
+                   batch: MaskedBatch, cfg: EncoderConfig, log_noise: Tensor | None) -> Tensor:
+    """The run's objective from an encoded micro-batch (see `encode`)."""
     embedding = model.bert.embeddings.word_embeddings.weight
 
     def cwt() -> Tensor:
@@ -86,11 +91,12 @@ def scoring_logits(model: BertForMaskedLM, hidden: Tensor, objective: str) -> Te
 
 
 @torch.no_grad()
-def masked_token_scores(model: BertForMaskedLM, batch: MaskedBatch, objective: str
-                        ) -> tuple[float, float]:
-    """Masked-token NLL (nats) and top-1 accuracy through the scoring head: comparable across
-    objectives, unlike each objective's own loss."""
-    logits = widen(scoring_logits(model, encode(model, batch)[1], objective))
-    nll = float(F.cross_entropy(logits, batch.targets))
-    accuracy = float((logits.argmax(-1) == batch.targets).float().mean())
-    return nll, accuracy
+def validation_scores(model: BertForMaskedLM, batch: MaskedBatch, cfg: EncoderConfig,
+                      log_noise: Tensor | None) -> dict[str, float]:
+    """From one encoding of a held-out batch: the objective's loss, and the masked-token NLL
+    (nats) and top-1 accuracy through the scoring head, which compare across objectives."""
+    hidden, predicted = encode(model, batch)
+    loss = objective_loss(model, hidden, predicted, batch, cfg, log_noise)
+    logits = widen(scoring_logits(model, predicted, cfg.objective))
+    return {"loss": float(loss), "mlm_nll": float(F.cross_entropy(logits, batch.targets)),
+            "mlm_acc": float((logits.argmax(-1) == batch.targets).float().mean())}
