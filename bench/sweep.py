@@ -154,8 +154,13 @@ class Worker:
                 time.sleep(POLL_S)
                 continue
             before = len(trials)
-            self.study.optimize(lambda t: self._objective(t, n_trials), n_trials=1,
-                                catch=(RunFailed, Surplus), gc_after_trial=False)
+            try:
+                self.study.optimize(lambda t: self._objective(t, n_trials), n_trials=1,
+                                    catch=(RunFailed, Surplus), gc_after_trial=False)
+            except optuna.exceptions.UpdateFinishedTrialError as err:
+                # Another worker judged this trial stale (its heartbeats came late) and
+                # requeued it; the retry resumes the same run, so nothing is lost.
+                self.report(f"a trial was taken over by another worker: {err}")
             last = self._own_last(before)
             if last is not None and last.state == TrialState.FAIL \
                     and not last.user_attrs.get("surplus"):

@@ -205,7 +205,7 @@ def test_a_killed_worker_loses_no_trial_on_the_embedded_storage(tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_worker_loses_no_trial_on_postgresql(tmp_path, postgres_url):
-    _sigkill_scenario(tmp_path, postgres_url, "1")
+    _sigkill_scenario(tmp_path, postgres_url, "2")
 
 
 def test_optuna_dashboard_reads_the_embedded_storage(tmp_path):
