@@ -213,7 +213,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                report=lambda line: print(prefix + line, flush=True)).run(n_trials)
         code = 0
     if args.worker_index is None:
-        print(summarize(load_study(suite, open_storage(url, args.heartbeat))))
+        print(summarize(study))  # the storage is read afresh: the workers' trials are in it
     return code
 
 

@@ -27,8 +27,9 @@ class EncoderFamily:
         from bench.encoder.model import build_encoder
         from bench.encoder.objectives import mlm_loss
         from bench.flops import count_flops_abstract
+        from bench.lm.data import vocab_size
 
-        vocab = _vocab_size(config)
+        vocab = vocab_size(config.data.tokenizer, layout="mlm")
         micro = config.train.micro_batch_size or config.train.batch_size
         seq = config.data.seq_len
         per_row = predicted_per_row(seq, config.masking)
@@ -165,18 +166,6 @@ def _log_noise(rows: Any, vocab: Any, kind: str) -> Any:
         counts = torch.ones(vocab.size, dtype=torch.float64)
     counts[list(vocab.special_ids)] = 0
     return (counts / counts.sum()).log().float()
-
-
-def _vocab_size(config: EncoderConfig) -> int:
-    """The model's vocabulary: a trained BPE holds its special tokens within `train_bpe`; a local
-    tokenizer counts the ones the masked-LM layout adds."""
-    if config.data.tokenizer.train_bpe is not None:
-        return config.data.tokenizer.train_bpe
-    from pathlib import Path
-
-    from bench.lm.data import load_tokenizer
-
-    return len(load_tokenizer(config.data.tokenizer, [], Path(), layout="mlm"))
 
 
 FAMILY = EncoderFamily()

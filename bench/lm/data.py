@@ -176,6 +176,14 @@ def load_tokenizer(
     return AutoTokenizer.from_pretrained(str(target), local_files_only=True)
 
 
+def vocab_size(cfg: TokenizerConfig, layout: str = "causal") -> int:
+    """The model's vocabulary without training anything: a trained BPE's size is `train_bpe`
+    (special tokens included); a local tokenizer counts the special tokens the layout adds."""
+    if cfg.train_bpe is not None:
+        return cfg.train_bpe
+    return len(load_tokenizer(cfg, [], Path(), layout))
+
+
 def local_tokenizer(path: str) -> PreTrainedTokenizerFast:
     if not Path(path).is_dir():
         raise UserError(f"{path}: no such tokenizer directory (expected save_pretrained output)")

@@ -26,10 +26,11 @@ class LMFamily:
         import torch
 
         from bench.flops import count_flops_abstract
+        from bench.lm.data import vocab_size
         from bench.lm.model import build_model, untie_head
         from bench.lm.objectives import causal_lm_loss
 
-        vocab = _vocab_size(config)
+        vocab = vocab_size(config.data.tokenizer)
         micro = config.train.micro_batch_size or config.train.batch_size
         seq = config.data.seq_len
         costs: dict[str, StepCost] = {}
@@ -132,14 +133,6 @@ class LMFamily:
             command = lm_eval_command(model_dir, eval_cfg, workdir / "lambada_task",
                                       device=str(device))
             ctx.log.info("the same numbers from the lm_eval command: %s", shlex.join(command))
-
-
-def _vocab_size(config: LMConfig) -> int:
-    if config.data.tokenizer.train_bpe is not None:
-        return config.data.tokenizer.train_bpe
-    from bench.lm.data import local_tokenizer
-
-    return len(local_tokenizer(config.data.tokenizer.path))
 
 
 def _finetune_batch(config: LMConfig) -> int:

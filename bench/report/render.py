@@ -84,10 +84,7 @@ def render_report(index_path: Path, spec: ReportSpec, out_dir: Path) -> tuple[Pa
         raise UserError(f"report.table.ratios of suite {spec.suite!r}: ratios need "
                         "report.baseline")
     study = sweep_mod.load_sweep(spec.sweep, index_path) if spec.sweep is not None else None
-    data = None
-    if spec.sweep is None or (sweep_mod.index_runs(index_path, spec.suite)["state"]
-                              == tables.FINISHED).any():
-        data = tables.load_suite(index_path, spec.suite)
+    data = tables.load_suite(index_path, spec.suite, required=spec.sweep is None)
     html = render_html(index_path, spec, data, study)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, pdf_path = out_dir / f"{spec.suite}.html", out_dir / f"{spec.suite}.pdf"

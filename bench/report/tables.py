@@ -52,9 +52,15 @@ class Estimate:
     high: float
 
 
-def load_suite(index_path: Path, suite: str) -> SuiteData:
-    """Read one suite from the index; only finished runs feed the numbers, the rest are listed."""
+def load_suite(index_path: Path, suite: str, required: bool = True) -> SuiteData | None:
+    """Read one suite from the index; only finished runs feed the numbers, the rest are listed.
+
+    A suite without finished runs (or without an index) is a UserError, or None when not
+    `required` (a sweep's report can stand without the suite's own variants).
+    """
     if not index_path.is_file():
+        if not required:
+            return None
         raise UserError(f"{index_path}: results index not found (suite {suite!r}); run it first")
     try:
         with read_only(index_path) as con:
@@ -80,6 +86,8 @@ def load_suite(index_path: Path, suite: str) -> SuiteData:
     runs[text] = runs[text].astype(object).where(runs[text].notna(), None)
     finished = runs.loc[runs["state"] == FINISHED, "run_id"]
     if finished.empty:
+        if not required:
+            return None
         states = runs["state"].value_counts().to_dict()
         seen = ", ".join(f"{n} {state}" for state, n in states.items()) or "no runs at all"
         raise UserError(f"{index_path}: suite {suite!r} has no finished runs ({seen})")
