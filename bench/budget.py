@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from bench.errors import UserError
 from bench.family import StepCost
 from bench.schema import OptimConfig
-from bench.suite import BudgetConfig
+from bench.suite import MAX_STEPS, BudgetConfig
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,10 @@ class StageBudget:
         if steps < 1:
             raise UserError(f"a budget of {self.amount:g} {self.unit} does not buy one step "
                             f"(one step costs {per_step:g} {self.unit})")
+        if steps > MAX_STEPS:
+            raise UserError(f"a budget of {self.amount:g} {self.unit} buys {steps:.3g} steps "
+                            f"(one step costs {per_step:g} {self.unit}), more than the "
+                            f"{MAX_STEPS:.0e} a run may take")
         return steps
 
 

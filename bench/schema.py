@@ -1,14 +1,39 @@
 """Pieces of configuration schema shared by the core and every study family."""
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import pydantic
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+MAX_NAME = 100
+
+# YAML's `true` is not the number 1: integers and numbers in configs refuse booleans (and an
+# integer field refuses 3.0), where pydantic's lax mode would quietly convert them.
+Int = Annotated[int, pydantic.Strict()]
+Float = Annotated[float, pydantic.Strict()]
+
+
+def check_name(value: str, what: str) -> str:
+    """Names become file and folder names: one safe path component, nothing hidden."""
+    if not NAME.fullmatch(value) or ".." in value or len(value) > MAX_NAME:
+        raise ValueError(
+            f"{what} {value[:MAX_NAME]!r} must be letters, digits, '.', '_' or '-', at most "
+            f"{MAX_NAME} of them (no path separators, no '..', not starting with '.')"
+        )
+    return value
+
+
+# A config value that names a file or folder the harness writes.
+SafeName = Annotated[str, AfterValidator(lambda v: check_name(v, "name"))]
 
 
 class Strict(BaseModel):
-    """Base for every config block: unknown keys are errors, so a typo never passes silently."""
+    """Base for every config block: unknown keys are errors, so a typo never passes silently;
+    infinite and NaN numbers are refused (no budget, rate or size is meaningfully infinite)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class OptimConfig(Strict):
@@ -19,21 +44,21 @@ class OptimConfig(Strict):
     """
 
     name: Literal["adamw", "sgd"] = "adamw"
-    lr: float = Field(gt=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0)
-    momentum: float = Field(0.9, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
+    lr: Float = Field(gt=0)
+    betas: tuple[Float, Float] = (0.9, 0.999)
+    eps: Float = Field(1e-8, gt=0)
+    momentum: Float = Field(0.9, ge=0)
+    weight_decay: Float = Field(0.0, ge=0)
     schedule: Literal["cosine", "linear", "constant", "step"] = "cosine"
-    warmup: float = Field(
+    warmup: Float = Field(
         0.0, ge=0, description="warm-up: a fraction of the stage (< 1) or a number of steps (>= 1)"
     )
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final / peak lr: cosine, linear")
-    milestones: tuple[float, ...] = Field(
+    min_lr_ratio: Float = Field(0.1, ge=0, le=1, description="final / peak lr: cosine, linear")
+    milestones: tuple[Float, ...] = Field(
         (), description="step schedule: fractions of the stage where the lr is multiplied by gamma"
     )
-    gamma: float = Field(0.1, gt=0)
-    clip: float | None = Field(1.0, gt=0, description="gradient-norm clipping; null for none")
+    gamma: Float = Field(0.1, gt=0)
+    clip: Float | None = Field(1.0, gt=0, description="gradient-norm clipping; null for none")
 
     @model_validator(mode="after")
     def _milestones_are_fractions(self) -> "OptimConfig":

@@ -6,10 +6,10 @@ each variant trains. The first problem found is reported as `file:line: field.pa
 expected`, and nothing is written.
 """
 
-import re
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -22,37 +22,30 @@ from pydantic import (
 
 from bench.errors import UserError
 from bench.family import Family, get_family, known_families
-from bench.schema import Strict
+from bench.schema import Float, Int, OptimConfig, Strict, check_name
 from bench.sweep_config import SweepConfig
-from bench.yaml_source import Located, Path_, display_path, dotted, load_yaml
+from bench.yaml_source import Located, Path_, display_path, dotted, file_kind, load_yaml
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 UNITS = ("flops", "tokens", "images", "steps", "seconds")
 CORE_KEYS = {
     "suite", "family", "extends", "description", "seeds", "budget", "evals", "report",
     "reference", "variants", "sweep",
 }
-
-
-def check_name(value: str, what: str) -> str:
-    """Names become folder names: no path separators, no '..', nothing hidden."""
-    if not NAME.match(value) or ".." in value:
-        raise ValueError(
-            f"{what} {value!r} must be letters, digits, '.', '_' or '-' "
-            "(no path separators, no '..', not starting with '.')"
-        )
-    return value
+# More optimizer steps than any run takes (Pythia-70M: 143,000): a larger count is a mistake.
+MAX_STEPS = 10**9
+MAX_EXTENDS = 32  # files in one 'extends' chain
+Seed = Annotated[Int, Field(ge=0, lt=2**32)]  # what every random generator a family uses takes
 
 
 class BudgetConfig(Strict):
     """One training budget per run: exactly one unit, optionally split over training stages."""
 
-    flops: float | None = Field(None, gt=0)
-    tokens: float | None = Field(None, gt=0)
-    images: float | None = Field(None, gt=0)
-    steps: int | None = Field(None, gt=0)
-    seconds: float | None = Field(None, gt=0)
-    split: dict[str, float] | None = None
+    flops: Float | None = Field(None, gt=0)
+    tokens: Float | None = Field(None, gt=0)
+    images: Float | None = Field(None, gt=0)
+    steps: Int | None = Field(None, gt=0, le=MAX_STEPS)
+    seconds: Float | None = Field(None, gt=0)
+    split: dict[str, Float] | None = None
 
     @model_validator(mode="after")
     def _one_unit(self) -> "BudgetConfig":
@@ -83,7 +76,7 @@ class PaperTableConfig(Strict):
     title: str | None = None
     columns: list[str] = Field(min_length=1)
     labels: dict[str, str] = {}
-    scale: float = Field(1.0, gt=0, description="display multiplier of columns and references")
+    scale: Float = Field(1.0, gt=0, description="display multiplier of columns and references")
     ratios: list[str] = []
 
     @model_validator(mode="after")
@@ -122,11 +115,11 @@ class SuiteHead(Strict):
     suite: str
     family: str
     description: str | None = None
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[Seed] = Field(min_length=1)
     budget: BudgetConfig
     evals: list[dict[str, Any]] = []
     report: ReportConfig = ReportConfig()
-    reference: dict[str, dict[str, float]] = {}
+    reference: dict[str, dict[str, Float]] = {}
     variants: dict[str, dict[str, Any]] = Field(min_length=1)
     sweep: SweepConfig | None = None
 
@@ -206,32 +199,59 @@ def merge_budget(base: Any, over: Any) -> Any:
     return deep_merge(base, over)
 
 
+def _kind_of(value: Any) -> str:
+    """A YAML value's kind in the file's own words."""
+    names = {dict: "a mapping", list: "a list", str: "text", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "nothing (null)"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _base_file(own: Located, path: Path, ref: Any) -> Path:
+    """The regular file an `extends` names (relative to the extending file), or an error placed
+    at the `extends` line."""
+    file, line = own.where[("extends",)]
+    if not isinstance(ref, str) or not ref or "\0" in ref:
+        raise UserError(f"{file}:{line}: extends: expected a path to a base suite file, "
+                        f"got {ref!r}")
+    base = path.parent / ref
+    try:
+        kind = file_kind(os.stat(base).st_mode)
+    except FileNotFoundError:
+        raise UserError(f"{file}:{line}: extends: base file {display_path(base)} not found"
+                        ) from None
+    except OSError as e:
+        raise UserError(f"{file}:{line}: extends: cannot read {display_path(base)}: "
+                        f"{e.strerror or e}") from None
+    if kind is not None:
+        raise UserError(f"{file}:{line}: extends: {display_path(base)} is {kind}, not a suite "
+                        "file")
+    return base
+
+
 def _load_chain(path: Path, env: dict[str, str] | None, seen: tuple[Path, ...]) -> Located:
     """A suite file merged over the chain of files it extends."""
     path = path.resolve()
     if path in seen:
         chain = " -> ".join(display_path(p) for p in (*seen, path))
         raise UserError(f"{display_path(seen[-1])}: circular 'extends': {chain}")
+    if len(seen) >= MAX_EXTENDS:
+        raise UserError(f"{display_path(seen[-1])}: 'extends' chain longer than {MAX_EXTENDS} "
+                        "files")
     own = load_yaml(path, env)
+    if not own.where:
+        raise UserError(f"{display_path(path)}: the file is empty; a suite file is a mapping of "
+                        "keys (suite, family, seeds, budget, variants, ...)")
     if not isinstance(own.data, dict):
-        kind = type(own.data).__name__
-        raise UserError(f"{display_path(path)}:1: a suite file is a mapping of keys, got {kind}")
-    base_ref = own.data.pop("extends", None)
-    if base_ref is None:
+        raise UserError(f"{display_path(path)}:{own.where[()][1]}: a suite file is a mapping of "
+                        f"keys, got {_kind_of(own.data)}")
+    if "extends" not in own.data:
         return own
-    if not isinstance(base_ref, str):
-        file, line = own.where[("extends",)]
-        raise UserError(f"{file}:{line}: extends: expected a path to a base suite file")
-    base_path = (path.parent / base_ref)
-    if not base_path.exists():
-        file, line = own.where[("extends",)]
-        raise UserError(f"{file}:{line}: extends: base file {display_path(base_path)} not found")
+    base_path = _base_file(own, path, own.data.pop("extends"))
     base = _load_chain(base_path, env, (*seen, path))
     data = deep_merge(base.data, own.data)
     if "budget" in own.data and "budget" in base.data:
         data["budget"] = merge_budget(base.data["budget"], own.data["budget"])
-    merged = Located(data, {**base.where, **own.where})
-    return merged
+    return Located(data, {**base.where, **own.where})
 
 
 def _fail(src: Located, path: Path_, message: str) -> UserError:
@@ -240,18 +260,22 @@ def _fail(src: Located, path: Path_, message: str) -> UserError:
     return UserError(f"{prefix}{dotted(path)}: {message}")
 
 
+def _written_at(loc: Path_, base: Path_, origin: dict[Path_, Path_] | None) -> Path_:
+    """Where the value of field `loc` was written: a variant's override when it set the value
+    (per `origin`), else the field under `base`."""
+    for n in range(len(loc), 0 if loc else -1, -1):
+        if origin and loc[:n] in origin:
+            return (*origin[loc[:n]], *loc[n:])
+    return (*base, *loc)
+
+
 def _pydantic_error(src: Located, base: Path_, err: ValidationError,
                     origin: dict[Path_, Path_] | None = None) -> UserError:
     """The first validation error, placed at the line of the offending key."""
     errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
     e = errors[0]
     loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
-    path = (*base, *loc)
-    if origin:  # a merged variant: point at the variant's override when it set the value
-        for n in range(len(loc), 0 if loc else -1, -1):
-            if loc[:n] in origin:
-                path = (*origin[loc[:n]], *loc[n:])
-                break
+    path = _written_at(loc, base, origin)
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
         msg = "unknown key (not a field here; check the spelling)"
@@ -325,6 +349,7 @@ def load_suite(path: str | Path, env: dict[str, str] | None = None) -> Suite:
             except ValidationError as err:
                 raise _pydantic_error(src, ("variants", vname, "budget"), err) from None
         _check_budget(src, head, family, vname, config, budget, budget_over is not None)
+        _check_warmup(src, config, budget, origin)
         resolved = {
             "family": head.family,
             "config": config.model_dump(mode="json"),
@@ -423,6 +448,31 @@ def _check_budget(src: Located, head: SuiteHead, family: Family, vname: str, con
         raise _fail(src, (*where, "split"),
                     f"variant {vname!r} trains in stages {stages}, the split names "
                     f"{sorted(budget.split)}")
+
+
+def _optims(config: BaseModel, path: Path_ = ()) -> list[tuple[Path_, OptimConfig]]:
+    """Every optimiser block of a config, by field path."""
+    if isinstance(config, OptimConfig):
+        return [(path, config)]
+    found = []
+    for name in type(config).model_fields:
+        value = getattr(config, name)
+        if isinstance(value, BaseModel):
+            found += _optims(value, (*path, name))
+    return found
+
+
+def _check_warmup(src: Located, config: BaseModel, budget: BudgetConfig,
+                  origin: dict[Path_, Path_]) -> None:
+    """A warm-up in steps needs a horizon known in advance, which a seconds budget lacks."""
+    if budget.unit != "seconds":
+        return
+    for path, optim in _optims(config):
+        if optim.warmup >= 1:
+            raise _fail(src, _written_at((*path, "warmup"), (), origin),
+                        f"a warm-up of {optim.warmup:g} steps needs a budget whose steps are "
+                        "known in advance (flops, tokens, images or steps); with a seconds "
+                        "budget give it as a fraction of the stage (< 1)")
 
 
 def _check_report(src: Located, head: SuiteHead, variants: dict[str, Variant]) -> None:

@@ -5,15 +5,15 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from bench.schema import Strict
+from bench.schema import Float, Int, Strict
 
 
 class FloatParam(Strict):
     type: Literal["float"]
-    low: float
-    high: float
+    low: Float
+    high: Float
     log: bool = False
-    step: float | None = Field(None, gt=0, description="a grid step (not with log)")
+    step: Float | None = Field(None, gt=0, description="a grid step (not with log)")
 
     @model_validator(mode="after")
     def _range(self) -> "FloatParam":
@@ -25,10 +25,10 @@ class FloatParam(Strict):
 
 class IntParam(Strict):
     type: Literal["int"]
-    low: int
-    high: int
+    low: Int
+    high: Int
     log: bool = False
-    step: int = Field(1, gt=0)
+    step: Int = Field(1, gt=0)
 
     @model_validator(mode="after")
     def _range(self) -> "IntParam":
@@ -62,8 +62,8 @@ class ObjectiveSpec(Strict):
 
 class SamplerSpec(Strict):
     name: Literal["tpe", "random"] = "tpe"
-    seed: int = Field(0, description="worker k of a sweep samples with seed + k")
-    n_startup_trials: int = Field(10, ge=0, description="TPE: random trials before modelling")
+    seed: Int = Field(0, description="worker k of a sweep samples with seed + k")
+    n_startup_trials: Int = Field(10, ge=0, description="TPE: random trials before modelling")
 
 
 class PrunerSpec(Strict):
@@ -77,10 +77,10 @@ class PrunerSpec(Strict):
     name: Literal["none", "median", "hyperband"] = "median"
     metric: str = Field("val_loss", description="a validation column of the training curve")
     direction: Literal["maximize", "minimize"] = "minimize"
-    n_startup_trials: int = Field(3, ge=0, description="median: trials before pruning starts")
-    n_warmup_steps: int = Field(20, ge=0, description="median: percent of budget never pruned")
-    min_resource: int = Field(10, gt=0, description="hyperband: percent of budget of a rung")
-    reduction_factor: int = Field(3, gt=1, description="hyperband")
+    n_startup_trials: Int = Field(3, ge=0, description="median: trials before pruning starts")
+    n_warmup_steps: Int = Field(20, ge=0, description="median: percent of budget never pruned")
+    min_resource: Int = Field(10, gt=0, description="hyperband: percent of budget of a rung")
+    reduction_factor: Int = Field(3, gt=1, description="hyperband")
 
 
 class SweepConfig(Strict):
@@ -88,8 +88,8 @@ class SweepConfig(Strict):
 
     variant: str | None = Field(None, description="the variant swept (default: the first)")
     study: str | None = Field(None, description="the study's name (default: '<suite>.sweep')")
-    trials: int = Field(gt=0, description="complete (or pruned) trials the study reaches")
-    seed: int | None = Field(None, description="the training seed of every trial "
+    trials: Int = Field(gt=0, description="complete (or pruned) trials the study reaches")
+    seed: Int | None = Field(None, description="the training seed of every trial "
                              "(default: the suite's first seed)")
     objective: ObjectiveSpec
     sampler: SamplerSpec = SamplerSpec()

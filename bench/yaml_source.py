@@ -6,6 +6,7 @@ a mistake in a suite file pass unnoticed or be reported without a place.
 
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,17 @@ from bench.errors import UserError
 Path_ = tuple[str | int, ...]
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-)?")
+
+# Bounds far above any real suite (a few KB, a few hundred values, a dozen levels), so memory and
+# time stay small whatever a file holds.
+MAX_BYTES = 2**20
+MAX_VALUES = 100_000
+MAX_DEPTH = 64
+MAX_DEFAULT_NESTING = 16
+
+_YAML_TAG = "tag:yaml.org,2002:"
+_MAP, _SEQ, _MERGE = {_YAML_TAG + "map"}, {_YAML_TAG + "seq"}, _YAML_TAG + "merge"
+_SCALARS = {_YAML_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp")}
 
 
 @dataclass
@@ -42,8 +54,11 @@ def dotted(path: Path_) -> str:
     return out or "(top level)"
 
 
-def interpolate(text: str, env: dict[str, str], file: str, line: int) -> str:
+def interpolate(text: str, env: dict[str, str], file: str, line: int, nesting: int = 0) -> str:
     """Expand `${VAR}` and `${VAR:-default}` (defaults may nest) from `env`."""
+    if nesting > MAX_DEFAULT_NESTING:
+        raise UserError(f"{file}:{line}: defaults nested deeper than {MAX_DEFAULT_NESTING} "
+                        f"levels in {text[:60]!r}")
     out, i = [], 0
     while True:
         m = _VAR.search(text, i)
@@ -67,7 +82,7 @@ def interpolate(text: str, env: dict[str, str], file: str, line: int) -> str:
         if name in env and env[name] != "":
             out.append(env[name])
         elif has_default:
-            out.append(interpolate(inner, env, file, line))
+            out.append(interpolate(inner, env, file, line, nesting + 1))
         else:
             raise UserError(
                 f"{file}:{line}: variable ${{{name}}} is not set "
@@ -82,48 +97,171 @@ def display_path(path: Path) -> str:
     return str(path) if rel.startswith("..") else rel
 
 
-def load_yaml(path: Path, env: dict[str, str] | None = None) -> Located:
-    """Parse one YAML file into plain data with positions; variables expanded in strings."""
-    env = dict(os.environ) if env is None else env
-    name = display_path(path)
+def file_kind(mode: int) -> str | None:
+    """What a non-regular file is, in words; None for a regular file."""
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"))
+    if stat.S_ISREG(mode):
+        return None
+    return next((word for test, word in kinds if test(mode)), "a special file")
+
+
+def read_source(path: Path, name: str) -> str:
+    """The text of a regular file of at most MAX_BYTES; never blocks on a FIFO and never reads
+    more than MAX_BYTES + 1 bytes, whatever the path names."""
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise UserError(f"{name}: file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{name}: cannot read: {e}") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{name}: cannot read: {getattr(e, 'strerror', None) or e}") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
+        kind = file_kind(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise UserError(f"{name}: is {kind}, not a regular file (expected a YAML file)")
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_BYTES + 1)
+    except OSError as e:
+        raise UserError(f"{name}: cannot read: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_BYTES:
+        raise UserError(f"{name}: larger than {MAX_BYTES // 2**20} MiB; a suite file is a few "
+                        "KB of YAML")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise UserError(f"{name}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x})") from None
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe composer, refusing documents that would expand past MAX_VALUES values or
+    MAX_DEPTH levels. An alias counts as the copy it stands for, measured before anything is
+    constructed, so a small file of nested aliases cannot grow into gigabytes; an alias inside
+    the value it names is refused rather than followed forever."""
+
+    def __init__(self, text: str, name: str) -> None:
+        super().__init__(text)
+        self.name = name
+        self.depth = 0
+        self.extent: dict[int, tuple[int, int]] = {}  # id(node) -> (values, levels) it expands to
+
+    def refuse(self, mark: yaml.Mark, problem: str) -> UserError:
+        return UserError(f"{self.name}:{mark.line + 1}: {problem}")
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor)
+            if target is not None and id(target) not in self.extent:
+                raise self.refuse(event.start_mark, f"alias *{event.anchor} is inside the value "
+                                  "it names (a recursive alias)")
+            return super().compose_node(parent, index)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.refuse(self.peek_event().start_mark,
+                              f"nested deeper than {MAX_DEPTH} levels")
+        node = super().compose_node(parent, index)
+        self.depth -= 1
+        self.extent[id(node)] = self.measure(node)
+        return node
+
+    def measure(self, node: yaml.Node) -> tuple[int, int]:
+        """Values and levels of `node` with every alias below it expanded, checked against the
+        bounds (its children were measured as they were composed)."""
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        values = 1 + sum(self.extent[id(c)][0] for c in children)
+        levels = 1 + max((self.extent[id(c)][1] for c in children), default=0)
+        if values > MAX_VALUES:
+            raise self.refuse(node.start_mark, f"expands to more than {MAX_VALUES} values "
+                              "(aliases count as the copies they stand for)")
+        if levels > MAX_DEPTH:
+            raise self.refuse(node.start_mark,
+                              f"nested deeper than {MAX_DEPTH} levels (aliases expanded)")
+        return values, levels
+
+
+def _compose(text: str, name: str) -> yaml.Node | None:
+    """The document's node graph, or None for an empty document; errors name file and line."""
+    loader = None
+    try:
+        loader = _BoundedLoader(text, name)  # its reader checks every character at once
+        return loader.get_single_node()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
         where = f"{name}:{mark.line + 1}" if mark else name
-        problem = getattr(e, "problem", None) or str(e)
-        raise UserError(f"{where}: not valid YAML: {problem}") from None
-    located = Located(data={})
+        raise UserError(f"{where}: not valid YAML: {e.problem or e.context}") from None
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        raise UserError(f"{name}:{line}: not valid YAML: character #x{e.character:04x} "
+                        "is not allowed") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{name}: not valid YAML: {e}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _check_tag(node: yaml.Node, name: str, path: Path_) -> None:
+    """Only plain data: mappings, lists, text, numbers, booleans, nulls (and dates)."""
+    line = node.start_mark.line + 1
+    if node.tag == _MERGE:
+        raise UserError(f"{name}:{line}: {dotted(path)}: merge keys ('<<') are not supported; "
+                        "use 'extends' or a variant's overrides, which merge deeply")
+    allowed = {yaml.MappingNode: _MAP, yaml.SequenceNode: _SEQ}.get(type(node), _SCALARS)
+    if node.tag not in allowed:
+        tag = node.tag.replace(_YAML_TAG, "!!")
+        raise UserError(f"{name}:{line}: {dotted(path)}: tag {tag} is not allowed (plain "
+                        "mappings, lists, text, numbers, booleans and nulls only)")
+
+
+def load_yaml(path: Path, env: dict[str, str] | None = None) -> Located:
+    """Parse one YAML file into plain data with positions; variables expanded in strings.
+    An empty document gives `data` None."""
+    env = dict(os.environ) if env is None else env
+    name = display_path(path)
+    node = _compose(read_source(path, name), name)
+    located = Located(data=None)
     if node is None:
         return located
     constructor = yaml.SafeLoader("")
 
+    def scalar(n: yaml.ScalarNode, p: Path_) -> Any:
+        _check_tag(n, name, p)
+        try:
+            return constructor.construct_object(n)
+        except (ValueError, yaml.YAMLError) as e:
+            problem = str(e).split(";")[0]  # Python's own advice on int digits does not apply
+            raise UserError(f"{name}:{n.start_mark.line + 1}: {dotted(p)}: cannot read "
+                            f"{n.value[:40]!r}: {problem}") from None
+
     def convert(n: yaml.Node, p: Path_) -> Any:
         line = n.start_mark.line + 1
         located.where[p] = (name, line)
+        if isinstance(n, yaml.ScalarNode):
+            value = scalar(n, p)
+            return interpolate(value, env, name, line) if isinstance(value, str) else value
+        _check_tag(n, name, p)
         if isinstance(n, yaml.MappingNode):
             out: dict[str, Any] = {}
             for k, v in n.value:
-                key = constructor.construct_object(k)
+                key = scalar(k, p) if isinstance(k, yaml.ScalarNode) else k
                 if not isinstance(key, str):
-                    line = k.start_mark.line + 1
-                    raise UserError(f"{name}:{line}: keys must be text, got {key!r}")
+                    got = f"a {k.id}" if key is k else repr(key)
+                    raise UserError(f"{name}:{k.start_mark.line + 1}: keys must be text, got {got}")
                 if key in out:
                     raise UserError(
                         f"{name}:{k.start_mark.line + 1}: {dotted((*p, key))}: duplicate key"
                     )
                 out[key] = convert(v, (*p, key))
             return out
-        if isinstance(n, yaml.SequenceNode):
-            return [convert(v, (*p, i)) for i, v in enumerate(n.value)]
-        value = constructor.construct_object(n)
-        return interpolate(value, env, name, line) if isinstance(value, str) else value
+        return [convert(v, (*p, i)) for i, v in enumerate(n.value)]
 
     located.data = convert(node, ())
     return located

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from bench.lm.config import CWTConfig, DataConfig, TrainConfig
-from bench.schema import OptimConfig, Strict
+from bench.schema import Float, Int, OptimConfig, Strict
 
 OBJECTIVES = ("softmax", "cwt", "ce+cwt", "nce")
 
@@ -18,20 +18,20 @@ class EncoderModelConfig(Strict):
     """A BERT encoder: a named preset, optionally with some dimensions overridden."""
 
     preset: Literal["bert-base", "bert-small", "bert-mini", "bert-tiny"]
-    hidden_size: int | None = Field(None, gt=0)
-    num_layers: int | None = Field(None, gt=0)
-    num_heads: int | None = Field(None, gt=0)
-    intermediate_size: int | None = Field(None, gt=0)
-    context: int | None = Field(None, gt=1, description="maximum positions")
-    dropout: float | None = Field(None, ge=0, lt=1, description="hidden and attention dropout")
+    hidden_size: Int | None = Field(None, gt=0)
+    num_layers: Int | None = Field(None, gt=0)
+    num_heads: Int | None = Field(None, gt=0)
+    intermediate_size: Int | None = Field(None, gt=0)
+    context: Int | None = Field(None, gt=1, description="maximum positions")
+    dropout: Float | None = Field(None, ge=0, lt=1, description="hidden and attention dropout")
 
 
 class MaskingConfig(Strict):
     """MLM corruption: select a fraction of each row's ordinary tokens, then replace them."""
 
-    select: float = Field(0.15, gt=0, lt=1, description="fraction of ordinary tokens predicted")
-    mask: float = Field(0.8, ge=0, le=1, description="of the selected: replaced by [MASK]")
-    random: float = Field(0.1, ge=0, le=1, description="of the selected: a random token")
+    select: Float = Field(0.15, gt=0, lt=1, description="fraction of ordinary tokens predicted")
+    mask: Float = Field(0.8, ge=0, le=1, description="of the selected: replaced by [MASK]")
+    random: Float = Field(0.1, ge=0, le=1, description="of the selected: a random token")
 
     @model_validator(mode="after")
     def _fractions(self) -> "MaskingConfig":
@@ -43,14 +43,14 @@ class MaskingConfig(Strict):
 class MixConfig(Strict):
     """Weights of the 'ce+cwt' objective: ce x cross-entropy (through the MLM head) + cwt x CWT."""
 
-    ce: float = Field(1.0, ge=0)
-    cwt: float = Field(1.0, ge=0)
+    ce: Float = Field(1.0, ge=0)
+    cwt: Float = Field(1.0, ge=0)
 
 
 class NCEConfig(Strict):
     """Noise-contrastive estimation through an untied output matrix (paper Table 6, row 3)."""
 
-    negatives: int = Field(1024, gt=0, description="noise samples shared by a micro-batch")
+    negatives: Int = Field(1024, gt=0, description="noise samples shared by a micro-batch")
     noise: Literal["unigram", "uniform"] = Field(
         "unigram", description="noise distribution: training-token frequencies or uniform"
     )
@@ -81,16 +81,16 @@ class EncoderConfig(Strict):
 class FinetuneConfig(Strict):
     """The GLUE fine-tuning protocol; the defaults are the CWT paper's (Table 1)."""
 
-    epochs: int = Field(10, gt=0)
-    batch_size: int = Field(32, gt=0)
+    epochs: Int = Field(10, gt=0)
+    batch_size: Int = Field(32, gt=0)
     optim: OptimConfig = OptimConfig(lr=1e-5, schedule="constant", warmup=0.1, clip=None)
     class_balanced: bool = Field(True, description="cross-entropy weighted by inverse frequency")
-    dropout: float = Field(0.1, ge=0, lt=1, description="on the pooled [CLS] vector")
-    max_seq_len: int = Field(128, gt=2)
+    dropout: Float = Field(0.1, ge=0, lt=1, description="on the pooled [CLS] vector")
+    max_seq_len: Int = Field(128, gt=2)
     selection: Literal["best", "last"] = Field(
         "best", description="which epoch's dev scores are reported: the best one or the last"
     )
-    eval_batch_size: int = Field(128, gt=0)
+    eval_batch_size: Int = Field(128, gt=0)
 
 
 class GlueEvalConfig(Strict):
@@ -103,7 +103,7 @@ class GlueEvalConfig(Strict):
         min_length=1, description="tasks fine-tuned and averaged (default: the paper's seven)")
     finetune: FinetuneConfig = FinetuneConfig()
     proxy: bool = Field(False, description="the data is a stand-in, labelled so in reports")
-    limit_train: int | None = Field(None, gt=0, description="first N training examples only")
+    limit_train: Int | None = Field(None, gt=0, description="first N training examples only")
 
     @model_validator(mode="after")
     def _known_tasks(self) -> "GlueEvalConfig":

@@ -1,10 +1,10 @@
 """Validated configuration of the SSH detector (no torch import: validation stays fast)."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from bench.schema import OptimConfig, Strict
+from bench.schema import Float, Int, OptimConfig, Strict
 
 # Detection modules as published: stride and anchor sizes (px, aspect ratio 1, base 16).
 MODULES: dict[str, tuple[int, tuple[int, ...]]] = {
@@ -24,7 +24,7 @@ class SSHModelConfig(Strict):
     context: bool = Field(True, description="context modules (5x5 and 7x7 branches)")
     fusion: bool = Field(True, description="M1 fuses conv4_3 with upsampled conv5_3")
     modules: Literal["all", "m2_only"] = "all"
-    width: float = Field(1.0, gt=0, le=1, description="channel multiplier for CPU-sized runs")
+    width: Float = Field(1.0, gt=0, le=1, description="channel multiplier for CPU-sized runs")
     pool_mode: Literal["ceil", "floor"] = Field(
         "ceil", description="max-pool rounding: ceil as in Caffe, floor as in torchvision")
     pretrained: str | None = Field(
@@ -40,23 +40,23 @@ class FacesDataConfig(Strict):
 
     root: str
     split: Literal["train", "val"] = "train"
-    max_images: int | None = Field(None, gt=0, description="train on the first N images only")
+    max_images: Int | None = Field(None, gt=0, description="train on the first N images only")
 
 
 class FacesTrainConfig(Strict):
     """SSH's training recipe; the defaults are the published ones."""
 
-    batch_size: int = Field(4, gt=0, description="images per optimizer step (padded together)")
-    short: int = Field(1200, gt=0, description="shortest side of a training image")
-    long_max: int = Field(1600, gt=0, description="cap on the longest side")
+    batch_size: Int = Field(4, gt=0, description="images per optimizer step (padded together)")
+    short: Int = Field(1200, gt=0, description="shortest side of a training image")
+    long_max: Int = Field(1600, gt=0, description="cap on the longest side")
     flip: bool = True
     ohem: bool = True
-    pad_to: int = Field(32, gt=0, description="batch padding multiple (bounds distinct shapes)")
+    pad_to: Int = Field(32, gt=0, description="batch padding multiple (bounds distinct shapes)")
     optim: OptimConfig = OptimConfig(name="sgd", lr=0.004, momentum=0.9, weight_decay=5e-4,
                                      schedule="step", milestones=(18 / 21,), gamma=0.1,
                                      clip=None)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    checkpoint_every: int = Field(200, gt=0)
+    checkpoint_every: Int = Field(200, gt=0)
 
 
 class FacesConfig(Strict):
@@ -72,10 +72,10 @@ class DetectionScales(Strict):
     1200 / 1600 and 800 / 1200 on WIDER FACE)."""
 
     modes: list[Literal["single", "pyramid"]] = ["single"]
-    short: int = Field(1200, gt=0, description="single scale: shortest side")
-    long: int = Field(1600, gt=0, description="single scale: cap on the longest side")
-    pyramid_short: int = Field(800, gt=0, description="pyramid base: shortest side")
-    pyramid_long: int = Field(1200, gt=0, description="pyramid base: cap on the longest side")
+    short: Int = Field(1200, gt=0, description="single scale: shortest side")
+    long: Int = Field(1600, gt=0, description="single scale: cap on the longest side")
+    pyramid_short: Int = Field(800, gt=0, description="pyramid base: shortest side")
+    pyramid_long: Int = Field(1200, gt=0, description="pyramid base: cap on the longest side")
 
     def sizes(self) -> dict[str, tuple[int, int]]:
         return {"single": (self.short, self.long),
@@ -91,10 +91,10 @@ class WiderEvalConfig(DetectionScales):
 class SpeedEvalConfig(Strict):
     """ms per image at maximum input sizes (short, long), as the SSH paper's Table 2."""
 
-    sizes: list[tuple[int, int]] = [(400, 800), (600, 1000), (800, 1200), (1200, 1600)]
+    sizes: list[tuple[Int, Int]] = [(400, 800), (600, 1000), (800, 1200), (1200, 1600)]
     modes: list[Literal["single", "pyramid"]] = ["single"]
-    warmup: int = Field(2, ge=0)
-    repeats: int = Field(5, gt=0)
+    warmup: Int = Field(2, ge=0)
+    repeats: Int = Field(5, gt=0)
     channels_last: bool = Field(False, description="channels-last memory format (GPU speed-up)")
 
 
@@ -102,10 +102,18 @@ class FDDBEvalConfig(DetectionScales):
     """Scoring on FDDB (FDDB-folds/ and originalPics/ under `root`) with the official ROC."""
 
     root: str
-    folds: list[int] = Field(list(range(1, 11)), min_length=1)
-    short: int = Field(400, gt=0, description="the paper's FDDB setting: 400 / 800")
-    long: int = Field(800, gt=0)
-    fp: float = Field(1000, gt=0, description="read the true-positive rate at this many FPs")
+    folds: list[Annotated[Int, Field(ge=1, le=10)]] = Field(
+        list(range(1, 11)), min_length=1, description="FDDB's ten folds are numbered 1 to 10")
+    short: Int = Field(400, gt=0, description="the paper's FDDB setting: 400 / 800")
+    long: Int = Field(800, gt=0)
+    fp: Float = Field(1000, gt=0, description="read the true-positive rate at this many FPs")
+
+    @field_validator("folds")
+    @classmethod
+    def _distinct_folds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("folds must be distinct")
+        return v
 
 
 class PascalEvalConfig(DetectionScales):
@@ -115,6 +123,6 @@ class PascalEvalConfig(DetectionScales):
     annotations: str = Field(description="the toolbox .mat, the text format, or COCO JSON")
     images: str = Field(description="folder of the images (VOC JPEGImages)")
     format: Literal["auto", "mat", "text", "coco"] = "auto"
-    nit: int = Field(5, ge=1, description="box-calibration rounds (toolbox default 5; 1: none)")
-    short: int = Field(400, gt=0, description="the paper's Pascal Faces setting: 400 / 800")
-    long: int = Field(800, gt=0)
+    nit: Int = Field(5, ge=1, description="box-calibration rounds (toolbox default 5; 1: none)")
+    short: Int = Field(400, gt=0, description="the paper's Pascal Faces setting: 400 / 800")
+    long: Int = Field(800, gt=0)

@@ -4,25 +4,25 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bench.schema import OptimConfig, Strict
+from bench.schema import Float, Int, OptimConfig, SafeName, Strict
 
 
 class ModelConfig(Strict):
     """A GPTNeoX decoder: a named preset, optionally with some dimensions overridden."""
 
     preset: Literal["pythia-70m", "small", "tiny", "micro"]
-    hidden_size: int | None = Field(None, gt=0)
-    num_layers: int | None = Field(None, gt=0)
-    num_heads: int | None = Field(None, gt=0)
-    intermediate_size: int | None = Field(None, gt=0)
-    context: int | None = Field(None, gt=1, description="maximum positions")
+    hidden_size: Int | None = Field(None, gt=0)
+    num_layers: Int | None = Field(None, gt=0)
+    num_heads: Int | None = Field(None, gt=0)
+    intermediate_size: Int | None = Field(None, gt=0)
+    context: Int | None = Field(None, gt=1, description="maximum positions")
 
 
 class TokenizerConfig(Strict):
     """A local tokenizer directory, or a byte-level BPE trained on the corpus and cached."""
 
     path: str | None = None
-    train_bpe: int | None = Field(None, gt=256, description="vocabulary size of a BPE to train")
+    train_bpe: Int | None = Field(None, gt=256, description="vocabulary size of a BPE to train")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "TokenizerConfig":
@@ -38,25 +38,25 @@ class DataConfig(Strict):
     format: Literal["auto", "text", "jsonl", "hf"] = "auto"
     text_field: str = "text"
     val: str | None = Field(None, description="held-out text; default: a slice of 'train'")
-    val_fraction: float = Field(0.02, gt=0, lt=0.5)
-    seq_len: int = Field(gt=1)
+    val_fraction: Float = Field(0.02, gt=0, lt=0.5)
+    seq_len: Int = Field(gt=1)
     tokenizer: TokenizerConfig
 
 
 class TrainConfig(Strict):
     """The pretraining stage: batch geometry, optimiser, bookkeeping."""
 
-    batch_size: int = Field(gt=0, description="sequences per optimizer step")
-    micro_batch_size: int | None = Field(
+    batch_size: Int = Field(gt=0, description="sequences per optimizer step")
+    micro_batch_size: Int | None = Field(
         None, gt=0, description="sequences per forward pass (CWT negatives come from one)"
     )
     optim: OptimConfig
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast on a GPU, fp32 on a CPU"
     )
-    checkpoint_every: int = Field(50, gt=0)
-    validate_every: int = Field(50, gt=0)
-    val_batches: int = Field(4, gt=0)
+    checkpoint_every: Int = Field(50, gt=0)
+    validate_every: Int = Field(50, gt=0)
+    val_batches: Int = Field(4, gt=0)
 
     @model_validator(mode="after")
     def _micro_divides(self) -> "TrainConfig":
@@ -68,9 +68,9 @@ class TrainConfig(Strict):
 class CWTConfig(Strict):
     """Contrastive Weight Tying options; the defaults are the paper's."""
 
-    temperature: float = Field(1.0, gt=0)
+    temperature: Float = Field(1.0, gt=0)
     unique_negatives: bool = Field(False, description="ablation: deduplicate repeated targets")
-    chunk_size: int | None = Field(
+    chunk_size: Int | None = Field(
         4096, gt=0, description="rows of the K x K score matrix computed at once; null: all"
     )
 
@@ -79,7 +79,7 @@ class HeadFinetuneConfig(Strict):
     """The 'Headless + FT' stage: an untied head initialised from the input embeddings."""
 
     mode: Literal["full", "probe"] = Field("full", description="probe: train the head only")
-    batch_size: int | None = Field(None, gt=0, description="default: the pretraining batch")
+    batch_size: Int | None = Field(None, gt=0, description="default: the pretraining batch")
     optim: OptimConfig
 
 
@@ -117,11 +117,12 @@ class LambadaEvalConfig(Strict):
     """LAMBADA scored through lm-eval: a local JSON-lines file or an installed lm-eval task."""
 
     path: str | None = Field(None, description="JSON lines, one {'text': ...} per passage")
-    task: str | None = Field(None, description="an lm-eval task name, e.g. lambada_openai")
-    name: str = Field("lambada_local", description="task name given to a local file")
+    task: SafeName | None = Field(None, description="an lm-eval task name, e.g. lambada_openai")
+    name: SafeName = Field("lambada_local", description="task name given to a local file "
+                           "(and the name of its task file)")
     proxy: bool = Field(False, description="the data is a stand-in, labelled so in reports")
-    limit: int | None = Field(None, gt=0)
-    batch_size: int = Field(16, gt=0)
+    limit: Int | None = Field(None, gt=0)
+    batch_size: Int = Field(16, gt=0)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "LambadaEvalConfig":
