@@ -30,8 +30,15 @@ Choices where the protocol text is loose, taken from the official code:
   a rectangle's corners are (x, y) and (x + w, y + h), both inclusive, so its mask is that box
   clipped to the image: exactly what cv2.rectangle(thickness=-1) fills (the tests check this
   against OpenCV, ellipses are drawn by cv2.ellipse itself);
+- an ellipse's axes, angle and centre must lie within +-MAX_COORD = 2^17 (pixels, radians for
+  the angle; twice JPEG's largest side): evaluate.cpp turns them into C ints, undefined past
+  2^31, and OpenCV's fill takes time in proportion to the axis, so farther values, which no
+  annotation or detector produces, are refused. A rectangle may have any finite corners: the
+  official cvRectangle clips it to the image, and so does this module;
 - image sizes come from the images (decoded by OpenCV ignoring EXIF orientation, as the old
-  cvLoadImage did) or from a file of `name width height` lines;
+  cvLoadImage did) or from a file of `name width height` lines: whole numbers from 1 to 65,535
+  (JPEG's largest side) and at most 2^26 pixels in all, which bounds the memory of an image's
+  masks (about 10 bytes a pixel);
 - detection blocks must follow the annotation list; the name check is the official one (the
   block's name line contains the annotation's name, so `<name>.jpg` passes). The official tool
   silently ignores blocks past the list's end; here they are an error, as they mean the two files
@@ -61,7 +68,7 @@ from scipy.optimize import linear_sum_assignment
 from bench.atomic import write_text
 from bench.errors import UserError
 from bench.evals.curves import ROCCurve
-from bench.evals.io import read_lines
+from bench.evals.io import read_lines, shown
 
 FOLDS = tuple(range(1, 11))
 # The columns of one line of each kind of region, in file order.
@@ -72,23 +79,31 @@ KINDS: dict[str, tuple[str, ...]] = {
 }
 _ANNOTATION = (*KINDS["ellipse"][:5], "1")
 _NON_NEGATIVE = {"width", "height", "major_axis_radius", "minor_axis_radius"}
+# An ellipse's columns (not its score) lie within +-MAX_COORD; see the module docstring.
+MAX_COORD = 2**17
+_BOUNDED = set(KINDS["ellipse"][:5])
+MAX_SIDE = 65_535  # JPEG's largest width or height
+MAX_PIXELS = 2**26  # width x height: bounds the memory of an image's masks
 
 
 def _parse_row(text: str, fields: Sequence[str], where: str) -> list[float]:
     parts = text.split()
     if len(parts) != len(fields):
         raise UserError(f"{where}: expected {len(fields)} numbers ({' '.join(fields)}), "
-                        f"got {len(parts)}: {text.strip()!r}")
+                        f"got {len(parts)}: {shown(text.strip())}")
     values = []
     for field, part in zip(fields, parts, strict=True):
         try:
             value = float(part)
         except ValueError:
-            raise UserError(f"{where}: {field} is {part!r}; expected a number") from None
+            raise UserError(f"{where}: {field} is {shown(part)}; expected a number") from None
         if not math.isfinite(value):
             raise UserError(f"{where}: {field} is {part}; expected a finite number")
         if field in _NON_NEGATIVE and value < 0:
             raise UserError(f"{where}: {field} is {part}; expected a number >= 0")
+        if field in _BOUNDED and abs(value) > MAX_COORD:
+            raise UserError(f"{where}: {field} is {shown(part)}; expected a number from "
+                            f"{-MAX_COORD} to {MAX_COORD} (pixels, or radians for an angle)")
         values.append(value)
     return values
 
@@ -127,18 +142,19 @@ def _read_blocks(path: Path, fields: Sequence[str], what: str,
         key = name
         if names is not None:
             if len(blocks) == len(names):
-                raise UserError(f"{where}: image {name!r} comes after the {len(names)} images "
+                raise UserError(f"{where}: image {shown(name)} comes after the {len(names)} images "
                                 "of the image list; the file must hold exactly those, in order")
             key = names[len(blocks)]
             if key not in name:
-                raise UserError(f"{where}: image {name!r} where the image list has {key!r} "
-                                f"(image {len(blocks) + 1}); {what} must follow its order")
+                raise UserError(f"{where}: image {shown(name)} where the image list has "
+                                f"{shown(key)} (image {len(blocks) + 1}); {what} must follow "
+                                "its order")
         if key in blocks:
-            raise UserError(f"{where}: image {name!r} is listed twice")
+            raise UserError(f"{where}: image {shown(name)} is listed twice")
         i += 1
         count_line = i + 1
         if i == len(lines):
-            raise UserError(f"{path}, line {count_line}: the file ends after image {name!r}; "
+            raise UserError(f"{path}, line {count_line}: the file ends after image {shown(name)}; "
                             f"expected its number of {what}")
         try:
             count = int(lines[i])
@@ -146,19 +162,19 @@ def _read_blocks(path: Path, fields: Sequence[str], what: str,
             count = -1
         if count < 0:
             raise UserError(f"{path}, line {count_line}: expected the number of {what} of image "
-                            f"{name!r} (an integer >= 0), got {lines[i].strip()!r}")
+                            f"{shown(name)} (an integer >= 0), got {shown(lines[i].strip())}")
         i += 1
         rows = []
         for k in range(count):
             if i == len(lines) or len(lines[i].split()) == 1:
                 raise UserError(f"{path}, line {i + 1}: the count on line {count_line} announces "
-                                f"{count} {what} for image {name!r}, but {k} follow")
+                                f"{count} {what} for image {shown(name)}, but {k} follow")
             rows.append(_parse_row(lines[i], fields, f"{path}, line {i + 1}"))
             i += 1
         blocks[key] = np.array(rows, dtype=float).reshape(count, len(fields))
     if names is not None and len(blocks) < len(names):
         raise UserError(f"{path}: holds {len(blocks)} images where the image list has "
-                        f"{len(names)}; the next expected is {names[len(blocks)]!r}")
+                        f"{len(names)}; the next expected is {shown(names[len(blocks)])}")
     return blocks
 
 
@@ -171,9 +187,9 @@ def read_fold_list(path: Path | str) -> list[str]:
         if not name:
             continue
         if len(name.split()) != 1:
-            raise UserError(f"{path}, line {no}: expected one image name, got {name!r}")
+            raise UserError(f"{path}, line {no}: expected one image name, got {shown(name)}")
         if name in names:
-            raise UserError(f"{path}, line {no}: image {name!r} is listed twice")
+            raise UserError(f"{path}, line {no}: image {shown(name)} is listed twice")
         names.append(name)
     if not names:
         raise UserError(f"{path}: no image names")
@@ -202,7 +218,7 @@ def read_fddb_folds(folds_dir: Path | str, folds: Iterable[int] = FOLDS) -> dict
         faces = read_ellipse_annotations(path, names)
         twice = next((n for n in faces if n in annotations), None)
         if twice is not None:
-            raise UserError(f"{path}: image {twice!r} is also in an earlier fold "
+            raise UserError(f"{path}: image {shown(twice)} is also in an earlier fold "
                             "(is a fold chosen twice?)")
         annotations.update(faces)
     return annotations
@@ -225,7 +241,7 @@ def write_fddb_detections(path: Path | str, detections: Mapping[str, ArrayLike],
     fields = _fields(kind)
     out: list[str] = []
     for name, rows in detections.items():
-        arr = _rows(rows, fields, f"detections of image {name!r}")
+        arr = _rows(rows, fields, f"detections of image {shown(name)}")
         out += [name, str(len(arr))]
         out += [" ".join(repr(float(v)) for v in row) for row in arr]
     write_text(Path(path), "".join(f"{line}\n" for line in out))
@@ -240,12 +256,12 @@ def read_image_sizes(path: Path | str) -> dict[str, tuple[int, int]]:
         if not parts:
             continue
         where = f"{path}, line {no}"
-        if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts[1:]):
+        if len(parts) != 3:
             raise UserError(f"{where}: expected 'name width height' with positive integer "
-                            f"width and height, got {line.strip()!r}")
+                            f"width and height, got {shown(line.strip())}")
         if parts[0] in sizes:
-            raise UserError(f"{where}: image {parts[0]!r} is listed twice")
-        sizes[parts[0]] = (int(parts[1]), int(parts[2]))
+            raise UserError(f"{where}: image {shown(parts[0])} is listed twice")
+        sizes[parts[0]] = _image_size(parts[1], parts[2], f"{where}: image {shown(parts[0])}")
     return sizes
 
 
@@ -257,17 +273,18 @@ def image_sizes_from_dir(images_dir: Path | str,
     sizes = {}
     for name in names:
         path = Path(images_dir) / f"{name}.jpg"
-        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)
+        image = (cv2.imread(str(path), cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)
+                 if path.is_file() else None)
         if image is None:
             raise UserError(f"{path}: image missing or unreadable (sizes are read from "
                             "<images>/<name>.jpg; a sizes file can replace the images)")
-        sizes[name] = (image.shape[1], image.shape[0])
+        sizes[name] = _image_size(image.shape[1], image.shape[0], str(path))
     return sizes
 
 
 def _fields(kind: str) -> tuple[str, ...]:
     if kind not in KINDS:
-        raise UserError(f"detection kind {kind!r}: expected one of {', '.join(KINDS)}")
+        raise UserError(f"detection kind {shown(kind)}: expected one of {', '.join(KINDS)}")
     return KINDS[kind]
 
 
@@ -284,7 +301,29 @@ def _rows(rows: ArrayLike, fields: Sequence[str], what: str) -> np.ndarray:
     for col, field in enumerate(fields):
         if field in _NON_NEGATIVE and (arr[:, col] < 0).any():
             raise UserError(f"{what}: {field} < 0")
+        if field in _BOUNDED and (np.abs(arr[:, col]) > MAX_COORD).any():
+            raise UserError(f"{what}: {field} beyond +-{MAX_COORD}")
     return arr
+
+
+def _image_size(width: object, height: object, what: str) -> tuple[int, int]:
+    """(width, height) as ints, each 1..MAX_SIDE and together at most MAX_PIXELS; given as ints
+    or as the digits of a sizes file."""
+    w, h = _whole(width), _whole(height)
+    if not (0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE) or w * h > MAX_PIXELS:
+        raise UserError(f"{what}: size {shown(width)} x {shown(height)}; expected whole numbers "
+                        f"of pixels from 1 to {MAX_SIDE} (JPEG's limit), at most {MAX_PIXELS:,} "
+                        "pixels in all")
+    return w, h
+
+
+def _whole(value: object) -> int:
+    """An int, or ASCII digits (at most 9): the number; anything else: 0."""
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 9:
+        return int(value)
+    return 0
 
 
 def _cv_round(values: np.ndarray) -> np.ndarray:
@@ -322,7 +361,8 @@ def _rect_boxes(rects: np.ndarray, width: int, height: int) -> np.ndarray:
     """Half-open pixel boxes (x0, y0, x1, y1) of the rectangles' masks, clipped to the image
     (empty where x1 == x0 or y1 == y0). Clipping before rounding keeps far-off corners finite."""
     left, top = rects[:, 0], rects[:, 1]
-    right, bottom = left + rects[:, 2], top + rects[:, 3]
+    with np.errstate(over="ignore"):  # a sum past the largest float is clipped all the same
+        right, bottom = left + rects[:, 2], top + rects[:, 3]
     x0 = _cv_round(np.clip(left, -1, width))
     y0 = _cv_round(np.clip(top, -1, height))
     x1 = _cv_round(np.clip(right, -1, width)) + 1
@@ -427,16 +467,16 @@ class FDDBEval:
                    if n not in annotations]
         if unknown:
             raise UserError(f"{len(unknown)} images with detections or chosen for evaluation "
-                            f"have no annotations, e.g. {unknown[0]!r}")
-        self.faces = {n: _rows(annotations[n], KINDS["ellipse"][:5], f"faces of image {n!r}")
-                      for n in self.images}
-        self.detections = {n: _rows(detections.get(n, ()), fields, f"detections of image {n!r}")
-                           for n in self.images}
+                            f"have no annotations, e.g. {shown(unknown[0])}")
+        self.faces = {n: _rows(annotations[n], KINDS["ellipse"][:5],
+                               f"faces of image {shown(n)}") for n in self.images}
+        self.detections = {n: _rows(detections.get(n, ()), fields,
+                                    f"detections of image {shown(n)}") for n in self.images}
         missing = [n for n in self.images if n not in sizes]
         if missing:
             raise UserError(f"no image size for {len(missing)} evaluated images, "
-                            f"e.g. {missing[0]!r}")
-        self.sizes = {n: (int(sizes[n][0]), int(sizes[n][1])) for n in self.images}
+                            f"e.g. {shown(missing[0])}")
+        self.sizes = {n: _image_size(*sizes[n], f"image {shown(n)}") for n in self.images}
         self.results: list[ImageResult] | None = None
         self.disc: ROCCurve | None = None
         self.cont: ROCCurve | None = None

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from bench.errors import UserError
-from bench.evals.io import read_lines
+from bench.evals.io import json_loads, read_lines, shown
 
 LAYOUTS = ("auto", "tsv", "parquet")
 _STSB_RANGE = (0.0, 5.0)
@@ -142,7 +142,7 @@ PAPER_TASKS: tuple[str, ...] = ("mrpc", "cola", "stsb", "sst2", "qnli", "qqp", "
 
 def _spec(task: str) -> TaskSpec:
     if task not in TASKS:
-        raise UserError(f"unknown GLUE task {task!r}; expected one of {', '.join(TASKS)}")
+        raise UserError(f"unknown GLUE task {shown(task)}; expected one of {', '.join(TASKS)}")
     return TASKS[task]
 
 
@@ -153,7 +153,7 @@ def find_layout(root: str | Path, task: str, layout: str = "auto") -> tuple[str,
     Hugging Face `<root>/<name>` parquet shards; "auto" prefers the official folder."""
     spec = _spec(task)
     if layout not in LAYOUTS:
-        raise UserError(f"layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+        raise UserError(f"layout {shown(layout)}: expected one of {', '.join(LAYOUTS)}")
     folders = {"tsv": Path(root) / spec.folder, "parquet": Path(root) / spec.name}
     kinds = ("tsv", "parquet") if layout == "auto" else (layout,)
     for kind in kinds:
@@ -169,7 +169,7 @@ def read_split(root: str | Path, task: str, split: str, layout: str = "auto") ->
     spec = _spec(task)
     splits = ("train", *spec.dev_splits)
     if split not in splits:
-        raise UserError(f"{task}: no split {split!r}; expected one of {', '.join(splits)}")
+        raise UserError(f"{task}: no split {shown(split)}; expected one of {', '.join(splits)}")
     kind, folder = find_layout(root, task, layout)
     if kind == "tsv":
         return _read_tsv(folder / f"{split}.tsv", spec)
@@ -232,18 +232,18 @@ def _tsv_label(spec: TaskSpec, raw: str, where: str) -> int | float:
         try:
             return _score(spec, float(raw), where)
         except ValueError:
-            raise UserError(f"{where}: label {raw!r} is not a number; expected a similarity "
+            raise UserError(f"{where}: label {shown(raw)} is not a number; expected a similarity "
                             f"score from {_STSB_RANGE[0]:g} to {_STSB_RANGE[1]:g}") from None
     labels = _FORMATS[spec.name].labels
     if raw not in labels:
-        raise UserError(f"{where}: label {raw!r}; expected one of {', '.join(labels)}")
+        raise UserError(f"{where}: label {shown(raw)}; expected one of {', '.join(labels)}")
     return labels.index(raw)
 
 
 def _score(spec: TaskSpec, value: float, where: str) -> float:
     lo, hi = _STSB_RANGE
     if not lo <= value <= hi:
-        raise UserError(f"{where}: {spec.name} label {value!r}; expected a similarity score "
+        raise UserError(f"{where}: {spec.name} label {shown(value)}; expected a similarity score "
                         f"from {lo:g} to {hi:g}")
     return value
 
@@ -277,8 +277,8 @@ def _read_parquet(folder: Path, spec: TaskSpec, split: str) -> list[Example]:
             where = f"{path}: row {row}"
             idx = cols["idx"][row]
             if not isinstance(idx, int) or idx < 0 or idx in seen:
-                raise UserError(f"{where}: idx {idx!r}; expected an integer >= 0 that no other "
-                                "row of the split has")
+                raise UserError(f"{where}: idx {shown(idx)}; expected an integer >= 0 that no "
+                                "other row of the split has")
             seen.add(idx)
             texts = [cols[a][row], None if b is None else cols[b][row]]
             if not isinstance(texts[0], str) or (b is not None and not isinstance(texts[1], str)):
@@ -292,13 +292,14 @@ def _read_parquet(folder: Path, spec: TaskSpec, split: str) -> list[Example]:
 def _parquet_label(spec: TaskSpec, value: Any, where: str) -> int | float:
     if spec.is_regression:
         if not isinstance(value, float | int) or isinstance(value, bool):
-            raise UserError(f"{where}: label {value!r}; expected a similarity score")
+            raise UserError(f"{where}: label {shown(value)}; expected a similarity score")
         return _score(spec, float(value), where)
     if value == -1:
         raise UserError(f"{where}: label -1 (unlabelled, as in a test split); expected a class "
                         f"id 0..{spec.num_labels - 1} in a train or dev split")
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < spec.num_labels:
-        raise UserError(f"{where}: label {value!r}; expected a class id 0..{spec.num_labels - 1}")
+        raise UserError(f"{where}: label {shown(value)}; expected a class id "
+                        f"0..{spec.num_labels - 1}")
     return value
 
 
@@ -314,27 +315,37 @@ def read_predictions(path: Path) -> dict[str, dict[int, int | float]]:
         if not text.strip():
             continue
         try:
-            rec = json.loads(text)
+            rec = json_loads(text)
         except json.JSONDecodeError as e:
             raise UserError(f"{path}:{n}: not JSON ({e.msg}); expected {expected}") from None
         if not isinstance(rec, dict):
             raise UserError(f"{path}:{n}: a JSON {type(rec).__name__}; expected {expected}")
         split, idx, pred = rec.get("split"), rec.get("idx"), rec.get("prediction")
         if not isinstance(split, str):
-            raise UserError(f"{path}:{n}: split {split!r}; expected a split name such as 'dev'")
+            raise UserError(f"{path}:{n}: split {shown(split)}; expected a split name such as "
+                            "'dev'")
         if not isinstance(idx, int) or isinstance(idx, bool) or idx < 0:
-            raise UserError(f"{path}:{n}: idx {idx!r}; expected an integer >= 0")
-        if (not isinstance(pred, int | float) or isinstance(pred, bool)
-                or not math.isfinite(pred)):
-            raise UserError(f"{path}:{n}: prediction {pred!r}; expected a finite number")
+            raise UserError(f"{path}:{n}: idx {shown(idx)}; expected an integer >= 0")
+        if not _is_finite_number(pred):
+            raise UserError(f"{path}:{n}: prediction {shown(pred)}; expected a finite number")
         if (split, idx) in first_line:
-            raise UserError(f"{path}:{n}: a second prediction for split {split!r} idx {idx} "
+            raise UserError(f"{path}:{n}: a second prediction for split {shown(split)} idx {idx} "
                             f"(the first is on line {first_line[split, idx]})")
         first_line[split, idx] = n
         out.setdefault(split, {})[idx] = pred
     if not out:
         raise UserError(f"{path}: no prediction; expected {expected}")
     return out
+
+
+def _is_finite_number(value: object) -> bool:
+    """A JSON number that is a finite float: not a bool, NaN, infinity or an int past 1e308."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 # ---- metrics ----------------------------------------------------------------------------------

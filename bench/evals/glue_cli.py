@@ -8,7 +8,7 @@ from pathlib import Path
 from bench.atomic import write_text
 from bench.errors import UserError
 from bench.evals.glue import LAYOUTS, TASKS, Example, TaskSpec
-from bench.evals.io import json_safe
+from bench.evals.io import json_safe, shown
 
 _SHOWN = 5  # idx listed in an error about missing or unknown examples
 
@@ -37,7 +37,7 @@ def add_parser(evaluators: argparse._SubParsersAction) -> None:
 
 
 def _listed(idxs: list[int]) -> str:
-    return ", ".join(map(str, idxs[:_SHOWN])) + (", ..." if len(idxs) > _SHOWN else "")
+    return ", ".join(map(shown, idxs[:_SHOWN])) + (", ..." if len(idxs) > _SHOWN else "")
 
 
 def _aligned(spec: TaskSpec, split: str, gold: list[Example], predictions: dict[int, int | float],
@@ -56,7 +56,7 @@ def _aligned(spec: TaskSpec, split: str, gold: list[Example], predictions: dict[
         return [float(v) for v in values]
     bad = [e.idx for e, v in zip(gold, values, strict=True) if v not in range(spec.num_labels)]
     if bad:
-        raise UserError(f"{path}: {split} idx {bad[0]}: prediction {predictions[bad[0]]!r} "
+        raise UserError(f"{path}: {split} idx {bad[0]}: prediction {shown(predictions[bad[0]])} "
                         f"({len(bad)} such); expected a {spec.name} class id "
                         f"0..{spec.num_labels - 1}")
     return [int(v) for v in values]
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     predictions = read_predictions(path)
     unknown = [s for s in predictions if s not in spec.dev_splits]
     if unknown:
-        raise UserError(f"{path}: predictions for split {unknown[0]!r}; expected only "
+        raise UserError(f"{path}: predictions for split {shown(unknown[0])}; expected only "
                         f"{spec.name}'s dev split(s) {', '.join(spec.dev_splits)}")
     dev = {}
     for split in spec.dev_splits:

@@ -1,5 +1,6 @@
 """File handling shared by the evaluators and their commands: reading a user's text file with an
-error that names it, and writing the optional --json and --plot outputs."""
+error that names it, quoting its text in errors (cut short), and writing the optional --json and
+--plot outputs."""
 
 import json
 import math
@@ -10,6 +11,28 @@ from typing import Any
 from bench.atomic import write_text
 from bench.errors import UserError
 from bench.evals.curves import PRCurve, ROCCurve
+
+SHOWN_CHARS = 80  # the most characters of a user's text an error message quotes
+
+
+def shown(value: object) -> str:
+    """`repr(value)` in at most SHOWN_CHARS characters, longer ones cut with an ellipsis: an error
+    quotes enough of a junk line to recognise it, never all of it."""
+    text = repr(value[:SHOWN_CHARS + 1] if isinstance(value, str) else value)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 1] + "…"
+
+
+def json_loads(text: str) -> Any:
+    """json.loads with every failure a json.JSONDecodeError, including what json.loads raises
+    otherwise: a number of more than 4,300 digits, nesting too deep for the parser."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as e:
+        raise json.JSONDecodeError(str(e).split(";")[0], text, 0) from None
 
 
 def read_lines(path: Path, expected: str = "a UTF-8 text file") -> list[str]:

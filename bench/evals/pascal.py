@@ -37,6 +37,9 @@ Choices where the toolbox had to be read closely:
   exactly six fields, and blank lines are skipped; a non-finite number or x2 < x1, y2 < y1 is an
   error. Detections on images the ground truth does not list are FPs as in the toolbox, counted
   and warned about.
+- Corners read from files must lie within +-MAX_COORD = 2^31 pixels: areas and calibration then
+  never overflow to inf and NaN, where numpy's argmax and the toolbox's `>=` would part ways.
+  nit = 1 runs no calibration and is labelled so.
 - Two .mat entries with the same image key are an error: the toolbox would count the faces of both
   towards recall but match detections only against the last.
 """
@@ -57,9 +60,11 @@ from numpy.typing import ArrayLike
 from bench.atomic import write_text
 from bench.errors import UserError
 from bench.evals.curves import PRCurve, ap_11_point, ap_all_points
-from bench.evals.io import read_lines
+from bench.evals.io import json_loads, read_lines, shown
+from bench.evals.matfile import load_mat
 
 MIN_FACE = 30  # plot_AP.py --minw / --minh defaults
+MAX_COORD = 2.0**31  # |corner| bound of files: areas and calibration stay far from overflow
 MIN_DET = int(math.sqrt(0.5 * MIN_FACE * MIN_FACE))  # 21: filterdet's minpix
 MIN_OVERLAP = 0.5
 DEFAULT_NIT = 5  # plot_AP.py --nit default
@@ -201,8 +206,8 @@ class PascalFacesEval:
         self.counts["on_unknown_images"] = len(unknown)
         if unknown:
             warnings.warn(f"{len(unknown)} detections on {len(set(unknown))} images the ground "
-                          f"truth does not list (e.g. {unknown[0]!r}) count as false positives",
-                          stacklevel=2)
+                          f"truth does not list (e.g. {shown(unknown[0])}) count as false "
+                          "positives", stacklevel=2)
         groups = self._groups(keys)
         boxes = self.dets.boxes[self.order]
         self.rounds = []
@@ -225,7 +230,8 @@ class PascalFacesEval:
     def accumulate(self) -> None:
         if not self.rounds:
             self.evaluate()
-        self.curves = {"calibrated": self._curve(self.rounds[-1], f"calibrated (nit={self.nit})"),
+        last = f"calibrated (nit={self.nit})" if self.nit > 1 else "plain (nit=1)"
+        self.curves = {"calibrated": self._curve(self.rounds[-1], last),
                        "plain": self._curve(self.rounds[0], "plain (nit=1)")}
 
     def _curve(self, rnd: Round, name: str) -> PRCurve:
@@ -251,10 +257,11 @@ class PascalFacesEval:
             print(f"Pascal Faces, face-eval toolbox protocol: {c['images']} images, {c['faces']} "
                   f"faces (+{c['ignore_regions']} ignore regions); {c['detections']} detections, "
                   f"{c['dropped_small']} dropped (both sides <= {MIN_DET} px)")
-            print(f"  AP          {metrics['ap']:.6f}   11-point {metrics['ap_11pt']:.6f}   "
-                  f"(box calibration, nit={self.nit})")
+            if self.nit > 1:
+                print(f"  AP          {metrics['ap']:.6f}   11-point {metrics['ap_11pt']:.6f}   "
+                      f"(box calibration, nit={self.nit})")
             print(f"  AP plain    {metrics['ap_plain']:.6f}   11-point "
-                  f"{metrics['ap_11pt_plain']:.6f}   (nit=1)")
+                  f"{metrics['ap_11pt_plain']:.6f}   (no calibration, nit=1)")
         return metrics
 
 
@@ -349,7 +356,7 @@ def gt_format(path: Path, fmt: str | None = None) -> str:
     """The ground-truth format named, or the one the suffix implies (.mat, .json, else text)."""
     if fmt is not None:
         if fmt not in FORMATS:
-            raise UserError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+            raise UserError(f"--format {shown(fmt)}: expected one of {', '.join(FORMATS)}")
         return fmt
     return {".mat": "mat", ".json": "coco"}.get(path.suffix.lower(), "text")
 
@@ -362,15 +369,9 @@ def load_gt(path: Path, fmt: str | None = None) -> FaceGT:
 def load_mat_gt(path: Path) -> FaceGT:
     """The toolbox's `Annotations_Face_PASCALLayout_large[_fixed].mat`: a struct array
     `Annotations` with `imgname` and `objects` (rows [x1 y1 x2 y2 _ ignore])."""
-    from scipy.io import loadmat
-    from scipy.io.matlab import MatReadError
-
-    if not path.is_file():  # loadmat would try other names
+    if not path.exists():
         raise UserError(f"{path}: no such file")
-    try:
-        data = loadmat(path, struct_as_record=True)
-    except (MatReadError, OSError, ValueError, TypeError, NotImplementedError) as e:
-        raise UserError(f"{path}: not a MATLAB file scipy can read ({e})") from None
+    data = load_mat(path, "not a MATLAB file scipy can read", struct_as_record=True)
     if "Annotations" not in data:
         found = ", ".join(k for k in data if not k.startswith("__")) or "none"
         raise UserError(f"{path}: no variable 'Annotations' (variables: {found})")
@@ -389,8 +390,8 @@ def gt_from_mat(annotations: Any, source: str = "Annotations") -> FaceGT:
         where = f"{source}: Annotations({i})"
         key = gt_key(_mat_string(_mat_field(entry, "imgname", where), f"{where}.imgname"))
         if key in boxes:
-            raise UserError(f"{where}.imgname: image {key!r} again (first in {where_of[key]}): "
-                            "expected one entry per image")
+            raise UserError(f"{where}.imgname: image {shown(key)} again (first in "
+                            f"{where_of[key]}): expected one entry per image")
         where_of[key] = where
         boxes[key] = _mat_rows(_mat_field(entry, "objects", where), f"{where}.objects")
     return FaceGT(boxes)
@@ -401,7 +402,7 @@ def _mat_field(entry: Any, name: str, where: str) -> Any:
         entry = entry.ravel()[0]
     names = entry.dtype.names if isinstance(entry, np.void) else getattr(entry, "_fieldnames", ())
     if not names or name not in names:
-        raise UserError(f"{where}: no field {name!r} (fields: {', '.join(names or ()) or 'none'})"
+        raise UserError(f"{where}: no field {name!r} (fields: {shown(', '.join(names or ()))})"
                         ": expected a struct with 'imgname' and 'objects'")
     return entry[name] if isinstance(entry, np.void) else getattr(entry, name)
 
@@ -411,7 +412,7 @@ def _mat_string(value: Any, where: str) -> str:
         value = value.ravel()[0]
     if isinstance(value, str) and value:
         return str(value)
-    raise UserError(f"{where}: {value!r}: expected the image's file name as a string")
+    raise UserError(f"{where}: {shown(value)}: expected the image's file name as a string")
 
 
 def _mat_rows(value: Any, where: str) -> np.ndarray:
@@ -426,9 +427,10 @@ def _mat_rows(value: Any, where: str) -> np.ndarray:
             from None
     rows = []
     for j, r in enumerate(raw, 1):
-        if len(r) < 4 or not np.isfinite(r[:4]).all() or (len(r) >= 6 and not np.isfinite(r[5])):
-            raise UserError(f"{where} row {j}: {r.tolist()}: expected finite [x1 y1 x2 y2 _ "
-                            "ignore] (at least 4 values)")
+        if len(r) < 4 or not (np.abs(r[:4]) <= MAX_COORD).all() or (
+                len(r) >= 6 and not np.isfinite(r[5])):
+            raise UserError(f"{where} row {j}: {shown(r.tolist())}: expected [x1 y1 x2 y2 _ "
+                            f"ignore] (at least 4 values), corners within +-{MAX_COORD:.0f}")
         rows.append([*r[:4], r[5] if len(r) >= 6 else 0.0])
     return np.array(rows, dtype=float).reshape(-1, 5)
 
@@ -453,7 +455,7 @@ def load_text_gt(path: Path) -> FaceGT:
         _check_corners(x1, y1, x2, y2, path, lineno)
         ignore = _number(fields[5], path, lineno, "ignore") if len(fields) == 6 else 0.0
         if ignore not in (0.0, 1.0):
-            raise UserError(f"{path}:{lineno}: ignore {fields[5]!r}: expected 0 or 1")
+            raise UserError(f"{path}:{lineno}: ignore {shown(fields[5])}: expected 0 or 1")
         rows.append([x1, y1, x2, y2, ignore])
     return FaceGT(boxes)
 
@@ -464,27 +466,24 @@ def load_coco_gt(path: Path) -> FaceGT:
     from pycocotools.coco import COCO
 
     data = _read_json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
-            or not isinstance(data.get("annotations"), list):
+    if not isinstance(data, dict):
         raise UserError(f"{path}: expected a COCO object with lists 'images' and 'annotations'")
+    _check_coco_entries(path, data, "images", ("id", "file_name"))
+    _check_coco_entries(path, data, "annotations", ("id", "image_id"))
+    if "categories" in data:
+        _check_coco_entries(path, data, "categories", ("id",))
     coco = COCO()
     coco.dataset = data
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco.createIndex()
-    except (KeyError, TypeError) as e:
-        raise UserError(f"{path}: an image or annotation lacks field {e}: expected COCO "
-                        "instances ('id' on images, 'id' and 'image_id' on annotations)") from None
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
     boxes: dict[str, list[list[float]]] = {}
     ids: dict[str, int] = {}
     for img_id, img in coco.imgs.items():
-        name = img.get("file_name")
-        if not isinstance(name, str) or not name:
-            raise UserError(f"{path}: image id {img_id}: file_name {name!r}: expected a file name")
+        name = img["file_name"]
         key = gt_key(name)
         if key in ids:
-            raise UserError(f"{path}: image id {img_id}: {name!r} has the key {key!r} of image id "
-                            f"{ids[key]}: expected one image per key")
+            raise UserError(f"{path}: image id {img_id}: {shown(name)} has the key {shown(key)} "
+                            f"of image id {ids[key]}: expected one image per key")
         ids[key] = img_id
         boxes[key] = []
     for ann in coco.anns.values():
@@ -497,6 +496,32 @@ def load_coco_gt(path: Path) -> FaceGT:
             [x, y, x + w, y + h, float(ignore)])
     category = min(coco.cats, default=1)
     return FaceGT(boxes, ids, category)
+
+
+def _check_coco_entries(path: Path, data: dict, key: str, fields: tuple[str, ...]) -> None:
+    """`data[key]` is a list of objects, each with the `fields` ('id' and '..._id': integers,
+    'file_name': a non-empty string) and an 'id' no other entry has."""
+    entries = data.get(key)
+    if not isinstance(entries, list):
+        raise UserError(f"{path}: {key}: {shown(entries)}: expected a list of COCO objects")
+    first: dict[int, int] = {}
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise UserError(f"{path}: {key}[{i}]: {shown(entry)}: expected an object with "
+                            f"{', '.join(fields)}")
+        for field in fields:
+            value = entry.get(field)
+            if field == "file_name":
+                ok = isinstance(value, str) and bool(value)
+            else:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            if not ok:
+                raise UserError(f"{path}: {key}[{i}].{field}: {shown(value)}: expected "
+                                f"{'a file name' if field == 'file_name' else 'an integer'}")
+        if entry["id"] in first:
+            raise UserError(f"{path}: {key}[{i}].id: {entry['id']} again (first in "
+                            f"{key}[{first[entry['id']]}]): expected ids that differ")
+        first[entry["id"]] = i
 
 
 def load_dets(path: Path, gt: FaceGT | None = None) -> Detections:
@@ -536,15 +561,16 @@ def load_coco_dets(path: Path, gt: FaceGT) -> Detections:
     images, scores, boxes = [], [], []
     for n, d in enumerate(data):
         where = f"{path}: result {n}"
-        if not isinstance(d, dict) or d.get("image_id") not in key_of:
-            got = d.get("image_id") if isinstance(d, dict) else d
-            raise UserError(f"{where}: image_id {got!r}: expected an image id of the ground truth")
+        image_id = d.get("image_id") if isinstance(d, dict) else None
+        if isinstance(image_id, bool) or not isinstance(image_id, int) or image_id not in key_of:
+            raise UserError(f"{where}: image_id {shown(image_id if isinstance(d, dict) else d)}: "
+                            "expected an image id of the ground truth")
         x, y, w, h = _coco_box(d.get("bbox"), where)
         score = d.get("score")
         if isinstance(score, bool) or not isinstance(score, int | float) \
                 or not math.isfinite(score):
-            raise UserError(f"{where}: score {score!r}: expected a finite number")
-        images.append(key_of[d["image_id"]])
+            raise UserError(f"{where}: score {shown(score)}: expected a finite number")
+        images.append(key_of[image_id])
         scores.append(float(score))
         boxes.append([x, y, x + w, y + h])
     return Detections(images, scores, boxes)
@@ -553,7 +579,7 @@ def load_coco_dets(path: Path, gt: FaceGT) -> Detections:
 def _read_json(path: Path) -> Any:
     text = "\n".join(read_lines(path))
     try:
-        return json.loads(text)
+        return json_loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
 
@@ -564,7 +590,10 @@ def _number(token: str, path: Path, lineno: int, field: str) -> float:
     except ValueError:
         value = math.nan
     if not math.isfinite(value):
-        raise UserError(f"{path}:{lineno}: {field} {token!r}: expected a finite number")
+        raise UserError(f"{path}:{lineno}: {field} {shown(token)}: expected a finite number")
+    if field in _CORNERS and abs(value) > MAX_COORD:
+        raise UserError(f"{path}:{lineno}: {field} {shown(token)}: expected pixels from "
+                        f"{-MAX_COORD:.0f} to {MAX_COORD:.0f}")
     return value
 
 
@@ -576,10 +605,10 @@ def _check_corners(x1: float, y1: float, x2: float, y2: float, path: Path, linen
 
 def _coco_box(bbox: Any, where: str) -> tuple[float, float, float, float]:
     if not isinstance(bbox, list) or len(bbox) != 4 or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            isinstance(v, int | float) and not isinstance(v, bool) and abs(v) <= MAX_COORD
             for v in bbox) or bbox[2] < 0 or bbox[3] < 0:
-        raise UserError(f"{where}: bbox {bbox!r}: expected [x, y, width, height], finite, "
-                        "width and height >= 0")
+        raise UserError(f"{where}: bbox {shown(bbox)}: expected [x, y, width, height], each "
+                        f"within +-{MAX_COORD:.0f}, width and height >= 0")
     x, y, w, h = (float(v) for v in bbox)
     return x, y, w, h
 

@@ -9,6 +9,8 @@ from bench.errors import UserError
 from bench.evals.io import write_outputs
 from bench.evals.pascal import DEFAULT_NIT, DET_FORMAT, FORMATS, TEXT_FORMAT
 
+MAX_NIT = 20  # every round keeps its boxes: memory grows with nit x detections
+
 
 def add_parser(evaluators: argparse._SubParsersAction) -> None:
     description = (
@@ -25,7 +27,8 @@ def add_parser(evaluators: argparse._SubParsersAction) -> None:
                    help="ground-truth format (default by suffix: .mat, .json = coco, else text)")
     p.add_argument("--dets", required=True, help="detection file")
     p.add_argument("--nit", type=int, default=DEFAULT_NIT,
-                   help=f"evaluation rounds of box calibration (default {DEFAULT_NIT}; 1 = none)")
+                   help=f"evaluation rounds of box calibration (default {DEFAULT_NIT}; 1 = none; "
+                   f"at most {MAX_NIT})")
     p.add_argument("--coco-check", action="store_true",
                    help="also print pycocotools' AP@0.5 as a cross-check (not the protocol's AP)")
     p.add_argument("--json", help="write metrics, counts and curves to this file")
@@ -36,8 +39,9 @@ def add_parser(evaluators: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bench.evals.pascal import PascalFacesEval, coco_ap50, load_dets, load_gt
 
-    if args.nit < 1:
-        raise UserError(f"--nit {args.nit}: expected at least 1 round (1 = no calibration)")
+    if not 1 <= args.nit <= MAX_NIT:
+        raise UserError(f"--nit {args.nit}: expected 1 to {MAX_NIT} rounds (1 = no calibration; "
+                        f"the toolbox's default is {DEFAULT_NIT})")
     gt_path = Path(args.gt)
     gt = load_gt(gt_path, args.format)
     if gt.n_faces == 0:

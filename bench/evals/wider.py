@@ -40,7 +40,8 @@ File choices, following read_pred.m where it decides:
   of the first N lines and ignore the rest; a disagreement is almost always a writer's bug, so it
   is an error here). Scores must be finite and widths and heights >= 0.
 - Ground-truth boxes are used as stored, including the few zero- or negative-size boxes of the
-  official files, with the tool's arithmetic.
+  official files, with the tool's arithmetic. Like MATLAB's, it overflows to inf and NaN silently
+  (scores of +-1e308, say), so numpy's overflow warnings are muted there.
 - In-memory predictions: an image absent from the mapping has no detections, silently; a key
   that is not a ground-truth image is ignored with a warning.
 """
@@ -56,7 +57,8 @@ import numpy as np
 from bench.atomic import write_text
 from bench.errors import UserError
 from bench.evals.curves import PRCurve, ap_all_points
-from bench.evals.io import read_lines
+from bench.evals.io import read_lines, shown
+from bench.evals.matfile import load_mat
 
 ImageKey = tuple[str, str]
 SETTINGS = ("easy", "medium", "hard")
@@ -107,7 +109,7 @@ class WiderGroundTruth:
             for key, b in self.boxes.items():
                 mask = masks.get(key)
                 if mask is None or mask.dtype != bool or mask.shape != (len(b),):
-                    raise UserError(f"ground truth setting {setting!r}, {key[0]}/{key[1]}: "
+                    raise UserError(f"ground truth setting {shown(setting)}, {key[0]}/{key[1]}: "
                                     f"expected a boolean mask of length {len(b)}")
 
     @property
@@ -123,17 +125,11 @@ class WiderGroundTruth:
 
 
 def _loadmat(path: Path) -> dict:
-    import scipy.io
-    from scipy.io.matlab import MatReadError
-
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{path}: not found; a WIDER ground-truth folder holds {_VAL_FILE} and "
                         "wider_{easy,medium,hard}_val.mat (eval_tools/ground_truth of the "
                         "official evaluation code)")
-    try:
-        return scipy.io.loadmat(path)
-    except (MatReadError, ValueError, TypeError, OSError, NotImplementedError) as e:
-        raise UserError(f"{path}: not a readable MATLAB v5 file ({e})") from None
+    return load_mat(path, "not a readable MATLAB v5 file")
 
 
 def _cells(mat: dict, path: Path, field: str, length: int | None = None) -> list:
@@ -229,12 +225,14 @@ def _gt_list_mask(g: object, n: int, path: Path, event: int, image: int) -> np.n
     where = f"{path}: field gt_list, event {event + 1}, image {image + 1}"
     if not isinstance(g, np.ndarray) or g.dtype.kind not in "iuf":
         raise UserError(f"{where}: expected a numeric vector of 1-based face indices")
-    idx = g.ravel().astype(np.int64)
-    if idx.size and (idx.min() < 1 or idx.max() > n or not np.array_equal(idx, g.ravel())):
+    values = g.ravel()
+    if values.size and not (np.isfinite(values).all() and values.min() >= 1
+                            and values.max() <= n and np.array_equal(values, np.round(values))):
         raise UserError(f"{where}: expected 1-based face indices in 1..{n}, found "
-                        f"{g.ravel().tolist()}")
+                        f"{shown(values.tolist())}")
+    idx = values.astype(np.int64)
     if np.unique(idx).size != idx.size:
-        raise UserError(f"{where}: face indices repeat: {idx.tolist()}")
+        raise UserError(f"{where}: face indices repeat: {shown(idx.tolist())}")
     mask = np.zeros(n, dtype=bool)
     mask[idx - 1] = True
     return mask
@@ -268,9 +266,9 @@ def load_wider_bbx_gt(txt_path: Path | str,
             continue
         key = _image_path(txt_path, i + 1, lines[i], boxes)
         count_text = lines[i + 1].strip() if i + 1 < len(lines) else ""
-        if not (count_text.isascii() and count_text.isdigit()):
+        if not _is_count(count_text):
             raise UserError(f"{txt_path}:{i + 2}: face count of {key[0]}/{key[1]}: expected a "
-                            f"whole number, found {count_text or 'nothing'!r}")
+                            f"whole number, found {shown(count_text or 'nothing')}")
         count = int(count_text)
         rows = []
         for k in range(max(count, 1)):
@@ -281,7 +279,7 @@ def load_wider_bbx_gt(txt_path: Path | str,
                         "the all-zero line that follows a face count of 0")
                 raise UserError(f"{txt_path}:{n}: {what} of {key[0]}/{key[1]}: expected 10 "
                                 f"numbers (x1 y1 w h blur expression illumination invalid "
-                                f"occlusion pose), found {line.strip() or 'nothing'!r}; the "
+                                f"occlusion pose), found {shown(line.strip() or 'nothing')}; the "
                                 f"count on line {i + 2} says {count}")
             rows.append([float(v) for v in line.split()])
         values = np.array(rows)
@@ -305,6 +303,12 @@ def load_wider_bbx_gt(txt_path: Path | str,
     return WiderGroundTruth(events, boxes, counted, attributes)
 
 
+def _is_count(text: str) -> bool:
+    """ASCII digits, at most 18 of them (an int64; longer is junk, and Python refuses to parse
+    more than 4,300)."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 def _image_path(txt_path: Path, n: int, line: str, seen: Mapping[ImageKey, object]) -> ImageKey:
     text = line.strip()
     event, _, file = text.partition("/")
@@ -312,7 +316,7 @@ def _image_path(txt_path: Path, n: int, line: str, seen: Mapping[ImageKey, objec
         hint = (" (more face lines follow than the previous image's count says)"
                 if _FACE_LINE.fullmatch(text) else "")
         raise UserError(f"{txt_path}:{n}: image path: expected <event>/<name>.jpg, found "
-                        f"{text!r}{hint}")
+                        f"{shown(text)}{hint}")
     key = (event, Path(file).stem)
     if key in seen:
         raise UserError(f"{txt_path}:{n}: image path: {text} appears twice")
@@ -333,7 +337,7 @@ def _first_bad_row(values: np.ndarray) -> tuple[int, str] | None:
     for col, field in enumerate(_PRED_FIELDS):
         v = float(values[r, col])
         if not np.isfinite(v):
-            return r, f"{field}: expected a finite number, found {v!r}"
+            return r, f"{field}: expected a finite number, found {shown(v)}"
     col = 2 if values[r, 2] < 0 else 3
     return r, f"{_PRED_FIELDS[col]}: expected >= 0, found {float(values[r, col])!r}"
 
@@ -354,9 +358,10 @@ def _check_predictions(key: ImageKey, boxes: object) -> np.ndarray:
 def _read_prediction_file(path: Path) -> np.ndarray:
     lines = read_lines(path, "a WIDER prediction file")
     count_text = lines[1].strip() if len(lines) > 1 else ""
-    if not (count_text.isascii() and count_text.isdigit()):
+    if not _is_count(count_text):
         raise UserError(f"{path}:2: box count: expected a whole number (line 1 is the image "
-                        f"name, line 2 the number of boxes), found {count_text or 'nothing'!r}")
+                        f"name, line 2 the number of boxes), found "
+                        f"{shown(count_text or 'nothing')}")
     count = int(count_text)
     body = [(n, line.split()) for n, line in enumerate(lines[2:], start=3) if line.strip()]
     if len(body) != count:
@@ -376,7 +381,7 @@ def _read_prediction_file(path: Path) -> np.ndarray:
                     float(text)
                 except ValueError:
                     raise UserError(f"{path}:{n}: {field}: expected a number, "
-                                    f"found {text!r}") from None
+                                    f"found {shown(text)}") from None
         raise
     bad = _first_bad_row(values)
     if bad is not None:
@@ -414,13 +419,13 @@ def _warn_coverage(missing: Sequence[ImageKey], unexpected: Sequence[str], total
                    stacklevel: int) -> None:
     parts = []
     if missing:
-        shown = ", ".join(f"{e}/{n}" for e, n in missing[:3])
+        listed = ", ".join(f"{e}/{n}" for e, n in missing[:3])
         parts.append(f"{len(missing)} of {total} images have no prediction file and count as "
-                     f"no detections ({shown}{', ...' if len(missing) > 3 else ''})")
+                     f"no detections ({listed}{', ...' if len(missing) > 3 else ''})")
     if unexpected:
-        shown = ", ".join(unexpected[:3])
+        listed = ", ".join(unexpected[:3])
         parts.append(f"{len(unexpected)} predictions name no ground-truth image and are "
-                     f"ignored ({shown}{', ...' if len(unexpected) > 3 else ''})")
+                     f"ignored ({listed}{', ...' if len(unexpected) > 3 else ''})")
     if parts:
         warnings.warn(WiderPredictionWarning("; ".join(parts), missing, unexpected),
                       stacklevel=stacklevel)
@@ -447,15 +452,16 @@ def _best_gt(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each prediction the index and IoU of its best box, with boxoverlap.m's arithmetic
     (inputs [x y w h]; first index on ties; NaN overlaps never win, as in MATLAB's max)."""
     gx1, gy1 = gt[:, 0], gt[:, 1]
-    gx2, gy2 = gx1 + gt[:, 2], gy1 + gt[:, 3]
     px1, py1 = pred[:, 0:1], pred[:, 1:2]
-    px2, py2 = px1 + pred[:, 2:3], py1 + pred[:, 3:4]
-    w = np.minimum(gx2, px2) - np.maximum(gx1, px1) + 1
-    h = np.minimum(gy2, py2) - np.maximum(gy1, py1) + 1
-    inter = w * h
-    g_area = (gx2 - gx1 + 1) * (gy2 - gy1 + 1)
-    p_area = (px2 - px1 + 1) * (py2 - py1 + 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(over="ignore"):
+        gx2, gy2 = gx1 + gt[:, 2], gy1 + gt[:, 3]
+        px2, py2 = px1 + pred[:, 2:3], py1 + pred[:, 3:4]
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # MATLAB: inf, NaN
+        w = np.minimum(gx2, px2) - np.maximum(gx1, px1) + 1
+        h = np.minimum(gy2, py2) - np.maximum(gy1, py1) + 1
+        inter = w * h
+        g_area = (gx2 - gx1 + 1) * (gy2 - gy1 + 1)
+        p_area = (px2 - px1 + 1) * (py2 - py1 + 1)
         overlap = inter / (g_area + p_area - inter)
     overlap[(w <= 0) | (h <= 0)] = 0
     overlap[np.isnan(overlap)] = -np.inf
@@ -516,7 +522,7 @@ class WiderEval:
             if pred is None or not len(pred) or not len(boxes):
                 continue
             idx, iou = _best_gt(boxes, pred)
-            with np.errstate(invalid="ignore"):
+            with np.errstate(over="ignore", invalid="ignore"):  # as MATLAB: inf, NaN
                 scores.append((pred[:, 4] - lo) / (hi - lo))
             best.append(idx + offset)
             overlaps.append(iou)
