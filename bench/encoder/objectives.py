@@ -43,8 +43,8 @@ def nce_loss(hidden: Tensor, targets: Tensor, output: torch.nn.Linear, log_noise
     """Mean NCE loss of K positions; `log_noise` [V] is log q (-inf where q is 0)."""
     noise = torch.multinomial(log_noise.exp(), negatives, replacement=True)
     log_k = math.log(negatives)
-    positive = (hidden * output.weight[targets]).sum(-1) + output.bias[targets]
-    negative = hidden @ output.weight[noise].T + output.bias[noise]
+    positive = (hidden * F.embedding(targets, output.weight)).sum(-1) + output.bias[targets]
+    negative = hidden @ F.embedding(noise, output.weight).T + output.bias[noise]
     positive = widen(positive) - (log_k + log_noise[targets])
     negative = widen(negative) - (log_k + log_noise[noise])
     return (F.softplus(-positive) + F.softplus(negative).sum(-1)).mean()

@@ -44,7 +44,9 @@ def cwt_loss(
         tokens, labels = torch.unique(target_ids, return_inverse=True)
     else:
         tokens, labels = target_ids, torch.arange(len(target_ids), device=target_ids.device)
-    candidates = embedding[tokens]  # a gather, not a detach: E gets gradient as the target too
+    # A lookup, not a detach: E gets gradient as the target too. F.embedding, not E[tokens]:
+    # indexing's backward on a CPU adds repeated rows with parallel atomics in no fixed order.
+    candidates = F.embedding(tokens, embedding)
     if chunk_size is None or chunk_size >= len(hidden):
         scores = hidden @ candidates.T / temperature
         return F.cross_entropy(widen(scores), labels)
@@ -54,9 +56,15 @@ def cwt_loss(
 class _ChunkedContrastiveCE(torch.autograd.Function):
     """Mean cross-entropy of (hidden @ candidates^T / tau) against labels, row chunk by row chunk.
 
-    Only the per-row log-sum-exp (K floats) is kept for backward, which recomputes each chunk's
-    scores; so peak memory is chunk x N instead of K x N. Autocast in force during the forward is
-    replayed in the backward, so the recomputed scores match the ones the forward normalised.
+    Only the per-row maximum and log of the shifted sum (2K floats) are kept for backward, which
+    recomputes each chunk's scores; so peak memory is chunk x N instead of K x N. Autocast in
+    force during the forward is replayed in the backward, so the recomputed scores match the ones
+    the forward normalised.
+
+    The maximum and the log of the shifted sum stay apart: a score offset shared by a whole row
+    (1e4 and more) would swallow the digits of their float32 sum, the log-sum-exp. Subtracting the
+    maximum from scores as close to it as these is exact, so the softmax keeps the precision of
+    the scores themselves, as the unchunked cross-entropy does.
     """
 
     @staticmethod
@@ -76,14 +84,17 @@ class _ChunkedContrastiveCE(torch.autograd.Function):
         )
         rows = torch.arange(len(hidden), device=hidden.device)
         wide = _wide_dtype(hidden.dtype)
-        logsumexp = hidden.new_empty(len(hidden), dtype=wide)
+        row_max = hidden.new_empty(len(hidden), dtype=wide)
+        log_sum = hidden.new_empty(len(hidden), dtype=wide)
         total = hidden.new_zeros((), dtype=wide)
         for start in range(0, len(hidden), chunk_size):
             span = slice(start, start + chunk_size)
-            scores = widen(hidden[span] @ candidates.T) / temperature
-            logsumexp[span] = torch.logsumexp(scores, dim=1)
-            total += (logsumexp[span] - scores[rows[span] - start, labels[span]]).sum()
-        ctx.save_for_backward(hidden, candidates, labels, logsumexp)
+            scores = _scores(hidden[span], candidates, temperature)
+            row_max[span] = scores.amax(dim=1)
+            shifted = scores.sub_(row_max[span, None])
+            log_sum[span] = torch.logsumexp(shifted, dim=1)
+            total += (log_sum[span] - shifted[rows[span] - start, labels[span]]).sum()
+        ctx.save_for_backward(hidden, candidates, labels, row_max, log_sum)
         ctx.temperature, ctx.chunk_size = temperature, chunk_size
         return total / len(hidden)
 
@@ -91,7 +102,7 @@ class _ChunkedContrastiveCE(torch.autograd.Function):
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad_output: Tensor
     ) -> tuple[Tensor | None, ...]:
-        hidden, candidates, labels, logsumexp = ctx.saved_tensors
+        hidden, candidates, labels, row_max, log_sum = ctx.saved_tensors
         device_type, enabled, dtype = ctx.autocast
         tau, chunk_size = ctx.temperature, ctx.chunk_size
         wide = _wide_dtype(hidden.dtype)
@@ -102,14 +113,19 @@ class _ChunkedContrastiveCE(torch.autograd.Function):
         with torch.autocast(device_type=device_type, dtype=dtype, enabled=enabled):
             for start in range(0, len(hidden), chunk_size):
                 span = slice(start, start + chunk_size)
-                scores = widen(hidden[span] @ candidates.T) / tau
+                scores = _scores(hidden[span], candidates, tau)
                 # d(lse - s_label)/ds = softmax - onehot; times dL/dscores' chain factor 1/(K tau)
-                grad_scores = torch.exp(scores - logsumexp[span, None])
+                grad_scores = scores.sub_(row_max[span, None]).sub_(log_sum[span, None]).exp_()
                 grad_scores[rows[span] - start, labels[span]] -= 1
                 grad_scores *= scale
                 grad_hidden[span] = grad_scores @ candidates.to(wide)
                 grad_candidates += grad_scores.T @ hidden[span].to(wide)
         return grad_hidden.to(hidden.dtype), grad_candidates.to(candidates.dtype), None, None, None
+
+
+def _scores(hidden: Tensor, candidates: Tensor, temperature: float) -> Tensor:
+    """A chunk's score matrix in at least float32, computed alike in forward and backward."""
+    return widen(hidden @ candidates.T) / temperature
 
 
 def softmax_loss(logits: Tensor, target_ids: Tensor) -> Tensor:
