@@ -1,7 +1,8 @@
 """SSH speed and cost, headless vs full VGG-16, side by side in one process.
 
-- inference ms/image (median, after warm-up, synchronised on a GPU) at maximum input sizes, single
-  scale and pyramid, with the paper's Quadro P6000 numbers beside (Table 2);
+- inference ms/image at maximum input sizes, single scale and pyramid, with the paper's Quadro
+  P6000 numbers beside (Table 2): every (backbone, size, mode) timed in the same interleaved
+  rounds after warm-up (synchronised on a GPU), the median with its interquartile range;
 - training FLOPs per image (forward + backward, FlopCounterMode on the meta device) at the
   benchmark size and at the published training size 1200 x 1600.
 
@@ -16,7 +17,7 @@ import torch
 
 from bench.faces.config import SSHModelConfig
 from bench.faces.model import build_ssh, parameter_counts, ssh_flops
-from bench.faces.speed import PAPER_MS_P6000, time_detector
+from bench.faces.speed import PAPER_MS_P6000, time_detection
 
 BACKBONES = ("vgg16_headless", "vgg16_full")
 
@@ -29,14 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pyramid", action="store_true", help="also time the image pyramid")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds")
     args = parser.parse_args(argv)
     sizes = (list(PAPER_MS_P6000) if args.sizes == "all" else
              [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")])
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"SSH at width 1 on {name} ({torch.get_num_threads()} threads), bf16={args.bf16}, "
-          f"channels_last={args.channels_last}, median of {args.repeats}")
+          f"channels_last={args.channels_last}, median [IQR] of {args.repeats} interleaved "
+          f"rounds after {args.warmup} warm-up")
 
     models = {}
     for backbone in BACKBONES:
@@ -49,21 +52,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {backbone:<15} {parameter_counts(model)['total']:>12,} parameters")
 
     modes = ["single", "pyramid"] if args.pyramid else ["single"]
-    print(f"\n{'size':<10}{'mode':<9}" + "".join(f"{b:>17}" for b in BACKBONES)
+    timings = time_detection(models, sizes, modes, device, warmup=args.warmup,
+                             repeats=args.repeats, bf16=args.bf16,
+                             channels_last=args.channels_last)
+    print(f"\n{'size':<10}{'mode':<9}" + "".join(f"{b:>27}" for b in BACKBONES)
           + f"{'full/headless':>15}{'paper P6000':>13}")
     for size in sizes:
         for mode in modes:
-            ms = {}
-            for backbone in BACKBONES:  # side by side: same process, same image, same warm-up
-                model, specs = models[backbone]
-                with torch.no_grad():
-                    ms[backbone] = time_detector(model, specs, size, mode, device,
-                                                 repeats=args.repeats, bf16=args.bf16,
-                                                 channels_last=args.channels_last)
+            ms = {b: timings[b, mode, size] for b in BACKBONES}
             paper = PAPER_MS_P6000.get(size) if mode == "single" else None
             print(f"{size[0]}x{size[1]:<6}{mode:<9}"
-                  + "".join(f"{ms[b]:>14.1f} ms" for b in BACKBONES)
-                  + f"{ms['vgg16_full'] / ms['vgg16_headless']:>15.2f}"
+                  + "".join(f"{ms[b].median:>14.1f} ms [{ms[b].q1:.1f}-{ms[b].q3:.1f}]"
+                            for b in BACKBONES)
+                  + f"{ms['vgg16_full'].median / ms['vgg16_headless'].median:>15.2f}"
                   + (f"{paper:>10} ms" if paper else f"{'':>13}"))
 
     print("\ntraining FLOPs per image (forward + backward):")

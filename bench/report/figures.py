@@ -13,7 +13,11 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.axis import Axis
+from matplotlib.category import StrCategoryFormatter
 from matplotlib.figure import Figure
+from matplotlib.text import Text
+from matplotlib.ticker import FixedFormatter, Formatter, FuncFormatter
 
 from bench.report.tables import SuiteData
 
@@ -165,8 +169,46 @@ def evaluation_curves_figure(data: SuiteData, variants: Sequence[str]) -> str | 
         return to_svg(fig, salt="evaluation-curves")
 
 
+def literal(text: str) -> str:
+    """`text` as matplotlib shows it verbatim: with every `$` escaped no mathtext is parsed
+    (matplotlib turns a remaining `\\$` back into `$` and keeps other backslashes)."""
+    return text.replace("$", r"\$")
+
+
+class _LiteralNames(FuncFormatter):
+    """Another formatter's names, shown verbatim."""
+
+    def __init__(self, names: Formatter):
+        super().__init__(lambda x, pos: literal(names(x, pos)))
+
+
+def _literal_labels(axis: Axis) -> None:
+    """Tick labels that are names (fixed labels, categories) shown verbatim; numeric formatters
+    keep their own mathtext (log ticks such as 10^3). Shared axes share their formatter, which
+    is wrapped once."""
+    names = axis.get_major_formatter()
+    if isinstance(names, _LiteralNames):
+        return
+    if isinstance(names, FixedFormatter | StrCategoryFormatter | FuncFormatter):
+        axis.set_major_formatter(_LiteralNames(names))
+
+
+def show_literally(fig: Figure) -> None:
+    """Every text of `fig` shown verbatim: suite, variant, metric and parameter names may hold
+    `$`, which mathtext would parse (and may fail on). Tick labels are redrawn from their
+    formatters, so name ticks are escaped there. Call once, on the finished figure."""
+    texts = {id(t): t for t in fig.findobj(Text)}
+    for text in texts.values():
+        text.set_text(literal(text.get_text()))
+    for ax in fig.axes:
+        _literal_labels(ax.xaxis)
+        _literal_labels(ax.yaxis)
+
+
 def to_svg(fig: Figure, salt: str) -> str:
-    """The figure as an inline <svg> element (XML declaration and DOCTYPE dropped)."""
+    """The figure as an inline <svg> element (XML declaration and DOCTYPE dropped), its text
+    shown verbatim (`show_literally`)."""
+    show_literally(fig)
     buf = io.StringIO()
     with matplotlib.rc_context({**_SVG_RC, "svg.hashsalt": salt}):
         fig.savefig(buf, format="svg", metadata=_NO_METADATA)
