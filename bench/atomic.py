@@ -1,26 +1,42 @@
 """Whole-or-nothing writes: every file and folder the harness produces appears complete or not at
-all, so a crash or a kill never leaves something half-written that a later step would trust."""
+all, so a crash or a kill never leaves something half-written that a later step would trust.
+
+Work in progress lives beside its target under a hidden temporary name, `.<name>.<random>.tmp`
+(a file for `write_via`, a folder for `build_dir`). A process killed mid-write leaves it behind;
+`remove_stale_temporaries` clears such leftovers once nothing has touched them for a while.
+"""
 
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+# `tempfile` names: the prefix given below, 8 random characters, the suffix.
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+# A live writer touches its temporary continuously (torch.save, a folder being filled); one left
+# alone this long belongs to a process that died.
+STALE_AFTER_S = 600.0
+_SUFFIX = ".tmp"
 
 
 def write_via(path: Path, write: Callable[[Path], object]) -> None:
     """Run `write(tmp)` on a temporary file beside `path`, then rename it to `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_SUFFIX)
     os.close(fd)
     tmp = Path(name)
     try:
         write(tmp)
         tmp.chmod(0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # a failed write() names no file
+            e.filename = str(path)
         raise
 
 
@@ -28,16 +44,24 @@ def write_text(path: Path, text: str) -> None:
     write_via(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def save_torch(obj: Any, path: Path) -> None:
+def save_torch(obj: Any, path: Path, previous: Path | None = None) -> None:
+    """`torch.save` whole-or-nothing; with `previous`, the file it replaces is kept there, so a
+    good checkpoint is on disk at every instant even if the new one is later found damaged."""
     import torch
 
-    write_via(path, lambda tmp: torch.save(obj, tmp))
+    def save(tmp: Path) -> None:
+        with tmp.open("wb") as f:  # through Python's file: a full disk is an OSError (ENOSPC)
+            torch.save(obj, f)
+        if previous is not None and path.exists():
+            os.replace(path, previous)
+
+    write_via(path, save)
 
 
 def build_dir(final: Path, build: Callable[[Path], object]) -> None:
     """Run `build(tmp_dir)` and move the folder to `final`; a concurrent winner is kept."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=_SUFFIX, dir=final.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; what it becomes is not
     try:
         build(tmp)
@@ -47,3 +71,37 @@ def build_dir(final: Path, build: Callable[[Path], object]) -> None:
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _last_touched(path: Path) -> float:
+    """Latest modification time of `path` or, for a folder, of anything inside it."""
+    latest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                latest = max(latest, (Path(root) / name).lstat().st_mtime)
+    return latest
+
+
+def remove_stale_temporaries(folder: Path, stale_after_s: float = STALE_AFTER_S) -> list[Path]:
+    """Delete the temporaries that `write_via` and `build_dir` left in `folder` (not below it)
+    when their process was killed, i.e. those untouched for `stale_after_s` seconds; other
+    names are never touched. Returns what was removed."""
+    if not folder.is_dir():
+        return []
+    cutoff = time.time() - stale_after_s
+    removed = []
+    for path in folder.iterdir():
+        if not _TEMPORARY.fullmatch(path.name):
+            continue
+        try:
+            if _last_touched(path) > cutoff:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:  # its writer finished or another cleaner was first
+            continue
+        removed.append(path)
+    return removed

@@ -3,11 +3,20 @@
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from importlib import import_module
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bench.errors import UserError
+from bench.errors import ClaimRefused, UserError
+
+if TYPE_CHECKING:  # heavy imports happen inside the commands that need them
+    import torch
+
+    from bench.family import Family
+    from bench.plan import RunSpec
+    from bench.store import Store
 
 # `bench eval NAME`: each evaluator's module bench/evals/NAME_cli.py adds its own subcommand.
 EVALUATORS = ("lambada", "glue", "wider", "fddb", "pascal")
@@ -15,6 +24,8 @@ EVALUATORS = ("lambada", "glue", "wider", "fddb", "pascal")
 DATASETS = {"demo-text": ("bench.data.demo_text", "build_demo_text"),
             "demo-faces": ("bench.data.demo_faces", "build_demo_faces"),
             "demo-sst2": ("bench.data.demo_sst2", "build_demo_sst2")}
+# `bench run --wait`: seconds between looks at runs that other processes hold.
+WAIT_POLL_S = 5.0
 
 
 def _results_root(args: argparse.Namespace) -> Path:
@@ -45,6 +56,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     costs = {name: family.step_costs(v.config) for name, v in suite.variants.items()
              if any(r.variant.name == name for r in runs)}
     print(f"suite {suite.name}: {len(runs)} runs (family {family.name})")
+    inputs = {(label, e["path"], e["sha256"]) for r in runs for label, e in r.inputs.items()}
+    for label, path, digest in sorted(inputs):
+        print(f"  input {label}: {path} (sha256 {digest[:12]})")
     header = f"{'run id':<14}{'variant':<18}{'seed':>5}  {'budget':<22}stages (steps bought)"
     print(header)
     print("-" * len(header))
@@ -62,10 +76,38 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _run_unless_held(label: str, r: "RunSpec", family: "Family", store: "Store",
+                     device: "torch.device", args: argparse.Namespace,
+                     failures: list[tuple[str, str]]) -> str | None:
+    """Run `r` (a finished run is skipped, a failure added to `failures`); when another live
+    process holds it, leave it to that process and return the holder in words."""
     from bench.data.demo_text import data_root
-    from bench.plan import plan
-    from bench.runner import execute_run, pick_device
+    from bench.runner import execute_run
+
+    refused = store.claim_refusal(r.run_id)
+    if refused is None:
+        print(f"{label}: running on {device}", flush=True)
+        try:
+            reason = execute_run(r, family, store, device, data_root(),
+                                 progress=not args.no_progress,
+                                 restart_corrupt=args.restart_corrupt)
+        except ClaimRefused as e:  # another process claimed it since the check above
+            refused = e
+    if refused is not None:
+        if refused.state != "finished":
+            return refused.status
+        print(f"{label}: finished earlier, skipped")
+    elif reason is None:
+        print(f"{label}: finished -> {store.run_dir(r.suite, r.run_id)}")
+    else:
+        print(f"{label}: FAILED: {reason} (log: {store.run_dir(r.suite, r.run_id) / 'run.log'})")
+        failures.append((label, reason))
+    return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.plan import input_conflicts, plan
+    from bench.runner import pick_device
     from bench.store import Store
     from bench.suite import load_suite
 
@@ -74,21 +116,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     device = pick_device(args.device)
     store = Store(_results_root(args))
+    conflicts = input_conflicts(store, runs)
+    if conflicts and not args.rerun_changed_inputs:
+        raise UserError("inputs changed since these runs started, so resuming or reusing them "
+                        "would mix data:\n  " + "\n  ".join(conflicts) + "\nrestore the "
+                        "files, or pass --rerun-changed-inputs to start new runs (the old runs "
+                        "stay in the store)")
+    for line in conflicts:
+        print(f"inputs changed: {line}: starting it")
     failures: list[tuple[str, str]] = []
+    held: list[tuple[str, RunSpec]] = []
     for i, r in enumerate(runs, 1):
         label = f"[{i}/{len(runs)}] {r.variant.name} seed {r.seed} ({r.run_id})"
-        if store.state(r.run_id) == "finished":
-            print(f"{label}: finished earlier, skipped")
-            continue
-        print(f"{label}: running on {device}", flush=True)
-        reason = execute_run(r, suite.family, store, device, data_root(),
-                             progress=not args.no_progress)
-        if reason is None:
-            print(f"{label}: finished -> {store.run_dir(suite.name, r.run_id)}")
-        else:
-            print(f"{label}: FAILED: {reason} "
-                  f"(log: {store.run_dir(suite.name, r.run_id) / 'run.log'})")
-            failures.append((label, reason))
+        holder = _run_unless_held(label, r, suite.family, store, device, args, failures)
+        if holder is not None:
+            print(f"{label}: {holder}, {'waiting for it' if args.wait else 'skipped'}",
+                  flush=True)
+            held.append((label, r))
+    while held and args.wait:
+        time.sleep(WAIT_POLL_S)
+        held = [(label, r) for label, r in held
+                if _run_unless_held(label, r, suite.family, store, device, args, failures)]
+    if held:
+        print(f"{len(held)} of {len(runs)} runs left to the processes running them "
+              "(bench run --wait waits for them)")
     if failures:
         print(f"\n{len(failures)} of {len(runs)} runs failed:", file=sys.stderr)
         for label, reason in failures:
@@ -112,6 +163,18 @@ def cmd_ls(args: argparse.Namespace) -> int:
         extra = f" ({r['reason']})" if r["state"] == "failed" else ""
         print(f"{r['run_id']:<14}{r['suite']:<22}{r['variant']:<16}{r['seed']:>5}  "
               f"{r['state']:<9}{shown}{extra}")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from bench.store import rebuild_index
+
+    root = _results_root(args)
+    rebuilt = rebuild_index(root)
+    for line in rebuilt.skipped:
+        print(f"warning: {line}; skipped", file=sys.stderr)
+    print(f"rebuilt {root / 'index.sqlite'} from {rebuilt.runs} run folders"
+          + (f" ({len(rebuilt.skipped)} skipped)" if rebuilt.skipped else ""))
     return 0
 
 
@@ -254,6 +317,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:N")
             p.add_argument("--results", help="results folder (default $BENCH_RESULTS or results)")
             p.add_argument("--no-progress", action="store_true", help="no progress bars")
+            p.add_argument("--wait", action="store_true", help="wait for runs that another "
+                           "process is running, instead of skipping them")
+            p.add_argument("--restart-corrupt", action="store_true",
+                           help="a stage none of whose checkpoints can be loaded trains again "
+                           "from its start (default: the run fails naming the files)")
+            p.add_argument("--rerun-changed-inputs", action="store_true",
+                           help="where a run's data, tokenizer, evaluation sets or weights "
+                           "changed since it ran, start a new run instead of refusing")
 
     p = suite_cmd("sweep", "run the suite's Optuna sweep: every trial an ordinary run; "
                   "running it again resumes the study")
@@ -276,6 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", help="only this suite")
     p.add_argument("--results", help="results folder (default $BENCH_RESULTS or results)")
     p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("index", help="the results index: --rebuild it from the run folders",
+                       description="rebuild results/index.sqlite from the run folders alone "
+                       "(config, state, provenance, metrics, curves), replacing it whole; run it "
+                       "while no `bench run` writes to the results folder")
+    p.add_argument("--rebuild", action="store_true", required=True,
+                   help="rebuild the index (a damaged one included)")
+    p.add_argument("--results", help="results folder (default $BENCH_RESULTS or results)")
+    p.set_defaults(func=cmd_index)
 
     p = suite_cmd("report", "write reports/<suite>.html and .pdf from the results index "
                   "(and the suite's Optuna study, when it has a sweep)")

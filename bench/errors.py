@@ -11,3 +11,14 @@ class RunFailed(Exception):
 
 class Pruned(Exception):
     """A run stopped early on purpose (a sweep's pruner judged it unpromising): not a failure."""
+
+
+class ClaimRefused(RunFailed):
+    """This process may not write a run: it is finished, or another live process holds it.
+
+    `state` is the run's state in the index (None when unknown) and `status` says it in words,
+    e.g. 'running in process 1234 on host gpu-3'."""
+
+    def __init__(self, run_id: str, state: str | None, status: str):
+        super().__init__(f"run {run_id} is {status}")
+        self.run_id, self.state, self.status = run_id, state, status

@@ -44,6 +44,11 @@ class Family(Protocol):
         """Cost of one optimizer step of every stage, measured without training (for plans)."""
         ...
 
+    def inputs(self, config: Any, evals: list[tuple[str, BaseModel]]) -> dict[str, str]:
+        """The files and folders a run reads (data, tokenizer, evaluation sets, pretrained
+        weights), by a label such as 'data.train'; their contents go into the run's identity."""
+        ...
+
     def execute(self, run: "RunSpec", ctx: "RunContext") -> None:
         """Build, train (through ctx.train), evaluate and record one run."""
         ...

@@ -2,21 +2,28 @@
 
 import hashlib
 import json
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import UserError
+from bench.family import Family
+from bench.fingerprint import changed_inputs, fingerprint_inputs
 from bench.suite import Suite, Variant
+
+if TYPE_CHECKING:
+    from bench.store import Store
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run: a resolved variant and a seed; its id is a hash of exactly those."""
+    """One run: a resolved variant, a seed and the inputs it reads; its id hashes all three."""
 
     suite: str
     variant: Variant
     seed: int
     run_id: str
+    inputs: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> path, sha256
 
     @property
     def config(self) -> Any:
@@ -24,26 +31,63 @@ class RunSpec:
 
     @property
     def resolved(self) -> dict[str, Any]:
-        """Everything the run depends on, as stored in its folder and in the index."""
+        """The configuration the run depends on, as stored in its folder and in the index."""
         return {**self.variant.resolved, "seed": self.seed}
 
 
-def run_id(resolved: dict[str, Any], seed: int) -> str:
-    """Content address of a run: same config and seed -> same id, on any machine and any day."""
-    blob = json.dumps({**resolved, "seed": seed}, sort_keys=True, separators=(",", ":"))
+def run_id(resolved: dict[str, Any], seed: int,
+           inputs: dict[str, dict[str, str]] | None = None) -> str:
+    """Content address of a run: same config, seed and input contents -> same id, on any
+    machine and any day. A changed input (a truncated corpus, a retrained tokenizer) gives a
+    new id, so a run never resumes or is reused on data it was not trained on."""
+    key: dict[str, Any] = {**resolved, "seed": seed}
+    if inputs:
+        key["inputs"] = {label: entry["sha256"] for label, entry in inputs.items()}
+    blob = json.dumps(key, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def plan(suite: Suite, only: list[str] | None = None,
-         seeds: list[int] | None = None) -> list[RunSpec]:
-    """The runs of a suite, optionally restricted to some variants and seeds."""
+def variant_inputs(family: Family, variant: Variant, cache_dir: Path | None
+                   ) -> dict[str, dict[str, str]]:
+    """The fingerprinted files and folders a variant's runs read (see bench.fingerprint)."""
+    return fingerprint_inputs(family.inputs(variant.config, variant.evals), cache_dir)
+
+
+def run_spec(suite: str, variant: Variant, seed: int, inputs: dict[str, dict[str, str]]
+             ) -> RunSpec:
+    return RunSpec(suite, variant, seed, run_id(variant.resolved, seed, inputs), inputs)
+
+
+def plan(suite: Suite, only: list[str] | None = None, seeds: list[int] | None = None,
+         cache_dir: Path | None = None) -> list[RunSpec]:
+    """The runs of a suite, optionally restricted to some variants and seeds.
+
+    `cache_dir` holds the fingerprint cache (default: the data cache, $BENCH_DATA)."""
     for name in only or []:
         if name not in suite.variants:
             raise UserError(f"--only {name}: not a variant of {suite.name}; "
                             f"variants: {', '.join(suite.variants)}")
-    chosen = [v for n, v in suite.variants.items() if not only or n in only]
-    return [
-        RunSpec(suite.name, v, seed, run_id(v.resolved, seed))
-        for v in chosen
-        for seed in (seeds if seeds is not None else suite.head.seeds)
-    ]
+    runs = []
+    for name, variant in suite.variants.items():
+        if only and name not in only:
+            continue
+        inputs = variant_inputs(suite.family, variant, cache_dir)
+        runs += [run_spec(suite.name, variant, seed, inputs)
+                 for seed in (seeds if seeds is not None else suite.head.seeds)]
+    return runs
+
+
+def input_conflicts(store: "Store", runs: list[RunSpec]) -> list[str]:
+    """A message for every planned run whose config and seed already ran on other input
+    contents: resuming or reusing that run would mix data it was not trained on."""
+    lines = []
+    for run in runs:
+        for old in store.same_config_runs(run.suite, run.variant.name, run.seed, run.resolved):
+            if old["run_id"] == run.run_id:
+                continue
+            changed = changed_inputs(old["inputs"], run.inputs) or [
+                "inputs not fingerprinted when it ran (an older version of bench)"]
+            lines.append(f"{run.variant.name} seed {run.seed}: run {old['run_id']} "
+                         f"({old['state']}) read other inputs; "
+                         + "; ".join(changed) + f"; new run id {run.run_id}")
+    return lines

@@ -1,11 +1,16 @@
 """Executes planned runs: skip finished ones, train under budget, evaluate, record, go on."""
 
 import csv
+import errno
 import io
 import logging
 import math
+import os
+import sqlite3
+import sys
 import traceback
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,15 +18,17 @@ from typing import Any
 import torch
 
 from bench import provenance
-from bench.atomic import write_text
+from bench.atomic import remove_stale_temporaries, write_text
 from bench.budget import StageBudget, split_budget
-from bench.errors import Pruned
+from bench.errors import ClaimRefused, Pruned
 from bench.family import Family
 from bench.plan import RunSpec
-from bench.store import Store, write_json, write_jsonl
+from bench.store import Store, curve_metrics, write_json, write_jsonl
+from bench.timing import step_rate
 from bench.train import Stage, StageResult, train_stage
 
 CURVE_COLUMNS = ("stage", "step", "tokens", "flops", "loss", "lr", "wall")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a write failed for want of space
 
 
 def pick_device(name: str) -> torch.device:
@@ -52,13 +59,14 @@ class RunContext:
     provenance: dict[str, Any] = field(default_factory=dict)  # what the family adds to it
     # Hears each validation: (progress over stages: stage index + fraction spent, metrics).
     monitor: Callable[[float, dict[str, float]], None] | None = None
+    restart_corrupt: bool = False  # a stage whose checkpoints are all unusable starts afresh
 
     def train(self, stage: Stage) -> StageResult:
         index = len(self.stages)
         hear = (None if self.monitor is None
                 else lambda done, metrics: self.monitor(index + done, metrics))
         result = train_stage(stage, self.budgets[stage.name], self.dir / "checkpoints",
-                             self.device, self.log, self.progress, hear)
+                             self.device, self.log, self.progress, hear, self.restart_corrupt)
         self.stages.append(result)
         return result
 
@@ -78,6 +86,14 @@ class RunContext:
         write_jsonl(self.dir / f"samples_{name}.jsonl", rows)
 
 
+class _RunLogFile(logging.FileHandler):
+    """The run's log: a line that cannot be written (a full disk) is dropped, without the
+    traceback `logging` would print, since the run's failure is reported anyway."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def _run_logger(run: RunSpec, path: Path) -> logging.Logger:
     log = logging.getLogger(f"bench.run.{run.run_id}")
     log.setLevel(logging.INFO)
@@ -85,7 +101,7 @@ def _run_logger(run: RunSpec, path: Path) -> logging.Logger:
     for h in list(log.handlers):
         log.removeHandler(h)
         h.close()
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _RunLogFile(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     return log
@@ -103,14 +119,22 @@ def _combined_curve(stages: list[StageResult]) -> list[dict[str, Any]]:
 
 
 def _training_metrics(stages: list[StageResult], unit: str) -> dict[str, float]:
+    """Totals per run and per stage. Throughput (`train.<unit>_per_s`) is the median per-step
+    rate of the first stage after its warm-up steps, with its spread: a single total / total
+    would carry every stall of a busy machine. A stage too short for that gets total / total."""
     total = {"steps": sum(s.steps for s in stages), "flops": sum(s.flops for s in stages),
              unit: sum(s.items for s in stages), "seconds": sum(s.seconds for s in stages)}
     out = {f"train.{k}": float(v) for k, v in total.items()}
     out[f"train.{unit}_per_s"] = total[unit] / total["seconds"] if total["seconds"] else 0.0
-    for s in stages:
+    for i, s in enumerate(stages):
         out |= {f"train.{s.name}.steps": s.steps, f"train.{s.name}.flops": s.flops,
                 f"train.{s.name}.{unit}": s.items, f"train.{s.name}.seconds": s.seconds,
                 f"train.{s.name}.final_loss": s.final_loss}
+        rate = step_rate(s.curve)
+        if rate.n:
+            out |= rate.metrics(f"train.{s.name}.{unit}_per_s")
+            if i == 0:
+                out |= rate.metrics(f"train.{unit}_per_s")
     return out
 
 
@@ -125,42 +149,88 @@ def _write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
 
 def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device,
                 cache_dir: Path, progress: bool = True,
-                monitor: Callable[[float, dict[str, float]], None] | None = None) -> str | None:
+                monitor: Callable[[float, dict[str, float]], None] | None = None,
+                restart_corrupt: bool = False) -> str | None:
     """Run one RunSpec to the end; returns None on success, else the failure reason.
 
     A `monitor` hears every validation and may raise Pruned: the run is then recorded as
     'pruned' and Pruned propagates to the caller (a sweep).
     """
-    prov = provenance.collect(device)
-    path = store.begin(run.suite, run.variant.name, run.seed, run.run_id, run.resolved, prov)
-    log = _run_logger(run, path / "run.log")
-    log.info("run %s: suite %s, variant %s, seed %d, device %s (%s)", run.run_id, run.suite,
-             run.variant.name, run.seed, device, prov["device_name"])
-    stages = family.stages(run.config)
-    ctx = RunContext(run, path, device, log, split_budget(run.variant.budget, stages), cache_dir,
-                     progress, monitor=monitor)
+    prov = provenance.collect(device) | {"inputs": run.inputs}
     try:
+        path = store.begin(run.suite, run.variant.name, run.seed, run.run_id, run.resolved, prov)
+    except (OSError, sqlite3.Error) as e:  # not claimed, so there is nowhere to record it
+        reason = failure_reason(e, store)
+        _say_unrecorded(run, "its start", reason)
+        return reason
+    log = logging.getLogger(f"bench.run.{run.run_id}")
+    try:
+        log = _run_logger(run, path / "run.log")  # opened only once the run is ours
+        for stale in remove_stale_temporaries(path):  # what a killed owner was writing
+            log.info("removed %s, left by an interrupted write", stale.name)
+        log.info("run %s: suite %s, variant %s, seed %d, device %s (%s)", run.run_id, run.suite,
+                 run.variant.name, run.seed, device, prov["device_name"])
+        stages = family.stages(run.config)
+        ctx = RunContext(run, path, device, log, split_budget(run.variant.budget, stages),
+                         cache_dir, progress, monitor=monitor, restart_corrupt=restart_corrupt)
         family.execute(run, ctx)
+        _record_success(family, store, ctx, prov)
     except Pruned as e:
         log.info("run pruned: %s", e)
-        store.fail(run.run_id, f"pruned: {e}", provenance.now(), state="pruned")
+        _record_end(store, run, f"pruned: {e}", "pruned")
         raise
+    except ClaimRefused as e:  # taken over meanwhile: the new owner records how it ends
+        log.error("run abandoned: %s", e)
+        return str(e)
     except Exception as e:  # a failed run is recorded, and the suite goes on
-        reason = f"{type(e).__name__}: {e}"
+        reason = failure_reason(e, store)
         log.error("run failed: %s\n%s", reason, traceback.format_exc())
-        store.fail(run.run_id, reason, provenance.now())
+        _record_end(store, run, reason, "failed")
         return reason
     finally:
         for h in list(log.handlers):
             log.removeHandler(h)
             h.close()
+    return None
+
+
+def _record_success(family: Family, store: Store, ctx: RunContext,
+                    prov: dict[str, Any]) -> None:
+    """Write the run's folder (curves, metrics, provenance), then mark it finished in the index:
+    the folder holds all the index does, so that the index can be rebuilt from folders."""
     curve = _combined_curve(ctx.stages)
     metrics = _training_metrics(ctx.stages, family.item_unit) | ctx.metrics
-    prov |= ctx.provenance | {"ended": provenance.now()}
-    _write_curve(path / "curve.csv", curve)
-    write_json(path / "metrics.json", metrics)
-    write_json(path / "provenance.json", prov)
-    curve_metrics = {"loss": "curve.train_loss"} | {
-        k: f"curve.{k}" for r in curve for k in r if k.startswith("val_")}
-    store.finish(run.run_id, metrics, curve, prov, curve_metrics, ctx.points)
-    return None
+    prov = prov | ctx.provenance | {"ended": provenance.now()}
+    _write_curve(ctx.dir / "curve.csv", curve)
+    write_json(ctx.dir / "metrics.json", metrics)
+    write_json(ctx.dir / "provenance.json", prov)
+    write_json(ctx.dir / "points.json",
+               {name: {"x": xs, "y": ys} for name, (xs, ys) in ctx.points.items()})
+    store.finish(ctx.run.run_id, metrics, curve, prov, curve_metrics(curve), ctx.points)
+
+
+def failure_reason(e: Exception, store: Store) -> str:
+    """Why a run failed, in words; a full disk or index says what could not be written."""
+    if isinstance(e, OSError) and e.errno in DISK_FULL:
+        return f"{os.strerror(e.errno).lower()} while writing {e.filename or store.root}"
+    if isinstance(e, sqlite3.Error) and getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return f"{e} while writing {store.index_path}"
+    return f"{type(e).__name__}: {e}"
+
+
+def _record_end(store: Store, run: RunSpec, reason: str, state: str) -> None:
+    """Record a run that ended without finishing. When even that cannot be written (a full
+    disk), say so and release the claim, so that the next `bench run` resumes the run."""
+    try:
+        store.fail(run.run_id, reason, provenance.now(), state)
+    except ClaimRefused as e:
+        _say_unrecorded(run, f"that it {state}", f"it is {e.status}")
+    except (OSError, sqlite3.Error) as e:
+        _say_unrecorded(run, f"that it {state}", failure_reason(e, store))
+        with suppress(OSError, sqlite3.Error, ClaimRefused):  # else it ends with this process
+            store.release(run.run_id)
+
+
+def _say_unrecorded(run: RunSpec, what: str, why: str) -> None:
+    print(f"run {run.run_id}: could not record {what} in the results store ({why}); "
+          "the next `bench run` tries it again", file=sys.stderr)

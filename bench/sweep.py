@@ -34,7 +34,7 @@ import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from bench.errors import Pruned, RunFailed, UserError
-from bench.plan import RunSpec, run_id
+from bench.plan import run_spec, variant_inputs
 from bench.store import Store
 from bench.suite import Suite, derive_variant, sweep_variant
 from bench.sweep_config import SweepConfig
@@ -191,7 +191,8 @@ class Worker:
             raise RunFailed(f"trial {trial.number}: {params} is not a valid config: {err}") \
                 from None
         seed = self.cfg.seed if self.cfg.seed is not None else self.suite.head.seeds[0]
-        run = RunSpec(self.study.study_name, variant, seed, run_id(variant.resolved, seed))
+        inputs = variant_inputs(self.suite.family, variant, self.cache_dir)
+        run = run_spec(self.study.study_name, variant, seed, inputs)
         trial.set_user_attr("run_id", run.run_id)
         self.report(f"trial {trial.number}: {params} -> run {run.run_id}")
         if self.store.state(run.run_id) != "finished":

@@ -8,6 +8,7 @@ import harness_overhead
 import mlm_step
 import ssh_speed
 import step_time
+import store_scale
 import wider_eval
 
 
@@ -16,7 +17,8 @@ def main() -> int:
                          ("step time, cwt vs softmax", step_time),
                          ("masked-LM step, cwt vs softmax", mlm_step),
                          ("WIDER FACE evaluation", wider_eval), ("FDDB evaluation", fddb_eval),
-                         ("SSH speed and FLOPs, headless vs full", ssh_speed)):
+                         ("SSH speed and FLOPs, headless vs full", ssh_speed),
+                         ("results store at scale: bench ls and report", store_scale)):
         print(f"\n=== {name} ===", flush=True)
         module.main([])
     return 0

@@ -261,3 +261,53 @@ def test_cli_on_saved_model_gives_identical_scores(tmp_path: Path, tiny_lm) -> N
     assert [float(s["filtered_resps"][0][0]) for s in logged] == pytest.approx(
         [s["loglikelihood"] for s in ours.samples], rel=1e-9
     )
+
+
+class _Planted:
+    """Unpickling this creates a file: proof that loading ran code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+def _saved_config_only(model_dir: Path, tiny_lm) -> dict[str, torch.Tensor]:
+    model, tokenizer = tiny_lm
+    model.config.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return dict(model.state_dict())
+
+
+def test_cli_refuses_a_planted_pickle_without_running_it(
+    tmp_path: Path, tiny_lm, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.cli import main
+
+    model_dir, marker = tmp_path / "model", tmp_path / "ran"
+    weights = _saved_config_only(model_dir, tiny_lm)
+    torch.save(weights | {"extra": _Planted(marker)}, model_dir / "pytorch_model.bin")
+    data = write_jsonl(tmp_path / "mini.jsonl", narrative_passages(3, seed=0))
+    code = main(["eval", "lambada", "--model", str(model_dir), "--path", str(data)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert not marker.exists()
+    assert err.startswith(f"error: {model_dir / 'pytorch_model.bin'}: cannot load the model")
+    assert "objects other than tensors" in err and "Traceback" not in err
+
+
+def test_cli_names_a_damaged_weights_file(tmp_path: Path, tiny_lm) -> None:
+    from bench.evals.lambada_cli import load_saved_model
+
+    model, tokenizer = tiny_lm
+    model_dir = tmp_path / "model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    weights = model_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(UserError, match=rf"^{weights}: cannot load the model: \w+"):
+        load_saved_model(model_dir)
+    weights.unlink()
+    with pytest.raises(UserError, match=r"no weights \(expected one of model\.safetensors"):
+        load_saved_model(model_dir)

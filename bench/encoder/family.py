@@ -46,6 +46,11 @@ class EncoderFamily:
         return {"pretrain": StepCost(count_flops_abstract(step) * n_micro,
                                      config.train.batch_size * seq)}
 
+    def inputs(self, config: EncoderConfig, evals: list[tuple[str, Any]]) -> dict[str, str]:
+        from bench.lm.data import text_inputs
+
+        return text_inputs(config.data) | {f"evals.{name}.path": cfg.path for name, cfg in evals}
+
     def execute(self, run: Any, ctx: Any) -> None:
         import torch
 

@@ -160,7 +160,7 @@ def evaluate_lambada(
     model.to(device)
     model.eval()
     try:
-        with _offline(), torch.no_grad(), contextlib.redirect_stdout(sys.stderr):
+        with _offline(), torch.no_grad(), _quiet():
             lm = HFLM(
                 pretrained=model,
                 tokenizer=copy.deepcopy(tokenizer),  # lm-eval may set a pad token on it
@@ -187,6 +187,27 @@ def evaluate_lambada(
         model.to(home)
         model.train(was_training)
     return _result(out, name)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Discard what lm-eval prints while it runs: progress bars, warnings meant for its own
+    command line (it is handed a model object, not a name), its logging, and the stderr of the
+    `git describe` it runs in the working directory. A subprocess writes to file descriptor 2
+    itself, so that descriptor is pointed at the null device as well as Python's streams; all
+    are restored afterwards. The harness's own log goes to the run's log file, untouched."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w", encoding="utf-8") as null:
+            os.dup2(null.fileno(), 2)
+            with contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+                yield
+    finally:
+        sys.stderr.flush()  # what reached the original stream meanwhile goes to the null device
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _task_name(cfg: LambadaEvalConfig) -> str:

@@ -5,9 +5,13 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from bench.atomic import write_text
 from bench.errors import UserError
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 
 
 def add_parser(evaluators: argparse._SubParsersAction) -> None:
@@ -27,6 +31,40 @@ def add_parser(evaluators: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run)
 
 
+def _weights_file(model_dir: Path) -> Path:
+    """The file `from_pretrained` reads the weights from (safetensors first, as it does)."""
+    for name in WEIGHT_FILES:
+        if (model_dir / name).is_file():
+            return model_dir / name
+    raise UserError(f"--model {model_dir}: no weights (expected one of {', '.join(WEIGHT_FILES)})")
+
+
+def load_saved_model(model_dir: Path) -> tuple[Any, Any]:
+    """Model and tokenizer of a saved directory, read without running code from it: pickled
+    weights only as tensors (`weights_only`), no repository code; any failure is a UserError
+    naming the file."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bench.train import describe_load_error
+
+    if not (model_dir / "config.json").is_file():
+        raise UserError(f"--model {model_dir}: not a saved Hugging Face model directory "
+                        "(no config.json)")
+    weights = _weights_file(model_dir)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, local_files_only=True, weights_only=True, trust_remote_code=False)
+    except Exception as err:  # a damaged or planted file: say which, without a traceback
+        raise UserError(f"{weights}: cannot load the model: {describe_load_error(err)}") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            model_dir, local_files_only=True, trust_remote_code=False)
+    except Exception as err:
+        raise UserError(f"--model {model_dir}: cannot load the tokenizer: "
+                        f"{describe_load_error(err)}") from None
+    return model, tokenizer
+
+
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -39,14 +77,7 @@ def run(args: argparse.Namespace) -> int:
                                 limit=args.limit, batch_size=args.batch_size)
     except ValidationError as e:
         raise UserError(f"bench eval lambada: {e.errors()[0]['msg']}") from None
-    model_dir = Path(args.model)
-    if not (model_dir / "config.json").is_file():
-        raise UserError(f"--model {model_dir}: not a saved Hugging Face model directory "
-                        "(no config.json)")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    model, tokenizer = load_saved_model(Path(args.model))
     with tempfile.TemporaryDirectory() as work:
         result = evaluate_lambada(model, tokenizer, cfg, device=str(pick_device(args.device)),
                                   workdir=Path(work))

@@ -6,7 +6,6 @@ first step of every padded shape, and `bench plan` prices a step at the largest 
 allows (an upper bound).
 """
 
-import time
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ from bench.faces.config import (
     WiderEvalConfig,
 )
 from bench.family import StepCost
+from bench.timing import Timing, interleaved, summarize
 
 
 class FacesFamily:
@@ -43,6 +43,31 @@ class FacesFamily:
         side = -(-t.short // t.pad_to) * t.pad_to, -(-t.long_max // t.pad_to) * t.pad_to
         per_image = ssh_flops(_meta(build_ssh, config.model), *side)
         return {"train": StepCost(per_image * t.batch_size, t.batch_size)}
+
+    def inputs(self, config: FacesConfig, evals: list[tuple[str, Any]]) -> dict[str, str]:
+        """The training split, every evaluation set, and the ImageNet weights when used (the
+        paths each reader opens, so an unused split of a WIDER root is never hashed)."""
+        from pathlib import Path
+
+        from bench.faces.model import vgg16_source
+
+        root, split = Path(config.data.root), config.data.split
+        found = {"data.annotations": str(root / "wider_face_split" /
+                                         f"wider_face_{split}_bbx_gt.txt"),
+                 "data.images": str(root / f"WIDER_{split}" / "images")}
+        for name, cfg in evals:
+            if isinstance(cfg, WiderEvalConfig):
+                val = Path(cfg.root or config.data.root)
+                found |= {f"evals.{name}.ground_truth": str(val / "eval_tools" / "ground_truth"),
+                          f"evals.{name}.images": str(val / "WIDER_val" / "images")}
+            elif isinstance(cfg, FDDBEvalConfig):
+                found |= {f"evals.{name}.{part}": str(Path(cfg.root) / part)
+                          for part in ("FDDB-folds", "originalPics")}
+            elif isinstance(cfg, PascalEvalConfig):
+                found |= {f"evals.{name}.annotations": cfg.annotations,
+                          f"evals.{name}.images": cfg.images}
+        weights = config.model.pretrained and vgg16_source(config.model.pretrained)
+        return found | ({"model.pretrained": str(weights)} if weights else {})
 
     def execute(self, run: Any, ctx: Any) -> None:
         import torch
@@ -89,11 +114,14 @@ class FacesFamily:
 
         model.eval()
         for name, eval_cfg in run.variant.evals:
+            if isinstance(eval_cfg, SpeedEvalConfig):  # every mode in the same timing rounds
+                metrics = _speed(model, specs, eval_cfg, device, bf16)
+                ctx.record({f"{name}.{k}": v for k, v in metrics.items()})
+                ctx.log.info("%s: %s", name, metrics)
+                continue
             for mode in eval_cfg.modes:
                 curves: dict[str, Any] = {}
-                if isinstance(eval_cfg, SpeedEvalConfig):
-                    metrics = _speed(model, specs, eval_cfg, mode, device, bf16)
-                elif isinstance(eval_cfg, FDDBEvalConfig):
+                if isinstance(eval_cfg, FDDBEvalConfig):
                     metrics, curves = _score_fddb(model, specs, eval_cfg, mode,
                                                   ctx.dir / f"fddb_detections_{mode}.txt",
                                                   device, bf16)
@@ -150,35 +178,40 @@ def _training_batch(data: Any, n_images: int, cfg: FacesConfig, seed: int, step:
     return batch.to(device), boxes, sizes, step
 
 
-def _speed(model: Any, specs: dict, cfg: SpeedEvalConfig, mode: str, device: Any,
+def _speed(model: Any, specs: dict, cfg: SpeedEvalConfig, device: Any,
            bf16: bool) -> dict[str, float]:
-    """ms per image at each maximum input size (the paper's Table 2 on this device)."""
+    """ms per image at each maximum input size and mode (the paper's Table 2 on this device):
+    `<mode>.<short>x<long>_ms` (the median), with its `.iqr` and `.n`."""
     import torch
 
-    from bench.faces.speed import time_detector
+    from bench.faces.speed import time_detection
 
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    return {f"{short}x{long}_ms": time_detector(model, specs, (short, long), mode, device,
-                                                warmup=cfg.warmup, repeats=cfg.repeats,
-                                                bf16=bf16, channels_last=cfg.channels_last)
-            for short, long in cfg.sizes}
+    timings = time_detection({"model": (model, specs)}, [tuple(s) for s in cfg.sizes],
+                             cfg.modes, device, warmup=cfg.warmup, repeats=cfg.repeats,
+                             bf16=bf16, channels_last=cfg.channels_last)
+    out: dict[str, float] = {}
+    for (_, mode, (short, long)), timing in timings.items():
+        out |= timing.metrics(f"{mode}.{short}x{long}_ms")
+    return out
 
 
 def _detect_all(model: Any, specs: dict, paths: list[Any], mode: str, sizes: dict[str, tuple],
-                device: Any, bf16: bool) -> tuple[list[np.ndarray], float]:
+                device: Any, bf16: bool) -> tuple[list[np.ndarray], Timing]:
     """Detections [x1 y1 x2 y2 score] of every image (single scale or the pyramid), in original
-    pixels, and the mean ms per image spent detecting."""
+    pixels, and the ms each image took to detect, summarized (`ms_per_image`: the median over
+    the images, after one untimed warm-up detection of the first)."""
     import cv2
 
     from bench.errors import UserError
-    from bench.faces.inference import detect_scales, pyramid_scales, single_scale
+    from bench.faces.inference import pyramid_scales, single_scale
     from bench.faces.model import to_input
-    from bench.faces.speed import detector_fn, sync
+    from bench.faces.speed import detector_fn
 
     model_fn = detector_fn(model, device, bf16)
-    out, seconds = [], 0.0
-    for path in paths:
+    out, ms = [], []
+    for i, path in enumerate(paths):
         image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
         if image is None:
             raise UserError(f"{path}: image missing or unreadable (listed in the ground truth)")
@@ -188,14 +221,25 @@ def _detect_all(model: Any, specs: dict, paths: list[Any], mode: str, sizes: dic
         else:
             scales = [single_scale(h, w, *sizes["single"])]
         tensor = to_input(image).to(device)
-        sync(device)
-        start = time.perf_counter()
-        dets = detect_scales(model_fn, tensor, specs, scales,
-                             skip_on_largest={"M3"} if mode == "pyramid" else set())
-        sync(device)
-        seconds += time.perf_counter() - start
+        dets, took = _timed_detection(model_fn, tensor, specs, scales, mode, device,
+                                      warmup=int(i == 0))
+        ms.append(took)
         out.append(dets.float().cpu().numpy())
-    return out, 1000 * seconds / max(len(paths), 1)
+    return out, summarize(ms)
+
+
+def _timed_detection(model_fn: Any, image: Any, specs: dict, scales: list[float], mode: str,
+                     device: Any, warmup: int) -> tuple[Any, float]:
+    """The detections of one image and the ms the (last) detection took."""
+    from bench.faces.inference import detect_scales
+    from bench.faces.speed import sync
+
+    found = []
+    skip = {"M3"} if mode == "pyramid" else set()
+    timing = interleaved({"detect": lambda: found.append(
+        detect_scales(model_fn, image, specs, scales, skip_on_largest=skip))},
+        warmup=warmup, repeats=1, sync=lambda: sync(device))
+    return found[-1], timing["detect"].median
 
 
 def _score_wider(model: Any, specs: dict, cfg: WiderEvalConfig, root: str, mode: str,
@@ -214,7 +258,7 @@ def _score_wider(model: Any, specs: dict, cfg: WiderEvalConfig, root: str, mode:
                    for key, d in zip(gt.images, dets, strict=True)}
     write_wider_predictions(out_dir, predictions)
     evaluator = WiderEval(gt, predictions)
-    return evaluator.summarize() | {"ms_per_image": ms}, evaluator.curves
+    return evaluator.summarize() | ms.metrics("ms_per_image"), evaluator.curves
 
 
 def _score_fddb(model: Any, specs: dict, cfg: FDDBEvalConfig, mode: str, out_file: Any,
@@ -241,7 +285,7 @@ def _score_fddb(model: Any, specs: dict, cfg: FDDBEvalConfig, mode: str, out_fil
              for n, d in zip(names, dets, strict=True)}
     write_fddb_detections(out_file, rects, "rect")
     ev = FDDBEval(faces, rects, image_sizes_from_dir(images, names), kind="rect")
-    metrics = ev.summarize(cfg.fp) | {"ms_per_image": ms}
+    metrics = ev.summarize(cfg.fp) | ms.metrics("ms_per_image")
     return metrics, {"discrete": ev.disc, "continuous": ev.cont}
 
 
@@ -262,7 +306,7 @@ def _score_pascal(model: Any, specs: dict, cfg: PascalEvalConfig, mode: str, out
                        np.concatenate([d[:, :4] for d in dets]) if dets else np.zeros((0, 4)))
     write_toolbox_dets(out_file, found)
     evaluator = PascalFacesEval(gt, found, nit=cfg.nit)
-    return evaluator.summarize() | {"ms_per_image": ms}, evaluator.curves
+    return evaluator.summarize() | ms.metrics("ms_per_image"), evaluator.curves
 
 
 FAMILY = FacesFamily()

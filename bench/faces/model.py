@@ -255,7 +255,7 @@ def _torchvision_feature_index() -> dict[str, int]:
     return out
 
 
-def _vgg16_source(source: str | Path) -> Path | None:
+def vgg16_source(source: str | Path) -> Path | None:
     if str(source) == "torchvision":
         path = Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_VGG16_FILE
         return path if path.is_file() else None
@@ -289,7 +289,7 @@ def load_vgg16_imagenet(model: SSH, source: str | Path | None) -> str:
     if model.width != 1:
         raise UserError(f"model.pretrained: ImageNet VGG-16 weights need model.width 1, "
                         f"not {model.width}")
-    path = _vgg16_source(source)
+    path = vgg16_source(source)
     if path is None:
         warnings.warn(f"no {TORCHVISION_VGG16_FILE} in torchvision's cache "
                       f"({torch.hub.get_dir()}); VGG-16 stays randomly initialised", stacklevel=2)

@@ -20,6 +20,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from bench.atomic import build_dir, save_torch
 from bench.errors import UserError
+from bench.fingerprint import fingerprint
 from bench.lm.config import DataConfig, TokenizerConfig
 
 EOS = "<|endoftext|>"
@@ -127,20 +128,6 @@ def _read_hf(path: Path, text_field: str) -> list[str]:
         if text.strip():
             documents.append(text)
     return documents
-
-
-def _content_hash(path: str) -> str:
-    """SHA-256 over a file's bytes, or over a directory's files (relative names and bytes)."""
-    digest = hashlib.sha256()
-    root = Path(path)
-    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-    for file in files:
-        digest.update(str(file.relative_to(root)).encode() if root.is_dir() else b"")
-        digest.update(file.stat().st_size.to_bytes(8, "little"))
-        with file.open("rb") as handle:
-            for block in iter(lambda h=handle: h.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def load_tokenizer(
@@ -304,16 +291,23 @@ def _fingerprint(cfg: DataConfig, layout: str) -> str:
         **({"layout": layout} if layout != "causal" else {}),  # causal keys predate layouts
         "pipeline": PIPELINE_VERSION,
         "tokenizers": tokenizers.__version__,
-        "train": _content_hash(cfg.train),
-        "val": _content_hash(cfg.val) if cfg.val is not None else None,
+        "train": fingerprint(cfg.train),
+        "val": fingerprint(cfg.val) if cfg.val is not None else None,
         "val_fraction": cfg.val_fraction if cfg.val is None else None,
         "format": cfg.format,
         "text_field": cfg.text_field,
         "seq_len": cfg.seq_len,
-        "tokenizer": _content_hash(cfg.tokenizer.path) if cfg.tokenizer.path else None,
+        "tokenizer": fingerprint(cfg.tokenizer.path) if cfg.tokenizer.path else None,
         "train_bpe": cfg.tokenizer.train_bpe,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def text_inputs(cfg: DataConfig) -> dict[str, str]:
+    """The corpus files and tokenizer folder a text family's runs read, by config field."""
+    return {"data.train": cfg.train,
+            **({"data.val": cfg.val} if cfg.val is not None else {}),
+            **({"data.tokenizer": cfg.tokenizer.path} if cfg.tokenizer.path else {})}
 
 
 def val_batches(rows: torch.Tensor, batch_size: int, n: int) -> list[torch.Tensor]:

@@ -2,6 +2,7 @@
 
 import shlex
 import shutil
+from pathlib import Path
 from typing import Any
 
 from bench.family import StepCost
@@ -52,12 +53,19 @@ class LMFamily:
             costs["head_finetune"] = StepCost(per_row * ft_batch, ft_batch * seq)
         return costs
 
+    def inputs(self, config: LMConfig, evals: list[tuple[str, Any]]) -> dict[str, str]:
+        from bench.lm.data import text_inputs
+
+        return text_inputs(config.data) | {
+            f"evals.{name}.path": cfg.path for name, cfg in evals if cfg.path is not None}
+
     def execute(self, run: Any, ctx: Any) -> None:
         import torch
 
+        from bench.atomic import build_dir
         from bench.evals.lambada import evaluate_lambada, lm_eval_command
         from bench.lm.data import prepare_lm_data, val_batches
-        from bench.lm.model import build_model, count_parameters, untie_head
+        from bench.lm.model import build_model, untie_head
         from bench.lm.objectives import causal_lm_loss, next_token_nll
         from bench.sampling import batch_at
         from bench.train import Stage
@@ -98,11 +106,10 @@ class LMFamily:
                 bf16=bf16,
             )
 
-        counts = count_parameters(model)
-        ctx.record({f"model.{k}_params": float(v) for k, v in counts.items()})
         pre = ctx.train(stage("pretrain", cfg.objective, cfg.train.batch_size, 0,
                               cfg.train.optim, list(model.parameters())))
         if cfg.head == "finetune":
+            ctx.record(_parameter_metrics(model, "model.pretrain"))
             model = untie_head(model).to(device)
             _freeze_for_probe(model, cfg)
             trainable = [p for p in model.parameters() if p.requires_grad]
@@ -111,16 +118,17 @@ class LMFamily:
             ctx.train(stage("head_finetune", "softmax", ft_batch, -(-seen // ft_batch),
                             cfg.head_finetune.optim, trainable))
             model.requires_grad_(True)
+        ctx.record(_parameter_metrics(model, "model"))  # the model saved and scored
         final = validate("softmax" if cfg.head == "finetune" else cfg.objective)
         ctx.record({"val.loss": final["loss"], "val.nll": final["nll"]})
 
+        def save(tmp: Path) -> None:
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+
         model_dir = ctx.dir / "model"
-        tmp = ctx.dir / "model.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        shutil.rmtree(model_dir, ignore_errors=True)
-        tmp.rename(model_dir)
+        shutil.rmtree(model_dir, ignore_errors=True)  # saved by an earlier, interrupted attempt
+        build_dir(model_dir, save)
         ctx.log.info("saved model to %s", model_dir)
 
         for name, eval_cfg in run.variant.evals:
@@ -135,6 +143,13 @@ class LMFamily:
             ctx.log.info("the same numbers from the lm_eval command: %s", shlex.join(command))
 
 
+def _parameter_metrics(model: Any, prefix: str) -> dict[str, float]:
+    """`<prefix>.<role>_params` for each role of `count_parameters` (a tied head counts 0)."""
+    from bench.lm.model import count_parameters
+
+    return {f"{prefix}.{k}_params": float(v) for k, v in count_parameters(model).items()}
+
+
 def _finetune_batch(config: LMConfig) -> int:
     return config.head_finetune.batch_size or config.train.batch_size
 
@@ -147,3 +162,4 @@ def _freeze_for_probe(model: Any, config: LMConfig) -> None:
 
 
 FAMILY = LMFamily()
+

@@ -6,7 +6,10 @@ gives the same files. A suite with a sweep reports its study even before any of 
 has a finished run.
 """
 
+import hashlib
 import math
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +21,7 @@ import weasyprint
 from markupsafe import Markup
 from optuna.trial import FrozenTrial
 
-from bench.atomic import write_via
+from bench.atomic import remove_stale_temporaries
 from bench.errors import UserError
 from bench.report import figures, tables
 from bench.report import sweep as sweep_mod
@@ -26,8 +29,21 @@ from bench.report.sweep import SweepData, SweepSource
 from bench.suite import PaperTableConfig
 
 DASH = "—"
+STDERR_COLUMN = "eval stderr (lm-eval)"
 # Table columns beyond which the PDF is laid out on landscape pages.
 WIDE_COLUMNS = 10
+# Width a table may take, in points: A4 less the 11 mm side margins of the template's @page;
+# in landscape the body's max-width (60rem = 720 pt) is the narrower bound.
+_MM = 72 / 25.4
+CONTENT_WIDTH_PT = {"portrait": (210 - 22) * _MM, "landscape": min((297 - 22) * _MM, 720.0)}
+# Upper bounds on the template's table text: 7.5 pt condensed sans, bold headers; per cell
+# 3 pt padding each side and a border.
+_CHAR_PT = 0.65 * 7.5
+_CELL_PAD_PT = 7.0
+# Characters kept on one line in a column whose text may wrap (names, headers).
+_WRAP_CHARS = 14
+# Prefix of the render id in the HTML's keywords and the PDF's /Keywords.
+RENDER_KEYWORD = "render "
 _PROVENANCE_FIELDS = ("commit", "device", "host", "python")
 
 
@@ -65,10 +81,76 @@ class Table:
     columns: list[str]
     rows: list[list[Cell]]
     groups: list[tuple[str, int]] = field(default_factory=list)
+    keep: int = 1  # leading columns that name a row, repeated in every part of a split table
 
     @property
     def wide(self) -> bool:
         return len(self.columns) > WIDE_COLUMNS
+
+
+def column_widths(table: Table) -> list[float]:
+    """Each column's width in points if its numbers stay on one line (`td.num` does not wrap)
+    and its names and header wrap after `_WRAP_CHARS` characters: an upper bound on the width
+    the PDF layout needs for the column."""
+    widths = []
+    for j, label in enumerate(table.columns):
+        cells = [row[j] for row in table.rows]
+        numbers = [len(c.text) for c in cells if "num" in c.cls.split()]
+        words = [len(w) for c in cells if "num" not in c.cls.split() for w in c.text.split()]
+        words += [len(w) for w in label.split()]
+        chars = max([*numbers, min(max(words, default=1), _WRAP_CHARS)])
+        widths.append(chars * _CHAR_PT + _CELL_PAD_PT)
+    return widths
+
+
+def fit_width(table: Table, width_pt: float) -> list[Table]:
+    """`table` as one or more tables that each fit `width_pt`: whole column blocks (header
+    groups, or single columns) in order, each part repeating the `keep` leading columns."""
+    widths = column_widths(table)
+    head = sum(widths[: table.keep])
+    parts: list[list[Block]] = [[]]
+    used = head
+    for block in _blocks(table):
+        need = sum(widths[j] for j in block.columns)
+        if parts[-1] and used + need > width_pt:
+            parts.append([])
+            used = head
+        parts[-1].append(block)
+        used += need
+    if len(parts) == 1:
+        return [table]
+    return [_part(table, blocks) for blocks in parts]
+
+
+@dataclass(frozen=True)
+class Block:
+    """Columns that stay together when a table is split, with their header group if any."""
+
+    columns: range
+    group: tuple[str, int] | None
+
+
+def _blocks(table: Table) -> list[Block]:
+    """The blocks after the `keep` leading columns: the header groups where the table has them
+    (the first group must be the leading columns), else single columns."""
+    if not table.groups:
+        return [Block(range(j, j + 1), None) for j in range(table.keep, len(table.columns))]
+    if table.groups[0][1] != table.keep:
+        raise ValueError(f"the first header group must span the {table.keep} leading columns")
+    blocks, start = [], 0
+    for group in table.groups:
+        blocks.append(Block(range(start, start + group[1]), group))
+        start += group[1]
+    return blocks[1:]
+
+
+def _part(table: Table, blocks: list[Block]) -> Table:
+    """The leading columns and those of `blocks`, with their header groups."""
+    index = [*range(table.keep), *(j for b in blocks for j in b.columns)]
+    groups = [table.groups[0], *(b.group for b in blocks)] if table.groups else []
+    return Table(columns=[table.columns[j] for j in index],
+                 rows=[[row[j] for j in index] for row in table.rows],
+                 groups=groups, keep=table.keep)
 
 
 def render_report(index_path: Path, spec: ReportSpec, out_dir: Path) -> tuple[Path, Path]:
@@ -84,13 +166,41 @@ def render_report(index_path: Path, spec: ReportSpec, out_dir: Path) -> tuple[Pa
         raise UserError(f"report.table.ratios of suite {spec.suite!r}: ratios need "
                         "report.baseline")
     study = sweep_mod.load_sweep(spec.sweep, index_path) if spec.sweep is not None else None
-    data = tables.load_suite(index_path, spec.suite, required=spec.sweep is None)
-    html = render_html(index_path, spec, data, study)
+    data = tables.load_suite(index_path, spec.suite, required=spec.sweep is None,
+                             curves=[spec.curve])
+    html = stamp(render_html(index_path, spec, data, study))
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path, pdf_path = out_dir / f"{spec.suite}.html", out_dir / f"{spec.suite}.pdf"
-    write_via(html_path, lambda tmp: tmp.write_text(html, encoding="utf-8"))
-    write_via(pdf_path, lambda tmp: weasyprint.HTML(string=html).write_pdf(tmp))
+    write_pair(html, html_path, pdf_path)
     return html_path, pdf_path
+
+
+def render_id(html: str) -> str:
+    """The id of one render: a hash of its HTML, so the same report gets the same id."""
+    return hashlib.sha256(html.encode("utf-8")).hexdigest()[:16]
+
+
+def stamp(html: str) -> str:
+    """`html` with its render id as keywords metadata, which WeasyPrint copies into the PDF's
+    /Keywords: an HTML and a PDF belong together when they carry the same id."""
+    tag = f'<meta name="keywords" content="{RENDER_KEYWORD}{render_id(html)}">'
+    return html.replace("<head>", f"<head>\n{tag}", 1)
+
+
+def write_pair(html: str, html_path: Path, pdf_path: Path) -> None:
+    """Write the HTML and its PDF so that both come from one render: both are made as
+    temporaries beside them first and renamed only once both exist, so a PDF that fails (or a
+    kill while it is laid out) leaves the previous pair as it was."""
+    remove_stale_temporaries(html_path.parent)  # what a killed render left
+    with tempfile.TemporaryDirectory(dir=html_path.parent, prefix=f".{html_path.stem}.",
+                                     suffix=".tmp") as tmp:
+        new_html, new_pdf = Path(tmp) / html_path.name, Path(tmp) / pdf_path.name
+        new_html.write_text(html, encoding="utf-8")
+        weasyprint.HTML(string=html).write_pdf(new_pdf)
+        for path in (new_html, new_pdf):
+            path.chmod(0o644)
+        os.replace(new_pdf, pdf_path)
+        os.replace(new_html, html_path)
 
 
 def render_html(index_path: Path, spec: ReportSpec, data: tables.SuiteData | None,
@@ -100,11 +210,16 @@ def render_html(index_path: Path, spec: ReportSpec, data: tables.SuiteData | Non
     template = _environment().get_template("report.html.j2")
     parts = variant_parts(spec, data) if data is not None else {
         "variants": [], "main": None, "per_seed": None, "comparison": None}
+    sweep = sweep_section(study) if study is not None else None
+    wide = [parts["main"], parts["per_seed"], parts["comparison"], sweep and sweep.trials]
+    orientation = "landscape" if any(t is not None and t.wide for t in wide) else "portrait"
     return template.render(
         spec=spec,
         index_path=str(index_path),
-        sweep=sweep_section(study) if study is not None else None,
+        sweep=sweep,
         sweep_storage=sweep_mod.display_storage(spec.sweep.storage) if spec.sweep else None,
+        page="A4 landscape" if orientation == "landscape" else "A4",
+        fit=lambda table: fit_width(table, CONTENT_WIDTH_PT[orientation]),
         **parts,
     )
 
@@ -121,6 +236,7 @@ def variant_parts(spec: ReportSpec, data: tables.SuiteData) -> dict[str, Any]:
                                    spec.baseline, spec.reference)
         comparison = comparison_table(spec.table, variants, frame)
     runs = data.runs
+    main = main_table(spec, variants, summary, compute)
     return dict(
         variants=variants,
         n_finished=int((runs["state"] == tables.FINISHED).sum()),
@@ -130,7 +246,8 @@ def variant_parts(spec: ReportSpec, data: tables.SuiteData) -> dict[str, Any]:
         comparison=comparison,
         comparison_referenced=comparison is not None
         and any(row[0].cls == "paper" for row in comparison.rows),
-        main=main_table(spec, variants, summary, compute),
+        main=main,
+        main_stderr=STDERR_COLUMN in main.columns,  # its legend only under such a column
         per_seed=per_seed_table(tables.per_seed_table(data, variants, spec.metrics,
                                                       spec.item_unit)),
         unfinished=unfinished_table(tables.unfinished_table(data, variants)),
@@ -178,7 +295,7 @@ def sweep_section(study: SweepData) -> SweepSection:
     return SweepSection(
         storage=sweep_mod.display_storage(study.source.storage),
         counts=Table(columns=[labels.get(s, s) for s in sweep_mod.STATES],
-                     rows=[[Cell(str(counts[s]), "num") for s in sweep_mod.STATES]]),
+                     rows=[[Cell(str(counts[s]), "num") for s in sweep_mod.STATES]], keep=0),
         n_complete=counts["complete"],
         best=best_trial_view(study, best) if best is not None else None,
         trials=trials_table(study.source.metric, sweep_mod.trials_frame(study),
@@ -245,7 +362,7 @@ def main_table(
     columns = ["variant", "seeds"]
     for metric, has_stderr, has_reference in blocks:
         sub = ["mean ± 95% CI (seeds)"]
-        sub += ["eval stderr (lm-eval)"] if has_stderr else []
+        sub += [STDERR_COLUMN] if has_stderr else []
         sub += ["paper"] if has_reference else []
         sub += [f"Δ vs {spec.baseline} (95% Welch CI)"] if spec.baseline else []
         groups.append((metric, len(sub)))
@@ -271,7 +388,7 @@ def main_table(
         row.append(Cell(fmt_sci(compute.loc[variant, items]), "num"))
         row.append(Cell(fmt_rate(compute.loc[variant, rate]), "num"))
         rows.append(row)
-    return Table(columns=columns, rows=rows, groups=groups)
+    return Table(columns=columns, rows=rows, groups=groups, keep=2)
 
 
 def comparison_table(config: PaperTableConfig, variants: Sequence[str],
@@ -317,7 +434,7 @@ def per_seed_table(frame: pd.DataFrame) -> Table:
         ]
         for rec in frame.to_dict("records")
     ]
-    return Table(columns=columns, rows=rows)
+    return Table(columns=columns, rows=rows, keep=3)
 
 
 def unfinished_table(frame: pd.DataFrame) -> Table:
@@ -335,7 +452,7 @@ def unfinished_table(frame: pd.DataFrame) -> Table:
         ]
         for rec in frame.to_dict("records")
     ]
-    return Table(columns=columns, rows=rows)
+    return Table(columns=columns, rows=rows, keep=3)
 
 
 def provenance_tables(frame: pd.DataFrame) -> tuple[list[tuple[str, str]], Table]:
@@ -361,7 +478,7 @@ def provenance_tables(frame: pd.DataFrame) -> tuple[list[tuple[str, str]], Table
         ]
         for rec in frame.to_dict("records")
     ]
-    return shared, Table(columns=columns, rows=rows)
+    return shared, Table(columns=columns, rows=rows, keep=3)
 
 
 def package_lines(frame: pd.DataFrame) -> list[Cell]:

@@ -17,8 +17,12 @@ import pandas as pd
 from scipy import stats
 
 from bench.errors import UserError
+from bench.store import index_error
 
 FINISHED = "finished"
+# The runs table's own columns (a report reads none of the claim columns).
+RUN_COLUMNS = ("run_id", "suite", "variant", "seed", "state", "reason", "path", "config",
+               "provenance", "started", "ended")
 STDERR_SUFFIX = "_stderr"
 # A reference key `<metric>:ratio` is the paper's ratio of that metric to its baseline's.
 RATIO_SUFFIX = ":ratio"
@@ -52,11 +56,15 @@ class Estimate:
     high: float
 
 
-def load_suite(index_path: Path, suite: str, required: bool = True) -> SuiteData | None:
+def load_suite(index_path: Path, suite: str, required: bool = True,
+               curves: Sequence[str] | None = None) -> SuiteData | None:
     """Read one suite from the index; only finished runs feed the numbers, the rest are listed.
 
-    A suite without finished runs (or without an index) is a UserError, or None when not
-    `required` (a sweep's report can stand without the suite's own variants).
+    Only the finished runs' metric rows are read, and of their training curves only the metrics
+    named in `curves` (all when None): a report draws one curve, and the other curve rows
+    outnumber everything else in a large store. A suite without finished runs (or without an
+    index) is a UserError, or None when not `required` (a sweep's report can stand without the
+    suite's own variants).
     """
     if not index_path.is_file():
         if not required:
@@ -65,13 +73,12 @@ def load_suite(index_path: Path, suite: str, required: bool = True) -> SuiteData
     try:
         with read_only(index_path) as con:
             runs = pd.read_sql_query(
-                "SELECT * FROM runs WHERE suite = ? ORDER BY variant, seed, run_id",
+                f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE suite = ? "
+                "ORDER BY variant, seed, run_id",
                 con,
                 params=(suite,),
             )
-            metrics = pd.read_sql_query(
-                "SELECT rowid AS row_order, * FROM metrics WHERE suite = ?", con, params=(suite,)
-            )
+            metrics = _finished_metrics(con, suite, curves)
             has_points = con.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'points'"
             ).fetchone()
@@ -80,7 +87,7 @@ def load_suite(index_path: Path, suite: str, required: bool = True) -> SuiteData
                 if has_points else "SELECT NULL AS run_id, NULL AS curve, NULL AS idx, "
                 "NULL AS x, NULL AS y WHERE 0", con, params=(suite,) if has_points else ())
     except (sqlite3.Error, pd.errors.DatabaseError) as err:
-        raise UserError(f"{index_path}: not a readable results index ({err})") from err
+        raise index_error(index_path, err) from err
     # SQL NULL arrives as NaN in some columns; None keeps "missing" falsy for the text fields.
     text = ["reason", "path", "config", "provenance", "started", "ended"]
     runs[text] = runs[text].astype(object).where(runs[text].notna(), None)
@@ -93,8 +100,7 @@ def load_suite(index_path: Path, suite: str, required: bool = True) -> SuiteData
         raise UserError(f"{index_path}: suite {suite!r} has no finished runs ({seen})")
     # The runs table is authoritative for variant and seed; metric rows only name their run.
     metrics = (
-        metrics[metrics["run_id"].isin(finished)]
-        .drop(columns=["variant", "seed"])
+        metrics.drop(columns=["variant", "seed"])
         .merge(runs[["run_id", "variant", "seed"]], on="run_id")
         .sort_values("row_order")
     )
@@ -109,6 +115,20 @@ def load_suite(index_path: Path, suite: str, required: bool = True) -> SuiteData
         curves=metrics[~is_final].reset_index(drop=True),
         points=points.reset_index(drop=True),
     )
+
+
+def _finished_metrics(con: sqlite3.Connection, suite: str, curves: Sequence[str] | None
+                      ) -> pd.DataFrame:
+    """The metric rows of the suite's finished runs: every final one, and the curve rows of
+    `curves` (all when None), in the order they were written."""
+    wanted, args = "", (suite, suite)
+    if curves is not None:
+        wanted = f"AND (step IS NULL OR metric IN ({', '.join('?' * len(curves))})) "
+        args += tuple(curves)
+    return pd.read_sql_query(
+        "SELECT rowid AS row_order, * FROM metrics WHERE suite = ? AND run_id IN "
+        f"(SELECT run_id FROM runs WHERE suite = ? AND state = '{FINISHED}') "
+        f"{wanted}ORDER BY rowid", con, params=args)
 
 
 def read_only(index_path: Path) -> "closing[sqlite3.Connection]":

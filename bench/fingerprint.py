@@ -1,0 +1,129 @@
+"""Content fingerprints of a run's inputs, cheap enough to recheck at every `bench run`.
+
+A file's fingerprint is the SHA-256 of its bytes. It is computed once and cached under the data
+cache (`fingerprints.sqlite`), keyed by the file's device, inode, size and modification time in
+nanoseconds; later checks cost one `stat` per file, so a 66 GB corpus is read once (about a
+minute per 10 GB on one core), not at every plan. Trusting size and mtime is what make, rsync and
+git's index do: any write, truncation or replacement of the file changes them. Only an edit that
+keeps the size and then resets the nanosecond mtime on purpose would go unseen;
+`BENCH_REHASH=1` ignores the cache. A directory's fingerprint is the SHA-256 over the relative
+names and fingerprints of the regular files below it, in sorted order.
+"""
+
+import hashlib
+import os
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+MISSING = "missing"
+CACHE_SCHEMA = """CREATE TABLE IF NOT EXISTS files (
+  path TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER,
+  sha256 TEXT)"""
+
+
+class _Cache:
+    """The stat-keyed digest cache; a cache that cannot be written only makes hashing slower."""
+
+    def __init__(self, cache_dir: Path | None):
+        from bench.data.demo_text import data_root
+
+        self.con: sqlite3.Connection | None = None
+        if os.environ.get("BENCH_REHASH") == "1":
+            return
+        path = (data_root() if cache_dir is None else cache_dir) / "fingerprints.sqlite"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.con = sqlite3.connect(path, timeout=30)
+            self.con.execute(CACHE_SCHEMA)
+        except sqlite3.Error:
+            self.con = None
+
+    def get(self, key: tuple) -> str | None:
+        if self.con is None:
+            return None
+        try:
+            row = self.con.execute(
+                "SELECT sha256 FROM files WHERE path=? AND dev=? AND ino=? AND size=? "
+                "AND mtime_ns=?", key).fetchone()
+        except sqlite3.Error:
+            return None
+        return row[0] if row else None
+
+    def put(self, key: tuple, digest: str) -> None:
+        if self.con is None:
+            return
+        try:
+            with self.con:
+                self.con.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?)",
+                                 (*key, digest))
+        except sqlite3.Error:
+            pass
+
+    def close(self) -> None:
+        if self.con is not None:
+            self.con.close()
+
+
+def _file_digest(path: Path, cache: _Cache) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    cache.put(key, digest.hexdigest())
+    return digest.hexdigest()
+
+
+def _digest(path: Path, cache: _Cache) -> str:
+    if path.is_file():
+        return _file_digest(path, cache)
+    if not path.is_dir():
+        return MISSING
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        name = file.relative_to(path).as_posix().encode()
+        digest.update(len(name).to_bytes(8, "little") + name)
+        digest.update(_file_digest(file, cache).encode())
+    return digest.hexdigest()
+
+
+def fingerprint(path: str | Path, cache_dir: Path | None = None) -> str:
+    """SHA-256 of a file's bytes or of a directory's files; 'missing' where there is neither.
+
+    `cache_dir` holds the digest cache (default: the data cache, $BENCH_DATA)."""
+    cache = _Cache(cache_dir)
+    with closing(cache):
+        return _digest(Path(path), cache)
+
+
+def fingerprint_inputs(inputs: dict[str, str], cache_dir: Path | None = None
+                       ) -> dict[str, dict[str, str]]:
+    """{label: {'path', 'sha256'}} for a run's declared inputs, labels as the family names them."""
+    cache = _Cache(cache_dir)
+    with closing(cache):
+        return {label: {"path": str(path), "sha256": _digest(Path(path), cache)}
+                for label, path in sorted(inputs.items())}
+
+
+def changed_inputs(old: dict[str, dict[str, str]], new: dict[str, dict[str, str]]) -> list[str]:
+    """Human-readable lines naming each input whose content (or presence) differs."""
+    lines = []
+    for label in sorted(set(old) | set(new)):
+        before, after = old.get(label), new.get(label)
+        if before == after:
+            continue
+        if before is None or after is None:
+            entry = before or after
+            lines.append(f"{label} ({entry['path']}): "
+                         f"{'added' if before is None else 'no longer an input'}")
+        elif before["sha256"] != after["sha256"]:
+            lines.append(f"{label} ({after['path']}): content changed "
+                         f"(sha256 {before['sha256'][:12]} -> {after['sha256'][:12]})")
+        else:
+            lines.append(f"{label}: path changed ({before['path']} -> {after['path']})")
+    return lines

@@ -1,0 +1,158 @@
+"""A run's identity covers the contents of what it reads: a changed corpus, tokenizer or
+evaluation set is never mixed into a resumed or reused run."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from test_end_to_end import SUITE, _bench, index_rows
+from textgen import narrative_passages, write_jsonl
+
+from bench.cli import main
+from bench.fingerprint import changed_inputs, fingerprint, fingerprint_inputs
+from bench.plan import plan
+from bench.suite import load_suite
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "cache"))
+    monkeypatch.delenv("BENCH_REHASH", raising=False)
+
+
+def _data(root: Path, n_train: int = 400) -> Path:
+    data = root / "data"
+    data.mkdir(exist_ok=True)
+    write_jsonl(data / "train.jsonl", narrative_passages(n_train, seed=1))
+    write_jsonl(data / "cloze.jsonl", narrative_passages(20, seed=2))
+    return data
+
+
+def _suite(root: Path, flops: float = 2e8, checkpoint_every: int = 50) -> Path:
+    path = root / "suite.yaml"
+    path.write_text(SUITE.format(flops=flops, data=root / "data",
+                                 checkpoint_every=checkpoint_every, extra=""))
+    return path
+
+
+def _truncate_at_line(path: Path, keep: float = 0.5) -> None:
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[: int(len(lines) * keep)]))
+
+
+def test_file_fingerprint_is_its_content_hash_and_cached_by_stat(tmp_path):
+    import hashlib
+
+    f = tmp_path / "corpus.txt"
+    f.write_bytes(b"abc\n" * 1000)
+    assert fingerprint(f) == hashlib.sha256(b"abc\n" * 1000).hexdigest()
+    _truncate_at_line(f)
+    assert fingerprint(f) == hashlib.sha256(b"abc\n" * 500).hexdigest()
+
+    # same size, mtime reset on purpose: the cache trusts stat (documented); BENCH_REHASH does not
+    st = f.stat()
+    f.write_bytes(b"xyz\n" * 500)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert fingerprint(f) == hashlib.sha256(b"abc\n" * 500).hexdigest()
+    os.environ["BENCH_REHASH"] = "1"
+    try:
+        assert fingerprint(f) == hashlib.sha256(b"xyz\n" * 500).hexdigest()
+    finally:
+        del os.environ["BENCH_REHASH"]
+    assert fingerprint(tmp_path / "absent") == "missing"
+
+
+def test_directory_fingerprint_covers_names_and_contents(tmp_path):
+    d = tmp_path / "tok"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.json").write_text("{}")
+    (d / "sub" / "b.txt").write_text("b")
+    first = fingerprint(d)
+    (d / "sub" / "b.txt").write_text("c")
+    second = fingerprint(d)
+    (d / "sub" / "b.txt").rename(d / "sub" / "c.txt")
+    third = fingerprint(d)
+    (d / "extra").write_text("")
+    assert len({first, second, third, fingerprint(d)}) == 4
+
+
+def test_changed_inputs_name_the_file(tmp_path):
+    f = tmp_path / "train.jsonl"
+    f.write_text("a\n")
+    before = fingerprint_inputs({"data.train": str(f)})
+    f.write_text("b\n")
+    after = fingerprint_inputs({"data.train": str(f)})
+    [line] = changed_inputs(before, after)
+    assert line.startswith(f"data.train ({f}): content changed")
+    assert changed_inputs(before, before) == []
+
+
+def test_run_ids_follow_input_contents(tmp_path):
+    data = _data(tmp_path)
+    suite = load_suite(_suite(tmp_path), env={})
+    first = {(r.variant.name, r.seed): r for r in plan(suite)}
+    assert {(r.variant.name, r.seed): r.run_id for r in plan(suite)} == {
+        k: r.run_id for k, r in first.items()}
+    run = first[("softmax", 0)]
+    assert set(run.inputs) == {"data.train", "evals.lambada.path"}
+    assert run.inputs["data.train"]["path"] == str(data / "train.jsonl")
+
+    _truncate_at_line(data / "train.jsonl")
+    second = {(r.variant.name, r.seed): r.run_id for r in plan(suite)}
+    assert all(second[k] != r.run_id for k, r in first.items())
+
+
+@pytest.mark.slow
+def test_resume_on_a_truncated_corpus_is_refused_then_rerun_on_request(tmp_path):
+    data = _data(tmp_path, n_train=600)
+    suite = _suite(tmp_path, flops=1.6e9, checkpoint_every=10)
+    results = tmp_path / "results"
+    env = dict(os.environ, BENCH_DATA=str(tmp_path / "cache"))
+    common = ["--results", str(results), "--only", "softmax", "--seeds", "0", "--no-progress"]
+    proc = _bench("run", str(suite), *common, env=env)
+    deadline, checkpoint = time.monotonic() + 300, None
+    while time.monotonic() < deadline and proc.poll() is None and checkpoint is None:
+        checkpoint = next(results.glob("e2e-lm/*/checkpoints/pretrain.pt"), None)
+        time.sleep(0.05)
+    assert checkpoint is not None, "no checkpoint appeared before the run ended"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    [(old_id, state)] = index_rows(results, "SELECT run_id, state FROM runs")
+    assert state == "running"
+
+    _truncate_at_line(data / "train.jsonl")
+    proc = _bench("run", str(suite), *common, env=env)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err
+    assert f"data.train ({data / 'train.jsonl'}): content changed" in err
+    assert old_id in err and "--rerun-changed-inputs" in err and "Traceback" not in err
+    assert index_rows(results, "SELECT run_id, state FROM runs") == [(old_id, "running")]
+    assert "resuming" not in (results / "e2e-lm" / old_id / "run.log").read_text()
+
+    proc = _bench("run", str(suite), *common, "--rerun-changed-inputs", env=env)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    rows = dict(index_rows(results, "SELECT run_id, state FROM runs"))
+    new_id = next(r for r in rows if r != old_id)
+    assert rows == {old_id: "running", new_id: "finished"}
+    assert "resuming" not in (results / "e2e-lm" / new_id / "run.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_not_reused_after_its_eval_set_changed(tmp_path, capsys):
+    data = _data(tmp_path)
+    suite, results = _suite(tmp_path), tmp_path / "results"
+    args = ["run", str(suite), "--results", str(results), "--only", "softmax", "--seeds", "0",
+            "--no-progress"]
+    assert main(args) == 0
+    write_jsonl(data / "cloze.jsonl", narrative_passages(20, seed=3))
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"evals.lambada.path ({data / 'cloze.jsonl'}): content changed" in err
+    assert main([*args, "--rerun-changed-inputs"]) == 0
+    assert "inputs changed" in capsys.readouterr().out
+    states = sorted(s for (s,) in index_rows(results, "SELECT state FROM runs"))
+    assert states == ["finished", "finished"]

@@ -1,0 +1,120 @@
+"""What reaches stderr: plain progress lines outside a terminal, a bar inside one, nothing from
+lm-eval or git."""
+
+import io
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from textgen import narrative_passages, write_jsonl
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from torch import nn
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+
+from bench import provenance
+from bench.budget import StageBudget
+from bench.errors import UserError
+from bench.evals.lambada import evaluate_lambada
+from bench.lm.config import LambadaEvalConfig
+from bench.progress import INTERVAL_ENV, progress
+from bench.schema import OptimConfig
+from bench.train import Stage, train_stage
+
+STEPS = 40
+
+
+def short_stage(tmp_path: Path) -> None:
+    """A 40-step stage with progress shown, on whatever sys.stderr is."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    stage = Stage(name="toy", model=model, parameters=list(model.parameters()),
+                  optim=OptimConfig(lr=1e-2), micro_batches=lambda step: [torch.ones(2, 3)],
+                  loss=lambda x: model(x).pow(2).mean(), items=len)
+    train_stage(stage, StageBudget("steps", STEPS), tmp_path, torch.device("cpu"),
+                logging.getLogger("test.quiet"), progress=True)
+
+
+def test_training_outside_a_terminal_prints_few_plain_lines(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(INTERVAL_ENV, raising=False)
+    short_stage(tmp_path / "a")
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert len(err.splitlines()) <= 1, "at most one line per 30 s"
+
+
+def test_interval_zero_prints_a_line_per_step(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(INTERVAL_ENV, "0")
+    short_stage(tmp_path)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == STEPS
+    assert lines[-1].startswith(f"train toy: {STEPS} steps, ")
+    assert "loss=" in lines[-1] and "lr=" in lines[-1]
+
+
+def test_bad_interval_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(INTERVAL_ENV, "soon")
+    with pytest.raises(UserError, match=f"{INTERVAL_ENV}='soon': expected a number"):
+        progress("x", "step", stream=io.StringIO())
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_keeps_the_live_bar() -> None:
+    stream = Terminal()
+    bar = progress("train toy", "step", stream=stream)
+    for _ in range(3):
+        bar.update(1)
+    bar.close()
+    assert "\r" in stream.getvalue()
+
+
+def test_provenance_outside_a_checkout_is_silent(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.setattr(provenance, "REPO", tmp_path)
+    found = provenance.collect(torch.device("cpu"))
+    assert found["git_commit"] is None and found["git_dirty"] is None
+    assert capfd.readouterr().err == ""
+
+
+@pytest.fixture(scope="module")
+def untrained_lm() -> tuple[GPTNeoXForCausalLM, PreTrainedTokenizerFast]:
+    corpus = narrative_passages(50, seed=1)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
+    torch.manual_seed(0)
+    model = GPTNeoXForCausalLM(GPTNeoXConfig(
+        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=64))
+    return model, tokenizer
+
+
+def test_lambada_evaluation_prints_nothing(
+        tmp_path: Path, untrained_lm, capfd: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    model, tokenizer = untrained_lm
+    monkeypatch.chdir(tmp_path)  # not a git checkout: lm-eval's `git describe` complains
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    data = write_jsonl(tmp_path / "mini.jsonl", narrative_passages(6, seed=0))
+    cfg = LambadaEvalConfig(path=str(data), name="lambada_quiet", batch_size=4)
+    result = evaluate_lambada(model, tokenizer, cfg, device="cpu", workdir=tmp_path / "work")
+    assert result.n == 6
+    print("after", file=sys.stderr)
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert err == "after\n", "lm-eval's bars, warnings and git's stderr are discarded"

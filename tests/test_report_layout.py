@@ -1,0 +1,232 @@
+"""What the reader sees: names shown verbatim in figures and HTML, tables that fit the PDF page,
+legends only for columns present, and an HTML and PDF that always come from one render."""
+
+import re
+import shutil
+import zlib
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+import optuna
+import pytest
+import weasyprint
+from matplotlib.figure import Figure
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import create_trial
+from weasyprint.formatting_structure import boxes
+
+from bench.report import ReportSpec, render_report, tables
+from bench.report import render as render_mod
+from bench.report import sweep as sweep_mod
+from bench.report.figures import to_svg
+from bench.store import Store
+
+SUITE = "layout"
+# Names a suite may use that mathtext, TeX or HTML would otherwise interpret.
+HOSTILE = ["val.$x^2$", "bad $\\undefined{x}$", "eval\\path", "set{a,b}", "rate%",
+           "<b>bold</b>"]
+# Many metrics with long names, long variant names: the table is far wider than any page.
+LONG = [f"wider.pyramid_with_context_module.{k}.average_precision_{i}"
+        for i, k in enumerate(["easy", "medium", "hard", "all", "tiny", "large", "huge"])]
+VARIANTS = ["headless_vgg16_with_context_and_ohem", "full_vgg16_with_context_and_ohem"]
+
+
+def _store(root: Path, metrics: list[str], stderr: bool) -> Path:
+    """Two variants x two seeds with every metric (and lm-eval stderr when asked) and a curve
+    under a hostile name."""
+    store = Store(root)
+    for v, variant in enumerate(VARIANTS):
+        for seed in range(2):
+            run_id = f"{variant}-{seed}"
+            store.begin(SUITE, variant, seed, run_id, {}, {"started": f"2025-01-0{seed + 1}"})
+            values = {m: 0.5 + 0.01 * i + 0.02 * v + 0.003 * seed for i, m in enumerate(metrics)}
+            if stderr:
+                values |= {f"{m}_stderr": 0.004 for m in metrics}
+            values |= {"train.flops": 1e15, "train.tokens": 2e8, "train.tokens_per_s": 1.2e4}
+            curve = [{"step": s, "flops": s * 1e14, "tokens": s * 1e7, "nll": 5.0 - 0.1 * s}
+                     for s in range(1, 6)]
+            store.finish(run_id, values, curve, {"ended": "2025-01-09"},
+                         {"nll": "curve.$x^2$ {nll}"},
+                         {"pr:$x^2$ <b>%": ([0.0, 0.5, 1.0], [1.0, 0.8, 0.4])})
+    return store.index_path
+
+
+def _spec(metrics: list[str], **changes: object) -> ReportSpec:
+    fields = dict(suite=SUITE, title="Layout", baseline=VARIANTS[0], metrics=metrics,
+                  higher_is_better={m: True for m in metrics},
+                  reference={VARIANTS[0]: {metrics[0]: 0.55}}, reference_source="a paper",
+                  notes=[], curve="curve.$x^2$ {nll}", variants=VARIANTS)
+    return ReportSpec(**{**fields, **changes})
+
+
+@pytest.fixture(scope="module")
+def hostile_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _store(tmp_path_factory.mktemp("hostile"), HOSTILE, stderr=False)
+
+
+@pytest.fixture(scope="module")
+def wide_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _store(tmp_path_factory.mktemp("wide"), LONG, stderr=True)
+
+
+@pytest.fixture(scope="module")
+def hostile_html(hostile_index: Path) -> str:
+    return render_mod.render_html(hostile_index, _spec(HOSTILE),
+                                  tables.load_suite(hostile_index, SUITE))
+
+
+@pytest.fixture(scope="module")
+def wide_html(wide_index: Path) -> str:
+    return render_mod.render_html(wide_index, _spec(LONG), tables.load_suite(wide_index, SUITE))
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.tags.append(tag)
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def test_figure_text_is_shown_verbatim() -> None:
+    fig = Figure()
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], label="$x^2$ <b>")
+    ax.set_title("$x^2$ \\ {} %")
+    ax.set_xlabel("a$b")  # one dollar: mathtext leaves it alone, escaping must not show `\`
+    ax.set_xticks([0, 1], ["$\\alpha$", "\\$ pre-escaped"])
+    ax.legend()
+    svg = to_svg(fig, salt="t")
+    for text in ("$x^2$ &lt;b&gt;", "$x^2$ \\ {} %", "a$b", "$\\alpha$", "\\$ pre-escaped"):
+        assert text in svg
+    assert "<b>" not in svg
+
+
+def test_hostile_names_render_literally_in_every_figure_and_the_html(hostile_html: str) -> None:
+    html = hostile_html
+    assert html.count("<svg") == 3  # curve, metrics, evaluation curves: none failed
+    parser = _Tags()
+    parser.feed(html)
+    assert "b" not in parser.tags  # `<b>` is text everywhere, never markup
+    text = "".join(parser.text)
+    for name in (*HOSTILE, "curve.$x^2$ {nll}", "$x^2$ <b>%"):
+        assert name in text
+
+
+def _table_overflow(pdf: weasyprint.Document) -> Iterator[tuple[int, float, float]]:
+    """(page number, right edge of a table, right edge of the page's content) per table."""
+    for number, page in enumerate(pdf.pages, 1):
+        root = page._page_box  # WeasyPrint's laid-out boxes: no public accessor
+        right = root.content_box_x() + root.width
+        stack = [root]
+        while stack:
+            box = stack.pop()
+            if isinstance(box, boxes.TableBox):
+                yield number, box.border_box_x() + box.border_width(), right
+            stack.extend(getattr(box, "children", []))
+
+
+def test_wide_table_fits_the_pdf_page(wide_html: str) -> None:
+    assert wide_html.count('<table class="main">') > 1  # split, each part naming its variants
+    edges = list(_table_overflow(weasyprint.HTML(string=wide_html).render()))
+    assert edges
+    assert all(edge <= right + 0.5 for _, edge, right in edges), edges
+
+
+def test_split_parts_repeat_the_row_names_and_keep_header_groups() -> None:
+    cell = render_mod.Cell("0.1234 ± 0.0123", "num")
+    groups = [("", 2), *[(f"m{i}", 2) for i in range(6)]]
+    table = render_mod.Table(columns=["variant", "seeds", *["mean", "Δ"] * 6],
+                             rows=[[render_mod.Cell("a", "name"), render_mod.Cell("2", "num"),
+                                    *[cell] * 12]], groups=groups, keep=2)
+    parts = render_mod.fit_width(table, 350.0)
+    assert len(parts) > 1
+    assert [g for p in parts for g in p.groups[1:]] == groups[1:]  # every group once, in order
+    for part in parts:
+        assert part.columns[:2] == ["variant", "seeds"] and part.groups[0] == ("", 2)
+        assert sum(render_mod.column_widths(part)) <= 350.0
+        assert len(part.rows[0]) == len(part.columns) == sum(s for _, s in part.groups)
+    assert render_mod.fit_width(table, 10_000.0) == [table]
+
+
+def test_stderr_legend_only_under_a_stderr_column(wide_html: str, hostile_html: str) -> None:
+    legend = "evaluation-sampling noise"
+    assert render_mod.STDERR_COLUMN in wide_html and legend in wide_html
+    assert render_mod.STDERR_COLUMN not in hostile_html and legend not in hostile_html
+
+
+def _pdf_keywords(blob: bytes) -> list[bytes]:
+    """The /Keywords strings of a PDF, looking inside compressed object streams too."""
+    chunks = [blob]
+    for match in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", blob, re.S):
+        try:
+            chunks.append(zlib.decompress(match.group(1)))
+        except zlib.error:
+            continue
+    return [k for chunk in chunks for k in re.findall(rb"/Keywords \((.*?)\)", chunk)]
+
+
+def _html_render_id(html: str) -> str:
+    found = re.findall(r'<meta name="keywords" content="render ([0-9a-f]{16})">', html)
+    assert len(found) == 1
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def pair(hostile_index: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One full render (the PDF is the slow part), shared by the tests below."""
+    return render_report(hostile_index, _spec(HOSTILE), tmp_path_factory.mktemp("pair"))
+
+
+def test_html_and_pdf_carry_one_render_id(hostile_html: str, pair: tuple[Path, Path]) -> None:
+    html_path, pdf_path = pair
+    html = html_path.read_text(encoding="utf-8")
+    rid = _html_render_id(html)
+    assert _pdf_keywords(pdf_path.read_bytes()) == [f"render {rid}".encode()]
+    assert render_mod.stamp(hostile_html) == html  # the same report gets the same id
+    other = hostile_html.replace("<title>Layout</title>", "<title>Other</title>")
+    assert _html_render_id(render_mod.stamp(other)) != rid
+
+
+def test_failed_pdf_leaves_the_previous_pair(hostile_index: Path, pair: tuple[Path, Path],
+                                             tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    for path in pair:
+        shutil.copy(path, tmp_path / path.name)
+    before = sorted((p.name, p.read_bytes()) for p in tmp_path.iterdir())
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(weasyprint.HTML, "write_pdf", fail)
+    with pytest.raises(OSError, match="disk full"):
+        render_report(hostile_index, _spec(HOSTILE, title="Changed"), tmp_path)
+    assert sorted((p.name, p.read_bytes()) for p in tmp_path.iterdir()) == before
+
+
+def test_sweep_figures_show_parameter_and_metric_names_verbatim() -> None:
+    space = {"a.$x^2$": FloatDistribution(1e-4, 1.0, log=True),
+             "b\\{%}": CategoricalDistribution(["$p$", "<b>q"])}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize")
+    for a, b, value in [(0.01, "$p$", 3.0), (0.1, "<b>q", 2.0), (0.5, "$p$", 1.0),
+                        (0.001, "<b>q", 2.5)]:
+        study.add_trial(create_trial(params={"a.$x^2$": a, "b\\{%}": b}, distributions=space,
+                                     value=value))
+    source = sweep_mod.SweepSource(study="s", storage="s.journal", metric="val.$nll$",
+                                   direction="minimize", params=list(space), trials=4,
+                                   reported="val_nll", command="bench sweep s.yaml")
+    data = sweep_mod.SweepData(source, study, study.trials, sweep_mod.index_runs(Path("-"), "s"))
+    shown = {name: re.findall(r"<text[^>]*>([^<]*)</text>", figure(data))
+             for name, figure in [("history", sweep_mod.history_figure),
+                                  ("importance", sweep_mod.importance_figure),
+                                  ("parallel", sweep_mod.parallel_figure)]}
+    assert "val.$nll$" in shown["history"]
+    assert {"a.$x^2$", "b\\{%}"} <= set(shown["importance"])
+    assert {"val.$nll$", "a.$x^2$", "b\\{%}", "$p$", "&lt;b&gt;q"} <= set(shown["parallel"])
