@@ -334,11 +334,10 @@ class Store:
         run id, state and the input fingerprints their provenance recorded."""
         if not self.index_path.exists():
             return []
-        with closing(self._connect()) as con:
+        with self._reading() as con:
             rows = con.execute(
                 "SELECT run_id, state, provenance FROM runs WHERE suite=? AND variant=? AND "
-                "seed=? AND config=?",
-                (suite, variant, seed, json.dumps(config, sort_keys=True))).fetchall()
+                "seed=? AND config=?", (suite, variant, seed, json_column(config))).fetchall()
         return [{"run_id": r, "state": s, "inputs": json.loads(p or "{}").get("inputs", {})}
                 for r, s, p in rows]
 
