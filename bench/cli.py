@@ -382,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from bench.progress import quiet_library_bars
+
+    quiet_library_bars()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -60,6 +60,13 @@ class LineProgress:
         self._last_time, self._last_n = now, self.n
 
 
+def quiet_library_bars() -> None:
+    """Leave libraries' own bars off (Hugging Face's, when a model is saved or loaded): the
+    harness reports progress itself. Takes effect for libraries imported afterwards; an explicit
+    setting in the environment wins."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def interval_seconds() -> float:
     """Seconds between plain progress lines, from the environment."""
     raw = os.environ.get(INTERVAL_ENV, "")

@@ -118,3 +118,29 @@ def test_lambada_evaluation_prints_nothing(
     out, err = capfd.readouterr()
     assert out == ""
     assert err == "after\n", "lm-eval's bars, warnings and git's stderr are discarded"
+
+
+@pytest.mark.slow
+def test_bench_run_into_a_file_writes_no_bars(tmp_path):
+    """`bench run > log 2>&1`: plain lines only, no carriage returns from any library's bar."""
+    import os
+    import subprocess
+
+    from test_end_to_end import SUITE
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_jsonl(data / "train.jsonl", narrative_passages(300, seed=1))
+    write_jsonl(data / "cloze.jsonl", narrative_passages(20, seed=2))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE.format(flops=2e8, data=data, checkpoint_every=50, extra=""))
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    env |= {"BENCH_DATA": str(tmp_path / "cache"), INTERVAL_ENV: "0"}
+    out = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(suite), "--results",
+                          str(tmp_path / "results"), "--only", "cwt_ft", "--seeds", "0"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout
+    assert "\r" not in out.stdout
+    assert "train pretrain:" in out.stdout and "train head_finetune:" in out.stdout
+    assert "Writing model shards" not in out.stdout and "Traceback" not in out.stdout
