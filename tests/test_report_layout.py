@@ -230,3 +230,31 @@ def test_sweep_figures_show_parameter_and_metric_names_verbatim() -> None:
     assert "val.$nll$" in shown["history"]
     assert {"a.$x^2$", "b\\{%}"} <= set(shown["importance"])
     assert {"val.$nll$", "a.$x^2$", "b\\{%}", "$p$", "&lt;b&gt;q"} <= set(shown["parallel"])
+
+
+def test_short_row_names_are_not_broken_in_a_full_table(tmp_path: Path) -> None:
+    """A table squeezed to the page (the faces demo's metrics) keeps a short row name
+    ('headless') on one line."""
+    metrics = ["wider.single.easy", "wider.single.medium", "wider.single.hard",
+               "wider.pyramid.hard", "fddb.single.tpr_disc@1000", "wider.single.ms_per_image",
+               "model.total_params"]
+    names = ["headless", "full"]
+    store = Store(tmp_path)
+    for seed, variant in enumerate(names):
+        store.begin(SUITE, variant, 0, variant, {}, {"started": "2025-01-01"})
+        values = {m: 0.75031 + 0.0259 * seed for m in metrics} | {
+            "train.flops": 1.825e13, "train.tokens": 2000.0, "train.tokens_per_s": 14.0}
+        store.finish(variant, values, [], {}, {}, {})
+    spec = _spec(metrics, variants=names, baseline="headless", reference={}, curve="curve.loss")
+    html = render_mod.render_html(tmp_path / "index.sqlite", spec,
+                                  tables.load_suite(tmp_path / "index.sqlite", SUITE))
+    lines = {}
+    for page in weasyprint.HTML(string=html).render().pages:
+        stack = [page._page_box]
+        while stack:
+            box = stack.pop()
+            if isinstance(box, boxes.TableCellBox) and "name" in (
+                    box.element.get("class") or "").split() and box.element.text in names:
+                lines[box.element.text] = len(box.children)
+            stack.extend(getattr(box, "children", []))
+    assert lines == {"headless": 1, "full": 1}
