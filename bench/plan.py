@@ -67,6 +67,9 @@ def plan(suite: Suite, only: list[str] | None = None, seeds: list[int] | None = 
         if name not in suite.variants:
             raise UserError(f"--only {name}: not a variant of {suite.name}; "
                             f"variants: {', '.join(suite.variants)}")
+    for seed in seeds or []:
+        if not 0 <= seed < 2**32:
+            raise UserError(f"--seeds {seed}: expected a seed from 0 to 2^32 - 1, as in suites")
     runs = []
     for name, variant in suite.variants.items():
         if only and name not in only:

@@ -156,3 +156,9 @@ def test_a_finished_run_is_not_reused_after_its_eval_set_changed(tmp_path, capsy
     assert "inputs changed" in capsys.readouterr().out
     states = sorted(s for (s,) in index_rows(results, "SELECT state FROM runs"))
     assert states == ["finished", "finished"]
+
+
+def test_seeds_from_the_command_line_are_range_checked(tmp_path, capsys):
+    _data(tmp_path)
+    assert main(["plan", str(_suite(tmp_path)), "--seeds", "-1"]) == 2
+    assert "--seeds -1: expected a seed from 0 to 2^32 - 1" in capsys.readouterr().err
