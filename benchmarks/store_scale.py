@@ -12,7 +12,6 @@ previous size (10x the runs: near-linear is ~10x). Goal: `bench ls` at 10,000 ru
 
 import argparse
 import json
-import math
 import random
 import resource
 import subprocess
@@ -140,10 +139,10 @@ def main(argv: list[str] | None = None) -> int:
             add_runs(root, have, n)
             built, have = time.perf_counter() - start, n
             ls, rep = child("ls", root, not args.no_pdf), child("report", root, not args.no_pdf)
-            growth = {k: v["seconds"] / previous[k] if k in previous else math.nan
+            growth = {k: f"{v['seconds'] / previous[k]:.1f}x" if k in previous else "-"
                       for k, v in (("ls", ls), ("report", rep))}
-            print(f"{n:>7}{built:>9.1f}{ls['seconds']:>8.2f}{growth['ls']:>7.1f}x"
-                  f"{ls['peak_mb']:>8.0f}{rep['seconds']:>10.2f}{growth['report']:>7.1f}x"
+            print(f"{n:>7}{built:>9.1f}{ls['seconds']:>8.2f}{growth['ls']:>8}"
+                  f"{ls['peak_mb']:>8.0f}{rep['seconds']:>10.2f}{growth['report']:>8}"
                   f"{rep['peak_mb']:>11.0f}", flush=True)
             previous = {"ls": ls["seconds"], "report": rep["seconds"]}
     return 0
