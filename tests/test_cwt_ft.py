@@ -3,13 +3,11 @@ and that it reproduces bit for bit across processes and across a SIGKILL during 
 
 import json
 import os
-import signal
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from test_end_to_end import _bench, index_rows, suite_file
+from test_end_to_end import _bench, index_rows, kill_when, suite_file
 from textgen import narrative_passages, write_jsonl
 
 from bench.cli import main
@@ -145,17 +143,7 @@ def test_sigkill_during_head_finetune_resumes_to_the_same_result(straight, works
     suite, first, env = straight
     killed = workspace / "res-killed"
     proc = _bench("run", str(suite), "--results", str(killed), *COMMON, env=env)
-    deadline = time.monotonic() + 300
-    checkpoint = None
-    while time.monotonic() < deadline and proc.poll() is None:
-        found = list(killed.glob("e2e-lm/*/checkpoints/head_finetune.pt"))
-        if found:
-            checkpoint = found[0]
-            break
-        time.sleep(0.02)
-    assert checkpoint is not None, "no head_finetune checkpoint appeared before the run ended"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    checkpoint = kill_when(proc, killed, "e2e-lm/*/checkpoints/head_finetune.pt")
     assert index_rows(killed, "SELECT state FROM runs") == [("running",)]
     assert (checkpoint.parent / "pretrain.final.pt").exists()
 

@@ -164,6 +164,20 @@ def _bench(*args: str, env: dict[str, str]) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def kill_when(proc: subprocess.Popen, folder: Path, pattern: str) -> Path:
+    """SIGKILL `proc` as soon as a file matching `pattern` appears under `folder`; that file.
+    The run is expected still to be going then (else the test's premise is wrong)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = next(folder.glob(pattern), None)
+        if found is not None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"no {pattern} appeared under {folder} before the run ended")
+
+
 @pytest.mark.slow
 def test_sigkill_mid_training_resumes_to_the_same_metrics(workspace):
     env = dict(os.environ, BENCH_DATA=str(workspace / "cache"))
@@ -173,17 +187,7 @@ def test_sigkill_mid_training_resumes_to_the_same_metrics(workspace):
     assert _bench("run", str(suite), "--results", str(straight), *common, env=env).wait() == 0
 
     proc = _bench("run", str(suite), "--results", str(killed), *common, env=env)
-    deadline = time.monotonic() + 300
-    checkpoint = None
-    while time.monotonic() < deadline and proc.poll() is None:
-        found = list(killed.glob("e2e-lm/*/checkpoints/pretrain.pt"))
-        if found:
-            checkpoint = found[0]
-            break
-        time.sleep(0.05)
-    assert checkpoint is not None, "no checkpoint appeared before the run ended"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, killed, "e2e-lm/*/checkpoints/pretrain.pt")
     assert index_rows(killed, "SELECT state FROM runs") == [("running",)]
 
     assert _bench("run", str(suite), "--results", str(killed), *common, env=env).wait() == 0

@@ -2,12 +2,10 @@
 evaluation set is never mixed into a resumed or reused run."""
 
 import os
-import signal
-import time
 from pathlib import Path
 
 import pytest
-from test_end_to_end import SUITE, _bench, index_rows
+from test_end_to_end import SUITE, _bench, index_rows, kill_when
 from textgen import narrative_passages, write_jsonl
 
 from bench.cli import main
@@ -111,14 +109,8 @@ def test_resume_on_a_truncated_corpus_is_refused_then_rerun_on_request(tmp_path)
     results = tmp_path / "results"
     env = dict(os.environ, BENCH_DATA=str(tmp_path / "cache"))
     common = ["--results", str(results), "--only", "softmax", "--seeds", "0", "--no-progress"]
-    proc = _bench("run", str(suite), *common, env=env)
-    deadline, checkpoint = time.monotonic() + 300, None
-    while time.monotonic() < deadline and proc.poll() is None and checkpoint is None:
-        checkpoint = next(results.glob("e2e-lm/*/checkpoints/pretrain.pt"), None)
-        time.sleep(0.05)
-    assert checkpoint is not None, "no checkpoint appeared before the run ended"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(_bench("run", str(suite), *common, env=env), results,
+              "e2e-lm/*/checkpoints/pretrain.pt")
     [(old_id, state)] = index_rows(results, "SELECT run_id, state FROM runs")
     assert state == "running"
 

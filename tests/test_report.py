@@ -356,15 +356,20 @@ def test_html_is_a_pure_function_of_the_index(index: Path, data: tables.SuiteDat
     assert render_mod.render_html(index, make_spec(), tables.load_suite(index, SUITE)) == first
 
 
-def _pdf_pages(blob: bytes) -> int:
-    """Count page objects, looking inside compressed object streams too."""
+def pdf_chunks(blob: bytes) -> list[bytes]:
+    """A PDF's bytes and the contents of its compressed object streams, to search in."""
     chunks = [blob]
     for match in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", blob, re.S):
         try:
             chunks.append(zlib.decompress(match.group(1)))
         except zlib.error:
             continue
-    return sum(len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", chunk)) for chunk in chunks)
+    return chunks
+
+
+def _pdf_pages(blob: bytes) -> int:
+    """Count page objects."""
+    return sum(len(re.findall(rb"/Type\s*/Page(?![a-zA-Z])", chunk)) for chunk in pdf_chunks(blob))
 
 
 def test_pdf_is_written_with_pages(rendered: tuple[Path, Path]) -> None:

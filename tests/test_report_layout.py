@@ -3,7 +3,6 @@ legends only for columns present, and an HTML and PDF that always come from one 
 
 import re
 import shutil
-import zlib
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -14,6 +13,7 @@ import weasyprint
 from matplotlib.figure import Figure
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import create_trial
+from test_report import pdf_chunks
 from weasyprint.formatting_structure import boxes
 
 from bench.report import ReportSpec, render_report, tables
@@ -162,14 +162,8 @@ def test_stderr_legend_only_under_a_stderr_column(wide_html: str, hostile_html: 
 
 
 def _pdf_keywords(blob: bytes) -> list[bytes]:
-    """The /Keywords strings of a PDF, looking inside compressed object streams too."""
-    chunks = [blob]
-    for match in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", blob, re.S):
-        try:
-            chunks.append(zlib.decompress(match.group(1)))
-        except zlib.error:
-            continue
-    return [k for chunk in chunks for k in re.findall(rb"/Keywords \((.*?)\)", chunk)]
+    """The /Keywords strings of a PDF."""
+    return [k for chunk in pdf_chunks(blob) for k in re.findall(rb"/Keywords \((.*?)\)", chunk)]
 
 
 def _html_render_id(html: str) -> str:
