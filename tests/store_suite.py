@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from textgen import narrative_passages, write_jsonl
+from textgen import write_lm_data
 
 SUITE = """\
 suite: store-e2e
@@ -31,10 +31,7 @@ variants:
 
 def write_suite(root: Path, budget: str = "{flops: 2.0e+8}") -> Path:
     """The suite file under `root`, with its training text and cloze set beside it."""
-    data = root / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    write_jsonl(data / "train.jsonl", narrative_passages(600, seed=1))
-    write_jsonl(data / "cloze.jsonl", narrative_passages(40, seed=2))
+    data = write_lm_data(root / "data")
     path = root / "suite.yaml"
     path.write_text(SUITE.format(budget=budget, data=data))
     return path

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_end_to_end import _bench, index_rows, kill_when, suite_file
-from textgen import narrative_passages, write_jsonl
+from textgen import write_lm_data
 
 from bench.cli import main
 from bench.lm.objectives import cwt_loss
@@ -32,10 +32,7 @@ COMMON = ["--only", "wide_ft", "--seeds", "0", "--no-progress"]
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The corpus and cloze set that test_end_to_end's suite file points at."""
     root = tmp_path_factory.mktemp("cwt-ft")
-    data = root / "data"
-    data.mkdir()
-    write_jsonl(data / "train.jsonl", narrative_passages(600, seed=1))
-    write_jsonl(data / "cloze.jsonl", narrative_passages(40, seed=2))
+    write_lm_data(root / "data")
     return root
 
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from textgen import narrative_passages, write_jsonl
+from textgen import write_lm_data
 
 from bench.cli import main
 
@@ -49,10 +49,7 @@ report: {{baseline: softmax, metrics: [lambada.acc, lambada.ppl, val.nll]}}
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("e2e")
-    data = root / "data"
-    data.mkdir()
-    write_jsonl(data / "train.jsonl", narrative_passages(600, seed=1))
-    write_jsonl(data / "cloze.jsonl", narrative_passages(40, seed=2))
+    write_lm_data(root / "data")
     return root
 
 

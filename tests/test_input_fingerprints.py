@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from test_end_to_end import SUITE, _bench, index_rows, kill_when
-from textgen import narrative_passages, write_jsonl
+from textgen import narrative_passages, write_jsonl, write_lm_data
 
 from bench.cli import main
 from bench.fingerprint import changed_inputs, fingerprint, fingerprint_inputs
@@ -21,11 +21,7 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _data(root: Path, n_train: int = 400) -> Path:
-    data = root / "data"
-    data.mkdir(exist_ok=True)
-    write_jsonl(data / "train.jsonl", narrative_passages(n_train, seed=1))
-    write_jsonl(data / "cloze.jsonl", narrative_passages(20, seed=2))
-    return data
+    return write_lm_data(root / "data", n_train, n_cloze=20)
 
 
 def _suite(root: Path, flops: float = 2e8, checkpoint_every: int = 50) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from textgen import narrative_passages, write_jsonl
+from textgen import narrative_passages, write_jsonl, write_lm_data
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch import nn
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
@@ -128,10 +128,7 @@ def test_bench_run_into_a_file_writes_no_bars(tmp_path):
 
     from test_end_to_end import SUITE
 
-    data = tmp_path / "data"
-    data.mkdir()
-    write_jsonl(data / "train.jsonl", narrative_passages(300, seed=1))
-    write_jsonl(data / "cloze.jsonl", narrative_passages(20, seed=2))
+    data = write_lm_data(tmp_path / "data", n_train=300, n_cloze=20)
     suite = tmp_path / "suite.yaml"
     suite.write_text(SUITE.format(flops=2e8, data=data, checkpoint_every=50, extra=""))
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}

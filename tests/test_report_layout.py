@@ -252,3 +252,34 @@ def test_short_row_names_are_not_broken_in_a_full_table(tmp_path: Path) -> None:
                 lines[box.element.text] = len(box.children)
             stack.extend(getattr(box, "children", []))
     assert lines == {"headless": 1, "full": 1}
+
+
+def test_a_pdf_lists_a_bounded_number_of_runs_per_variant(tmp_path: Path) -> None:
+    """Thousands of runs: the HTML lists every one, the PDF the first few of each variant, and
+    figures draw that many seeds thin while their means cover every run."""
+    n = render_mod.PDF_RUNS_PER_VARIANT + 5
+    store = Store(tmp_path)
+    for variant in ("a", "b"):
+        for seed in range(n if variant == "a" else 2):
+            run_id = f"{variant}-{seed}"
+            store.begin(SUITE, variant, seed, run_id, {}, {"started": "2025-01-01"})
+            curve = [{"step": s, "flops": s * 1e9, "tokens": s, "nll": 5.0 - s - seed * 1e-3}
+                     for s in (1, 2)]
+            store.finish(run_id, {"acc": 0.5 + seed * 1e-3}, curve, {}, {"nll": "curve.nll"}, {})
+    spec = _spec(["acc"], variants=["a", "b"], baseline="a", reference={}, curve="curve.nll")
+    html = render_mod.render_html(tmp_path / "index.sqlite", spec,
+                                  tables.load_suite(tmp_path / "index.sqlite", SUITE))
+    assert html.count('class="screen-only"') == 2 * 5  # the per-seed and provenance tables
+    assert f"a (mean of {n}; {render_mod.PDF_RUNS_PER_VARIANT} drawn thin)" in html
+    assert "5 more are in the HTML report" in html
+    printed = {}
+    for page in weasyprint.HTML(string=html).render().pages:
+        stack = [page._page_box]
+        while stack:
+            box = stack.pop()
+            if isinstance(box, boxes.TableCellBox) and box.element.text in ("a", "b"):
+                printed[box.element.text] = printed.get(box.element.text, 0) + 1
+            stack.extend(getattr(box, "children", []))
+    main_rows = 1  # the main table names each variant once too
+    assert printed["a"] == main_rows + 2 * render_mod.PDF_RUNS_PER_VARIANT
+    assert printed["b"] == main_rows + 2 * 2

@@ -26,3 +26,11 @@ def narrative_passages(n: int, seed: int) -> list[str]:
 def write_jsonl(path: Path, texts: list[str], field: str = "text") -> Path:
     path.write_text("".join(json.dumps({field: t}) + "\n" for t in texts))
     return path
+
+
+def write_lm_data(data: Path, n_train: int = 600, n_cloze: int = 40) -> Path:
+    """`data/train.jsonl` and a cloze set `data/cloze.jsonl` for the tiny LM suites; `data`."""
+    data.mkdir(parents=True, exist_ok=True)
+    write_jsonl(data / "train.jsonl", narrative_passages(n_train, seed=1))
+    write_jsonl(data / "cloze.jsonl", narrative_passages(n_cloze, seed=2))
+    return data

@@ -25,6 +25,9 @@ Colour = tuple[float, float, float]
 
 # Text stays text (smaller, selectable); the salt makes ids deterministic and distinct per figure.
 _SVG_RC = {"svg.fonttype": "none"}
+# Runs per variant drawn as lines of their own (a seed's curve); means use every run. Thousands
+# of lines would say no more and make a figure slow to draw, embed and print.
+LINES_PER_VARIANT = 25
 _NO_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
 
 
@@ -57,7 +60,7 @@ def curve_figure(data: SuiteData, variants: Sequence[str], metric: str) -> str |
             own = rows[rows["variant"] == variant].sort_values("step")
             if own.empty:
                 continue
-            for _, run in own.groupby("run_id"):
+            for _, run in _first_runs(own):
                 ax.plot(run["flops"], run["value"], color=colours[variant], lw=0.8, alpha=0.45)
             n_runs = own["run_id"].nunique()
             per_step = own.groupby("step").agg(
@@ -69,7 +72,8 @@ def curve_figure(data: SuiteData, variants: Sequence[str], metric: str) -> str |
                 common["value"],
                 color=colours[variant],
                 lw=2.2,
-                label=f"{variant} (mean of {n_runs})",
+                label=f"{variant} (mean of {n_runs}"
+                + (f"; {LINES_PER_VARIANT} drawn thin)" if n_runs > LINES_PER_VARIANT else ")"),
             )
         ax.set_xlabel("training FLOPs")
         ax.set_ylabel(metric)
@@ -138,6 +142,13 @@ def metric_figure(
         return to_svg(fig, salt="metrics")
 
 
+def _first_runs(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The rows of the first LINES_PER_VARIANT runs (by seed, then id), one frame per run."""
+    runs = rows[["seed", "run_id"]].drop_duplicates().sort_values(["seed", "run_id"])
+    chosen = runs["run_id"].head(LINES_PER_VARIANT)
+    return list(rows[rows["run_id"].isin(chosen)].groupby("run_id"))
+
+
 def evaluation_curves_figure(data: SuiteData, variants: Sequence[str]) -> str | None:
     """Every evaluation curve (PR: precision against recall; ROC: TPR against false positives),
     one panel per curve, one colour per variant, one line per seed. None when there are none."""
@@ -154,7 +165,7 @@ def evaluation_curves_figure(data: SuiteData, variants: Sequence[str]) -> str | 
             rows = data.points[data.points["curve"] == name]
             for variant in variants:
                 own = rows[rows["variant"] == variant]
-                for i, (_, run) in enumerate(own.groupby("run_id")):
+                for i, (_, run) in enumerate(_first_runs(own)):
                     run = run.sort_values("idx")
                     ax.plot(run["x"], run["y"], color=colours[variant], lw=1.1,
                             label=variant if i == 0 else None)

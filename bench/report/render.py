@@ -10,8 +10,9 @@ import hashlib
 import math
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ DASH = "—"
 STDERR_COLUMN = "eval stderr (lm-eval)"
 # Table columns beyond which the PDF is laid out on landscape pages.
 WIDE_COLUMNS = 10
+# Rows per variant that the PDF prints of a per-run table (values, failures, provenance): the HTML
+# lists every run, but a printed store of thousands of runs would be thousands of pages.
+PDF_RUNS_PER_VARIANT = 25
 # Width a table may take, in points: A4 less the 11 mm side margins of the template's @page;
 # in landscape the body's max-width (60rem = 720 pt) is the narrower bound.
 _MM = 72 / 25.4
@@ -82,6 +86,7 @@ class Table:
     rows: list[list[Cell]]
     groups: list[tuple[str, int]] = field(default_factory=list)
     keep: int = 1  # leading columns that name a row, repeated in every part of a split table
+    screen_only: frozenset[int] = frozenset()  # rows the HTML shows and the PDF leaves out
 
     @property
     def wide(self) -> bool:
@@ -150,7 +155,19 @@ def _part(table: Table, blocks: list[Block]) -> Table:
     groups = [table.groups[0], *(b.group for b in blocks)] if table.groups else []
     return Table(columns=[table.columns[j] for j in index],
                  rows=[[row[j] for j in index] for row in table.rows],
-                 groups=groups, keep=table.keep)
+                 groups=groups, keep=table.keep, screen_only=table.screen_only)
+
+
+def printed_runs(table: Table) -> Table:
+    """A per-run table (rows named by their variant in the first column) whose rows past the
+    first PDF_RUNS_PER_VARIANT of each variant are left out of the PDF."""
+    seen: Counter[str] = Counter()
+    hidden = set()
+    for i, row in enumerate(table.rows):
+        seen[row[0].text] += 1
+        if seen[row[0].text] > PDF_RUNS_PER_VARIANT:
+            hidden.add(i)
+    return replace(table, screen_only=frozenset(hidden))
 
 
 def render_report(index_path: Path, spec: ReportSpec, out_dir: Path) -> tuple[Path, Path]:
@@ -248,11 +265,12 @@ def variant_parts(spec: ReportSpec, data: tables.SuiteData) -> dict[str, Any]:
         and any(row[0].cls == "paper" for row in comparison.rows),
         main=main,
         main_stderr=STDERR_COLUMN in main.columns,  # its legend only under such a column
-        per_seed=per_seed_table(tables.per_seed_table(data, variants, spec.metrics,
-                                                      spec.item_unit)),
-        unfinished=unfinished_table(tables.unfinished_table(data, variants)),
+        per_seed=printed_runs(per_seed_table(tables.per_seed_table(data, variants, spec.metrics,
+                                                                   spec.item_unit))),
+        unfinished=printed_runs(unfinished_table(tables.unfinished_table(data, variants))),
         shared_provenance=shared,
-        per_run=per_run,
+        per_run=printed_runs(per_run),
+        pdf_runs=PDF_RUNS_PER_VARIANT,
         packages=package_lines(tables.package_table(data)),
         curve_svg=_markup(figures.curve_figure(data, variants, spec.curve)),
         metric_svg=_markup(figures.metric_figure(data, variants, spec.metrics, summary)),
