@@ -83,9 +83,13 @@ def plan(suite: Suite, only: list[str] | None = None, seeds: list[int] | None = 
 def input_conflicts(store: "Store", runs: list[RunSpec]) -> list[str]:
     """A message for every planned run whose config and seed already ran on other input
     contents: resuming or reusing that run would mix data it was not trained on."""
+    from bench.store import json_column
+
+    known = {suite: store.runs_by_config(suite) for suite in {run.suite for run in runs}}
     lines = []
     for run in runs:
-        for old in store.same_config_runs(run.suite, run.variant.name, run.seed, run.resolved):
+        key = (run.variant.name, run.seed, json_column(run.resolved))
+        for old in known[run.suite].get(key, []):
             if old["run_id"] == run.run_id:
                 continue
             changed = changed_inputs(old["inputs"], run.inputs) or [

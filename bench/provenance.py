@@ -18,15 +18,10 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-# The checkout the harness runs from; its commit identifies the code of a run.
-REPO = Path(__file__).resolve().parent.parent
-
-
 def _git(*args: str) -> str | None:
-    """Git's answer about REPO, or None (not a checkout, no git); git's complaints go nowhere."""
+    repo = Path(__file__).resolve().parent.parent
     try:
-        out = subprocess.run(["git", "-C", str(REPO), *args], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
+        out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
                              timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
         return None

@@ -95,6 +95,11 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 # Who holds a run's claim; added to `runs` by `_add_owner_columns`.
 OWNER_COLUMNS = {"owner_host": "TEXT", "owner_pid": "INTEGER", "owner_since": "TEXT",
                  "owner_token": "TEXT"}
+_RUN_COLUMNS = ("run_id", "suite", "variant", "seed", "state", "reason", "path", "config",
+                "provenance", "started", "ended", *OWNER_COLUMNS)
+# One run's row, by column name (an index from before claims has the owner columns added last).
+INSERT_RUN = (f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) "
+              f"VALUES ({', '.join('?' * len(_RUN_COLUMNS))})")
 
 
 def _process_start(pid: int) -> str | None:
@@ -234,9 +239,7 @@ class Store:
             con.execute("DELETE FROM points WHERE run_id = ?", (run_id,))
             o = self.owner
             con.execute(
-                "INSERT OR REPLACE INTO runs (run_id, suite, variant, seed, state, reason, path, "
-                "config, provenance, started, ended, owner_host, owner_pid, owner_since, "
-                "owner_token) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                INSERT_RUN.replace("INSERT", "INSERT OR REPLACE", 1),
                 (run_id, suite, variant, seed, "running", None, str(path),
                  json_column(config), json_column(provenance),
                  provenance.get("started"), None, o.host, o.pid, o.since, o.token))
@@ -328,18 +331,21 @@ class Store:
                 by_id[run_id][metric] = value
         return runs
 
-    def same_config_runs(self, suite: str, variant: str, seed: int, config: dict[str, Any]
-                         ) -> list[dict[str, Any]]:
-        """Runs of this variant and seed with exactly this config (whatever their inputs):
-        run id, state and the input fingerprints their provenance recorded."""
+    def runs_by_config(self, suite: str) -> dict[tuple[str, int, str], list[dict[str, Any]]]:
+        """The suite's runs keyed by (variant, seed, config as `json_column` writes it), each
+        with its run id, state and the input fingerprints its provenance recorded: one read
+        that tells which planned runs already ran, on which inputs."""
         if not self.index_path.exists():
-            return []
+            return {}
         with self._reading() as con:
-            rows = con.execute(
-                "SELECT run_id, state, provenance FROM runs WHERE suite=? AND variant=? AND "
-                "seed=? AND config=?", (suite, variant, seed, json_column(config))).fetchall()
-        return [{"run_id": r, "state": s, "inputs": json.loads(p or "{}").get("inputs", {})}
-                for r, s, p in rows]
+            rows = con.execute("SELECT variant, seed, config, run_id, state, provenance FROM runs "
+                               "WHERE suite = ?", (suite,)).fetchall()
+        found: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+        for variant, seed, config, run_id, state, prov in rows:
+            found.setdefault((variant, seed, config), []).append(
+                {"run_id": run_id, "state": state,
+                 "inputs": json.loads(prov or "{}").get("inputs", {})})
+        return found
 
     def final_metrics(self, run_id: str) -> dict[str, float]:
         """A run's final metrics (empty for an unknown run)."""
@@ -431,9 +437,7 @@ def _index_folder(con: sqlite3.Connection, folder: Path) -> None:
     results = _read_results(folder) if state["state"] == "finished" else None
     try:
         con.execute(
-            "INSERT INTO runs (run_id, suite, variant, seed, state, reason, path, config, "
-            "provenance, started, ended, owner_host, owner_pid, owner_since, owner_token) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            INSERT_RUN,
             (*run, state["state"], state.get("reason"), str(folder), json_column(config),
              None if provenance is None else json_column(provenance), state.get("started"),
              state.get("ended"), *(owner.get(k.removeprefix("owner_")) for k in OWNER_COLUMNS)))

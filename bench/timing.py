@@ -49,6 +49,17 @@ def summarize(samples: Sequence[float]) -> Timing:
     return Timing(statistics.median(samples), q1, q3, min(samples), max(samples), len(samples))
 
 
+def timed(call: Callable[[], Any], sync: Callable[[], None] = lambda: None,
+          clock: Callable[[], float] = time.perf_counter) -> tuple[Any, float]:
+    """`call()`'s result and the milliseconds it took, with queued device work (a GPU) waited
+    for by `sync` before the clock starts and before it stops."""
+    sync()
+    start = clock()
+    result = call()
+    sync()
+    return result, 1000 * (clock() - start)
+
+
 def interleaved(tasks: Mapping[Key, Callable[[], Any]], *, warmup: int, repeats: int,
                 sync: Callable[[], None] = lambda: None,
                 clock: Callable[[], float] = time.perf_counter) -> dict[Key, Timing]:
@@ -64,12 +75,9 @@ def interleaved(tasks: Mapping[Key, Callable[[], Any]], *, warmup: int, repeats:
     samples: dict[Key, list[float]] = {k: [] for k in keys}
     for r in range(warmup + repeats):
         for key in keys[r % len(keys):] + keys[: r % len(keys)]:
-            sync()
-            start = clock()
-            tasks[key]()
-            sync()
+            _, ms = timed(tasks[key], sync, clock)
             if r >= warmup:
-                samples[key].append(1000 * (clock() - start))
+                samples[key].append(ms)
     return {k: summarize(v) for k, v in samples.items()}
 
 

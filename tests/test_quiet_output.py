@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_lambada_eval import tiny_lm  # noqa: F401 (a fixture, used by name)
 from textgen import narrative_passages, write_jsonl, write_lm_data
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch import nn
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
-from bench import provenance
 from bench.budget import StageBudget
 from bench.errors import UserError
 from bench.evals.lambada import evaluate_lambada
@@ -77,37 +75,10 @@ def test_a_terminal_keeps_the_live_bar() -> None:
     assert "\r" in stream.getvalue()
 
 
-def test_provenance_outside_a_checkout_is_silent(
-        tmp_path: Path, capfd: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
-    monkeypatch.setattr(provenance, "REPO", tmp_path)
-    found = provenance.collect(torch.device("cpu"))
-    assert found["git_commit"] is None and found["git_dirty"] is None
-    assert capfd.readouterr().err == ""
-
-
-@pytest.fixture(scope="module")
-def untrained_lm() -> tuple[GPTNeoXForCausalLM, PreTrainedTokenizerFast]:
-    corpus = narrative_passages(50, seed=1)
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<|endoftext|>"], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
-    torch.manual_seed(0)
-    model = GPTNeoXForCausalLM(GPTNeoXConfig(
-        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=64))
-    return model, tokenizer
-
-
 def test_lambada_evaluation_prints_nothing(
-        tmp_path: Path, untrained_lm, capfd: pytest.CaptureFixture[str],
+        tmp_path: Path, tiny_lm, capfd: pytest.CaptureFixture[str],  # noqa: F811
         monkeypatch: pytest.MonkeyPatch) -> None:
-    model, tokenizer = untrained_lm
+    model, tokenizer = tiny_lm
     monkeypatch.chdir(tmp_path)  # not a git checkout: lm-eval's `git describe` complains
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     data = write_jsonl(tmp_path / "mini.jsonl", narrative_passages(6, seed=0))

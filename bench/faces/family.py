@@ -6,6 +6,7 @@ first step of every padded shape, and `bench plan` prices a step at the largest 
 allows (an upper bound).
 """
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from bench.faces.config import (
     WiderEvalConfig,
 )
 from bench.family import StepCost
-from bench.timing import Timing, interleaved, summarize
+from bench.timing import Timing, summarize, timed
 
 
 class FacesFamily:
@@ -205,9 +206,9 @@ def _detect_all(model: Any, specs: dict, paths: list[Any], mode: str, sizes: dic
     import cv2
 
     from bench.errors import UserError
-    from bench.faces.inference import pyramid_scales, single_scale
+    from bench.faces.inference import detect_scales, pyramid_scales, single_scale
     from bench.faces.model import to_input
-    from bench.faces.speed import detector_fn
+    from bench.faces.speed import detector_fn, sync
 
     model_fn = detector_fn(model, device, bf16)
     out, ms = [], []
@@ -221,25 +222,14 @@ def _detect_all(model: Any, specs: dict, paths: list[Any], mode: str, sizes: dic
         else:
             scales = [single_scale(h, w, *sizes["single"])]
         tensor = to_input(image).to(device)
-        dets, took = _timed_detection(model_fn, tensor, specs, scales, mode, device,
-                                      warmup=int(i == 0))
+        detect = partial(detect_scales, model_fn, tensor, specs, scales,
+                         skip_on_largest={"M3"} if mode == "pyramid" else set())
+        if i == 0:
+            detect()  # untimed warm-up: allocator, kernel choice, caches
+        dets, took = timed(detect, sync=lambda: sync(device))
         ms.append(took)
         out.append(dets.float().cpu().numpy())
     return out, summarize(ms)
-
-
-def _timed_detection(model_fn: Any, image: Any, specs: dict, scales: list[float], mode: str,
-                     device: Any, warmup: int) -> tuple[Any, float]:
-    """The detections of one image and the ms the (last) detection took."""
-    from bench.faces.inference import detect_scales
-    from bench.faces.speed import sync
-
-    found = []
-    skip = {"M3"} if mode == "pyramid" else set()
-    timing = interleaved({"detect": lambda: found.append(
-        detect_scales(model_fn, image, specs, scales, skip_on_largest=skip))},
-        warmup=warmup, repeats=1, sync=lambda: sync(device))
-    return found[-1], timing["detect"].median
 
 
 def _score_wider(model: Any, specs: dict, cfg: WiderEvalConfig, root: str, mode: str,
