@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export BENCH_DATA ?= $(HOME)/.cache/headless-bench
 
-.PHONY: setup data demo demo-sweep test lint bench clean
+.PHONY: setup data demo demo-sweep test lint bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,9 @@ test: data lint
 
 bench: data
 	$(BIN)/python benchmarks/run_all.py
+
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py --out reports/gpu-check.json
 
 clean:
 	rm -rf $(VENV)

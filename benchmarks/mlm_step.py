@@ -22,7 +22,7 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -90,7 +90,7 @@ class Step:
     run: Callable[[], None]
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    batch: MaskedBatch
+    batch: Sequence[Tensor]  # a MaskedBatch, or a causal LM's token ids as a 1-tuple
     params: int
 
     def resident(self) -> list[Tensor]:

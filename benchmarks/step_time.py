@@ -11,11 +11,11 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+from mlm_step import Step
 
 from bench.lm.config import CWTConfig, ModelConfig
 from bench.lm.model import build_model, count_parameters
@@ -35,11 +35,13 @@ class Shape:
     seq_len: int
 
 
-def make_step(shape: Shape, objective: str, device: torch.device) -> tuple[Callable[[], None], int]:
-    """A closure running one optimizer step, and the model's parameter count.
+def make_step(shape: Shape, objective: str, device: torch.device, *,
+              compiled: bool = False) -> Step:
+    """One optimizer step as a closure, with the model, optimizer and batch it holds.
 
     The softmax model is untied (as Pythia); the CWT model is tied, since its head is E^T and is
-    never evaluated in training.
+    never evaluated in training. `compiled`: the forward and loss go through `torch.compile`
+    (their backward with them); the optimizer step stays eager.
     """
     torch.manual_seed(0)
     model = build_model(ModelConfig(preset=shape.preset), shape.vocab_size, tied=objective == "cwt")
@@ -55,30 +57,33 @@ def make_step(shape: Shape, objective: str, device: torch.device) -> tuple[Calla
         else nullcontext()
     )
 
+    def loss() -> torch.Tensor:
+        return causal_lm_loss(model, ids, objective, cwt)
+
+    forward = torch.compile(loss) if compiled else loss
+
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with autocast:
-            loss = causal_lm_loss(model, ids, objective, cwt)
-        loss.backward()
+            value = forward()
+        value.backward()
         optimizer.step()
 
-    return step, count_parameters(model)["total"]
+    return Step(step, model, optimizer, (ids,), count_parameters(model)["total"])
 
 
 def time_shape(
     shape: Shape, device: torch.device, warmup: int, repeats: int
 ) -> dict[str, dict[str, float]]:
     """Median step seconds, tokens per second and parameters of each objective at one shape."""
-    steps, params = {}, {}
-    for objective in OBJECTIVES:
-        steps[objective], params[objective] = make_step(shape, objective, device)
+    steps = {objective: make_step(shape, objective, device) for objective in OBJECTIVES}
     times: dict[str, list[float]] = {objective: [] for objective in OBJECTIVES}
     for rep in range(warmup + repeats):
         order = OBJECTIVES if rep % 2 == 0 else OBJECTIVES[::-1]
         for objective in order:
             _sync(device)
             start = time.perf_counter()
-            steps[objective]()
+            steps[objective].run()
             _sync(device)
             if rep >= warmup:
                 times[objective].append(time.perf_counter() - start)
@@ -89,7 +94,7 @@ def time_shape(
         result[objective] = {
             "seconds": median,
             "tokens_per_s": tokens / median,
-            "params": params[objective],
+            "params": steps[objective].params,
         }
     return result
 

@@ -13,13 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import weasyprint
 from scipy import stats
+from weasyprint.formatting_structure import boxes
 
 import bench.report
 from bench.cli import main
 from bench.errors import UserError
 from bench.report import ReportSpec, render_report, tables
 from bench.report import render as render_mod
+from bench.store import Store
 from bench.suite import PaperTableConfig, load_suite
 
 SCHEMA = """
@@ -550,3 +553,94 @@ def test_ratios_without_a_baseline_render_nothing(index: Path, tmp_path: Path) -
     with pytest.raises(UserError, match=r"report.table.ratios .* need report.baseline"):
         render_report(index, make_spec(baseline=None), tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+# Training efficiency: two GPU runs of softmax (FLOP/s, MFU, peak memory) and one CPU run of cwt
+# (FLOP/s only); the family counts images.
+EFFICIENCY_RUNS = {
+    ("softmax", 0): {"train.flops_per_s": 3.0e14, "train.mfu": 0.30,
+                     "train.peak_memory_bytes": 10 * 2**30, "train.images_per_s": 400.0},
+    ("softmax", 1): {"train.flops_per_s": 3.2e14, "train.mfu": 0.32,
+                     "train.peak_memory_bytes": 12 * 2**30, "train.images_per_s": 420.0},
+    ("cwt", 0): {"train.flops_per_s": 2.0e10, "train.images_per_s": 3.0},
+}
+
+
+def _efficiency_store(root: Path, runs: dict[tuple[str, int], dict[str, float]]) -> Path:
+    """A results store whose finished runs recorded the given final metrics."""
+    store = Store(root)
+    for (variant, seed), metrics in runs.items():
+        run_id = f"{variant}-{seed}"
+        store.begin(SUITE, variant, seed, run_id, {}, {"started": "2025-01-01"})
+        store.finish(run_id, {"acc": 0.5, "train.flops": 1e15, **metrics}, [], {}, {}, {})
+    return root / "index.sqlite"
+
+
+def _efficiency_spec(variants: list[str]) -> ReportSpec:
+    return make_spec(metrics=["acc"], higher_is_better={"acc": True}, reference={},
+                     variants=variants, table=None, item_unit="images", curve="curve.loss")
+
+
+def _table_rows(html: str, cls: str) -> tuple[list[str], list[list[str]]]:
+    """Header labels and cell texts of the HTML table of class `cls`."""
+    body = re.search(rf'<table class="{cls}">(.*?)</table>', html, re.S)
+    assert body is not None, f"no table of class {cls}"
+    header = re.findall(r"<th>(.*?)</th>", body.group(1))
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", row)
+            for row in re.findall(r"<tr>(.*?)</tr>", body.group(1).split("<tbody>")[1], re.S)]
+    return header, rows
+
+
+def test_efficiency_table_means_per_variant(tmp_path: Path) -> None:
+    index = _efficiency_store(tmp_path, EFFICIENCY_RUNS)
+    frame = tables.efficiency_table(tables.load_suite(index, SUITE), ["softmax", "cwt"],
+                                    "images")
+    assert list(frame.columns) == ["train.flops_per_s", "train.mfu", "train.images_per_s",
+                                   "train.peak_memory_bytes"]
+    assert frame.loc["softmax"].tolist() == pytest.approx([3.1e14, 0.31, 410.0, 11 * 2**30])
+    assert frame.loc["cwt", "train.flops_per_s"] == pytest.approx(2.0e10)
+    assert math.isnan(frame.loc["cwt", "train.mfu"])  # a CPU run has no MFU
+
+
+def test_efficiency_table_in_html_and_pdf(tmp_path: Path) -> None:
+    index = _efficiency_store(tmp_path, EFFICIENCY_RUNS)
+    html_path, pdf_path = render_report(index, _efficiency_spec(["softmax", "cwt"]),
+                                        tmp_path / "out")
+    html = html_path.read_text(encoding="utf-8")
+    header, rows = _table_rows(html, "efficiency")
+    assert header == ["variant", "FLOP/s", "MFU", "images/s", "peak memory"]
+    assert rows == [["softmax", "3.100e+14", "31.0%", "410", "11.00 GiB"],
+                    ["cwt", "2.000e+10", render_mod.DASH, "3", render_mod.DASH]]
+    assert "Training efficiency" in html and "<em>MFU</em>" in html
+    assert {"MFU", "31.0%", "11.00 GiB", "2.000e+10"} <= _laid_out_texts(html, "efficiency")
+    assert pdf_path.read_bytes().startswith(b"%PDF")
+
+
+def _laid_out_texts(html: str, cls: str) -> set[str]:
+    """Texts of the cells of tables of class `cls` that the PDF layout placed on a page."""
+    texts = set()
+    for page in weasyprint.HTML(string=html).render().pages:
+        stack = [page._page_box]
+        while stack:
+            box = stack.pop()
+            if isinstance(box, boxes.TableBox) and box.element.get("class") == cls:
+                texts |= {el.text for el in box.element.iter() if el.tag in ("td", "th")}
+            stack.extend(getattr(box, "children", []))
+    return texts
+
+
+def test_cpu_runs_show_no_mfu_or_memory_columns(tmp_path: Path) -> None:
+    index = _efficiency_store(tmp_path, {("cwt", 0): EFFICIENCY_RUNS["cwt", 0]})
+    html = render_mod.render_html(index, _efficiency_spec(["cwt"]),
+                                  tables.load_suite(index, SUITE))
+    header, rows = _table_rows(html, "efficiency")
+    assert header == ["variant", "FLOP/s", "images/s"]
+    assert rows == [["cwt", "2.000e+10", "3"]]
+    assert "<em>MFU</em>" not in html and "<em>peak memory</em>" not in html
+
+
+def test_runs_without_efficiency_figures_have_no_efficiency_section(
+        data: tables.SuiteData, rendered: tuple[Path, Path]) -> None:
+    assert tables.efficiency_table(data, VARIANTS) is None  # tokens/s alone: the main table's
+    html = rendered[0].read_text(encoding="utf-8")
+    assert "Training efficiency" not in html and 'class="efficiency"' not in html

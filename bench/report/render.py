@@ -254,6 +254,7 @@ def variant_parts(spec: ReportSpec, data: tables.SuiteData) -> dict[str, Any]:
         comparison = comparison_table(spec.table, variants, frame)
     runs = data.runs
     main = main_table(spec, variants, summary, compute)
+    efficiency = tables.efficiency_table(data, variants, spec.item_unit)
     return dict(
         variants=variants,
         n_finished=int((runs["state"] == tables.FINISHED).sum()),
@@ -265,6 +266,7 @@ def variant_parts(spec: ReportSpec, data: tables.SuiteData) -> dict[str, Any]:
         and any(row[0].cls == "paper" for row in comparison.rows),
         main=main,
         main_stderr=STDERR_COLUMN in main.columns,  # its legend only under such a column
+        efficiency=None if efficiency is None else efficiency_table(efficiency, spec.item_unit),
         per_seed=printed_runs(per_seed_table(tables.per_seed_table(data, variants, spec.metrics,
                                                                    spec.item_unit))),
         unfinished=printed_runs(unfinished_table(tables.unfinished_table(data, variants))),
@@ -439,6 +441,18 @@ def comparison_table(config: PaperTableConfig, variants: Sequence[str],
     return Table(columns=columns, rows=rows)
 
 
+def efficiency_table(frame: pd.DataFrame, unit: str) -> Table:
+    """One row per variant: the efficiency metrics some run recorded, each with its unit."""
+    flops_per_s, mfu, rate, memory = tables.efficiency_metrics(unit)
+    formats = {flops_per_s: ("FLOP/s", fmt_sci), mfu: ("MFU", fmt_percent),
+               rate: (f"{unit}/s", fmt_rate), memory: ("peak memory", fmt_gib)}
+    shown = [m for m in formats if m in frame.columns]
+    rows = [[Cell(str(variant), "name"),
+             *[Cell(formats[m][1](frame.loc[variant, m]), "num") for m in shown]]
+            for variant in frame.index]
+    return Table(columns=["variant", *[formats[m][0] for m in shown]], rows=rows)
+
+
 def per_seed_table(frame: pd.DataFrame) -> Table:
     """Every finished run's values, formatted like the main table."""
     metric_columns = [c for c in frame.columns if c not in ("run_id", "variant", "seed")]
@@ -533,6 +547,16 @@ def fmt_sci(x: float | None) -> str:
 def fmt_rate(x: float | None) -> str:
     """Throughput: whole units with thousands separators."""
     return DASH if x is None or math.isnan(x) else f"{x:,.0f}"
+
+
+def fmt_percent(x: float | None) -> str:
+    """A fraction such as MFU as a percentage: 0.4123 -> 41.2%."""
+    return DASH if x is None or math.isnan(x) else f"{100 * x:.1f}%"
+
+
+def fmt_gib(x: float | None) -> str:
+    """Bytes in GiB, two decimals: device memory at a glance."""
+    return DASH if x is None or math.isnan(x) else f"{x / 2**30:,.2f} GiB"
 
 
 def fmt_signed(x: float) -> str:

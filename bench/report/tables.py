@@ -34,6 +34,14 @@ def compute_metrics(unit: str = "tokens") -> tuple[str, str, str]:
     return "train.flops", f"train.{unit}", f"train.{unit}_per_s"
 
 
+def efficiency_metrics(unit: str = "tokens") -> tuple[str, str, str, str]:
+    """How efficiently a run trained, as the training loop records it: model FLOP/s, MFU
+    (GPUs whose peak is known), the family's items per second and the device's peak memory
+    (GPUs)."""
+    return ("train.flops_per_s", "train.mfu", f"train.{unit}_per_s",
+            "train.peak_memory_bytes")
+
+
 LEVEL = 0.95
 
 
@@ -268,6 +276,21 @@ def compute_table(data: SuiteData, variants: Sequence[str], unit: str = "tokens"
     table = pd.DataFrame(index=pd.Index(list(variants), name="variant"))
     table["n"] = [int((finished["variant"] == v).sum()) for v in variants]
     for metric in compute_metrics(unit):
+        table[metric] = [_mean(seed_values(data, v, metric)) for v in variants]
+    return table
+
+
+def efficiency_table(data: SuiteData, variants: Sequence[str], unit: str = "tokens"
+                     ) -> pd.DataFrame | None:
+    """Per variant: the mean over finished seeds of each efficiency metric some run recorded
+    (NaN where none of the variant's runs did); None when no run recorded FLOP/s, MFU or peak
+    memory (runs from before they were recorded)."""
+    recorded = [m for m in efficiency_metrics(unit) if m in set(data.finals["metric"])]
+    flops_per_s, mfu, _, memory = efficiency_metrics(unit)
+    if not {flops_per_s, mfu, memory} & set(recorded):
+        return None
+    table = pd.DataFrame(index=pd.Index(list(variants), name="variant"))
+    for metric in recorded:
         table[metric] = [_mean(seed_values(data, v, metric)) for v in variants]
     return table
 
