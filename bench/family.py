@@ -49,6 +49,11 @@ class Family(Protocol):
         weights), by a label such as 'data.train'; their contents go into the run's identity."""
         ...
 
+    def derived_inputs(self, config: Any) -> dict[str, dict[str, str]]:
+        """Data a run reads that is made from its inputs (token shards), as label ->
+        {'path', 'sha256'}: the fingerprint joins the run's identity like an input's."""
+        ...
+
     def execute(self, run: "RunSpec", ctx: "RunContext") -> None:
         """Build, train (through ctx.train), evaluate and record one run."""
         ...

@@ -50,7 +50,8 @@ def run_id(resolved: dict[str, Any], seed: int,
 def variant_inputs(family: Family, variant: Variant, cache_dir: Path | None
                    ) -> dict[str, dict[str, str]]:
     """The fingerprinted files and folders a variant's runs read (see bench.fingerprint)."""
-    return fingerprint_inputs(family.inputs(variant.config, variant.evals), cache_dir)
+    return (fingerprint_inputs(family.inputs(variant.config, variant.evals), cache_dir)
+            | family.derived_inputs(variant.config))
 
 
 def run_spec(suite: str, variant: Variant, seed: int, inputs: dict[str, dict[str, str]]

@@ -18,9 +18,11 @@ from typing import Any
 import torch
 
 from bench import provenance
+from bench.accelerators import efficiency_metrics
 from bench.atomic import remove_stale_temporaries, write_text
 from bench.budget import StageBudget, split_budget
-from bench.errors import ClaimRefused, Pruned
+from bench.distributed import from_main, world
+from bench.errors import ClaimRefused, Pruned, RunFailed
 from bench.family import Family
 from bench.plan import RunSpec
 from bench.store import Store, curve_metrics, write_json, write_jsonl
@@ -60,6 +62,11 @@ class RunContext:
     # Hears each validation: (progress over stages: stage index + fraction spent, metrics).
     monitor: Callable[[float, dict[str, float]], None] | None = None
     restart_corrupt: bool = False  # a stage whose checkpoints are all unusable starts afresh
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes the run and evaluates it (rank 0 of a torchrun job)."""
+        return world().main
 
     def train(self, stage: Stage) -> StageResult:
         index = len(self.stages)
@@ -118,14 +125,25 @@ def _combined_curve(stages: list[StageResult]) -> list[dict[str, Any]]:
     return rows
 
 
-def _training_metrics(stages: list[StageResult], unit: str) -> dict[str, float]:
+def _training_metrics(stages: list[StageResult], unit: str, device_name: str
+                      ) -> dict[str, float]:
     """Totals per run and per stage. Throughput (`train.<unit>_per_s`) is the median per-step
     rate of the first stage after its warm-up steps, with its spread: a single total / total
-    would carry every stall of a busy machine. A stage too short for that gets total / total."""
+    would carry every stall of a busy machine. A stage too short for that gets total / total.
+    Efficiency: model FLOP/s over all training seconds, MFU where the device's peak is known,
+    the most device memory any stage allocated (GPUs), and the processes that trained."""
     total = {"steps": sum(s.steps for s in stages), "flops": sum(s.flops for s in stages),
              unit: sum(s.items for s in stages), "seconds": sum(s.seconds for s in stages)}
     out = {f"train.{k}": float(v) for k, v in total.items()}
     out[f"train.{unit}_per_s"] = total[unit] / total["seconds"] if total["seconds"] else 0.0
+    processes = max((s.world_size for s in stages), default=1)
+    out["train.world_size"] = float(processes)
+    if total["seconds"] > 0:
+        out |= {f"train.{k}": v for k, v in efficiency_metrics(
+            total["flops"], total["seconds"], device_name, processes).items()}
+    peaks = [s.peak_memory for s in stages if not math.isnan(s.peak_memory)]
+    if peaks:
+        out["train.peak_memory_bytes"] = max(peaks)
     for i, s in enumerate(stages):
         out |= {f"train.{s.name}.steps": s.steps, f"train.{s.name}.flops": s.flops,
                 f"train.{s.name}.{unit}": s.items, f"train.{s.name}.seconds": s.seconds,
@@ -156,25 +174,38 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
     A `monitor` hears every validation and may raise Pruned: the run is then recorded as
     'pruned' and Pruned propagates to the caller (a sweep).
     """
-    prov = provenance.collect(device) | {"inputs": run.inputs}
-    try:
-        path = store.begin(run.suite, run.variant.name, run.seed, run.run_id, run.resolved, prov)
-    except (OSError, sqlite3.Error) as e:  # not claimed, so there is nowhere to record it
-        reason = failure_reason(e, store)
-        _say_unrecorded(run, "its start", reason)
-        return reason
+    here = world()
+    prov = provenance.collect(device) | {"inputs": run.inputs, "world_size": here.size}
+    begun: Path | ClaimRefused | str | None = None
+    if here.main:  # the one process that claims and writes the run
+        try:
+            begun = store.begin(run.suite, run.variant.name, run.seed, run.run_id, run.resolved,
+                                prov)
+        except ClaimRefused as e:
+            begun = e
+        except (OSError, sqlite3.Error) as e:  # not claimed, so there is nowhere to record it
+            begun = failure_reason(e, store)
+            _say_unrecorded(run, "its start", begun)
+    begun = from_main(begun)
+    if isinstance(begun, ClaimRefused):
+        raise begun
+    if isinstance(begun, str):
+        return begun
+    assert isinstance(begun, Path)
+    path = begun
     log = logging.getLogger(f"bench.run.{run.run_id}")
-    try:
-        log = _run_logger(run, path / "run.log")  # opened only once the run is ours
-        for stale in remove_stale_temporaries(path):  # what a killed owner was writing
-            log.info("removed %s, left by an interrupted write", stale.name)
+    try:  # opened only once the run is ours; other processes keep their own logs beside it
+        log = _run_logger(run, path / ("run.log" if here.main else f"run.rank{here.rank}.log"))
+        for stale in remove_stale_temporaries(path) if here.main else []:
+            log.info("removed %s, left by an interrupted write", stale.name)  # a killed owner's
         log.info("run %s: suite %s, variant %s, seed %d, device %s (%s)", run.run_id, run.suite,
                  run.variant.name, run.seed, device, prov["device_name"])
         stages = family.stages(run.config)
         ctx = RunContext(run, path, device, log, split_budget(run.variant.budget, stages),
                          cache_dir, progress, monitor=monitor, restart_corrupt=restart_corrupt)
         family.execute(run, ctx)
-        _record_success(family, store, ctx, prov)
+        if here.main:
+            _record_success(family, store, ctx, prov)
     except Pruned as e:
         log.info("run pruned: %s", e)
         _record_end(store, run, f"pruned: {e}", "pruned")
@@ -185,7 +216,13 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
     except Exception as e:  # a failed run is recorded, and the suite goes on
         reason = failure_reason(e, store)
         log.error("run failed: %s\n%s", reason, traceback.format_exc())
-        _record_end(store, run, reason, "failed")
+        if here.main:
+            _record_end(store, run, reason, "failed")
+        elif not isinstance(e, RunFailed):
+            # Only a training failure (a non-finite loss, seen alike by every process) leaves
+            # the processes in step; otherwise rank 0 may wait in a collective forever, so
+            # this process ends the job and torchrun stops the others (the run resumes).
+            raise
         return reason
     finally:
         for h in list(log.handlers):
@@ -199,7 +236,8 @@ def _record_success(family: Family, store: Store, ctx: RunContext,
     """Write the run's folder (curves, metrics, provenance), then mark it finished in the index:
     the folder holds all the index does, so that the index can be rebuilt from folders."""
     curve = _combined_curve(ctx.stages)
-    metrics = _training_metrics(ctx.stages, family.item_unit) | ctx.metrics
+    metrics = (_training_metrics(ctx.stages, family.item_unit, provenance.device_name(ctx.device))
+               | ctx.metrics)
     prov = prov | ctx.provenance | {"ended": provenance.now()}
     _write_curve(ctx.dir / "curve.csv", curve)
     write_json(ctx.dir / "metrics.json", metrics)

@@ -90,7 +90,7 @@ def step_rate(rows: Sequence[Mapping[str, Any]], *, warmup: int = 5) -> Timing:
     caches) are left out. The first step after a resume is a warm-up too, but the rows do not
     mark it; the median is not moved by a few such steps.
     """
-    previous = [{"wall": 0.0, "tokens": 0}, *rows[:-1]]
+    previous = [{"wall": 0.0, "tokens": 0}, *rows][: len(rows)]
     rates = [(row["tokens"] - before["tokens"]) / (row["wall"] - before["wall"])
              for before, row in list(zip(previous, rows, strict=True))[warmup:]
              if row["wall"] > before["wall"]]

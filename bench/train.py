@@ -5,12 +5,18 @@ step k, the loss of one micro-batch); this loop spends the stage's budget on it.
 function of the step index and all state (model, optimiser, RNG, meter, curve) is checkpointed
 atomically, so a run killed at any point resumes to the same result as an uninterrupted one.
 
+Several processes (torchrun) train one stage together through DistributedDataParallel: each
+takes its share of every step's global batch (`bench.distributed.local_part`), gradients are
+averaged, and rank 0 alone writes checkpoints. Step costs count every rank's work, so a budget
+buys the same steps on any number of devices.
+
 Checkpoints hold only tensors and plain data and are loaded with `weights_only=True`: a results
 folder is shared and copied, and unpickling arbitrary objects from it could run code. The
 previous checkpoint is kept as `<stage>.prev.pt`; an unreadable one is skipped for the next, and
 when none is left the stage fails naming the files, or (`restart_corrupt`) starts over.
 """
 
+import hashlib
 import logging
 import math
 import pickle
@@ -19,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +35,7 @@ from torch import nn
 
 from bench.atomic import remove_stale_temporaries, save_torch
 from bench.budget import StageBudget, lr_factor
+from bench.distributed import World, from_main, world
 from bench.errors import RunFailed
 from bench.family import StepCost
 from bench.flops import count_flops
@@ -50,6 +58,9 @@ class Stage:
     validate_every: int = 50
     checkpoint_every: int = 50
     bf16: bool = False
+    compile: bool = False  # the loss runs through torch.compile; FLOPs are counted eagerly
+    seed: int = 0  # with the step and the micro-batch's place in it, seeds the micro-batch
+    solo: bool = False  # trained by this process alone (evaluation's fine-tuning, on rank 0)
 
 
 @dataclass
@@ -64,6 +75,8 @@ class StageResult:
     final_loss: float = math.nan
     horizon: int | None = None
     curve: list[dict[str, Any]] = field(default_factory=list)
+    peak_memory: float = math.nan  # bytes the device allocated at most (GPUs only)
+    world_size: int = 1  # processes that trained the stage
 
     @property
     def items_per_s(self) -> float:
@@ -104,9 +117,105 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+class _LossModule(nn.Module):
+    """The stage's model with its loss as the forward, so DistributedDataParallel can wrap
+    objectives that reach into submodules (CWT reads the embedding matrix directly).
+    `forward(batch, eager)` runs the loss as written or compiled."""
+
+    def __init__(self, model: nn.Module, loss: Callable[[Any], torch.Tensor],
+                 compiled: Callable[[Any], torch.Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.loss, self.compiled = loss, compiled
+
+    def forward(self, batch: Any, eager: bool) -> torch.Tensor:
+        return (self.loss if eager else self.compiled)(batch)
+
+
+def _graph_parameters(loss: torch.Tensor) -> set[int]:
+    """ids of the parameters `loss` was computed from (the leaves of its autograd graph)."""
+    found, seen, pending = set(), set(), [loss.grad_fn]
+    while pending:
+        node = pending.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if hasattr(node, "variable"):  # AccumulateGrad: a leaf that wants a gradient
+            found.add(id(node.variable))
+        pending.extend(child for child, _ in node.next_functions)
+    return found
+
+
+class _StepLoss:
+    """Forward and backward of one micro-batch: eager, compiled, and through DDP when several
+    processes train.
+
+    FLOPs are measured on the first micro-batch of each shape by running it eagerly under the
+    counter (a compiled graph hides its operations from it), so `compile` changes no count.
+    With several processes, gradients are averaged when the step's last micro-batch is done.
+    """
+
+    def __init__(self, stage: Stage, device: torch.device, world: World,
+                 flops_by_shape: dict[tuple, int]) -> None:
+        self.stage, self.device, self.world = stage, device, world
+        self.flops_by_shape = flops_by_shape
+        compiled = torch.compile(stage.loss) if stage.compile else stage.loss
+        self.module: nn.Module = _LossModule(stage.model, stage.loss, compiled)
+        self.wrapped: nn.Module | None = self.module if world.size == 1 else None
+        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if stage.bf16
+                         else nullcontext())
+
+    def _distributed(self, batch: Any) -> nn.Module:
+        """The module in DDP, averaging the gradients of the stage's parameters that its loss
+        uses: one forward in eval mode (no running statistics move) finds them. The others (a
+        softmax head under CWT) get no gradient, and DDP would wait for them at every step."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.module.eval()
+        with torch.enable_grad(), self.autocast:
+            used = _graph_parameters(self.module(batch, True))
+        self.module.train()
+        averaged = {id(p) for p in self.stage.parameters} & used
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(  # every alias
+            self.module, [name for name, p in self.module.named_parameters(remove_duplicate=False)
+                          if id(p) not in averaged])
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.module, device_ids=ids)
+
+    def __call__(self, batch: Any, step: int, index: int, n_micro: int
+                 ) -> tuple[torch.Tensor, int]:
+        """(detached loss, FLOPs) of micro-batch `index` of this process's `n_micro` in
+        `step`; gradients accumulate in .grad and are averaged over processes after the last.
+
+        The random generators are seeded from (seed, stage, step, the micro-batch's place in
+        the global batch), so dropout and sampled negatives do not depend on how many
+        processes share the step, nor on where a run was resumed."""
+        if self.wrapped is None:
+            self.wrapped = self._distributed(batch)
+        module = self.wrapped
+        torch.manual_seed(_micro_seed(self.stage, step, self.world.rank * n_micro + index))
+        key = _shape_key(batch)
+        measured = key in self.flops_by_shape
+
+        def run() -> torch.Tensor:
+            deferred = module.no_sync() if self.world.size > 1 and index < n_micro - 1 \
+                else nullcontext()
+            with deferred:
+                with self.autocast:
+                    loss = module(batch, not measured)
+                (loss / n_micro).backward()
+            return loss.detach()
+
+        if measured:
+            return run(), self.flops_by_shape[key]
+        holder: list[torch.Tensor] = []
+        self.flops_by_shape[key] = count_flops(lambda: holder.append(run()))
+        return holder[0], self.flops_by_shape[key]
+
+
+def _micro_seed(stage: Stage, step: int, index: int) -> int:
+    mixed = hashlib.sha256(f"{stage.seed}/{stage.name}/{step}/{index}".encode()).digest()
+    return int.from_bytes(mixed[:8], "little") >> 1
 
 
 def _shape_key(batch: Any) -> tuple:
@@ -114,21 +223,42 @@ def _shape_key(batch: Any) -> tuple:
     return tuple(tuple(t.shape) for t in tensors if isinstance(t, torch.Tensor))
 
 
-def _forward_backward(stage: Stage, batch: Any, n_micro: int, autocast: Any,
-                      flops_by_shape: dict[tuple, int]) -> tuple[torch.Tensor, int]:
-    """Loss and gradients of one micro-batch; FLOPs measured on the first of each shape."""
-    def run() -> torch.Tensor:
-        with autocast:
-            loss = stage.loss(batch)
-        (loss / n_micro).backward()
-        return loss.detach()
+class _Clock:
+    """Training seconds per step without waiting for the device in every step: on a GPU an
+    event is recorded after each step and read when pending steps are flushed; on a CPU the
+    work is done when the call returns."""
 
-    key = _shape_key(batch)
-    if key in flops_by_shape:
-        return run(), flops_by_shape[key]
-    holder: list[torch.Tensor] = []
-    flops_by_shape[key] = count_flops(lambda: holder.append(run()))
-    return holder[0], flops_by_shape[key]
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.marks: list[Any] = []
+
+    def _now(self) -> Any:
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def start(self) -> None:
+        """A new stretch of training steps begins (after a flush, validation or checkpoint)."""
+        self.marks = [self._now()]
+
+    def lap(self) -> None:
+        """A step ended."""
+        self.marks.append(self._now())
+
+    def read(self) -> list[float]:
+        """Seconds of each step since `start`, waiting for the device once."""
+        marks, self.marks = self.marks, self.marks[-1:]
+        if not self.cuda:
+            return [b - a for a, b in pairwise(marks)]
+        marks[-1].synchronize()
+        return [a.elapsed_time(b) / 1000 for a, b in pairwise(marks)]
+
+
+# Losses and step times reach the host every this many steps (and at every validation,
+# checkpoint and the last step); a seconds budget reads them every step.
+FLUSH_EVERY = 10
 
 
 RESTART_HINT = ("rerun with `bench run --restart-corrupt` to discard the stage's checkpoints and "
@@ -156,8 +286,8 @@ def _check(saved: Any, stage: Stage, full: bool) -> None:
             not isinstance(weights[k], torch.Tensor) or weights[k].shape != v.shape
             for k, v in expected.items()):
         raise ValueError(f"its weights do not match the model of stage {stage.name}")
-    if not isinstance(saved["result"], dict) or set(saved["result"]) != {
-            f.name for f in fields(StageResult)}:
+    if not isinstance(saved["result"], dict) or "name" not in saved["result"] or not set(
+            saved["result"]) <= {f.name for f in fields(StageResult)}:
         raise ValueError("its 'result' is not a stage record")
 
 
@@ -173,12 +303,13 @@ def _load(path: Path, stage: Stage, device: torch.device, full: bool) -> dict[st
 
 
 def _newest_usable(candidates: list[tuple[Path, bool]], stage: Stage, device: torch.device,
-                   log: logging.Logger, restart_corrupt: bool
+                   log: logging.Logger, restart_corrupt: bool, owner: bool = True
                    ) -> tuple[Path, dict[str, Any]] | None:
     """The first loadable of `candidates` (path, full), newest first; None when there are none.
 
-    Unusable files are logged and deleted once a usable one (or, with `restart_corrupt`, a
-    fresh start) replaces them; when neither does, RunFailed names each file and the remedy.
+    Unusable files are logged and deleted (by the `owner`, the process that writes them) once
+    a usable one (or, with `restart_corrupt`, a fresh start) replaces them; when neither does,
+    RunFailed names each file and the remedy.
     """
     bad: list[tuple[Path, str]] = []
     for path, full in candidates:
@@ -192,7 +323,8 @@ def _newest_usable(candidates: list[tuple[Path, bool]], stage: Stage, device: to
             continue
         if bad:
             log.warning("stage %s: falling back to the older checkpoint %s", stage.name, path)
-        _discard(unusable for unusable, _ in bad)
+        if owner:
+            _discard(unusable for unusable, _ in bad)
         return path, saved
     if bad and not restart_corrupt:
         listed = "; ".join(f"{path}: {reason}" for path, reason in bad)
@@ -200,7 +332,8 @@ def _newest_usable(candidates: list[tuple[Path, bool]], stage: Stage, device: to
     if bad:
         log.warning("stage %s: discarding the unusable checkpoints, training from the start",
                     stage.name)
-        _discard(unusable for unusable, _ in bad)
+        if owner:
+            _discard(unusable for unusable, _ in bad)
     return None
 
 
@@ -220,42 +353,53 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
     `restart_corrupt` trains the stage from its start when none of its checkpoints is usable,
     instead of failing.
     """
+    here = World() if stage.solo else world()
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in remove_stale_temporaries(ckpt_dir):
+    for leftover in remove_stale_temporaries(ckpt_dir) if here.main else []:
         log.info("removed %s, left by a killed process", leftover)
     final_path = ckpt_dir / f"{stage.name}.final.pt"
     latest_path, prev_path = ckpt_dir / f"{stage.name}.pt", ckpt_dir / f"{stage.name}.prev.pt"
     found = _newest_usable([(final_path, False), (latest_path, True), (prev_path, True)],
-                           stage, device, log, restart_corrupt)
+                           stage, device, log, restart_corrupt, here.main)
     if found is not None and found[0] == final_path:  # finished earlier: weights and record
         stage.model.load_state_dict(found[1]["model"])
-        _discard([latest_path, prev_path])  # left by a kill just after the final write
+        if here.main:  # left by a kill just after the final write
+            _discard([latest_path, prev_path])
         log.info("stage %s: already trained, loaded %s", stage.name, final_path.name)
         return StageResult(**found[1]["result"])
 
     optimizer = _optimizer(stage.parameters, stage.optim, device)
-    result = StageResult(stage.name)
+    result = StageResult(stage.name, world_size=here.size)
     flops_by_shape: dict[tuple, int] = {}
     if found is not None:
         path, saved = found
+        result = StageResult(**saved["result"])
+        if result.world_size != here.size:  # same global batches: equal up to float sums
+            log.warning("stage %s: resuming with %d processes a run checkpointed with %d",
+                        stage.name, here.size, result.world_size)
+            result.world_size = here.size
         stage.model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        result = StageResult(**saved["result"])
         flops_by_shape = saved["flops_by_shape"]
         _set_rng_state(saved["rng"])
         log.info("stage %s: resuming at step %d from %s", stage.name, result.steps, path.name)
+    step_loss = _StepLoss(stage, device, here, flops_by_shape)
 
     def checkpoint(path: Path, full: bool) -> None:
+        if not here.main:
+            return
         state: dict[str, Any] = {"model": stage.model.state_dict(), "result": asdict(result)}
         if full:
             state |= {"optimizer": optimizer.state_dict(), "rng": _rng_state(),
-                      "flops_by_shape": flops_by_shape}
+                      "flops_by_shape": step_loss.flops_by_shape}
         save_torch(state, path, prev_path if full else None)
 
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if stage.bf16
-                else nullcontext())
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     bar = progress_display(f"train {stage.name}", "step", result.steps, enabled=progress)
+    clock, pending = _Clock(device), _Pending(stage.name, here)
     stage.model.train()
+    clock.start()
     while True:
         if budget.unit == "seconds" and result.seconds >= budget.amount:
             break
@@ -263,26 +407,23 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
             break
         if budget.unit == "flops" and result.flops >= budget.amount:
             break  # steps of varying shape: the horizon was priced on the first one
-        _sync(device)
-        started = time.perf_counter()
+        step_started = time.perf_counter()
         micro = stage.micro_batches(result.steps)
         losses, step_flops, step_items = [], 0, 0
-        for batch in micro:
-            loss, flops = _forward_backward(stage, batch, len(micro), autocast, flops_by_shape)
+        for i, batch in enumerate(micro):
+            loss, flops = step_loss(batch, result.steps, i, len(micro))
             losses.append(loss)
-            step_flops += flops
-            step_items += stage.items(batch)
-        total_loss = float(torch.stack(losses).float().mean())  # one device sync per step
-        if not math.isfinite(total_loss):
-            raise RunFailed(f"stage {stage.name}: loss is {total_loss} at step {result.steps}")
+            step_flops += flops * here.size  # every rank's share has the same shape
+            step_items += stage.items(batch) * here.size
         if result.horizon is None and budget.unit != "seconds":
             result.horizon = budget.horizon(StepCost(step_flops, step_items))
-            log.info("stage %s: %s %g buys %d steps (%d FLOPs, %d items per step)", stage.name,
-                     budget.unit, budget.amount, result.horizon, step_flops, step_items)
+            log.info("stage %s: %s %g buys %d steps (%d FLOPs, %d items per step, %d "
+                     "processes)", stage.name, budget.unit, budget.amount, result.horizon,
+                     step_flops, step_items, here.size)
         if result.horizon is not None:
             done = (result.steps + 1) / result.horizon
         else:
-            done = (result.seconds + time.perf_counter() - started) / budget.amount
+            done = (result.seconds + time.perf_counter() - step_started) / budget.amount
         lr = stage.optim.lr * lr_factor(stage.optim, done, result.horizon)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -290,31 +431,98 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
             nn.utils.clip_grad_norm_(stage.parameters, stage.optim.clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        _sync(device)
-        result.seconds += time.perf_counter() - started
+        clock.lap()
         result.steps += 1
         result.flops += step_flops
         result.items += step_items
-        result.final_loss = total_loss
-        row = {"stage": stage.name, "step": result.steps, "tokens": result.items,
-               "flops": result.flops, "loss": total_loss, "lr": lr, "wall": result.seconds}
-        last = (result.horizon is not None and result.steps >= result.horizon) or (
-            budget.unit == "seconds" and result.seconds >= budget.amount)
-        if stage.validate and (result.steps % stage.validate_every == 0 or last):
-            stage.model.eval()
-            with torch.no_grad(), autocast:
-                row |= {f"val_{k}": float(v) for k, v in stage.validate(result.steps).items()}
-            stage.model.train()
-            if on_validate is not None:
-                on_validate(done, {k: v for k, v in row.items() if k.startswith("val_")})
-        result.curve.append(row)
-        bar.set_postfix(loss=f"{total_loss:.3f}", lr=f"{lr:.2e}")
+        pending.add(torch.stack(losses).float().mean(), {
+            "stage": stage.name, "step": result.steps, "tokens": result.items,
+            "flops": result.flops, "lr": lr})
         bar.update(1)
-        if result.steps % stage.checkpoint_every == 0 and not last:
+        last = result.horizon is not None and result.steps >= result.horizon
+        due = result.steps % stage.checkpoint_every == 0 or (
+            stage.validate is not None and result.steps % stage.validate_every == 0)
+        if not (last or due or budget.unit == "seconds" or result.steps % FLUSH_EVERY == 0):
+            continue
+        rows = pending.flush(clock.read(), result)
+        if budget.unit == "seconds":
+            last = result.seconds >= budget.amount
+        validating = stage.validate is not None and (
+            result.steps % stage.validate_every == 0 or last)
+        checkpointing = result.steps % stage.checkpoint_every == 0 and not last
+        bar.set_postfix(loss=f"{result.final_loss:.3f}", lr=f"{lr:.2e}")
+        if validating:
+            metrics = {f"val_{k}": v for k, v in
+                       _validate(stage, step_loss.autocast, result.steps, here).items()}
+            rows[-1] |= metrics
+            if on_validate is not None:
+                on_validate(done, metrics)
+        result.curve.extend(rows)
+        if checkpointing:
             checkpoint(latest_path, full=True)
+        if last:
+            break
+        clock.start()
+    if pending.rows:  # a FLOPs budget spent before the horizon (steps of varying shape)
+        result.curve.extend(pending.flush(clock.read(), result))
     bar.close()
+    if device.type == "cuda":
+        peak = float(torch.cuda.max_memory_allocated(device))
+        result.peak_memory = peak if math.isnan(result.peak_memory) else max(
+            peak, result.peak_memory)
     checkpoint(final_path, full=False)
-    _discard([latest_path, prev_path])
+    if here.main:
+        _discard([latest_path, prev_path])
     log.info("stage %s: %d steps, %.4g FLOPs, %d items, %.1f s, final loss %.4f", stage.name,
              result.steps, result.flops, result.items, result.seconds, result.final_loss)
     return result
+
+
+class _Pending:
+    """Steps whose losses are still on the device; `flush` reads them in one transfer (averaged
+    over the processes), checks them, and completes their curve rows."""
+
+    def __init__(self, stage: str, here: World) -> None:
+        self.stage, self.here = stage, here
+        self.losses: list[torch.Tensor] = []
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, loss: torch.Tensor, row: dict[str, Any]) -> None:
+        self.losses.append(loss)
+        self.rows.append(row)
+
+    def flush(self, seconds: list[float], result: StageResult) -> list[dict[str, Any]]:
+        """The pending rows with their losses and cumulative training seconds; the stage
+        record's seconds and final loss move on. A non-finite loss fails the stage."""
+        losses = torch.stack(self.losses)
+        if self.here.size > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(losses)
+            losses = losses / self.here.size
+        spent = torch.tensor(seconds, dtype=torch.float64, device=losses.device)
+        if self.here.size > 1:  # a step ends when its slowest process is done
+            import torch.distributed as dist
+
+            dist.all_reduce(spent, op=dist.ReduceOp.MAX)
+        seconds, values = spent.tolist(), losses.tolist()
+        rows, self.losses, self.rows = self.rows, [], []
+        for row, loss, spent in zip(rows, values, seconds, strict=True):
+            if not math.isfinite(loss):
+                raise RunFailed(f"stage {self.stage}: loss is {loss} at step {row['step'] - 1}")
+            result.seconds += spent
+            row |= {"loss": loss, "wall": result.seconds}
+        result.final_loss = values[-1]
+        return rows
+
+
+def _validate(stage: Stage, autocast: Any, steps: int, here: World) -> dict[str, float]:
+    """The stage's validation metrics, computed by rank 0 and shared with every process."""
+    assert stage.validate is not None
+    metrics: dict[str, float] = {}
+    if here.main:
+        stage.model.eval()
+        with torch.no_grad(), autocast:
+            metrics = {k: float(v) for k, v in stage.validate(steps).items()}
+        stage.model.train()
+    return from_main(metrics) if here.size > 1 else metrics

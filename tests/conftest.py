@@ -1,6 +1,7 @@
 """Fixtures shared by test files."""
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pg_server import postgres_server
@@ -11,3 +12,11 @@ def postgres_url() -> Iterator[str]:
     """A SQLAlchemy URL of a private PostgreSQL database, for several processes at once."""
     with postgres_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def faces_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo faces (LFW crops on photographs) in the WIDER FACE layout, built once."""
+    from bench.data.demo_faces import build_demo_faces
+
+    return build_demo_faces(tmp_path_factory.mktemp("faces") / "demo-faces")

@@ -129,6 +129,22 @@ def test_flops_budget_stops_within_one_step(tmp_path):
     assert result.curve[-1]["loss"] < result.curve[0]["loss"]
 
 
+def test_a_flops_budget_spent_before_the_horizon_keeps_every_step_in_the_curve(tmp_path):
+    """Steps that grow (padded images) end the budget before the horizon priced on the first
+    step; the steps since the last read of the losses are still recorded."""
+    torch.manual_seed(0)
+    model = stack()
+    stage = regression_stage(model)
+    stage.micro_batches = lambda k: [torch.randn(N * (1 + min(k, 1)), A)]  # twice as big
+    stage.validate = None
+    step_flops = count_flops(lambda: model(torch.randn(N, A)).sum().backward())
+    result = train_stage(stage, StageBudget("flops", 12.5 * step_flops), tmp_path,
+                         torch.device("cpu"), LOG, progress=False)
+    assert result.horizon == 12 and result.steps == 7  # 1 + 2 x 6 step costs
+    assert [r["step"] for r in result.curve] == list(range(1, 8))
+    assert result.curve[-1]["flops"] == result.flops and math.isfinite(result.final_loss)
+
+
 def test_seconds_budget_overshoots_by_at_most_one_step(tmp_path):
     torch.manual_seed(0)
     result = train_stage(regression_stage(stack()), StageBudget("seconds", 0.05), tmp_path,

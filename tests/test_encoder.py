@@ -236,8 +236,8 @@ def test_epoch_selection_best_or_last():
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     docs = narrative_passages(200, seed=0) + SENTIMENT_WORDS
-    return load_tokenizer(TokenizerConfig(train_bpe=400), docs, tmp_path_factory.mktemp("tok"),
-                          layout="mlm")
+    return load_tokenizer(TokenizerConfig(train_bpe=400), lambda: docs, "passages",
+                          tmp_path_factory.mktemp("tok"), layout="mlm")
 
 
 SENTIMENT_WORDS = ["a good and lovely film", "a bad and awful film"]
@@ -384,7 +384,7 @@ def test_mlm_rows_are_framed_and_the_tokenizer_has_bert_specials(tmp_path):
     from textgen import write_jsonl
 
     from bench.lm.config import DataConfig
-    from bench.lm.data import prepare_lm_data
+    from bench.lm.shards import prepare_lm_data
 
     write_jsonl(tmp_path / "train.jsonl", narrative_passages(200, seed=3))
     cfg = DataConfig(train=str(tmp_path / "train.jsonl"), seq_len=24,
@@ -393,7 +393,7 @@ def test_mlm_rows_are_framed_and_the_tokenizer_has_bert_specials(tmp_path):
     tok = data.tokenizer
     assert len(tok) <= 300 and len({tok.cls_token_id, tok.sep_token_id, tok.mask_token_id,
                                      tok.pad_token_id}) == 4
-    rows = data.train
+    rows = data.train.rows(np.arange(len(data.train)))
     assert rows.shape[1] == 24
     assert (rows[:, 0] == tok.cls_token_id).all() and (rows[:, -1] == tok.sep_token_id).all()
     inner = rows[:, 1:-1]
@@ -402,11 +402,11 @@ def test_mlm_rows_are_framed_and_the_tokenizer_has_bert_specials(tmp_path):
                                                tok.pad_token_id])).any()
     # The causal layout of the same corpus is cached apart and has none of these tokens.
     causal = prepare_lm_data(cfg, tmp_path / "cache", layout="causal")
-    assert causal.tokenizer.mask_token is None and causal.train.shape[1] == 24
+    assert causal.tokenizer.mask_token is None and causal.train.seq_len == 24
     # A local tokenizer without them gets them added after its own vocabulary; it keeps its
     # own pad token (here eos).
     causal.tokenizer.save_pretrained(tmp_path / "plain")
-    local = load_tokenizer(TokenizerConfig(path=str(tmp_path / "plain")), [], tmp_path,
+    local = load_tokenizer(TokenizerConfig(path=str(tmp_path / "plain")), list, "", tmp_path,
                            layout="mlm")
     assert len(local) == len(causal.tokenizer) + 3
     assert local.pad_token == causal.tokenizer.pad_token

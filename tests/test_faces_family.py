@@ -5,7 +5,6 @@ import dataclasses
 import json
 import logging
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,22 +12,17 @@ import torch
 
 from bench.budget import StageBudget
 from bench.cli import main
-from bench.data.demo_faces import build_demo_faces
+from bench.distributed import World
 from bench.evals.wider import WiderEval, load_wider_bbx_gt
 from bench.faces.anchors import module_anchors
+from bench.faces.batches import TrainingBatches
 from bench.faces.config import FacesConfig
 from bench.faces.data import WiderTrainSet
-from bench.faces.family import _training_batch
 from bench.faces.inference import detect_scales, single_scale
 from bench.faces.model import build_ssh, to_input
 from bench.faces.targets import border_for, ssh_loss
 from bench.schema import OptimConfig
 from bench.train import Stage, train_stage
-
-
-@pytest.fixture(scope="module")
-def faces_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_demo_faces(tmp_path_factory.mktemp("faces") / "demo-faces")
 
 
 @pytest.mark.slow
@@ -61,17 +55,16 @@ def test_small_ssh_overfits_a_handful_of_images_and_finds_their_faces(faces_root
         model.train()
         return WiderEval(gt, predictions, ("hard",)).summarize()["hard"]
 
-    def loss(batch: tuple) -> torch.Tensor:
-        images, boxes, sizes, _ = batch
-        outputs = model(images)
-        return ssh_loss(outputs, module_anchors(outputs, specs), boxes, sizes, ohem=True,
-                        allowed_border=border_for(specs))[0]
+    def loss(batch) -> torch.Tensor:
+        outputs = model(batch.images)
+        return ssh_loss(outputs, module_anchors(outputs, specs), batch.boxes, batch.sizes,
+                        ohem=True, allowed_border=border_for(specs))[0]
 
     untrained = hard_ap()
+    batches = TrainingBatches(data, n, cfg.train, 0, World())
     stage = Stage("train", model, [p for p in model.parameters() if p.requires_grad],
-                  cfg.train.optim,
-                  lambda k: [_training_batch(data, n, cfg, 0, k, torch.device("cpu"))],
-                  loss, lambda batch: batch[0].shape[0])
+                  cfg.train.optim, lambda k: [batches[k]], loss,
+                  lambda batch: batch.images.shape[0])
     result = train_stage(stage, StageBudget("steps", 300), tmp_path, torch.device("cpu"),
                          logging.getLogger("overfit"), progress=False)
     trained = hard_ap()

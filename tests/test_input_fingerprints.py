@@ -90,12 +90,25 @@ def test_run_ids_follow_input_contents(tmp_path):
     assert {(r.variant.name, r.seed): r.run_id for r in plan(suite)} == {
         k: r.run_id for k, r in first.items()}
     run = first[("softmax", 0)]
-    assert set(run.inputs) == {"data.train", "evals.lambada.path"}
+    assert set(run.inputs) == {"data.train", "data.shards", "evals.lambada.path"}
     assert run.inputs["data.train"]["path"] == str(data / "train.jsonl")
 
     _truncate_at_line(data / "train.jsonl")
-    second = {(r.variant.name, r.seed): r.run_id for r in plan(suite)}
-    assert all(second[k] != r.run_id for k, r in first.items())
+    second = {(r.variant.name, r.seed): r for r in plan(suite)}
+    assert all(second[k].run_id != r.run_id for k, r in first.items())
+    assert second[("softmax", 0)].inputs["data.shards"] != run.inputs["data.shards"]
+
+
+def test_run_ids_follow_the_token_shards_made_from_the_same_files(tmp_path, monkeypatch):
+    """Shards from other tokenizer code (a tokenizers upgrade) are other data."""
+    import bench.lm.shards
+
+    _data(tmp_path)
+    suite = load_suite(_suite(tmp_path), env={})
+    before = {(r.variant.name, r.seed): r.run_id for r in plan(suite)}
+    monkeypatch.setattr(bench.lm.shards.tokenizers, "__version__", "0.0.1")
+    after = {(r.variant.name, r.seed): r.run_id for r in plan(suite)}
+    assert all(after[k] != before[k] for k in before)
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from textgen import write_jsonl
@@ -14,15 +15,10 @@ from bench.data.cloze import cut_cloze_passages, select_evenly, target_of
 from bench.data.demo_text import FILES, build_demo_text, is_complete
 from bench.data.sources import DownloadFailed, chunk_paragraphs, strip_gutenberg
 from bench.errors import UserError
+from bench.lm import shards
 from bench.lm.config import DataConfig, TokenizerConfig
-from bench.lm.data import (
-    EOS,
-    load_tokenizer,
-    pack,
-    prepare_lm_data,
-    read_documents,
-    val_batches,
-)
+from bench.lm.data import EOS, load_tokenizer, open_corpus, read_documents
+from bench.lm.shards import RowSource, TokenStream, prepare_lm_data, val_batches
 from bench.sampling import batch_at
 
 DOCS = [
@@ -32,6 +28,10 @@ DOCS = [
         ["Avon", "Bury", "Crewe", "Derby", "Ely", "Frome", "Goole", "Hythe", "Ilkley", "Jarrow"]
     )
 ]
+
+
+def documents(path: Path, **options) -> list[str]:
+    return list(read_documents(open_corpus(str(path), **options)))
 
 
 def data_cfg(train: Path, **overrides) -> DataConfig:
@@ -45,16 +45,16 @@ def data_cfg(train: Path, **overrides) -> DataConfig:
 def test_plain_text_splits_documents_on_blank_lines(tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_text("first doc\nline two\n\n  \nsecond doc\r\n\r\nthird\n\n\n", encoding="utf-8")
-    assert read_documents(str(path)) == ["first doc\nline two", "second doc", "third"]
+    assert documents(path) == ["first doc\nline two", "second doc", "third"]
 
 
 def test_jsonl_reads_the_named_field_and_skips_blank_lines(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"body": "a", "id": 1}\n\n{"body": "b"}\n', encoding="utf-8")
-    assert read_documents(str(path), text_field="body") == ["a", "b"]
+    assert documents(path, text_field="body") == ["a", "b"]
     json_suffix = tmp_path / "c.json"  # .json is read as JSON lines too
     json_suffix.write_text('{"text": "only"}\n', encoding="utf-8")
-    assert read_documents(str(json_suffix)) == ["only"]
+    assert documents(json_suffix) == ["only"]
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,7 @@ def test_jsonl_errors_name_file_and_line(tmp_path, lines, expected):
     path = tmp_path / "bad.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(UserError) as caught:
-        read_documents(str(path))
+        documents(path)
     assert str(path) in str(caught.value)
     for part in expected:
         assert part in str(caught.value)
@@ -79,28 +79,28 @@ def test_jsonl_errors_name_file_and_line(tmp_path, lines, expected):
 def test_missing_path_is_named(tmp_path):
     missing = tmp_path / "nowhere.jsonl"
     with pytest.raises(UserError, match=r"nowhere\.jsonl"):
-        read_documents(str(missing))
+        documents(missing)
 
 
 def test_saved_hf_dataset_and_dataset_dict(tmp_path):
     import datasets
 
     datasets.Dataset.from_dict({"text": ["x", "y"]}).save_to_disk(str(tmp_path / "ds"))
-    assert read_documents(str(tmp_path / "ds")) == ["x", "y"]
+    assert documents(tmp_path / "ds") == ["x", "y"]
     split = datasets.DatasetDict(
         train=datasets.Dataset.from_dict({"body": ["t1", "t2"]}),
         test=datasets.Dataset.from_dict({"body": ["held"]}),
     )
     split.save_to_disk(str(tmp_path / "dd"))
-    assert read_documents(str(tmp_path / "dd"), text_field="body") == ["t1", "t2"]
+    assert documents(tmp_path / "dd", text_field="body") == ["t1", "t2"]
     with pytest.raises(UserError, match="no column 'text'"):
-        read_documents(str(tmp_path / "dd"))
+        documents(tmp_path / "dd")
     datasets.DatasetDict(test=split["test"]).save_to_disk(str(tmp_path / "notrain"))
     with pytest.raises(UserError, match="'train' split"):
-        read_documents(str(tmp_path / "notrain"), text_field="body")
+        documents(tmp_path / "notrain", text_field="body")
     (tmp_path / "plain_dir").mkdir()
     with pytest.raises(UserError, match="not a saved Hugging Face dataset"):
-        read_documents(str(tmp_path / "plain_dir"))
+        documents(tmp_path / "plain_dir")
 
 
 # --- tokenizer -----------------------------------------------------------------------------
@@ -108,8 +108,8 @@ def test_saved_hf_dataset_and_dataset_dict(tmp_path):
 
 def test_bpe_training_is_deterministic_and_round_trips(tmp_path):
     cfg = TokenizerConfig(train_bpe=300)
-    first = load_tokenizer(cfg, DOCS, tmp_path / "a")
-    second = load_tokenizer(cfg, DOCS, tmp_path / "b")
+    first = load_tokenizer(cfg, lambda: iter(DOCS), "docs", tmp_path / "a")
+    second = load_tokenizer(cfg, lambda: iter(DOCS), "docs", tmp_path / "b")
     [dir_a] = (tmp_path / "a" / "tokenizers").iterdir()
     [dir_b] = (tmp_path / "b" / "tokenizers").iterdir()
     assert (dir_a / "tokenizer.json").read_bytes() == (dir_b / "tokenizer.json").read_bytes()
@@ -124,41 +124,58 @@ def test_bpe_training_is_deterministic_and_round_trips(tmp_path):
     reloaded = AutoTokenizer.from_pretrained(str(tmp_path / "model"), local_files_only=True)
     assert reloaded(text)["input_ids"] == first(text)["input_ids"]
     assert reloaded.eos_token_id == first.eos_token_id
-    local = load_tokenizer(TokenizerConfig(path=str(tmp_path / "model")), [], tmp_path / "c")
+    local = load_tokenizer(TokenizerConfig(path=str(tmp_path / "model")), list, "",
+                           tmp_path / "c")
     assert local(text)["input_ids"] == first(text)["input_ids"]
 
 
 def test_bpe_cache_hit_skips_training_and_new_corpus_misses(tmp_path, monkeypatch):
     cfg = TokenizerConfig(train_bpe=300)
-    trained = load_tokenizer(cfg, DOCS, tmp_path)
+    trained = load_tokenizer(cfg, lambda: iter(DOCS), "docs", tmp_path)
 
     def no_training(*args):
         raise AssertionError("the cached tokenizer should have been used")
 
     monkeypatch.setattr(lm_data, "_train_bpe", no_training)
-    cached = load_tokenizer(cfg, DOCS, tmp_path)
+    cached = load_tokenizer(cfg, lambda: iter(DOCS), "docs", tmp_path)
     assert cached.get_vocab() == trained.get_vocab()
     with pytest.raises(AssertionError):
-        load_tokenizer(cfg, [*DOCS, "one more document"], tmp_path)
+        load_tokenizer(cfg, lambda: iter(DOCS), "other corpus", tmp_path)
     with pytest.raises(AssertionError):
-        load_tokenizer(TokenizerConfig(train_bpe=301), DOCS, tmp_path)
+        load_tokenizer(TokenizerConfig(train_bpe=301), lambda: iter(DOCS), "docs", tmp_path)
 
 
 def test_missing_tokenizer_directory(tmp_path):
     with pytest.raises(UserError, match="no such tokenizer directory"):
-        load_tokenizer(TokenizerConfig(path=str(tmp_path / "absent")), DOCS, tmp_path)
+        load_tokenizer(TokenizerConfig(path=str(tmp_path / "absent")), list, "", tmp_path)
 
 
 # --- packing and batches ---------------------------------------------------------------------
 
 
-def test_pack_appends_eos_and_drops_the_tail():
-    docs = [[1, 2, 3], [4, 5], [6]]  # stream: 1 2 3 0 4 5 0 6 0
-    rows = pack(docs, 3, eos_id=0)
+def token_rows(tmp_path: Path, n: int, row_len: int = 1) -> RowSource:
+    """n rows of `row_len` tokens over a stream of two shard files; row i holds tokens
+    i * row_len ..."""
+    tokens = np.arange(n * row_len, dtype=np.uint16)
+    half = len(tokens) // 2
+    files = [tmp_path / "a.bin", tmp_path / "b.bin"]
+    tokens[:half].tofile(files[0])
+    tokens[half:].tofile(files[1])
+    return RowSource(TokenStream([str(f) for f in files], [half, len(tokens) - half], "uint16"),
+                     0, len(tokens), row_len)
+
+
+def test_rows_are_cut_consecutively_across_shards_and_framed(tmp_path):
+    source = token_rows(tmp_path, 5, row_len=3)  # shards hold tokens 0..6 and 7..14
+    rows = source.rows(np.array([2, 0, 4]))
     assert rows.dtype == torch.long
-    assert rows.tolist() == [[1, 2, 3], [0, 4, 5], [0, 6, 0]]
-    assert pack(docs, 4, eos_id=0).tolist() == [[1, 2, 3, 0], [4, 5, 0, 6]]
-    assert pack(docs, 10, eos_id=0).shape == (0, 10)
+    assert rows.tolist() == [[6, 7, 8], [0, 1, 2], [12, 13, 14]]  # row 2 spans both shards
+    tail = RowSource(source.stream, 4, 11, 4)  # tokens 4..14 in rows of 4: tail dropped
+    assert len(tail) == 2 and tail.rows(np.array([1])).tolist() == [[8, 9, 10, 11]]
+    framed = RowSource(source.stream, 0, 15, 3, frame=(100, 101))
+    assert framed.rows(np.array([1])).tolist() == [[100, 3, 4, 5, 101]]
+    with pytest.raises(IndexError):
+        source.rows(np.array([5]))
 
 
 def numbered_rows(n: int) -> torch.Tensor:
@@ -192,27 +209,32 @@ def test_batches_are_a_pure_function_of_step_and_seed():
     assert batch_at(rows, 5, 8, seed=3).shape == (8, 4)
 
 
-def test_val_batches_are_the_first_fixed_batches():
-    rows = numbered_rows(10)
+def test_val_batches_are_the_first_fixed_batches(tmp_path):
+    rows = token_rows(tmp_path, 10)
     batches = val_batches(rows, 3, 2)
     assert [b[:, 0].tolist() for b in batches] == [[0, 1, 2], [3, 4, 5]]
     assert len(val_batches(rows, 3, 100)) == 3  # only full batches
-    assert [b[:, 0].tolist() for b in val_batches(numbered_rows(2), 3, 4)] == [[0, 1]]
+    assert [b[:, 0].tolist() for b in val_batches(token_rows(tmp_path, 2), 3, 4)] == [[0, 1]]
 
 
 # --- prepare_lm_data -----------------------------------------------------------------------
+
+
+def every_row(source: RowSource) -> torch.Tensor:
+    return source.rows(np.arange(len(source)))
 
 
 def test_held_out_slice_is_the_last_documents(tmp_path):
     train = write_jsonl(tmp_path / "train.jsonl", DOCS)
     data = prepare_lm_data(data_cfg(train, val_fraction=0.2), tmp_path / "cache")
     assert (data.train_documents, data.val_documents) == (8, 2)
-    val_text = data.tokenizer.decode(data.val.flatten().tolist())
-    train_text = data.tokenizer.decode(data.train.flatten().tolist())
+    train, val = every_row(data.train), every_row(data.val)
+    val_text = data.tokenizer.decode(val.flatten().tolist())
+    train_text = data.tokenizer.decode(train.flatten().tolist())
     assert "Marker8x" in val_text and "Marker9x" not in train_text
     assert "Marker6x" in train_text and "Marker6x" not in val_text
-    assert data.train.shape[1] == 8 and data.train.shape[0] == data.train_tokens // 8
-    assert (data.train == data.tokenizer.eos_token_id).sum() >= 7  # one eos between documents
+    assert train.shape[1] == 8 and train.shape[0] == data.train_tokens // 8
+    assert (train == data.tokenizer.eos_token_id).sum() >= 7  # one eos between documents
 
 
 def test_separate_val_file_and_second_call_uses_the_cache(tmp_path, monkeypatch):
@@ -222,12 +244,13 @@ def test_separate_val_file_and_second_call_uses_the_cache(tmp_path, monkeypatch)
     first = prepare_lm_data(cfg, tmp_path / "cache")
     assert (first.train_documents, first.val_documents) == (7, 3)
 
-    def no_packing(*args):
-        raise AssertionError("packed rows should have come from the cache")
+    def no_building(*args):
+        raise AssertionError("the shards should have come from the cache")
 
-    monkeypatch.setattr(lm_data, "pack", no_packing)
+    monkeypatch.setattr(shards, "build_shards", no_building)
     second = prepare_lm_data(cfg, tmp_path / "cache")
-    assert torch.equal(first.train, second.train) and torch.equal(first.val, second.val)
+    assert torch.equal(every_row(first.train), every_row(second.train))
+    assert torch.equal(every_row(first.val), every_row(second.val))
     assert second.fingerprint == first.fingerprint
     write_jsonl(val, DOCS[6:])  # changed content must not hit the old entry
     with pytest.raises(AssertionError):

@@ -250,7 +250,7 @@ def test_loss_hand_case(ohem: bool):
     outputs = _one_module([[0.0, 1.0, 2.0, 0.0]], [[0.1, -0.5, 0.2, 0.0, 5, 5, 5, 5]])
     anchors = module_anchors(outputs, SPEC)
     total, parts = ssh_loss(outputs, anchors, [T([[1.0, 0, 16, 15]])], [(16, 32)], ohem,
-                            torch.Generator().manual_seed(0))
+                            [torch.Generator().manual_seed(0)])
     ce = (math.log(1 + math.exp(-1)) + math.log(1 + math.exp(-2))) / 2
     # target dx = (9 - 8) / 16; residuals 0.0375, -0.5, 0.2, 0 through smooth L1 (sigma 3)
     box = (4.5 * 0.0375**2 + (0.5 - 1 / 18) + (0.2 - 1 / 18)) / 2

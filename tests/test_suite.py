@@ -189,8 +189,8 @@ def test_paper_suite_plans_the_papers_steps(tmp_path, monkeypatch, capsys):
     from bench.lm.data import load_tokenizer
 
     tokenizer_dir = tmp_path / "tokenizer"
-    load_tokenizer(TokenizerConfig(train_bpe=300), narrative_passages(50, seed=0),
-                   tmp_path / "cache").save_pretrained(tokenizer_dir)
+    load_tokenizer(TokenizerConfig(train_bpe=300), lambda: narrative_passages(50, seed=0),
+                   "passages", tmp_path / "cache").save_pretrained(tokenizer_dir)
     monkeypatch.setenv("PYTHIA_TOKENIZER", str(tokenizer_dir))
     monkeypatch.setenv("OWT2_TRAIN", "/data/owt2.jsonl")
     monkeypatch.setenv("LAMBADA_OPENAI", "/data/lambada_test.jsonl")
@@ -212,8 +212,8 @@ def test_table_1_suite_plans_the_papers_token_budgets(tmp_path, monkeypatch, cap
     from bench.lm.data import load_tokenizer
 
     tokenizer_dir = tmp_path / "tokenizer"
-    load_tokenizer(TokenizerConfig(train_bpe=300), narrative_passages(50, seed=0),
-                   tmp_path / "cache").save_pretrained(tokenizer_dir)
+    load_tokenizer(TokenizerConfig(train_bpe=300), lambda: narrative_passages(50, seed=0),
+                   "passages", tmp_path / "cache").save_pretrained(tokenizer_dir)
     for var in ("OWT2_TRAIN", "GLUE_DIR"):
         monkeypatch.setenv(var, f"/data/{var.lower()}")
     monkeypatch.setenv("PYTHIA_TOKENIZER", str(tokenizer_dir))

@@ -51,26 +51,38 @@ class EncoderFamily:
 
         return text_inputs(config.data) | {f"evals.{name}.path": cfg.path for name, cfg in evals}
 
+    def derived_inputs(self, config: EncoderConfig) -> dict[str, dict[str, str]]:
+        from bench.lm.shards import shards_input
+
+        return shards_input(config.data, "mlm")
+
     def execute(self, run: Any, ctx: Any) -> None:
         import torch
 
         from bench.atomic import build_dir
-        from bench.encoder.masking import Vocabulary, mask_rows, step_generator
+        from bench.distributed import local_part, world
+        from bench.encoder.masking import (
+            Vocabulary,
+            mask_rows,
+            predicted_per_row,
+            step_generator,
+        )
         from bench.encoder.model import build_encoder, count_parameters, trained_parameters
         from bench.encoder.objectives import mlm_loss, validation_scores
-        from bench.lm.data import prepare_lm_data, val_batches
-        from bench.sampling import batch_at
+        from bench.lm.shards import CACHE_SUBDIR, prepare_lm_data, val_batches
+        from bench.sampling import batch_indices
         from bench.train import Stage
 
         cfg: EncoderConfig = run.config
         device = ctx.device
         _check_glue_data(run.variant.evals)  # fail before pretraining, not after it
-        data = prepare_lm_data(cfg.data, ctx.cache_dir / "lm-data", layout="mlm")
+        data = prepare_lm_data(cfg.data, ctx.cache_dir / CACHE_SUBDIR, layout="mlm",
+                               build=world().main)
         tok = data.tokenizer
         vocab = Vocabulary(len(tok), tok.mask_token_id, tuple(sorted(set(tok.all_special_ids))))
         torch.manual_seed(run.seed)
         model = build_encoder(cfg.model, vocab.size, tok.pad_token_id, cfg.objective).to(device)
-        log_noise = _log_noise(data.train, vocab, cfg.nce.noise).to(device) \
+        log_noise = _log_noise(data.unigram(), vocab, cfg.nce.noise).to(device) \
             if cfg.objective == "nce" else None
         bf16 = cfg.train.precision == "bf16" or (
             cfg.train.precision == "auto" and device.type == "cuda")
@@ -86,10 +98,21 @@ class EncoderFamily:
                 scores = [validation_scores(model, b, cfg, log_noise) for b in held_out]
             return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
 
+        batch = cfg.train.batch_size
+        share = local_part(batch, micro=cfg.train.micro_batch_size)
+        size = share.stop - share.start
+        rows_per_micro = cfg.train.micro_batch_size or size
+        if cfg.objective in ("cwt", "ce+cwt"):  # K: one micro-batch's predicted positions
+            ctx.record({"cwt.negatives": float(
+                rows_per_micro * predicted_per_row(cfg.data.seq_len, cfg.masking))})
+
         def micro_batches(step: int) -> list[Any]:
-            rows = batch_at(data.train, step, cfg.train.batch_size, run.seed)
+            """The global batch is masked whole, as on one process, then this process keeps its
+            share: rows and masks equal a single-process run's, split."""
+            rows = data.train.rows(batch_indices(len(data.train), step, batch, run.seed))
             masked = mask_rows(rows, vocab, cfg.masking, step_generator(run.seed, step))
-            return [b.to(device) for b in masked.split(micro)]
+            mine = masked.split(size)[share.start // size]
+            return [b.to(device) for b in mine.split(rows_per_micro)]
 
         ctx.record({f"model.{k}_params": float(v)
                     for k, v in count_parameters(model, cfg.objective).items()})
@@ -99,7 +122,9 @@ class EncoderFamily:
             loss=lambda batch: mlm_loss(model, batch, cfg, log_noise),
             items=lambda batch: batch.inputs.numel(), validate=validate,
             validate_every=cfg.train.validate_every, checkpoint_every=cfg.train.checkpoint_every,
-            bf16=bf16))
+            bf16=bf16, compile=cfg.train.compile, seed=run.seed))
+        if not ctx.main:  # rank 0 alone saves, fine-tunes and scores the encoder
+            return
         model.eval()
         with torch.no_grad():
             ctx.record({f"val.{k}": v for k, v in validate().items()})
@@ -161,12 +186,13 @@ def _check_glue_data(evals: list[tuple[str, GlueEvalConfig]]) -> None:
             find_layout(cfg.path, task, cfg.layout)
 
 
-def _log_noise(rows: Any, vocab: Any, kind: str) -> Any:
-    """log q over the vocabulary: training-token frequencies or uniform; special tokens get 0."""
+def _log_noise(unigram: Any, vocab: Any, kind: str) -> Any:
+    """log q over the vocabulary: the training tokens' frequencies (`unigram`, counted when the
+    corpus was tokenized) or uniform; special tokens get 0."""
     import torch
 
     if kind == "unigram":
-        counts = torch.bincount(rows.flatten(), minlength=vocab.size).double()
+        counts = torch.from_numpy(unigram).double()
     else:
         counts = torch.ones(vocab.size, dtype=torch.float64)
     counts[list(vocab.special_ids)] = 0

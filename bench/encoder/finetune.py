@@ -226,7 +226,8 @@ def finetune_task(encoder: BertModel, tokenizer: PreTrainedTokenizerFast, data: 
     stage = Stage(name=f"glue-{task.name}", model=model, parameters=list(model.parameters()),
                   optim=cfg.optim, micro_batches=micro_batches, loss=loss,
                   items=lambda batch: int(batch[1].sum()), validate=validate,
-                  validate_every=per_epoch, checkpoint_every=per_epoch, bf16=bf16)
+                  validate_every=per_epoch, checkpoint_every=per_epoch, bf16=bf16, seed=seed,
+                  solo=True)
     result = train_stage(stage, StageBudget("steps", cfg.epochs * per_epoch),
                          workdir / "checkpoints", device, log, progress)
     scores = [row["val_score"] for row in result.curve if "val_score" in row]

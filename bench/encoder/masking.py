@@ -30,7 +30,9 @@ class MaskedBatch(NamedTuple):
     targets: Tensor
 
     def to(self, device: torch.device) -> "MaskedBatch":
-        return MaskedBatch(*(t.to(device) for t in self))
+        from bench.loading import to_device
+
+        return MaskedBatch(*(to_device(t, device) for t in self))
 
     def split(self, size: int) -> list["MaskedBatch"]:
         """Micro-batches of `size` rows; each keeps the predicted positions of its own rows."""

@@ -41,6 +41,12 @@ class FacesDataConfig(Strict):
     root: str
     split: Literal["train", "val"] = "train"
     max_images: Int | None = Field(None, gt=0, description="train on the first N images only")
+    # Not part of a run's identity (left out of the resolved config): changing it resumes runs;
+    # a sweep's trials take the default.
+    workers: Int | None = Field(
+        None, ge=0, exclude=True, description="processes decoding and resizing images ahead of "
+        "training and evaluation (results do not depend on it); default 4 on a GPU, 0 (inline) "
+        "on a CPU")
 
 
 class FacesTrainConfig(Strict):
@@ -56,6 +62,8 @@ class FacesTrainConfig(Strict):
                                      schedule="step", milestones=(18 / 21,), gamma=0.1,
                                      clip=None)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = Field(False, description="run the loss through torch.compile (FLOPs are "
+                          "still counted on an eager step)")
     checkpoint_every: Int = Field(200, gt=0)
 
 

@@ -58,14 +58,48 @@ class WiderTrainSet:
 
     def load_image(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(H x W x 3 uint8 BGR image, N x 4 float32 boxes [x1 y1 x2 y2]); the boxes are a copy."""
-        import cv2
+        return read_image(self.path(i), str(self.annotations)), self.boxes[i].copy()
+
+    def stored_size(self, i: int) -> tuple[int, int]:
+        """(height, width) of image i as stored, from its header alone: a batch's padded shape
+        is known without decoding the images other processes load."""
+        from PIL import Image
 
         path = self.path(i)
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-        if image is None:
-            raise UserError(f"{path}: image missing or unreadable (listed in "
-                            f"{self.annotations})")
-        return image, self.boxes[i].copy()
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except (OSError, Image.DecompressionBombError) as err:
+            raise UserError(f"{path}: image missing or unreadable ({err}; listed in "
+                            f"{self.annotations})") from None
+        return height, width
+
+
+def read_image(path: Path, listed_in: str) -> np.ndarray:
+    """The H x W x 3 uint8 BGR pixels as stored (EXIF orientation ignored); `listed_in` names
+    the file that lists the image, for the error."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None:
+        raise UserError(f"{path}: image missing or unreadable (listed in {listed_in})")
+    return image
+
+
+def training_scale(h: int, w: int, short: int, long_max: int) -> float:
+    """The factor the shortest/longest-side policy resizes an h x w image by."""
+    if short <= 0 or long_max <= 0:
+        raise ValueError(f"short {short} and long_max {long_max} must be positive")
+    scale = short / min(h, w)
+    if np.round(scale * max(h, w)) > long_max:
+        scale = long_max / max(h, w)
+    return scale
+
+
+def resized_shape(h: int, w: int, scale: float) -> tuple[int, int]:
+    """The (height, width) cv2.resize gives for factor `scale`: it rounds each side half to
+    even, as `round` does."""
+    return round(h * scale), round(w * scale)
 
 
 def resize_for_training(image: np.ndarray, boxes: np.ndarray, short: int,
@@ -73,12 +107,7 @@ def resize_for_training(image: np.ndarray, boxes: np.ndarray, short: int,
     """(resized image, scaled boxes, scale) under the shortest/longest-side policy."""
     import cv2
 
-    if short <= 0 or long_max <= 0:
-        raise ValueError(f"short {short} and long_max {long_max} must be positive")
-    size_min, size_max = min(image.shape[:2]), max(image.shape[:2])
-    scale = short / size_min
-    if np.round(scale * size_max) > long_max:
-        scale = long_max / size_max
+    scale = training_scale(*image.shape[:2], short, long_max)
     resized = cv2.resize(image, None, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
     return resized, np.asarray(boxes, dtype=np.float32) * np.float32(scale), scale
 

@@ -70,12 +70,20 @@ class FacesFamily:
         weights = config.model.pretrained and vgg16_source(config.model.pretrained)
         return found | ({"model.pretrained": str(weights)} if weights else {})
 
+    def derived_inputs(self, config: FacesConfig) -> dict[str, dict[str, str]]:
+        return {}  # images are read as stored
+
     def execute(self, run: Any, ctx: Any) -> None:
         import torch
 
         from bench.atomic import save_torch
+        from bench.distributed import world
+        from bench.faces.anchors import module_anchors
+        from bench.faces.batches import TrainingBatch, TrainingBatches
         from bench.faces.data import WiderTrainSet
         from bench.faces.model import build_ssh, load_vgg16_imagenet, parameter_counts
+        from bench.faces.targets import border_for, image_generators, ssh_loss
+        from bench.loading import StepLoader
         from bench.train import Stage
 
         cfg: FacesConfig = run.config
@@ -83,6 +91,8 @@ class FacesFamily:
         specs = cfg.model.module_specs()
         data = WiderTrainSet(cfg.data.root, cfg.data.split)
         n_images = min(len(data), cfg.data.max_images or len(data))
+        batches = TrainingBatches(data, n_images, cfg.train, run.seed, world())
+        workers = loader_workers(cfg.data.workers, device)
         torch.manual_seed(run.seed)
         model = build_ssh(cfg.model)
         ctx.provenance["backbone_weights"] = load_vgg16_imagenet(model, cfg.model.pretrained)
@@ -92,25 +102,25 @@ class FacesFamily:
         bf16 = cfg.train.precision == "bf16" or (
             cfg.train.precision == "auto" and device.type == "cuda")
 
-        def loss(batch: tuple) -> torch.Tensor:
-            from bench.faces.anchors import module_anchors
-            from bench.faces.targets import border_for, ssh_loss
-
-            images, boxes, sizes, step = batch
-            outputs = model(images)
-            generator = torch.Generator().manual_seed(run.seed * 1_000_003 + step)
-            total, _ = ssh_loss(outputs, module_anchors(outputs, specs), boxes, sizes,
-                                cfg.train.ohem, generator, border_for(specs))
+        def loss(batch: TrainingBatch) -> torch.Tensor:
+            outputs = model(batch.images)
+            generators = (None if cfg.train.ohem else
+                          image_generators(run.seed, batch.step, batch.positions()))
+            total, _ = ssh_loss(outputs, module_anchors(outputs, specs), batch.boxes,
+                                batch.sizes, cfg.train.ohem, generators, border_for(specs))
             return total
 
-        stage = Stage(
-            name="train", model=model,
-            parameters=[p for p in model.parameters() if p.requires_grad],
-            optim=cfg.train.optim,
-            micro_batches=lambda k: [_training_batch(data, n_images, cfg, run.seed, k, device)],
-            loss=loss, items=lambda batch: int(batch[0].shape[0]),
-            checkpoint_every=cfg.train.checkpoint_every, bf16=bf16)
-        ctx.train(stage)
+        with StepLoader(batches, workers, pin_memory=device.type == "cuda") as loader:
+            stage = Stage(
+                name="train", model=model,
+                parameters=[p for p in model.parameters() if p.requires_grad],
+                optim=cfg.train.optim, micro_batches=lambda k: [loader(k).to(device)],
+                loss=loss, items=lambda batch: int(batch.images.shape[0]),
+                checkpoint_every=cfg.train.checkpoint_every, bf16=bf16,
+                compile=cfg.train.compile, seed=run.seed)
+            ctx.train(stage)
+        if not ctx.main:  # rank 0 alone saves and scores the model
+            return
         save_torch(model.state_dict(), ctx.dir / "model.pt")
 
         model.eval()
@@ -125,15 +135,16 @@ class FacesFamily:
                 if isinstance(eval_cfg, FDDBEvalConfig):
                     metrics, curves = _score_fddb(model, specs, eval_cfg, mode,
                                                   ctx.dir / f"fddb_detections_{mode}.txt",
-                                                  device, bf16)
+                                                  device, bf16, workers)
                 elif isinstance(eval_cfg, PascalEvalConfig):
                     metrics, curves = _score_pascal(model, specs, eval_cfg, mode,
                                                     ctx.dir / f"pascal_detections_{mode}.txt",
-                                                    device, bf16)
+                                                    device, bf16, workers)
                 else:
                     metrics, curves = _score_wider(model, specs, eval_cfg,
                                                    eval_cfg.root or cfg.data.root, mode,
-                                                   ctx.dir / f"predictions_{mode}", device, bf16)
+                                                   ctx.dir / f"predictions_{mode}", device, bf16,
+                                                   workers)
                 ctx.record({f"{name}.{mode}.{k}": v for k, v in metrics.items()})
                 for key, curve in curves.items():
                     kind = "roc" if hasattr(curve, "tpr") else "pr"
@@ -151,32 +162,12 @@ def _meta(build: Any, model_cfg: Any) -> Any:
         return build(model_cfg)
 
 
-def _training_batch(data: Any, n_images: int, cfg: FacesConfig, seed: int, step: int,
-                    device: Any) -> tuple:
-    """Step `step`'s images (a pure function of seed and step), resized, maybe flipped, padded."""
-    import torch
-
-    from bench.faces.data import hflip, resize_for_training
-    from bench.faces.model import to_input
-    from bench.sampling import batch_at
-
-    t = cfg.train
-    picks = batch_at(torch.arange(n_images), step, t.batch_size, seed).tolist()
-    flips = np.random.default_rng([seed, step]).random(len(picks)) < 0.5
-    images, boxes, sizes = [], [], []
-    for i, flip in zip(picks, flips, strict=True):
-        image, b, _ = resize_for_training(*data.load_image(i), t.short, t.long_max)
-        if t.flip and flip:
-            image, b = hflip(image, b)
-        images.append(to_input(image))
-        boxes.append(torch.as_tensor(b, device=device))
-        sizes.append(tuple(image.shape[:2]))
-    h = -(-max(s[0] for s in sizes) // t.pad_to) * t.pad_to
-    w = -(-max(s[1] for s in sizes) // t.pad_to) * t.pad_to
-    batch = torch.zeros((len(images), 3, h, w))  # padding after mean subtraction is zero
-    for k, image in enumerate(images):
-        batch[k, :, : image.shape[1], : image.shape[2]] = image
-    return batch.to(device), boxes, sizes, step
+def loader_workers(setting: int | None, device: Any) -> int:
+    """Processes reading images ahead: the setting, else 4 on a GPU (decoding must keep up with
+    it) and none on a CPU, whose cores the model's own kernels already use."""
+    if setting is not None:
+        return setting
+    return 4 if device.type == "cuda" else 0
 
 
 def _speed(model: Any, specs: dict, cfg: SpeedEvalConfig, device: Any,
@@ -198,52 +189,52 @@ def _speed(model: Any, specs: dict, cfg: SpeedEvalConfig, device: Any,
     return out
 
 
-def _detect_all(model: Any, specs: dict, paths: list[Any], mode: str, sizes: dict[str, tuple],
-                device: Any, bf16: bool) -> tuple[list[np.ndarray], Timing]:
-    """Detections [x1 y1 x2 y2 score] of every image (single scale or the pyramid), in original
-    pixels, and the ms each image took to detect, summarized (`ms_per_image`: the median over
-    the images, after one untimed warm-up detection of the first)."""
-    import cv2
-
-    from bench.errors import UserError
+def _detect_all(model: Any, specs: dict, images: Any, mode: str, sizes: dict[str, tuple],
+                device: Any, bf16: bool, workers: int) -> tuple[list[np.ndarray], Timing]:
+    """Detections [x1 y1 x2 y2 score] of every image of `images` (a `DetectionImages`; read by
+    `workers` processes ahead of the model), single scale or the pyramid, in original pixels,
+    and the ms each image took to detect, summarized (`ms_per_image`: the median over the
+    images, after one untimed warm-up detection of the first)."""
     from bench.faces.inference import detect_scales, pyramid_scales, single_scale
-    from bench.faces.model import to_input
     from bench.faces.speed import detector_fn, sync
+    from bench.loading import StepLoader
 
     model_fn = detector_fn(model, device, bf16)
     out, ms = [], []
-    for i, path in enumerate(paths):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-        if image is None:
-            raise UserError(f"{path}: image missing or unreadable (listed in the ground truth)")
-        h, w = image.shape[:2]
-        if mode == "pyramid":
-            scales = pyramid_scales(h, w, *sizes["pyramid"])
-        else:
-            scales = [single_scale(h, w, *sizes["single"])]
-        tensor = to_input(image).to(device)
-        detect = partial(detect_scales, model_fn, tensor, specs, scales,
-                         skip_on_largest={"M3"} if mode == "pyramid" else set())
-        if i == 0:
-            detect()  # untimed warm-up: allocator, kernel choice, caches
-        dets, took = timed(detect, sync=lambda: sync(device))
-        ms.append(took)
-        out.append(dets.float().cpu().numpy())
+    with StepLoader(images, workers, pin_memory=device.type == "cuda") as loader:
+        for i in range(len(images)):
+            tensor = loader(i).to(device, non_blocking=True)
+            h, w = tensor.shape[-2:]
+            if mode == "pyramid":
+                scales = pyramid_scales(h, w, *sizes["pyramid"])
+            else:
+                scales = [single_scale(h, w, *sizes["single"])]
+            detect = partial(detect_scales, model_fn, tensor, specs, scales,
+                             skip_on_largest={"M3"} if mode == "pyramid" else set())
+            if i == 0:
+                detect()  # untimed warm-up: allocator, kernel choice, caches
+            dets, took = timed(detect, sync=lambda: sync(device))
+            ms.append(took)
+            out.append(dets.float().cpu().numpy())
     return out, summarize(ms)
 
 
 def _score_wider(model: Any, specs: dict, cfg: WiderEvalConfig, root: str, mode: str,
-                 out_dir: Any, device: Any, bf16: bool) -> tuple[dict[str, float], dict]:
+                 out_dir: Any, device: Any, bf16: bool, workers: int
+                 ) -> tuple[dict[str, float], dict]:
     """Detect on every val image, write the predictions in the official per-image format, and
     score them with the official protocol; the metrics and the PR curves."""
     from pathlib import Path
 
     from bench.evals.wider import WiderEval, load_wider_mat, write_wider_predictions
+    from bench.faces.batches import DetectionImages
 
-    gt = load_wider_mat(Path(root) / "eval_tools" / "ground_truth")
+    listed_in = Path(root) / "eval_tools" / "ground_truth"
+    gt = load_wider_mat(listed_in)
     images = Path(root) / "WIDER_val" / "images"
-    dets, ms = _detect_all(model, specs, [images / e / f"{n}.jpg" for e, n in gt.images], mode,
-                           cfg.sizes(), device, bf16)
+    paths = [images / e / f"{n}.jpg" for e, n in gt.images]
+    dets, ms = _detect_all(model, specs, DetectionImages(paths, str(listed_in)), mode,
+                           cfg.sizes(), device, bf16, workers)
     predictions = {key: np.c_[d[:, :2], d[:, 2:4] - d[:, :2] + 1, d[:, 4]]
                    for key, d in zip(gt.images, dets, strict=True)}
     write_wider_predictions(out_dir, predictions)
@@ -252,7 +243,7 @@ def _score_wider(model: Any, specs: dict, cfg: WiderEvalConfig, root: str, mode:
 
 
 def _score_fddb(model: Any, specs: dict, cfg: FDDBEvalConfig, mode: str, out_file: Any,
-                device: Any, bf16: bool) -> tuple[dict[str, float], dict]:
+                device: Any, bf16: bool, workers: int) -> tuple[dict[str, float], dict]:
     """Detect on the chosen folds' images, write the official detection file (rectangles), and
     score the discrete and continuous ROC with the official protocol."""
     from pathlib import Path
@@ -263,13 +254,15 @@ def _score_fddb(model: Any, specs: dict, cfg: FDDBEvalConfig, mode: str, out_fil
         read_fddb_folds,
         write_fddb_detections,
     )
+    from bench.faces.batches import DetectionImages
 
     root = Path(cfg.root)
     faces = read_fddb_folds(root / "FDDB-folds", cfg.folds)
     names = list(faces)
     images = root / "originalPics"
-    dets, ms = _detect_all(model, specs, [images / f"{n}.jpg" for n in names], mode,
-                           cfg.sizes(), device, bf16)
+    paths = [images / f"{n}.jpg" for n in names]
+    dets, ms = _detect_all(model, specs, DetectionImages(paths, str(root / "FDDB-folds")), mode,
+                           cfg.sizes(), device, bf16, workers)
     # inclusive corners x1..x2 are drawn by the official tool as round(x)..round(x + w)
     rects = {n: np.c_[d[:, :2], d[:, 2:4] - d[:, :2], d[:, 4]]
              for n, d in zip(names, dets, strict=True)}
@@ -280,17 +273,19 @@ def _score_fddb(model: Any, specs: dict, cfg: FDDBEvalConfig, mode: str, out_fil
 
 
 def _score_pascal(model: Any, specs: dict, cfg: PascalEvalConfig, mode: str, out_file: Any,
-                  device: Any, bf16: bool) -> tuple[dict[str, float], dict]:
+                  device: Any, bf16: bool, workers: int) -> tuple[dict[str, float], dict]:
     """Detect on every annotated image, write the toolbox's detection lines, and score AP with
     the toolbox's rules (calibrated and plain)."""
     from pathlib import Path
 
     from bench.evals.pascal import Detections, PascalFacesEval, load_gt, write_toolbox_dets
+    from bench.faces.batches import DetectionImages
 
     gt = load_gt(Path(cfg.annotations), None if cfg.format == "auto" else cfg.format)
     keys = list(gt.boxes)
-    dets, ms = _detect_all(model, specs, [Path(cfg.images) / f"{k}.jpg" for k in keys], mode,
-                           cfg.sizes(), device, bf16)
+    paths = [Path(cfg.images) / f"{k}.jpg" for k in keys]
+    dets, ms = _detect_all(model, specs, DetectionImages(paths, cfg.annotations), mode,
+                           cfg.sizes(), device, bf16, workers)
     found = Detections([k for k, d in zip(keys, dets, strict=True) for _ in d],
                        np.concatenate([d[:, 4] for d in dets]) if dets else np.zeros(0),
                        np.concatenate([d[:, :4] for d in dets]) if dets else np.zeros((0, 4)))

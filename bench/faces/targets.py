@@ -21,8 +21,14 @@ As published, and as py-faster-rcnn's anchor target layer (which SSH's extends) 
   divides by 1, as Caffe's normaliser does. Targets are raw, not normalised by means and stds.
 - Several images: each image's loss is computed on its own, as SSH runs one image per GPU, and
   the images are averaged (Caffe averages the GPUs' gradients); the modules' losses are summed.
+  Random sampling draws from one generator per image (`image_generators`: seeded by the seed,
+  the step and the image's position in the step's global batch), so an image's anchors do not
+  depend on which process holds it or on its neighbours.
 """
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -109,6 +115,14 @@ def random_sample(labels: Tensor, generator: torch.Generator, batch: int = BATCH
     return labels
 
 
+def image_generators(seed: int, step: int, positions: Sequence[int]) -> list[torch.Generator]:
+    """One sampling generator per image, keyed by (seed, step, position in the step's global
+    batch) through numpy's SeedSequence, which mixes the three into well-spread 64-bit seeds."""
+    return [torch.Generator().manual_seed(
+        int(np.random.SeedSequence([seed, step, p]).generate_state(1, np.uint64)[0]))
+        for p in positions]
+
+
 def border_for(specs: dict[str, tuple[int, tuple[int, ...]]]) -> dict[str, float]:
     """SSH's allowed border per module: 512 px where the module carries the 256/512 anchors (M3
     in SSH's prototxt; M2 in the M2-only ablation, which carries them all), else 0."""
@@ -145,12 +159,13 @@ def image_loss(logits: Tensor, deltas: Tensor, anchors: Tensor, gt_boxes: Tensor
 
 def ssh_loss(outputs: Outputs, anchors_per_module: dict[str, Tensor],
              gt_boxes_per_image: list[Tensor], image_sizes: list[tuple[int, int]], ohem: bool,
-             generator: torch.Generator | None = None,
+             generators: Sequence[torch.Generator] | None = None,
              allowed_border: float | dict[str, float] = 0.0
              ) -> tuple[Tensor, dict[str, Tensor]]:
     """Total loss and its detached parts ("M1/cls", "M1/box", ...) over a padded batch.
 
-    gt boxes and sizes are per image, in the resized (network input) pixels of that image.
+    gt boxes and sizes are per image, in the resized (network input) pixels of that image;
+    random sampling (`ohem` false) draws image b's anchors with `generators[b]`.
     """
     parts: dict[str, Tensor] = {}
     total: Tensor | None = None
@@ -162,8 +177,11 @@ def ssh_loss(outputs: Outputs, anchors_per_module: dict[str, Tensor],
         if not len(gt_boxes_per_image) == len(image_sizes) == logits.shape[0]:
             raise ValueError(f"{logits.shape[0]} images, {len(gt_boxes_per_image)} gt lists, "
                              f"{len(image_sizes)} sizes")
+        if generators is not None and len(generators) != logits.shape[0]:
+            raise ValueError(f"{logits.shape[0]} images, {len(generators)} generators")
         per_image = [image_loss(logits[b], deltas[b], anchors, gt_boxes_per_image[b],
-                                image_sizes[b], ohem, generator,
+                                image_sizes[b], ohem,
+                                None if generators is None else generators[b],
                                 allowed_border[name] if isinstance(allowed_border, dict)
                                 else allowed_border)
                      for b in range(logits.shape[0])]

@@ -54,6 +54,8 @@ class TrainConfig(Strict):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast on a GPU, fp32 on a CPU"
     )
+    compile: bool = Field(False, description="run the loss through torch.compile (FLOPs are "
+                          "still counted on an eager step)")
     checkpoint_every: Int = Field(50, gt=0)
     validate_every: Int = Field(50, gt=0)
     val_batches: Int = Field(4, gt=0)

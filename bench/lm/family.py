@@ -59,20 +59,27 @@ class LMFamily:
         return text_inputs(config.data) | {
             f"evals.{name}.path": cfg.path for name, cfg in evals if cfg.path is not None}
 
+    def derived_inputs(self, config: LMConfig) -> dict[str, dict[str, str]]:
+        from bench.lm.shards import shards_input
+
+        return shards_input(config.data, "causal")
+
     def execute(self, run: Any, ctx: Any) -> None:
         import torch
 
         from bench.atomic import build_dir
+        from bench.distributed import local_part, world
         from bench.evals.lambada import evaluate_lambada, lm_eval_command
-        from bench.lm.data import prepare_lm_data, val_batches
         from bench.lm.model import build_model, untie_head
         from bench.lm.objectives import causal_lm_loss, next_token_nll
-        from bench.sampling import batch_at
+        from bench.lm.shards import CACHE_SUBDIR, prepare_lm_data, val_batches
+        from bench.loading import to_device
+        from bench.sampling import batch_indices
         from bench.train import Stage
 
         cfg: LMConfig = run.config
         device = ctx.device
-        data = prepare_lm_data(cfg.data, ctx.cache_dir / "lm-data")
+        data = prepare_lm_data(cfg.data, ctx.cache_dir / CACHE_SUBDIR, build=world().main)
         tok = data.tokenizer
         torch.manual_seed(run.seed)
         model = build_model(cfg.model, len(tok), tied=cfg.objective == "cwt",
@@ -81,6 +88,9 @@ class LMFamily:
         bf16 = cfg.train.precision == "bf16" or (
             cfg.train.precision == "auto" and device.type == "cuda")
         micro = cfg.train.micro_batch_size or cfg.train.batch_size
+        if cfg.objective == "cwt":  # K: the targets of one process's micro-batch
+            rows = cfg.train.micro_batch_size or cfg.train.batch_size // world().size
+            ctx.record({"cwt.negatives": float(rows * (cfg.data.seq_len - 1))})
         held_out = [b.to(device) for b in val_batches(data.val, micro, cfg.train.val_batches)]
 
         @torch.no_grad()
@@ -92,22 +102,28 @@ class LMFamily:
             loss = sum(float(causal_lm_loss(model, b, objective, cfg.cwt)) for b in held_out)
             return {"loss": loss / n, "nll": nll}
 
+        def micro_batches(step: int, batch_size: int, field: str) -> list[torch.Tensor]:
+            """This process's share of the step's global batch: only its rows are read."""
+            rows = batch_indices(len(data.train), step, batch_size, run.seed)
+            mine = local_part(batch_size, field, micro=cfg.train.micro_batch_size)
+            share = to_device(data.train.rows(rows[mine]), device)
+            return list(share.split(cfg.train.micro_batch_size or len(share)))
+
         def stage(name: str, objective: str, batch_size: int, offset: int, optim: Any,
-                  params: list[torch.nn.Parameter]) -> Stage:
+                  params: list[torch.nn.Parameter], field: str) -> Stage:
             return Stage(
                 name=name, model=model, parameters=params, optim=optim,
-                micro_batches=lambda k: list(
-                    batch_at(data.train, offset + k, batch_size, run.seed).to(device).split(micro)),
+                micro_batches=lambda k: micro_batches(offset + k, batch_size, field),
                 loss=lambda ids: causal_lm_loss(model, ids, objective, cfg.cwt),
                 items=lambda ids: ids.numel(),
                 validate=lambda _steps: validate(objective),
                 validate_every=cfg.train.validate_every,
                 checkpoint_every=cfg.train.checkpoint_every,
-                bf16=bf16,
+                bf16=bf16, compile=cfg.train.compile, seed=run.seed,
             )
 
         pre = ctx.train(stage("pretrain", cfg.objective, cfg.train.batch_size, 0,
-                              cfg.train.optim, list(model.parameters())))
+                              cfg.train.optim, list(model.parameters()), "train.batch_size"))
         if cfg.head == "finetune":
             ctx.record(_parameter_metrics(model, "model.pretrain"))
             model = untie_head(model).to(device)
@@ -116,8 +132,10 @@ class LMFamily:
             ft_batch = _finetune_batch(cfg)
             seen = pre.steps * cfg.train.batch_size  # continue on rows pretraining has not used
             ctx.train(stage("head_finetune", "softmax", ft_batch, -(-seen // ft_batch),
-                            cfg.head_finetune.optim, trainable))
+                            cfg.head_finetune.optim, trainable, "head_finetune.batch_size"))
             model.requires_grad_(True)
+        if not ctx.main:  # rank 0 alone saves and scores the model
+            return
         ctx.record(_parameter_metrics(model, "model"))  # the model saved and scored
         final = validate("softmax" if cfg.head == "finetune" else cfg.objective)
         ctx.record({"val.loss": final["loss"], "val.nll": final["nll"]})

@@ -1,0 +1,50 @@
+"""`bench data tokenize SUITE`: build the token shards of a suite's text variants ahead of
+`bench run` (which otherwise builds them on first use), with as many workers as asked."""
+
+import argparse
+from pathlib import Path
+
+from bench.errors import UserError
+
+# The text families and the layout their rows take.
+TEXT_LAYOUTS = {"lm": "causal", "encoder": "mlm"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("suite", help="suite YAML file of a text family (lm, encoder)")
+    parser.add_argument("--workers", type=int, help="tokenizing processes (default: every core)")
+    parser.add_argument("--only", nargs="+", metavar="VARIANT", help="only these variants")
+
+
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    """Build each distinct data set of the suite's chosen variants once."""
+    from bench.data.demo_text import data_root
+    from bench.lm.shards import CACHE_SUBDIR, prepare_lm_data, shards_fingerprint
+    from bench.suite import load_suite
+
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers}: expected at least 1")
+    suite = load_suite(args.suite)
+    layout = TEXT_LAYOUTS.get(suite.family.name)
+    if layout is None:
+        raise UserError(f"{args.suite}: family '{suite.family.name}' reads no text corpus; "
+                        f"tokenize applies to the {' and '.join(TEXT_LAYOUTS)} families")
+    unknown = sorted(set(args.only or []) - set(suite.variants))
+    if unknown:
+        raise UserError(f"--only {', '.join(unknown)}: no such variant in {args.suite} "
+                        f"(variants: {', '.join(suite.variants)})")
+    done: set[str] = set()
+    for name, variant in suite.variants.items():
+        if args.only and name not in args.only:
+            continue
+        data_cfg = variant.config.data  # type: ignore[attr-defined]
+        key = shards_fingerprint(data_cfg, layout)
+        if key not in done:
+            data = prepare_lm_data(data_cfg, Path(data_root()) / CACHE_SUBDIR, layout,
+                                   workers=args.workers)
+            print(f"{name}: {data.train_tokens} training and {data.val_tokens} validation "
+                  f"tokens in {data.folder}", flush=True)
+            done.add(key)
+        else:
+            print(f"{name}: same data as an earlier variant", flush=True)
+    return 0

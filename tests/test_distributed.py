@@ -1,0 +1,80 @@
+"""One run trained by several processes (gloo on CPUs): the same curve as one process."""
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.cli import _without_option
+from bench.distributed import World, local_part
+from bench.errors import ClaimRefused, UserError
+
+SCRIPT = Path(__file__).with_name("ddp_stage.py")
+
+
+def _stage(out: Path, nproc: int, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", "--standalone",
+                                      f"--nproc-per-node={nproc}"]
+    return subprocess.run([sys.executable, *launcher, str(SCRIPT), str(out), *extra],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
+
+
+def _curve(out: Path) -> dict:
+    return json.loads((out / "curve.json").read_text())
+
+
+def _assert_same_curve(a: dict, b: dict) -> None:
+    assert [r["step"] for r in a["curve"]] == [r["step"] for r in b["curve"]]
+    for x, y in zip(a["curve"], b["curve"], strict=True):
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-5, abs=1e-6)
+        assert ("val_w" in x) == ("val_w" in y)
+        assert y.get("val_w", 0) == pytest.approx(x.get("val_w", 0), rel=1e-5, abs=1e-6)
+        assert (y["flops"], y["tokens"]) == (x["flops"], x["tokens"])
+
+
+@pytest.mark.slow
+def test_two_processes_follow_the_curve_of_one(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert _stage(one, 1).returncode == 0
+    done = _stage(two, 2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = _curve(one), _curve(two)
+    _assert_same_curve(a, b)
+    assert (a["world_size"], b["world_size"]) == (1, 2)
+    assert a["flops"] == b["flops"] and a["items"] == b["items"] == 17 * 8  # all ranks' work
+    assert len({round(r["loss"], 4) for r in a["curve"]}) > 10  # it trains: the loss moves
+
+
+@pytest.mark.slow
+def test_a_run_resumes_with_another_number_of_processes(tmp_path: Path) -> None:
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert _stage(whole, 1).returncode == 0
+    assert _stage(split, 2, "--fail-at", "10").returncode != 0  # checkpointed at step 8
+    assert (split / "checkpoints" / "fit.pt").is_file()
+    done = _stage(split, 1)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _assert_same_curve(_curve(whole), _curve(split))
+
+
+def test_local_part_splits_evenly_or_says_why() -> None:
+    assert local_part(8, current=World(1, 2)) == slice(4, 8)
+    assert local_part(12, current=World(2, 3), micro=2) == slice(8, 12)
+    with pytest.raises(UserError, match=r"train.batch_size 10 does not split into 4 equal"):
+        local_part(10, current=World(0, 4))
+    with pytest.raises(UserError, match="whole micro-batches of 4; use a multiple of 8"):
+        local_part(12, current=World(0, 2), micro=4)
+
+
+def test_nproc_is_dropped_from_the_command_torchrun_starts() -> None:
+    argv = ["run", "s.yaml", "--nproc", "2", "--device", "cpu", "--nproc=4"]
+    assert _without_option(argv, "--nproc") == ["run", "s.yaml", "--device", "cpu"]
+
+
+def test_a_refused_claim_crosses_processes_whole() -> None:
+    sent = pickle.loads(pickle.dumps(ClaimRefused("abc", "running", "running in process 7")))
+    assert (sent.run_id, sent.state, sent.status) == ("abc", "running", "running in process 7")
