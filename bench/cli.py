@@ -113,6 +113,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import pick_device
     from bench.suite import load_suite
 
+    if args.nproc < 1:
+        raise UserError(f"--nproc {args.nproc}: expected at least 1 process")
     suite = load_suite(args.suite)
     runs = plan(suite, args.only, args.seeds)
     if args.nproc > 1 and world().size == 1:

@@ -70,6 +70,13 @@ def test_local_part_splits_evenly_or_says_why() -> None:
         local_part(12, current=World(0, 2), micro=4)
 
 
+def test_a_process_count_below_one_is_refused(capsys: pytest.CaptureFixture) -> None:
+    from bench.cli import main
+
+    assert main(["run", "no-such-suite.yaml", "--nproc", "0"]) == 2
+    assert "--nproc 0: expected at least 1 process" in capsys.readouterr().err
+
+
 def test_nproc_is_dropped_from_the_command_torchrun_starts() -> None:
     argv = ["run", "s.yaml", "--nproc", "2", "--device", "cpu", "--nproc=4"]
     assert _without_option(argv, "--nproc") == ["run", "s.yaml", "--device", "cpu"]
