@@ -145,6 +145,28 @@ def test_a_flops_budget_spent_before_the_horizon_keeps_every_step_in_the_curve(t
     assert result.curve[-1]["flops"] == result.flops and math.isfinite(result.final_loss)
 
 
+def test_losses_reach_the_host_every_few_steps_not_every_step(tmp_path, monkeypatch):
+    """A read of the losses waits for the device: it happens every FLUSH_EVERY steps and at
+    each validation (every 4 here) and at the end, each read covering the steps since the last."""
+    import bench.train
+
+    reads: list[int] = []
+    flush = bench.train._Pending.flush
+
+    def counted(self, seconds, result):
+        reads.append(len(self.losses))
+        return flush(self, seconds, result)
+
+    monkeypatch.setattr(bench.train._Pending, "flush", counted)
+    torch.manual_seed(0)
+    result = train_stage(regression_stage(stack()), StageBudget("steps", 25), tmp_path,
+                         torch.device("cpu"), LOG, progress=False)
+    assert bench.train.FLUSH_EVERY == 10
+    assert reads == [4, 4, 2, 2, 4, 4, 4, 1]  # after steps 4, 8, 10, 12, 16, 20, 24 and 25
+    assert [r["step"] for r in result.curve] == list(range(1, 26))
+    assert all(math.isfinite(r["loss"]) and r["wall"] > 0 for r in result.curve)
+
+
 def test_seconds_budget_overshoots_by_at_most_one_step(tmp_path):
     torch.manual_seed(0)
     result = train_stage(regression_stage(stack()), StageBudget("seconds", 0.05), tmp_path,
