@@ -366,17 +366,16 @@ def _held_out(documents: int, cfg: DataConfig) -> int:
 def _run_tokenize(pool: Executor, tasks: list[ChunkTask]) -> None:
     """Tokenize the chunks in parallel, showing text MB, tokens/s and the time left."""
     total_mb = sum(t.stop - t.start for t in tasks) / 1e6  # rows, for a dataset
-    bar = progress("tokenizing", "MB")
-    began, done_mb, tokens = time.monotonic(), 0.0, 0
+    bar = progress("tokenizing", "token")
+    began, done_mb = time.monotonic(), 0.0
     try:
         for done in as_completed([pool.submit(_tokenize_chunk, t) for t in tasks]):
             shard_tokens, text_bytes = done.result()
-            tokens += shard_tokens
             done_mb += text_bytes / 1e6
             elapsed = time.monotonic() - began
             left = elapsed * (total_mb - done_mb) / done_mb if done_mb else float("nan")
-            bar.set_postfix(tokens_per_s=f"{tokens / elapsed:.3g}", eta=f"{left:.0f}s")
-            bar.update(round(text_bytes / 1e6))
+            bar.set_postfix(text=f"{done_mb:.0f}/{total_mb:.0f} MB", eta=f"{left:.0f}s")
+            bar.update(shard_tokens)
     finally:
         bar.close()
 
