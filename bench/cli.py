@@ -54,7 +54,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     runs = plan(suite, args.only, args.seeds)
     family = suite.family
-    costs = {name: family.step_costs(v.config) for name, v in suite.variants.items()
+    if args.nproc < 1:
+        raise UserError(f"--nproc {args.nproc}: expected at least 1 process")
+    costs = {name: family.step_costs(v.config, args.nproc) for name, v in suite.variants.items()
              if any(r.variant.name == name for r in runs)}
     print(f"suite {suite.name}: {len(runs)} runs (family {family.name})")
     inputs = {(label, e["path"], e["sha256"]) for r in runs for label, e in r.inputs.items()}
@@ -356,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
                        help="these seeds instead of the suite's")
         p.set_defaults(func=func)
+        p.add_argument("--nproc", type=int, default=1, metavar="N",
+                       help="processes (GPUs) that train each run together" + (
+                           "; this command started again under torchrun, one process per GPU "
+                           "(gloo on CPUs)" if name == "run"
+                           else ": steps are priced as they will run"))
         if name == "run":
             p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:N")
             p.add_argument("--results", help="results folder (default $BENCH_RESULTS or results)")
@@ -365,10 +372,6 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--restart-corrupt", action="store_true",
                            help="a stage none of whose checkpoints can be loaded trains again "
                            "from its start (default: the run fails naming the files)")
-            p.add_argument("--nproc", type=int, default=1, metavar="N",
-                           help="train each run with N processes on this machine (one per "
-                           "GPU; gloo on CPUs), started with torchrun; the same as "
-                           "`torchrun --nproc-per-node N -m bench run ...`")
             p.add_argument("--rerun-changed-inputs", action="store_true",
                            help="where a run's data, tokenizer, evaluation sets or weights "
                            "changed since it ran, start a new run instead of refusing")

@@ -40,8 +40,9 @@ class Family(Protocol):
         """Training stages of a run, in order; each has a share of the budget."""
         ...
 
-    def step_costs(self, config: Any) -> dict[str, StepCost]:
-        """Cost of one optimizer step of every stage, measured without training (for plans)."""
+    def step_costs(self, config: Any, processes: int = 1) -> dict[str, StepCost]:
+        """Cost of one optimizer step of every stage on `processes` processes together (each
+        takes an equal share of the batch), measured without training (for plans)."""
         ...
 
     def inputs(self, config: Any, evals: list[tuple[str, BaseModel]]) -> dict[str, str]:

@@ -6,8 +6,12 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from bench.lm.config import LMConfig
 
 from bench.cli import _without_option
 from bench.distributed import World, local_part
@@ -85,3 +89,28 @@ def test_nproc_is_dropped_from_the_command_torchrun_starts() -> None:
 def test_a_refused_claim_crosses_processes_whole() -> None:
     sent = pickle.loads(pickle.dumps(ClaimRefused("abc", "running", "running in process 7")))
     assert (sent.run_id, sent.state, sent.status) == ("abc", "running", "running in process 7")
+
+
+def _lm_config(micro: int | None, objective: str = "cwt") -> "LMConfig":
+    from bench.lm.config import LMConfig
+
+    return LMConfig.model_validate({
+        "model": {"preset": "micro"}, "objective": objective,
+        **({"head": "embedding_transpose"} if objective == "cwt" else {}),
+        "data": {"train": "unused.jsonl", "seq_len": 32, "tokenizer": {"train_bpe": 300}},
+        "train": {"batch_size": 8, "micro_batch_size": micro, "optim": {"lr": 1e-3}}})
+
+
+def test_a_plan_prices_steps_as_they_run_on_several_processes() -> None:
+    """With micro_batch_size unset a process's micro-batch is its share: CWT's K x K scores
+    shrink with more processes, the softmax head's cost does not."""
+    from bench.lm.family import FAMILY
+
+    def pretrain(cfg: "LMConfig", processes: int) -> float:
+        return FAMILY.step_costs(cfg, processes)["pretrain"].flops
+
+    assert pretrain(_lm_config(None), 2) == pretrain(_lm_config(4), 1) < pretrain(
+        _lm_config(None), 1)
+    assert pretrain(_lm_config(None, "softmax"), 2) == pretrain(_lm_config(None, "softmax"), 1)
+    with pytest.raises(UserError, match=r"train\.batch_size 8 does not split into 3 equal"):
+        pretrain(_lm_config(None), 3)

@@ -19,8 +19,9 @@ class EncoderFamily:
     def stages(self, config: EncoderConfig) -> list[str]:
         return config.stages()
 
-    def step_costs(self, config: EncoderConfig) -> dict[str, StepCost]:
-        """Exact step costs from the model's shapes, on fake tensors (nothing is trained)."""
+    def step_costs(self, config: EncoderConfig, processes: int = 1) -> dict[str, StepCost]:
+        """Exact step costs from the model's shapes, on fake tensors (nothing is trained). An
+        unset micro-batch is a process's whole share, so CWT's K depends on `processes`."""
         import torch
 
         from bench.encoder.masking import MaskedBatch, predicted_per_row
@@ -30,7 +31,11 @@ class EncoderFamily:
         from bench.lm.data import vocab_size
 
         vocab = vocab_size(config.data.tokenizer, layout="mlm")
-        micro = config.train.micro_batch_size or config.train.batch_size
+        from bench.distributed import World, local_part
+
+        local_part(config.train.batch_size, current=World(0, processes),
+                   micro=config.train.micro_batch_size)
+        micro = config.train.micro_batch_size or config.train.batch_size // processes
         seq = config.data.seq_len
         per_row = predicted_per_row(seq, config.masking)
 

@@ -37,8 +37,12 @@ class FacesFamily:
     def stages(self, config: FacesConfig) -> list[str]:
         return ["train"]
 
-    def step_costs(self, config: FacesConfig) -> dict[str, StepCost]:
+    def step_costs(self, config: FacesConfig, processes: int = 1) -> dict[str, StepCost]:
+        """Every share is padded to the global batch's shape: the processes change no cost."""
+        from bench.distributed import World, local_part
         from bench.faces.model import build_ssh, ssh_flops
+
+        local_part(config.train.batch_size, current=World(0, processes))
 
         t = config.train
         side = -(-t.short // t.pad_to) * t.pad_to, -(-t.long_max // t.pad_to) * t.pad_to

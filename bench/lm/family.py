@@ -22,8 +22,9 @@ class LMFamily:
     def stages(self, config: LMConfig) -> list[str]:
         return config.stages()
 
-    def step_costs(self, config: LMConfig) -> dict[str, StepCost]:
-        """Exact step costs from the model's shapes, on fake tensors (nothing is trained)."""
+    def step_costs(self, config: LMConfig, processes: int = 1) -> dict[str, StepCost]:
+        """Exact step costs from the model's shapes, on fake tensors (nothing is trained). An
+        unset micro-batch is a process's whole share, so CWT's K depends on `processes`."""
         import torch
 
         from bench.flops import count_flops_abstract
@@ -32,7 +33,11 @@ class LMFamily:
         from bench.lm.objectives import causal_lm_loss
 
         vocab = vocab_size(config.data.tokenizer)
-        micro = config.train.micro_batch_size or config.train.batch_size
+        from bench.distributed import World, local_part
+
+        local_part(config.train.batch_size, current=World(0, processes),
+                   micro=config.train.micro_batch_size)
+        micro = config.train.micro_batch_size or config.train.batch_size // processes
         seq = config.data.seq_len
         costs: dict[str, StepCost] = {}
 
