@@ -119,6 +119,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError(f"--nproc {args.nproc}: expected at least 1 process")
     suite = load_suite(args.suite)
     runs = plan(suite, args.only, args.seeds)
+    processes = world().size if world().size > 1 else args.nproc
+    if processes > 1:  # a batch that does not split fails here, not inside every process
+        for name in {r.variant.name for r in runs}:
+            suite.family.step_costs(suite.variants[name].config, processes)
     if args.nproc > 1 and world().size == 1:
         return _launch(args.nproc, args.argv)
     if not world().main:  # one process speaks for the job

@@ -114,3 +114,20 @@ def test_a_plan_prices_steps_as_they_run_on_several_processes() -> None:
     assert pretrain(_lm_config(None, "softmax"), 2) == pretrain(_lm_config(None, "softmax"), 1)
     with pytest.raises(UserError, match=r"train\.batch_size 8 does not split into 3 equal"):
         pretrain(_lm_config(None), 3)
+
+
+def test_a_batch_that_does_not_split_is_refused_before_any_process_starts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from bench.cli import main
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "suite: split\nfamily: lm\nseeds: [0]\nbudget: {steps: 2}\nmodel: {preset: micro}\n"
+        f"data: {{train: {tmp_path}/train.jsonl, seq_len: 16, tokenizer: {{train_bpe: 300}}}}\n"
+        "train: {batch_size: 6, micro_batch_size: 2, optim: {lr: 1.0e-3}}\n"
+        "objective: softmax\nvariants: {a: {}}\n")
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "cache"))
+    assert main(["run", str(suite), "--nproc", "2", "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "train.batch_size 6 does not split into 2 equal shares of whole micro-batches" in err
+    assert not (tmp_path / "r").exists()  # nothing started, nothing written
