@@ -236,8 +236,7 @@ def _record_success(family: Family, store: Store, ctx: RunContext,
     """Write the run's folder (curves, metrics, provenance), then mark it finished in the index:
     the folder holds all the index does, so that the index can be rebuilt from folders."""
     curve = _combined_curve(ctx.stages)
-    metrics = (_training_metrics(ctx.stages, family.item_unit, provenance.device_name(ctx.device))
-               | ctx.metrics)
+    metrics = _training_metrics(ctx.stages, family.item_unit, prov["device_name"]) | ctx.metrics
     prov = prov | ctx.provenance | {"ended": provenance.now()}
     _write_curve(ctx.dir / "curve.csv", curve)
     write_json(ctx.dir / "metrics.json", metrics)

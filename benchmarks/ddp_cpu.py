@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     rate = {n: m["train.tokens_per_s"] for n, m in metrics.items()}
     print(f"{'processes':>9}  {'tokens/s (median step)':>22}  {'ms/step':>8}  final loss")
     for n in (1, 2):
-        ms = 1000 * 16 * 128 / rate[n]
+        ms = 1000 * metrics[n]["train.tokens"] / metrics[n]["train.steps"] / rate[n]
         print(f"{n:>9}  {rate[n]:>22.0f}  {ms:>8.1f}  {curves[n][-1]:.6f}")
     print(f"2 vs 1 process step time: {rate[1] / rate[2]:.2f}x; "
           f"largest relative loss difference over {len(curves[1])} steps: {worst:.2e}; "

@@ -19,7 +19,8 @@ from bench.store import Store, rebuild_index
 from bench.train import StageResult
 
 SUITE = "rebuild"
-PROV = {"git_commit": "abc", "device": "cpu", "host": "h", "started": "2024-01-01T00:00:00",
+PROV = {"git_commit": "abc", "device": "cpu", "device_name": "x86_64", "host": "h",
+        "started": "2024-01-01T00:00:00",
         "packages": {"torch": "2"}, "threads": 4}
 
 

@@ -28,7 +28,8 @@ from bench.faces.data import (
     training_scale,
 )
 from bench.faces.model import to_input
-from bench.sampling import batch_at
+from bench.loading import to_device
+from bench.sampling import batch_indices
 
 
 class TrainingBatch(NamedTuple):
@@ -47,8 +48,8 @@ class TrainingBatch(NamedTuple):
                              boxes=[b.pin_memory() for b in self.boxes])
 
     def to(self, device: torch.device) -> "TrainingBatch":
-        return self._replace(images=self.images.to(device, non_blocking=True),
-                             boxes=[b.to(device, non_blocking=True) for b in self.boxes])
+        return self._replace(images=to_device(self.images, device),
+                             boxes=[to_device(b, device) for b in self.boxes])
 
     def positions(self) -> range:
         """Each image's position in the step's global batch."""
@@ -66,8 +67,7 @@ class TrainingBatches:
 
     def picks(self, step: int) -> tuple[list[int], np.ndarray]:
         """The global batch of `step`: image indices and whether each is flipped."""
-        picks = batch_at(torch.arange(self.n_images), step, self.train.batch_size,
-                         self.seed).tolist()
+        picks = batch_indices(self.n_images, step, self.train.batch_size, self.seed).tolist()
         flips = np.random.default_rng([self.seed, step]).random(len(picks)) < 0.5
         return picks, flips & self.train.flip
 

@@ -201,13 +201,13 @@ def _detect_all(model: Any, specs: dict, images: Any, mode: str, sizes: dict[str
     images, after one untimed warm-up detection of the first)."""
     from bench.faces.inference import detect_scales, pyramid_scales, single_scale
     from bench.faces.speed import detector_fn, sync
-    from bench.loading import StepLoader
+    from bench.loading import StepLoader, to_device
 
     model_fn = detector_fn(model, device, bf16)
     out, ms = [], []
     with StepLoader(images, workers, pin_memory=device.type == "cuda") as loader:
         for i in range(len(images)):
-            tensor = loader(i).to(device, non_blocking=True)
+            tensor = to_device(loader(i), device)
             h, w = tensor.shape[-2:]
             if mode == "pyramid":
                 scales = pyramid_scales(h, w, *sizes["pyramid"])

@@ -94,7 +94,8 @@ class LMFamily:
             cfg.train.precision == "auto" and device.type == "cuda")
         micro = cfg.train.micro_batch_size or cfg.train.batch_size
         if cfg.objective == "cwt":  # K: the targets of one process's micro-batch
-            rows = cfg.train.micro_batch_size or cfg.train.batch_size // world().size
+            share = local_part(cfg.train.batch_size, micro=cfg.train.micro_batch_size)
+            rows = cfg.train.micro_batch_size or share.stop - share.start
             ctx.record({"cwt.negatives": float(rows * (cfg.data.seq_len - 1))})
         held_out = [b.to(device) for b in val_batches(data.val, micro, cfg.train.val_batches)]
 
