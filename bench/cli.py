@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # heavy imports happen inside the commands that need them
 
     from bench.family import Family
     from bench.plan import RunSpec
+    from bench.resources import Resources
     from bench.store import Store
     from bench.suite import Suite
 
@@ -25,6 +26,7 @@ EVALUATORS = ("lambada", "glue", "wider", "fddb", "pascal")
 DATASETS = {"demo-text": ("bench.data.demo_text", "build_demo_text"),
             "demo-faces": ("bench.data.demo_faces", "build_demo_faces"),
             "demo-sst2": ("bench.data.demo_sst2", "build_demo_sst2")}
+EXECUTORS = ("inline", "local", "slurm")  # where `bench run` runs the runs (bench/cluster.py)
 # `bench run --wait`: seconds between looks at runs that other processes hold.
 WAIT_POLL_S = 5.0
 
@@ -117,8 +119,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.nproc < 1:
         raise UserError(f"--nproc {args.nproc}: expected at least 1 process")
+    _check_executor_options(args)
     suite = load_suite(args.suite)
     runs = plan(suite, args.only, args.seeds)
+    if args.executor != "inline":
+        return _submit_suite(suite, runs, args)
     processes = world().size if world().size > 1 else args.nproc
     if processes > 1:  # a batch that does not split fails here, not inside every process
         for name in {r.variant.name for r in runs}:
@@ -133,6 +138,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_suite(suite, runs, device, args)
     finally:
         leave()
+
+
+def _check_executor_options(args: argparse.Namespace) -> None:
+    """Options that only a cluster executor takes, and what it takes instead of --nproc."""
+    if args.executor == "inline":
+        given = [name for name, value in (("--max-parallel", args.max_parallel),
+                                          ("--detach", args.detach),
+                                          ("--resource", args.resource)) if value]
+        if given:
+            raise UserError(f"{given[0]}: only with --executor local or slurm")
+        return
+    if args.nproc != 1:
+        raise UserError(f"--nproc with --executor {args.executor}: a job's processes come from "
+                        "its resources (gpus_per_node, tasks_per_node, nodes)")
+    if args.max_parallel is not None and args.max_parallel < 1:
+        raise UserError(f"--max-parallel {args.max_parallel}: expected at least 1")
 
 
 def _launch(nproc: int, argv: list[str]) -> int:
@@ -158,9 +179,9 @@ def _without_option(argv: list[str], option: str) -> list[str]:
     return kept
 
 
-def _run_suite(suite: "Suite", runs: list["RunSpec"], device: "torch.device",
-               args: argparse.Namespace) -> int:
-    """Every planned run in turn: skip finished ones, leave held ones, report failures."""
+def _checked_store(runs: list["RunSpec"], args: argparse.Namespace) -> "Store":
+    """The results store, once no planned run would resume or reuse a run on other inputs
+    (unless --rerun-changed-inputs)."""
     from bench.plan import input_conflicts
     from bench.store import Store
 
@@ -173,6 +194,13 @@ def _run_suite(suite: "Suite", runs: list["RunSpec"], device: "torch.device",
                         "stay in the store)")
     for line in conflicts:
         print(f"inputs changed: {line}: starting it")
+    return store
+
+
+def _run_suite(suite: "Suite", runs: list["RunSpec"], device: "torch.device",
+               args: argparse.Namespace) -> int:
+    """Every planned run in turn: skip finished ones, leave held ones, report failures."""
+    store = _checked_store(runs, args)
     failures: list[tuple[str, str]] = []
     held: list[tuple[str, RunSpec]] = []
     for i, r in enumerate(runs, 1):
@@ -189,18 +217,65 @@ def _run_suite(suite: "Suite", runs: list["RunSpec"], device: "torch.device",
     if held:
         print(f"{len(held)} of {len(runs)} runs left to the processes running them "
               "(bench run --wait waits for them)")
-    if failures:
-        print(f"\n{len(failures)} of {len(runs)} runs failed:", file=sys.stderr)
-        for label, reason in failures:
-            print(f"  {label}: {reason}", file=sys.stderr)
-        return 1
-    return 0
+    return _failures(failures, len(runs))
+
+
+def _failures(failures: list[tuple[str, str]], n_runs: int) -> int:
+    """The exit code of `bench run`: 1 naming each failed run, 0 when none failed."""
+    if not failures:
+        return 0
+    print(f"\n{len(failures)} of {n_runs} runs failed:", file=sys.stderr)
+    for label, reason in failures:
+        print(f"  {label}: {reason}", file=sys.stderr)
+    return 1
+
+
+def _submit_suite(suite: "Suite", runs: list["RunSpec"], args: argparse.Namespace) -> int:
+    """`bench run --executor local|slurm`: every pending run as a job; follow them to their
+    ends unless --detach."""
+    from bench.cluster import RunJob, Submitter, check_resources
+    from bench.data.demo_text import data_root
+
+    resources = {name: v.resources.override(args.resource) for name, v in suite.variants.items()}
+    for name in {r.variant.name for r in runs}:  # what cannot run fails here, not in a job
+        check_resources(args.executor, resources[name])
+        if resources[name].processes > 1:
+            suite.family.step_costs(suite.variants[name].config, resources[name].processes)
+    store = _checked_store(runs, args)
+    results, cache = str(store.root.resolve()), str(data_root().resolve())
+    limit = args.max_parallel or (len(runs) if args.executor == "slurm" else 1)
+
+    def job_of(run: "RunSpec") -> RunJob:
+        threads = resources[run.variant.name].cpus_per_task
+        return RunJob(run, results, args.device, cache, args.restart_corrupt, threads)
+
+    submitter = Submitter(args.executor, store, suite.name, limit, job_of,
+                          lambda run: resources[run.variant.name],
+                          lambda line: print(line, flush=True))
+    submitter.start(runs)
+    if args.detach:
+        left = len(submitter.waiting)
+        print(f"submitted; bench status {args.suite} shows how the runs go"
+              + (f" ({left} runs wait for a place: bench run submits them)" if left else ""))
+        return 0
+    return _failures(submitter.wait(), len(runs))
+
+
+def _synced_store(args: argparse.Namespace, suite: str | None = None) -> "Store":
+    """The results store with its index brought up to date from the run folders; folders that
+    cannot be read are named and left out."""
+    from bench.store import Store
+
+    store = Store(_results_root(args))
+    if store.root.is_dir():
+        for line in store.sync(suite).skipped:
+            print(f"warning: {line}; skipped", file=sys.stderr)
+    return store
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from bench.store import Store
-
-    runs = Store(_results_root(args)).runs(args.suite)
+    store = _synced_store(args, args.suite)
+    runs = store.runs(args.suite)
     if not runs:
         print(f"no runs in {_results_root(args)}")
         return 0
@@ -215,8 +290,32 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Every planned run of a suite: its state, its job and where its log is."""
+    from bench.cluster import read_record, view
+    from bench.plan import plan
+    from bench.suite import load_suite
+
+    suite = load_suite(args.suite)
+    runs = plan(suite, args.only, args.seeds)
+    store = _synced_store(args, suite.name)
+    counts: dict[str, int] = {}
+    print(f"{'run id':<14}{'variant':<18}{'seed':>5}  {'state':<12}{'job':<14}detail (logs)")
+    for r in runs:
+        record = read_record(store, suite.name, r.run_id)
+        word, detail = view(store, r.run_id, record)
+        counts[word] = counts.get(word, 0) + 1
+        run_dir = store.run_dir(suite.name, r.run_id)
+        log = run_dir / "run.log" if record is None else f"{Path(record.stdout).parent}/"
+        job = "-" if record is None else record.job_id
+        print(f"{r.run_id:<14}{r.variant.name:<18}{r.seed:>5}  {word:<12}{job:<14}"
+              + (f"{detail} " if detail else "") + f"({log})")
+    print(f"{suite.name}: " + ", ".join(f"{n} {word}" for word, n in sorted(counts.items())))
+    return 0
+
+
 def cmd_index(args: argparse.Namespace) -> int:
-    from bench.store import rebuild_index
+    from bench.index import rebuild_index
 
     root = _results_root(args)
     rebuilt = rebuild_index(root)
@@ -232,7 +331,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from bench.report import ReportSpec, render_report
     from bench.report.sweep import SweepSource, display_storage
-    from bench.store import Store
     from bench.suite import load_suite
 
     suite = load_suite(args.suite)
@@ -277,9 +375,24 @@ def cmd_report(args: argparse.Namespace) -> int:
         table=rep.table,
         sweep=sweep,
     )
-    html, pdf = render_report(Store(_results_root(args)).index_path, spec, Path(args.out))
+    html, pdf = render_report(_synced_store(args, suite.name).index_path, spec, Path(args.out))
     print(f"wrote {html}\nwrote {pdf}")
     return 0
+
+
+def _worker_resources(suite: "Suite", args: argparse.Namespace) -> "Resources | None":
+    """The sweep worker jobs' resources (None for workers of this command), checked before the
+    study is opened, so that a bad --resource writes nothing."""
+    if args.executor == "inline":
+        if args.resource:
+            raise UserError("--resource: only with --executor local or slurm")
+        return None
+    from bench.cluster import check_resources
+    from bench.suite import sweep_variant
+
+    resources = sweep_variant(suite).resources.override(args.resource)
+    check_resources(args.executor, resources)
+    return resources
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -304,20 +417,31 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UserError(f"{args.suite}: no 'sweep:' block (search space, objective, trials)")
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: expected at least 1")
+    resources = _worker_resources(suite, args)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported below, once
     results = _results_root(args)
     url = args.storage or default_storage(results, study_name(suite))
     n_trials = args.n_trials or suite.head.sweep.trials
     study = load_study(suite, open_storage(url, args.heartbeat), args.worker_index or 0)
-    if args.workers > 1 and args.worker_index is None:
+    if (args.workers > 1 or args.executor != "inline") and args.worker_index is None:
         if url.startswith("sqlite"):
             print("warning: SQLite with parallel workers is what Optuna's FAQ advises against; "
                   "the default journal file or a PostgreSQL URL is safe", file=sys.stderr)
         print(f"study {study.study_name} in {url}: {args.workers} workers, {n_trials} trials")
-        argv = ["sweep", args.suite, "--storage", url, "--n-trials", str(n_trials),
-                "--results", str(results), "--device", args.device, "--heartbeat",
+        if "://" not in url:  # a journal file: jobs may start in another folder
+            url = str(Path(url).resolve())
+        argv = ["sweep", str(Path(args.suite).resolve()), "--storage", url, "--n-trials",
+                str(n_trials), "--results", str(results.resolve()), "--device", args.device,
+                "--heartbeat",
                 str(args.heartbeat), "--no-progress"]
-        code = spawn_workers(argv, args.workers)
+        if resources is None:
+            code = spawn_workers(argv, args.workers)
+        else:
+            from bench.cluster import run_workers
+
+            code = run_workers(args.executor, argv, args.workers,
+                               results.resolve() / ".jobs" / "sweeps" / study.study_name,
+                               resources, study.study_name, lambda line: print(line, flush=True))
     else:
         prefix = "" if args.worker_index is None else f"[worker {args.worker_index}] "
         Worker(suite, study, Store(results), pick_device(args.device), data_root(),
@@ -379,6 +503,17 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--rerun-changed-inputs", action="store_true",
                            help="where a run's data, tokenizer, evaluation sets or weights "
                            "changed since it ran, start a new run instead of refusing")
+            p.add_argument("--executor", choices=EXECUTORS, default="inline",
+                           help="inline: run here, one run after another (default); local: "
+                           "each run a job on this machine; slurm: each run a SLURM job "
+                           "(submitit), one job array per resources block")
+            p.add_argument("--max-parallel", type=int, metavar="N", help="jobs running at "
+                           "once (slurm default: all; local default: 1)")
+            p.add_argument("--detach", action="store_true", help="submit and return; bench "
+                           "status SUITE shows how the jobs go")
+            p.add_argument("--resource", action="append", default=[], metavar="KEY=VALUE",
+                           help="override the suite's resources: block, e.g. gpus_per_node=8 "
+                           "partition=gpu sbatch.exclusive= (repeatable)")
 
     p = suite_cmd("sweep", "run the suite's Optuna sweep: every trial an ordinary run; "
                   "running it again resumes the study")
@@ -393,8 +528,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:N")
     p.add_argument("--results", help="results folder (default $BENCH_RESULTS or results)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--executor", choices=EXECUTORS, default="inline",
+                   help="inline: the workers are processes of this command (default); local or "
+                   "slurm: each worker a job (submitit), with the sweep variant's resources")
+    p.add_argument("--resource", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the resources: block of the worker jobs (repeatable)")
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_sweep)
+
+    p = suite_cmd("status", "each run of a suite: finished, running, queued, failed, with its "
+                  "job and log, read from the results folder (from any machine that sees it)")
+    p.add_argument("--only", nargs="+", metavar="VARIANT", help="only these variants")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                   help="these seeds instead of the suite's")
+    p.add_argument("--results", help="results folder (default $BENCH_RESULTS or results)")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("ls", help="runs in the results store with state and key metrics",
                        description="runs in the results store with state and key metrics")

@@ -84,7 +84,7 @@ def plan(suite: Suite, only: list[str] | None = None, seeds: list[int] | None = 
 def input_conflicts(store: "Store", runs: list[RunSpec]) -> list[str]:
     """A message for every planned run whose config and seed already ran on other input
     contents: resuming or reusing that run would mix data it was not trained on."""
-    from bench.store import json_column
+    from bench.index import json_column
 
     known = {suite: store.runs_by_config(suite) for suite in {run.suite for run in runs}}
     lines = []

@@ -1,5 +1,7 @@
 """Where and with what a run was made: enough to tell two results apart later."""
 
+import json
+import os
 import platform
 import socket
 import subprocess
@@ -10,6 +12,9 @@ from typing import Any
 
 import torch
 
+from bench.claims import JOB_ENV
+
+JOB_LOGS_ENV = "BENCH_JOB_LOGS"  # a cluster job's stdout and stderr files (JSON), set by the job
 PACKAGES = ("torch", "transformers", "tokenizers", "lm_eval", "accelerate", "numpy", "pandas",
             "headless-bench")
 
@@ -42,9 +47,12 @@ def device_name(device: torch.device) -> str:
 
 
 def collect(device: torch.device) -> dict[str, Any]:
-    """Provenance at the start of a run (the runner adds 'ended')."""
+    """Provenance at the start of a run (the runner adds 'ended'); in a cluster job, the job's
+    id and log files."""
     status = _git("status", "--porcelain", "--untracked-files=no")
-    return {
+    job = os.environ.get(JOB_ENV)
+    return ({"job": {"id": job, **json.loads(os.environ.get(JOB_LOGS_ENV) or "{}")}}
+            if job else {}) | {
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": None if status is None else bool(status),
         "packages": {p: _version(p) for p in PACKAGES},

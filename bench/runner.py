@@ -1,12 +1,9 @@
 """Executes planned runs: skip finished ones, train under budget, evaluate, record, go on."""
 
-import csv
 import errno
-import io
 import logging
 import math
 import os
-import sqlite3
 import sys
 import traceback
 from collections.abc import Callable
@@ -19,17 +16,16 @@ import torch
 
 from bench import provenance
 from bench.accelerators import efficiency_metrics
-from bench.atomic import remove_stale_temporaries, write_text
+from bench.atomic import remove_stale_temporaries
 from bench.budget import StageBudget, split_budget
 from bench.distributed import from_main, world
 from bench.errors import ClaimRefused, Pruned, RunFailed
 from bench.family import Family
 from bench.plan import RunSpec
-from bench.store import Store, curve_metrics, write_json, write_jsonl
+from bench.store import Store, write_jsonl
 from bench.timing import step_rate
 from bench.train import Stage, StageResult, train_stage
 
-CURVE_COLUMNS = ("stage", "step", "tokens", "flops", "loss", "lr", "wall")
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a write failed for want of space
 
 
@@ -156,15 +152,6 @@ def _training_metrics(stages: list[StageResult], unit: str, device_name: str
     return out
 
 
-def _write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
-    columns = list(CURVE_COLUMNS) + sorted({k for r in rows for k in r} - set(CURVE_COLUMNS))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
-
-
 def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device,
                 cache_dir: Path, progress: bool = True,
                 monitor: Callable[[float, dict[str, float]], None] | None = None,
@@ -183,7 +170,7 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
                                 prov)
         except ClaimRefused as e:
             begun = e
-        except (OSError, sqlite3.Error) as e:  # not claimed, so there is nowhere to record it
+        except OSError as e:  # not claimed, so there is nowhere to record it
             begun = failure_reason(e, store)
             _say_unrecorded(run, "its start", begun)
     begun = from_main(begun)
@@ -203,9 +190,12 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
         stages = family.stages(run.config)
         ctx = RunContext(run, path, device, log, split_budget(run.variant.budget, stages),
                          cache_dir, progress, monitor=monitor, restart_corrupt=restart_corrupt)
-        family.execute(run, ctx)
         if here.main:
+            with store.heartbeat(run.run_id):  # machines that share the folder see it alive
+                family.execute(run, ctx)
             _record_success(family, store, ctx, prov)
+        else:
+            family.execute(run, ctx)
     except Pruned as e:
         log.info("run pruned: %s", e)
         _record_end(store, run, f"pruned: {e}", "pruned")
@@ -233,25 +223,16 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
 
 def _record_success(family: Family, store: Store, ctx: RunContext,
                     prov: dict[str, Any]) -> None:
-    """Write the run's folder (curves, metrics, provenance), then mark it finished in the index:
-    the folder holds all the index does, so that the index can be rebuilt from folders."""
-    curve = _combined_curve(ctx.stages)
+    """Record the run's results (curves, metrics, provenance) in its folder, finished."""
     metrics = _training_metrics(ctx.stages, family.item_unit, prov["device_name"]) | ctx.metrics
     prov = prov | ctx.provenance | {"ended": provenance.now()}
-    _write_curve(ctx.dir / "curve.csv", curve)
-    write_json(ctx.dir / "metrics.json", metrics)
-    write_json(ctx.dir / "provenance.json", prov)
-    write_json(ctx.dir / "points.json",
-               {name: {"x": xs, "y": ys} for name, (xs, ys) in ctx.points.items()})
-    store.finish(ctx.run.run_id, metrics, curve, prov, curve_metrics(curve), ctx.points)
+    store.finish(ctx.run.run_id, metrics, _combined_curve(ctx.stages), prov, ctx.points)
 
 
 def failure_reason(e: Exception, store: Store) -> str:
-    """Why a run failed, in words; a full disk or index says what could not be written."""
+    """Why a run failed, in words; a full disk says what could not be written."""
     if isinstance(e, OSError) and e.errno in DISK_FULL:
         return f"{os.strerror(e.errno).lower()} while writing {e.filename or store.root}"
-    if isinstance(e, sqlite3.Error) and getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-        return f"{e} while writing {store.index_path}"
     return f"{type(e).__name__}: {e}"
 
 
@@ -262,9 +243,9 @@ def _record_end(store: Store, run: RunSpec, reason: str, state: str) -> None:
         store.fail(run.run_id, reason, provenance.now(), state)
     except ClaimRefused as e:
         _say_unrecorded(run, f"that it {state}", f"it is {e.status}")
-    except (OSError, sqlite3.Error) as e:
+    except OSError as e:
         _say_unrecorded(run, f"that it {state}", failure_reason(e, store))
-        with suppress(OSError, sqlite3.Error, ClaimRefused):  # else it ends with this process
+        with suppress(OSError, ClaimRefused):  # else it ends with this process
             store.release(run.run_id)
 
 

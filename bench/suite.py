@@ -7,7 +7,7 @@ expected`, and nothing is written.
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +22,7 @@ from pydantic import (
 
 from bench.errors import UserError
 from bench.family import Family, get_family, known_families
+from bench.resources import Resources
 from bench.schema import Float, Int, OptimConfig, Strict, check_name
 from bench.sweep_config import SweepConfig
 from bench.yaml_source import Located, Path_, display_path, dotted, file_kind, load_yaml
@@ -29,7 +30,7 @@ from bench.yaml_source import Located, Path_, display_path, dotted, file_kind, l
 UNITS = ("flops", "tokens", "images", "steps", "seconds")
 CORE_KEYS = {
     "suite", "family", "extends", "description", "seeds", "budget", "evals", "report",
-    "reference", "variants", "sweep",
+    "reference", "variants", "sweep", "resources",
 }
 # More optimizer steps than any run takes (Pythia-70M: 143,000): a larger count is a mistake.
 MAX_STEPS = 10**9
@@ -122,6 +123,7 @@ class SuiteHead(Strict):
     reference: dict[str, dict[str, Float]] = {}
     variants: dict[str, dict[str, Any]] = Field(min_length=1)
     sweep: SweepConfig | None = None
+    resources: Resources = Resources()
 
     @field_validator("suite")
     @classmethod
@@ -167,6 +169,8 @@ class Variant:
     budget: BudgetConfig
     evals: list[tuple[str, BaseModel]]
     resolved: dict[str, Any]  # plain data, hashed into run ids and stored with every run
+    # what the run's cluster job asks for: where it runs, not what it computes (not in `resolved`)
+    resources: Resources = field(default_factory=Resources)
 
 
 @dataclass(frozen=True)
@@ -330,11 +334,11 @@ def load_suite(path: str | Path, env: dict[str, str] | None = None) -> Suite:
         if not isinstance(overrides, dict):
             raise _fail(src, ("variants", vname), "expected a mapping of overrides")
         budget_over = overrides.get("budget")
-        family_over = {k: v for k, v in overrides.items() if k != "budget"}
+        family_over = {k: v for k, v in overrides.items() if k not in ("budget", "resources")}
         for key in family_over:
             if key in CORE_KEYS:
-                raise _fail(src, ("variants", vname, key),
-                            "a variant overrides the family's config or 'budget', not this key")
+                raise _fail(src, ("variants", vname, key), "a variant overrides the family's "
+                            "config, 'budget' or 'resources', not this key")
         merged = deep_merge(base_config, family_over)
         origin = {p: ("variants", vname, *p) for p in _paths(family_over)}
         try:
@@ -348,6 +352,7 @@ def load_suite(path: str | Path, env: dict[str, str] | None = None) -> Suite:
                     merge_budget(head.budget.model_dump(exclude_none=True), budget_over))
             except ValidationError as err:
                 raise _pydantic_error(src, ("variants", vname, "budget"), err) from None
+        resources = _variant_resources(src, head.resources, vname, overrides.get("resources"))
         _check_budget(src, head, family, vname, config, budget, budget_over is not None)
         _check_warmup(src, config, budget, origin)
         resolved = {
@@ -361,7 +366,7 @@ def load_suite(path: str | Path, env: dict[str, str] | None = None) -> Suite:
             raise _fail(src, ("variants", vname),
                         f"resolves to the same config as variant {by_config[key]!r}")
         by_config[key] = vname
-        variants[vname] = Variant(vname, config, budget, evals, resolved)
+        variants[vname] = Variant(vname, config, budget, evals, resolved, resources)
 
     _check_report(src, head, variants)
     _check_sweep(src, head, family, variants)
@@ -399,7 +404,7 @@ def derive_variant(family: Family, base: Variant, name: str, params: dict[str, A
         where = ".".join(str(x) for x in e["loc"])
         raise ValueError(f"{where}: {e['msg'].removeprefix('Value error, ')}") from None
     resolved = {**base.resolved, "config": config.model_dump(mode="json")}
-    return Variant(name, config, base.budget, base.evals, resolved)
+    return Variant(name, config, base.budget, base.evals, resolved, base.resources)
 
 
 def sweep_variant(suite: Suite) -> Variant:
@@ -431,6 +436,20 @@ def _check_sweep(src: Located, head: SuiteHead, family: Family,
             except ValueError as err:
                 raise _fail(src, ("sweep", "space", field_path),
                             f"{value!r} does not fit variant {base.name!r}: {err}") from None
+
+
+def _variant_resources(src: Located, base: Resources, vname: str, over: Any) -> Resources:
+    """The suite's resources with a variant's override merged over them, errors placed at the
+    variant's lines."""
+    if over is None:
+        return base
+    if not isinstance(over, dict):
+        raise _fail(src, ("variants", vname, "resources"),
+                    f"expected a mapping of resources, got {_kind_of(over)}")
+    try:
+        return base.merged(over)
+    except ValidationError as err:
+        raise _pydantic_error(src, ("variants", vname, "resources"), err) from None
 
 
 def _check_budget(src: Located, head: SuiteHead, family: Family, vname: str, config: BaseModel,

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.store import Store, curve_metrics
+from bench.store import Store
 
 SUITE = "scale"
 VARIANTS = ("softmax", "cwt", "cwt_ft", "nce")
@@ -70,7 +70,6 @@ def add_runs(root: Path, start: int, stop: int) -> None:
             continue
         curve = training_curve(rng)
         store.finish(run_id, final_metrics(rng), curve, prov | {"ended": "2024-01-02T00:00:00"},
-                     curve_metrics(curve),
                      {"pr:val": (recall, [1 - 0.5 * r * rng.random() for r in recall])})
 
 

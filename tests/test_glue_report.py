@@ -27,7 +27,7 @@ def results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             scores["glue.score"] = sum(scores.values()) / len(scores)
             store.finish(run_id, scores | {"train.seconds": seconds + seed, "train.flops": 1e18,
                                            "train.tokens": 4.1e9, "train.tokens_per_s": 1e5},
-                         [], {}, {})
+                         [], {})
     return tmp_path / "results"
 
 

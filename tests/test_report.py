@@ -572,7 +572,7 @@ def _efficiency_store(root: Path, runs: dict[tuple[str, int], dict[str, float]])
     for (variant, seed), metrics in runs.items():
         run_id = f"{variant}-{seed}"
         store.begin(SUITE, variant, seed, run_id, {}, {"started": "2025-01-01"})
-        store.finish(run_id, {"acc": 0.5, "train.flops": 1e15, **metrics}, [], {}, {}, {})
+        store.finish(run_id, {"acc": 0.5, "train.flops": 1e15, **metrics}, [], {}, {})
     return root / "index.sqlite"
 
 

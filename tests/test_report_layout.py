@@ -44,10 +44,10 @@ def _store(root: Path, metrics: list[str], stderr: bool) -> Path:
             if stderr:
                 values |= {f"{m}_stderr": 0.004 for m in metrics}
             values |= {"train.flops": 1e15, "train.tokens": 2e8, "train.tokens_per_s": 1.2e4}
-            curve = [{"step": s, "flops": s * 1e14, "tokens": s * 1e7, "nll": 5.0 - 0.1 * s}
+            curve = [{"step": s, "flops": s * 1e14, "tokens": s * 1e7,
+                      "val_$x^2$ {nll}": 5.0 - 0.1 * s}
                      for s in range(1, 6)]
             store.finish(run_id, values, curve, {"ended": "2025-01-09"},
-                         {"nll": "curve.$x^2$ {nll}"},
                          {"pr:$x^2$ <b>%": ([0.0, 0.5, 1.0], [1.0, 0.8, 0.4])})
     return store.index_path
 
@@ -56,7 +56,7 @@ def _spec(metrics: list[str], **changes: object) -> ReportSpec:
     fields = dict(suite=SUITE, title="Layout", baseline=VARIANTS[0], metrics=metrics,
                   higher_is_better={m: True for m in metrics},
                   reference={VARIANTS[0]: {metrics[0]: 0.55}}, reference_source="a paper",
-                  notes=[], curve="curve.$x^2$ {nll}", variants=VARIANTS)
+                  notes=[], curve="curve.val_$x^2$ {nll}", variants=VARIANTS)
     return ReportSpec(**{**fields, **changes})
 
 
@@ -115,7 +115,7 @@ def test_hostile_names_render_literally_in_every_figure_and_the_html(hostile_htm
     parser.feed(html)
     assert "b" not in parser.tags  # `<b>` is text everywhere, never markup
     text = "".join(parser.text)
-    for name in (*HOSTILE, "curve.$x^2$ {nll}", "$x^2$ <b>%"):
+    for name in (*HOSTILE, "curve.val_$x^2$ {nll}", "$x^2$ <b>%"):
         assert name in text
 
 
@@ -238,7 +238,7 @@ def test_short_row_names_are_not_broken_in_a_full_table(tmp_path: Path) -> None:
         store.begin(SUITE, variant, 0, variant, {}, {"started": "2025-01-01"})
         values = {m: 0.75031 + 0.0259 * seed for m in metrics} | {
             "train.flops": 1.825e13, "train.tokens": 2000.0, "train.tokens_per_s": 14.0}
-        store.finish(variant, values, [], {}, {}, {})
+        store.finish(variant, values, [], {}, {})
     spec = _spec(metrics, variants=names, baseline="headless", reference={}, curve="curve.loss")
     html = render_mod.render_html(tmp_path / "index.sqlite", spec,
                                   tables.load_suite(tmp_path / "index.sqlite", SUITE))
@@ -263,10 +263,10 @@ def test_a_pdf_lists_a_bounded_number_of_runs_per_variant(tmp_path: Path) -> Non
         for seed in range(n if variant == "a" else 2):
             run_id = f"{variant}-{seed}"
             store.begin(SUITE, variant, seed, run_id, {}, {"started": "2025-01-01"})
-            curve = [{"step": s, "flops": s * 1e9, "tokens": s, "nll": 5.0 - s - seed * 1e-3}
+            curve = [{"step": s, "flops": s * 1e9, "tokens": s, "val_nll": 5.0 - s - seed * 1e-3}
                      for s in (1, 2)]
-            store.finish(run_id, {"acc": 0.5 + seed * 1e-3}, curve, {}, {"nll": "curve.nll"}, {})
-    spec = _spec(["acc"], variants=["a", "b"], baseline="a", reference={}, curve="curve.nll")
+            store.finish(run_id, {"acc": 0.5 + seed * 1e-3}, curve, {}, {})
+    spec = _spec(["acc"], variants=["a", "b"], baseline="a", reference={}, curve="curve.val_nll")
     html = render_mod.render_html(tmp_path / "index.sqlite", spec,
                                   tables.load_suite(tmp_path / "index.sqlite", SUITE))
     assert html.count('class="screen-only"') == 2 * 5  # the per-seed and provenance tables

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.report import tables
-from bench.store import Store, curve_metrics
+from bench.store import Store
 
 CURVE = [{"step": 10 * k, "flops": 1e9 * k, "tokens": 64 * k, "loss": 5.0 - k / 10}
          | ({"val_nll": 4.0 - k / 10} if k % 2 == 0 else {}) for k in range(1, 9)]
@@ -35,7 +35,7 @@ def add_runs(store: Store, suite: str, n: int, fail_every: int = 0) -> None:
             store.fail(run_id, "boom", "t")
         else:
             store.finish(run_id, {"acc": i / 100, "n": float(i)}, CURVE, {"ended": "t"},
-                         curve_metrics(CURVE), {"pr:x": ([0.0, 1.0], [1.0, 0.5])})
+                         {"pr:x": ([0.0, 1.0], [1.0, 0.5])})
 
 
 @pytest.fixture(scope="module")

@@ -104,12 +104,12 @@ def record_trial_runs(store: Store) -> None:
         store.begin(STUDY, f"trial-{number:04d}", 0, run, run_config(temp, lr),
                     {"started": f"2025-03-01T{9 + number:02d}:00:00"})
         if state == TrialState.COMPLETE:
-            store.finish(run, {"val.nll": value}, [], {"ended": "2025-03-01T12:00:00"}, {})
+            store.finish(run, {"val.nll": value}, [], {"ended": "2025-03-01T12:00:00"})
         elif state == TrialState.PRUNED:
             store.fail(run, "val_nll = 5.9 at 60% of the budget", "2025-03-01T11:01:01",
                        state="pruned")
     # Trial 5 retried trial 3: the same run id, resumed and finished.
-    store.finish("aaaa00000003", {"val.nll": 4.9}, [], {"ended": "2025-03-01T14:01:30"}, {})
+    store.finish("aaaa00000003", {"val.nll": 4.9}, [], {"ended": "2025-03-01T14:01:30"})
 
 
 class Page(HTMLParser):
@@ -301,7 +301,7 @@ def test_suite_without_a_study_renders_a_note(suite_file: Path, tmp_path: Path,
     store = Store(results)
     store.begin(SUITE, "softmax", 0, "bbbb00000000", {"variant": "softmax"},
                 {"started": "2025-03-01T09:00:00"})
-    store.finish("bbbb00000000", {"val.nll": 5.25}, [], {"ended": "2025-03-01T10:00:00"}, {})
+    store.finish("bbbb00000000", {"val.nll": 5.25}, [], {"ended": "2025-03-01T10:00:00"})
     assert main(["report", str(suite_file), "--results", str(results),
                  "--out", str(tmp_path / "out")]) == 0
     page = Page((tmp_path / "out" / f"{SUITE}.html").read_text(encoding="utf-8"))

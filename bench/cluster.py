@@ -1,0 +1,393 @@
+"""A suite's runs as cluster jobs through submitit: SLURM, or processes on this machine.
+
+Each pending run becomes one job (one SLURM job array per distinct `resources:` block, at most
+`max_parallel` of its jobs running at once) that calls `execute_run`, the code `bench run` runs
+inline, with a store that writes only the run's folder. A job asking for several GPUs is one
+multi-task job, one process per GPU, joined by torch.distributed as under torchrun.
+
+The submitter keeps a record per run, `<results>/.jobs/<suite>/<run-id>.json` (executor, job id,
+log files), written under the suite's submission lock: a later or concurrent `bench run`
+reattaches to a live job instead of submitting again, and `bench status` finds a run's job and
+logs from any machine that sees the results folder. A job that SLURM signals before preempting
+it or at its time limit is requeued by submitit (`RunJob.checkpoint`); the requeued job keeps
+its id, takes its earlier incarnation's claim at once and resumes from the run's last
+checkpoint. A job that dies outright (killed, out of memory, a node lost) leaves the run
+'running' with a dead holder: the watcher records it failed with the job's end, and the next
+`bench run` resumes it from its checkpoint.
+"""
+
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.atomic import write_text
+from bench.claims import JOB_ENV, Owner, locked, process_start
+from bench.errors import ClaimRefused, UserError
+from bench.plan import RunSpec
+from bench.provenance import JOB_LOGS_ENV, now
+from bench.resources import Resources
+from bench.store import Store
+
+POLL_S = 5.0
+# Times a job may reach its time limit and be requeued (a run longer than a partition's limit
+# trains in slices; preemptions are not counted).
+MAX_TIMEOUTS = 20
+# sacct states of a job that may still run the run (PREEMPTED without a requeue is an end).
+SLURM_LIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
+              "COMPLETING", "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "UNKNOWN",
+              "READY"}
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """The job that runs (or ran) one run, as its submitter recorded it."""
+
+    executor: str
+    job_id: str
+    submitted: str
+    stdout: str
+    stderr: str
+    host: str  # the submitting machine; a local job's controller process runs there
+    pid: int | None = None  # a local job's controller process, and its start time
+    since: str | None = None
+
+    def live(self) -> bool | None:
+        """Whether the job may still run: None when this machine cannot tell (a local job of
+        another machine)."""
+        if self.executor == "local":
+            if self.host != socket.gethostname():
+                return None
+            return Owner(self.host, self.pid or 0, self.since, "").alive()
+        return slurm_state(self) in SLURM_LIVE
+
+    def ended_as(self) -> str:
+        """How an ended job ended, in words, with where its log is."""
+        how = "" if self.executor == "local" else f" {slurm_state(self)}"
+        return (f"job {self.job_id} ended{how} without recording how the run ended; "
+                f"log {self.stderr}")
+
+
+def slurm_state(record: JobRecord) -> str:
+    """The job's state from SLURM's accounting (submitit asks `sacct`, batched)."""
+    import submitit
+
+    return submitit.SlurmJob(Path(record.stdout).parent, record.job_id).state.upper()
+
+
+def _record_path(store: Store, suite: str, run_id: str) -> Path:
+    return store.root / ".jobs" / suite / f"{run_id}.json"
+
+
+def read_record(store: Store, suite: str, run_id: str) -> JobRecord | None:
+    """The run's job record; one that cannot be read is as good as none (it is replaced at the
+    next submission)."""
+    try:
+        data = json.loads(_record_path(store, suite, run_id).read_text(encoding="utf-8"))
+        return JobRecord(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _write_record(store: Store, suite: str, run_id: str, record: JobRecord) -> None:
+    write_text(_record_path(store, suite, run_id), json.dumps(asdict(record), indent=2) + "\n")
+
+
+def enter_job(threads: int) -> Any:
+    """Set up a job's process (submitit's job environment, returned): its job id and logs for
+    claims and provenance, its CPU threads."""
+    import submitit
+    import torch
+
+    env = submitit.JobEnvironment()
+    # submitit ignores SIGTERM in the job (SLURM sends it before preempting); a process forked
+    # from the job (lm-eval's bootstrap pool) must still end when told to
+    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+    os.environ[JOB_ENV] = env.job_id
+    os.environ[JOB_LOGS_ENV] = json.dumps({"stdout": str(env.paths.stdout),
+                                           "stderr": str(env.paths.stderr)})
+    torch.set_num_threads(min(threads, os.cpu_count() or 1))
+    return env
+
+
+def requeue(job: Any) -> Any:
+    """submitit's `checkpoint`: preempted or out of time, the same call is requeued."""
+    import submitit
+
+    return submitit.helpers.DelayedSubmission(job)
+
+
+class RunJob:
+    """What a job runs: one run, in a store that writes its folder only. Checkpointable: on
+    SLURM's signal submitit calls `checkpoint` and requeues the same call."""
+
+    def __init__(self, run: RunSpec, results: str, device: str, cache_dir: str,
+                 restart_corrupt: bool, threads: int):
+        self.run, self.results, self.device = run, results, device
+        self.cache_dir, self.restart_corrupt, self.threads = cache_dir, restart_corrupt, threads
+
+    def __call__(self) -> str | None:
+        """The run's failure reason, None when it finished (or another process holds it)."""
+        import submitit
+
+        from bench.distributed import join, leave
+        from bench.family import get_family
+        from bench.runner import execute_run, pick_device
+
+        env = enter_job(self.threads)
+        if env.num_tasks > 1:
+            submitit.helpers.TorchDistributedEnvironment().export(
+                set_cuda_visible_devices=False, overwrite=True)
+        device = join(pick_device(self.device))
+        try:
+            store = Store(Path(self.results))  # in a job: the run's folder only, no index
+            return execute_run(self.run, get_family(self.run.resolved["family"]), store, device,
+                               Path(self.cache_dir), progress=False,
+                               restart_corrupt=self.restart_corrupt)
+        except ClaimRefused as e:  # finished, or held by a live process: nothing to do here
+            print(f"run {self.run.run_id}: {e.status}; this job leaves it", flush=True)
+            return None
+        finally:
+            leave()
+
+    def checkpoint(self) -> Any:
+        """Preempted or out of time: requeue this call. The run's checkpoints are on disk
+        (every `checkpoint_every` steps), and the requeued job, which keeps this job's id,
+        takes the claim at once and resumes from the last one."""
+        return requeue(self)
+
+
+class WorkerJob:
+    """A sweep worker as a job: `bench sweep ... --worker-index K` in the job's process; its
+    trials are ordinary runs in their folders, its results go to the study's storage."""
+
+    def __init__(self, argv: list[str], threads: int):
+        self.argv, self.threads = argv, threads
+
+    def __call__(self) -> int:
+        from bench.cli import main
+
+        enter_job(self.threads)
+        return main(self.argv)
+
+    def checkpoint(self) -> Any:
+        """Preempted: requeued; the study retries the trial it was running (see bench/sweep.py)
+        and the trial's run resumes from its checkpoint."""
+        return requeue(self)
+
+
+def run_workers(kind: str, argv: list[str], n: int, folder: Path, resources: Resources,
+                name: str, say: Callable[[str], None]) -> int:
+    """`n` sweep workers as jobs, waited for; 0 when all of them succeed."""
+    executor = make_executor(kind, folder / "%j", resources, name, n)
+    with executor.batch():
+        jobs = [executor.submit(WorkerJob([*argv, "--worker-index", str(k)],
+                                          resources.cpus_per_task)) for k in range(n)]
+    for k, job in enumerate(jobs):
+        say(f"worker {k}: job {job.job_id} ({kind}), logs {job.paths.stdout.parent}/")
+    codes = []
+    for k, job in enumerate(jobs):
+        try:
+            codes.append(int(job.result() or 0))
+        except Exception as err:  # submitit's job errors carry the job's traceback
+            say(f"worker {k} (job {job.job_id}) failed: {str(err).strip().splitlines()[-1]}")
+            codes.append(1)
+    return max(codes, default=0)
+
+
+def check_resources(kind: str, resources: Resources) -> None:
+    """What an executor cannot give: the local one runs on this machine alone."""
+    if kind == "local" and resources.nodes > 1:
+        raise UserError(f"resources.nodes {resources.nodes}: the local executor runs on this "
+                        "machine alone (nodes: 1)")
+
+
+def make_executor(kind: str, folder: Path, resources: Resources, suite: str,
+                  max_parallel: int) -> Any:
+    """A submitit executor for jobs of one resources block."""
+    import submitit
+
+    check_resources(kind, resources)
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster=kind,
+                                         slurm_max_num_timeout=MAX_TIMEOUTS,
+                                         local_max_num_timeout=MAX_TIMEOUTS)
+    except RuntimeError as err:  # no srun: not on a SLURM cluster
+        raise UserError(f"--executor {kind}: {err}") from None
+    executor.update_parameters(**resources.submitit_parameters(), name=f"bench-{suite}",
+                               slurm_array_parallelism=max_parallel)
+    return executor
+
+
+@dataclass
+class Tracked:
+    """One run the watcher follows, with the job that runs it (None: held by a process that
+    is not our job, e.g. an inline `bench run`)."""
+
+    label: str
+    run: RunSpec
+    record: JobRecord | None
+    shown: str = ""
+    done: bool = False
+    failure: str | None = None
+
+
+class Submitter:
+    """Submits a suite's runs as jobs and follows them to their ends."""
+
+    def __init__(self, kind: str, store: Store, suite: str, max_parallel: int,
+                 job_of: Callable[[RunSpec], RunJob], resources_of: Callable[[RunSpec], Resources],
+                 say: Callable[[str], None]):
+        self.kind, self.store, self.suite = kind, store, suite
+        self.max_parallel, self.job_of, self.resources_of, self.say = (
+            max_parallel, job_of, resources_of, say)
+        self.jobs_dir = store.root / ".jobs" / suite
+        self.tracked: list[Tracked] = []
+        self.waiting: list[tuple[str, RunSpec]] = []  # local runs beyond max_parallel
+
+    def start(self, runs: list[RunSpec]) -> None:
+        """Reattach to the live jobs of `runs`, skip finished ones, submit the rest (for the
+        local executor, as many as `max_parallel` allows; `fill` submits the others later)."""
+        self.waiting = [(f"[{i}/{len(runs)}] {run.variant.name} seed {run.seed} ({run.run_id})",
+                         run) for i, run in enumerate(runs, 1)]
+        self.fill()
+
+    def fill(self) -> None:
+        """Under the suite's submission lock, look again at each waiting run (another
+        submitter may have submitted it meanwhile) and submit those that still need a job,
+        as many as there are places."""
+        if not self.waiting:
+            return
+        with locked(self.jobs_dir):
+            todo = [(label, run) for label, run in self.waiting if self._needs_job(label, run)]
+            room = len(todo)
+            if self.kind == "local":
+                room = max(0, self.max_parallel - self._live_jobs())
+            self.waiting = todo[room:]
+            self._submit(todo[:room])
+
+    def _needs_job(self, label: str, run: RunSpec) -> bool:
+        """Whether `run` needs a job; if not, it is followed (a live job or holder) or skipped
+        (finished)."""
+        record = read_record(self.store, self.suite, run.run_id)
+        if record is not None and record.live() is not False:
+            self.say(f"{label}: job {record.job_id} already submitted, following it")
+            self.tracked.append(Tracked(label, run, record))
+            return False
+        refused = self.store.claim_refusal(run.run_id)
+        if refused is not None and refused.state == "finished":
+            self.say(f"{label}: finished earlier, skipped")
+            return False
+        if refused is not None:
+            self.say(f"{label}: {refused.status}, following it")
+            self.tracked.append(Tracked(label, run, None))
+            return False
+        return True
+
+    def _live_jobs(self) -> int:
+        return sum(1 for t in self.tracked
+                   if not t.done and t.record is not None and t.record.live() is not False)
+
+    def _submit(self, todo: list[tuple[str, RunSpec]]) -> None:
+        """One submission (a SLURM job array) per distinct resources block."""
+        groups: dict[str, list[tuple[str, RunSpec]]] = {}
+        for label, run in todo:
+            groups.setdefault(self.resources_of(run).model_dump_json(), []).append((label, run))
+        for group in groups.values():
+            resources = self.resources_of(group[0][1])
+            executor = make_executor(self.kind, self.jobs_dir / "%j", resources, self.suite,
+                                     self.max_parallel)
+            with executor.batch():
+                jobs = [executor.submit(self.job_of(run)) for _, run in group]
+            for (label, run), job in zip(group, jobs, strict=True):
+                record = self._record(job)
+                _write_record(self.store, self.suite, run.run_id, record)
+                self.say(f"{label}: submitted as job {record.job_id} ({self.kind})")
+                self.tracked.append(Tracked(label, run, record))
+
+    def _record(self, job: Any) -> JobRecord:
+        pid = int(job.job_id) if self.kind == "local" else None
+        return JobRecord(self.kind, str(job.job_id), now(), str(job.paths.stdout),
+                         str(job.paths.stderr), socket.gethostname(), pid,
+                         None if pid is None else process_start(pid))
+
+    def poll(self) -> None:
+        """Look at every run not yet ended once: say what changed, record dead jobs' runs."""
+        for t in self.tracked:
+            if t.done:
+                continue
+            state, reason, holder = run_status(self.store, t.run.run_id)
+            live = None if t.record is None else t.record.live()
+            if state == "finished":
+                shown, t.done = "finished", True
+            elif state in ("failed", "pruned") and not live:
+                shown, t.done, t.failure = f"{state}: {reason}", True, reason
+            elif live is False and (state is None or (state == "running" and holder is None)):
+                assert t.record is not None
+                why = t.record.ended_as()
+                if state is None or self.store.reap(t.run.run_id, t.record.job_id, why, now()):
+                    shown, t.done, t.failure = f"failed: {why}", True, why
+                else:
+                    continue  # another process took the run meanwhile: look again
+            elif t.record is None and holder is None:  # its holder, not our job, is gone
+                why = "its process ended without recording how the run ended"
+                shown, t.done, t.failure = f"failed: {why}", True, why
+            else:
+                shown = " ".join(view(self.store, t.run.run_id, t.record))
+            if shown != t.shown:
+                job = "" if t.record is None else f" [job {t.record.job_id}]"
+                self.say(f"{t.label}{job}: {shown}")
+                t.shown = shown
+
+    def wait(self, poll_s: float = POLL_S) -> list[tuple[str, str]]:
+        """Poll until every run ended; the failures as (label, reason)."""
+        while True:
+            self.poll()
+            self.store.sync(self.suite)
+            self.fill()
+            if all(t.done for t in self.tracked) and not self.waiting:
+                return [(t.label, t.failure) for t in self.tracked if t.failure]
+            time.sleep(poll_s)
+
+
+def run_status(store: Store, run_id: str) -> tuple[str | None, str | None, str | None]:
+    """The run's state and reason as its folder records them, and its live holder in words
+    (None when nobody live holds it)."""
+    from bench.claims import holder_alive, read_claim
+    from bench.index import Unreadable, read_state
+
+    folder = store.folder(run_id)
+    if folder is None:
+        return None, None, None
+    try:
+        state = read_state(folder) or {}
+    except Unreadable as err:
+        return "unreadable", str(err), None
+    holder = read_claim(folder)
+    alive = holder is not None and holder_alive(holder, folder, store.owner)
+    return (state.get("state"), state.get("reason"),
+            holder.describe() if alive and holder is not None else None)
+
+
+def view(store: Store, run_id: str, record: JobRecord | None) -> tuple[str, str]:
+    """A run's state in a word and its detail in words, as `bench status` and a waiting
+    `bench run` show it: the folder's record, its live holder and its job's liveness."""
+    state, reason, holder = run_status(store, run_id)
+    live = None if record is None else record.live()
+    if state == "finished":
+        return "finished", ""
+    if state == "running" and holder is not None:
+        return "running", f"in {holder}"
+    if live and record is not None:
+        return ("queued" if record.executor == "slurm" else "starting"), f"as job {record.job_id}"
+    if state in ("failed", "pruned", "unreadable"):
+        return state, reason or ""
+    if state == "running":
+        return "interrupted", "nobody holds it: the next bench run resumes it"
+    return "pending", "not started"
+

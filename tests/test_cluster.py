@@ -1,0 +1,213 @@
+"""Runs as cluster jobs through submitit's local executor (the same code as SLURM's): parallel
+jobs reach the inline runs' metrics, a killed or preempted job loses nothing and counts once,
+concurrent submitters never run a run twice, a detached suite is followed later."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from store_suite import write_suite
+
+from bench.claims import read_claim
+from bench.cli import main
+from bench.store import Store
+
+# Timing and throughput differ from run to run; everything else a run records must not.
+TIMED = ("seconds", "_per_s", ".iqr", "ms_per", "flops_per_s", "mfu", "peak_memory")
+LOCAL = ("--executor", "local", "--resource", "cpus_per_task=1", "--no-progress")
+
+
+def bench(root: Path, *argv: str) -> subprocess.Popen:
+    env = dict(os.environ, BENCH_DATA=str(root / "cache"), OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "bench", *argv], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def untimed(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if not any(t in k for t in TIMED)}
+
+
+def metrics_by_run(results: Path) -> dict[tuple[str, int], dict[str, float]]:
+    """Finished runs' metrics by (variant, seed): suites in other folders read other paths,
+    so their run ids differ."""
+    runs = Store(results).runs()
+    assert all(r["state"] == "finished" for r in runs), [(r["run_id"], r["reason"]) for r in runs]
+    return {(r["variant"], r["seed"]): untimed(r["metrics"]) for r in runs}
+
+
+def wait_for(predicate, what: str, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def checkpointed_holder(results: Path) -> int:
+    """The pid of the job process training the run, once it wrote a checkpoint."""
+    wait_for(lambda: list(results.glob("store-e2e/*/checkpoints/pretrain.pt")),
+             "a checkpoint of the job")
+    (folder,) = results.glob("store-e2e/*")
+    holder = read_claim(folder)
+    assert holder is not None and holder.job is not None
+    return holder.pid
+
+
+@pytest.fixture(scope="module")
+def inline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, float]]:
+    """The four runs (two variants, two seeds) run inline, one after another."""
+    root = tmp_path_factory.mktemp("inline")
+    write_suite(root, "{steps: 24}")
+    code, _, err = finish(bench(root, "run", "suite.yaml", "--seeds", "0", "1",
+                                  "--results", "results", "--no-progress"))
+    assert code == 0, err
+    return metrics_by_run(root / "results")
+
+
+@pytest.mark.slow
+def test_four_runs_two_at_a_time_match_the_inline_runs(tmp_path, inline):
+    write_suite(tmp_path, "{steps: 24}")
+    code, out, err = finish(bench(tmp_path, "run", "suite.yaml", "--seeds", "0", "1",
+                                  "--results", "results", "--max-parallel", "2", *LOCAL))
+    assert code == 0, out + err
+    assert metrics_by_run(tmp_path / "results") == inline
+    lines = out.splitlines()
+    submitted = [i for i, line in enumerate(lines) if "submitted as job" in line]
+    finished = [i for i, line in enumerate(lines) if line.endswith(": finished")]
+    assert len(submitted) == 4 and len(finished) == 4
+    assert submitted[1] < finished[0] < submitted[2]  # two at once, the others as places free
+    records = list((tmp_path / "results" / ".jobs" / "store-e2e").glob("*.json"))
+    assert len({json.loads(p.read_text())["job_id"] for p in records}) == 4
+    for run in Store(tmp_path / "results").runs():  # each run's provenance names its job
+        prov = json.loads((tmp_path / "results" / "store-e2e" / run["run_id"] /
+                           "provenance.json").read_text())
+        assert Path(prov["job"]["stdout"]).exists() and prov["job"]["id"]
+
+
+@pytest.mark.slow
+def test_a_killed_job_fails_then_resumes_to_the_uninterrupted_metrics(tmp_path, inline):
+    write_suite(tmp_path, "{steps: 24}")
+    argv = ("run", "suite.yaml", "--only", "softmax", "--results", "results", *LOCAL)
+    proc = bench(tmp_path, *argv)
+    os.kill(checkpointed_holder(tmp_path / "results"), signal.SIGKILL)  # as the OOM killer does
+    code, out, err = finish(proc)
+    assert code == 1 and "Traceback" not in err
+    assert "failed: job" in out and "without recording how the run ended" in out
+    (run,) = Store(tmp_path / "results").runs()
+    assert run["state"] == "failed" and run["reason"].startswith("job ")
+
+    code, out, err = finish(bench(tmp_path, *argv))  # the next bench run resumes it
+    assert code == 0, out + err
+    (folder,) = (tmp_path / "results").glob("store-e2e/*")
+    assert "stage pretrain: resuming at step" in (folder / "run.log").read_text()
+    assert metrics_by_run(tmp_path / "results") == {("softmax", 0): inline["softmax", 0]}
+
+
+@pytest.mark.slow
+def test_a_preempted_job_requeues_and_resumes_to_the_uninterrupted_metrics(tmp_path, inline):
+    write_suite(tmp_path, "{steps: 24}")
+    proc = bench(tmp_path, "run", "suite.yaml", "--only", "softmax", "--results", "results",
+                 *LOCAL)
+    first = checkpointed_holder(tmp_path / "results")
+    os.kill(first, signal.SIGUSR2)  # SLURM's warning before preemption, as submitit asks for
+    code, out, err = finish(proc)
+    assert code == 0, out + err
+    (folder,) = (tmp_path / "results").glob("store-e2e/*")
+    log = (folder / "run.log").read_text()
+    assert "stage pretrain: resuming at step" in log  # the requeued job, same job id
+    assert log.count(f"run {folder.name}: suite") == 2
+    job_logs = list((tmp_path / "results" / ".jobs" / "store-e2e").glob("*/*_log.out"))
+    assert len(job_logs) == 1 and "Requeued job" in job_logs[0].read_text()
+    assert metrics_by_run(tmp_path / "results") == {("softmax", 0): inline["softmax", 0]}
+    assert len(Store(tmp_path / "results").runs()) == 1
+
+
+@pytest.mark.slow
+def test_two_submitters_of_one_suite_run_each_run_once(tmp_path, inline):
+    write_suite(tmp_path, "{steps: 24}")
+    argv = ("run", "suite.yaml", "--results", "results", "--max-parallel", "2", *LOCAL)
+    a, b = bench(tmp_path, *argv), bench(tmp_path, *argv)
+    (code_a, out_a, err_a), (code_b, out_b, err_b) = finish(a), finish(b)
+    assert (code_a, code_b) == (0, 0), err_a + err_b
+    assert (out_a + out_b).count("submitted as job") == 2  # the later one followed those jobs
+    assert "already submitted, following it" in out_a + out_b
+    results = tmp_path / "results"
+    for folder in results.glob("store-e2e/*"):
+        assert (folder / "run.log").read_text().count(f"run {folder.name}: suite") == 1
+    with closing(sqlite3.connect(results / "index.sqlite")) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert metrics_by_run(results) == {k: v for k, v in inline.items() if k[1] == 0}
+
+
+@pytest.mark.slow
+def test_a_detached_suite_is_followed_by_status_and_the_next_run(tmp_path):
+    write_suite(tmp_path, "{steps: 24}")
+    argv = ("run", "suite.yaml", "--only", "cwt", "--results", "results", *LOCAL)
+    code, out, err = finish(bench(tmp_path, *argv, "--detach"), timeout=120)
+    assert code == 0 and "submitted as job" in out and "bench status suite.yaml" in out
+    code, out, err = finish(bench(tmp_path, "status", "suite.yaml", "--only", "cwt",
+                                  "--results", "results"), timeout=120)
+    assert code == 0, err
+    assert any(word in out for word in ("starting", "running", "finished"))
+    code, out, err = finish(bench(tmp_path, *argv))
+    assert code == 0, err
+    assert "already submitted, following it" in out or "finished earlier" in out
+    jobs = (tmp_path / "results" / ".jobs" / "store-e2e").glob("*/*_submitted.pkl")
+    assert len(list(jobs)) == 1  # one job, followed twice
+    code, out, err = finish(bench(tmp_path, "status", "suite.yaml", "--only", "cwt",
+                                  "--results", "results"), timeout=120)
+    assert "1 finished" in out
+
+
+def test_a_malformed_resources_block_is_refused_before_anything_runs(tmp_path, capsys):
+    suite = write_suite(tmp_path)
+    suite.write_text(suite.read_text() + "resources: {gpus_per_node: eight}\n")
+    results = tmp_path / "results"
+    assert main(["run", str(suite), "--results", str(results), *LOCAL]) == 2
+    assert "resources.gpus_per_node" in capsys.readouterr().err
+    assert not results.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--executor", "local", "--resource", "gpu=8"], "--resource gpu=8: unknown resource"),
+    (["--executor", "local", "--resource", "nodes=2"], "the local executor runs on this machine"),
+    (["--executor", "local", "--nproc", "2"], "--nproc with --executor local"),
+    (["--detach"], "--detach: only with --executor local or slurm"),
+    (["--resource", "nodes=1"], "--resource: only with --executor local or slurm"),
+    (["--executor", "local", "--max-parallel", "0"], "--max-parallel 0: expected at least 1"),
+])
+def test_executor_options_are_checked(tmp_path, capsys, argv, message):
+    suite = write_suite(tmp_path)
+    results = tmp_path / "results"
+    assert main(["run", str(suite), "--results", str(results), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (results / ".jobs").exists()
+
+
+@pytest.mark.slow
+def test_a_run_on_two_processes_is_one_job_of_two_tasks(tmp_path, inline):
+    write_suite(tmp_path, "{steps: 24}")
+    code, out, err = finish(bench(tmp_path, "run", "suite.yaml", "--only", "softmax",
+                                  "--results", "results", *LOCAL, "--resource",
+                                  "tasks_per_node=2"))
+    assert code == 0, out + err
+    ((key, metrics),) = metrics_by_run(tmp_path / "results").items()
+    assert key == ("softmax", 0) and metrics["train.world_size"] == 2
+    reference = inline["softmax", 0]
+    assert metrics.keys() - {"train.world_size"} == reference.keys() - {"train.world_size"}
+    for name in ("train.pretrain.final_loss", "lambada.ppl", "val.loss", "val.nll"):
+        assert metrics[name] == pytest.approx(reference[name], rel=1e-4), name
+    (folder,) = (tmp_path / "results").glob("store-e2e/*")
+    assert (folder / "run.rank1.log").exists()  # the second task trained beside rank 0
+    assert len(list((tmp_path / "results" / ".jobs" / "store-e2e").glob("*/*_1_log.out"))) == 1
