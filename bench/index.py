@@ -217,11 +217,12 @@ def insert_results(con: sqlite3.Connection, run: tuple[str, str, str, int],
                    points: dict[str, tuple[list[float], list[float]]]) -> None:
     """Index a finished run's final metrics, its training-curve rows (`curve_metrics`) and its
     evaluation curves (name -> (x, y)). `run` is (run_id, suite, variant, seed)."""
+    columns = curve_metrics(curve)
     con.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?)",
                     [(*run, m, float(v), None, None, None) for m, v in metrics.items()])
     con.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?)", [
         (*run, metric, float(point[column]), point["step"], point["flops"], point["tokens"])
-        for point in curve for column, metric in curve_metrics(curve).items()
+        for point in curve for column, metric in columns.items()
         if point.get(column) is not None])
     con.executemany("INSERT INTO points VALUES (?,?,?,?,?,?,?,?)", [
         (*run, name, i, float(x), float(y)) for name, (xs, ys) in points.items()
