@@ -1,5 +1,14 @@
 """User-facing errors: the CLI prints their message and exits 2, with no traceback."""
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """"; did you mean 'x'?" naming the known name closest to a misspelt one, else ""."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
 
 class UserError(Exception):
     """A problem with the user's input (suite file, dataset, prediction file, arguments)."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.errors import UserError
+from bench.errors import UserError, did_you_mean
 from bench.family import Family
 from bench.fingerprint import changed_inputs, fingerprint_inputs
 from bench.suite import Suite, Variant
@@ -66,7 +66,8 @@ def plan(suite: Suite, only: list[str] | None = None, seeds: list[int] | None = 
     `cache_dir` holds the fingerprint cache (default: the data cache, $BENCH_DATA)."""
     for name in only or []:
         if name not in suite.variants:
-            raise UserError(f"--only {name}: not a variant of {suite.name}; "
+            raise UserError(f"--only {name}: not a variant of {suite.name}"
+                            f"{did_you_mean(name, suite.variants)}; "
                             f"variants: {', '.join(suite.variants)}")
     for seed in seeds or []:
         if not 0 <= seed < 2**32:

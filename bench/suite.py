@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from bench.errors import UserError
+from bench.errors import UserError, did_you_mean
 from bench.family import Family, get_family, known_families
 from bench.resources import Resources
 from bench.schema import Float, Int, OptimConfig, Strict, check_name
@@ -134,7 +134,8 @@ class SuiteHead(Strict):
     @classmethod
     def _family_known(cls, v: str) -> str:
         if v not in known_families():
-            raise ValueError(f"unknown family {v!r}; known: {', '.join(known_families())}")
+            raise ValueError(f"unknown family {v!r}{did_you_mean(v, known_families())}; "
+                             f"known: {', '.join(known_families())}")
         return v
 
     @field_validator("seeds")
@@ -305,8 +306,9 @@ def load_suite(path: str | Path, env: dict[str, str] | None = None) -> Suite:
         fields = set(get_family(data["family"]).config_model.model_fields)
         for key in data:
             if key not in CORE_KEYS | fields:
-                raise _fail(src, (key,), "unknown key (not a suite or family field; check the "
-                            f"spelling; known: {', '.join(sorted(CORE_KEYS | fields))})")
+                raise _fail(src, (key,), "unknown key (not a suite or family field"
+                            f"{did_you_mean(str(key), CORE_KEYS | fields)}; known: "
+                            f"{', '.join(sorted(CORE_KEYS | fields))})")
     core = {k: v for k, v in data.items() if k in CORE_KEYS}
     try:
         head = SuiteHead.model_validate(core)
@@ -320,7 +322,8 @@ def load_suite(path: str | Path, env: dict[str, str] | None = None) -> Suite:
         (name, options), = entry.items()
         if name not in family.eval_models:
             raise _fail(src, ("evals", i, name),
-                        f"unknown evaluator for family {head.family!r}; "
+                        f"unknown evaluator for family {head.family!r}"
+                        f"{did_you_mean(str(name), family.eval_models)}; "
                         f"known: {', '.join(sorted(family.eval_models))}")
         try:
             evals.append((name, family.eval_models[name].model_validate(options or {})))

@@ -99,7 +99,7 @@ def test_budget_split_per_variant(tmp_path):
 
 MALFORMED = [
     # (name, transformation of BASE or full text, expected substrings in the message)
-    ("unknown top-level key", lambda t: t.replace("seeds:", "seed:"), ["suite.yaml:3", "seed", "unknown key"]),
+    ("unknown top-level key", lambda t: t.replace("seeds:", "seed:"), ["suite.yaml:3", "seed", "unknown key", "did you mean 'seeds'?"]),
     ("unknown nested key", lambda t: t.replace("{lr: 1.0e-3}", "{lrr: 1.0e-3}"), ["suite.yaml:12", "train.optim.lrr", "unknown key"]),
     ("wrong type of seeds", lambda t: t.replace("seeds: [0, 1]", "seeds: zero"), ["suite.yaml:3", "seeds"]),
     ("wrong type nested", lambda t: t.replace("batch_size: 4", "batch_size: big"), ["suite.yaml:11", "train.batch_size", "integer"]),
@@ -117,6 +117,7 @@ MALFORMED = [
     ("suite name with ..", lambda t: t.replace("suite: t-suite", "suite: a..b"), ["suite.yaml:1", "suite", "'..'"]),
     ("variant name with a path separator", lambda t: t.replace("  cwt: {", "  ../cwt: {"), ["suite.yaml:17", "variants", "no path separators"]),
     ("unknown family", lambda t: t.replace("family: lm", "family: vision"), ["suite.yaml:2", "family", "unknown family"]),
+    ("misspelt family", lambda t: t.replace("family: lm", "family: lmm"), ["suite.yaml:2", "family", "unknown family 'lmm'; did you mean 'lm'?"]),
     ("missing required field", lambda t: t.replace("  seq_len: 32\n", ""), ["suite.yaml:7", "data.seq_len", "required"]),
     ("head incompatible with objective", lambda t: t.replace("  softmax: {}", "  softmax: {head: finetune}"), ["suite.yaml:17", "variants.softmax", "use head 'lm_head'"]),
     ("stages without a split", lambda t: t.replace("  softmax: {}", "  softmax: {objective: cwt, head: finetune, head_finetune: {optim: {lr: 1.0e-4}}}"), ["suite.yaml:4", "budget", "split"]),
@@ -124,7 +125,7 @@ MALFORMED = [
     ("split does not add up", lambda t: t.replace("{flops: 1.0e+12}", "{flops: 1.0e+12, split: {pretrain: 0.5}}"), ["suite.yaml:4", "budget", "add up to 1"]),
     ("baseline is not a variant", lambda t: t.replace("baseline: softmax", "baseline: vanilla"), ["suite.yaml:19", "report.baseline", "not a variant"]),
     ("reference for an unknown variant", lambda t: t + "reference:\n  vanilla: {lambada.acc: 0.2}\n", ["suite.yaml:21", "reference.vanilla", "not a variant"]),
-    ("unknown evaluator", lambda t: t.replace("  - lambada: {path", "  - lambda: {path"), ["suite.yaml:15", "evals[0].lambda", "unknown evaluator"]),
+    ("unknown evaluator", lambda t: t.replace("  - lambada: {path", "  - lambda: {path"), ["suite.yaml:15", "evals[0].lambda", "unknown evaluator", "did you mean 'lambada'?"]),
     ("bad evaluator option", lambda t: t.replace("{path: /data/cloze.jsonl}", "{path: /data/cloze.jsonl, limit: -1}"), ["suite.yaml:15", "evals[0].lambada.limit", "greater than 0"]),
     ("two variants with the same config", lambda t: t.replace("  softmax: {}", "  softmax: {}\n  plain: {objective: softmax}"), ["variants.plain", "same config as variant 'softmax'"]),
     ("not a mapping", lambda t: "- just\n- a list\n", ["suite.yaml:1", "mapping"]),
@@ -155,6 +156,18 @@ def test_circular_extends(tmp_path, capsys, monkeypatch):
     assert main(["validate", "a.yaml"]) == 2
     err = capsys.readouterr().err
     assert "circular 'extends'" in err and "a.yaml -> b.yaml -> a.yaml" in err
+
+
+@pytest.mark.parametrize("command", ["plan", "run", "status"])
+def test_a_misspelt_variant_is_named_with_the_closest(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    path = write(tmp_path, BASE)
+    assert main([command, str(path), "--only", "softmx", "--results", "results"]
+                if command != "plan" else [command, str(path), "--only", "softmx"]) == 2
+    err = capsys.readouterr().err
+    assert "--only softmx: not a variant of t-suite; did you mean 'softmax'?" in err
+    assert "variants: softmax, cwt" in err
 
 
 def test_missing_suite_file(tmp_path, capsys, monkeypatch):
