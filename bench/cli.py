@@ -268,14 +268,22 @@ def _synced_store(args: argparse.Namespace, suite: str | None = None) -> "Store"
 
     store = Store(_results_root(args))
     if store.root.is_dir():
-        for line in store.sync(suite).skipped:
-            print(f"warning: {line}; skipped", file=sys.stderr)
+        store.sync(suite)
+        _warn_skipped(store)
     return store
 
 
+def _warn_skipped(store: "Store") -> None:
+    for line in store.skipped:
+        print(f"warning: {line}; skipped", file=sys.stderr)
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
-    store = _synced_store(args, args.suite)
-    runs = store.runs(args.suite)
+    from bench.store import Store
+
+    store = Store(_results_root(args))
+    runs = store.runs(args.suite)  # imports what changed first
+    _warn_skipped(store)
     if not runs:
         print(f"no runs in {_results_root(args)}")
         return 0
@@ -292,7 +300,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Every planned run of a suite: its state, its job and where its log is."""
-    from bench.cluster import read_record, view
+    from bench.cluster import observe, read_record, view
     from bench.plan import plan
     from bench.suite import load_suite
 
@@ -303,7 +311,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"{'run id':<14}{'variant':<18}{'seed':>5}  {'state':<12}{'job':<14}detail (logs)")
     for r in runs:
         record = read_record(store, suite.name, r.run_id)
-        word, detail = view(store, r.run_id, record)
+        word, detail = view(observe(store, r.run_id, record))
         counts[word] = counts.get(word, 0) + 1
         run_dir = store.run_dir(suite.name, r.run_id)
         log = run_dir / "run.log" if record is None else f"{Path(record.stdout).parent}/"

@@ -195,7 +195,8 @@ def run_workers(kind: str, argv: list[str], n: int, folder: Path, resources: Res
         try:
             codes.append(int(job.result() or 0))
         except Exception as err:  # submitit's job errors carry the job's traceback
-            say(f"worker {k} (job {job.job_id}) failed: {str(err).strip().splitlines()[-1]}")
+            last = (str(err).strip().splitlines() or [type(err).__name__])[-1]
+            say(f"worker {k} (job {job.job_id}) failed: {last}; log {job.paths.stderr}")
             codes.append(1)
     return max(codes, default=0)
 
@@ -321,24 +322,24 @@ class Submitter:
         for t in self.tracked:
             if t.done:
                 continue
-            state, reason, holder = run_status(self.store, t.run.run_id)
-            live = None if t.record is None else t.record.live()
+            seen = observe(self.store, t.run.run_id, t.record)
+            state, live = seen.state, seen.live
             if state == "finished":
                 shown, t.done = "finished", True
             elif state in ("failed", "pruned") and not live:
-                shown, t.done, t.failure = f"{state}: {reason}", True, reason
-            elif live is False and (state is None or (state == "running" and holder is None)):
+                shown, t.done, t.failure = f"{state}: {seen.reason}", True, seen.reason
+            elif live is False and (state is None or (state == "running" and seen.holder is None)):
                 assert t.record is not None
                 why = t.record.ended_as()
                 if state is None or self.store.reap(t.run.run_id, t.record.job_id, why, now()):
                     shown, t.done, t.failure = f"failed: {why}", True, why
                 else:
                     continue  # another process took the run meanwhile: look again
-            elif t.record is None and holder is None:  # its holder, not our job, is gone
+            elif t.record is None and seen.holder is None:  # its holder, not our job, is gone
                 why = "its process ended without recording how the run ended"
                 shown, t.done, t.failure = f"failed: {why}", True, why
             else:
-                shown = " ".join(view(self.store, t.run.run_id, t.record))
+                shown = " ".join(view(seen))
             if shown != t.shown:
                 job = "" if t.record is None else f" [job {t.record.job_id}]"
                 self.say(f"{t.label}{job}: {shown}")
@@ -355,39 +356,50 @@ class Submitter:
             time.sleep(poll_s)
 
 
-def run_status(store: Store, run_id: str) -> tuple[str | None, str | None, str | None]:
-    """The run's state and reason as its folder records them, and its live holder in words
-    (None when nobody live holds it)."""
+@dataclass(frozen=True)
+class Observed:
+    """One look at a run: its state and reason as its folder records them, its live holder in
+    words (None when nobody live holds it), and whether its job may still run (None: no job
+    of ours, or this machine cannot tell)."""
+
+    state: str | None
+    reason: str | None
+    holder: str | None
+    live: bool | None
+    record: JobRecord | None
+
+
+def observe(store: Store, run_id: str, record: JobRecord | None) -> Observed:
+    """Read the run's folder and ask about its job, once."""
     from bench.claims import holder_alive, read_claim
     from bench.index import Unreadable, read_state
 
+    live = None if record is None else record.live()
     folder = store.folder(run_id)
     if folder is None:
-        return None, None, None
+        return Observed(None, None, None, live, record)
     try:
         state = read_state(folder) or {}
     except Unreadable as err:
-        return "unreadable", str(err), None
+        return Observed("unreadable", str(err), None, live, record)
     holder = read_claim(folder)
     alive = holder is not None and holder_alive(holder, folder, store.owner)
-    return (state.get("state"), state.get("reason"),
-            holder.describe() if alive and holder is not None else None)
+    return Observed(state.get("state"), state.get("reason"),
+                    holder.describe() if alive and holder is not None else None, live, record)
 
 
-def view(store: Store, run_id: str, record: JobRecord | None) -> tuple[str, str]:
+def view(seen: Observed) -> tuple[str, str]:
     """A run's state in a word and its detail in words, as `bench status` and a waiting
-    `bench run` show it: the folder's record, its live holder and its job's liveness."""
-    state, reason, holder = run_status(store, run_id)
-    live = None if record is None else record.live()
-    if state == "finished":
+    `bench run` show it."""
+    if seen.state == "finished":
         return "finished", ""
-    if state == "running" and holder is not None:
-        return "running", f"in {holder}"
-    if live and record is not None:
-        return ("queued" if record.executor == "slurm" else "starting"), f"as job {record.job_id}"
-    if state in ("failed", "pruned", "unreadable"):
-        return state, reason or ""
-    if state == "running":
+    if seen.state == "running" and seen.holder is not None:
+        return "running", f"in {seen.holder}"
+    if seen.live and seen.record is not None:
+        return (("queued" if seen.record.executor == "slurm" else "starting"),
+                f"as job {seen.record.job_id}")
+    if seen.state in ("failed", "pruned", "unreadable"):
+        return seen.state, seen.reason or ""
+    if seen.state == "running":
         return "interrupted", "nobody holds it: the next bench run resumes it"
     return "pending", "not started"
-

@@ -78,6 +78,7 @@ class Store:
         self.indexes = self.owner.job is None if indexes is None else indexes
         self._index_warned = False
         self._begun: dict[str, Path] = {}  # run id -> folder, for the runs this store began
+        self.skipped: list[str] = []  # the folders the latest import could not read, and why
 
     def run_dir(self, suite: str, run_id: str) -> Path:
         return self.root / suite / run_id
@@ -102,10 +103,10 @@ class Store:
 
     def final_metrics(self, run_id: str) -> dict[str, float]:
         """A finished run's final metrics (empty for any other)."""
-        if self.state(run_id) != "finished":
-            return {}
         folder = self.folder(run_id)
-        assert folder is not None
+        state = None if folder is None else _state_of(folder)
+        if folder is None or state is None or state["state"] != "finished":
+            return {}
         return _readable(folder, lambda: json_file(folder / "metrics.json", dict))
 
     def begin(self, suite: str, variant: str, seed: int, run_id: str, config: dict[str, Any],
@@ -239,10 +240,12 @@ class Store:
 
     def sync(self, suite: str | None = None, run_id: str | None = None) -> Imported:
         """Import into the index what changed in the run folders (one run's, one suite's or
-        all); folders that cannot be read are skipped and named."""
+        all); folders that cannot be read are skipped and named (also in `self.skipped`)."""
         with closing(self._connect()) as con:
             try:
-                return import_folders(con, self.root, suite, run_id)
+                imported = import_folders(con, self.root, suite, run_id)
+                self.skipped = imported.skipped
+                return imported
             except sqlite3.DatabaseError as err:  # a damaged file, named with its remedy
                 if getattr(err, "sqlite_errorname", "").startswith(DAMAGED):
                     raise index_error(self.index_path, err) from err
