@@ -22,6 +22,9 @@ from bench.store import Store
 # Timing and throughput differ from run to run; everything else a run records must not.
 TIMED = ("seconds", "_per_s", ".iqr", "ms_per", "flops_per_s", "mfu", "peak_memory")
 LOCAL = ("--executor", "local", "--resource", "cpus_per_task=1", "--no-progress")
+# Long enough (a few seconds of training, a checkpoint every 2 steps) for a test to catch a
+# job mid-training: a finished stage keeps no checkpoints.
+BUDGET = "{steps: 400}"
 
 
 def bench(root: Path, *argv: str) -> subprocess.Popen:
@@ -51,7 +54,7 @@ def wait_for(predicate, what: str, timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+        time.sleep(0.05)
 
 
 def checkpointed_holder(results: Path) -> int:
@@ -68,7 +71,7 @@ def checkpointed_holder(results: Path) -> int:
 def inline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, float]]:
     """The four runs (two variants, two seeds) run inline, one after another."""
     root = tmp_path_factory.mktemp("inline")
-    write_suite(root, "{steps: 24}")
+    write_suite(root, BUDGET)
     code, _, err = finish(bench(root, "run", "suite.yaml", "--seeds", "0", "1",
                                   "--results", "results", "--no-progress"))
     assert code == 0, err
@@ -77,7 +80,7 @@ def inline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, floa
 
 @pytest.mark.slow
 def test_four_runs_two_at_a_time_match_the_inline_runs(tmp_path, inline):
-    write_suite(tmp_path, "{steps: 24}")
+    write_suite(tmp_path, BUDGET)
     code, out, err = finish(bench(tmp_path, "run", "suite.yaml", "--seeds", "0", "1",
                                   "--results", "results", "--max-parallel", "2", *LOCAL))
     assert code == 0, out + err
@@ -97,7 +100,7 @@ def test_four_runs_two_at_a_time_match_the_inline_runs(tmp_path, inline):
 
 @pytest.mark.slow
 def test_a_killed_job_fails_then_resumes_to_the_uninterrupted_metrics(tmp_path, inline):
-    write_suite(tmp_path, "{steps: 24}")
+    write_suite(tmp_path, BUDGET)
     argv = ("run", "suite.yaml", "--only", "softmax", "--results", "results", *LOCAL)
     proc = bench(tmp_path, *argv)
     os.kill(checkpointed_holder(tmp_path / "results"), signal.SIGKILL)  # as the OOM killer does
@@ -116,7 +119,7 @@ def test_a_killed_job_fails_then_resumes_to_the_uninterrupted_metrics(tmp_path, 
 
 @pytest.mark.slow
 def test_a_preempted_job_requeues_and_resumes_to_the_uninterrupted_metrics(tmp_path, inline):
-    write_suite(tmp_path, "{steps: 24}")
+    write_suite(tmp_path, BUDGET)
     proc = bench(tmp_path, "run", "suite.yaml", "--only", "softmax", "--results", "results",
                  *LOCAL)
     first = checkpointed_holder(tmp_path / "results")
@@ -135,7 +138,7 @@ def test_a_preempted_job_requeues_and_resumes_to_the_uninterrupted_metrics(tmp_p
 
 @pytest.mark.slow
 def test_two_submitters_of_one_suite_run_each_run_once(tmp_path, inline):
-    write_suite(tmp_path, "{steps: 24}")
+    write_suite(tmp_path, BUDGET)
     argv = ("run", "suite.yaml", "--results", "results", "--max-parallel", "2", *LOCAL)
     a, b = bench(tmp_path, *argv), bench(tmp_path, *argv)
     (code_a, out_a, err_a), (code_b, out_b, err_b) = finish(a), finish(b)
@@ -152,7 +155,7 @@ def test_two_submitters_of_one_suite_run_each_run_once(tmp_path, inline):
 
 @pytest.mark.slow
 def test_a_detached_suite_is_followed_by_status_and_the_next_run(tmp_path):
-    write_suite(tmp_path, "{steps: 24}")
+    write_suite(tmp_path, BUDGET)
     argv = ("run", "suite.yaml", "--only", "cwt", "--results", "results", *LOCAL)
     code, out, err = finish(bench(tmp_path, *argv, "--detach"), timeout=120)
     assert code == 0 and "submitted as job" in out and "bench status suite.yaml" in out
@@ -197,7 +200,7 @@ def test_executor_options_are_checked(tmp_path, capsys, argv, message):
 
 @pytest.mark.slow
 def test_a_run_on_two_processes_is_one_job_of_two_tasks(tmp_path, inline):
-    write_suite(tmp_path, "{steps: 24}")
+    write_suite(tmp_path, BUDGET)
     code, out, err = finish(bench(tmp_path, "run", "suite.yaml", "--only", "softmax",
                                   "--results", "results", *LOCAL, "--resource",
                                   "tasks_per_node=2"))
@@ -207,7 +210,8 @@ def test_a_run_on_two_processes_is_one_job_of_two_tasks(tmp_path, inline):
     reference = inline["softmax", 0]
     assert metrics.keys() - {"train.world_size"} == reference.keys() - {"train.world_size"}
     for name in ("train.pretrain.final_loss", "lambada.ppl", "val.loss", "val.nll"):
-        assert metrics[name] == pytest.approx(reference[name], rel=1e-4), name
+        # float summation order differs over 400 steps
+        assert metrics[name] == pytest.approx(reference[name], rel=1e-3), name
     (folder,) = (tmp_path / "results").glob("store-e2e/*")
     assert (folder / "run.rank1.log").exists()  # the second task trained beside rank 0
     assert len(list((tmp_path / "results" / ".jobs" / "store-e2e").glob("*/*_1_log.out"))) == 1

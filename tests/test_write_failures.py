@@ -120,3 +120,25 @@ def test_a_full_index_leaves_the_run_finished_in_its_folder(suite, monkeypatch, 
     monkeypatch.undo()  # room again: the next reader imports what the index missed
     (run,) = Store(results).runs()
     assert run["state"] == "finished" and "lambada.acc" in run["metrics"]
+
+
+def test_a_preemption_signal_during_a_write_is_handled_once_the_file_is_whole(tmp_path):
+    import signal
+
+    def preempted(signum, frame):  # what submitit's handler does: checkpoint, requeue, exit
+        raise SystemExit(144)
+
+    def signalled_midway(tmp: Path) -> None:
+        tmp.write_bytes(b"half")
+        os.kill(os.getpid(), signal.SIGUSR2)  # arrives while the file is half written
+        tmp.write_bytes(b"half and the rest")
+
+    previous = signal.signal(signal.SIGUSR2, preempted)
+    try:
+        with pytest.raises(SystemExit):
+            bench.atomic.write_via(tmp_path / "a.bin", signalled_midway)
+        assert (tmp_path / "a.bin").read_bytes() == b"half and the rest"
+        assert signal.getsignal(signal.SIGUSR2) is preempted
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
