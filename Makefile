@@ -34,6 +34,7 @@ demo-sweep: data
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: data lint
 	$(BIN)/python -m pytest -q

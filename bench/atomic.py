@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 # `tempfile` names: the prefix given below, 8 random characters, the suffix.
@@ -37,7 +38,7 @@ def _signals_held() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held: list[tuple[int, object]] = []
+    held: list[tuple[int, FrameType | None]] = []
     previous = {s: signal.signal(s, lambda n, frame: held.append((n, frame)))
                 for s in HELD_SIGNALS}
     try:
@@ -46,7 +47,7 @@ def _signals_held() -> Iterator[None]:
         for s, handler in previous.items():
             signal.signal(s, handler)
         for n, frame in held:
-            handler = previous[n]
+            handler = previous[signal.Signals(n)]
             if callable(handler):
                 handler(n, frame)
             elif handler == signal.SIG_DFL:

@@ -10,10 +10,9 @@ the budget affords, so what is left unspent is less than one step.
 import math
 from dataclasses import dataclass
 
+from bench.contract import MAX_STEPS, BudgetConfig, StepCost
 from bench.errors import UserError
-from bench.family import StepCost
 from bench.schema import OptimConfig
-from bench.suite import MAX_STEPS, BudgetConfig
 
 
 @dataclass(frozen=True)

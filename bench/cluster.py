@@ -28,8 +28,8 @@ from typing import Any
 
 from bench.atomic import write_text
 from bench.claims import JOB_ENV, Owner, locked, process_start
+from bench.contract import RunSpec
 from bench.errors import ClaimRefused, UserError
-from bench.plan import RunSpec
 from bench.provenance import JOB_LOGS_ENV, now
 from bench.resources import Resources
 from bench.store import Store

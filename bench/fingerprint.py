@@ -119,6 +119,7 @@ def changed_inputs(old: dict[str, dict[str, str]], new: dict[str, dict[str, str]
             continue
         if before is None or after is None:
             entry = before or after
+            assert entry is not None  # the two differ, so one of them is there
             lines.append(f"{label} ({entry['path']}): "
                          f"{'added' if before is None else 'no longer an input'}")
         elif before["sha256"] != after["sha256"]:

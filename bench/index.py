@@ -121,7 +121,8 @@ def import_folders(con: sqlite3.Connection, root: Path, suite: str | None = None
     """Bring the index up to date with the run folders under `root` (all, one suite's, or one
     run's of that suite), in one transaction: changed folders are indexed again, vanished ones
     dropped."""
-    scope, args = ("", ())
+    args: tuple[str, ...]
+    scope, args = "", ()
     if suite is not None:
         scope, args = "WHERE suite = ?", (suite,)
         if run_id is not None:

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from bench.errors import UserError
 
@@ -27,7 +27,7 @@ class StepDataset(Protocol):
     def __getitem__(self, step: int) -> Any: ...
 
 
-class _Carrier:
+class _Carrier(Dataset[Any]):
     """The dataset as workers run it: a UserError (an unreadable image) comes back as a value,
     so the caller raises it with its own message instead of DataLoader's wrapped traceback."""
 
@@ -77,10 +77,10 @@ class StepLoader:
         self.close()
         steps = (range(step, len(self.dataset)) if isinstance(self.dataset, Sized)
                  else count(step))
-        loader = DataLoader(_Carrier(self.dataset), batch_size=None, sampler=steps,
-                            num_workers=self.workers, collate_fn=_as_is,
-                            pin_memory=self.pin_memory and torch.cuda.is_available(),
-                            prefetch_factor=self.prefetch, worker_init_fn=self.worker_init)
+        loader: DataLoader[Any] = DataLoader(
+            _Carrier(self.dataset), batch_size=None, sampler=steps, num_workers=self.workers,
+            collate_fn=_as_is, pin_memory=self.pin_memory and torch.cuda.is_available(),
+            prefetch_factor=self.prefetch, worker_init_fn=self.worker_init)
         self._items = iter(loader)
 
     def close(self) -> None:

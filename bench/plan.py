@@ -2,37 +2,17 @@
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.contract import Family, RunSpec, Variant
 from bench.errors import UserError, did_you_mean
-from bench.family import Family
+from bench.evals.registry import get_evaluator
 from bench.fingerprint import changed_inputs, fingerprint_inputs
-from bench.suite import Suite, Variant
+from bench.suite import Suite
 
 if TYPE_CHECKING:
     from bench.store import Store
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One run: a resolved variant, a seed and the inputs it reads; its id hashes all three."""
-
-    suite: str
-    variant: Variant
-    seed: int
-    run_id: str
-    inputs: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> path, sha256
-
-    @property
-    def config(self) -> Any:
-        return self.variant.config
-
-    @property
-    def resolved(self) -> dict[str, Any]:
-        """The configuration the run depends on, as stored in its folder and in the index."""
-        return {**self.variant.resolved, "seed": self.seed}
 
 
 def run_id(resolved: dict[str, Any], seed: int,
@@ -49,9 +29,14 @@ def run_id(resolved: dict[str, Any], seed: int,
 
 def variant_inputs(family: Family, variant: Variant, cache_dir: Path | None
                    ) -> dict[str, dict[str, str]]:
-    """The fingerprinted files and folders a variant's runs read (see bench.fingerprint)."""
-    return (fingerprint_inputs(family.inputs(variant.config, variant.evals), cache_dir)
-            | family.derived_inputs(variant.config))
+    """The fingerprinted files and folders a variant's runs read (see bench.fingerprint): the
+    family's, and each evaluator's as `evals.<name>.<label>`."""
+    found = family.inputs(variant.config)
+    root = family.data_root(variant.config)
+    for name, cfg in variant.evals:
+        found |= {f"evals.{name}.{label}": path
+                  for label, path in get_evaluator(name).inputs(cfg, root).items()}
+    return fingerprint_inputs(found, cache_dir) | family.derived_inputs(variant.config)
 
 
 def run_spec(suite: str, variant: Variant, seed: int, inputs: dict[str, dict[str, str]]

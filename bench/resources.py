@@ -147,6 +147,7 @@ class Resources(Strict):
     @property
     def processes(self) -> int:
         """The processes that train one run together."""
+        assert self.tasks_per_node is not None  # `_one_process_per_gpu` fills it in
         return self.nodes * self.tasks_per_node
 
     def submitit_parameters(self) -> dict[str, Any]:

@@ -18,13 +18,14 @@ from bench import provenance
 from bench.accelerators import efficiency_metrics
 from bench.atomic import remove_stale_temporaries
 from bench.budget import StageBudget, split_budget
+from bench.contract import Family, RunSpec, Stage, StageResult
 from bench.distributed import from_main, world
 from bench.errors import ClaimRefused, Pruned, RunFailed
-from bench.family import Family
-from bench.plan import RunSpec
+from bench.evals.evaluator import EvalSetting
+from bench.evals.registry import get_evaluator
 from bench.store import Store, write_jsonl
 from bench.timing import step_rate
-from bench.train import Stage, StageResult, train_stage
+from bench.train import train_stage
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a write failed for want of space
 
@@ -41,8 +42,9 @@ def pick_device(name: str) -> torch.device:
 
 
 @dataclass
-class RunContext:
-    """What a family's `execute` gets: the run's folder, log, device and budget."""
+class RunFolderContext:
+    """The `RunContext` (bench.contract) of a run this process trains: its folder, log, device
+    and budget; what it records is written to the folder when the run finishes."""
 
     run: RunSpec
     dir: Path
@@ -58,6 +60,7 @@ class RunContext:
     # Hears each validation: (progress over stages: stage index + fraction spent, metrics).
     monitor: Callable[[float, dict[str, float]], None] | None = None
     restart_corrupt: bool = False  # a stage whose checkpoints are all unusable starts afresh
+    data_root: str | None = None  # the family's training data folder, offered to evaluators
 
     @property
     def main(self) -> bool:
@@ -66,8 +69,9 @@ class RunContext:
 
     def train(self, stage: Stage) -> StageResult:
         index = len(self.stages)
-        hear = (None if self.monitor is None
-                else lambda done, metrics: self.monitor(index + done, metrics))
+        monitor = self.monitor
+        hear = (None if monitor is None
+                else lambda done, metrics: monitor(index + done, metrics))
         result = train_stage(stage, self.budgets[stage.name], self.dir / "checkpoints",
                              self.device, self.log, self.progress, hear, self.restart_corrupt)
         self.stages.append(result)
@@ -75,6 +79,27 @@ class RunContext:
 
     def record(self, metrics: dict[str, float]) -> None:
         self.metrics.update(metrics)
+
+    def evaluate(self, model: object) -> None:
+        """Score `model` with every evaluator of the variant, in the suite's order, each in
+        its own folder `<run>/<name>/`; record metrics as `<name>.<metric>`, curves as
+        `<kind>:<name>.<curve>` and per-example rows as `samples_<name>[_<key>].jsonl`."""
+        for name, cfg in self.run.variant.evals:
+            evaluator = get_evaluator(name)
+            if not isinstance(model, evaluator.needs):
+                raise TypeError(f"evaluator {name!r} needs a {evaluator.needs.__name__}; the "
+                                f"family handed over a {type(model).__name__}")
+            workdir = self.dir / name
+            workdir.mkdir(parents=True, exist_ok=True)
+            result = evaluator.evaluate(cfg, model, EvalSetting(
+                workdir, self.log, self.run.seed, self.data_root, self.progress))
+            self.record({f"{name}.{k}": v for k, v in result.metrics.items()})
+            for key, curve in result.curves.items():
+                self.record_curve(f"{curve.kind}:{name}.{key}", *curve.xy())
+            for key, rows in result.samples.items():
+                self.save_samples(f"{name}_{key}" if key else name, rows)
+            self.provenance |= {f"{name}.{k}": v for k, v in result.provenance.items()}
+            self.log.info("%s: %s", name, result.metrics)
 
     def record_curve(self, name: str, x: Any, y: Any) -> None:
         """An evaluation curve for the report's figures, named `pr:...` (x recall, y precision)
@@ -188,8 +213,12 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
         log.info("run %s: suite %s, variant %s, seed %d, device %s (%s)", run.run_id, run.suite,
                  run.variant.name, run.seed, device, prov["device_name"])
         stages = family.stages(run.config)
-        ctx = RunContext(run, path, device, log, split_budget(run.variant.budget, stages),
-                         cache_dir, progress, monitor=monitor, restart_corrupt=restart_corrupt)
+        ctx = RunFolderContext(run, path, device, log, split_budget(run.variant.budget, stages),
+                               cache_dir, progress, monitor=monitor,
+                               restart_corrupt=restart_corrupt,
+                               data_root=family.data_root(run.config))
+        for name, cfg in run.variant.evals:  # missing evaluation data fails before training
+            get_evaluator(name).check(cfg, ctx.data_root)
         if here.main:
             with store.heartbeat(run.run_id):  # machines that share the folder see it alive
                 family.execute(run, ctx)
@@ -221,7 +250,7 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
     return None
 
 
-def _record_success(family: Family, store: Store, ctx: RunContext,
+def _record_success(family: Family, store: Store, ctx: RunFolderContext,
                     prov: dict[str, Any]) -> None:
     """Record the run's results (curves, metrics, provenance) in its folder, finished."""
     metrics = _training_metrics(ctx.stages, family.item_unit, prov["device_name"]) | ctx.metrics

@@ -7,7 +7,7 @@ expected`, and nothing is written.
 """
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,54 +20,21 @@ from pydantic import (
     model_validator,
 )
 
+from bench.contract import UNITS, BudgetConfig, Family, Variant
 from bench.errors import UserError, did_you_mean
-from bench.family import Family, get_family, known_families
+from bench.evals.registry import evaluators_for, get_evaluator, known_evaluators
+from bench.family import get_family, known_families
 from bench.resources import Resources
 from bench.schema import Float, Int, OptimConfig, Strict, check_name
 from bench.sweep_config import SweepConfig
 from bench.yaml_source import Located, Path_, display_path, dotted, file_kind, load_yaml
 
-UNITS = ("flops", "tokens", "images", "steps", "seconds")
 CORE_KEYS = {
     "suite", "family", "extends", "description", "seeds", "budget", "evals", "report",
     "reference", "variants", "sweep", "resources",
 }
-# More optimizer steps than any run takes (Pythia-70M: 143,000): a larger count is a mistake.
-MAX_STEPS = 10**9
 MAX_EXTENDS = 32  # files in one 'extends' chain
 Seed = Annotated[Int, Field(ge=0, lt=2**32)]  # what every random generator a family uses takes
-
-
-class BudgetConfig(Strict):
-    """One training budget per run: exactly one unit, optionally split over training stages."""
-
-    flops: Float | None = Field(None, gt=0)
-    tokens: Float | None = Field(None, gt=0)
-    images: Float | None = Field(None, gt=0)
-    steps: Int | None = Field(None, gt=0, le=MAX_STEPS)
-    seconds: Float | None = Field(None, gt=0)
-    split: dict[str, Float] | None = None
-
-    @model_validator(mode="after")
-    def _one_unit(self) -> "BudgetConfig":
-        given = [u for u in UNITS if getattr(self, u) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one budget unit out of {', '.join(UNITS)}; got {given}")
-        if self.split is not None:
-            if any(v <= 0 for v in self.split.values()):
-                raise ValueError("split shares must be positive")
-            if abs(sum(self.split.values()) - 1) > 1e-9:
-                total = sum(self.split.values())
-                raise ValueError(f"split shares must add up to 1, they add up to {total}")
-        return self
-
-    @property
-    def unit(self) -> str:
-        return next(u for u in UNITS if getattr(self, u) is not None)
-
-    @property
-    def amount(self) -> float:
-        return float(getattr(self, self.unit))
 
 
 class PaperTableConfig(Strict):
@@ -162,19 +129,6 @@ class SuiteHead(Strict):
 
 
 @dataclass(frozen=True)
-class Variant:
-    """One variant, fully resolved: the family config, budget and evals it runs with."""
-
-    name: str
-    config: BaseModel
-    budget: BudgetConfig
-    evals: list[tuple[str, BaseModel]]
-    resolved: dict[str, Any]  # plain data, hashed into run ids and stored with every run
-    # what the run's cluster job asks for: where it runs, not what it computes (not in `resolved`)
-    resources: Resources = field(default_factory=Resources)
-
-
-@dataclass(frozen=True)
 class Suite:
     path: Path
     head: SuiteHead
@@ -184,6 +138,14 @@ class Suite:
     @property
     def name(self) -> str:
         return self.head.suite
+
+    def higher_is_better(self, metric: str) -> bool | None:
+        """Whether a larger `metric` is better (None: neither): an evaluation's metric
+        (`<eval>.<metric>`) by its evaluator, any other by the family (default: yes)."""
+        name, _, rest = metric.partition(".")
+        if any(name == n for n, _ in next(iter(self.variants.values())).evals):
+            return get_evaluator(name).higher_is_better(rest)
+        return self.family.higher_is_better.get(metric, True)
 
 
 def deep_merge(base: Any, over: Any) -> Any:
@@ -320,13 +282,19 @@ def load_suite(path: str | Path, env: dict[str, str] | None = None) -> Suite:
     evals: list[tuple[str, BaseModel]] = []
     for i, entry in enumerate(head.evals):
         (name, options), = entry.items()
-        if name not in family.eval_models:
+        if name not in known_evaluators():
             raise _fail(src, ("evals", i, name),
-                        f"unknown evaluator for family {head.family!r}"
-                        f"{did_you_mean(str(name), family.eval_models)}; "
-                        f"known: {', '.join(sorted(family.eval_models))}")
+                        f"unknown evaluator{did_you_mean(str(name), known_evaluators())}; "
+                        f"evaluators for family {head.family!r}: "
+                        f"{', '.join(evaluators_for(family.adapters))}")
+        evaluator = get_evaluator(name)
+        if evaluator.needs not in family.adapters:
+            raise _fail(src, ("evals", i, name),
+                        f"evaluator {name!r} needs a {evaluator.needs.__name__}, which the "
+                        f"models of family {head.family!r} do not provide; evaluators for "
+                        f"it: {', '.join(evaluators_for(family.adapters))}")
         try:
-            evals.append((name, family.eval_models[name].model_validate(options or {})))
+            evals.append((name, evaluator.config_model.model_validate(options or {})))
         except ValidationError as err:
             raise _pydantic_error(src, ("evals", i, name), err) from None
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import optuna.storages.journal
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from bench.errors import Pruned, RunFailed, UserError

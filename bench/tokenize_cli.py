@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_tokenize(args: argparse.Namespace) -> int:
     """Build each distinct data set of the suite's chosen variants once."""
     from bench.data.demo_text import data_root
-    from bench.lm.shards import CACHE_SUBDIR, prepare_lm_data, shards_fingerprint
     from bench.suite import load_suite
+    from bench.text.shards import CACHE_SUBDIR, prepare_lm_data, shards_fingerprint
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers {args.workers}: expected at least 1")
@@ -37,7 +37,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     for name, variant in suite.variants.items():
         if args.only and name not in args.only:
             continue
-        data_cfg = variant.config.data  # type: ignore[attr-defined]
+        data_cfg = variant.config.data
         key = shards_fingerprint(data_cfg, layout)
         if key not in done:
             data = prepare_lm_data(data_cfg, Path(data_root()) / CACHE_SUBDIR, layout,

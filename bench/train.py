@@ -24,10 +24,10 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -35,52 +35,12 @@ from torch import nn
 
 from bench.atomic import remove_stale_temporaries, save_torch
 from bench.budget import StageBudget, lr_factor
+from bench.contract import Stage, StageResult, StepCost
 from bench.distributed import World, from_main, world
 from bench.errors import RunFailed
-from bench.family import StepCost
 from bench.flops import count_flops
 from bench.progress import progress as progress_display
 from bench.schema import OptimConfig
-
-
-@dataclass
-class Stage:
-    """What a family hands to the loop for one training stage."""
-
-    name: str
-    model: nn.Module
-    parameters: list[nn.Parameter]
-    optim: OptimConfig
-    micro_batches: Callable[[int], list[Any]]  # step index -> its micro-batches
-    loss: Callable[[Any], torch.Tensor]  # mean loss of one micro-batch
-    items: Callable[[Any], int]  # tokens (or images) in one micro-batch
-    validate: Callable[[int], dict[str, float]] | None = None  # steps done -> metrics
-    validate_every: int = 50
-    checkpoint_every: int = 50
-    bf16: bool = False
-    compile: bool = False  # the loss runs through torch.compile; FLOPs are counted eagerly
-    seed: int = 0  # with the step and the micro-batch's place in it, seeds the micro-batch
-    solo: bool = False  # trained by this process alone (evaluation's fine-tuning, on rank 0)
-
-
-@dataclass
-class StageResult:
-    """What a stage consumed and reached; recorded per stage."""
-
-    name: str
-    steps: int = 0
-    flops: float = 0.0
-    items: int = 0
-    seconds: float = 0.0
-    final_loss: float = math.nan
-    horizon: int | None = None
-    curve: list[dict[str, Any]] = field(default_factory=list)
-    peak_memory: float = math.nan  # bytes the device allocated at most (GPUs only)
-    world_size: int = 1  # processes that trained the stage
-
-    @property
-    def items_per_s(self) -> float:
-        return self.items / self.seconds if self.seconds > 0 else math.nan
 
 
 def _optimizer(params: list[nn.Parameter], cfg: OptimConfig, device: torch.device
@@ -96,7 +56,9 @@ def _rng_state() -> dict[str, Any]:
     """Every generator's state as tensors and plain numbers (no numpy or Python objects), so a
     checkpoint loads with `weights_only=True`."""
     version, words, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    # numpy's stub picks the dict overload; called bare, get_state() returns the legacy tuple
+    legacy = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
+    kind, keys, pos, has_gauss, cached = legacy
     state = {"torch": torch.get_rng_state(),
              "python": [version, torch.tensor(words, dtype=torch.int64), gauss],
              "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
@@ -198,8 +160,11 @@ class _StepLoss:
         measured = key in self.flops_by_shape
 
         def run() -> torch.Tensor:
-            deferred = module.no_sync() if self.world.size > 1 and index < n_micro - 1 \
-                else nullcontext()
+            if self.world.size > 1 and index < n_micro - 1:
+                # the DDP wrapper's; torch types a module's attributes as Tensor | Module
+                deferred = module.no_sync()  # type: ignore[operator]
+            else:
+                deferred = nullcontext()
             with deferred:
                 with self.autocast:
                     loss = module(batch, not measured)
@@ -500,12 +465,12 @@ class _Pending:
 
             dist.all_reduce(losses)
             losses = losses / self.here.size
-        spent = torch.tensor(seconds, dtype=torch.float64, device=losses.device)
+        elapsed = torch.tensor(seconds, dtype=torch.float64, device=losses.device)
         if self.here.size > 1:  # a step ends when its slowest process is done
             import torch.distributed as dist
 
-            dist.all_reduce(spent, op=dist.ReduceOp.MAX)
-        seconds, values = spent.tolist(), losses.tolist()
+            dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
+        seconds, values = elapsed.tolist(), losses.tolist()
         rows, self.losses, self.rows = self.rows, [], []
         for row, loss, spent in zip(rows, values, seconds, strict=True):
             if not math.isfinite(loss):

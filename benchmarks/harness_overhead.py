@@ -19,11 +19,12 @@ from pathlib import Path
 import torch
 
 from bench.budget import StageBudget
-from bench.lm.config import CWTConfig, ModelConfig
+from bench.lm.config import ModelConfig
 from bench.lm.model import build_model
 from bench.lm.objectives import causal_lm_loss
 from bench.sampling import batch_at
 from bench.schema import OptimConfig
+from bench.text.config import CWTConfig
 from bench.train import Stage, train_stage
 
 VOCAB, BATCH, SEQ = 8192, 16, 128

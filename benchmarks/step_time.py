@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import torch
 from mlm_step import Step
 
-from bench.lm.config import CWTConfig, ModelConfig
+from bench.lm.config import ModelConfig
 from bench.lm.model import build_model, count_parameters
 from bench.lm.objectives import causal_lm_loss
+from bench.text.config import CWTConfig
 
 OBJECTIVES = ("softmax", "cwt")
 

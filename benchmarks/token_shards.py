@@ -29,8 +29,8 @@ BASELINE_COMMIT = "6b91a7c"  # the last commit with the in-memory pipeline
 
 NEW = """
 import json, sys
-from bench.lm.config import DataConfig
-from bench.lm.shards import prepare_lm_data
+from bench.text.config import DataConfig
+from bench.text.shards import prepare_lm_data
 cfg = DataConfig(train=sys.argv[1], seq_len=128, tokenizer={"path": sys.argv[2]})
 data = prepare_lm_data(cfg, sys.argv[3], workers=int(sys.argv[4]))
 print(json.dumps({"tokens": data.train_tokens + data.val_tokens}))
@@ -39,7 +39,7 @@ OLD = """
 import json, sys
 sys.path.insert(0, sys.argv[5])
 from old_lm_data import prepare_lm_data
-from bench.lm.config import DataConfig
+from bench.text.config import DataConfig
 cfg = DataConfig(train=sys.argv[1], seq_len=128, tokenizer={"path": sys.argv[2]})
 data = prepare_lm_data(cfg, sys.argv[3])
 print(json.dumps({"tokens": data.train_tokens + data.val_tokens}))
@@ -64,8 +64,8 @@ def make_corpus(source: Path, megabytes: int, out: Path) -> Path:
 
 
 def train_tokenizer(source: Path, out: Path) -> Path:
-    from bench.lm.config import TokenizerConfig
-    from bench.lm.data import load_tokenizer, open_corpus, read_documents
+    from bench.text.config import TokenizerConfig
+    from bench.text.data import load_tokenizer, open_corpus, read_documents
 
     corpus = open_corpus(str(source))
     tokenizer = load_tokenizer(TokenizerConfig(train_bpe=8192),
@@ -98,9 +98,9 @@ def measure(argv: list[str]) -> dict[str, float]:
 
 def read_rate(corpus: Path, tokenizer: Path, cache: Path, batch: int, seq_len: int) -> float:
     """Batches per second: the indices of a step and its rows read from the memory maps."""
-    from bench.lm.config import DataConfig
-    from bench.lm.shards import prepare_lm_data
     from bench.sampling import batch_indices
+    from bench.text.config import DataConfig
+    from bench.text.shards import prepare_lm_data
 
     cfg = DataConfig(train=str(corpus), seq_len=seq_len, tokenizer={"path": str(tokenizer)})
     rows = prepare_lm_data(cfg, cache).train

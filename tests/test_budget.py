@@ -10,12 +10,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.budget import StageBudget, lr_factor, split_budget
+from bench.contract import BudgetConfig, Stage, StepCost
 from bench.errors import RunFailed, UserError
-from bench.family import StepCost
 from bench.flops import count_flops, count_flops_abstract
 from bench.schema import OptimConfig
-from bench.suite import BudgetConfig
-from bench.train import Stage, train_stage
+from bench.train import train_stage
 
 LOG = logging.getLogger("test")
 N, A, B, C = 8, 12, 20, 6

@@ -11,7 +11,7 @@ from test_end_to_end import _bench, index_rows, kill_when, suite_file
 from textgen import write_lm_data
 
 from bench.cli import main
-from bench.lm.objectives import cwt_loss
+from bench.text.cwt import cwt_loss
 
 # Wide enough that the CWT gather's backward writes over 32,768 values per micro-batch (1,008
 # targets x 64), the size from which torch's CPU kernels split work between threads.

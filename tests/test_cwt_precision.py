@@ -4,7 +4,7 @@ precision of the unchunked cross-entropy, in value and in both gradients."""
 import pytest
 import torch
 
-from bench.lm.objectives import cwt_loss
+from bench.text.cwt import cwt_loss
 
 K, D, V = 40, 12, 64
 TAU = 0.7

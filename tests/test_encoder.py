@@ -1,5 +1,7 @@
 """The encoder study's parts: MLM corruption, the four objectives, FLOP plans, GLUE fine-tuning."""
 
+import json
+import logging
 import math
 from pathlib import Path
 
@@ -10,23 +12,24 @@ import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
 from textgen import narrative_passages
 
-from bench.encoder.config import EncoderConfig, FinetuneConfig, MaskingConfig
+from bench.encoder.config import EncoderConfig, MaskingConfig
 from bench.encoder.family import FAMILY
 from bench.encoder.finetune import (
-    _select,
+    BertPairClassifier,
     _truncate_pair,
     balanced_class_weights,
-    finetune_task,
     frame_examples,
 )
 from bench.encoder.masking import MaskedBatch, Vocabulary, mask_rows, step_generator
 from bench.encoder.model import build_encoder, count_parameters, trained_parameters
 from bench.encoder.objectives import encode, mlm_loss, nce_loss
-from bench.evals.glue import Example, load_task
+from bench.evals.adapters import PairClassifier
+from bench.evals.evaluator import EvalResult, EvalSetting
+from bench.evals.glue import EVALUATOR, Example, FinetuneConfig, GlueEvalConfig
 from bench.flops import count_flops
-from bench.lm.config import TokenizerConfig
-from bench.lm.data import load_tokenizer
-from bench.lm.objectives import cwt_loss
+from bench.text.config import TokenizerConfig
+from bench.text.cwt import cwt_loss
+from bench.text.data import load_tokenizer
 
 SPECIAL = (0, 1, 2, 3, 4)  # pad, cls, sep, mask, eos
 VOCAB = Vocabulary(size=500, mask_id=3, special_ids=SPECIAL)
@@ -227,12 +230,6 @@ def test_pairs_are_truncated_longest_first():
     assert (a, b) == ([1, 2], [4, 5])
 
 
-def test_epoch_selection_best_or_last():
-    assert _select([0.5, 0.7, 0.7, 0.6], "best") == 1
-    assert _select([0.5, 0.7, 0.7, 0.6], "last") == 3
-    assert _select([math.nan, 0.1], "best") == 1
-
-
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     docs = narrative_passages(200, seed=0) + SENTIMENT_WORDS
@@ -275,32 +272,55 @@ def write_sst2(root: Path, n_train: int, n_dev: int, seed: int) -> Path:
     return root
 
 
-def test_a_tiny_encoder_learns_a_separable_task(tmp_path, tokenizer):
-    data = load_task(write_sst2(tmp_path / "glue", 480, 200, seed=0), "sst2")
+@pytest.fixture(scope="module")
+def sst2_scored(tmp_path_factory, tokenizer) -> tuple[GlueEvalConfig, BertPairClassifier,
+                                                      EvalSetting, EvalResult]:
+    """A tiny encoder fine-tuned and scored on a separable SST-2 by the GLUE evaluator."""
+    root = tmp_path_factory.mktemp("sst2")
+    write_sst2(root / "glue", 480, 200, seed=0)
     torch.manual_seed(0)
     model = build_encoder(config("cwt").model, len(tokenizer), tokenizer.pad_token_id, "cwt")
-    cfg = FinetuneConfig(epochs=4, batch_size=16, max_seq_len=32,
-                         optim={"lr": 3e-3, "schedule": "constant", "warmup": 0.1})
-    import logging
-
+    cfg = GlueEvalConfig(path=str(root / "glue"), tasks=["sst2"], finetune=FinetuneConfig(
+        epochs=4, batch_size=16, max_seq_len=32,
+        optim={"lr": 3e-3, "schedule": "constant", "warmup": 0.1}))
     log = logging.getLogger("test")
-    outcome, rows = finetune_task(model.bert, tokenizer, data, cfg, seed=0,
-                                  device=torch.device("cpu"), workdir=tmp_path / "ft", log=log,
-                                  progress=False)
-    assert outcome.metrics["acc"] >= 0.95
-    assert len(outcome.epoch_scores) == 4
-    assert outcome.epoch == 1 + outcome.epoch_scores.index(max(outcome.epoch_scores))
-    assert outcome.steps == 4 * 30 and outcome.flops > 0
+    classifier = BertPairClassifier(model.bert, tokenizer, torch.device("cpu"), log,
+                                    progress=False)
+    setting = EvalSetting(workdir=root / "run" / "glue", log=log, seed=0, progress=False)
+    return cfg, classifier, setting, EVALUATOR.evaluate(cfg, classifier, setting)
+
+
+def test_a_tiny_encoder_learns_a_separable_task(sst2_scored):
+    _, classifier, _, result = sst2_scored
+    assert isinstance(classifier, PairClassifier)
+    m, rows = result.metrics, result.samples["sst2"]
+    assert m["sst2.acc"] >= 0.95 and m["score"] == m["sst2.score"] == m["sst2.acc"]
+    assert m["sst2.finetune_steps"] == 4 * 30
+    assert m["sst2.finetune_flops"] > 0 and m["finetune_flops"] == m["sst2.finetune_flops"]
     assert len(rows) == 200
-    assert sum(r["prediction"] == r["label"] for r in rows) / 200 == outcome.metrics["acc"]
-    assert not (tmp_path / "ft" / "checkpoints").exists()
-    # A finished task is read back, not trained again.
-    again, again_rows = finetune_task(model.bert, tokenizer, data, cfg, seed=0,
-                                      device=torch.device("cpu"), workdir=tmp_path / "ft",
-                                      log=log, progress=False)
-    assert again == outcome and again_rows == rows
+    assert sum(r["prediction"] == r["label"] for r in rows) / 200 == m["sst2.acc"]
     # The dev labels are balanced: no constant prediction comes near the accuracy reached.
     assert F.one_hot(torch.tensor([r["label"] for r in rows])).float().mean(0).max() < 0.6
+
+
+def test_every_epoch_is_scored_and_a_finished_task_is_not_redone(sst2_scored, monkeypatch):
+    cfg, classifier, setting, result = sst2_scored
+    folder = setting.workdir / "sst2"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        *(f"dev_epoch{n}.jsonl" for n in range(1, 5)), "result.json"]  # checkpoints dropped
+    outcome = json.loads((folder / "result.json").read_text())["outcome"]
+    scores = outcome["epoch_scores"]
+    for n, score in enumerate(scores, 1):
+        epoch_rows = [json.loads(line) for line in
+                      (folder / f"dev_epoch{n}.jsonl").read_text().splitlines()]
+        assert sum(r["prediction"] == r["label"] for r in epoch_rows) / 200 == score
+    assert len(scores) == 4 and result.metrics["sst2.epoch"] == 1 + scores.index(max(scores))
+
+    def finetune(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished task was fine-tuned again")
+
+    monkeypatch.setattr(classifier, "finetune", finetune)
+    assert EVALUATOR.evaluate(cfg, classifier, setting) == result
 
 
 SUITE = """\
@@ -342,8 +362,6 @@ report:
 @pytest.mark.slow
 def test_encoder_suite_runs_scores_glue_and_reproduces_from_the_cli(tmp_path, capsys,
                                                                    monkeypatch):
-    import json
-
     from textgen import write_jsonl
 
     from bench.cli import main
@@ -383,8 +401,8 @@ def test_encoder_suite_runs_scores_glue_and_reproduces_from_the_cli(tmp_path, ca
 def test_mlm_rows_are_framed_and_the_tokenizer_has_bert_specials(tmp_path):
     from textgen import write_jsonl
 
-    from bench.lm.config import DataConfig
-    from bench.lm.shards import prepare_lm_data
+    from bench.text.config import DataConfig
+    from bench.text.shards import prepare_lm_data
 
     write_jsonl(tmp_path / "train.jsonl", narrative_passages(200, seed=3))
     cfg = DataConfig(train=str(tmp_path / "train.jsonl"), seq_len=24,

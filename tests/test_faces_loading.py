@@ -121,9 +121,8 @@ def test_an_unreadable_image_is_named_when_the_batches_open(faces_root, tmp_path
 
 
 def test_evaluation_reads_images_in_workers_and_detects_the_same(faces_root):
-    from bench.faces.batches import DetectionImages
     from bench.faces.data import read_image
-    from bench.faces.family import _detect_all
+    from bench.faces.detector import SSHDetector
     from bench.faces.inference import detect_scales, single_scale
     from bench.faces.model import to_input
 
@@ -140,11 +139,12 @@ def test_evaluation_reads_images_in_workers_and_detects_the_same(faces_root):
         direct.append(detect_scales(lambda x, m: model(x, m), to_input(image), specs,
                                     [scale]).numpy())
     for workers in (0, 2):
-        dets, ms = _detect_all(model, specs, DetectionImages(paths, "val"), "single",
-                               {"single": (96, 160)}, cpu, False, workers)
+        dets, ms = SSHDetector(model, specs, cpu, False, workers).detect(paths, "single",
+                                                                         (96, 160), "val")
         assert ms.n == 4 and len(dets) == 4
         assert all(np.array_equal(a, b) for a, b in zip(dets, direct, strict=True))
-    missing = DetectionImages([paths[0], faces_root / "missing.jpg"], "the ground truth")
+    missing = [paths[0], faces_root / "missing.jpg"]
     with pytest.raises(UserError, match=r"missing\.jpg: image missing or unreadable \(listed in "
                                         r"the ground truth\)"):
-        _detect_all(model, specs, missing, "single", {"single": (96, 160)}, cpu, False, 2)
+        SSHDetector(model, specs, cpu, False, 2).detect(missing, "single", (96, 160),
+                                                        "the ground truth")

@@ -1,9 +1,16 @@
 """GLUE scoring: every metric against scikit-learn and scipy on random and degenerate cases, the
 loaders on files in each task's exact official TSV layout and in Hugging Face's parquet layout,
-malformed inputs, MNLI's concatenated dev sets, the paper's GLUE score, and `bench eval glue`."""
+malformed inputs, MNLI's concatenated dev sets, the paper's GLUE score, `bench eval glue`, and the
+evaluator's side of fine-tuning (epoch selection, per-task results) on a scripted classifier."""
 
 import json
+import logging
+import math
 import re
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +22,18 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from bench.cli import main
 from bench.errors import UserError
+from bench.evals.adapters import Finetuned, PairClassifier
+from bench.evals.evaluator import EvalSetting
 from bench.evals.glue import (
+    EVALUATOR,
     PAPER_TASKS,
     TASKS,
     Example,
+    FinetuneConfig,
+    GlueEvalConfig,
+    GlueEvaluator,
+    TaskSpec,
+    _select,
     evaluate_task,
     glue_score,
     load_task,
@@ -604,3 +619,105 @@ def test_cli_bad_predictions_exit_2_without_traceback(tmp_path: Path,
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
     assert re.search(match, err)
+
+
+# ---- the evaluator -----------------------------------------------------------------------------
+
+def test_the_evaluator_is_registered_and_imports_no_torch() -> None:
+    from bench.evals.registry import get_evaluator
+
+    assert isinstance(get_evaluator("glue"), GlueEvaluator)
+    assert EVALUATOR.needs is PairClassifier and EVALUATOR.config_model is GlueEvalConfig
+    code = "import sys, bench.evals.glue; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_config_defaults_are_the_papers_and_tasks_are_checked() -> None:
+    cfg = GlueEvalConfig(path="glue")
+    assert cfg.tasks == ["mrpc", "cola", "stsb", "sst2", "qnli", "qqp", "mnli"]
+    assert (cfg.finetune.epochs, cfg.finetune.batch_size, cfg.finetune.optim.lr) == (10, 32, 1e-5)
+    assert cfg.finetune.selection == "best" and cfg.limit_train is None
+    with pytest.raises(ValueError, match="unknown GLUE task"):
+        GlueEvalConfig(path="glue", tasks=["sst2", "imdb"])
+    with pytest.raises(ValueError, match="distinct"):
+        GlueEvalConfig(path="glue", tasks=["sst2", "sst2"])
+    with pytest.raises(ValueError):
+        FinetuneConfig(max_seq_len=2)
+
+
+def test_inputs_name_the_folder_and_a_missing_task_fails_the_check(tsv_root: Path) -> None:
+    cfg = GlueEvalConfig(path=str(tsv_root), tasks=["sst2", "mnli"])
+    assert EVALUATOR.inputs(cfg, None) == {"path": str(tsv_root)}
+    EVALUATOR.check(cfg, None)
+    with pytest.raises(UserError, match="cola: no folder"):
+        EVALUATOR.check(GlueEvalConfig(path=str(tsv_root), tasks=["cola"], layout="parquet"),
+                        "/elsewhere")
+
+
+def test_higher_is_better() -> None:
+    better = {"score": True, "score_best": True, "sst2.acc": True, "mnli.acc_mm": True,
+              "cola.mcc": True, "stsb.spearman": True, "mrpc.f1": True, "sst2.score_last": True,
+              "finetune_flops": False, "qqp.finetune_seconds": False, "sst2.epoch": None}
+    assert {m: EVALUATOR.higher_is_better(m) for m in better} == better
+
+
+def test_epoch_selection_best_or_last() -> None:
+    assert _select([0.5, 0.7, 0.7, 0.6], "best") == 1
+    assert _select([0.5, 0.7, 0.7, 0.6], "last") == 3
+    assert _select([math.nan, 0.1], "best") == 1
+
+
+@dataclass
+class ScriptedClassifier:
+    """Predicts the gold labels in the epochs listed in `right`, class 0 otherwise: what the
+    evaluator does with a classifier's epochs, without training one."""
+
+    right: set[int]
+    calls: list[tuple[str, int]] = field(default_factory=list)
+
+    def finetune(self, task: TaskSpec, train: Sequence[Example],
+                 dev: Mapping[str, Sequence[Example]], settings: FinetuneConfig, *, seed: int,
+                 scratch: Path,
+                 score_epoch: Callable[[int, dict[str, list[float]]], dict[str, float]]
+                 ) -> Finetuned:
+        self.calls.append((task.name, len(train)))
+        scratch.mkdir(parents=True)
+        epochs = [score_epoch(n, {s: [x.label if n in self.right else 0 for x in examples]
+                                  for s, examples in dev.items()})
+                  for n in range(1, settings.epochs + 1)]
+        return Finetuned(epochs, steps=2 * settings.epochs, flops=1e6, tokens=10, seconds=0.5)
+
+
+@pytest.mark.parametrize(("selection", "epoch"), [("best", 2), ("last", 3)])
+def test_the_evaluator_selects_an_epoch_and_keeps_each_tasks_result(
+        tsv_root: Path, tmp_path: Path, selection: str, epoch: int) -> None:
+    cfg = GlueEvalConfig(path=str(tsv_root), tasks=["sst2", "mnli"], limit_train=1,
+                         finetune=FinetuneConfig(epochs=3, selection=selection))
+    classifier = ScriptedClassifier(right={2})
+    assert isinstance(classifier, PairClassifier)
+    setting = EvalSetting(workdir=tmp_path / "glue", log=logging.getLogger("test"), seed=0)
+    result = EVALUATOR.evaluate(cfg, classifier, setting)
+    assert classifier.calls == [("sst2", 1), ("mnli", 1)]  # train cut to limit_train
+    m = result.metrics
+    last = {t: evaluate_task(t, {s: ([x.label for x in expected(t, s)], [0] * len(ROWS[t][s]))
+                                 for s in TASKS[t].dev_splits})["score"] for t in cfg.tasks}
+    assert (m["sst2.epoch"], m["mnli.epoch"]) == (epoch, epoch)
+    for task in cfg.tasks:
+        assert m[f"{task}.score"] == (1.0 if epoch == 2 else last[task])
+    assert m["sst2.score_best"] == 1.0 and m["sst2.score_last"] == last["sst2"]
+    assert m["score"] == glue_score({t: m[f"{t}.score"] for t in cfg.tasks}, cfg.tasks)
+    assert m["score_best"] == 1.0 and m["score_last"] == glue_score(last, cfg.tasks)
+    assert m["finetune_steps"] == 12.0 and m["finetune_flops"] == 2e6
+    assert m["sst2.finetune_tokens"] == 10.0 and m["mnli.finetune_seconds"] == 0.5
+    assert result.provenance == {"epoch_selection": selection}
+    for task in cfg.tasks:
+        folder = tmp_path / "glue" / task
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "dev_epoch1.jsonl", "dev_epoch2.jsonl", "dev_epoch3.jsonl", "result.json"]
+        rows = result.samples[task]
+        assert len(rows) == sum(len(ROWS[task][s]) for s in TASKS[task].dev_splits)
+        assert [r["prediction"] for r in rows] == (
+            [r["label"] for r in rows] if epoch == 2 else [0] * len(rows))
+    # Finished tasks are read back, not fine-tuned again.
+    assert EVALUATOR.evaluate(cfg, classifier, setting) == result
+    assert len(classifier.calls) == 2

@@ -15,7 +15,7 @@ from bench.cli import main
 from bench.errors import UserError
 from bench.index import rebuild_index
 from bench.report import tables
-from bench.runner import RunContext, _record_success
+from bench.runner import RunFolderContext, _record_success
 from bench.store import Store
 from bench.train import StageResult
 
@@ -36,7 +36,7 @@ def _stage(seed: int) -> StageResult:
 
 def finish_run(store: Store, path: Path, run_id: str, seed: int) -> None:
     """Record success exactly as the runner does: the folder's files, then the index."""
-    ctx = RunContext(SimpleNamespace(run_id=run_id), path, torch.device("cpu"),
+    ctx = RunFolderContext(SimpleNamespace(run_id=run_id), path, torch.device("cpu"),
                      logging.getLogger("test"), {}, path, stages=[_stage(seed)])
     ctx.record({"lambada.acc": 0.2 + seed / 100, "lambada.acc_stderr": 0.01})
     ctx.record_curve("pr:easy", [0.1, 0.5, 0.9], [1.0, 0.8, float("nan")])

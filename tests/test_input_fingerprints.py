@@ -101,12 +101,12 @@ def test_run_ids_follow_input_contents(tmp_path):
 
 def test_run_ids_follow_the_token_shards_made_from_the_same_files(tmp_path, monkeypatch):
     """Shards from other tokenizer code (a tokenizers upgrade) are other data."""
-    import bench.lm.shards
+    import bench.text.shards
 
     _data(tmp_path)
     suite = load_suite(_suite(tmp_path), env={})
     before = {(r.variant.name, r.seed): r.run_id for r in plan(suite)}
-    monkeypatch.setattr(bench.lm.shards.tokenizers, "__version__", "0.0.1")
+    monkeypatch.setattr(bench.text.shards.tokenizers, "__version__", "0.0.1")
     after = {(r.variant.name, r.seed): r.run_id for r in plan(suite)}
     assert all(after[k] != before[k] for k in before)
 

@@ -1,8 +1,10 @@
 """LAMBADA through lm-eval: task definition, input checks, metric math, and CLI agreement."""
 
 import json
+import logging
 import math
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -16,14 +18,18 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
 from bench.errors import UserError
+from bench.evals.adapters import ContinuationScorer
+from bench.evals.evaluator import EvalSetting
 from bench.evals.lambada import (
+    EVALUATOR,
+    HFScorer,
+    LambadaEvalConfig,
     LambadaResult,
     evaluate_lambada,
     lm_eval_command,
     validate_passages,
     write_task_dir,
 )
-from bench.lm.config import LambadaEvalConfig
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +75,11 @@ def tiny_lm() -> tuple[GPTNeoXForCausalLM, PreTrainedTokenizerFast]:
 
 def _cfg(path: Path, **kw: object) -> LambadaEvalConfig:
     return LambadaEvalConfig(path=str(path), name="lambada_mini", batch_size=4, **kw)
+
+
+def _scorer(tiny_lm, saved: Path | None = None) -> HFScorer:
+    model, tokenizer = tiny_lm
+    return HFScorer(model, tokenizer, "cpu", saved=saved)
 
 
 def test_task_yaml_is_lambada_openai_on_a_local_file(tmp_path: Path) -> None:
@@ -145,7 +156,7 @@ def test_metrics_match_a_direct_computation(tmp_path: Path, tiny_lm) -> None:
     texts = narrative_passages(12, seed=7)
     data = write_jsonl(tmp_path / "mini.jsonl", texts)
     model.train()
-    result = evaluate_lambada(model, tokenizer, _cfg(data), device="cpu", workdir=tmp_path)
+    result = evaluate_lambada(_scorer(tiny_lm), _cfg(data), workdir=tmp_path)
 
     assert isinstance(result, LambadaResult)
     assert result.task == "lambada_mini"
@@ -180,10 +191,9 @@ def test_metrics_match_a_direct_computation(tmp_path: Path, tiny_lm) -> None:
 def test_limit_scores_the_first_passages_quietly(
     tmp_path: Path, tiny_lm, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    model, tokenizer = tiny_lm
     data = write_jsonl(tmp_path / "mini.jsonl", narrative_passages(10, seed=3))
     offline_before = os.environ.get("HF_HUB_OFFLINE")
-    result = evaluate_lambada(model, tokenizer, _cfg(data, limit=4), device="cpu", workdir=tmp_path)
+    result = evaluate_lambada(_scorer(tiny_lm), _cfg(data, limit=4), workdir=tmp_path)
     assert result.n == 4
     assert [s["doc_id"] for s in result.samples] == [0, 1, 2, 3]
     assert result.lm_eval_config["limit"] == 4
@@ -198,19 +208,17 @@ def test_installed_task_without_cached_data_says_what_to_do(
     import datasets.config
     import huggingface_hub.constants
 
-    model, tokenizer = tiny_lm
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     cfg = LambadaEvalConfig(task="lambada_openai")
     with pytest.raises(UserError, match=r"give 'path'.*or populate the cache"):
-        evaluate_lambada(model, tokenizer, cfg, device="cpu", workdir=tmp_path)
+        evaluate_lambada(_scorer(tiny_lm), cfg, workdir=tmp_path)
 
 
 def test_unknown_installed_task_is_a_user_error(tmp_path: Path, tiny_lm) -> None:
-    model, tokenizer = tiny_lm
     cfg = LambadaEvalConfig(task="lambada_nonexistent")
     with pytest.raises(UserError, match="'lambada_nonexistent' is not a task installed"):
-        evaluate_lambada(model, tokenizer, cfg, device="cpu", workdir=tmp_path)
+        evaluate_lambada(_scorer(tiny_lm), cfg, workdir=tmp_path)
 
 
 def test_command_line(tmp_path: Path) -> None:
@@ -229,6 +237,78 @@ def test_command_line(tmp_path: Path) -> None:
     assert installed[installed.index("--tasks") + 1] == "lambada_openai"
 
 
+def test_evaluator_declares_its_config_adapter_metrics_and_inputs(tmp_path: Path) -> None:
+    from bench.evals.registry import get_evaluator
+
+    assert get_evaluator("lambada") is EVALUATOR
+    assert EVALUATOR.config_model is LambadaEvalConfig
+    assert EVALUATOR.needs is ContinuationScorer
+    assert (EVALUATOR.higher_is_better("acc"), EVALUATOR.higher_is_better("ppl")) == (True, False)
+    assert EVALUATOR.higher_is_better("acc_stderr") is None
+    assert EVALUATOR.higher_is_better("n") is None
+    data = tmp_path / "mini.jsonl"
+    assert EVALUATOR.inputs(_cfg(data), None) == {"path": str(data)}
+    assert EVALUATOR.inputs(LambadaEvalConfig(task="lambada_openai"), "/data") == {}
+
+
+def test_evaluator_gives_the_numbers_of_evaluate_lambada(
+    tmp_path: Path, tiny_lm, caplog: pytest.LogCaptureFixture
+) -> None:
+    model, _ = tiny_lm
+    data = write_jsonl(tmp_path / "mini.jsonl", narrative_passages(12, seed=7))
+    cfg = _cfg(data)
+    scorer = _scorer(tiny_lm, saved=tmp_path / "model")
+    assert isinstance(scorer, ContinuationScorer)
+    model.train()
+    setting = EvalSetting(workdir=tmp_path / "lambada", log=logging.getLogger("test.lambada"))
+    direct = evaluate_lambada(scorer, cfg, workdir=setting.workdir)  # the task file's path too
+    with caplog.at_level(logging.INFO, logger=setting.log.name):
+        result = EVALUATOR.evaluate(cfg, scorer, setting)
+
+    assert result.metrics == direct.metrics | {"n": 12.0}
+    assert result.samples == {"": direct.samples}
+    assert result.provenance == {"lm_eval": direct.lm_eval_config}
+    assert result.curves == {}
+    assert (tmp_path / "lambada" / "lambada_task" / "lambada_mini.yaml").is_file()
+    assert model.training and next(model.parameters()).device.type == "cpu"
+    [line] = [r.getMessage() for r in caplog.records if r.name == setting.log.name]
+    expected = lm_eval_command(tmp_path / "model", cfg, tmp_path / "lambada" / "lambada_task")
+    assert line == f"the same numbers from the lm_eval command: {shlex.join(expected)}"
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=setting.log.name):
+        EVALUATOR.evaluate(cfg, _scorer(tiny_lm), setting)
+    assert not [r for r in caplog.records if r.name == setting.log.name], (
+        "a model never saved has no lm_eval command")
+
+
+def test_scorer_puts_the_model_back_even_after_an_error(
+    tiny_lm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, _ = tiny_lm
+    moves: list[str] = []
+    move = type(model).to
+
+    def spy(self: GPTNeoXForCausalLM, device: str | torch.device) -> GPTNeoXForCausalLM:
+        moves.append(str(device))
+        return move(self, device)
+
+    monkeypatch.setattr(type(model), "to", spy)
+    scorer = HFScorer(model, tiny_lm[1], "cpu")
+    model.train()
+    with pytest.raises(RuntimeError, match="inside"), scorer.lm_eval_model(batch_size=2) as lm:
+        assert not model.training
+        assert lm.model is model and lm.batch_size_per_gpu == 2
+        assert lm.tokenizer is not tiny_lm[1], "lm-eval gets its own copy of the tokenizer"
+        raise RuntimeError("inside")
+    assert model.training
+    assert moves == ["cpu", "cpu"], "moved to the scorer's device, then back to where it was"
+    model.eval()
+    with scorer.lm_eval_model(batch_size=2):
+        pass
+    assert not model.training, "eval mode stays eval mode"
+
+
 @pytest.mark.slow
 def test_cli_on_saved_model_gives_identical_scores(tmp_path: Path, tiny_lm) -> None:
     model, tokenizer = tiny_lm
@@ -237,7 +317,7 @@ def test_cli_on_saved_model_gives_identical_scores(tmp_path: Path, tiny_lm) -> N
     tokenizer.save_pretrained(model_dir)
     data = write_jsonl(tmp_path / "lambada.jsonl", narrative_passages(30, seed=11))
     cfg = _cfg(data)
-    ours = evaluate_lambada(model, tokenizer, cfg, device="cpu", workdir=tmp_path / "work")
+    ours = evaluate_lambada(_scorer(tiny_lm), cfg, workdir=tmp_path / "work")
 
     task_dir = write_task_dir(cfg, tmp_path / "task")
     cmd = lm_eval_command(model_dir, cfg, task_dir, device="cpu", output_path=tmp_path / "out")

@@ -8,9 +8,11 @@ import torch
 from transformers import GPTNeoXForCausalLM
 
 from bench.errors import UserError
-from bench.lm.config import CWTConfig, ModelConfig
+from bench.lm.config import ModelConfig
 from bench.lm.model import PRESETS, build_model, count_parameters, untie_head
-from bench.lm.objectives import causal_lm_loss, cwt_loss, next_token_nll, softmax_loss
+from bench.lm.objectives import causal_lm_loss, next_token_nll
+from bench.text.config import CWTConfig
+from bench.text.cwt import cwt_loss, softmax_loss
 
 MICRO = ModelConfig(preset="micro")
 

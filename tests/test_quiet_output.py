@@ -14,8 +14,7 @@ from torch import nn
 
 from bench.budget import StageBudget
 from bench.errors import UserError
-from bench.evals.lambada import evaluate_lambada
-from bench.lm.config import LambadaEvalConfig
+from bench.evals.lambada import HFScorer, LambadaEvalConfig, evaluate_lambada
 from bench.progress import INTERVAL_ENV, progress
 from bench.schema import OptimConfig
 from bench.train import Stage, train_stage
@@ -83,7 +82,7 @@ def test_lambada_evaluation_prints_nothing(
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     data = write_jsonl(tmp_path / "mini.jsonl", narrative_passages(6, seed=0))
     cfg = LambadaEvalConfig(path=str(data), name="lambada_quiet", batch_size=4)
-    result = evaluate_lambada(model, tokenizer, cfg, device="cpu", workdir=tmp_path / "work")
+    result = evaluate_lambada(HFScorer(model, tokenizer, "cpu"), cfg, workdir=tmp_path / "work")
     assert result.n == 6
     print("after", file=sys.stderr)
     out, err = capfd.readouterr()

@@ -198,8 +198,8 @@ def test_paper_suite_plans_the_papers_steps(tmp_path, monkeypatch, capsys):
     """Table 3's set-up: 143,000 steps of 1,024 x 2,048 tokens, planned on fake tensors."""
     from textgen import narrative_passages
 
-    from bench.lm.config import TokenizerConfig
-    from bench.lm.data import load_tokenizer
+    from bench.text.config import TokenizerConfig
+    from bench.text.data import load_tokenizer
 
     tokenizer_dir = tmp_path / "tokenizer"
     load_tokenizer(TokenizerConfig(train_bpe=300), lambda: narrative_passages(50, seed=0),
@@ -221,8 +221,8 @@ def test_table_1_suite_plans_the_papers_token_budgets(tmp_path, monkeypatch, cap
     """4.1B tokens at 256 x 128 (vanilla) and 512 x 128 (headless), 8.2B for the long run."""
     from textgen import narrative_passages
 
-    from bench.lm.config import TokenizerConfig
-    from bench.lm.data import load_tokenizer
+    from bench.text.config import TokenizerConfig
+    from bench.text.data import load_tokenizer
 
     tokenizer_dir = tmp_path / "tokenizer"
     load_tokenizer(TokenizerConfig(train_bpe=300), lambda: narrative_passages(50, seed=0),

@@ -85,18 +85,24 @@ def test_step_rate_is_the_median_after_warmup() -> None:
     assert step_rate(rows[:3], warmup=3).n == 0
 
 
-def test_faces_speed_eval_times_every_size_and_mode_with_its_spread() -> None:
+def test_faces_speed_eval_times_every_size_and_mode_with_its_spread(tmp_path) -> None:
+    import logging
+
     import torch
 
-    from bench.faces import family
-    from bench.faces.config import SpeedEvalConfig, SSHModelConfig
+    from bench.evals.evaluator import EvalSetting
+    from bench.evals.speed import EVALUATOR, SpeedEvalConfig
+    from bench.faces.config import SSHModelConfig
+    from bench.faces.detector import SSHDetector
     from bench.faces.model import build_ssh
 
     cfg = SSHModelConfig(width=0.125)
     torch.manual_seed(0)
     speed = SpeedEvalConfig(sizes=[(32, 48), (24, 40)], modes=["single", "pyramid"], warmup=0,
                             repeats=2)
-    out = family._speed(build_ssh(cfg), cfg.module_specs(), speed, torch.device("cpu"), False)
+    detector = SSHDetector(build_ssh(cfg), cfg.module_specs(), torch.device("cpu"), False, 0)
+    out = EVALUATOR.evaluate(speed, detector,
+                             EvalSetting(tmp_path, logging.getLogger("speed"))).metrics
     names = [f"{m}.{s}_ms" for m in ("single", "pyramid") for s in ("32x48", "24x40")]
     assert sorted(out) == sorted(f"{n}{x}" for n in names for x in ("", ".iqr", ".n"))
     for name in names:

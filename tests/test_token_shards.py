@@ -10,11 +10,11 @@ import torch
 from textgen import narrative_passages, write_jsonl
 
 from bench.errors import UserError
-from bench.lm import shards
-from bench.lm.config import DataConfig
-from bench.lm.data import chunk_bounds, open_corpus, read_documents
-from bench.lm.shards import prepare_lm_data
 from bench.sampling import batch_indices, permute
+from bench.text import shards
+from bench.text.config import DataConfig
+from bench.text.data import chunk_bounds, open_corpus, read_documents
+from bench.text.shards import prepare_lm_data
 
 # --- the permutation of an epoch -----------------------------------------------------------
 

@@ -155,14 +155,18 @@ def plan_split(split: str, count: int, seed: int, sources: Sources) -> list[Imag
         cw, ch = round(crop_w), round(crop_h)
         crop = (int(rng.integers(0, photo_w - cw, endpoint=True)),
                 int(rng.integers(0, photo_h - ch, endpoint=True)), cw, ch)
-        sides = np.exp(rng.uniform(*np.log(FACE_SIDES), size=n_faces))
+        low, high = np.log(FACE_SIDES)
+        sides = np.exp(rng.uniform(low, high, size=n_faces))
         wanted = [(int(faces[rng.integers(len(faces))]), round(float(s)), True) for s in sides]
         wanted += [(int(others[rng.integers(len(others))]),
                     int(rng.integers(*FACE_SIDES, endpoint=True)), False)
                    for _ in range(int(rng.integers(0, MAX_DISTRACTORS, endpoint=True)))]
+        flipped = bool(rng.integers(2))
+        gain = rng.uniform(0.8, 1.2, size=3)
+        bias = float(rng.uniform(-20, 20))
         plans.append(ImagePlan(
-            event, name, background, width, height, crop, bool(rng.integers(2)),
-            tuple(float(g) for g in rng.uniform(0.8, 1.2, size=3)), float(rng.uniform(-20, 20)),
+            event, name, background, width, height, crop, flipped,
+            (float(gain[0]), float(gain[1]), float(gain[2])), bias,
             _place(wanted, width, height, rng)))
     return sorted(plans, key=lambda p: (BACKGROUNDS.index(p.background), p.name))
 
@@ -409,7 +413,8 @@ def _summary(plans: dict[str, list[ImagePlan]], sources: Sources, seed: int) -> 
         "seed": seed,
         "source": {
             "package": "scikit-image",
-            "version": skimage.__version__,
+            # skimage's __init__.pyi names __version__ in __all__ but never declares it
+            "version": skimage.__version__,  # type: ignore[attr-defined]
             "faces": "skimage.data.lfw_subset() indices 0-99 (LFW face crops, 25x25 grey)",
             "distractors": "skimage.data.lfw_subset() indices 100-199 (LFW non-face crops)",
             "split": "val faces: indices with index % 4 == 3 (25); train: the other 75",

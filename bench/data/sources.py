@@ -204,5 +204,5 @@ def read_member(archive: tarfile.TarFile, member: tarfile.TarInfo) -> str:
     """A text member of an open tar archive, decoded as UTF-8 with "\\n" line ends."""
     handle = archive.extractfile(member)
     if handle is None:
-        raise UserError(f"{archive.name}: {member.name} is not a regular file")
+        raise UserError(f"{archive.name!s}: {member.name} is not a regular file")
     return handle.read().decode("utf-8").replace("\r\n", "\n")

@@ -1,4 +1,4 @@
-"""Validated configuration of one encoder (masked-LM) run and of its GLUE scoring (no torch import).
+"""Validated configuration of one encoder (masked-LM) run (no torch import).
 
 The data, tokenizer, batch and CWT blocks are the causal study's own schema: one corpus pipeline and
 one training-loop configuration serve both studies.
@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bench.lm.config import CWTConfig, DataConfig, TrainConfig
-from bench.schema import Float, Int, OptimConfig, Strict
+from bench.schema import Float, Int, Strict
+from bench.text.config import CWTConfig, DataConfig, TrainConfig
 
 OBJECTIVES = ("softmax", "cwt", "ce+cwt", "nce")
 
@@ -76,42 +76,3 @@ class EncoderConfig(Strict):
         """Pretraining is the only stage the run budget pays for; GLUE fine-tuning is scored
         apart and its compute recorded on its own."""
         return ["pretrain"]
-
-
-class FinetuneConfig(Strict):
-    """The GLUE fine-tuning protocol; the defaults are the CWT paper's (Table 1)."""
-
-    epochs: Int = Field(10, gt=0)
-    batch_size: Int = Field(32, gt=0)
-    optim: OptimConfig = OptimConfig(lr=1e-5, schedule="constant", warmup=0.1, clip=None)
-    class_balanced: bool = Field(True, description="cross-entropy weighted by inverse frequency")
-    dropout: Float = Field(0.1, ge=0, lt=1, description="on the pooled [CLS] vector")
-    max_seq_len: Int = Field(128, gt=2)
-    selection: Literal["best", "last"] = Field(
-        "best", description="which epoch's dev scores are reported: the best one or the last"
-    )
-    eval_batch_size: Int = Field(128, gt=0)
-
-
-class GlueEvalConfig(Strict):
-    """GLUE dev scores after fine-tuning each task from the pretrained encoder."""
-
-    path: str = Field(description="folder with the official task folders or the HF parquet layout")
-    layout: Literal["auto", "tsv", "parquet"] = "auto"
-    tasks: list[str] = Field(
-        ["mrpc", "cola", "stsb", "sst2", "qnli", "qqp", "mnli"],
-        min_length=1, description="tasks fine-tuned and averaged (default: the paper's seven)")
-    finetune: FinetuneConfig = FinetuneConfig()
-    proxy: bool = Field(False, description="the data is a stand-in, labelled so in reports")
-    limit_train: Int | None = Field(None, gt=0, description="first N training examples only")
-
-    @model_validator(mode="after")
-    def _known_tasks(self) -> "GlueEvalConfig":
-        from bench.evals.glue import TASKS
-
-        unknown = [t for t in self.tasks if t not in TASKS]
-        if unknown:
-            raise ValueError(f"unknown GLUE task(s) {unknown}; known: {', '.join(TASKS)}")
-        if len(set(self.tasks)) != len(self.tasks):
-            raise ValueError("tasks must be distinct")
-        return self

@@ -1,20 +1,22 @@
-"""The encoder family: pretrain a BERT masked LM under the run's budget, then score it on GLUE."""
+"""The encoder family: pretrain a BERT masked LM under the run's budget, then hand the encoder to
+its evaluators as a `PairClassifier` (GLUE fine-tunes and scores it)."""
 
 from typing import Any
 
-from bench.encoder.config import EncoderConfig, GlueEvalConfig
-from bench.family import StepCost
+from bench.contract import Family, RunContext, RunSpec, Stage, StepCost
+from bench.encoder.config import EncoderConfig
+from bench.evals.adapters import PairClassifier
 
 
 class EncoderFamily:
     name = "encoder"
     item_unit = "tokens"
     config_model = EncoderConfig
-    eval_models = {"glue": GlueEvalConfig}
+    adapters = (PairClassifier,)
     default_metrics = ["glue.score", "val.mlm_nll", "val.mlm_acc", "model.total_params"]
     report_curve = "curve.val_mlm_nll"
-    higher_is_better = {"glue.score": True, "val.mlm_nll": False, "val.mlm_acc": True,
-                        "val.loss": False, "model.total_params": False}
+    higher_is_better = {"val.mlm_nll": False, "val.mlm_acc": True, "val.loss": False,
+                        "model.total_params": False}
 
     def stages(self, config: EncoderConfig) -> list[str]:
         return config.stages()
@@ -28,7 +30,7 @@ class EncoderFamily:
         from bench.encoder.model import build_encoder
         from bench.encoder.objectives import mlm_loss
         from bench.flops import count_flops_abstract
-        from bench.lm.data import vocab_size
+        from bench.text.data import vocab_size
 
         vocab = vocab_size(config.data.tokenizer, layout="mlm")
         from bench.distributed import World, local_part
@@ -51,21 +53,25 @@ class EncoderFamily:
         return {"pretrain": StepCost(count_flops_abstract(step) * n_micro,
                                      config.train.batch_size * seq)}
 
-    def inputs(self, config: EncoderConfig, evals: list[tuple[str, Any]]) -> dict[str, str]:
-        from bench.lm.data import text_inputs
+    def inputs(self, config: EncoderConfig) -> dict[str, str]:
+        from bench.text.data import text_inputs
 
-        return text_inputs(config.data) | {f"evals.{name}.path": cfg.path for name, cfg in evals}
+        return text_inputs(config.data)
 
     def derived_inputs(self, config: EncoderConfig) -> dict[str, dict[str, str]]:
-        from bench.lm.shards import shards_input
+        from bench.text.shards import shards_input
 
         return shards_input(config.data, "mlm")
 
-    def execute(self, run: Any, ctx: Any) -> None:
+    def data_root(self, config: EncoderConfig) -> str | None:
+        return None
+
+    def execute(self, run: RunSpec, ctx: RunContext) -> None:
         import torch
 
         from bench.atomic import build_dir
         from bench.distributed import local_part, world
+        from bench.encoder.finetune import BertPairClassifier
         from bench.encoder.masking import (
             Vocabulary,
             mask_rows,
@@ -74,19 +80,18 @@ class EncoderFamily:
         )
         from bench.encoder.model import build_encoder, count_parameters, trained_parameters
         from bench.encoder.objectives import mlm_loss, validation_scores
-        from bench.lm.shards import CACHE_SUBDIR, prepare_lm_data, val_batches
         from bench.sampling import batch_indices
-        from bench.train import Stage
+        from bench.text.shards import CACHE_SUBDIR, prepare_lm_data, val_batches
 
         cfg: EncoderConfig = run.config
         device = ctx.device
-        _check_glue_data(run.variant.evals)  # fail before pretraining, not after it
         data = prepare_lm_data(cfg.data, ctx.cache_dir / CACHE_SUBDIR, layout="mlm",
                                build=world().main)
         tok = data.tokenizer
         vocab = Vocabulary(len(tok), tok.mask_token_id, tuple(sorted(set(tok.all_special_ids))))
         torch.manual_seed(run.seed)
-        model = build_encoder(cfg.model, vocab.size, tok.pad_token_id, cfg.objective).to(device)
+        # PreTrainedModel.to is wraps(Module.to), whose _Wrapped stub takes a model first
+        model = build_encoder(cfg.model, vocab.size, tok.pad_token_id, cfg.objective).to(device)  # type: ignore[arg-type]
         log_noise = _log_noise(data.unigram(), vocab, cfg.nce.noise).to(device) \
             if cfg.objective == "nce" else None
         bf16 = cfg.train.precision == "bf16" or (
@@ -140,55 +145,7 @@ class EncoderFamily:
 
         build_dir(ctx.dir / "model", save)
         ctx.log.info("saved the encoder (BertModel) to %s", ctx.dir / "model")
-        for name, eval_cfg in run.variant.evals:
-            _score_glue(name, eval_cfg, model.bert, tok, run.seed, ctx, bf16)
-
-
-def _score_glue(name: str, cfg: GlueEvalConfig, encoder: Any, tokenizer: Any, seed: int,
-                ctx: Any, bf16: bool) -> None:
-    """Fine-tune and score every task of the eval; record scores and fine-tuning compute."""
-    from bench.encoder.finetune import finetune_task
-    from bench.evals.glue import glue_score, load_task
-
-    scores: dict[str, float] = {}
-    by_selection: dict[str, dict[str, float]] = {"best": {}, "last": {}}
-    totals = {"flops": 0.0, "seconds": 0.0, "tokens": 0.0, "steps": 0.0}
-    for task in cfg.tasks:
-        data = load_task(cfg.path, task, cfg.layout)
-        outcome, rows = finetune_task(
-            encoder, tokenizer, data, cfg.finetune, seed=seed, device=ctx.device,
-            workdir=ctx.dir / name / task, log=ctx.log, limit_train=cfg.limit_train, bf16=bf16,
-            progress=ctx.progress)
-        prefix = f"{name}.{task}"
-        ctx.record({f"{prefix}.{k}": v for k, v in outcome.metrics.items()})
-        cost = {"flops": outcome.flops, "seconds": outcome.seconds,
-                "tokens": float(outcome.tokens), "steps": float(outcome.steps)}
-        both = {"best": outcome.best_score, "last": outcome.epoch_scores[-1]}
-        ctx.record({f"{prefix}.epoch": float(outcome.epoch)}
-                   | {f"{prefix}.score_{k}": v for k, v in both.items()}
-                   | {f"{prefix}.finetune_{k}": v for k, v in cost.items()})
-        totals = {k: totals[k] + cost[k] for k in totals}
-        ctx.save_samples(f"{name}_{task}", rows)
-        scores[task] = outcome.metrics["score"]
-        for k, v in both.items():
-            by_selection[k][task] = v
-        ctx.log.info("%s %s: %s (epoch %d of %d, selection %s, from %s)", name, task,
-                     outcome.metrics, outcome.epoch, len(outcome.epoch_scores),
-                     outcome.selection, data.source)
-    # The configured selection is `score`; both selections are kept, named, for comparison.
-    ctx.record({f"{name}.score": glue_score(scores, cfg.tasks)}
-               | {f"{name}.score_{k}": glue_score(v, cfg.tasks) for k, v in by_selection.items()}
-               | {f"{name}.finetune_{k}": v for k, v in totals.items()})
-    ctx.provenance[f"{name}.epoch_selection"] = cfg.finetune.selection
-
-
-def _check_glue_data(evals: list[tuple[str, GlueEvalConfig]]) -> None:
-    """Every task's folder exists in the layout asked for (a UserError naming it otherwise)."""
-    from bench.evals.glue import find_layout
-
-    for _, cfg in evals:
-        for task in cfg.tasks:
-            find_layout(cfg.path, task, cfg.layout)
+        ctx.evaluate(BertPairClassifier(model.bert, tok, device, ctx.log, bf16, ctx.progress))
 
 
 def _log_noise(unigram: Any, vocab: Any, kind: str) -> Any:
@@ -204,4 +161,4 @@ def _log_noise(unigram: Any, vocab: Any, kind: str) -> Any:
     return (counts / counts.sum()).log().float()
 
 
-FAMILY = EncoderFamily()
+FAMILY: Family = EncoderFamily()

@@ -1,12 +1,12 @@
-"""GLUE fine-tuning from a pretrained encoder, one task at a time, by the CWT paper's protocol.
+"""The encoder as a `PairClassifier`: GLUE fine-tuning of a pretrained BERT by the CWT paper's
+protocol, one task at a time (the GLUE evaluator scores the epochs and picks the reported one).
 
 A fresh copy of the encoder gets a dropout + linear head on the final [CLS] state (the paper's
 `pooling: cls`; BERT's pooler is not used, since pretraining without next-sentence prediction never
 trains it). Classification trains with cross-entropy, class-balanced by default (weights
-n / (C n_c)); STS-B regresses its score with MSE. Every epoch is scored on the dev split(s) and its
-per-example predictions saved; the reported epoch is the best one (by the task's headline score, the
-first on ties) or the last, as configured. The steps run through the harness's training loop, so
-they are counted in FLOPs and resume after a kill; their compute is the task's own, outside the
+n / (C n_c)); STS-B regresses its score with MSE. After every epoch the dev split(s) are predicted
+and handed to the evaluator. The steps run through the harness's training loop, so they are
+counted in FLOPs and resume after a kill; their compute is the task's own, outside the
 pretraining budget. The public code's quirk of applying cross-entropy to softmax outputs (a double
 softmax) is not reproduced: the loss takes the logits.
 
@@ -15,25 +15,23 @@ framed example of the task (at most `max_seq_len`), so each task has one input s
 """
 
 import copy
-import json
 import logging
 import math
-import shutil
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import BertModel, PreTrainedTokenizerFast
 
-from bench.atomic import write_text
 from bench.budget import StageBudget
-from bench.encoder.config import FinetuneConfig
-from bench.evals.glue import Example, TaskData, evaluate_task
+from bench.contract import Stage
+from bench.evals.adapters import Finetuned
+from bench.evals.glue import Example, FinetuneConfig, TaskSpec
 from bench.sampling import epoch_permutation
-from bench.train import Stage, train_stage
+from bench.train import train_stage
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,7 @@ def _truncate_pair(a: list[int], b: list[int], room: int) -> tuple[list[int], li
     return a, b
 
 
-def frame_examples(examples: list[Example], tokenizer: PreTrainedTokenizerFast,
+def frame_examples(examples: Sequence[Example], tokenizer: PreTrainedTokenizerFast,
                    max_len: int) -> list[tuple[list[int], list[int]]]:
     """Token ids and segment ids of each example, framed and truncated, not yet padded."""
     encode = tokenizer.backend_tokenizer.encode_batch_fast
@@ -81,7 +79,7 @@ def frame_examples(examples: list[Example], tokenizer: PreTrainedTokenizerFast,
     return framed
 
 
-def encode_split(examples: list[Example], framed: list[tuple[list[int], list[int]]],
+def encode_split(examples: Sequence[Example], framed: list[tuple[list[int], list[int]]],
                  width: int, pad_id: int, regression: bool) -> EncodedSplit:
     n = len(examples)
     ids = torch.full((n, width), pad_id, dtype=torch.long)
@@ -96,16 +94,17 @@ def encode_split(examples: list[Example], framed: list[tuple[list[int], list[int
     return EncodedSplit(ids, mask, types, labels, [x.idx for x in examples])
 
 
-def encode_task(data: TaskData, tokenizer: PreTrainedTokenizerFast, max_len: int,
-                limit_train: int | None) -> tuple[EncodedSplit, dict[str, EncodedSplit]]:
+def encode_task(train: Sequence[Example], dev: Mapping[str, Sequence[Example]],
+                tokenizer: PreTrainedTokenizerFast, max_len: int, regression: bool
+                ) -> tuple[EncodedSplit, dict[str, EncodedSplit]]:
     """Training and dev splits as tensors of one width: the task's longest framed example."""
-    splits = {"train": data.train[:limit_train] if limit_train else data.train, **data.dev}
+    splits = {"train": train, **dev}
     framed = {name: frame_examples(ex, tokenizer, max_len) for name, ex in splits.items()}
     width = max(len(ids) for rows in framed.values() for ids, _ in rows)
     encoded = {name: encode_split(splits[name], framed[name], width, tokenizer.pad_token_id,
-                                  data.task.is_regression) for name in splits}
-    train = encoded.pop("train")
-    return train, encoded
+                                  regression) for name in splits}
+    train_split = encoded.pop("train")
+    return train_split, encoded
 
 
 class ClsClassifier(nn.Module):
@@ -134,33 +133,6 @@ def balanced_class_weights(labels: Tensor, num_labels: int) -> Tensor:
     return weights.float()
 
 
-@dataclass
-class TaskOutcome:
-    """A fine-tuned task's reported scores and what the fine-tuning cost."""
-
-    task: str
-    metrics: dict[str, float]  # the selected epoch's dev metrics, "score" included
-    epoch: int  # the selected epoch, 1-based
-    epoch_scores: list[float]
-    selection: str
-    steps: int
-    flops: float
-    tokens: int
-    seconds: float
-
-    @property
-    def best_score(self) -> float:
-        return self.epoch_scores[_select(self.epoch_scores, "best")]
-
-
-def _select(scores: list[float], selection: str) -> int:
-    """0-based index of the reported epoch; NaN scores (a constant prediction) never win."""
-    if selection == "last":
-        return len(scores) - 1
-    ranked = [(-math.inf if math.isnan(s) else s) for s in scores]
-    return ranked.index(max(ranked))
-
-
 @torch.no_grad()
 def predict(model: ClsClassifier, split: EncodedSplit, batch_size: int, device: torch.device
             ) -> Tensor:
@@ -175,73 +147,69 @@ def predict(model: ClsClassifier, split: EncodedSplit, batch_size: int, device: 
     return torch.cat(out).cpu()
 
 
-def finetune_task(encoder: BertModel, tokenizer: PreTrainedTokenizerFast, data: TaskData,
-                  cfg: FinetuneConfig, *, seed: int, device: torch.device, workdir: Path,
-                  log: logging.Logger, limit_train: int | None = None, bf16: bool = False,
-                  progress: bool = True) -> tuple[TaskOutcome, list[dict[str, Any]]]:
-    """Fine-tune a copy of `encoder` on one task; returns the outcome and the per-example dev
-    predictions of the reported epoch. A finished task (workdir/result.json) is not redone."""
-    task = data.task
-    done = workdir / "result.json"
-    if done.is_file():
-        saved = json.loads(done.read_text(encoding="utf-8"))
-        outcome = TaskOutcome(**saved["outcome"])
-        return outcome, _read_jsonl(workdir / f"dev_epoch{outcome.epoch}.jsonl")
-    train, dev = encode_task(data, tokenizer, cfg.max_seq_len, limit_train)
-    n = len(train.idx)
-    if n == 0:
-        raise ValueError(f"{data.source}: task {task.name} has no training examples")
-    per_epoch = math.ceil(n / cfg.batch_size)
-    torch.manual_seed(seed)
-    model = ClsClassifier(copy.deepcopy(encoder), task.num_labels, cfg.dropout).to(device)
-    weights = (balanced_class_weights(train.labels, task.num_labels).to(device)
-               if cfg.class_balanced and not task.is_regression else None)
+@dataclass
+class BertPairClassifier:
+    """A pretrained BERT encoder as a `PairClassifier`: every task fine-tunes a fresh copy of
+    `encoder` with a [CLS] head through the harness's training loop (resumable from `scratch`)."""
 
-    def micro_batches(step: int) -> list[tuple[Tensor, ...]]:
-        epoch, k = divmod(step, per_epoch)
-        order = epoch_permutation(n, seed, epoch)[k * cfg.batch_size: (k + 1) * cfg.batch_size]
-        return [tuple(t.to(device) for t in train.rows(order))]
+    encoder: BertModel
+    tokenizer: PreTrainedTokenizerFast
+    device: torch.device
+    log: logging.Logger
+    bf16: bool = False
+    progress: bool = True
 
-    def loss(batch: tuple[Tensor, ...]) -> Tensor:
-        ids, mask, types, labels = batch
-        out = model(ids, mask, types).float()
-        if task.is_regression:
-            return F.mse_loss(out, labels)
-        return F.cross_entropy(out, labels, weight=weights)
+    def finetune(self, task: TaskSpec, train: Sequence[Example],
+                 dev: Mapping[str, Sequence[Example]], settings: FinetuneConfig, *, seed: int,
+                 scratch: Path,
+                 score_epoch: Callable[[int, dict[str, list[float]]], dict[str, float]]
+                 ) -> Finetuned:
+        """`PairClassifier.finetune`; `seed` fixes the head's initialisation, the dropout and
+        each epoch's order, so a task's numbers repeat exactly."""
+        train_split, dev_splits = encode_task(train, dev, self.tokenizer, settings.max_seq_len,
+                                              task.is_regression)
+        per_epoch = math.ceil(len(train_split.idx) / settings.batch_size)
+        torch.manual_seed(seed)
+        model = ClsClassifier(copy.deepcopy(self.encoder), task.num_labels,
+                              settings.dropout).to(self.device)
 
-    def validate(steps: int) -> dict[str, float]:
-        epoch = math.ceil(steps / per_epoch)
-        predictions = {name: predict(model, split, cfg.eval_batch_size, device)
-                       for name, split in dev.items()}
-        metrics = evaluate_task(task.name, {name: (dev[name].labels.tolist(), p.tolist())
-                                            for name, p in predictions.items()})
-        rows = [{"split": name, "idx": i, "label": label, "prediction": p}
-                for name, split in dev.items()
-                for i, label, p in zip(split.idx, split.labels.tolist(),
-                                       predictions[name].tolist(), strict=True)]
-        write_text(workdir / f"dev_epoch{epoch}.jsonl",
-                   "".join(json.dumps(r) + "\n" for r in rows))
-        return {"epoch": float(epoch), **metrics}
+        def validate(steps: int) -> dict[str, float]:
+            predictions = {name: predict(model, split, settings.eval_batch_size,
+                                         self.device).tolist()
+                           for name, split in dev_splits.items()}
+            return score_epoch(math.ceil(steps / per_epoch), predictions)
 
-    stage = Stage(name=f"glue-{task.name}", model=model, parameters=list(model.parameters()),
-                  optim=cfg.optim, micro_batches=micro_batches, loss=loss,
-                  items=lambda batch: int(batch[1].sum()), validate=validate,
-                  validate_every=per_epoch, checkpoint_every=per_epoch, bf16=bf16, seed=seed,
-                  solo=True)
-    result = train_stage(stage, StageBudget("steps", cfg.epochs * per_epoch),
-                         workdir / "checkpoints", device, log, progress)
-    scores = [row["val_score"] for row in result.curve if "val_score" in row]
-    chosen = _select(scores, cfg.selection)
-    row = [r for r in result.curve if "val_score" in r][chosen]
-    metrics = {k[len("val_"):]: v for k, v in row.items()
-               if k.startswith("val_") and k != "val_epoch"}
-    outcome = TaskOutcome(task=task.name, metrics=metrics, epoch=chosen + 1,
-                          epoch_scores=scores, selection=cfg.selection, steps=result.steps,
-                          flops=result.flops, tokens=result.items, seconds=result.seconds)
-    write_text(done, json.dumps({"outcome": asdict(outcome)}, indent=1) + "\n")
-    shutil.rmtree(workdir / "checkpoints", ignore_errors=True)  # the scores are what is kept
-    return outcome, _read_jsonl(workdir / f"dev_epoch{outcome.epoch}.jsonl")
+        stage = self._stage(task, model, train_split, settings, seed, per_epoch, validate)
+        result = train_stage(stage, StageBudget("steps", settings.epochs * per_epoch), scratch,
+                             self.device, self.log, self.progress)
+        epochs = [{k[len("val_"):]: v for k, v in row.items() if k.startswith("val_")}
+                  for row in result.curve]
+        return Finetuned(epochs=[e for e in epochs if e], steps=result.steps, flops=result.flops,
+                         tokens=result.items, seconds=result.seconds)
 
+    def _stage(self, task: TaskSpec, model: ClsClassifier, train: EncodedSplit,
+               settings: FinetuneConfig, seed: int, per_epoch: int,
+               validate: Callable[[int], dict[str, float]]) -> Stage:
+        """The task's training stage: epochs of seeded permutations, one batch per step."""
+        n, device = len(train.idx), self.device
+        weights = (balanced_class_weights(train.labels, task.num_labels).to(device)
+                   if settings.class_balanced and not task.is_regression else None)
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        def micro_batches(step: int) -> list[tuple[Tensor, ...]]:
+            epoch, k = divmod(step, per_epoch)
+            order = epoch_permutation(n, seed, epoch)[
+                k * settings.batch_size: (k + 1) * settings.batch_size]
+            return [tuple(t.to(device) for t in train.rows(order))]
+
+        def loss(batch: tuple[Tensor, ...]) -> Tensor:
+            ids, mask, types, labels = batch
+            out = model(ids, mask, types).float()
+            if task.is_regression:
+                return F.mse_loss(out, labels)
+            return F.cross_entropy(out, labels, weight=weights)
+
+        return Stage(name=f"glue-{task.name}", model=model, parameters=list(model.parameters()),
+                     optim=settings.optim, micro_batches=micro_batches, loss=loss,
+                     items=lambda batch: int(batch[1].sum()), validate=validate,
+                     validate_every=per_epoch, checkpoint_every=per_epoch, bf16=self.bf16,
+                     seed=seed, solo=True)

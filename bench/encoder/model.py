@@ -5,7 +5,7 @@ embeddings as in BERT. Objectives that never score the vocabulary through that h
 not train it and do not count it; NCE adds its own untied output matrix and bias.
 """
 
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM
@@ -62,13 +62,19 @@ def build_encoder(cfg: EncoderModelConfig, vocab_size: int, pad_token_id: int,
     return model
 
 
+def nce_output(model: BertForMaskedLM) -> nn.Linear:
+    """NCE's output matrix, set on the model by `build_encoder`: read back through
+    Module.__getattr__, whose declared type is Tensor | Module."""
+    return cast(nn.Linear, model.nce_output)
+
+
 def trained_parameters(model: BertForMaskedLM, objective: str) -> list[nn.Parameter]:
     """The parameters an objective updates: the encoder, plus the MLM head or NCE's matrix."""
     params = dict(model.bert.named_parameters())
     if objective in USES_MLM_HEAD:
         params |= {f"cls.{k}": p for k, p in model.cls.named_parameters()}
     if objective == "nce":
-        params |= {f"nce.{k}": p for k, p in model.nce_output.named_parameters()}
+        params |= {f"nce.{k}": p for k, p in nce_output(model).named_parameters()}
     unique: dict[int, nn.Parameter] = {id(p): p for p in params.values()}  # the tie shares E
     return list(unique.values())
 
@@ -77,7 +83,7 @@ def count_parameters(model: BertForMaskedLM, objective: str) -> dict[str, int]:
     """Parameters by role, counting only what the objective trains (the paper's params column)."""
     trained = trained_parameters(model, objective)
     embedding = model.bert.embeddings.word_embeddings.weight.numel()
-    output = model.nce_output.weight.numel() + model.nce_output.bias.numel() \
+    output = nce_output(model).weight.numel() + nce_output(model).bias.numel() \
         if objective == "nce" else 0
     total = sum(p.numel() for p in trained)
     return {"total": total, "embedding": embedding, "output": output,

@@ -18,7 +18,8 @@ from transformers import BertForMaskedLM
 
 from bench.encoder.config import EncoderConfig
 from bench.encoder.masking import MaskedBatch
-from bench.lm.objectives import cwt_loss, softmax_loss, widen
+from bench.encoder.model import nce_output
+from bench.text.cwt import cwt_loss, softmax_loss, widen
 
 
 def encode(model: BertForMaskedLM, batch: MaskedBatch) -> tuple[Tensor, Tensor]:
@@ -77,7 +78,7 @@ def objective_loss(model: BertForMaskedLM, hidden: Tensor, predicted: Tensor,
         return cfg.mix.ce * ce() + cfg.mix.cwt * cwt()
     if log_noise is None:
         raise ValueError("objective 'nce' needs the noise distribution")
-    return nce_loss(predicted, batch.targets, model.nce_output, log_noise, cfg.nce.negatives)
+    return nce_loss(predicted, batch.targets, nce_output(model), log_noise, cfg.nce.negatives)
 
 
 def scoring_logits(model: BertForMaskedLM, hidden: Tensor, objective: str) -> Tensor:
@@ -86,7 +87,7 @@ def scoring_logits(model: BertForMaskedLM, hidden: Tensor, objective: str) -> Te
     if objective == "cwt":
         return hidden @ model.bert.embeddings.word_embeddings.weight.T
     if objective == "nce":
-        return model.nce_output(hidden)
+        return nce_output(model)(hidden)
     return model.cls(hidden)
 
 

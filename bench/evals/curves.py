@@ -4,7 +4,7 @@ Every face-detection evaluator returns these, so reports and the CLI treat them 
 """
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -38,6 +38,7 @@ def ap_11_point(recall: np.ndarray, precision: np.ndarray) -> float:
 class PRCurve:
     """Precision and recall at a sequence of score thresholds, and the AP computed from them."""
 
+    kind: ClassVar[Literal["pr"]] = "pr"
     name: str
     recall: np.ndarray
     precision: np.ndarray
@@ -45,8 +46,12 @@ class PRCurve:
     thresholds: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def xy(self) -> tuple[np.ndarray, np.ndarray]:
+        """The points as plotted: recall across, precision up."""
+        return self.recall, self.precision
+
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ap": self.ap, "recall": _floats(self.recall),
+        return {"name": self.name, "kind": self.kind, "ap": self.ap, "recall": _floats(self.recall),
                 "precision": _floats(self.precision),
                 "thresholds": None if self.thresholds is None else _floats(self.thresholds),
                 **self.extra}
@@ -56,6 +61,7 @@ class PRCurve:
 class ROCCurve:
     """True-positive rate against the number of false positives (FDDB's free-response ROC)."""
 
+    kind: ClassVar[Literal["roc"]] = "roc"
     name: str
     tpr: np.ndarray
     false_positives: np.ndarray
@@ -67,10 +73,17 @@ class ROCCurve:
         ok = self.false_positives <= fp_limit
         return float(np.max(self.tpr[ok])) if ok.any() else 0.0
 
+    def xy(self) -> tuple[np.ndarray, np.ndarray]:
+        """The points as plotted: false positives across, true-positive rate up."""
+        return self.false_positives, self.tpr
+
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "tpr": _floats(self.tpr),
+        return {"name": self.name, "kind": self.kind, "tpr": _floats(self.tpr),
                 "false_positives": _floats(self.false_positives),
                 "thresholds": _floats(self.thresholds), **self.extra}
+
+
+Curve = PRCurve | ROCCurve  # every curve says its kind ("pr" or "roc") and its plotted points
 
 
 def _floats(values: np.ndarray) -> list[float | None]:

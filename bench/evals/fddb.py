@@ -60,15 +60,22 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 from numpy.typing import ArrayLike
+from pydantic import Field, field_validator
 from scipy.optimize import linear_sum_assignment
 
 from bench.atomic import write_text
 from bench.errors import UserError
+from bench.evals.adapters import DetectionScales, FaceDetector, Mode, Size
 from bench.evals.curves import ROCCurve
+from bench.evals.detection import check_images, direction, score_modes
+from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
 from bench.evals.io import read_lines, shown
+from bench.schema import Float, Int
+from bench.timing import Timing
 
 FOLDS = tuple(range(1, 11))
 # The columns of one line of each kind of region, in file order.
@@ -84,6 +91,24 @@ MAX_COORD = 2**17
 _BOUNDED = set(KINDS["ellipse"][:5])
 MAX_SIDE = 65_535  # JPEG's largest width or height
 MAX_PIXELS = 2**26  # width x height: bounds the memory of an image's masks
+
+
+class FDDBEvalConfig(DetectionScales):
+    """Scoring on FDDB (FDDB-folds/ and originalPics/ under `root`) with the official ROC."""
+
+    root: str
+    folds: list[Annotated[Int, Field(ge=1, le=10)]] = Field(
+        list(range(1, 11)), min_length=1, description="FDDB's ten folds are numbered 1 to 10")
+    short: Int = Field(400, gt=0, description="the paper's FDDB setting: 400 / 800")
+    long: Int = Field(800, gt=0)
+    fp: Float = Field(1000, gt=0, description="read the true-positive rate at this many FPs")
+
+    @field_validator("folds")
+    @classmethod
+    def _distinct_folds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError("folds must be distinct")
+        return v
 
 
 def _parse_row(text: str, fields: Sequence[str], where: str) -> list[float]:
@@ -506,11 +531,11 @@ class FDDBEval:
         def merged(values: str, dtype: type) -> np.ndarray:
             """Per level, the sum over images of their value there: each image adds the step
             from one own score to the next at that score, and sums over levels above count."""
-            steps = [np.zeros(0, dtype)]
+            steps: list[np.ndarray] = [np.zeros(0, dtype)]
             for r in results:
                 v = getattr(r, values)
                 steps.append(v - np.append(v[1:], 0))
-            total = np.zeros(len(levels), dtype)
+            total: np.ndarray = np.zeros(len(levels), dtype)
             np.add.at(total, level_of, np.concatenate(steps))
             return np.cumsum(total[::-1])[::-1]
 
@@ -536,3 +561,53 @@ class FDDBEval:
             for key, value in metrics.items():
                 print(f"{key} = {value:.4f} ({self.kind} detections, {self.n_faces} faces)")
         return metrics
+
+
+class FDDBEvaluator:
+    """A face detector on the chosen FDDB folds: per mode, the official detection file
+    (`fddb_detections_<mode>.txt` in the work folder, rectangles), the true-positive rates read
+    at `fp` false positives, both ROCs and the ms each image took."""
+
+    name = "fddb"
+    config_model = FDDBEvalConfig
+    needs = FaceDetector
+
+    def higher_is_better(self, metric: str) -> bool | None:
+        return direction(metric, lambda name: name.startswith("tpr_"))
+
+    def inputs(self, config: FDDBEvalConfig, data_root: str | None) -> dict[str, str]:
+        return {part: str(Path(config.root) / part) for part in ("FDDB-folds", "originalPics")}
+
+    def check(self, config: FDDBEvalConfig, data_root: str | None) -> None:
+        _, paths, listed_in = _folds(config)
+        check_images(paths, listed_in)
+
+    def evaluate(self, config: FDDBEvalConfig, model: FaceDetector,
+                 setting: EvalSetting) -> EvalResult:
+        faces, paths, listed_in = _folds(config)
+        names = list(faces)
+        sizes = image_sizes_from_dir(Path(config.root) / "originalPics", names)
+
+        def score(mode: Mode, size: Size) -> tuple[dict[str, float], dict[str, ROCCurve],
+                                                   Timing]:
+            dets, took = model.detect(paths, mode, size, listed_in)
+            # inclusive corners x1..x2 are drawn by the official tool as round(x)..round(x + w)
+            rects = {n: np.c_[d[:, :2], d[:, 2:4] - d[:, :2], d[:, 4]]
+                     for n, d in zip(names, dets, strict=True)}
+            write_fddb_detections(setting.workdir / f"fddb_detections_{mode}.txt", rects, "rect")
+            ev = FDDBEval(faces, rects, sizes, kind="rect")
+            disc, cont = ev.accumulate()
+            return ev.summarize(config.fp), {"discrete": disc, "continuous": cont}, took
+
+        return score_modes(config, score)
+
+
+def _folds(config: FDDBEvalConfig) -> tuple[dict[str, np.ndarray], list[Path], str]:
+    """The chosen folds' faces by image name, the image of each name and where they are
+    listed."""
+    root = Path(config.root)
+    faces = read_fddb_folds(root / "FDDB-folds", config.folds)
+    return faces, [root / "originalPics" / f"{n}.jpg" for n in faces], str(root / "FDDB-folds")
+
+
+EVALUATOR: Evaluator = FDDBEvaluator()

@@ -1,7 +1,9 @@
 """GLUE (Wang et al., 2018) dev-set scoring as the CWT paper reports it: the task's gold labels
 (the official task folders, or Hugging Face's parquet copy) and a model's per-example predictions
-in, the task's metrics out. No model code here: the training harness writes predictions, this
-module only reads and scores them.
+in, the task's metrics out. The evaluator (`EVALUATOR`) runs the paper's fine-tuning protocol on
+any `PairClassifier`: the model is fine-tuned behind that adapter, which hands back each epoch's
+dev predictions; this module scores them, picks the reported epoch and keeps each task's result.
+No model code and no torch here.
 
 Choices, where the written protocol is silent or the sources differ:
 - TSV files are read as the GLUE baselines and Hugging Face's loader read them: the csv module,
@@ -25,21 +27,32 @@ Choices, where the written protocol is silent or the sources differ:
   leaderboard differs: it averages accuracy and F1 (MRPC, QQP) and Pearson and Spearman (STS-B),
   and lists MNLI-m and MNLI-mm as separate entries. `glue_score` is the paper's unweighted mean of
   the headline scores of the tasks it is given (the paper: `PAPER_TASKS`).
+- Fine-tuning: every epoch is scored on the dev split(s) and its per-example predictions kept
+  (`dev_epoch<n>.jsonl`); the reported epoch is the best one (by the headline score, the first on
+  ties; a NaN score never wins) or the last, as configured, and both selections' GLUE scores are
+  recorded. STS-B gold scores are compared in float32, the precision the classifier trains and
+  predicts in. A finished task (its `result.json`) is not fine-tuned again.
 """
 
 import csv
 import json
 import math
+import shutil
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeGuard
 
 import numpy as np
+from pydantic import Field, model_validator
 
+from bench.atomic import write_text
 from bench.errors import UserError
+from bench.evals.adapters import Finetuned, PairClassifier
+from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
 from bench.evals.io import json_loads, read_lines, shown
+from bench.schema import Float, Int, OptimConfig, Strict
 
 LAYOUTS = ("auto", "tsv", "parquet")
 _STSB_RANGE = (0.0, 5.0)
@@ -138,6 +151,43 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     _task("wnli", "WNLI", 2, "acc"),
 )}
 PAPER_TASKS: tuple[str, ...] = ("mrpc", "cola", "stsb", "sst2", "qnli", "qqp", "mnli")
+
+
+class FinetuneConfig(Strict):
+    """The GLUE fine-tuning protocol; the defaults are the CWT paper's (Table 1)."""
+
+    epochs: Int = Field(10, gt=0)
+    batch_size: Int = Field(32, gt=0)
+    optim: OptimConfig = OptimConfig(lr=1e-5, schedule="constant", warmup=0.1, clip=None)
+    class_balanced: bool = Field(True, description="cross-entropy weighted by inverse frequency")
+    dropout: Float = Field(0.1, ge=0, lt=1, description="on the pooled [CLS] vector")
+    max_seq_len: Int = Field(128, gt=2)
+    selection: Literal["best", "last"] = Field(
+        "best", description="which epoch's dev scores are reported: the best one or the last"
+    )
+    eval_batch_size: Int = Field(128, gt=0)
+
+
+class GlueEvalConfig(Strict):
+    """GLUE dev scores after fine-tuning each task from the pretrained encoder."""
+
+    path: str = Field(description="folder with the official task folders or the HF parquet layout")
+    layout: Literal["auto", "tsv", "parquet"] = "auto"
+    tasks: list[str] = Field(
+        ["mrpc", "cola", "stsb", "sst2", "qnli", "qqp", "mnli"],
+        min_length=1, description="tasks fine-tuned and averaged (default: the paper's seven)")
+    finetune: FinetuneConfig = FinetuneConfig()
+    proxy: bool = Field(False, description="the data is a stand-in, labelled so in reports")
+    limit_train: Int | None = Field(None, gt=0, description="first N training examples only")
+
+    @model_validator(mode="after")
+    def _known_tasks(self) -> "GlueEvalConfig":
+        unknown = [t for t in self.tasks if t not in TASKS]
+        if unknown:
+            raise ValueError(f"unknown GLUE task(s) {unknown}; known: {', '.join(TASKS)}")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError("tasks must be distinct")
+        return self
 
 
 def _spec(task: str) -> TaskSpec:
@@ -338,7 +388,7 @@ def read_predictions(path: Path) -> dict[str, dict[int, int | float]]:
     return out
 
 
-def _is_finite_number(value: object) -> bool:
+def _is_finite_number(value: object) -> TypeGuard[int | float]:
     """A JSON number that is a finite float: not a bool, NaN, infinity or an int past 1e308."""
     if not isinstance(value, int | float) or isinstance(value, bool):
         return False
@@ -432,3 +482,157 @@ def glue_score(task_scores: Mapping[str, float], tasks: Sequence[str]) -> float:
     if missing or not tasks:
         raise ValueError(f"GLUE score: no score for {', '.join(missing) or 'any task'}")
     return float(np.mean([task_scores[t] for t in tasks]))
+
+
+# ---- the evaluator: fine-tune, score, select ---------------------------------------------------
+
+# Metrics where larger is better, without the task prefix; `finetune_*` costs are better smaller.
+_SCORES = frozenset(m for t in TASKS.values() for m in t.metrics) | {
+    "score", "score_best", "score_last"}
+
+
+@dataclass
+class TaskOutcome:
+    """A fine-tuned task's reported scores and what the fine-tuning cost (its result.json)."""
+
+    task: str
+    metrics: dict[str, float]  # the selected epoch's dev metrics, "score" included
+    epoch: int  # the selected epoch, 1-based
+    epoch_scores: list[float]
+    selection: str
+    steps: int
+    flops: float
+    tokens: int
+    seconds: float
+
+    @property
+    def best_score(self) -> float:
+        return self.epoch_scores[_select(self.epoch_scores, "best")]
+
+    @property
+    def cost(self) -> dict[str, float]:
+        return {"flops": self.flops, "seconds": self.seconds, "tokens": float(self.tokens),
+                "steps": float(self.steps)}
+
+
+def _select(scores: list[float], selection: str) -> int:
+    """0-based index of the reported epoch; NaN scores (a constant prediction) never win."""
+    if selection == "last":
+        return len(scores) - 1
+    ranked = [(-math.inf if math.isnan(s) else s) for s in scores]
+    return ranked.index(max(ranked))
+
+
+def _gold(task: TaskSpec, examples: Sequence[Example]) -> list[int | float]:
+    """Dev labels as the classifier sees them: class ids, or STS-B scores rounded to float32."""
+    if task.is_regression:
+        return [float(np.float32(x.label)) for x in examples]
+    return [x.label for x in examples]
+
+
+def _finetune(config: GlueEvalConfig, classifier: PairClassifier, data: TaskData,
+              setting: EvalSetting, folder: Path) -> TaskOutcome:
+    """Fine-tune on one task, saving every epoch's dev predictions; select the reported epoch."""
+    task = data.task
+    train = data.train[:config.limit_train] if config.limit_train else data.train
+    if not train:
+        raise ValueError(f"{data.source}: task {task.name} has no training examples")
+    folder.mkdir(parents=True, exist_ok=True)
+    gold = {split: _gold(task, examples) for split, examples in data.dev.items()}
+
+    def score_epoch(epoch: int, predictions: dict[str, list[float]]) -> dict[str, float]:
+        metrics = evaluate_task(task.name, {s: (gold[s], predictions[s]) for s in data.dev})
+        rows = [{"split": s, "idx": x.idx, "label": y, "prediction": p}
+                for s, examples in data.dev.items()
+                for x, y, p in zip(examples, gold[s], predictions[s], strict=True)]
+        write_text(folder / f"dev_epoch{epoch}.jsonl",
+                   "".join(json.dumps(r) + "\n" for r in rows))
+        return {"epoch": float(epoch), **metrics}
+
+    tuned: Finetuned = classifier.finetune(
+        task, train, data.dev, config.finetune, seed=setting.seed,
+        scratch=folder / "checkpoints", score_epoch=score_epoch)
+    scores = [epoch["score"] for epoch in tuned.epochs]
+    chosen = _select(scores, config.finetune.selection)
+    metrics = {k: v for k, v in tuned.epochs[chosen].items() if k != "epoch"}
+    return TaskOutcome(task=task.name, metrics=metrics, epoch=chosen + 1, epoch_scores=scores,
+                       selection=config.finetune.selection, steps=tuned.steps,
+                       flops=tuned.flops, tokens=tuned.tokens, seconds=tuned.seconds)
+
+
+def _task_outcome(config: GlueEvalConfig, classifier: PairClassifier, data: TaskData,
+                  setting: EvalSetting) -> tuple[TaskOutcome, list[dict[str, Any]]]:
+    """A task's outcome and the reported epoch's per-example dev predictions. A finished task
+    (result.json) is read back; a new one is fine-tuned, and its checkpoints dropped once its
+    result is written (the scores are what is kept)."""
+    folder = setting.workdir / data.task.name
+    done = folder / "result.json"
+    if done.is_file():
+        outcome = TaskOutcome(**json.loads(done.read_text(encoding="utf-8"))["outcome"])
+    else:
+        outcome = _finetune(config, classifier, data, setting, folder)
+        write_text(done, json.dumps({"outcome": asdict(outcome)}, indent=1) + "\n")
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+    rows = (folder / f"dev_epoch{outcome.epoch}.jsonl").read_text(encoding="utf-8").splitlines()
+    return outcome, [json.loads(line) for line in rows if line]
+
+
+def _task_metrics(outcome: TaskOutcome) -> dict[str, float]:
+    """`<task>.<metric>` of the selected epoch, the epoch, both selections' scores and costs."""
+    both = {"best": outcome.best_score, "last": outcome.epoch_scores[-1]}
+    return {f"{outcome.task}.{k}": v for k, v in outcome.metrics.items()} | {
+        f"{outcome.task}.epoch": float(outcome.epoch)} | {
+        f"{outcome.task}.score_{k}": v for k, v in both.items()} | {
+        f"{outcome.task}.finetune_{k}": v for k, v in outcome.cost.items()}
+
+
+def _overall(outcomes: list[TaskOutcome], tasks: list[str]) -> dict[str, float]:
+    """The GLUE score of the configured selection (`score`) and of each selection by name, and
+    the fine-tuning cost of all tasks together."""
+    by_selection = {"best": {o.task: o.best_score for o in outcomes},
+                    "last": {o.task: o.epoch_scores[-1] for o in outcomes}}
+    return {"score": glue_score({o.task: o.metrics["score"] for o in outcomes}, tasks)} | {
+        f"score_{k}": glue_score(v, tasks) for k, v in by_selection.items()} | {
+        f"finetune_{k}": sum(o.cost[k] for o in outcomes) for k in outcomes[0].cost}
+
+
+class GlueEvaluator:
+    """GLUE dev scores of a pretrained encoder fine-tuned on each task from the same weights;
+    fine-tuning compute is recorded per task and in total, apart from the training budget."""
+
+    name = "glue"
+    config_model = GlueEvalConfig
+    needs = PairClassifier
+
+    def higher_is_better(self, metric: str) -> bool | None:
+        last = metric.rsplit(".", 1)[-1]
+        if last.startswith("finetune_"):
+            return False
+        return True if last in _SCORES else None  # None: the epoch reported
+
+    def inputs(self, config: GlueEvalConfig, data_root: str | None) -> dict[str, str]:
+        return {"path": config.path}
+
+    def check(self, config: GlueEvalConfig, data_root: str | None) -> None:
+        """Every task's folder is there in the layout asked for."""
+        for task in config.tasks:
+            find_layout(config.path, task, config.layout)
+
+    def evaluate(self, config: GlueEvalConfig, model: PairClassifier, setting: EvalSetting
+                 ) -> EvalResult:
+        result = EvalResult(metrics={},
+                            provenance={"epoch_selection": config.finetune.selection})
+        outcomes = []
+        for task in config.tasks:
+            data = load_task(config.path, task, config.layout)
+            outcome, result.samples[task] = _task_outcome(config, model, data, setting)
+            result.metrics |= _task_metrics(outcome)
+            outcomes.append(outcome)
+            setting.log.info("%s %s: %s (epoch %d of %d, selection %s, from %s)", self.name,
+                             task, outcome.metrics, outcome.epoch, len(outcome.epoch_scores),
+                             outcome.selection, data.source)
+        result.metrics |= _overall(outcomes, config.tasks)
+        return result
+
+
+EVALUATOR: Evaluator = GlueEvaluator()

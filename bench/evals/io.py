@@ -10,7 +10,7 @@ from typing import Any
 
 from bench.atomic import write_text
 from bench.errors import UserError
-from bench.evals.curves import PRCurve, ROCCurve
+from bench.evals.curves import Curve
 
 SHOWN_CHARS = 80  # the most characters of a user's text an error message quotes
 
@@ -56,7 +56,7 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_outputs(payload: dict[str, Any], curves: Sequence[PRCurve | ROCCurve], title: str,
+def write_outputs(payload: dict[str, Any], curves: Sequence[Curve], title: str,
                   json_path: str | Path | None, plot_path: str | Path | None) -> None:
     """Write `payload` plus the curves as JSON, and the curves as a figure, where asked."""
     if json_path:

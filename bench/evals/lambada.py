@@ -8,6 +8,7 @@ import copy
 import json
 import math
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,17 +16,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from pydantic import Field, model_validator
 
 from bench.errors import UserError
-from bench.lm.config import LambadaEvalConfig
+from bench.evals.adapters import ContinuationScorer
+from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
+from bench.schema import Int, SafeName, Strict
 
 if TYPE_CHECKING:
+    from lm_eval.api.model import LM
     from torch import nn
     from transformers import PreTrainedTokenizerBase
 
 # lm-eval's default bootstrap for the perplexity stderr; the CLI offers no flag to change it, so
 # the in-process run keeps it too and both report the same stderr.
 _BOOTSTRAP_ITERS = 100_000
+_HIGHER_IS_BETTER = {"acc": True, "ppl": False}
+_TASK_DIR = "lambada_task"  # where `evaluate_lambada` writes a local file's task definition
 _TASK_CONFIG_KEYS = (
     "task",
     "dataset_path",
@@ -38,6 +45,24 @@ _TASK_CONFIG_KEYS = (
     "metric_list",
     "metadata",
 )
+
+
+class LambadaEvalConfig(Strict):
+    """LAMBADA scored through lm-eval: a local JSON-lines file or an installed lm-eval task."""
+
+    path: str | None = Field(None, description="JSON lines, one {'text': ...} per passage")
+    task: SafeName | None = Field(None, description="an lm-eval task name, e.g. lambada_openai")
+    name: SafeName = Field("lambada_local", description="task name given to a local file "
+                           "(and the name of its task file)")
+    proxy: bool = Field(False, description="the data is a stand-in, labelled so in reports")
+    limit: Int | None = Field(None, gt=0)
+    batch_size: Int = Field(16, gt=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> LambadaEvalConfig:
+        if (self.path is None) == (self.task is None):
+            raise ValueError("give exactly one of 'path' (a local JSON-lines file) or 'task'")
+        return self
 
 
 @dataclass
@@ -130,43 +155,63 @@ def lm_eval_command(
     return cmd
 
 
+class HFScorer:
+    """Any in-memory Hugging Face causal LM and its tokenizer as a `ContinuationScorer`:
+    lm-eval's HFLM wraps the model object itself, so nothing is saved or reloaded to score it."""
+
+    def __init__(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, device: str,
+                 saved: Path | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self._saved = saved
+
+    @contextlib.contextmanager
+    def lm_eval_model(self, batch_size: int) -> Iterator[LM]:
+        """HFLM on the model, moved to `device` in eval mode; its device and train/eval mode
+        are restored on leaving, even after an error."""
+        from lm_eval.models.huggingface import HFLM
+
+        was_training = self.model.training
+        home = next(self.model.parameters()).device
+        self.model.to(self.device)
+        self.model.eval()
+        try:
+            yield HFLM(
+                pretrained=self.model,
+                tokenizer=copy.deepcopy(self.tokenizer),  # lm-eval may set a pad token on it
+                batch_size=batch_size,
+                device=self.device,
+            )
+        finally:
+            self.model.to(home)
+            self.model.train(was_training)
+
+    def saved(self) -> Path | None:
+        return self._saved
+
+
 def evaluate_lambada(
-    model: nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    cfg: LambadaEvalConfig,
-    *,
-    device: str,
-    workdir: Path,
+    scorer: ContinuationScorer, cfg: LambadaEvalConfig, *, workdir: Path
 ) -> LambadaResult:
-    """Score an in-memory causal LM with lm-eval's HFLM; the model comes back on its original
-    device and in its original train/eval mode."""
+    """Score a language model with lm-eval's own LAMBADA task and metrics, offline; the local
+    task's definition is written under `workdir`."""
     # Imported here: lm-eval and torch take seconds to load, and config checks must not wait.
     import lm_eval
     import torch
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     name = _task_name(cfg)
     if cfg.path is not None:
-        task_dir = write_task_dir(cfg, workdir / "lambada_task")
+        task_dir = write_task_dir(cfg, workdir / _TASK_DIR)
         manager = TaskManager(include_path=str(task_dir), include_defaults=False)
     else:
         manager = TaskManager()
         if name not in manager.all_subtasks:
             raise UserError(f"lambada.task: {name!r} is not a task installed in lm-eval")
 
-    was_training = model.training
-    home = next(model.parameters()).device
-    model.to(device)
-    model.eval()
     try:
-        with _offline(), torch.no_grad(), _quiet():
-            lm = HFLM(
-                pretrained=model,
-                tokenizer=copy.deepcopy(tokenizer),  # lm-eval may set a pad token on it
-                batch_size=cfg.batch_size,
-                device=device,
-            )
+        with _offline(), torch.no_grad(), _quiet(), scorer.lm_eval_model(cfg.batch_size) as lm:
             out = lm_eval.simple_evaluate(
                 model=lm,
                 tasks=[name],
@@ -183,10 +228,45 @@ def evaluate_lambada(
             f"cache and the network is not used; give 'path' (a local JSON-lines file) or "
             f"populate the cache first ({err})"
         ) from err
-    finally:
-        model.to(home)
-        model.train(was_training)
     return _result(out, name)
+
+
+class LambadaEvaluator:
+    """LAMBADA for any model that scores continuations; when the model was saved, the log
+    names the `lm_eval` command that reproduces the numbers from the saved folder."""
+
+    name = "lambada"
+    config_model = LambadaEvalConfig
+    needs = ContinuationScorer
+
+    def higher_is_better(self, metric: str) -> bool | None:
+        return _HIGHER_IS_BETTER.get(metric)
+
+    def inputs(self, config: LambadaEvalConfig, data_root: str | None) -> dict[str, str]:
+        """A local file joins the run's identity; an installed task's cached data does not."""
+        return {"path": config.path} if config.path is not None else {}
+
+    def check(self, config: LambadaEvalConfig, data_root: str | None) -> None:
+        """A local file is there and every line is a passage."""
+        if config.path is not None:
+            validate_passages(Path(config.path))
+
+    def evaluate(self, config: LambadaEvalConfig, model: ContinuationScorer,
+                 setting: EvalSetting) -> EvalResult:
+        result = evaluate_lambada(model, config, workdir=setting.workdir)
+        saved = model.saved()
+        if saved is not None:
+            command = lm_eval_command(saved, config, setting.workdir / _TASK_DIR,
+                                      device=model.device)
+            setting.log.info("the same numbers from the lm_eval command: %s", shlex.join(command))
+        return EvalResult(
+            metrics=result.metrics | {"n": float(result.n)},
+            samples={"": result.samples},
+            provenance={"lm_eval": result.lm_eval_config},
+        )
+
+
+EVALUATOR: Evaluator = LambadaEvaluator()
 
 
 @contextlib.contextmanager

@@ -68,8 +68,7 @@ def load_saved_model(model_dir: Path) -> tuple[Any, Any]:
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from bench.evals.lambada import evaluate_lambada
-    from bench.lm.config import LambadaEvalConfig
+    from bench.evals.lambada import HFScorer, LambadaEvalConfig, evaluate_lambada
     from bench.runner import pick_device
 
     try:
@@ -77,10 +76,11 @@ def run(args: argparse.Namespace) -> int:
                                 limit=args.limit, batch_size=args.batch_size)
     except ValidationError as e:
         raise UserError(f"bench eval lambada: {e.errors()[0]['msg']}") from None
-    model, tokenizer = load_saved_model(Path(args.model))
+    model_dir = Path(args.model)
+    model, tokenizer = load_saved_model(model_dir)
+    scorer = HFScorer(model, tokenizer, str(pick_device(args.device)), saved=model_dir)
     with tempfile.TemporaryDirectory() as work:
-        result = evaluate_lambada(model, tokenizer, cfg, device=str(pick_device(args.device)),
-                                  workdir=Path(work))
+        result = evaluate_lambada(scorer, cfg, workdir=Path(work))
     for k, v in result.metrics.items():
         print(f"{result.task}.{k} = {v:.6g}")
     print(f"{result.task}.n = {result.n}")

@@ -52,16 +52,22 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
+from pydantic import Field
 
 from bench.atomic import write_text
 from bench.errors import UserError
+from bench.evals.adapters import DetectionScales, FaceDetector, Mode, Size
 from bench.evals.curves import PRCurve, ap_11_point, ap_all_points
+from bench.evals.detection import check_images, direction, score_modes
+from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
 from bench.evals.io import json_loads, read_lines, shown
 from bench.evals.matfile import load_mat
+from bench.schema import Int
+from bench.timing import Timing
 
 MIN_FACE = 30  # plot_AP.py --minw / --minh defaults
 MAX_COORD = 2.0**31  # |corner| bound of files: areas and calibration stay far from overflow
@@ -72,6 +78,18 @@ FORMATS = ("mat", "text", "coco")
 TEXT_FORMAT = "imgname x1 y1 x2 y2 [ignore]"
 DET_FORMAT = "imgname score x1 y1 x2 y2"
 _CORNERS = ("x1", "y1", "x2", "y2")
+
+
+class PascalEvalConfig(DetectionScales):
+    """Scoring on Pascal Faces with the face-eval toolbox's protocol (images `<images>/<key>.jpg`,
+    the key being an annotation's file name up to its first '.')."""
+
+    annotations: str = Field(description="the toolbox .mat, the text format, or COCO JSON")
+    images: str = Field(description="folder of the images (VOC JPEGImages)")
+    format: Literal["auto", "mat", "text", "coco"] = "auto"
+    nit: Int = Field(5, ge=1, description="box-calibration rounds (toolbox default 5; 1: none)")
+    short: Int = Field(400, gt=0, description="the paper's Pascal Faces setting: 400 / 800")
+    long: Int = Field(800, gt=0)
 
 
 def gt_key(name: str) -> str:
@@ -319,7 +337,7 @@ def coco_ap50(gt: FaceGT, dets: Detections) -> dict[str, Any]:
     ids = dict(gt.image_ids)
     for k in sorted(set(images) - ids.keys()):
         ids[k] = max(ids.values(), default=0) + 1
-    anns = []
+    anns: list[dict[str, Any]] = []
     for k, rows in gt.boxes.items():
         for row, ignore in zip(rows, _ignored(rows), strict=True):
             anns.append({"id": len(anns) + 1, "image_id": ids[k], "category_id": 1,
@@ -636,3 +654,51 @@ def write_coco_results(path: Path, dets: Detections, gt: FaceGT) -> None:
                 "score": float(s)} for k, s, b in zip(dets.images, dets.scores, dets.boxes,
                                                        strict=True)]
     write_text(path, json.dumps(results) + "\n")
+
+
+# ---- the evaluator ----------------------------------------------------------------------------
+
+class PascalEvaluator:
+    """A face detector on every annotated Pascal Faces image: per mode, the toolbox's detection
+    file (`pascal_detections_<mode>.txt` in the work folder), AP with box calibration and
+    without (all-points and 11-point), both PR curves and the ms each image took."""
+
+    name = "pascal"
+    config_model = PascalEvalConfig
+    needs = FaceDetector
+
+    def higher_is_better(self, metric: str) -> bool | None:
+        return direction(metric, lambda name: name.startswith("ap"))
+
+    def inputs(self, config: PascalEvalConfig, data_root: str | None) -> dict[str, str]:
+        return {"annotations": config.annotations, "images": config.images}
+
+    def check(self, config: PascalEvalConfig, data_root: str | None) -> None:
+        check_images(_annotated(config)[1], config.annotations)
+
+    def evaluate(self, config: PascalEvalConfig, model: FaceDetector,
+                 setting: EvalSetting) -> EvalResult:
+        gt, paths = _annotated(config)
+        keys = list(gt.boxes)
+
+        def score(mode: Mode, size: Size) -> tuple[dict[str, float], dict[str, PRCurve],
+                                                   Timing]:
+            dets, took = model.detect(paths, mode, size, config.annotations)
+            found = Detections(
+                [k for k, d in zip(keys, dets, strict=True) for _ in d],
+                np.concatenate([d[:, 4] for d in dets]) if dets else np.zeros(0),
+                np.concatenate([d[:, :4] for d in dets]) if dets else np.zeros((0, 4)))
+            write_toolbox_dets(setting.workdir / f"pascal_detections_{mode}.txt", found)
+            evaluator = PascalFacesEval(gt, found, nit=config.nit)
+            return evaluator.summarize(), evaluator.curves, took
+
+        return score_modes(config, score)
+
+
+def _annotated(config: PascalEvalConfig) -> tuple[FaceGT, list[Path]]:
+    """The ground truth and `<images>/<key>.jpg` of every annotated image, in its order."""
+    gt = load_gt(Path(config.annotations), None if config.format == "auto" else config.format)
+    return gt, [Path(config.images) / f"{k}.jpg" for k in gt.boxes]
+
+
+EVALUATOR: Evaluator = PascalEvaluator()

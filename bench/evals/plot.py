@@ -4,21 +4,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.atomic import write_via
-from bench.evals.curves import PRCurve, ROCCurve
+from bench.evals.curves import Curve, PRCurve
 
 
-def plot_curves(curves: Sequence[PRCurve | ROCCurve], path: Path, title: str) -> None:
+def plot_curves(curves: Sequence[Curve], path: Path, title: str) -> None:
     """One figure with every curve; PR curves show their AP, ROC curves their x-axis in FPs."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 4.5))
     ax = fig.add_subplot()
     for c in curves:
-        if isinstance(c, PRCurve):
-            ax.plot(c.recall, c.precision, label=f"{c.name} (AP {c.ap:.4f})")
-        else:
-            ax.plot(c.false_positives, c.tpr, label=c.name)
-    is_pr = all(isinstance(c, PRCurve) for c in curves)
+        label = f"{c.name} (AP {c.ap:.4f})" if isinstance(c, PRCurve) else c.name
+        ax.plot(*c.xy(), label=label)
+    is_pr = all(c.kind == "pr" for c in curves)
     ax.set_xlabel("recall" if is_pr else "false positives")
     ax.set_ylabel("precision" if is_pr else "true positive rate")
     ax.set_ylim(0, 1.01)

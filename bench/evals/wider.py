@@ -53,12 +53,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from bench.atomic import write_text
 from bench.errors import UserError
+from bench.evals.adapters import DetectionScales, FaceDetector, Mode, Size
 from bench.evals.curves import PRCurve, ap_all_points
+from bench.evals.detection import check_images, direction, score_modes
+from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
 from bench.evals.io import read_lines, shown
 from bench.evals.matfile import load_mat
+from bench.timing import Timing
 
 ImageKey = tuple[str, str]
 SETTINGS = ("easy", "medium", "hard")
@@ -67,6 +72,12 @@ IOU_THRESHOLD = 0.5
 ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 _PRED_FIELDS = ("x", "y", "width", "height", "score")
 _VAL_FILE = "wider_face_val.mat"
+
+
+class WiderEvalConfig(DetectionScales):
+    """Scoring on a WIDER-layout validation split with the official protocol."""
+
+    root: str | None = Field(None, description="default: the training data's root")
 
 
 def thresholds() -> np.ndarray:
@@ -571,3 +582,66 @@ class WiderEval:
             for s, ap in metrics.items():
                 print(f"{s:<7} AP {ap:.4f}")
         return metrics
+
+
+# ---------------------------------------------------------------- the evaluator
+
+
+class WiderEvaluator:
+    """A face detector on the val split of a WIDER FACE root: per mode, the official
+    per-image prediction files (`predictions_<mode>/` in the work folder), the APs and PR
+    curves of the three settings, and the ms each image took."""
+
+    name = "wider"
+    config_model = WiderEvalConfig
+    needs = FaceDetector
+
+    def higher_is_better(self, metric: str) -> bool | None:
+        return direction(metric, lambda name: name in SETTINGS)
+
+    def inputs(self, config: WiderEvalConfig, data_root: str | None) -> dict[str, str]:
+        """The ground truth and the val images: the only parts of the root scoring reads."""
+        root = _val_root(config, data_root)
+        return {"ground_truth": str(root / "eval_tools" / "ground_truth"),
+                "images": str(root / "WIDER_val" / "images")}
+
+    def check(self, config: WiderEvalConfig, data_root: str | None) -> None:
+        _, paths, listed_in = _val_set(config, data_root)
+        check_images(paths, listed_in)
+
+    def evaluate(self, config: WiderEvalConfig, model: FaceDetector,
+                 setting: EvalSetting) -> EvalResult:
+        gt, paths, listed_in = _val_set(config, setting.data_root)
+
+        def score(mode: Mode, size: Size) -> tuple[dict[str, float], dict[str, PRCurve],
+                                                   Timing]:
+            dets, took = model.detect(paths, mode, size, listed_in)
+            predictions = {key: np.c_[d[:, :2], d[:, 2:4] - d[:, :2] + 1, d[:, 4]]
+                           for key, d in zip(gt.images, dets, strict=True)}
+            write_wider_predictions(setting.workdir / f"predictions_{mode}", predictions)
+            evaluator = WiderEval(gt, predictions)
+            return evaluator.summarize(), evaluator.curves, took
+
+        return score_modes(config, score)
+
+
+def _val_root(config: WiderEvalConfig, data_root: str | None) -> Path:
+    """The WIDER root to score on: the config's, else the run's training data's."""
+    root = config.root or data_root
+    if root is None:
+        raise UserError("wider: give the WIDER FACE root (`root:`); this family's runs have no "
+                        "training data root to default to")
+    return Path(root)
+
+
+def _val_set(config: WiderEvalConfig, data_root: str | None
+             ) -> tuple[WiderGroundTruth, list[Path], str]:
+    """The val ground truth, the path of each of its images and where they are listed."""
+    root = _val_root(config, data_root)
+    listed_in = root / "eval_tools" / "ground_truth"
+    gt = load_wider_mat(listed_in)
+    images = root / "WIDER_val" / "images"
+    return gt, [images / e / f"{n}.jpg" for e, n in gt.images], str(listed_in)
+
+
+EVALUATOR: Evaluator = WiderEvaluator()

@@ -1,8 +1,8 @@
 """Validated configuration of the SSH detector (no torch import: validation stays fast)."""
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from bench.schema import Float, Int, OptimConfig, Strict
 
@@ -73,64 +73,3 @@ class FacesConfig(Strict):
     model: SSHModelConfig = SSHModelConfig()
     data: FacesDataConfig
     train: FacesTrainConfig = FacesTrainConfig()
-
-
-class DetectionScales(Strict):
-    """How an evaluation resizes images: single scale and the pyramid's base (published:
-    1200 / 1600 and 800 / 1200 on WIDER FACE)."""
-
-    modes: list[Literal["single", "pyramid"]] = ["single"]
-    short: Int = Field(1200, gt=0, description="single scale: shortest side")
-    long: Int = Field(1600, gt=0, description="single scale: cap on the longest side")
-    pyramid_short: Int = Field(800, gt=0, description="pyramid base: shortest side")
-    pyramid_long: Int = Field(1200, gt=0, description="pyramid base: cap on the longest side")
-
-    def sizes(self) -> dict[str, tuple[int, int]]:
-        return {"single": (self.short, self.long),
-                "pyramid": (self.pyramid_short, self.pyramid_long)}
-
-
-class WiderEvalConfig(DetectionScales):
-    """Scoring on a WIDER-layout validation split with the official protocol."""
-
-    root: str | None = Field(None, description="default: the training data's root")
-
-
-class SpeedEvalConfig(Strict):
-    """ms per image at maximum input sizes (short, long), as the SSH paper's Table 2."""
-
-    sizes: list[tuple[Int, Int]] = [(400, 800), (600, 1000), (800, 1200), (1200, 1600)]
-    modes: list[Literal["single", "pyramid"]] = ["single"]
-    warmup: Int = Field(2, ge=0)
-    repeats: Int = Field(5, gt=0)
-    channels_last: bool = Field(False, description="channels-last memory format (GPU speed-up)")
-
-
-class FDDBEvalConfig(DetectionScales):
-    """Scoring on FDDB (FDDB-folds/ and originalPics/ under `root`) with the official ROC."""
-
-    root: str
-    folds: list[Annotated[Int, Field(ge=1, le=10)]] = Field(
-        list(range(1, 11)), min_length=1, description="FDDB's ten folds are numbered 1 to 10")
-    short: Int = Field(400, gt=0, description="the paper's FDDB setting: 400 / 800")
-    long: Int = Field(800, gt=0)
-    fp: Float = Field(1000, gt=0, description="read the true-positive rate at this many FPs")
-
-    @field_validator("folds")
-    @classmethod
-    def _distinct_folds(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
-            raise ValueError("folds must be distinct")
-        return v
-
-
-class PascalEvalConfig(DetectionScales):
-    """Scoring on Pascal Faces with the face-eval toolbox's protocol (images `<images>/<key>.jpg`,
-    the key being an annotation's file name up to its first '.')."""
-
-    annotations: str = Field(description="the toolbox .mat, the text format, or COCO JSON")
-    images: str = Field(description="folder of the images (VOC JPEGImages)")
-    format: Literal["auto", "mat", "text", "coco"] = "auto"
-    nit: Int = Field(5, ge=1, description="box-calibration rounds (toolbox default 5; 1: none)")
-    short: Int = Field(400, gt=0, description="the paper's Pascal Faces setting: 400 / 800")
-    long: Int = Field(800, gt=0)

@@ -107,7 +107,8 @@ def resize_for_training(image: np.ndarray, boxes: np.ndarray, short: int,
     """(resized image, scaled boxes, scale) under the shortest/longest-side policy."""
     import cv2
 
-    scale = training_scale(*image.shape[:2], short, long_max)
+    h, w = image.shape[:2]
+    scale = training_scale(h, w, short, long_max)
     resized = cv2.resize(image, None, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
     return resized, np.asarray(boxes, dtype=np.float32) * np.float32(scale), scale
 

@@ -19,6 +19,7 @@ As published (SSH's test code, py-faster-rcnn style):
 """
 
 from collections.abc import Callable, Collection, Sequence
+from typing import TypedDict, Unpack
 
 import numpy as np
 import torch
@@ -43,6 +44,14 @@ SCORE_THRESH = 0.05
 NMS_THRESH = 0.3
 PYRAMID_LEVELS = (500, 800, 1200, 1600)
 PYRAMID_REFERENCE = 800  # the level that is the base scale itself
+
+
+class Thresholds(TypedDict, total=False):
+    """The keyword arguments of `detect_scales` that single-scale and pyramid detection pass on."""
+
+    pre_nms_top: int
+    score_thresh: float
+    nms_thresh: float
 
 
 def detect(outputs: Outputs, specs: Specs, image_hw: tuple[int, int], scale: float,
@@ -123,13 +132,14 @@ def detect_scales(model_fn: ModelFn, image: Tensor, specs: Specs, scales: Sequen
 
 
 def detect_single(model_fn: ModelFn, image: Tensor, specs: Specs, short: int = 1200,
-                  long: int = 1600, **kwargs: float) -> Tensor:
+                  long: int = 1600, **kwargs: Unpack[Thresholds]) -> Tensor:
     """Single-scale detection (1200 / 1600; 400 / 800 for FDDB and Pascal Faces)."""
     h, w = image.shape[-2:]
     return detect_scales(model_fn, image, specs, [single_scale(h, w, short, long)], **kwargs)
 
 
-def detect_pyramid(model_fn: ModelFn, image: Tensor, specs: Specs, **kwargs: float) -> Tensor:
+def detect_pyramid(model_fn: ModelFn, image: Tensor, specs: Specs,
+                   **kwargs: Unpack[Thresholds]) -> Tensor:
     """The published pyramid: four levels around the 800 / 1200 scale, M3 off on the largest."""
     h, w = image.shape[-2:]
     return detect_scales(model_fn, image, specs, pyramid_scales(h, w), skip_on_largest={"M3"},

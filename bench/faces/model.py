@@ -61,12 +61,14 @@ def _scaled(channels: int, width: float) -> int:
 
 def _init_new(conv: nn.Conv2d) -> nn.Conv2d:
     nn.init.normal_(conv.weight, std=0.01)
+    assert conv.bias is not None  # built with Conv2d's default bias=True
     nn.init.zeros_(conv.bias)
     return conv
 
 
 def _init_vgg(conv: nn.Conv2d) -> nn.Conv2d:
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    assert conv.bias is not None  # built with Conv2d's default bias=True
     nn.init.zeros_(conv.bias)
     return conv
 
@@ -230,7 +232,11 @@ class SSH(nn.Module):
         if "M2" in wanted:
             out["M2"] = self.heads["M2"](conv5_3)
         if "M3" in wanted:
-            feats = self.fc(conv5_3) if self.fc is not None else self.m3_pool(conv5_3)
+            if self.fc is not None:
+                feats = self.fc(conv5_3)
+            else:
+                assert self.m3_pool is not None  # built whenever fc is not
+                feats = self.m3_pool(conv5_3)
             out["M3"] = self.heads["M3"](feats)
         return out
 
@@ -310,6 +316,7 @@ def load_vgg16_imagenet(model: SSH, source: str | Path | None) -> str:
                                 f"expected {tuple(conv.weight.shape)} (VGG-16?)")
             # A view of the destination: fc6's 25088 inputs are (512, 7, 7) in C, H, W order.
             conv.weight.view(weight.shape).copy_(weight)
+            assert conv.bias is not None  # every VGG-16 convolution has a bias
             conv.bias.copy_(bias)
     return f"imagenet:{path}"
 

@@ -14,16 +14,15 @@ from typing import Any
 
 import torch
 
+from bench.evals.adapters import Mode, Size
 from bench.faces.inference import detect_scales, pyramid_scales, single_scale
 from bench.timing import Timing, interleaved
 
 # The paper's Quadro P6000 timings of SSH, ms per image, by maximum input size (short, long).
 PAPER_MS_P6000 = {(400, 800): 48, (600, 1000): 74, (800, 1200): 107, (1200, 1600): 182}
 
-Size = tuple[int, int]
 
-
-def detection_task(model: torch.nn.Module, specs: dict, size: Size, mode: str,
+def detection_task(model: torch.nn.Module, specs: dict, size: Size, mode: Mode,
                    device: torch.device, *, bf16: bool = False,
                    channels_last: bool = False) -> Callable[[], None]:
     """One detection on an image of `size` (short, long) at a single scale or the pyramid,
@@ -43,9 +42,9 @@ def detection_task(model: torch.nn.Module, specs: dict, size: Size, mode: str,
 
 
 def time_detection(models: Mapping[Hashable, tuple[torch.nn.Module, dict]], sizes: Sequence[Size],
-                   modes: Sequence[str], device: torch.device, *, warmup: int, repeats: int,
+                   modes: Sequence[Mode], device: torch.device, *, warmup: int, repeats: int,
                    bf16: bool = False,
-                   channels_last: bool = False) -> dict[tuple[Hashable, str, Size], Timing]:
+                   channels_last: bool = False) -> dict[tuple[Hashable, Mode, Size], Timing]:
     """ms per image of every (model, mode, size), all timed in the same interleaved rounds so
     that load on the machine falls on each alike."""
     tasks = {}

@@ -4,7 +4,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from bench.schema import Float, Int, OptimConfig, SafeName, Strict
+from bench.schema import Int, OptimConfig, Strict
+from bench.text.config import CWTConfig, DataConfig, TrainConfig
 
 
 class ModelConfig(Strict):
@@ -16,65 +17,6 @@ class ModelConfig(Strict):
     num_heads: Int | None = Field(None, gt=0)
     intermediate_size: Int | None = Field(None, gt=0)
     context: Int | None = Field(None, gt=1, description="maximum positions")
-
-
-class TokenizerConfig(Strict):
-    """A local tokenizer directory, or a byte-level BPE trained on the corpus and cached."""
-
-    path: str | None = None
-    train_bpe: Int | None = Field(None, gt=256, description="vocabulary size of a BPE to train")
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> "TokenizerConfig":
-        if (self.path is None) == (self.train_bpe is None):
-            raise ValueError("give exactly one of 'path' (a tokenizer directory) or 'train_bpe'")
-        return self
-
-
-class DataConfig(Strict):
-    """Pretraining text, tokenized and packed into full-length rows."""
-
-    train: str = Field(description="text file, JSON-lines file, or a saved Hugging Face dataset")
-    format: Literal["auto", "text", "jsonl", "hf"] = "auto"
-    text_field: str = "text"
-    val: str | None = Field(None, description="held-out text; default: a slice of 'train'")
-    val_fraction: Float = Field(0.02, gt=0, lt=0.5)
-    seq_len: Int = Field(gt=1)
-    tokenizer: TokenizerConfig
-
-
-class TrainConfig(Strict):
-    """The pretraining stage: batch geometry, optimiser, bookkeeping."""
-
-    batch_size: Int = Field(gt=0, description="sequences per optimizer step")
-    micro_batch_size: Int | None = Field(
-        None, gt=0, description="sequences per forward pass (CWT negatives come from one)"
-    )
-    optim: OptimConfig
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 autocast on a GPU, fp32 on a CPU"
-    )
-    compile: bool = Field(False, description="run the loss through torch.compile (FLOPs are "
-                          "still counted on an eager step)")
-    checkpoint_every: Int = Field(50, gt=0)
-    validate_every: Int = Field(50, gt=0)
-    val_batches: Int = Field(4, gt=0)
-
-    @model_validator(mode="after")
-    def _micro_divides(self) -> "TrainConfig":
-        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
-            raise ValueError("micro_batch_size must divide batch_size")
-        return self
-
-
-class CWTConfig(Strict):
-    """Contrastive Weight Tying options; the defaults are the paper's."""
-
-    temperature: Float = Field(1.0, gt=0)
-    unique_negatives: bool = Field(False, description="ablation: deduplicate repeated targets")
-    chunk_size: Int | None = Field(
-        4096, gt=0, description="rows of the K x K score matrix computed at once; null: all"
-    )
 
 
 class HeadFinetuneConfig(Strict):
@@ -114,20 +56,3 @@ class LMConfig(Strict):
         """Training stages of this run, in order; each draws on its share of the budget."""
         return ["pretrain", "head_finetune"] if self.head == "finetune" else ["pretrain"]
 
-
-class LambadaEvalConfig(Strict):
-    """LAMBADA scored through lm-eval: a local JSON-lines file or an installed lm-eval task."""
-
-    path: str | None = Field(None, description="JSON lines, one {'text': ...} per passage")
-    task: SafeName | None = Field(None, description="an lm-eval task name, e.g. lambada_openai")
-    name: SafeName = Field("lambada_local", description="task name given to a local file "
-                           "(and the name of its task file)")
-    proxy: bool = Field(False, description="the data is a stand-in, labelled so in reports")
-    limit: Int | None = Field(None, gt=0)
-    batch_size: Int = Field(16, gt=0)
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> "LambadaEvalConfig":
-        if (self.path is None) == (self.task is None):
-            raise ValueError("give exactly one of 'path' (a local JSON-lines file) or 'task'")
-        return self

@@ -1,23 +1,23 @@
-"""The causal-LM family: pretrain (softmax or CWT), maybe fine-tune a head, score LAMBADA."""
+"""The causal-LM family: pretrain (softmax or CWT), maybe fine-tune a head, hand the model to its
+evaluators as a `ContinuationScorer` (LAMBADA through lm-eval)."""
 
-import shlex
 import shutil
 from pathlib import Path
 from typing import Any
 
-from bench.family import StepCost
-from bench.lm.config import LambadaEvalConfig, LMConfig
+from bench.contract import Family, RunContext, RunSpec, Stage, StepCost
+from bench.evals.adapters import ContinuationScorer
+from bench.lm.config import LMConfig
 
 
 class LMFamily:
     name = "lm"
     item_unit = "tokens"
     config_model = LMConfig
-    eval_models = {"lambada": LambadaEvalConfig}
+    adapters = (ContinuationScorer,)
     default_metrics = ["lambada.acc", "lambada.ppl", "val.nll"]
     report_curve = "curve.val_nll"
-    higher_is_better = {"lambada.acc": True, "lambada.ppl": False, "val.nll": False,
-                        "val.loss": False}
+    higher_is_better = {"val.nll": False, "val.loss": False}
 
     def stages(self, config: LMConfig) -> list[str]:
         return config.stages()
@@ -28,9 +28,9 @@ class LMFamily:
         import torch
 
         from bench.flops import count_flops_abstract
-        from bench.lm.data import vocab_size
         from bench.lm.model import build_model, untie_head
         from bench.lm.objectives import causal_lm_loss
+        from bench.text.data import vocab_size
 
         vocab = vocab_size(config.data.tokenizer)
         from bench.distributed import World, local_part
@@ -58,29 +58,31 @@ class LMFamily:
             costs["head_finetune"] = StepCost(per_row * ft_batch, ft_batch * seq)
         return costs
 
-    def inputs(self, config: LMConfig, evals: list[tuple[str, Any]]) -> dict[str, str]:
-        from bench.lm.data import text_inputs
+    def inputs(self, config: LMConfig) -> dict[str, str]:
+        from bench.text.data import text_inputs
 
-        return text_inputs(config.data) | {
-            f"evals.{name}.path": cfg.path for name, cfg in evals if cfg.path is not None}
+        return text_inputs(config.data)
 
     def derived_inputs(self, config: LMConfig) -> dict[str, dict[str, str]]:
-        from bench.lm.shards import shards_input
+        from bench.text.shards import shards_input
 
         return shards_input(config.data, "causal")
 
-    def execute(self, run: Any, ctx: Any) -> None:
+    def data_root(self, config: LMConfig) -> str | None:
+        """LAMBADA files are named in full: there is no data folder to find them beside."""
+        return None
+
+    def execute(self, run: RunSpec, ctx: RunContext) -> None:
         import torch
 
         from bench.atomic import build_dir
         from bench.distributed import local_part, world
-        from bench.evals.lambada import evaluate_lambada, lm_eval_command
+        from bench.evals.lambada import HFScorer
         from bench.lm.model import build_model, untie_head
         from bench.lm.objectives import causal_lm_loss, next_token_nll
-        from bench.lm.shards import CACHE_SUBDIR, prepare_lm_data, val_batches
         from bench.loading import to_device
         from bench.sampling import batch_indices
-        from bench.train import Stage
+        from bench.text.shards import CACHE_SUBDIR, prepare_lm_data, val_batches
 
         cfg: LMConfig = run.config
         device = ctx.device
@@ -89,7 +91,8 @@ class LMFamily:
         torch.manual_seed(run.seed)
         model = build_model(cfg.model, len(tok), tied=cfg.objective == "cwt",
                             eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
-        model.to(device)
+        # PreTrainedModel.to is wraps(Module.to), whose _Wrapped stub takes a model first
+        model.to(device)  # type: ignore[arg-type]
         bf16 = cfg.train.precision == "bf16" or (
             cfg.train.precision == "auto" and device.type == "cuda")
         micro = cfg.train.micro_batch_size or cfg.train.batch_size
@@ -131,8 +134,9 @@ class LMFamily:
         pre = ctx.train(stage("pretrain", cfg.objective, cfg.train.batch_size, 0,
                               cfg.train.optim, list(model.parameters()), "train.batch_size"))
         if cfg.head == "finetune":
+            assert cfg.head_finetune is not None  # LMConfig requires it of head 'finetune'
             ctx.record(_parameter_metrics(model, "model.pretrain"))
-            model = untie_head(model).to(device)
+            model = untie_head(model).to(device)  # type: ignore[arg-type]  # as above
             _freeze_for_probe(model, cfg)
             trainable = [p for p in model.parameters() if p.requires_grad]
             ft_batch = _finetune_batch(cfg)
@@ -154,17 +158,7 @@ class LMFamily:
         shutil.rmtree(model_dir, ignore_errors=True)  # saved by an earlier, interrupted attempt
         build_dir(model_dir, save)
         ctx.log.info("saved model to %s", model_dir)
-
-        for name, eval_cfg in run.variant.evals:
-            workdir = ctx.dir / f"eval_{name}"
-            result = evaluate_lambada(model, tok, eval_cfg, device=str(device), workdir=workdir)
-            ctx.record({f"{name}.{k}": v for k, v in result.metrics.items()})
-            ctx.record({f"{name}.n": float(result.n)})
-            ctx.save_samples(name, result.samples)
-            ctx.log.info("%s: %s", name, result.metrics)
-            command = lm_eval_command(model_dir, eval_cfg, workdir / "lambada_task",
-                                      device=str(device))
-            ctx.log.info("the same numbers from the lm_eval command: %s", shlex.join(command))
+        ctx.evaluate(HFScorer(model, tok, str(device), saved=model_dir))
 
 
 def _parameter_metrics(model: Any, prefix: str) -> dict[str, float]:
@@ -175,15 +169,17 @@ def _parameter_metrics(model: Any, prefix: str) -> dict[str, float]:
 
 
 def _finetune_batch(config: LMConfig) -> int:
+    assert config.head_finetune is not None  # LMConfig requires it of head 'finetune'
     return config.head_finetune.batch_size or config.train.batch_size
 
 
 def _freeze_for_probe(model: Any, config: LMConfig) -> None:
     """'probe' trains the new head only; 'full' trains every parameter."""
+    assert config.head_finetune is not None  # LMConfig requires it of head 'finetune'
     if config.head_finetune.mode == "probe":
         model.requires_grad_(False)
         model.lm_head.weight.requires_grad_(True)
 
 
-FAMILY = LMFamily()
+FAMILY: Family = LMFamily()
 

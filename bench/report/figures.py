@@ -18,13 +18,14 @@ from matplotlib.category import StrCategoryFormatter
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 from matplotlib.ticker import FixedFormatter, Formatter, FuncFormatter
+from matplotlib.typing import RcKeyType
 
 from bench.report.tables import SuiteData
 
 Colour = tuple[float, float, float]
 
 # Text stays text (smaller, selectable); the salt makes ids deterministic and distinct per figure.
-_SVG_RC = {"svg.fonttype": "none"}
+_SVG_RC: dict[RcKeyType, str] = {"svg.fonttype": "none"}
 # Runs per variant drawn as lines of their own (a seed's curve); means use every run. Thousands
 # of lines would say no more and make a figure slow to draw, embed and print.
 LINES_PER_VARIANT = 25

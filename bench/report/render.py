@@ -59,7 +59,7 @@ class ReportSpec:
     title: str
     baseline: str | None
     metrics: list[str]
-    higher_is_better: dict[str, bool]
+    higher_is_better: dict[str, bool | None]  # None: neither direction is better
     reference: dict[str, dict[str, float]]
     reference_source: str | None
     notes: list[str]
@@ -152,7 +152,8 @@ def _blocks(table: Table) -> list[Block]:
 def _part(table: Table, blocks: list[Block]) -> Table:
     """The leading columns and those of `blocks`, with their header groups."""
     index = [*range(table.keep), *(j for b in blocks for j in b.columns)]
-    groups = [table.groups[0], *(b.group for b in blocks)] if table.groups else []
+    groups = ([table.groups[0], *(b.group for b in blocks if b.group is not None)]
+              if table.groups else [])
     return Table(columns=[table.columns[j] for j in index],
                  rows=[[row[j] for j in index] for row in table.rows],
                  groups=groups, keep=table.keep, screen_only=table.screen_only)

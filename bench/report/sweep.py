@@ -33,6 +33,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection
 from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from optuna.trial import FrozenTrial, TrialState
 from optuna.visualization import matplotlib as optuna_plots
@@ -135,7 +136,12 @@ def best_trial(data: SweepData) -> FrozenTrial | None:
     if not complete:
         return None
     sign = 1.0 if data.study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
-    return min(complete, key=lambda t: (sign * t.value, t.number))
+
+    def rank(t: FrozenTrial) -> tuple[float, int]:
+        assert t.value is not None  # a complete trial has its objective value
+        return sign * t.value, t.number
+
+    return min(complete, key=rank)
 
 
 def param_names(data: SweepData) -> list[str]:
@@ -151,15 +157,15 @@ def trials_frame(data: SweepData) -> pd.DataFrame:
     params = param_names(data)
     rows = []
     for t in data.trials:
-        ended = t.datetime_complete is not None and t.datetime_start is not None
+        start, end = t.datetime_start, t.datetime_complete
         rows.append({
             "number": t.number,
             "state": trial_state(t),
             "value": t.value if t.state == TrialState.COMPLETE else None,
             **{name: t.params.get(name) for name in params},
             "run_id": t.user_attrs.get("run_id"),
-            "duration_s": (t.datetime_complete - t.datetime_start).total_seconds()
-            if ended else None,
+            "duration_s": (end - start).total_seconds()
+            if end is not None and start is not None else None,
             "retry_of": t.user_attrs.get("retry_of"),
             "reason": t.user_attrs.get("reason"),
         })
@@ -228,6 +234,7 @@ def _optuna_style() -> Iterator[None]:
 def _svg(ax: Axes, title: str, salt: str) -> str:
     """One Optuna plot at the report's sizes: its own title, small text, a tight layout."""
     fig = ax.figure
+    assert isinstance(fig, Figure)  # Optuna draws each plot on a figure of its own
     for loc in ("left", "right"):
         ax.set_title("", loc=loc)
     ax.set_title(title, fontsize=9, y=1.03)
@@ -274,7 +281,9 @@ def importance_figure(data: SweepData) -> str | None:
         ax = optuna_plots.plot_param_importances(
             data.study, optuna.importance.FanovaImportanceEvaluator(seed=IMPORTANCE_SEED),
             params, target_name=data.source.metric)
-        ax.get_legend().remove()  # one objective: the title names it
+        legend = ax.get_legend()
+        assert legend is not None  # Optuna labels the bars with the objective
+        legend.remove()  # one objective: the title names it
         return _svg(ax, f"Parameter importances for {data.source.metric} (fANOVA)",
                     "sweep-importances")
 
@@ -305,7 +314,7 @@ def intermediate_figure(data: SweepData) -> str | None:
         ax = optuna_plots.plot_intermediate_values(data.study)
         shown = set()
         for line in ax.get_lines():
-            state = states[int(line.get_label().removeprefix("Trial"))]
+            state = states[int(str(line.get_label()).removeprefix("Trial"))]
             line.set_color(_STATE_COLOURS[state])
             shown.add(state)
         ax.legend(handles=[Line2D([0], [0], color=_STATE_COLOURS[s], marker=".", label=s)

@@ -129,6 +129,7 @@ def _finished_metrics(con: sqlite3.Connection, suite: str, curves: Sequence[str]
                       ) -> pd.DataFrame:
     """The metric rows of the suite's finished runs: every final one, and the curve rows of
     `curves` (all when None), in the order they were written."""
+    args: tuple[str, ...]
     wanted, args = "", (suite, suite)
     if curves is not None:
         wanted = f"AND (step IS NULL OR metric IN ({', '.join('?' * len(curves))})) "
@@ -150,7 +151,7 @@ def variant_order(declared: Sequence[str], data: SuiteData) -> list[str]:
     return [*declared, *extra]
 
 
-def seed_interval(values: Sequence[float]) -> Estimate:
+def seed_interval(values: Sequence[float] | np.ndarray) -> Estimate:
     """Mean over seeds with a 95% t-interval (n - 1 degrees of freedom): seed variance."""
     x = np.asarray(values, dtype=float)
     if x.size == 0:
@@ -162,7 +163,8 @@ def seed_interval(values: Sequence[float]) -> Estimate:
     return Estimate(mean, mean - half, mean + half)
 
 
-def welch_difference(a: Sequence[float], b: Sequence[float]) -> Estimate:
+def welch_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
+                     ) -> Estimate:
     """mean(a) - mean(b) with a 95% Welch t-interval (unequal variances, Welch-Satterthwaite df).
 
     Welch rather than a paired interval because a seed does not pair two variants' runs.

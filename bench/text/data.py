@@ -4,24 +4,24 @@ A corpus is a plain-text file (documents separated by blank lines), a JSON-lines
 object per line, the text in `text_field`) or a saved Hugging Face dataset. Documents are read
 one at a time from a byte range of a file (or a row range of a dataset), so a corpus of any size
 is read in bounded memory and can be cut into chunks that processes read in parallel
-(`bench.lm.shards` tokenizes them). Nothing here imports torch or transformers at import time:
+(`bench.text.shards` tokenizes them). Nothing here imports torch or transformers at import time:
 tokenizing workers import this module.
 """
 
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import tokenizers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from bench.atomic import build_dir
 from bench.errors import UserError
-from bench.lm.config import DataConfig, TokenizerConfig
+from bench.text.config import DataConfig, TokenizerConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -241,17 +241,24 @@ def load_tokenizer(cfg: TokenizerConfig, documents: Callable[[], Iterable[str]],
     held at once. It is saved with save_pretrained so that a saved model directory carrying it
     loads with AutoTokenizer, as lm-eval does.
     """
-    from transformers import AutoTokenizer
-
     if cfg.path is not None:
         return layout_tokenizer(cfg.path, layout)
-    assert cfg.train_bpe is not None  # guaranteed by TokenizerConfig
-    target = bpe_folder(cfg.train_bpe, corpus_key, cache_dir, layout)
+    size = cfg.train_bpe
+    assert size is not None  # guaranteed by TokenizerConfig
+    target = bpe_folder(size, corpus_key, cache_dir, layout)
     if not (target / "tokenizer.json").is_file():
         roles = LAYOUTS[layout]
-        build_dir(target, lambda tmp: _train_bpe(documents(), cfg.train_bpe, roles)
-                  .save_pretrained(tmp))
-    return AutoTokenizer.from_pretrained(str(target), local_files_only=True)
+        build_dir(target, lambda tmp: _train_bpe(documents(), size, roles).save_pretrained(tmp))
+    return saved_tokenizer(target)
+
+
+def saved_tokenizer(folder: Path) -> "PreTrainedTokenizerFast":
+    """A tokenizer this pipeline saved (a trained BPE, a build's copy): its tokenizer.json
+    loads as a fast tokenizer, which AutoTokenizer's return type does not say."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    return cast("PreTrainedTokenizerFast", tokenizer)
 
 
 def bpe_folder(size: int, corpus_key: str, cache_dir: Path, layout: str) -> Path:
@@ -268,7 +275,9 @@ def layout_tokenizer(path: str, layout: str) -> "PreTrainedTokenizerFast":
     tokenizer = local_tokenizer(path)
     if layout == "mlm":
         added = ("cls_token", "sep_token", "mask_token", "pad_token")
-        missing = {r: MLM_ROLES[r] for r in added if getattr(tokenizer, r) is None}
+        # the value type add_special_tokens declares (a dict: invariant in its values)
+        missing: dict[str, str | AddedToken | Sequence[str | AddedToken]] = {
+            r: MLM_ROLES[r] for r in added if getattr(tokenizer, r) is None}
         tokenizer.add_special_tokens(missing)
     return tokenizer
 
@@ -295,7 +304,7 @@ def local_tokenizer(path: str) -> "PreTrainedTokenizerFast":
         raise UserError(f"{path}: a fast (tokenizer.json) tokenizer is needed for batch encoding")
     if tokenizer.eos_token_id is None:
         raise UserError(f"{path}: the tokenizer has no eos token (packing separates documents)")
-    return tokenizer
+    return cast("PreTrainedTokenizerFast", tokenizer)  # is_fast, checked above
 
 
 def _train_bpe(documents: Iterable[str], vocab_size: int, roles: dict[str, str]

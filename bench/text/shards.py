@@ -36,16 +36,17 @@ import tokenizers
 from bench.atomic import build_dir, remove_stale_temporaries, write_text, write_via
 from bench.errors import UserError
 from bench.fingerprint import fingerprint
-from bench.lm.config import DataConfig
-from bench.lm.data import (
+from bench.progress import progress
+from bench.text.config import DataConfig
+from bench.text.data import (
     Corpus,
     bpe_folder,
     chunk_bounds,
     load_tokenizer,
     open_corpus,
     read_documents,
+    saved_tokenizer,
 )
-from bench.progress import progress
 
 if TYPE_CHECKING:
     import torch
@@ -71,7 +72,7 @@ class TokenStream:
     files: list[str]
     lengths: list[int]
     dtype: str
-    _maps: list[np.memmap] = field(default_factory=list, repr=False)
+    _maps: list[np.ndarray] = field(default_factory=list, repr=False)
     _pid: int = field(default=-1, repr=False)
 
     def __post_init__(self) -> None:
@@ -81,7 +82,7 @@ class TokenStream:
         """Pickled without its maps: a worker or rank opens its own."""
         return {**self.__dict__, "_maps": [], "_pid": -1}
 
-    def _open(self) -> list[np.memmap]:
+    def _open(self) -> list[np.ndarray]:
         if self._pid != os.getpid():
             self._maps = [np.memmap(f, dtype=self.dtype, mode="r") if n else
                           np.zeros(0, dtype=self.dtype) for f, n in zip(
@@ -237,10 +238,8 @@ def _wait_for(manifest: Path, poll_s: float) -> None:
 
 def open_shards(folder: Path, cfg: DataConfig, key: str) -> LMData:
     """A finished build's rows of `cfg.seq_len` (a UserError when a split has not one row)."""
-    from transformers import AutoTokenizer
-
     manifest = json.loads((folder / "manifest.json").read_text())
-    tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"), local_files_only=True)
+    tokenizer = saved_tokenizer(folder / "tokenizer")
     mlm = manifest["layout"] == "mlm"
     frame = (tokenizer.cls_token_id, tokenizer.sep_token_id) if mlm else None
     row_len = cfg.seq_len - 2 if mlm else cfg.seq_len
@@ -327,11 +326,9 @@ def _tokenizer(cfg: DataConfig, layout: str, corpus: Corpus, bounds: list[tuple[
                pool: Executor, folder: Path, cache_dir: Path) -> "PreTrainedTokenizerFast":
     """The build's tokenizer, saved in `folder/tokenizer`; a BPE is trained on the training
     documents, streamed (after a parallel count of documents when the held-out cut needs it)."""
-    from transformers import AutoTokenizer
-
     saved = folder / "tokenizer"
     if (saved / "tokenizer.json").is_file():
-        return AutoTokenizer.from_pretrained(str(saved), local_files_only=True)
+        return saved_tokenizer(saved)
     key = corpus_key(cfg)
     documents: Callable[[], Iterator[str]] = lambda: _documents(corpus, bounds)  # noqa: E731
     needs_training = cfg.tokenizer.train_bpe is not None and not (

@@ -1,0 +1,225 @@
+"""The ground floor: the types the core, the study families and the evaluators are written
+against, and nothing else.
+
+The core (suite, plan, run, budget, store, report) hands a family a `RunSpec` and a `RunContext`;
+the family prices its steps as `StepCost`s, trains through `RunContext.train(Stage)` and hands its
+trained model to `RunContext.evaluate` as an adapter (see `bench.evals.adapters`). This module
+imports no other part of the harness except the plain schemas, and no torch at run time, so that
+every floor above can import it and a type checker can hold each family to `Family`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import BaseModel, Field, model_validator
+
+from bench.resources import Resources
+from bench.schema import Float, Int, OptimConfig, Strict
+
+if TYPE_CHECKING:
+    import logging
+
+    import torch
+    from torch import nn
+
+UNITS = ("flops", "tokens", "images", "steps", "seconds")
+# More optimizer steps than any run takes (Pythia-70M: 143,000): a larger count is a mistake.
+MAX_STEPS = 10**9
+
+
+class BudgetConfig(Strict):
+    """One training budget per run: exactly one unit, optionally split over training stages."""
+
+    flops: Float | None = Field(None, gt=0)
+    tokens: Float | None = Field(None, gt=0)
+    images: Float | None = Field(None, gt=0)
+    steps: Int | None = Field(None, gt=0, le=MAX_STEPS)
+    seconds: Float | None = Field(None, gt=0)
+    split: dict[str, Float] | None = None
+
+    @model_validator(mode="after")
+    def _one_unit(self) -> BudgetConfig:
+        given = [u for u in UNITS if getattr(self, u) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one budget unit out of {', '.join(UNITS)}; got {given}")
+        if self.split is not None:
+            if any(v <= 0 for v in self.split.values()):
+                raise ValueError("split shares must be positive")
+            if abs(sum(self.split.values()) - 1) > 1e-9:
+                total = sum(self.split.values())
+                raise ValueError(f"split shares must add up to 1, they add up to {total}")
+        return self
+
+    @property
+    def unit(self) -> str:
+        return next(u for u in UNITS if getattr(self, u) is not None)
+
+    @property
+    def amount(self) -> float:
+        return float(getattr(self, self.unit))
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """What one optimizer step of a stage costs: FLOPs (forward + backward) and items."""
+
+    flops: float
+    items: int
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One variant, fully resolved: the family config, budget and evals it runs with."""
+
+    name: str
+    config: Any  # the family's `config_model`, validated
+    budget: BudgetConfig
+    evals: list[tuple[str, BaseModel]]  # (evaluator name, its validated config), in suite order
+    resolved: dict[str, Any]  # plain data, hashed into run ids and stored with every run
+    # what the run's cluster job asks for: where it runs, not what it computes (not in `resolved`)
+    resources: Resources = field(default_factory=Resources)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: a resolved variant, a seed and the inputs it reads; its id hashes all three."""
+
+    suite: str
+    variant: Variant
+    seed: int
+    run_id: str
+    inputs: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> path, sha256
+
+    @property
+    def config(self) -> Any:
+        return self.variant.config
+
+    @property
+    def resolved(self) -> dict[str, Any]:
+        """The configuration the run depends on, as stored in its folder and in the index."""
+        return {**self.variant.resolved, "seed": self.seed}
+
+
+@dataclass
+class Stage:
+    """What a family hands to the training loop (`RunContext.train`) for one training stage."""
+
+    name: str
+    model: nn.Module
+    parameters: list[nn.Parameter]
+    optim: OptimConfig
+    micro_batches: Callable[[int], list[Any]]  # step index -> its micro-batches
+    loss: Callable[[Any], torch.Tensor]  # mean loss of one micro-batch
+    items: Callable[[Any], int]  # tokens (or images) in one micro-batch
+    validate: Callable[[int], dict[str, float]] | None = None  # steps done -> metrics
+    validate_every: int = 50
+    checkpoint_every: int = 50
+    bf16: bool = False
+    compile: bool = False  # the loss runs through torch.compile; FLOPs are counted eagerly
+    seed: int = 0  # with the step and the micro-batch's place in it, seeds the micro-batch
+    solo: bool = False  # trained by this process alone (evaluation's fine-tuning, on rank 0)
+
+
+@dataclass
+class StageResult:
+    """What a stage consumed and reached; recorded per stage."""
+
+    name: str
+    steps: int = 0
+    flops: float = 0.0
+    items: int = 0
+    seconds: float = 0.0
+    final_loss: float = math.nan
+    horizon: int | None = None
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    peak_memory: float = math.nan  # bytes the device allocated at most (GPUs only)
+    world_size: int = 1  # processes that trained the stage
+
+    @property
+    def items_per_s(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else math.nan
+
+
+class RunContext(Protocol):
+    """What a family's `execute` gets: where the run lives and how to train, evaluate and
+    record it. Only the process that writes the run (`main`) evaluates and records."""
+
+    run: RunSpec
+    dir: Path  # the run's folder
+    device: torch.device
+    log: logging.Logger
+    cache_dir: Path  # derived data shared between runs (token shards)
+    progress: bool  # show progress bars
+    provenance: dict[str, Any]  # what the family adds to the run's provenance
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes the run and evaluates it (rank 0 of a torchrun job)."""
+        ...
+
+    def train(self, stage: Stage) -> StageResult:
+        """Spend the stage's share of the run's budget on it (checkpointed, resumable)."""
+        ...
+
+    def evaluate(self, model: object) -> None:
+        """Score `model` (an adapter: see `bench.evals.adapters`) with every evaluator the
+        variant names, and record their metrics, curves and per-example outputs."""
+        ...
+
+    def record(self, metrics: dict[str, float]) -> None:
+        """Add metrics of the run (the family's own: parameter counts, validation loss)."""
+        ...
+
+
+class Family(Protocol):
+    """What a study family provides to the core. A family's heavy imports (torch,
+    transformers) stay inside `step_costs` and `execute`, so validating a suite is fast."""
+
+    name: str
+    item_unit: str  # the budget unit a family counts its training data in ("tokens", "images")
+    default_metrics: list[str]  # what a report shows unless the suite says otherwise
+    higher_is_better: dict[str, bool]  # the family's own metrics (evaluators say theirs)
+    report_curve: str  # the curve metric a report plots against training FLOPs
+
+    @property
+    def config_model(self) -> type[BaseModel]:
+        """The schema of one run's config (a suite's family keys); no torch import."""
+        ...
+
+    @property
+    def adapters(self) -> tuple[type, ...]:
+        """The adapter protocols (bench.evals.adapters) its trained models provide."""
+        ...
+
+    def stages(self, config: Any) -> list[str]:
+        """Training stages of a run, in order; each has a share of the budget."""
+        ...
+
+    def step_costs(self, config: Any, processes: int = 1) -> dict[str, StepCost]:
+        """Cost of one optimizer step of every stage on `processes` processes together (each
+        takes an equal share of the batch), measured without training (for plans)."""
+        ...
+
+    def inputs(self, config: Any) -> dict[str, str]:
+        """The files and folders a run's training reads (data, tokenizer, pretrained weights),
+        by a label such as 'data.train'; their contents go into the run's identity."""
+        ...
+
+    def derived_inputs(self, config: Any) -> dict[str, dict[str, str]]:
+        """Data a run reads that is made from its inputs (token shards), as label ->
+        {'path', 'sha256'}: the fingerprint joins the run's identity like an input's."""
+        ...
+
+    def data_root(self, config: Any) -> str | None:
+        """The folder of the run's training data, for evaluation sets that lie beside it by
+        default (a WIDER FACE root holds both splits); None when there is none."""
+        ...
+
+    def execute(self, run: RunSpec, ctx: RunContext) -> None:
+        """Build, train (through ctx.train) and evaluate (ctx.evaluate) one run."""
+        ...

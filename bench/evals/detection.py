@@ -1,0 +1,45 @@
+"""What the face-detection evaluators on image sets (WIDER FACE, FDDB, Pascal Faces) share: each
+scores every mode its config names in turn, adds the ms each image took, and names metrics and
+curves `<mode>.<name>`; each checks before training that every image it will read is there."""
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from bench.errors import UserError
+from bench.evals.adapters import DetectionScales, Mode, Size
+from bench.evals.curves import Curve
+from bench.evals.evaluator import EvalResult
+from bench.timing import Timing
+
+TIMED = "ms_per_image"  # the median ms a detection of one image took (with .iqr and .n)
+
+# mode, its size -> the protocol's metrics and curves, and the detection times
+ModeScore = Callable[[Mode, Size], tuple[dict[str, float], Mapping[str, Curve], Timing]]
+
+
+def check_images(paths: Sequence[Path], listed_in: str) -> None:
+    """Every image the ground truth lists is a file, so a run does not train for hours and then
+    find its evaluation images missing."""
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise UserError(f"{missing[0]}: image missing (listed in {listed_in}); {len(missing)} of "
+                        f"the {len(paths)} images are missing")
+
+
+def score_modes(config: DetectionScales, score: ModeScore) -> EvalResult:
+    """Every mode of `config` scored by `score`, in order, as one result."""
+    result = EvalResult({})
+    for mode in config.modes:
+        metrics, curves, took = score(mode, config.size(mode))
+        result.metrics |= {f"{mode}.{k}": v for k, v in (metrics | took.metrics(TIMED)).items()}
+        result.curves |= {f"{mode}.{k}": curve for k, curve in curves.items()}
+    return result
+
+
+def direction(metric: str, accuracy: Callable[[str], bool]) -> bool | None:
+    """Which way `<mode>.<name>` is better: up for what `accuracy(name)` accepts, down for the
+    ms per image; neither for the timing's spread and count."""
+    name = metric.partition(".")[2]
+    if name == TIMED:
+        return False
+    return True if accuracy(name) else None

@@ -1,0 +1,77 @@
+"""The evaluator contract: what an evaluator declares, what it is given and what it returns.
+
+An evaluator is one module under `bench/evals/` with one line in `bench.evals.registry`. It
+declares the config a suite gives it (`config_model`), the adapter protocol it scores a model
+through (`needs`, from `bench.evals.adapters`), the files it reads (`inputs`, for the run's
+identity; `check`, before training) and how it turns the model into metrics and curves
+(`evaluate`). It never imports a
+family: a family hands it an adapter, and the run context records what it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from bench.evals.curves import Curve
+
+
+@dataclass(frozen=True)
+class EvalSetting:
+    """What an evaluation knows of the run it scores."""
+
+    workdir: Path  # the evaluator's own folder (`<run>/<name>/`): outputs, resumable state
+    log: logging.Logger
+    seed: int = 0  # the run's seed, for evaluations that train (GLUE fine-tuning)
+    data_root: str | None = None  # the run's training data folder (see Family.data_root)
+    progress: bool = True  # show progress bars
+
+
+@dataclass
+class EvalResult:
+    """Metrics (named without the evaluator's prefix: 'acc', 'single.easy'), curves by name,
+    per-example rows for paired tests ('' -> samples_<name>.jsonl, 'x' -> samples_<name>_x.jsonl)
+    and what the run's provenance should say of the evaluation."""
+
+    metrics: dict[str, float]
+    curves: dict[str, Curve] = field(default_factory=dict)
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+class Evaluator(Protocol):
+    """One evaluation protocol, usable by any family whose models provide what it `needs`."""
+
+    name: str
+
+    @property
+    def config_model(self) -> type[BaseModel]:
+        """The schema of the evaluator's entry in a suite's `evals:`."""
+        ...
+
+    @property
+    def needs(self) -> type:
+        """The adapter protocol a model must provide (bench.evals.adapters)."""
+        ...
+
+    def higher_is_better(self, metric: str) -> bool | None:
+        """Whether a larger value of `metric` (without the prefix) is better; None: neither."""
+        ...
+
+    def inputs(self, config: Any, data_root: str | None) -> dict[str, str]:
+        """The files and folders the evaluation reads, by label ('path', 'images'); the run
+        names them `evals.<name>.<label>` and their contents join its identity."""
+        ...
+
+    def check(self, config: Any, data_root: str | None) -> None:
+        """Fail (a UserError naming the file) when the evaluation's data is missing or
+        malformed: the run checks before it trains, not after hours of training."""
+        ...
+
+    def evaluate(self, config: Any, model: Any, setting: EvalSetting) -> EvalResult:
+        """Score `model` (an instance of `needs`) by the protocol."""
+        ...

@@ -1,0 +1,238 @@
+"""The family and evaluator contract: a third family end to end, every registered family and
+evaluator checked against the protocols, and the import rules that keep them apart."""
+
+import ast
+import inspect
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from bench.cli import main
+from bench.contract import Family, RunContext
+from bench.evals import adapters
+from bench.evals.evaluator import Evaluator
+from bench.evals.registry import evaluators_for, get_evaluator, known_evaluators
+from bench.family import _FAMILIES, get_family, known_families
+from bench.suite import load_suite
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+SUITES = Path(__file__).resolve().parents[1] / "suites"
+FAMILY_PACKAGES = {module.split(".")[1] for module in _FAMILIES.values()}
+ADAPTERS = {p for _, p in inspect.getmembers(adapters, inspect.isclass)
+            if getattr(p, "_is_runtime_protocol", False)}
+
+
+@pytest.fixture
+def toy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The toy family (tests/toy_family.py) registered beside the real ones."""
+    monkeypatch.setitem(_FAMILIES, "toy", "toy_family")
+
+
+def _sst2_like(root: Path) -> None:
+    """A GLUE SST-2 folder whose label is whether a sentence says 'good'."""
+    (root / "SST-2").mkdir(parents=True)
+    words = ["film", "plot", "cast", "score", "pace"]
+    for split, n in (("train", 40), ("dev", 20)):
+        lines = ["sentence\tlabel"] + [
+            f"the {words[i % 5]} was {'good' if i % 2 else 'bad'}\t{i % 2}" for i in range(n)]
+        (root / "SST-2" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+
+
+def _toy_suite(tmp_path: Path, evaluator: str = "glue", tasks: str = "sst2") -> Path:
+    glue = tmp_path / "glue"
+    _sst2_like(glue)
+    suite = tmp_path / "toy.yaml"
+    suite.write_text(f"""suite: toy
+family: toy
+seeds: [0, 1]
+budget: {{steps: 30}}
+evals:
+  - {evaluator}: {{path: {glue}, tasks: [{tasks}], finetune: {{epochs: 2}}}}
+report: {{baseline: narrow, metrics: [glue.score, glue.sst2.acc, val.mse]}}
+variants:
+  narrow: {{}}
+  wide: {{width: 16}}
+""")
+    return suite
+
+
+def test_a_third_family_validates_plans_runs_evaluates_and_reports(toy, tmp_path, capsys):
+    suite, results, out = _toy_suite(tmp_path), tmp_path / "results", tmp_path / "reports"
+    assert main(["validate", str(suite)]) == 0
+    assert main(["plan", str(suite)]) == 0
+    assert "4 runs" in capsys.readouterr().out
+    assert main(["run", str(suite), "--results", str(results), "--no-progress"]) == 0
+    with sqlite3.connect(results / "index.sqlite") as con:
+        rows = dict(con.execute("SELECT variant || ':' || seed || ':' || metric, value FROM "
+                                "metrics WHERE step IS NULL").fetchall())
+        assert {s for (s,) in con.execute("SELECT state FROM runs")} == {"finished"}
+        first = dict(con.execute("SELECT variant || ':' || seed || ':', value FROM metrics "
+                                 "WHERE metric = 'curve.train_loss' AND step = 1").fetchall())
+    for variant in ("narrow", "wide"):
+        for seed in (0, 1):
+            key = f"{variant}:{seed}:"
+            # the word-count classifier separates 'good' from 'bad' once it has read both
+            assert rows[key + "glue.sst2.acc"] == rows[key + "glue.score"] == 1.0
+            assert rows[key + "glue.sst2.epoch"] in (1.0, 2.0)
+            assert rows[key + "train.steps"] == 30
+            assert rows[key + "val.mse"] < first[key] / 2  # the linear model learnt
+    run_dir = next(results.rglob("samples_glue_sst2.jsonl")).parent
+    assert (run_dir / "glue" / "sst2" / "result.json").is_file()
+    assert (run_dir / "glue" / "sst2" / "dev_epoch2.jsonl").is_file()
+    assert main(["report", str(suite), "--results", str(results), "--out", str(out)]) == 0
+    html = (out / "toy.html").read_text()
+    assert "glue.sst2.acc" in html and "val.mse" in html
+
+
+def test_missing_evaluation_data_fails_the_run_before_it_trains(toy, tmp_path, capsys):
+    suite, results = _toy_suite(tmp_path, tasks="sst2, cola"), tmp_path / "results"
+    assert main(["run", str(suite), "--results", str(results), "--no-progress",
+                 "--only", "narrow", "--seeds", "0"]) == 1
+    assert "cola: no folder" in capsys.readouterr().err
+    [run_dir] = [p for p in (results / "toy").iterdir() if p.is_dir()]
+    log = (run_dir / "run.log").read_text()
+    assert "UserError: cola: no folder" in log and "stage train" not in log  # nothing trained
+
+
+def test_an_evaluator_the_family_cannot_feed_is_refused_at_validation(toy, tmp_path, capsys):
+    suite = _toy_suite(tmp_path, evaluator="lambada")
+    assert main(["validate", str(suite)]) == 2
+    err = capsys.readouterr().err
+    assert "evaluator 'lambada' needs a ContinuationScorer" in err
+    assert "evaluators for it: glue" in err
+    suite = _toy_suite(tmp_path / "typo", evaluator="gleu")
+    assert main(["validate", str(suite)]) == 2
+    assert "did you mean 'glue'?" in capsys.readouterr().err
+
+
+def test_a_misspelt_evaluator_command_is_answered_with_the_closest(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["eval", "widr", "--gt", "x"])
+    assert stop.value.code == 2
+    assert "did you mean 'wider'?" in capsys.readouterr().err
+
+
+def _protocol_members(protocol: type) -> tuple[set[str], dict[str, inspect.Signature]]:
+    """A protocol's attributes and its methods' signatures."""
+    methods = {name: inspect.signature(fn) for name, fn in vars(protocol).items()
+               if inspect.isfunction(fn) and not name.startswith("_")}
+    properties = {name for name, v in vars(protocol).items() if isinstance(v, property)}
+    return set(getattr(protocol, "__annotations__", {})) | properties, methods
+
+
+def _conforms(obj: object, protocol: type) -> None:
+    attributes, methods = _protocol_members(protocol)
+    for name in attributes:
+        assert hasattr(obj, name), f"{obj!r} lacks {protocol.__name__}.{name}"
+    for name, expected in methods.items():
+        got = inspect.signature(getattr(obj, name))
+        assert list(got.parameters) == list(expected.parameters)[1:], (
+            f"{type(obj).__name__}.{name}{got} does not match {protocol.__name__}.{name}"
+            f"{expected}")
+
+
+@pytest.mark.parametrize("name", [*known_families(), "toy"])
+def test_every_family_conforms_to_the_protocol(toy, name):
+    family = get_family(name)
+    _conforms(family, Family)
+    assert family.name == name
+    assert issubclass(family.config_model, BaseModel)
+    assert family.adapters and set(family.adapters) <= ADAPTERS
+    assert evaluators_for(family.adapters), f"no evaluator can score family {name!r}"
+    assert all(isinstance(v, bool) for v in family.higher_is_better.values())
+    assert family.report_curve.startswith("curve.")
+
+
+@pytest.mark.parametrize("name", known_evaluators())
+def test_every_evaluator_conforms_to_the_protocol(name):
+    evaluator = get_evaluator(name)
+    _conforms(evaluator, Evaluator)
+    assert issubclass(evaluator.config_model, BaseModel)
+    assert evaluator.needs in ADAPTERS
+    assert any(evaluator.needs in get_family(f).adapters for f in known_families())
+
+
+def test_the_run_context_protocol_is_what_the_runner_gives():
+    from bench.runner import RunFolderContext
+
+    attributes, methods = _protocol_members(RunContext)
+    fields = set(RunFolderContext.__dataclass_fields__) | {"main"}
+    assert attributes <= fields
+    for name, expected in methods.items():
+        got = inspect.signature(getattr(RunFolderContext, name))
+        assert list(got.parameters) == list(expected.parameters)
+    assert isinstance(RunFolderContext.main, property)
+
+
+@pytest.fixture
+def suite_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fixed values of the variables the suites in suites/ read."""
+    monkeypatch.setenv("BENCH_DATA", "/nonexistent")
+    for var in ("GLUE_DIR", "LAMBADA_OPENAI", "FDDB_ROOT", "PASCAL_ANNOTATIONS",
+                "PASCAL_IMAGES", "WIDER_ROOT", "OWT2_TRAIN", "BERT_TOKENIZER", "CCNEWS_TRAIN",
+                "PYTHIA_TOKENIZER", "VGG16_WEIGHTS"):
+        monkeypatch.setenv(var, f"/data/{var.lower()}")
+
+
+def test_every_suite_family_accepts_its_evaluators(suite_env):
+    """Each suite in suites/ names evaluators whose needs its family provides."""
+    for path in sorted(SUITES.glob("*/*.yaml")):
+        suite = load_suite(path)
+        for name, _ in next(iter(suite.variants.values())).evals:
+            assert get_evaluator(name).needs in suite.family.adapters
+
+
+def _imports(path: Path) -> set[str]:
+    """The modules a file imports, at any depth (lazy imports inside functions count)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def _bench_package(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "bench" and len(parts) > 1 else None
+
+
+def test_families_and_evaluators_import_no_other_family():
+    for path in BENCH.rglob("*.py"):
+        own = path.relative_to(BENCH).parts[0]
+        used = {_bench_package(m) for m in _imports(path)}
+        if own in FAMILY_PACKAGES:
+            assert not used & (FAMILY_PACKAGES - {own}), f"{path} imports another family"
+        elif own == "evals":
+            assert not used & FAMILY_PACKAGES, f"{path}: an evaluator imports a family"
+        else:  # the core names families only in the registry, as strings
+            assert not used & FAMILY_PACKAGES, f"{path}: the core imports a family"
+
+
+def test_the_contract_is_the_ground_floor():
+    allowed = {"schema", "resources", "errors"}
+    for module in _imports(BENCH / "contract.py"):
+        package = _bench_package(module)
+        assert package is None or package in allowed, f"bench/contract.py imports {module}"
+    assert {_bench_package(m) for m in _imports(BENCH / "evals" / "adapters.py")} <= {
+        None, "schema", "evals", "timing"}
+
+
+def test_every_suite_keeps_its_run_ids(suite_env):
+    """A run's id is its config and seed (and its inputs' contents, fingerprinted apart): the
+    suites in suites/ resolve to the ids recorded in suite_run_ids.json, so stored runs stay
+    theirs. A deliberate change of a suite or a default regenerates the file."""
+    from bench.plan import run_id
+
+    expected = json.loads((Path(__file__).parent / "suite_run_ids.json").read_text())
+    got = {}
+    for path in sorted(SUITES.glob("*/*.yaml")):
+        suite = load_suite(path)
+        got[path.relative_to(SUITES).as_posix()] = {
+            name: [run_id(v.resolved, seed) for seed in suite.head.seeds]
+            for name, v in suite.variants.items()}
+    assert got == expected
