@@ -202,7 +202,7 @@ def _run_suite(suite: "Suite", runs: list["RunSpec"], device: "torch.device",
     failures: list[tuple[str, str]] = []
     held: list[tuple[str, RunSpec]] = []
     for i, r in enumerate(runs, 1):
-        label = f"[{i}/{len(runs)}] {r.variant.name} seed {r.seed} ({r.run_id})"
+        label = f"[{i}/{len(runs)}] {r.label} ({r.run_id})"
         holder = _run_unless_held(label, r, suite.family, store, device, args, failures)
         if holder is not None:
             print(f"{label}: {holder}, {'waiting for it' if args.wait else 'skipped'}",
@@ -365,6 +365,10 @@ def cmd_report(args: argparse.Namespace) -> int:
             notes.append(f"'{name}' is scored on a PROXY data set built from freely "
                          "available text, not on the benchmark itself: compare variants with "
                          "each other, not with published numbers.")
+    ladders = [name for name, v in suite.variants.items() if v.budget.is_ladder]
+    if ladders:
+        notes.append(f"{', '.join(ladders)} trained on a ladder of budgets: the tables compare "
+                     "each variant at its largest budget.")
     metrics = rep.metrics or family.default_metrics
     spec = ReportSpec(
         suite=suite.name,

@@ -254,7 +254,7 @@ class Submitter:
     def start(self, runs: list[RunSpec]) -> None:
         """Reattach to the live jobs of `runs`, skip finished ones, submit the rest (for the
         local executor, as many as `max_parallel` allows; `fill` submits the others later)."""
-        self.waiting = [(f"[{i}/{len(runs)}] {run.variant.name} seed {run.seed} ({run.run_id})",
+        self.waiting = [(f"[{i}/{len(runs)}] {run.label} ({run.run_id})",
                          run) for i, run in enumerate(runs, 1)]
         self.fill()
 

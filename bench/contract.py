@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 
 from bench.resources import Resources
 from bench.schema import Float, Int, OptimConfig, Strict
@@ -32,14 +33,33 @@ UNITS = ("flops", "tokens", "images", "steps", "seconds")
 MAX_STEPS = 10**9
 
 
-class BudgetConfig(Strict):
-    """One training budget per run: exactly one unit, optionally split over training stages."""
+BUDGET_FORMS = ("one budget", "ladder of budgets")  # how a budget may be written (error paths)
 
-    flops: Float | None = Field(None, gt=0)
-    tokens: Float | None = Field(None, gt=0)
-    images: Float | None = Field(None, gt=0)
-    steps: Int | None = Field(None, gt=0, le=MAX_STEPS)
-    seconds: Float | None = Field(None, gt=0)
+
+def _one_or_ladder(amount: Any) -> type:
+    """One budget, or a ladder of them (a list), each amount validated as `amount`; errors
+    come from the form given, not from both."""
+    one, ladder = BUDGET_FORMS
+    return Annotated[  # type: ignore[return-value]
+        Annotated[list[amount], Tag(ladder)] | Annotated[amount, Tag(one)],
+        Discriminator(lambda v: ladder if isinstance(v, list) else one)]
+
+
+PositiveFloat = _one_or_ladder(Annotated[Float, Field(gt=0)])
+StepCount = _one_or_ladder(Annotated[Int, Field(gt=0, le=MAX_STEPS)])
+
+
+class BudgetConfig(Strict):
+    """One training budget per run: exactly one unit, optionally split over training stages.
+
+    A list of amounts is a ladder: every rung is a run of its own, with its own learning-rate
+    horizon, so a metric can be read against compute."""
+
+    flops: PositiveFloat | None = None  # type: ignore[valid-type]
+    tokens: PositiveFloat | None = None  # type: ignore[valid-type]
+    images: PositiveFloat | None = None  # type: ignore[valid-type]
+    steps: StepCount | None = None  # type: ignore[valid-type]
+    seconds: PositiveFloat | None = None  # type: ignore[valid-type]
     split: dict[str, Float] | None = None
 
     @model_validator(mode="after")
@@ -47,6 +67,10 @@ class BudgetConfig(Strict):
         given = [u for u in UNITS if getattr(self, u) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one budget unit out of {', '.join(UNITS)}; got {given}")
+        rungs = getattr(self, given[0])
+        if isinstance(rungs, list) and (not rungs or any(
+                b <= a for a, b in pairwise(rungs))):
+            raise ValueError("a ladder of budgets lists at least one amount, in increasing order")
         if self.split is not None:
             if any(v <= 0 for v in self.split.values()):
                 raise ValueError("split shares must be positive")
@@ -61,7 +85,21 @@ class BudgetConfig(Strict):
 
     @property
     def amount(self) -> float:
-        return float(getattr(self, self.unit))
+        """The budget of one run (a ladder has one per rung: see `rungs`)."""
+        value = getattr(self, self.unit)
+        if isinstance(value, list):
+            raise ValueError(f"a ladder of {len(value)} budgets has no single amount")
+        return float(value)
+
+    @property
+    def is_ladder(self) -> bool:
+        return isinstance(getattr(self, self.unit), list)
+
+    def rungs(self) -> list[BudgetConfig]:
+        """One budget per rung, in increasing order (a single budget is a ladder of one)."""
+        value = getattr(self, self.unit)
+        amounts = value if isinstance(value, list) else [value]
+        return [self.model_copy(update={self.unit: a}) for a in amounts]
 
 
 @dataclass(frozen=True)
@@ -83,6 +121,7 @@ class Variant:
     resolved: dict[str, Any]  # plain data, hashed into run ids and stored with every run
     # what the run's cluster job asks for: where it runs, not what it computes (not in `resolved`)
     resources: Resources = field(default_factory=Resources)
+    rung: bool = False  # one budget of a ladder (its runs are told apart by their budget)
 
 
 @dataclass(frozen=True)
@@ -103,6 +142,13 @@ class RunSpec:
     def resolved(self) -> dict[str, Any]:
         """The configuration the run depends on, as stored in its folder and in the index."""
         return {**self.variant.resolved, "seed": self.seed}
+
+    @property
+    def label(self) -> str:
+        """The run in words: variant and seed, and the budget when it is a ladder's rung."""
+        budget = self.variant.budget
+        rung = f" at {budget.amount:g} {budget.unit}" if self.variant.rung else ""
+        return f"{self.variant.name} seed {self.seed}{rung}"
 
 
 @dataclass

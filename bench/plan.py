@@ -9,7 +9,7 @@ from bench.contract import Family, RunSpec, Variant
 from bench.errors import UserError, did_you_mean
 from bench.evals.registry import get_evaluator
 from bench.fingerprint import changed_inputs, fingerprint_inputs
-from bench.suite import Suite
+from bench.suite import Suite, rungs
 
 if TYPE_CHECKING:
     from bench.store import Store
@@ -62,7 +62,7 @@ def plan(suite: Suite, only: list[str] | None = None, seeds: list[int] | None = 
         if only and name not in only:
             continue
         inputs = variant_inputs(suite.family, variant, cache_dir)
-        runs += [run_spec(suite.name, variant, seed, inputs)
+        runs += [run_spec(suite.name, rung, seed, inputs) for rung in rungs(variant)
                  for seed in (seeds if seeds is not None else suite.head.seeds)]
     return runs
 

@@ -7,7 +7,7 @@ expected`, and nothing is written.
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from bench.contract import UNITS, BudgetConfig, Family, Variant
+from bench.contract import BUDGET_FORMS, UNITS, BudgetConfig, Family, Variant
 from bench.errors import UserError, did_you_mean
 from bench.evals.registry import evaluators_for, get_evaluator, known_evaluators
 from bench.family import get_family, known_families
@@ -241,7 +241,8 @@ def _pydantic_error(src: Located, base: Path_, err: ValidationError,
     """The first validation error, placed at the line of the offending key."""
     errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
     e = errors[0]
-    loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x.startswith("function-")))
+    loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and (
+        x.startswith("function-") or x in BUDGET_FORMS)))
     path = _written_at(loc, base, origin)
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
@@ -378,6 +379,17 @@ def derive_variant(family: Family, base: Variant, name: str, params: dict[str, A
     return Variant(name, config, base.budget, base.evals, resolved, base.resources)
 
 
+def rungs(variant: Variant) -> list[Variant]:
+    """The variant once per budget of its ladder, each resolved with that budget alone, so a
+    rung's run id is the id a one-budget suite gives it (a finished rung is reused when the
+    ladder grows); a single budget gives the variant itself."""
+    if not variant.budget.is_ladder:
+        return [variant]
+    return [replace(variant, budget=b, rung=True, resolved={
+        **variant.resolved, "budget": b.model_dump(mode="json", exclude_none=True)})
+        for b in variant.budget.rungs()]
+
+
 def sweep_variant(suite: Suite) -> Variant:
     """The variant a suite's sweep explores."""
     assert suite.head.sweep is not None
@@ -399,6 +411,9 @@ def _check_sweep(src: Located, head: SuiteHead, family: Family,
         except ValueError as err:
             raise _fail(src, ("sweep", "study"), str(err)) from None
     base = variants[sweep.variant or next(iter(variants))]
+    if base.budget.is_ladder:
+        raise _fail(src, ("sweep", "variant"), f"variant {base.name!r} trains on a ladder of "
+                    "budgets; a sweep compares trials at one budget")
     for field_path, param in sweep.space.items():
         values = param.choices if param.type == "categorical" else [param.low, param.high]
         for value in values:

@@ -223,16 +223,42 @@ def test_means_and_intervals_match_scipy(data: tables.SuiteData) -> None:
             assert (row["low"], row["high"]) == pytest.approx((low, high))
 
 
-def test_deltas_are_welch_intervals_against_the_baseline(data: tables.SuiteData) -> None:
+def test_deltas_are_paired_by_seed_where_the_seeds_match_else_welch(
+        data: tables.SuiteData) -> None:
+    """cwt finished the baseline's three seeds: paired; cwt_ft finished two of them: Welch."""
     summary = tables.summary_table(data, VARIANTS, ["lambada.acc", "lambada.ppl"], "softmax", {})
-    for variant in ("cwt", "cwt_ft"):
-        for metric in ("lambada.acc", "lambada.ppl"):
-            a, b = VALUES[variant][metric], VALUES["softmax"][metric]
-            ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
-            row = summary.loc[(variant, metric)]
-            assert row["delta"] == pytest.approx(np.mean(a) - np.mean(b))
-            assert (row["delta_low"], row["delta_high"]) == pytest.approx((ci.low, ci.high))
+    for metric in ("lambada.acc", "lambada.ppl"):
+        b = VALUES["softmax"][metric]
+        a = VALUES["cwt"][metric]
+        paired = stats.ttest_rel(a, b)
+        row = summary.loc[("cwt", metric)]
+        assert row["delta_test"] == "paired"
+        assert row["delta"] == pytest.approx(np.mean(np.subtract(a, b)))
+        ci = paired.confidence_interval(0.95)
+        assert (row["delta_low"], row["delta_high"]) == pytest.approx((ci.low, ci.high))
+        assert row["delta_p"] == pytest.approx(paired.pvalue)
+        a = VALUES["cwt_ft"][metric]
+        welch = stats.ttest_ind(a, b, equal_var=False)
+        row = summary.loc[("cwt_ft", metric)]
+        assert row["delta_test"] == "Welch"
+        assert row["delta"] == pytest.approx(np.mean(a) - np.mean(b))
+        ci = welch.confidence_interval(0.95)
+        assert (row["delta_low"], row["delta_high"]) == pytest.approx((ci.low, ci.high))
+        assert row["delta_p"] == pytest.approx(welch.pvalue)
     assert math.isnan(summary.loc[("softmax", "lambada.acc"), "delta"])
+
+
+def test_paired_and_welch_differ_where_seeds_share_their_luck() -> None:
+    """Each seed shifts both variants alike: pairing removes that spread, Welch cannot."""
+    luck = np.array([0.0, 0.3, -0.2, 0.5, -0.4])
+    base, better = 0.5 + luck, 0.52 + luck + np.array([0.001, -0.001, 0.002, 0.0, -0.002])
+    paired, welch = tables.paired_difference(better, base), tables.welch_difference(better, base)
+    assert paired.value == pytest.approx(welch.value) == pytest.approx(0.02)
+    assert paired.low > 0 and paired.p < 1e-3  # clearly better, seed by seed
+    assert welch.low < 0 < welch.high and welch.p > 0.5  # lost in the seeds' spread
+    assert (paired.test, welch.test) == ("paired", "Welch")
+    assert paired.p == pytest.approx(stats.ttest_rel(better, base).pvalue)
+    assert welch.p == pytest.approx(stats.ttest_ind(better, base, equal_var=False).pvalue)
 
 
 def test_single_seed_has_a_value_but_no_interval() -> None:
@@ -278,12 +304,12 @@ def test_main_table_marks_better_and_worse_deltas(data: tables.SuiteData) -> Non
     table = render_mod.main_table(spec, VARIANTS, summary, tables.compute_table(data, VARIANTS))
     by_variant = {row[0].text: row for row in table.rows}
     assert list(by_variant) == VARIANTS
-    delta_acc = table.columns.index("Δ vs softmax (95% Welch CI)")
+    delta_acc = table.columns.index("Δ vs softmax (95% CI, test)")
     assert "worse" in by_variant["cwt"][delta_acc].cls
     assert "better" in by_variant["cwt_ft"][delta_acc].cls
     assert by_variant["softmax"][delta_acc].text == "baseline"
     # Lower perplexity is better: cwt's much higher ppl is worse, and clearly so.
-    delta_ppl = len(table.columns) - 1 - table.columns[::-1].index("Δ vs softmax (95% Welch CI)")
+    delta_ppl = len(table.columns) - 1 - table.columns[::-1].index("Δ vs softmax (95% CI, test)")
     assert "worse" in by_variant["cwt"][delta_ppl].cls
     assert "clear" in by_variant["cwt"][delta_ppl].cls
     assert by_variant["cwt"][table.columns.index("paper")].text == "18.26"
@@ -342,7 +368,8 @@ def test_html_is_self_contained_with_a_row_per_variant(rendered: tuple[Path, Pat
     html = html_path.read_text(encoding="utf-8")
     parser = _Collect()
     parser.feed(html)
-    assert [row[0] for row in parser.rows] == VARIANTS
+    # the main table is wider than a portrait page: two parts, each naming every variant
+    assert [row[0] for row in parser.rows] == VARIANTS * 2
     assert html.count("<svg") == 2
     assert "script" not in parser.tags and "link" not in parser.tags and "img" not in parser.tags
     assert all(link.startswith("#") for link in parser.links)

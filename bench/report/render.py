@@ -385,7 +385,7 @@ def main_table(
         sub = ["mean ± 95% CI (seeds)"]
         sub += [STDERR_COLUMN] if has_stderr else []
         sub += ["paper"] if has_reference else []
-        sub += [f"Δ vs {spec.baseline} (95% Welch CI)"] if spec.baseline else []
+        sub += [f"Δ vs {spec.baseline} (95% CI, test)"] if spec.baseline else []
         groups.append((metric, len(sub)))
         columns += sub
     flops, items, rate = tables.compute_metrics(spec.item_unit)
@@ -611,6 +611,8 @@ def _delta_cell(variant: str, spec: ReportSpec, metric: str, est: pd.Series) -> 
     text = fmt_signed(delta)
     if not math.isnan(low):
         text += f" ± {fmt_value((high - low) / 2)}"
+    text += f" ({est['delta_test']}" + (
+        f", p={est['delta_p']:.2g})" if not math.isnan(est["delta_p"]) else ")")
     cls = "num"
     higher = spec.higher_is_better.get(metric)
     if higher is not None and delta != 0:

@@ -107,6 +107,14 @@ def load_suite(index_path: Path, suite: str, required: bool = True,
         seen = ", ".join(f"{n} {state}" for state, n in states.items()) or "no runs at all"
         raise UserError(f"{index_path}: suite {suite!r} has no finished runs ({seen})")
     # The runs table is authoritative for variant and seed; metric rows only name their run.
+    # A variant trained on a ladder of budgets is compared at its largest (a ladder's lower
+    # rungs are for reading metrics against compute, not for averaging with it).
+    runs["budget"] = [_budget_amount(json_object(c, "config", r))
+                      for c, r in zip(runs["config"], runs["run_id"], strict=True)]
+    top = runs.groupby("variant")["budget"].transform("max")
+    compared = runs.loc[runs["budget"].isna() | (runs["budget"] == top), "run_id"]
+    metrics = metrics[metrics["run_id"].isin(compared)]
+    finished = finished[finished.isin(compared)]
     metrics = (
         metrics.drop(columns=["variant", "seed"])
         .merge(runs[["run_id", "variant", "seed"]], on="run_id")
@@ -123,6 +131,15 @@ def load_suite(index_path: Path, suite: str, required: bool = True,
         curves=metrics[~is_final].reset_index(drop=True),
         points=points.reset_index(drop=True),
     )
+
+
+def _budget_amount(config: dict) -> float:
+    """The amount of a run's budget, from its resolved config (NaN where it names none)."""
+    budget = config.get("budget")
+    if not isinstance(budget, dict):
+        return math.nan
+    amounts = [v for k, v in budget.items() if k != "split" and isinstance(v, int | float)]
+    return float(amounts[0]) if len(amounts) == 1 else math.nan
 
 
 def _finished_metrics(con: sqlite3.Connection, suite: str, curves: Sequence[str] | None
@@ -163,31 +180,71 @@ def seed_interval(values: Sequence[float] | np.ndarray) -> Estimate:
     return Estimate(mean, mean - half, mean + half)
 
 
-def welch_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
-                     ) -> Estimate:
-    """mean(a) - mean(b) with a 95% Welch t-interval (unequal variances, Welch-Satterthwaite df).
+@dataclass(frozen=True)
+class Difference(Estimate):
+    """A difference of means with its 95% interval, the two-sided p-value of its t-test, and
+    which test that was ('paired' or 'Welch')."""
 
-    Welch rather than a paired interval because a seed does not pair two variants' runs.
-    """
+    test: str
+    p: float
+
+
+def _t_difference(diff: float, se: float, df: float, test: str) -> Difference:
+    """`diff` with a 95% t-interval of standard error `se` on `df` degrees of freedom."""
+    if se == 0:
+        return Difference(diff, diff, diff, test, math.nan)
+    half = stats.t.ppf(0.5 + LEVEL / 2, df) * se
+    p = float(2 * stats.t.sf(abs(diff) / se, df))
+    return Difference(diff, diff - half, diff + half, test, p)
+
+
+def welch_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
+                     ) -> Difference:
+    """mean(a) - mean(b) with a 95% Welch t-interval (unequal variances, Welch-Satterthwaite df)
+    and Welch's t-test: for runs that no seed pairs."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.size == 0 or y.size == 0:
-        return Estimate(math.nan, math.nan, math.nan)
+        return Difference(math.nan, math.nan, math.nan, "Welch", math.nan)
     diff = float(x.mean() - y.mean())
     if x.size < 2 or y.size < 2:
-        return Estimate(diff, math.nan, math.nan)
+        return Difference(diff, math.nan, math.nan, "Welch", math.nan)
     vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
-    se = math.sqrt(vx + vy)
-    if se == 0:
-        return Estimate(diff, diff, diff)
-    df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
-    half = stats.t.ppf(0.5 + LEVEL / 2, df) * se
-    return Estimate(diff, diff - half, diff + half)
+    df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1)) if vx + vy else 1.0
+    return _t_difference(diff, math.sqrt(vx + vy), df, "Welch")
+
+
+def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
+                      ) -> Difference:
+    """mean(a - b) over pairs with a 95% t-interval on n - 1 df and the paired t-test: for
+    runs paired by seed, which share their data order and initialisation, so the seed's own
+    luck cancels out of each difference."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if d.size == 0:
+        return Difference(math.nan, math.nan, math.nan, "paired", math.nan)
+    diff = float(d.mean())
+    if d.size < 2:
+        return Difference(diff, math.nan, math.nan, "paired", math.nan)
+    return _t_difference(diff, float(d.std(ddof=1)) / math.sqrt(d.size), d.size - 1, "paired")
+
+
+def seed_difference(data: SuiteData, variant: str, baseline: str, metric: str) -> Difference:
+    """`variant` minus `baseline` on `metric`: paired by seed when both finished the same seeds
+    (at least two), else Welch over whatever each finished."""
+    a, b = _by_seed(data, variant, metric), _by_seed(data, baseline, metric)
+    if len(a) >= 2 and list(a.index) == list(b.index):
+        return paired_difference(a.to_numpy(), b.to_numpy())
+    return welch_difference(a.to_numpy(), b.to_numpy())
+
+
+def _by_seed(data: SuiteData, variant: str, metric: str) -> pd.Series:
+    """One value per finished seed of a variant, indexed and ordered by seed."""
+    rows = data.finals[(data.finals["variant"] == variant) & (data.finals["metric"] == metric)]
+    return rows.sort_values("seed").set_index("seed")["value"].astype(float)
 
 
 def seed_values(data: SuiteData, variant: str, metric: str) -> np.ndarray:
     """One value per finished seed of a variant, in seed order."""
-    rows = data.finals[(data.finals["variant"] == variant) & (data.finals["metric"] == metric)]
-    return rows.sort_values("seed")["value"].to_numpy(dtype=float)
+    return _by_seed(data, variant, metric).to_numpy()
 
 
 def summary_table(
@@ -205,9 +262,9 @@ def summary_table(
             est = seed_interval(values)
             stderr = seed_values(data, variant, metric + STDERR_SUFFIX)
             delta = (
-                welch_difference(values, seed_values(data, baseline, metric))
+                seed_difference(data, variant, baseline, metric)
                 if baseline is not None and variant != baseline
-                else Estimate(math.nan, math.nan, math.nan)
+                else Difference(math.nan, math.nan, math.nan, "", math.nan)
             )
             rows.append(
                 {
@@ -221,6 +278,8 @@ def summary_table(
                     "delta": delta.value,
                     "delta_low": delta.low,
                     "delta_high": delta.high,
+                    "delta_test": delta.test,
+                    "delta_p": delta.p,
                     "reference": float(reference.get(variant, {}).get(metric, math.nan)),
                 }
             )
