@@ -65,7 +65,6 @@ from typing import Annotated
 import numpy as np
 from numpy.typing import ArrayLike
 from pydantic import Field, field_validator
-from scipy.optimize import linear_sum_assignment
 
 from bench.atomic import write_text
 from bench.errors import UserError
@@ -452,6 +451,9 @@ def match_per_threshold(iou: np.ndarray, scores: np.ndarray
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(thresholds, kept, tp_disc, tp_cont) of one image, the matching solved anew for the
     detections kept at each of its distinct scores (see the module docstring)."""
+    # imported here: 0.5 s that a suite's validation (which imports this module) need not pay
+    from scipy.optimize import linear_sum_assignment
+
     thresholds, group = np.unique(scores, return_inverse=True)
     k = len(thresholds)
     kept = np.cumsum(np.bincount(group, minlength=k)[::-1])[::-1]
