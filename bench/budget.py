@@ -48,23 +48,55 @@ def lr_factor(optim: OptimConfig, progress: float, horizon: int | None) -> float
     """Learning-rate multiplier at `progress` in (0, 1] of the stage (1 = the budget's end).
 
     `progress` is taken after the step, so the last step of a budget runs at the final rate.
-    Warm-up is linear over its fraction of the stage (given in steps, it needs a known horizon).
+    Warm-up is linear over its fraction of the stage, or over its steps (which needs a known
+    horizon). wsd holds 1 until its cooldown, the last `decay` of the stage, which falls as
+    1 - sqrt to `min_lr_ratio` (Hägele et al. 2024, arXiv 2405.18392: the best cooldown shape).
     """
-    warm = optim.warmup
-    if warm >= 1:
-        if horizon is None:
-            raise UserError("warmup in steps needs a budget whose steps are known in advance "
-                            "(flops, tokens, images or steps); give warmup as a fraction")
-        warm = min(warm / horizon, 1.0)
     p = min(max(progress, 0.0), 1.0)
-    if warm > 0 and p < warm:
-        return p / warm
+    warming = _warmup_factor(optim, p, horizon)
+    if warming is not None:
+        return warming
     if optim.schedule == "constant":
         return 1.0
     if optim.schedule == "step":
         return optim.gamma ** sum(p >= m for m in optim.milestones)
-    q = (p - warm) / (1 - warm) if warm < 1 else 1.0
     low = optim.min_lr_ratio
+    if optim.schedule == "wsd":
+        start = 1 - optim.decay
+        # over (1 - start), not decay, so that p = 1 ends at exactly min_lr_ratio
+        return 1.0 if p <= start else low + (1 - low) * (1 - math.sqrt((p - start) / (1 - start)))
+    warm = min(optim.warmup / horizon, 1.0) if optim.warmup >= 1 and horizon else optim.warmup
+    q = (p - warm) / (1 - warm) if warm < 1 else 1.0
     if optim.schedule == "linear":
         return 1 - (1 - low) * q
     return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * q))
+
+
+def _warmup_factor(optim: OptimConfig, p: float, horizon: int | None) -> float | None:
+    """The warm-up's multiplier at progress `p`, None once it is over. A warm-up in steps is
+    counted in whole steps, so stages of any horizon (the rungs of a ladder) warm up through
+    bit-identical rates."""
+    if optim.warmup < 1:
+        return p / optim.warmup if p < optim.warmup else None
+    if horizon is None:
+        raise UserError("warmup in steps needs a budget whose steps are known in advance "
+                        "(flops, tokens, images or steps); give warmup as a fraction")
+    span, done = min(optim.warmup, horizon), round(p * horizon)
+    return done / span if done < span else None
+
+
+def shared_steps(optim: OptimConfig, horizon: int) -> int:
+    """The leading steps of a wsd stage of `horizon` steps whose rates do not depend on the
+    horizon (a warm-up in steps, then the stable rate), short of its last step: every longer
+    rung of a ladder trains them alike, so this rung may start from a longer one's checkpoint
+    after them and train only its cooldown (Hägele et al. 2024). 0 for other schedules."""
+    if optim.schedule != "wsd" or 0 < optim.warmup < 1 or optim.warmup > horizon:
+        return 0  # a warm-up as a fraction, or longer than the stage, depends on the horizon
+    start = 1 - optim.decay
+    stable = math.floor(start * horizon)  # steps s with (s + 1) / horizon <= start, as in
+    while stable < horizon and (stable + 1) / horizon <= start:  # lr_factor's float test
+        stable += 1
+    while stable > 0 and stable / horizon > start:
+        stable -= 1
+    warming = math.ceil(optim.warmup) - 1 if optim.warmup >= 1 else 0
+    return min(max(stable, warming), horizon - 1)

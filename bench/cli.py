@@ -360,11 +360,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     family = suite.family
     rep = suite.head.report
     notes = list(rep.notes)
-    for name, eval_cfg in next(iter(suite.variants.values())).evals:
-        if getattr(eval_cfg, "proxy", False):
-            notes.append(f"'{name}' is scored on a PROXY data set built from freely "
-                         "available text, not on the benchmark itself: compare variants with "
-                         "each other, not with published numbers.")
+    proxies = [name for name, eval_cfg in next(iter(suite.variants.values())).evals
+               if getattr(eval_cfg, "proxy", False)]
+    for name in proxies:
+        notes.append(f"'{name}' is scored on a PROXY data set built from freely "
+                     "available text, not on the benchmark itself: compare variants with "
+                     "each other, not with published numbers.")
     ladders = [name for name, v in suite.variants.items() if v.budget.is_ladder]
     if ladders:
         notes.append(f"{', '.join(ladders)} trained on a ladder of budgets: the tables compare "
@@ -375,7 +376,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         title=rep.title or suite.head.description or suite.name,
         baseline=rep.baseline,
         metrics=metrics,
-        higher_is_better={m: suite.higher_is_better(m) for m in metrics},
+        higher_is_better={m: suite.higher_is_better(m)
+                          for m in [*metrics, *(rep.compute_metrics or [])]},
         reference=suite.head.reference,
         reference_source=rep.reference_source,
         notes=notes,
@@ -383,6 +385,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         item_unit=family.item_unit,
         curve=family.report_curve,
         table=rep.table,
+        compute_metrics=rep.compute_metrics,
+        proxies=proxies,
         sweep=sweep,
     )
     html, pdf = render_report(_synced_store(args, suite.name).index_path, spec, Path(args.out))

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -9,7 +10,7 @@ from bench.contract import Family, RunSpec, Variant
 from bench.errors import UserError, did_you_mean
 from bench.evals.registry import get_evaluator
 from bench.fingerprint import changed_inputs, fingerprint_inputs
-from bench.suite import Suite, rungs
+from bench.suite import Suite, rungs, wsd_ladder
 
 if TYPE_CHECKING:
     from bench.store import Store
@@ -62,9 +63,26 @@ def plan(suite: Suite, only: list[str] | None = None, seeds: list[int] | None = 
         if only and name not in only:
             continue
         inputs = variant_inputs(suite.family, variant, cache_dir)
+        chosen = seeds if seeds is not None else suite.head.seeds
+        if wsd_ladder(variant):
+            runs += _branching_rungs(suite.name, variant, chosen, inputs)
+            continue
         runs += [run_spec(suite.name, rung, seed, inputs) for rung in rungs(variant)
-                 for seed in (seeds if seeds is not None else suite.head.seeds)]
+                 for seed in chosen]
     return runs
+
+
+def _branching_rungs(suite: str, variant: Variant, seeds: list[int],
+                     inputs: dict[str, dict[str, str]]) -> list[RunSpec]:
+    """The runs of a wsd ladder, longest rung first (so a sequential `bench run` trains it
+    before the rungs that branch off it): it learns the lower rungs' budgets, and each lower
+    rung the run id of the longest rung of its seed. Run ids are those of the plain rungs."""
+    longest, *lower = reversed(rungs(variant))
+    sources = {seed: run_spec(suite, longest, seed, inputs) for seed in seeds}
+    below = tuple(rung.budget for rung in lower)
+    return [replace(run, branch_rungs=below) for run in sources.values()] + [
+        replace(run_spec(suite, rung, seed, inputs), branch_source=sources[seed].run_id)
+        for rung in lower for seed in seeds]
 
 
 def input_conflicts(store: "Store", runs: list[RunSpec]) -> list[str]:

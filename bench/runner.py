@@ -25,7 +25,7 @@ from bench.evals.evaluator import EvalSetting
 from bench.evals.registry import get_evaluator
 from bench.store import Store, write_jsonl
 from bench.timing import step_rate
-from bench.train import train_stage
+from bench.train import Branches, branch_file, train_stage
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a write failed for want of space
 
@@ -73,9 +73,29 @@ class RunFolderContext:
         hear = (None if monitor is None
                 else lambda done, metrics: monitor(index + done, metrics))
         result = train_stage(stage, self.budgets[stage.name], self.dir / "checkpoints",
-                             self.device, self.log, self.progress, hear, self.restart_corrupt)
+                             self.device, self.log, self.progress, hear, self.restart_corrupt,
+                             self._branches(stage) if index == 0 else None)
         self.stages.append(result)
         return result
+
+    def _branches(self, stage: Stage) -> Branches | None:
+        """The first stage's part in a wsd ladder: only the first stage of a rung starts where
+        every rung starts, and only a budget of known steps has a cooldown that starts at a
+        known step."""
+        budget = self.budgets[stage.name]
+        if stage.optim.schedule != "wsd" or budget.unit == "seconds":
+            return None
+        stages = list(self.budgets)
+        ckpt_dir = self.dir / "checkpoints"
+        saves = {branch_file(ckpt_dir, stage.name, lower): lower for lower in (
+            split_budget(rung, stages)[stage.name] for rung in self.run.branch_rungs)}
+        source = self.run.branch_source
+        found = (None if source is None else (source, branch_file(
+            self.dir.parent / source / "checkpoints", stage.name, budget)))
+        return Branches(saves, found, self._heard_branch)
+
+    def _heard_branch(self, branched: dict[str, Any]) -> None:
+        self.provenance["branched_from"] = {"run": branched["run"], "step": branched["step"]}
 
     def record(self, metrics: dict[str, float]) -> None:
         self.metrics.update(metrics)

@@ -4,7 +4,15 @@ import re
 from typing import Annotated, Literal
 
 import pydantic
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 MAX_NAME = 100
@@ -40,7 +48,9 @@ class OptimConfig(Strict):
     """Optimiser and learning-rate schedule of one training stage.
 
     The schedule is a function of training progress (0 at the start of the stage, 1 where its
-    budget ends), so warm-up plus decay always ends exactly at the budget's end.
+    budget ends), so warm-up plus decay always ends exactly at the budget's end. `wsd`
+    (warmup-stable-decay) holds the peak rate and cools down over the last `decay` of the stage
+    (Hägele et al. 2024, arXiv 2405.18392).
     """
 
     name: Literal["adamw", "sgd"] = "adamw"
@@ -49,11 +59,14 @@ class OptimConfig(Strict):
     eps: Float = Field(1e-8, gt=0)
     momentum: Float = Field(0.9, ge=0)
     weight_decay: Float = Field(0.0, ge=0)
-    schedule: Literal["cosine", "linear", "constant", "step"] = "cosine"
+    schedule: Literal["cosine", "linear", "constant", "step", "wsd"] = "cosine"
     warmup: Float = Field(
         0.0, ge=0, description="warm-up: a fraction of the stage (< 1) or a number of steps (>= 1)"
     )
-    min_lr_ratio: Float = Field(0.1, ge=0, le=1, description="final / peak lr: cosine, linear")
+    min_lr_ratio: Float = Field(0.1, ge=0, le=1,
+                                description="final / peak lr: cosine, linear, wsd")
+    decay: Float = Field(0.2, gt=0, le=1,
+                         description="wsd schedule: the fraction of the stage spent cooling down")
     milestones: tuple[Float, ...] = Field(
         (), description="step schedule: fractions of the stage where the lr is multiplied by gamma"
     )
@@ -65,3 +78,19 @@ class OptimConfig(Strict):
         if any(not 0 < m < 1 for m in self.milestones):
             raise ValueError("milestones must be fractions of the stage, strictly between 0 and 1")
         return self
+
+    @model_validator(mode="after")
+    def _decay_is_wsd(self) -> "OptimConfig":
+        if "decay" in self.model_fields_set and self.schedule != "wsd":
+            raise ValueError(f"decay: only the wsd schedule has a cooldown fraction; schedule "
+                             f"{self.schedule!r} ignores it")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """`decay` is dumped only for wsd, so the resolved configs (and run ids) of the other
+        schedules are what they were before wsd existed."""
+        data: dict[str, object] = handler(self)
+        if self.schedule != "wsd":
+            data.pop("decay", None)
+        return data

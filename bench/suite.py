@@ -34,6 +34,9 @@ CORE_KEYS = {
     "reference", "variants", "sweep", "resources",
 }
 MAX_EXTENDS = 32  # files in one 'extends' chain
+# What a reference key `<metric>:<kind>` gives: the paper's ratio of the metric to the
+# baseline's, or the baseline's compute over the compute at which the variant matches it.
+REFERENCE_KINDS = ("ratio", "compute_ratio")
 Seed = Annotated[Int, Field(ge=0, lt=2**32)]  # what every random generator a family uses takes
 
 
@@ -66,6 +69,18 @@ class ReportConfig(Strict):
     reference_source: str | None = None
     notes: list[str] = []
     table: PaperTableConfig | None = None
+    # metrics drawn against compute when a variant trains on a ladder of budgets (default: the
+    # report's metrics less train.* and model.*)
+    compute_metrics: list[str] | None = None
+
+    @field_validator("compute_metrics")
+    @classmethod
+    def _distinct_compute_metrics(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("compute_metrics must be distinct")
+        if v is not None and not all(m.strip() for m in v):
+            raise ValueError("compute_metrics names metrics; got an empty name")
+        return v
 
     @field_validator("table")
     @classmethod
@@ -390,6 +405,13 @@ def rungs(variant: Variant) -> list[Variant]:
         for b in variant.budget.rungs()]
 
 
+def wsd_ladder(variant: Variant) -> bool:
+    """Whether a variant's rungs may branch off its longest rung: a ladder of budgets whose
+    steps are known in advance, trained on a wsd schedule (see bench.train.Branches)."""
+    return (variant.budget.is_ladder and variant.budget.unit != "seconds"
+            and any(optim.schedule == "wsd" for _, optim in _optims(variant.config)))
+
+
 def sweep_variant(suite: Suite) -> Variant:
     """The variant a suite's sweep explores."""
     assert suite.head.sweep is not None
@@ -469,22 +491,35 @@ def _optims(config: BaseModel, path: Path_ = ()) -> list[tuple[Path_, OptimConfi
 
 def _check_warmup(src: Located, config: BaseModel, budget: BudgetConfig,
                   origin: dict[Path_, Path_]) -> None:
-    """A warm-up in steps needs a horizon known in advance, which a seconds budget lacks."""
-    if budget.unit != "seconds":
-        return
+    """A warm-up in steps needs a horizon known in advance, which a seconds budget lacks; the
+    rungs of a wsd ladder share their warm-up, which a fraction of each rung's horizon is not."""
+    seconds = budget.unit == "seconds"
     for path, optim in _optims(config):
-        if optim.warmup >= 1:
-            raise _fail(src, _written_at((*path, "warmup"), (), origin),
+        where = _written_at((*path, "warmup"), (), origin)
+        if seconds and optim.warmup >= 1:
+            raise _fail(src, where,
                         f"a warm-up of {optim.warmup:g} steps needs a budget whose steps are "
                         "known in advance (flops, tokens, images or steps); with a seconds "
                         "budget give it as a fraction of the stage (< 1)")
+        if (budget.is_ladder and not seconds and optim.schedule == "wsd"
+                and 0 < optim.warmup < 1):
+            raise _fail(src, where, "a wsd schedule on a ladder of budgets shares its warm-up "
+                        "between rungs: give it in steps (>= 1), not a fraction")
 
 
 def _check_report(src: Located, head: SuiteHead, variants: dict[str, Variant]) -> None:
     if head.report.baseline is not None and head.report.baseline not in variants:
         raise _fail(src, ("report", "baseline"),
                     f"{head.report.baseline!r} is not a variant; variants: {', '.join(variants)}")
-    for vname in head.reference:
+    for vname, numbers in head.reference.items():
         if vname not in variants:
             raise _fail(src, ("reference", vname),
                         f"not a variant; variants: {', '.join(variants)}")
+        for key, value in numbers.items():
+            metric, colon, kind = key.partition(":")
+            if colon and (not metric or kind not in REFERENCE_KINDS):
+                raise _fail(src, ("reference", vname, key),
+                            "expected <metric> or <metric>:<kind> with kind one of "
+                            f"{', '.join(REFERENCE_KINDS)}")
+            if kind == "compute_ratio" and value <= 0:
+                raise _fail(src, ("reference", vname, key), "a compute ratio is positive")

@@ -14,6 +14,10 @@ Checkpoints hold only tensors and plain data and are loaded with `weights_only=T
 folder is shared and copied, and unpickling arbitrary objects from it could run code. The
 previous checkpoint is kept as `<stage>.prev.pt`; an unreadable one is skipped for the next, and
 when none is left the stage fails naming the files, or (`restart_corrupt`) starts over.
+
+On a ladder of budgets trained on a wsd schedule, rungs share their warm-up and stable phase
+(Hägele et al. 2024, arXiv 2405.18392): the longest rung saves a full checkpoint where each lower
+rung's cooldown begins (`Branches`), and a lower rung starts there and trains its cooldown only.
 """
 
 import hashlib
@@ -24,7 +28,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, cast
@@ -34,10 +38,10 @@ import torch
 from torch import nn
 
 from bench.atomic import remove_stale_temporaries, save_torch
-from bench.budget import StageBudget, lr_factor
+from bench.budget import StageBudget, lr_factor, shared_steps
 from bench.contract import Stage, StageResult, StepCost
 from bench.distributed import World, from_main, world
-from bench.errors import RunFailed
+from bench.errors import RunFailed, UserError
 from bench.flops import count_flops
 from bench.progress import progress as progress_display
 from bench.schema import OptimConfig
@@ -307,25 +311,103 @@ def _discard(paths: Iterable[Path]) -> None:
         path.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class Branches:
+    """A stage's part in a wsd ladder. The longest rung saves, at the step where each lower
+    rung's cooldown would begin, a full checkpoint for it (`saves`: file -> that rung's stage
+    budget). A lower rung starts from its file in the longest rung's folder (`source`: that
+    run's id and the file) when it is there and usable, else trains the shared steps itself.
+    `heard` is told where the stage branched from (also when it resumes or was already done),
+    so the run's provenance says so."""
+
+    saves: dict[Path, StageBudget] = field(default_factory=dict)
+    source: tuple[str, Path] | None = None
+    heard: Callable[[dict[str, Any]], None] | None = None
+
+
+def branch_file(ckpt_dir: Path, stage: str, budget: StageBudget) -> Path:
+    """Where the longest rung keeps the branch checkpoint of the lower rung of `budget`."""
+    return ckpt_dir / "branches" / f"{stage}.{budget.unit}-{budget.amount!r}.pt"
+
+
+def _branch_start(stage: Stage, budget: StageBudget, source: tuple[str, Path],
+                  device: torch.device, log: logging.Logger
+                  ) -> tuple[Path, dict[str, Any]] | None:
+    """The branch checkpoint a longer rung saved for this stage's budget, marked with where it
+    came from; None (logged) when it is missing or unusable, and the stage trains from its
+    start (the same computation, only not shared). The file is the other run's: left as is."""
+    run_id, path = source
+    if not path.exists():
+        log.info("stage %s: no branch checkpoint %s from run %s; training the shared steps "
+                 "from the start", stage.name, path, run_id)
+        return None
+    try:
+        saved = _load(path, stage, device, full=True)
+        if saved.get("budget") != [budget.unit, budget.amount]:
+            raise ValueError(f"it was saved for a budget of {saved.get('budget')}, not "
+                             f"{[budget.unit, budget.amount]}")
+    except ValueError as err:
+        log.warning("stage %s: branch checkpoint %s of run %s is unusable (%s); training the "
+                    "shared steps from the start", stage.name, path, run_id, err)
+        return None
+    saved["branched"] = {"run": run_id, "step": saved["result"]["steps"]}
+    log.info("stage %s: branched from run %s at step %d (%s)", stage.name, run_id,
+             saved["result"]["steps"], path)
+    return path, saved
+
+
+def _branch_points(branches: Branches | None, stage: Stage, cost: StepCost,
+                   log: logging.Logger) -> dict[int, list[tuple[Path, StageBudget, int]]]:
+    """Step count -> the branch files to save then (file, lower rung's budget, its horizon),
+    each rung's horizon priced on this stage's first step, as that rung prices its own."""
+    points: dict[int, list[tuple[Path, StageBudget, int]]] = {}
+    for path, lower in (branches.saves if branches is not None else {}).items():
+        try:
+            horizon = lower.horizon(cost)
+        except UserError as err:  # that rung fails on its own; this one goes on
+            log.warning("stage %s: no branch checkpoint for %s: %s", stage.name, path.name, err)
+            continue
+        assert horizon is not None  # a ladder of seconds does not branch
+        at = shared_steps(stage.optim, horizon)
+        if at > 0:
+            points.setdefault(at, []).append((path, lower, horizon))
+    return points
+
+
+def _first_step_cost(result: StageResult, step_flops: int, step_items: int) -> StepCost:
+    """What the stage's first step cost: read from the curve after a resume, else this step."""
+    if result.curve:
+        return StepCost(result.curve[0]["flops"], result.curve[0]["tokens"])
+    return StepCost(step_flops, step_items)
+
+
 def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch.device,
                 log: logging.Logger, progress: bool = True,
                 on_validate: Callable[[float, dict[str, float]], None] | None = None,
-                restart_corrupt: bool = False) -> StageResult:
+                restart_corrupt: bool = False, branches: Branches | None = None
+                ) -> StageResult:
     """Train `stage` until its budget is spent; resume from `ckpt_dir` where a run left off.
 
     `on_validate(done, metrics)` hears every validation: the fraction of the budget spent and
     the validation metrics (a sweep's pruner listens here and may stop the run).
     `restart_corrupt` trains the stage from its start when none of its checkpoints is usable,
-    instead of failing.
+    instead of failing. `branches`: the stage's part in a wsd ladder (see `Branches`); its own
+    checkpoints come first, so a branched stage resumes from them, not from the branch.
     """
     here = World() if stage.solo else world()
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in remove_stale_temporaries(ckpt_dir) if here.main else []:
+    for leftover in [p for folder in (ckpt_dir, ckpt_dir / "branches") if folder.is_dir()
+                     for p in remove_stale_temporaries(folder)] if here.main else []:
         log.info("removed %s, left by a killed process", leftover)
     final_path = ckpt_dir / f"{stage.name}.final.pt"
     latest_path, prev_path = ckpt_dir / f"{stage.name}.pt", ckpt_dir / f"{stage.name}.prev.pt"
     found = _newest_usable([(final_path, False), (latest_path, True), (prev_path, True)],
                            stage, device, log, restart_corrupt, here.main)
+    if found is None and branches is not None and branches.source is not None:
+        found = _branch_start(stage, budget, branches.source, device, log)
+    branched = found[1].get("branched") if found is not None else None
+    if branched is not None and branches is not None and branches.heard is not None:
+        branches.heard(branched)
     if found is not None and found[0] == final_path:  # finished earlier: weights and record
         stage.model.load_state_dict(found[1]["model"])
         if here.main:  # left by a kill just after the final write
@@ -347,17 +429,32 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
         optimizer.load_state_dict(saved["optimizer"])
         flops_by_shape = saved["flops_by_shape"]
         _set_rng_state(saved["rng"])
-        log.info("stage %s: resuming at step %d from %s", stage.name, result.steps, path.name)
+        if path.parent == ckpt_dir:  # else it branched off a longer rung (logged there)
+            log.info("stage %s: resuming at step %d from %s", stage.name, result.steps,
+                     path.name)
     step_loss = _StepLoss(stage, device, here, flops_by_shape)
+    points: dict[int, list[tuple[Path, StageBudget, int]]] | None = None
+
+    def state(full: bool, record: StageResult) -> dict[str, Any]:
+        saved: dict[str, Any] = {"model": stage.model.state_dict(), "result": asdict(record)}
+        if full:
+            saved |= {"optimizer": optimizer.state_dict(), "rng": _rng_state(),
+                      "flops_by_shape": step_loss.flops_by_shape}
+        return saved | ({"branched": branched} if branched is not None else {})
 
     def checkpoint(path: Path, full: bool) -> None:
-        if not here.main:
-            return
-        state: dict[str, Any] = {"model": stage.model.state_dict(), "result": asdict(result)}
-        if full:
-            state |= {"optimizer": optimizer.state_dict(), "rng": _rng_state(),
-                      "flops_by_shape": step_loss.flops_by_shape}
-        save_torch(state, path, prev_path if full else None)
+        if here.main:
+            save_torch(state(full, result), path, prev_path if full else None)
+
+    def save_branches(due: list[tuple[Path, StageBudget, int]]) -> None:
+        """Full checkpoints for lower rungs, as they would be at this step, with their own
+        horizon and budget."""
+        for path, lower, horizon in due if here.main else []:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_torch(state(True, replace(result, horizon=horizon))
+                       | {"budget": [lower.unit, lower.amount]}, path)
+            log.info("stage %s: saved the branch checkpoint %s at step %d", stage.name,
+                     path.name, result.steps)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -385,6 +482,9 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
             log.info("stage %s: %s %g buys %d steps (%d FLOPs, %d items per step, %d "
                      "processes)", stage.name, budget.unit, budget.amount, result.horizon,
                      step_flops, step_items, here.size)
+        if points is None:
+            points = _branch_points(branches, stage,
+                                    _first_step_cost(result, step_flops, step_items), log)
         if result.horizon is not None:
             done = (result.steps + 1) / result.horizon
         else:
@@ -405,7 +505,7 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
             "flops": result.flops, "lr": lr})
         bar.update(1)
         last = result.horizon is not None and result.steps >= result.horizon
-        due = result.steps % stage.checkpoint_every == 0 or (
+        due = result.steps % stage.checkpoint_every == 0 or result.steps in points or (
             stage.validate is not None and result.steps % stage.validate_every == 0)
         if not (last or due or budget.unit == "seconds" or result.steps % FLUSH_EVERY == 0):
             continue
@@ -423,6 +523,7 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
             if on_validate is not None:
                 on_validate(done, metrics)
         result.curve.extend(rows)
+        save_branches(points.get(result.steps, []))
         if checkpointing:
             checkpoint(latest_path, full=True)
         if last:

@@ -20,3 +20,12 @@ def faces_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from bench.data.demo_faces import build_demo_faces
 
     return build_demo_faces(tmp_path_factory.mktemp("faces") / "demo-faces")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Path]:
+    """Debian's headless Chromium, installed for the session on a root CI machine lacking it."""
+    from browser import chromium_executable
+
+    with chromium_executable() as executable:
+        yield executable

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
+from debian_packages import provided
 
 SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres")
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
@@ -55,58 +55,13 @@ def _run(cmd: list[str], what: str, cwd: Path | None = None) -> None:
                            f"{done.stdout}{done.stderr}")
 
 
-def _installed_packages() -> set[str]:
-    listing = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Abbrev}${binary:Package}\n"],
-                             capture_output=True, text=True, check=True).stdout
-    return {line[3:] for line in listing.splitlines() if line.startswith("ii")}
-
-
-def _apt_install_postgresql() -> list[str]:
-    """Install Debian's server non-interactively; return every package the install added.
-
-    The list, not just `postgresql`, is what gets purged: purging the metapackage alone would
-    leave the versioned server, its configuration and the cluster Debian creates on install."""
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"]
-    before = _installed_packages()
-    if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
-        done = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise RuntimeError("installing PostgreSQL with apt-get failed; install the server "
-                               f"binaries (initdb, pg_ctl, postgres) by hand:\n{done.stderr}")
-    return sorted(_installed_packages() - before)
-
-
-def _apt_purge(packages: list[str]) -> None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    if packages:
-        subprocess.run(["apt-get", "purge", "-y", *packages], env=env, capture_output=True,
-                       check=False)
-    subprocess.run(["apt-get", "autoremove", "-y"], env=env, capture_output=True, check=False)
-
-
 @contextmanager
 def server_binaries() -> Iterator[Path]:
     """The server's bin directory, installed for the duration where a root CI machine lacks it."""
-    found = find_bin_dir()
-    if found is not None:
-        yield found
-        return
-    if not (os.geteuid() == 0 and shutil.which("apt-get") and os.environ.get("CI")):
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found under "
-                    f"{DEBIAN_ROOT}/<major>/bin or on PATH: install them (Debian: apt-get install "
-                    "postgresql), or run the tests as root with CI set to install them for the "
-                    "session")
-    installed = _apt_install_postgresql()
-    try:
-        bin_dir = find_bin_dir()
-        if bin_dir is None:
-            raise RuntimeError(f"apt-get installed postgresql but {DEBIAN_ROOT}/<major>/bin "
-                               "lacks initdb, pg_ctl or postgres")
+    missing = ("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found under "
+               f"{DEBIAN_ROOT}/<major>/bin or on PATH")
+    with provided("postgresql", find_bin_dir, missing) as bin_dir:
         yield bin_dir
-    finally:
-        _apt_purge(installed)
 
 
 def _free_port() -> int:

@@ -543,6 +543,11 @@ def test_suite_table_reaches_the_report_spec(
     path.write_text(SUITE_FILE)
     table = load_suite(path, env={}).head.report.table
     assert table is not None and table.scale == 100.0 and table.ratios == ["model.params"]
+    assert reported_spec(path, tmp_path, monkeypatch).table == table
+
+
+def reported_spec(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ReportSpec:
+    """The ReportSpec `bench report` builds from the suite file at `path` (nothing rendered)."""
     specs: list[ReportSpec] = []
 
     def capture(index_path: Path, spec: ReportSpec, out_dir: Path) -> tuple[Path, Path]:
@@ -551,7 +556,7 @@ def test_suite_table_reaches_the_report_spec(
 
     monkeypatch.setattr(bench.report, "render_report", capture)
     assert main(["report", str(path), "--results", str(tmp_path), "--out", str(tmp_path)]) == 0
-    assert specs[0].table == table
+    return specs[0]
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from matplotlib.text import Text
 from matplotlib.ticker import FixedFormatter, Formatter, FuncFormatter
 from matplotlib.typing import RcKeyType
 
+from bench.report.compute import Fit
 from bench.report.tables import SuiteData
 
 Colour = tuple[float, float, float]
@@ -143,11 +144,13 @@ def metric_figure(
         return to_svg(fig, salt="metrics")
 
 
-def _first_runs(rows: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """The rows of the first LINES_PER_VARIANT runs (by seed, then id), one frame per run."""
-    runs = rows[["seed", "run_id"]].drop_duplicates().sort_values(["seed", "run_id"])
-    chosen = runs["run_id"].head(LINES_PER_VARIANT)
-    return list(rows[rows["run_id"].isin(chosen)].groupby("run_id"))
+def _first_runs(rows: pd.DataFrame, by: str = "run_id") -> list[tuple[str, pd.DataFrame]]:
+    """The rows of the first LINES_PER_VARIANT runs (by seed, then id), one frame per run; with
+    `by="seed"` one frame per seed (a ladder's rungs of one seed draw one line)."""
+    key = list(dict.fromkeys(["seed", by]))
+    runs = rows[key].drop_duplicates().sort_values(key)
+    chosen = runs[by].head(LINES_PER_VARIANT)
+    return list(rows[rows[by].isin(chosen)].groupby(by))
 
 
 def evaluation_curves_figure(data: SuiteData, variants: Sequence[str]) -> str | None:
@@ -179,6 +182,45 @@ def evaluation_curves_figure(data: SuiteData, variants: Sequence[str]) -> str | 
         for ax in axes[len(names):]:
             ax.set_visible(False)
         return to_svg(fig, salt="evaluation-curves")
+
+
+def compute_figure(points: pd.DataFrame, variants: Sequence[str], metric: str, unit: str,
+                   fits: dict[str, Fit], target: float, baseline: str | None,
+                   proxy: bool = False) -> str | None:
+    """`metric` against compute on a log axis: every seed's rungs thin, each variant's fitted
+    curve thick (over the compute its runs consumed, never beyond), the baseline's score at its
+    largest budget dashed, and the fits' residuals in a panel below; a metric scored on a
+    `proxy` data set says so in its title. None without points."""
+    if points.empty:
+        return None
+    colours = palette(variants)
+    with _style():
+        fig = Figure(figsize=(7.2, 4.6), layout="constrained")
+        ax, res = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+        for variant in variants:
+            own = points[points["variant"] == variant]
+            for _, run in _first_runs(own, by="seed"):
+                ax.plot(run["compute"], run["value"], color=colours[variant], lw=0.7,
+                        alpha=0.45, marker="o", ms=2.5)
+            fit = fits.get(variant)
+            if fit is None:
+                continue
+            grid = np.geomspace(own["compute"].min(), own["compute"].max(), 200)
+            ax.plot(grid, fit.predict(grid), color=colours[variant], lw=2.2,
+                    label=f"{variant}: {fit.form} fit")
+            res.scatter(own["compute"], fit.residuals, s=9, color=colours[variant], alpha=0.8)
+        if not math.isnan(target) and baseline is not None:
+            ax.axhline(target, color="0.25", lw=1.0, ls="--",
+                       label=f"target: {baseline} at its largest budget")
+        res.axhline(0.0, color="0.25", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric}{' (PROXY data)' if proxy else ''} against training {unit} "
+                     "(measured; thin: each seed, thick: fit)")
+        ax.legend(loc="best", frameon=True, fontsize=6)
+        res.set_xlabel(f"training {unit} consumed (log scale)")
+        res.set_ylabel("residual")
+        return to_svg(fig, salt=f"compute-{metric}")
 
 
 def literal(text: str) -> str:

@@ -11,7 +11,7 @@ import math
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial
 
 from bench.atomic import remove_stale_temporaries
 from bench.errors import UserError
-from bench.report import figures, tables
+from bench.report import compute, figures, tables
 from bench.report import sweep as sweep_mod
 from bench.report.sweep import SweepData, SweepSource
 from bench.suite import PaperTableConfig
@@ -66,6 +66,10 @@ class ReportSpec:
     curve: str = "curve.val_nll"
     item_unit: str = "tokens"  # what the family's training data are counted in
     table: PaperTableConfig | None = None  # a paper's comparison table to reproduce
+    # metrics drawn against compute on a ladder of budgets (None: compute.default_compute_metrics)
+    compute_metrics: list[str] | None = None
+    # evaluators whose data are a proxy for the benchmark (their metrics are labelled so)
+    proxies: list[str] = field(default_factory=list)
     variants: list[str]
     sweep: SweepSource | None = None  # the suite's Optuna study, when it has a `sweep:` block
 
@@ -246,7 +250,7 @@ def variant_parts(spec: ReportSpec, data: tables.SuiteData) -> dict[str, Any]:
     """The template's values for the suite's variants (`main` None: there are none to show)."""
     variants = tables.variant_order(spec.variants, data)
     summary = tables.summary_table(data, variants, spec.metrics, spec.baseline, spec.reference)
-    compute = tables.compute_table(data, variants, spec.item_unit)
+    consumed = tables.compute_table(data, variants, spec.item_unit)
     shared, per_run = provenance_tables(tables.provenance_table(data, variants))
     comparison = None
     if spec.table is not None:
@@ -254,7 +258,7 @@ def variant_parts(spec: ReportSpec, data: tables.SuiteData) -> dict[str, Any]:
                                    spec.baseline, spec.reference)
         comparison = comparison_table(spec.table, variants, frame)
     runs = data.runs
-    main = main_table(spec, variants, summary, compute)
+    main = main_table(spec, variants, summary, consumed)
     efficiency = tables.efficiency_table(data, variants, spec.item_unit)
     return dict(
         variants=variants,
@@ -268,6 +272,7 @@ def variant_parts(spec: ReportSpec, data: tables.SuiteData) -> dict[str, Any]:
         main=main,
         main_stderr=STDERR_COLUMN in main.columns,  # its legend only under such a column
         efficiency=None if efficiency is None else efficiency_table(efficiency, spec.item_unit),
+        ratios=ratios_section(spec, data, variants),
         per_seed=printed_runs(per_seed_table(tables.per_seed_table(data, variants, spec.metrics,
                                                                    spec.item_unit))),
         unfinished=printed_runs(unfinished_table(tables.unfinished_table(data, variants))),
@@ -278,7 +283,144 @@ def variant_parts(spec: ReportSpec, data: tables.SuiteData) -> dict[str, Any]:
         curve_svg=_markup(figures.curve_figure(data, variants, spec.curve)),
         metric_svg=_markup(figures.metric_figure(data, variants, spec.metrics, summary)),
         eval_svg=_markup(figures.evaluation_curves_figure(data, variants)),
+        ladder=compute_section(spec, data, variants),
+        resamples=compute.RESAMPLES,
     )
+
+
+@dataclass(frozen=True)
+class ComputePanel:
+    """One metric against compute: its figure, its fits and its compute-to-match table (None
+    without a baseline, or for a metric with no better direction)."""
+
+    metric: str
+    svg: Markup | None
+    fits: Table
+    match: Table | None
+    proxy: bool  # scored on a proxy data set, not the benchmark
+
+
+@dataclass(frozen=True)
+class ComputeSection:
+    """The metric-against-compute section of a suite trained on a ladder of budgets; `units`
+    lists the budget units when the variants' differ (then nothing shares an axis)."""
+
+    unit: str
+    units: list[str]
+    panels: list[ComputePanel]
+
+
+def compute_section(spec: ReportSpec, data: tables.SuiteData, variants: Sequence[str]
+                    ) -> ComputeSection | None:
+    """The section's figures and tables; None when no variant finished more than one budget."""
+    if not compute.has_ladder(data):
+        return None
+    units = compute.ladder_units(data)
+    if len(units) != 1:
+        return ComputeSection("", units, [])
+    metrics = spec.compute_metrics or compute.default_compute_metrics(spec.metrics)
+    return ComputeSection(
+        unit=units[0], units=units,
+        panels=[compute_panel(spec, data, variants, m, units[0]) for m in metrics])
+
+
+def ratios_section(spec: ReportSpec, data: tables.SuiteData, variants: Sequence[str]
+                   ) -> Table | None:
+    """Throughput and latency of each variant over the baseline's, beside the paper's ratios;
+    None without a baseline or without any such record."""
+    ratios = None if spec.baseline is None else compute.efficiency_ratios(
+        data, variants, spec.baseline, spec.metrics, spec.item_unit, spec.reference)
+    return None if ratios is None else ratios_table(ratios, spec.item_unit)
+
+
+def compute_panel(spec: ReportSpec, data: tables.SuiteData, variants: Sequence[str],
+                  metric: str, unit: str) -> ComputePanel:
+    """`metric` against compute: figure, fits and, against the baseline, compute to match."""
+    points = compute.ladder_points(data, metric)
+    higher = spec.higher_is_better.get(metric)
+    fits = compute.fit_variants(points, variants, higher)
+    goal = math.nan if spec.baseline is None else compute.target(points, spec.baseline)
+    match = None
+    if spec.baseline is not None and higher is not None:
+        match = match_table(compute.compute_to_match(points, variants, spec.baseline, higher),
+                            spec, metric, unit)
+    proxy = metric.partition(".")[0] in spec.proxies
+    svg = figures.compute_figure(points, variants, metric, unit, fits, goal, spec.baseline, proxy)
+    return ComputePanel(metric, _markup(svg), fits_table(fits, points), match, proxy)
+
+
+def fits_table(fits: dict[str, compute.Fit], points: pd.DataFrame) -> Table:
+    """Per fitted variant: the form, why, its points, the RMS residual and the parameters."""
+    rows = []
+    for variant, fit in fits.items():
+        p = fit.params
+        params = (f"a = {fmt_value(p['a'])}, b = {fmt_value(p['b'])} at {fmt_sci(p['c_ref'])}, "
+                  f"c = {p['c']:.3g}" if fit.form == compute.POWER_LAW else
+                  f"α = {fmt_value(p['alpha'])}, β = {fmt_value(p['beta'])} per decade")
+        rms = math.sqrt(float((fit.residuals ** 2).mean()))
+        rows.append([Cell(variant, "name"), Cell(fit.form), Cell(fit.reason),
+                     Cell(str(int((points["variant"] == variant).sum())), "num"),
+                     Cell(fmt_value(rms), "num"), Cell(params)])
+    return Table(columns=["variant", "fit", "chosen by", "points", "RMS residual", "parameters"],
+                 rows=rows)
+
+
+def match_table(matches: dict[str, compute.Match], spec: ReportSpec, metric: str,
+                unit: str) -> Table:
+    """Per variant: the compute to match the baseline with its 95% bootstrap interval, the
+    ratio likewise, the share of resamples that never match, and the paper's claim."""
+    tail = (1 - compute.LEVEL) / 2
+    rows = []
+    for variant, m in matches.items():
+        claim = compute.claimed_ratio(spec.reference, variant, metric)
+        if m.kind == compute.BASELINE:
+            cells = [Cell(fmt_sci(m.compute), "num"), Cell(DASH, "num"),
+                     Cell("×1 (baseline)", "baseline"), Cell(DASH, "num"), Cell(DASH, "num"),
+                     Cell(DASH)]
+        else:
+            bound = "≤ " if m.kind == compute.BOUND else ""
+            low_bound = "≤ " if m.bounded > tail else ""
+            cells = [
+                Cell(compute.NOT_REACHED if math.isnan(m.compute) else bound + fmt_sci(m.compute),
+                     "num"),
+                Cell(_interval(low_bound + _reached(m.compute_low, math.inf, fmt_sci),
+                               _reached(m.compute_high, math.inf, fmt_sci)), "num"),
+                Cell(compute.NOT_REACHED if math.isnan(m.ratio)
+                     else bound.replace("≤", "≥") + fmt_ratio(m.ratio), "num"),
+                Cell(_interval(_reached(m.ratio_low, 0.0, fmt_ratio),
+                               low_bound.replace("≤", "≥")
+                               + _reached(m.ratio_high, 0.0, fmt_ratio)), "num"),
+                Cell(f"{m.not_reached:.1%}", "num"),
+                Cell(m.resampling),
+            ]
+        rows.append([Cell(variant, "name"), *cells, Cell(fmt_ratio(claim), "num paper")])
+    return Table(columns=["variant", f"{unit} to match", "95% CI", "ratio", "95% CI (ratio)",
+                          "resamples not reaching", "seeds resampled", "paper"], rows=rows)
+
+
+def _reached(x: float, never: float, fmt: Callable[[float], str]) -> str:
+    """An interval end, or 'not reached' where it stands for resamples that never match."""
+    return compute.NOT_REACHED if x == never else fmt(x)
+
+
+def _interval(low: str, high: str) -> str:
+    """An interval's two ends; one 'not reached' when neither end is reached."""
+    return compute.NOT_REACHED if low == high == compute.NOT_REACHED else f"[{low}, {high}]"
+
+
+def ratios_table(frame: pd.DataFrame, unit: str) -> Table:
+    """Per variant: each efficiency ratio to the baseline, beside the paper's where given."""
+    metrics = list(dict.fromkeys(frame.columns.get_level_values("metric")))
+    labels = {f"train.{unit}_per_s": f"{unit}/s"}
+    columns = ["variant"]
+    for metric in metrics:
+        columns += [f"{labels.get(metric, metric)} ×", "paper ×"]
+    rows = [[Cell(str(variant), "name"),
+             *[Cell(fmt_ratio(frame.loc[variant, (m, field)]),
+                    "num paper" if field == "reference_ratio" else "num")
+               for m in metrics for field in ("ratio", "reference_ratio")]]
+            for variant in frame.index]
+    return Table(columns=columns, rows=rows)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,9 @@ class SuiteData:
     finals: pd.DataFrame  # final metric rows (step NULL) of finished runs, one per run and metric
     curves: pd.DataFrame  # curve rows (step set) of finished runs
     points: pd.DataFrame  # evaluation curves (PR, ROC) of finished runs: curve, idx, x, y
+    # final metric rows of every finished run at every budget of a ladder (`finals` holds only
+    # each variant's largest): what a metric is read against compute from
+    ladder: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -109,11 +112,14 @@ def load_suite(index_path: Path, suite: str, required: bool = True,
     # The runs table is authoritative for variant and seed; metric rows only name their run.
     # A variant trained on a ladder of budgets is compared at its largest (a ladder's lower
     # rungs are for reading metrics against compute, not for averaging with it).
-    runs["budget"] = [_budget_amount(json_object(c, "config", r))
-                      for c, r in zip(runs["config"], runs["run_id"], strict=True)]
+    budgets = [_budget(json_object(c, "config", r))
+               for c, r in zip(runs["config"], runs["run_id"], strict=True)]
+    runs["unit"] = [unit for unit, _ in budgets]
+    runs["budget"] = [amount for _, amount in budgets]
     top = runs.groupby("variant")["budget"].transform("max")
     compared = runs.loc[runs["budget"].isna() | (runs["budget"] == top), "run_id"]
-    metrics = metrics[metrics["run_id"].isin(compared)]
+    # Lower rungs keep their final rows (for `ladder`), not their curves.
+    metrics = metrics[metrics["step"].isna() | metrics["run_id"].isin(compared)]
     finished = finished[finished.isin(compared)]
     metrics = (
         metrics.drop(columns=["variant", "seed"])
@@ -122,7 +128,8 @@ def load_suite(index_path: Path, suite: str, required: bool = True,
     )
     is_final = metrics["step"].isna()
     # A re-recorded final metric replaces the earlier row rather than counting twice.
-    finals = metrics[is_final].drop_duplicates(["run_id", "metric"], keep="last")
+    ladder = metrics[is_final].drop_duplicates(["run_id", "metric"], keep="last")
+    finals = ladder[ladder["run_id"].isin(compared)]
     points = points[points["run_id"].isin(finished)].merge(
         runs[["run_id", "variant", "seed"]], on="run_id")
     return SuiteData(
@@ -130,16 +137,18 @@ def load_suite(index_path: Path, suite: str, required: bool = True,
         finals=finals.reset_index(drop=True),
         curves=metrics[~is_final].reset_index(drop=True),
         points=points.reset_index(drop=True),
+        ladder=ladder.reset_index(drop=True),
     )
 
 
-def _budget_amount(config: dict) -> float:
-    """The amount of a run's budget, from its resolved config (NaN where it names none)."""
+def _budget(config: dict) -> tuple[str | None, float]:
+    """The unit and amount of a run's budget, from its resolved config (None and NaN where it
+    names none)."""
     budget = config.get("budget")
     if not isinstance(budget, dict):
-        return math.nan
-    amounts = [v for k, v in budget.items() if k != "split" and isinstance(v, int | float)]
-    return float(amounts[0]) if len(amounts) == 1 else math.nan
+        return None, math.nan
+    amounts = [(k, v) for k, v in budget.items() if k != "split" and isinstance(v, int | float)]
+    return (amounts[0][0], float(amounts[0][1])) if len(amounts) == 1 else (None, math.nan)
 
 
 def _finished_metrics(con: sqlite3.Connection, suite: str, curves: Sequence[str] | None
