@@ -173,7 +173,7 @@ def suite_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BENCH_DATA", "/nonexistent")
     for var in ("GLUE_DIR", "LAMBADA_OPENAI", "FDDB_ROOT", "PASCAL_ANNOTATIONS",
                 "PASCAL_IMAGES", "WIDER_ROOT", "OWT2_TRAIN", "BERT_TOKENIZER", "CCNEWS_TRAIN",
-                "PYTHIA_TOKENIZER", "VGG16_WEIGHTS"):
+                "PYTHIA_TOKENIZER", "VGG16_WEIGHTS", "WIKI_LANGS", "MBERT_TOKENIZER", "XNLI_DATA"):
         monkeypatch.setenv(var, f"/data/{var.lower()}")
 
 

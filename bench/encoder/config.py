@@ -15,9 +15,10 @@ OBJECTIVES = ("softmax", "cwt", "ce+cwt", "nce")
 
 
 class EncoderModelConfig(Strict):
-    """A BERT encoder: a named preset, optionally with some dimensions overridden."""
+    """A BERT encoder: a named preset, optionally with some dimensions overridden
+    (`distilbert-multilingual`: a DistilBERT-style encoder, see bench/encoder/model.py)."""
 
-    preset: Literal["bert-base", "bert-small", "bert-mini", "bert-tiny"]
+    preset: Literal["bert-base", "bert-small", "bert-mini", "bert-tiny", "distilbert-multilingual"]
     hidden_size: Int | None = Field(None, gt=0)
     num_layers: Int | None = Field(None, gt=0)
     num_heads: Int | None = Field(None, gt=0)

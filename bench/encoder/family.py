@@ -80,8 +80,7 @@ class EncoderFamily:
         )
         from bench.encoder.model import build_encoder, count_parameters, trained_parameters
         from bench.encoder.objectives import mlm_loss, validation_scores
-        from bench.sampling import batch_indices
-        from bench.text.shards import CACHE_SUBDIR, prepare_lm_data, val_batches
+        from bench.text.shards import CACHE_SUBDIR, language_val_batches, prepare_lm_data
 
         cfg: EncoderConfig = run.config
         device = ctx.device
@@ -97,16 +96,27 @@ class EncoderFamily:
         bf16 = cfg.train.precision == "bf16" or (
             cfg.train.precision == "auto" and device.type == "cuda")
         micro = cfg.train.micro_batch_size or cfg.train.batch_size
-        # Held-out rows masked the same way for every run and seed, so curves compare.
-        held_out = [mask_rows(rows, vocab, cfg.masking, step_generator(0, i, "val")).to(device)
-                    for i, rows in enumerate(val_batches(data.val, micro, cfg.train.val_batches))]
+        _record_sampling(ctx, data.sampling(cfg.train.batch_size))
+        # Held-out rows masked the same way for every run and seed, so curves compare; a
+        # multilingual corpus's batches come per language (`val.<lang>.*` at the end).
+        by_language = language_val_batches(data.val, micro, cfg.train.val_batches)
+        held_out = {name: [mask_rows(rows, vocab, cfg.masking,
+                                     step_generator(0, i, f"val{name}")).to(device)
+                           for i, rows in enumerate(batches)]
+                    for name, batches in by_language.items()}
 
-        def validate(_steps: int = 0) -> dict[str, float]:
+        def validate(_steps: int = 0, per_language: bool = False) -> dict[str, float]:
             # NCE draws noise: keep validation off the training RNG stream.
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(0)
-                scores = [validation_scores(model, b, cfg, log_noise) for b in held_out]
-            return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
+                scores = {name: [validation_scores(model, b, cfg, log_noise) for b in batches]
+                          for name, batches in held_out.items()}
+            every = [s for language in scores.values() for s in language]
+            out = _mean(every)
+            if per_language and len(scores) > 1:
+                out |= {f"{name}.{k}": v for name, language in scores.items()
+                        for k, v in _mean(language).items()}
+            return out
 
         batch = cfg.train.batch_size
         share = local_part(batch, micro=cfg.train.micro_batch_size)
@@ -119,7 +129,7 @@ class EncoderFamily:
         def micro_batches(step: int) -> list[Any]:
             """The global batch is masked whole, as on one process, then this process keeps its
             share: rows and masks equal a single-process run's, split."""
-            rows = data.train.rows(batch_indices(len(data.train), step, batch, run.seed))
+            rows = data.train.rows(data.train.step_indices(step, batch, run.seed))
             masked = mask_rows(rows, vocab, cfg.masking, step_generator(run.seed, step))
             mine = masked.split(size)[share.start // size]
             return [b.to(device) for b in mine.split(rows_per_micro)]
@@ -137,7 +147,7 @@ class EncoderFamily:
             return
         model.eval()
         with torch.no_grad():
-            ctx.record({f"val.{k}": v for k, v in validate().items()})
+            ctx.record({f"val.{k}": v for k, v in validate(per_language=True).items()})
 
         def save(tmp: Any) -> None:
             model.bert.save_pretrained(tmp)
@@ -146,6 +156,21 @@ class EncoderFamily:
         build_dir(ctx.dir / "model", save)
         ctx.log.info("saved the encoder (BertModel) to %s", ctx.dir / "model")
         ctx.evaluate(BertPairClassifier(model.bert, tok, device, ctx.log, bf16, ctx.progress))
+
+
+def _mean(scores: list[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
+
+
+def _record_sampling(ctx: RunContext, languages: dict[str, dict[str, float]]) -> None:
+    """A multilingual corpus's realised sampling (tokens, weight, rows per batch of each
+    language) goes into the run's provenance and log."""
+    if not languages:
+        return
+    ctx.provenance["data.languages"] = languages
+    for name, entry in languages.items():
+        ctx.log.info("language %s: %d training tokens, weight %.4f, %d rows per batch", name,
+                     entry["tokens"], entry["weight"], entry["rows_per_batch"])
 
 
 def _log_noise(unigram: Any, vocab: Any, kind: str) -> Any:

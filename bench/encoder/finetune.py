@@ -120,8 +120,10 @@ class ClsClassifier(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor
                 ) -> Tensor:
+        # A DistilBERT-style encoder has one segment embedding: both sentences of a pair use it.
+        types = token_type_ids.clamp(max=self.encoder.config.type_vocab_size - 1)
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state
+                              token_type_ids=types).last_hidden_state
         logits = self.head(self.dropout(hidden[:, 0]))
         return logits.squeeze(-1) if logits.shape[-1] == 1 else logits
 

@@ -3,6 +3,13 @@
 The model is transformers' BertForMaskedLM (no next-sentence head), its decoder tied to the input
 embeddings as in BERT. Objectives that never score the vocabulary through that head (cwt, nce) do
 not train it and do not count it; NCE adds its own untied output matrix and bias.
+
+`distilbert-multilingual` is distilbert-base-multilingual-cased's geometry (6 layers, hidden 768,
+12 heads, FFN 3072, 512 positions; its tokenizer's 119,547 tokens) as a DistilBERT-style
+BertForMaskedLM, not transformers' DistilBertForMaskedLM class: DistilBERT is BERT's layer stack
+without segment embeddings or pooler, and BertForMaskedLM has no pooler, so one segment embedding
+(type_vocab_size 1, 768 parameters, a learned bias every position shares) is the only difference.
+Its encoder has 134,734,848 parameters where DistilBertModel has 134,734,080.
 """
 
 from typing import Any, cast
@@ -17,6 +24,9 @@ from bench.errors import UserError
 PRESETS: dict[str, dict[str, int]] = {
     "bert-base": {"num_hidden_layers": 12, "hidden_size": 768, "num_attention_heads": 12,
                   "intermediate_size": 3072},
+    "distilbert-multilingual": {"num_hidden_layers": 6, "hidden_size": 768,
+                                "num_attention_heads": 12, "intermediate_size": 3072,
+                                "type_vocab_size": 1},
     "bert-small": {"num_hidden_layers": 4, "hidden_size": 512, "num_attention_heads": 8,
                    "intermediate_size": 2048},
     "bert-mini": {"num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 4,

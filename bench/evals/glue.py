@@ -39,10 +39,10 @@ import json
 import math
 import shutil
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeGuard
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -53,6 +53,9 @@ from bench.evals.adapters import Finetuned, PairClassifier
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
 from bench.evals.io import json_loads, read_lines, shown
 from bench.schema import Float, Int, OptimConfig, Strict
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 LAYOUTS = ("auto", "tsv", "parquet")
 _STSB_RANGE = (0.0, 5.0)
@@ -235,16 +238,24 @@ def load_task(root: str | Path, task: str, layout: str = "auto") -> TaskData:
                     layout=kind, source=str(folder))
 
 
-def _tsv_rows(path: Path) -> list[tuple[int, list[str]]]:
-    """(line number, fields) of every non-blank line, read with quoting disabled."""
+def iter_tsv(path: Path, expected: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of every non-blank line, read with quoting disabled, one at a time
+    (a reader may stop early); an unreadable file is a UserError naming it and `expected`."""
     try:
         with open(path, encoding="utf-8-sig") as f:
             reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE, quotechar=None)
-            rows = [(reader.line_num, row) for row in reader if row]
+            for row in reader:
+                if row:
+                    yield reader.line_num, row
     except FileNotFoundError:
-        raise UserError(f"{path}: file not found; expected a GLUE split file") from None
+        raise UserError(f"{path}: file not found; expected {expected}") from None
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise UserError(f"{path}: cannot read it as UTF-8 tab-separated text ({e})") from None
+
+
+def _tsv_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of every non-blank line of a GLUE split file."""
+    rows = list(iter_tsv(path, "a GLUE split file"))
     if not rows:
         raise UserError(f"{path}: empty file; expected a GLUE split file")
     return rows
@@ -300,7 +311,6 @@ def _score(spec: TaskSpec, value: float, where: str) -> float:
 
 def _read_parquet(folder: Path, spec: TaskSpec, split: str) -> list[Example]:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     files = sorted(folder.glob(f"{_HF_SPLITS[split]}-*.parquet"))
     if not files:
@@ -311,15 +321,7 @@ def _read_parquet(folder: Path, spec: TaskSpec, split: str) -> list[Example]:
     examples: list[Example] = []
     seen: set[int] = set()
     for path in files:
-        try:
-            present = pq.read_schema(path).names
-            missing = [c for c in names if c not in present]
-            if missing:
-                raise UserError(f"{path}: no column {', '.join(missing)}; expected the columns "
-                                f"{', '.join(names)}")
-            table = pq.read_table(path, columns=names)
-        except (OSError, pa.ArrowException) as e:
-            raise UserError(f"{path}: cannot read it as parquet ({e})") from None
+        table = read_parquet_table(path, names)
         cols = {c: table.column(c).to_pylist() for c in names}
         if table.column("label").type == pa.float32():
             cols["label"] = [v if v is None else float(str(np.float32(v))) for v in cols["label"]]
@@ -337,6 +339,23 @@ def _read_parquet(folder: Path, spec: TaskSpec, split: str) -> list[Example]:
             examples.append(Example(idx, texts[0], texts[1],
                                     _parquet_label(spec, cols["label"][row], where)))
     return examples
+
+
+def read_parquet_table(path: Path, names: Sequence[str]) -> "pa.Table":
+    """The named columns of one parquet file; a missing column or an unreadable file is a
+    UserError naming the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        present = pq.read_schema(path).names
+        missing = [c for c in names if c not in present]
+        if missing:
+            raise UserError(f"{path}: no column {', '.join(missing)}; expected the columns "
+                            f"{', '.join(names)}")
+        return pq.read_table(path, columns=list(names))
+    except (OSError, pa.ArrowException) as e:
+        raise UserError(f"{path}: cannot read it as parquet ({e})") from None
 
 
 def _parquet_label(spec: TaskSpec, value: Any, where: str) -> int | float:
@@ -530,6 +549,54 @@ def _gold(task: TaskSpec, examples: Sequence[Example]) -> list[int | float]:
     return [x.label for x in examples]
 
 
+ScoreSplits = Callable[[dict[str, tuple[list[int | float], list[float]]]], dict[str, float]]
+
+
+def finetune_and_select(classifier: PairClassifier, task: TaskSpec, train: Sequence[Example],
+                        dev: Mapping[str, Sequence[Example]],
+                        gold: Mapping[str, list[int | float]], settings: FinetuneConfig,
+                        seed: int, folder: Path, metrics: ScoreSplits) -> TaskOutcome:
+    """Fine-tune once, saving every epoch's per-example predictions of every dev split
+    (`dev_epoch<n>.jsonl` in `folder`) and scoring them with `metrics` ({split: (gold,
+    predictions)} -> metrics, `score` among them); the reported epoch is chosen on `score`."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def score_epoch(epoch: int, predictions: dict[str, list[float]]) -> dict[str, float]:
+        scored = metrics({s: (gold[s], predictions[s]) for s in dev})
+        rows = [{"split": s, "idx": x.idx, "label": y, "prediction": p}
+                for s, examples in dev.items()
+                for x, y, p in zip(examples, gold[s], predictions[s], strict=True)]
+        write_text(folder / f"dev_epoch{epoch}.jsonl",
+                   "".join(json.dumps(r) + "\n" for r in rows))
+        return {"epoch": float(epoch), **scored}
+
+    tuned: Finetuned = classifier.finetune(
+        task, train, dev, settings, seed=seed, scratch=folder / "checkpoints",
+        score_epoch=score_epoch)
+    scores = [epoch["score"] for epoch in tuned.epochs]
+    chosen = _select(scores, settings.selection)
+    selected = {k: v for k, v in tuned.epochs[chosen].items() if k != "epoch"}
+    return TaskOutcome(task=task.name, metrics=selected, epoch=chosen + 1, epoch_scores=scores,
+                       selection=settings.selection, steps=tuned.steps,
+                       flops=tuned.flops, tokens=tuned.tokens, seconds=tuned.seconds)
+
+
+def recorded_outcome(folder: Path, finetune: Callable[[Path], TaskOutcome]
+                     ) -> tuple[TaskOutcome, list[dict[str, Any]]]:
+    """A fine-tuning's outcome and the reported epoch's per-example dev predictions. A finished
+    one (`folder`/result.json) is read back; a new one is run by `finetune(folder)`, and its
+    checkpoints dropped once its result is written (the scores are what is kept)."""
+    done = folder / "result.json"
+    if done.is_file():
+        outcome = TaskOutcome(**json.loads(done.read_text(encoding="utf-8"))["outcome"])
+    else:
+        outcome = finetune(folder)
+        write_text(done, json.dumps({"outcome": asdict(outcome)}, indent=1) + "\n")
+        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+    rows = (folder / f"dev_epoch{outcome.epoch}.jsonl").read_text(encoding="utf-8").splitlines()
+    return outcome, [json.loads(line) for line in rows if line]
+
+
 def _finetune(config: GlueEvalConfig, classifier: PairClassifier, data: TaskData,
               setting: EvalSetting, folder: Path) -> TaskOutcome:
     """Fine-tune on one task, saving every epoch's dev predictions; select the reported epoch."""
@@ -537,44 +604,17 @@ def _finetune(config: GlueEvalConfig, classifier: PairClassifier, data: TaskData
     train = data.train[:config.limit_train] if config.limit_train else data.train
     if not train:
         raise ValueError(f"{data.source}: task {task.name} has no training examples")
-    folder.mkdir(parents=True, exist_ok=True)
     gold = {split: _gold(task, examples) for split, examples in data.dev.items()}
-
-    def score_epoch(epoch: int, predictions: dict[str, list[float]]) -> dict[str, float]:
-        metrics = evaluate_task(task.name, {s: (gold[s], predictions[s]) for s in data.dev})
-        rows = [{"split": s, "idx": x.idx, "label": y, "prediction": p}
-                for s, examples in data.dev.items()
-                for x, y, p in zip(examples, gold[s], predictions[s], strict=True)]
-        write_text(folder / f"dev_epoch{epoch}.jsonl",
-                   "".join(json.dumps(r) + "\n" for r in rows))
-        return {"epoch": float(epoch), **metrics}
-
-    tuned: Finetuned = classifier.finetune(
-        task, train, data.dev, config.finetune, seed=setting.seed,
-        scratch=folder / "checkpoints", score_epoch=score_epoch)
-    scores = [epoch["score"] for epoch in tuned.epochs]
-    chosen = _select(scores, config.finetune.selection)
-    metrics = {k: v for k, v in tuned.epochs[chosen].items() if k != "epoch"}
-    return TaskOutcome(task=task.name, metrics=metrics, epoch=chosen + 1, epoch_scores=scores,
-                       selection=config.finetune.selection, steps=tuned.steps,
-                       flops=tuned.flops, tokens=tuned.tokens, seconds=tuned.seconds)
+    return finetune_and_select(classifier, task, train, data.dev, gold, config.finetune,
+                               setting.seed, folder, lambda dev: evaluate_task(task.name, dev))
 
 
 def _task_outcome(config: GlueEvalConfig, classifier: PairClassifier, data: TaskData,
                   setting: EvalSetting) -> tuple[TaskOutcome, list[dict[str, Any]]]:
-    """A task's outcome and the reported epoch's per-example dev predictions. A finished task
-    (result.json) is read back; a new one is fine-tuned, and its checkpoints dropped once its
-    result is written (the scores are what is kept)."""
-    folder = setting.workdir / data.task.name
-    done = folder / "result.json"
-    if done.is_file():
-        outcome = TaskOutcome(**json.loads(done.read_text(encoding="utf-8"))["outcome"])
-    else:
-        outcome = _finetune(config, classifier, data, setting, folder)
-        write_text(done, json.dumps({"outcome": asdict(outcome)}, indent=1) + "\n")
-        shutil.rmtree(folder / "checkpoints", ignore_errors=True)
-    rows = (folder / f"dev_epoch{outcome.epoch}.jsonl").read_text(encoding="utf-8").splitlines()
-    return outcome, [json.loads(line) for line in rows if line]
+    """A task's outcome and the reported epoch's per-example dev predictions (see
+    `recorded_outcome`)."""
+    return recorded_outcome(setting.workdir / data.task.name,
+                            lambda folder: _finetune(config, classifier, data, setting, folder))
 
 
 def _task_metrics(outcome: TaskOutcome) -> dict[str, float]:

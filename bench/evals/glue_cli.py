@@ -28,20 +28,26 @@ def add_parser(evaluators: argparse._SubParsersAction) -> None:
                    help="folder holding the task folders (official CoLA/, MRPC/, ... or "
                    "Hugging Face's cola/, mrpc/, ...)")
     p.add_argument("--task", required=True, choices=list(TASKS), help="the GLUE task")
+    add_prediction_args(p)
+    p.set_defaults(func=run)
+
+
+def add_prediction_args(p: argparse.ArgumentParser) -> None:
+    """The options every command scoring a GLUE-style prediction file takes: the gold data's
+    layout, the predictions and the optional JSON output."""
     p.add_argument("--layout", choices=LAYOUTS, default="auto",
                    help="tsv (official), parquet (Hugging Face), or auto (default: tsv where "
                    "the official folder exists)")
     p.add_argument("--predictions", required=True, help="JSON lines, one prediction per line")
     p.add_argument("--json", help="write metrics, counts and layout to this file")
-    p.set_defaults(func=run)
 
 
 def _listed(idxs: list[int]) -> str:
     return ", ".join(map(shown, idxs[:_SHOWN])) + (", ..." if len(idxs) > _SHOWN else "")
 
 
-def _aligned(spec: TaskSpec, split: str, gold: list[Example], predictions: dict[int, int | float],
-            path: Path) -> list[int | float]:
+def aligned(spec: TaskSpec, split: str, gold: list[Example], predictions: dict[int, int | float],
+           path: Path) -> list[int | float]:
     """The predictions in the order of `gold`; exactly one per example, of the task's kind."""
     missing = [e.idx for e in gold if e.idx not in predictions]
     if missing:
@@ -77,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     for split in spec.dev_splits:
         gold = read_split(args.data, spec.name, split, layout)
         dev[split] = ([e.label for e in gold],
-                      _aligned(spec, split, gold, predictions.get(split, {}), path))
+                      aligned(spec, split, gold, predictions.get(split, {}), path))
     metrics = evaluate_task(spec.name, dev)
     counts = {s: len(labels) for s, (labels, _) in dev.items()}
     print(f"glue {spec.name}: {layout} data in {folder}; "

@@ -10,6 +10,7 @@ from bench.evals.evaluator import Evaluator
 _EVALUATORS: dict[str, tuple[str, str | None]] = {
     "lambada": ("bench.evals.lambada", "bench.evals.lambada_cli"),
     "glue": ("bench.evals.glue", "bench.evals.glue_cli"),
+    "xnli": ("bench.evals.xnli", "bench.evals.xnli_cli"),
     "wider": ("bench.evals.wider", "bench.evals.wider_cli"),
     "fddb": ("bench.evals.fddb", "bench.evals.fddb_cli"),
     "pascal": ("bench.evals.pascal", "bench.evals.pascal_cli"),

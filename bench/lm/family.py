@@ -81,7 +81,6 @@ class LMFamily:
         from bench.lm.model import build_model, untie_head
         from bench.lm.objectives import causal_lm_loss, next_token_nll
         from bench.loading import to_device
-        from bench.sampling import batch_indices
         from bench.text.shards import CACHE_SUBDIR, prepare_lm_data, val_batches
 
         cfg: LMConfig = run.config
@@ -113,7 +112,7 @@ class LMFamily:
 
         def micro_batches(step: int, batch_size: int, field: str) -> list[torch.Tensor]:
             """This process's share of the step's global batch: only its rows are read."""
-            rows = batch_indices(len(data.train), step, batch_size, run.seed)
+            rows = data.train.step_indices(step, batch_size, run.seed)
             mine = local_part(batch_size, field, micro=cfg.train.micro_batch_size)
             share = to_device(data.train.rows(rows[mine]), device)
             return list(share.split(cfg.train.micro_batch_size or len(share)))

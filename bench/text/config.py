@@ -3,9 +3,13 @@ the pretraining stage's batch and optimiser, and CWT (no torch import)."""
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
-from bench.schema import Float, Int, OptimConfig, Strict
+from bench.schema import Float, Int, OptimConfig, Strict, check_name
+
+# XLM-R's language-sampling exponent (Conneau et al. 2020, "Unsupervised Cross-lingual
+# Representation Learning at Scale", section 3); XLM used 0.5 (Conneau & Lample 2019), mBERT 0.7.
+DEFAULT_ALPHA = 0.3
 
 
 class TokenizerConfig(Strict):
@@ -21,16 +25,63 @@ class TokenizerConfig(Strict):
         return self
 
 
-class DataConfig(Strict):
-    """Pretraining text, tokenized and packed into full-length rows."""
+class SamplingConfig(Strict):
+    """How a multilingual corpus shares each batch between its languages: exponent-smoothed
+    token shares (q_i = p_i^alpha / sum_j p_j^alpha, p_i the language's share of training
+    tokens), or explicit weights (normalised)."""
 
-    train: str = Field(description="text file, JSON-lines file, or a saved Hugging Face dataset")
+    alpha: Float | None = Field(None, ge=0, le=1, description="1: token shares; 0: uniform")
+    weights: dict[str, Float] | None = Field(None, description="language -> weight (> 0)")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "SamplingConfig":
+        if (self.alpha is None) == (self.weights is None):
+            raise ValueError("give exactly one of 'alpha' (smoothed token shares) or 'weights'")
+        for language, weight in (self.weights or {}).items():
+            if weight <= 0:
+                raise ValueError(f"weights.{language}: {weight}; expected a weight above 0")
+        return self
+
+
+class DataConfig(Strict):
+    """Pretraining text, tokenized and packed into full-length rows.
+
+    `train` may be a folder with one corpus per language (`<lang>.jsonl`, `<lang>.txt` or a
+    saved dataset `<lang>/`): a multilingual corpus (see bench/text/languages.py)."""
+
+    train: str = Field(description="text file, JSON-lines file, a saved Hugging Face dataset, "
+                       "or a folder with one of these per language")
     format: Literal["auto", "text", "jsonl", "hf"] = "auto"
     text_field: str = "text"
     val: str | None = Field(None, description="held-out text; default: a slice of 'train'")
     val_fraction: Float = Field(0.02, gt=0, lt=0.5)
     seq_len: Int = Field(gt=1)
     tokenizer: TokenizerConfig
+    languages: list[str] | None = Field(
+        None, description="a multilingual corpus's languages, in this order (default: all)")
+    sampling: SamplingConfig | None = Field(
+        None, description=f"language sampling of a multilingual corpus (default: alpha "
+        f"{DEFAULT_ALPHA}, as XLM-R)")
+
+    @model_validator(mode="after")
+    def _languages(self) -> "DataConfig":
+        for language in self.languages or []:
+            check_name(language, "language")
+        if self.languages is not None and not self.languages:
+            raise ValueError("languages: an empty list; list at least one language or omit it")
+        if self.languages and len(set(self.languages)) < len(self.languages):
+            raise ValueError(f"languages: {self.languages} lists a language twice")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """The multilingual keys are dumped only when set, so the resolved configs (and run ids)
+        of single-corpus suites are what they were before those keys existed."""
+        data: dict[str, object] = handler(self)
+        for key in ("languages", "sampling"):
+            if getattr(self, key) is None:
+                data.pop(key, None)
+        return data
 
 
 class TrainConfig(Strict):

@@ -22,6 +22,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 from bench.atomic import build_dir
 from bench.errors import UserError
 from bench.text.config import DataConfig, TokenizerConfig
+from bench.text.languages import is_multilingual, language_configs
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -273,6 +274,8 @@ def layout_tokenizer(path: str, layout: str) -> "PreTrainedTokenizerFast":
     """A local tokenizer; for the masked-LM layout, [CLS], [SEP], [MASK] or a pad token that it
     lacks are added after its vocabulary (as the CWT paper does with the Pythia tokenizer)."""
     tokenizer = local_tokenizer(path)
+    if layout == "causal" and tokenizer.eos_token_id is None:
+        raise UserError(f"{path}: the tokenizer has no eos token (packing separates documents)")
     if layout == "mlm":
         added = ("cls_token", "sep_token", "mask_token", "pad_token")
         # the value type add_special_tokens declares (a dict: invariant in its values)
@@ -302,8 +305,6 @@ def local_tokenizer(path: str) -> "PreTrainedTokenizerFast":
         raise UserError(f"{path}: cannot load a tokenizer from this directory: {error}") from None
     if not tokenizer.is_fast:
         raise UserError(f"{path}: a fast (tokenizer.json) tokenizer is needed for batch encoding")
-    if tokenizer.eos_token_id is None:
-        raise UserError(f"{path}: the tokenizer has no eos token (packing separates documents)")
     return cast("PreTrainedTokenizerFast", tokenizer)  # is_fast, checked above
 
 
@@ -330,7 +331,18 @@ def _train_bpe(documents: Iterable[str], vocab_size: int, roles: dict[str, str]
 
 
 def text_inputs(cfg: DataConfig) -> dict[str, str]:
-    """The corpus files and tokenizer folder a text family's runs read, by config field."""
-    return {"data.train": cfg.train,
-            **({"data.val": cfg.val} if cfg.val is not None else {}),
-            **({"data.tokenizer": cfg.tokenizer.path} if cfg.tokenizer.path else {})}
+    """The corpus files and tokenizer folder a text family's runs read, by config field; each
+    language of a multilingual corpus as `data.train.<lang>` (and `data.val.<lang>`)."""
+    if is_multilingual(cfg):
+        return {**{f"{label}.{n}": path for n, c in language_configs(cfg).items()
+                   for label, path in _corpus_inputs(c).items()},
+                **_tokenizer_input(cfg)}
+    return {**_corpus_inputs(cfg), **_tokenizer_input(cfg)}
+
+
+def _corpus_inputs(cfg: DataConfig) -> dict[str, str]:
+    return {"data.train": cfg.train, **({"data.val": cfg.val} if cfg.val is not None else {})}
+
+
+def _tokenizer_input(cfg: DataConfig) -> dict[str, str]:
+    return {"data.tokenizer": cfg.tokenizer.path} if cfg.tokenizer.path else {}

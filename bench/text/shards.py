@@ -15,6 +15,11 @@ Rows are cut at read time, consecutively from the start of a split's token strea
 dropped: "causal" rows are seq_len tokens; "mlm" rows are seq_len - 2 tokens framed [CLS] ... [SEP].
 So the shards do not depend on seq_len. The held-out split is a separate `val` corpus, or the last
 val_fraction of the documents (a cut in the stream at a document end).
+
+A multilingual corpus (a folder of languages, see `bench.text.languages`) is one such build per
+language, read as `MixedRows`: each step's global batch takes every language's fixed quota of
+rows, from that language's own epoch permutations, so a step's rows stay a pure function of the
+step.
 """
 
 import hashlib
@@ -37,6 +42,7 @@ from bench.atomic import build_dir, remove_stale_temporaries, write_text, write_
 from bench.errors import UserError
 from bench.fingerprint import fingerprint
 from bench.progress import progress
+from bench.sampling import batch_indices, permute
 from bench.text.config import DataConfig
 from bench.text.data import (
     Corpus,
@@ -46,6 +52,13 @@ from bench.text.data import (
     open_corpus,
     read_documents,
     saved_tokenizer,
+)
+from bench.text.languages import (
+    is_multilingual,
+    language_configs,
+    language_quotas,
+    language_seed,
+    language_weights,
 )
 
 if TYPE_CHECKING:
@@ -135,32 +148,108 @@ class RowSource:
             out[:, 0], out[:, -1] = self.frame
         return torch.from_numpy(out)
 
+    def step_indices(self, step: int, batch_size: int, seed: int) -> np.ndarray:
+        """The rows optimizer step `step` trains on (see `bench.sampling.batch_indices`)."""
+        return batch_indices(len(self), step, batch_size, seed)
+
+
+@dataclass
+class MixedRows:
+    """The rows of several languages as one index space (each language's rows in turn), read
+    in batches that take every language's fixed quota."""
+
+    parts: dict[str, RowSource]
+    weights: dict[str, float]
+
+    def __post_init__(self) -> None:
+        self._starts = np.cumsum([0] + [len(p) for p in self.parts.values()])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    @property
+    def seq_len(self) -> int:
+        return next(iter(self.parts.values())).seq_len
+
+    def rows(self, indices: np.ndarray) -> "torch.Tensor":
+        """Rows `indices` of the joint index space, each read from its language's shards."""
+        import torch
+
+        indices = np.asarray(indices, dtype=np.int64)
+        out = torch.empty((len(indices), self.seq_len), dtype=torch.long)
+        which = np.searchsorted(self._starts, indices, side="right") - 1
+        for i, part in enumerate(self.parts.values()):
+            here = np.flatnonzero(which == i)
+            if len(here):
+                out[here] = part.rows(indices[here] - self._starts[i])
+        return out
+
+    def step_indices(self, step: int, batch_size: int, seed: int) -> np.ndarray:
+        """Step `step`'s rows: language i's quota q_i read at its running count step x q_i of
+        its own epoch order, the languages' rows then spread over the batch by a permutation
+        keyed by (seed, step), so every micro-batch and process share sees a mix."""
+        quotas = language_quotas(self.weights, batch_size)
+        picked = [self._starts[i] + batch_indices(len(part), step, quotas[name],
+                                                  language_seed(seed, name))
+                  for i, (name, part) in enumerate(self.parts.items())]
+        joined = np.concatenate(picked)
+        order = permute(np.arange(batch_size), batch_size, language_seed(seed, ""), step)
+        return joined[order]
+
 
 @dataclass
 class LMData:
     """A finished build: train and val rows, the tokenizer that produced them, their counts and
-    the fingerprint that identifies them (everything they were built from)."""
+    the fingerprint that identifies them (everything they were built from). A multilingual
+    corpus's rows are `MixedRows` over its `languages`' builds."""
 
     tokenizer: "PreTrainedTokenizerFast"
-    train: RowSource
-    val: RowSource
+    train: RowSource | MixedRows
+    val: RowSource | MixedRows
     train_documents: int
     val_documents: int
     train_tokens: int
     val_tokens: int
     fingerprint: str
     folder: Path
+    languages: dict[str, "LMData"] = field(default_factory=dict)
 
     def unigram(self) -> np.ndarray:
         """How often each token id occurs in the training split (counted while building)."""
+        if self.languages:
+            return sum((d.unigram() for d in self.languages.values()),
+                       np.zeros(len(self.tokenizer), dtype=np.int64))
         return np.load(self.folder / "unigram.npy")
 
+    def sampling(self, batch_size: int) -> dict[str, dict[str, float]]:
+        """Each language's training tokens, sampling weight and rows per batch (for the run's
+        record); empty for a one-language corpus."""
+        if not isinstance(self.train, MixedRows):
+            return {}
+        quotas = language_quotas(self.train.weights, batch_size)
+        return {n: {"tokens": d.train_tokens, "weight": self.train.weights[n],
+                    "rows_per_batch": quotas[n]} for n, d in self.languages.items()}
 
-def val_batches(rows: RowSource, batch_size: int, n: int) -> list["torch.Tensor"]:
-    """The first `n` full batches of the rows in order (one smaller batch if rows are fewer).
+
+def language_val_batches(rows: RowSource | MixedRows, batch_size: int, n: int
+                         ) -> dict[str, list["torch.Tensor"]]:
+    """Validation batches per language: ceil(n / languages) of each language's held-out rows
+    (`val_batches`), so a multilingual validation costs about what a one-corpus one does; a
+    one-corpus source is the single language ''."""
+    if isinstance(rows, RowSource):
+        return {"": val_batches(rows, batch_size, n)}
+    each = -(-n // len(rows.parts))
+    return {name: val_batches(part, batch_size, each) for name, part in rows.parts.items()}
+
+
+def val_batches(rows: RowSource | MixedRows, batch_size: int, n: int) -> list["torch.Tensor"]:
+    """The first `n` full batches of the rows in order (one smaller batch if rows are fewer);
+    of a multilingual source, each language's in turn (`language_val_batches`).
 
     Fixed batches make validation losses comparable across steps and runs.
     """
+    if isinstance(rows, MixedRows):
+        return [b for part in language_val_batches(rows, batch_size, n).values() for b in part]
     full = min(n, len(rows) // batch_size)
     if full == 0:
         return [rows.rows(np.arange(len(rows)))] if len(rows) else []
@@ -181,7 +270,14 @@ def corpus_key(cfg: DataConfig) -> str:
 
 def shards_fingerprint(cfg: DataConfig, layout: str) -> str:
     """Hash of every input and setting the shards depend on (not seq_len: rows are cut at read
-    time). Costs no reading beyond the cached content fingerprints."""
+    time). Costs no reading beyond the cached content fingerprints. A multilingual corpus's is
+    that of its languages' builds and its sampling."""
+    if is_multilingual(cfg):
+        key: dict[str, Any] = {
+            "languages": {n: shards_fingerprint(c, layout)
+                          for n, c in language_configs(cfg).items()},
+            "sampling": cfg.sampling.model_dump(mode="json") if cfg.sampling else None}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
     key = {
         "version": SHARDS_VERSION,
         "layout": layout,
@@ -199,6 +295,9 @@ def shards_input(cfg: DataConfig, layout: str) -> dict[str, dict[str, str]]:
     tokenizers version) joins the run's identity, so no run resumes on other shards."""
     from bench.data.demo_text import data_root
 
+    if is_multilingual(cfg):
+        return {f"data.shards.{n}": entry for n, c in language_configs(cfg).items()
+                for entry in shards_input(c, layout).values()}
     key = shards_fingerprint(cfg, layout)
     return {"data.shards": {"path": str(data_root() / CACHE_SUBDIR / f"shards-{key}"),
                             "sha256": key}}
@@ -219,6 +318,10 @@ def prepare_lm_data(cfg: DataConfig, cache_dir: Path, layout: str = "causal",
     if layout == "mlm" and cfg.seq_len < 3:
         raise UserError(f"data.seq_len {cfg.seq_len}: a masked-LM row needs at least 3 "
                         "positions ([CLS], a token, [SEP])")
+    if is_multilingual(cfg):
+        languages = {n: prepare_lm_data(c, cache_dir, layout, workers, build, poll_s)
+                     for n, c in language_configs(cfg).items()}
+        return _mixed(cfg, layout, languages, Path(cache_dir))
     key = shards_fingerprint(cfg, layout)
     folder = Path(cache_dir) / f"shards-{key}"
     if not (folder / "manifest.json").is_file():
@@ -227,6 +330,28 @@ def prepare_lm_data(cfg: DataConfig, cache_dir: Path, layout: str = "causal",
         else:
             _wait_for(folder / "manifest.json", poll_s)
     return open_shards(folder, cfg, key)
+
+
+def _mixed(cfg: DataConfig, layout: str, languages: dict[str, LMData], cache_dir: Path
+           ) -> LMData:
+    """The languages' builds as one: rows mixed by the languages' sampling weights."""
+    weights = language_weights(cfg, {n: d.train_tokens for n, d in languages.items()})
+
+    def total(what: str) -> int:
+        return sum(getattr(d, what) for d in languages.values())
+
+    return LMData(
+        tokenizer=next(iter(languages.values())).tokenizer,
+        train=MixedRows({n: _rows(d.train) for n, d in languages.items()}, weights),
+        val=MixedRows({n: _rows(d.val) for n, d in languages.items()}, weights),
+        train_documents=total("train_documents"), val_documents=total("val_documents"),
+        train_tokens=total("train_tokens"), val_tokens=total("val_tokens"),
+        fingerprint=shards_fingerprint(cfg, layout), folder=cache_dir, languages=languages)
+
+
+def _rows(rows: RowSource | MixedRows) -> RowSource:
+    assert isinstance(rows, RowSource)  # a language's own build is one corpus
+    return rows
 
 
 def _wait_for(manifest: Path, poll_s: float) -> None:
