@@ -130,8 +130,8 @@ def language_quotas(weights: dict[str, float], batch_size: int) -> dict[str, int
         raise UserError(
             f"data.sampling: language(s) {', '.join(empty)} get weight "
             f"{', '.join(f'{weights[n]:.4f}' for n in empty)}, less than one row of a batch of "
-            f"{batch_size}; use a batch_size of at least {smallest}, a larger alpha or weight, "
-            "or leave the language out of 'languages'")
+            f"{batch_size}; use a batch_size of at least {smallest}, a smaller alpha (more "
+            "uniform) or a larger weight, or leave the language out of 'languages'")
     return quotas
 
 
