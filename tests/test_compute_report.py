@@ -186,6 +186,8 @@ def test_the_ladder_keeps_every_rung_while_finals_keep_the_largest(tmp_path: Pat
     assert by_run["wide-0-3e+09"] == pytest.approx(0.98 * 3e9)  # what the run consumed
     assert by_run["narrow-1-3e+09"] == pytest.approx(3e9)  # no record: its budget
     assert compute.ladder_units(data) == ["flops"]
+    # the main table counts the seeds it compares: those at the largest budget
+    assert tables.compute_table(data, ["narrow", "wide"])["n"].tolist() == [2, 2]
 
 
 def test_efficiency_ratios_reuse_the_paper_table(tmp_path: Path) -> None:

@@ -117,7 +117,8 @@ def load_suite(index_path: Path, suite: str, required: bool = True,
     runs["unit"] = [unit for unit, _ in budgets]
     runs["budget"] = [amount for _, amount in budgets]
     top = runs.groupby("variant")["budget"].transform("max")
-    compared = runs.loc[runs["budget"].isna() | (runs["budget"] == top), "run_id"]
+    runs["compared"] = runs["budget"].isna() | (runs["budget"] == top)
+    compared = runs.loc[runs["compared"], "run_id"]
     # Lower rungs keep their final rows (for `ladder`), not their curves.
     metrics = metrics[metrics["step"].isna() | metrics["run_id"].isin(compared)]
     finished = finished[finished.isin(compared)]
@@ -341,8 +342,9 @@ def _mean(values: np.ndarray) -> float:
 
 def compute_table(data: SuiteData, variants: Sequence[str], unit: str = "tokens"
                   ) -> pd.DataFrame:
-    """Per variant: finished seeds and the mean compute they consumed (NaN where unrecorded)."""
-    finished = data.runs[data.runs["state"] == FINISHED]
+    """Per variant: finished seeds at its compared (largest) budget and the mean compute they
+    consumed (NaN where unrecorded)."""
+    finished = data.runs[(data.runs["state"] == FINISHED) & data.runs["compared"]]
     table = pd.DataFrame(index=pd.Index(list(variants), name="variant"))
     table["n"] = [int((finished["variant"] == v).sum()) for v in variants]
     for metric in compute_metrics(unit):
