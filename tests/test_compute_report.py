@@ -188,6 +188,13 @@ def test_the_ladder_keeps_every_rung_while_finals_keep_the_largest(tmp_path: Pat
     assert compute.ladder_units(data) == ["flops"]
     # the main table counts the seeds it compares: those at the largest budget
     assert tables.compute_table(data, ["narrow", "wide"])["n"].tolist() == [2, 2]
+    # every run has its row, the lower rungs' values included, ordered by budget
+    every = tables.per_seed_table(data, ["narrow", "wide"], ["glue.score"])
+    assert len(every) == 12 and every["glue.score"].notna().all()
+    assert every.loc[every["variant"] == "wide", "budget"].tolist() == [1e9, 1e9, 3e9, 3e9,
+                                                                         1e10, 1e10]
+    header = render_mod.per_seed_table(every).columns
+    assert header[:5] == ["variant", "seed", "run", "budget", "glue.score"]
 
 
 def test_efficiency_ratios_reuse_the_paper_table(tmp_path: Path) -> None:

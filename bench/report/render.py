@@ -598,18 +598,21 @@ def efficiency_table(frame: pd.DataFrame, unit: str) -> Table:
 
 def per_seed_table(frame: pd.DataFrame) -> Table:
     """Every finished run's values, formatted like the main table."""
-    metric_columns = [c for c in frame.columns if c not in ("run_id", "variant", "seed")]
-    columns = ["variant", "seed", "run", *[_compute_label(c) for c in metric_columns]]
+    keys = ("run_id", "variant", "seed", "budget")
+    metric_columns = [c for c in frame.columns if c not in keys]
+    budget = ["budget"] if "budget" in frame else []
+    columns = ["variant", "seed", "run", *budget, *[_compute_label(c) for c in metric_columns]]
     rows = [
         [
             Cell(str(rec["variant"]), "name"),
             Cell(str(rec["seed"]), "num"),
             Cell(_short(rec["run_id"]), "mono"),
+            *[Cell(fmt_sci(rec[c]), "num") for c in budget],
             *[Cell(_format_column(c, rec[c]), "num") for c in metric_columns],
         ]
         for rec in frame.to_dict("records")
     ]
-    return Table(columns=columns, rows=rows, keep=3)
+    return Table(columns=columns, rows=rows, keep=3 + len(budget))
 
 
 def unfinished_table(frame: pd.DataFrame) -> Table:

@@ -370,8 +370,9 @@ def efficiency_table(data: SuiteData, variants: Sequence[str], unit: str = "toke
 def per_seed_table(
     data: SuiteData, variants: Sequence[str], metrics: Sequence[str], unit: str = "tokens"
 ) -> pd.DataFrame:
-    """Every finished run's value of every key metric (with its stderr) and compute: none hidden."""
-    recorded = set(data.finals["metric"])
+    """Every finished run's value of every key metric (with its stderr) and compute: none hidden,
+    the lower rungs of a ladder included (with a `budget` column, ordered by it)."""
+    recorded = set(data.ladder["metric"])
     columns = []
     for metric in metrics:
         columns.append(metric)
@@ -379,9 +380,11 @@ def per_seed_table(
             columns.append(metric + STDERR_SUFFIX)
     columns += [m for m in compute_metrics(unit) if m in recorded]
     columns = list(dict.fromkeys(columns))  # a key metric may itself be a stderr or compute key
-    wide = data.finals.pivot(index="run_id", columns="metric", values="value")
+    wide = data.ladder.pivot(index="run_id", columns="metric", values="value")
     wide = wide.reindex(columns=columns)
-    finished = data.runs[data.runs["state"] == FINISHED][["run_id", "variant", "seed"]]
+    ladder = data.runs[data.runs["state"] == FINISHED].groupby("variant")["budget"].nunique()
+    keys = ["run_id", "variant", "seed", *(["budget"] if (ladder > 1).any() else [])]
+    finished = data.runs[data.runs["state"] == FINISHED][keys]
     table = finished.merge(wide, left_on="run_id", right_index=True, how="left")
     return _in_variant_order(table, variants)
 
@@ -450,9 +453,10 @@ def json_object(text: str | None, column: str, run_id: str) -> dict:
 def _in_variant_order(table: pd.DataFrame, variants: Sequence[str]) -> pd.DataFrame:
     rank = {v: i for i, v in enumerate(variants)}
     key = table["variant"].map(lambda v: rank.get(v, len(rank)))
+    budget = ["budget"] if "budget" in table else []
     return (
         table.assign(_rank=key)
-        .sort_values(["_rank", "variant", "seed", "run_id"])
+        .sort_values(["_rank", "variant", *budget, "seed", "run_id"])
         .drop(columns="_rank")
         .reset_index(drop=True)
     )
