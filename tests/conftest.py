@@ -29,3 +29,13 @@ def chromium() -> Iterator[Path]:
 
     with chromium_executable() as executable:
         yield executable
+
+
+@pytest.fixture
+def suite_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fixed values of the variables the suites in suites/ read."""
+    monkeypatch.setenv("BENCH_DATA", "/nonexistent")
+    for var in ("GLUE_DIR", "LAMBADA_OPENAI", "FDDB_ROOT", "PASCAL_ANNOTATIONS",
+                "PASCAL_IMAGES", "WIDER_ROOT", "OWT2_TRAIN", "BERT_TOKENIZER", "CCNEWS_TRAIN",
+                "PYTHIA_TOKENIZER", "VGG16_WEIGHTS", "WIKI_LANGS", "MBERT_TOKENIZER", "XNLI_DATA"):
+        monkeypatch.setenv(var, f"/data/{var.lower()}")

@@ -167,16 +167,6 @@ def test_the_run_context_protocol_is_what_the_runner_gives():
     assert isinstance(RunFolderContext.main, property)
 
 
-@pytest.fixture
-def suite_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fixed values of the variables the suites in suites/ read."""
-    monkeypatch.setenv("BENCH_DATA", "/nonexistent")
-    for var in ("GLUE_DIR", "LAMBADA_OPENAI", "FDDB_ROOT", "PASCAL_ANNOTATIONS",
-                "PASCAL_IMAGES", "WIDER_ROOT", "OWT2_TRAIN", "BERT_TOKENIZER", "CCNEWS_TRAIN",
-                "PYTHIA_TOKENIZER", "VGG16_WEIGHTS", "WIKI_LANGS", "MBERT_TOKENIZER", "XNLI_DATA"):
-        monkeypatch.setenv(var, f"/data/{var.lower()}")
-
-
 def _imports(path: Path) -> set[str]:
     """The modules a file imports, at any depth (lazy imports inside functions count)."""
     found = set()

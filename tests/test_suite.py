@@ -184,11 +184,7 @@ def test_exit_code_from_the_command_line(tmp_path):
     assert "unknown key" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_shipped_suites_validate(monkeypatch):
-    for var in ("OWT2_TRAIN", "PYTHIA_TOKENIZER", "LAMBADA_OPENAI", "WIDER_ROOT",
-                "FDDB_ROOT", "PASCAL_ANNOTATIONS", "PASCAL_IMAGES", "GLUE_DIR", "CCNEWS_TRAIN",
-                "BERT_TOKENIZER"):
-        monkeypatch.setenv(var, f"/data/{var.lower()}")
+def test_shipped_suites_validate(suite_env):
     for path in sorted((ROOT / "suites").rglob("*.yaml")):
         suite = load_suite(path)
         assert suite.variants, path
