@@ -306,7 +306,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     runs = plan(suite, args.only, args.seeds)
     store = _synced_store(args, suite.name)
     counts: dict[str, int] = {}
-    print(f"{'run id':<14}{'variant':<18}{'seed':>5}  {'state':<12}{'job':<14}detail (logs)")
+    print(f"{'run id':<14}{'variant':<18}{'seed':>5}  {'budget':<22}{'state':<12}{'job':<14}"
+          "detail (logs)")
     for r in runs:
         record = read_record(store, suite.name, r.run_id)
         word, detail = view(observe(store, r.run_id, record))
@@ -314,7 +315,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         run_dir = store.run_dir(suite.name, r.run_id)
         log = run_dir / "run.log" if record is None else f"{Path(record.stdout).parent}/"
         job = "-" if record is None else record.job_id
-        print(f"{r.run_id:<14}{r.variant.name:<18}{r.seed:>5}  {word:<12}{job:<14}"
+        budget = _fmt_amount(r.variant.budget.unit, r.variant.budget.amount)
+        print(f"{r.run_id:<14}{r.variant.name:<18}{r.seed:>5}  {budget:<22}{word:<12}{job:<14}"
               + (f"{detail} " if detail else "") + f"({log})")
     print(f"{suite.name}: " + ", ".join(f"{n} {word}" for word, n in sorted(counts.items())))
     return 0

@@ -70,6 +70,12 @@ def test_a_grown_ladder_reuses_its_finished_rungs_and_reports_the_largest(tmp_pa
                  "--out", str(tmp_path / "reports")]) == 0
     html = (tmp_path / "reports" / "ladder.html").read_text()
     assert "trained on a ladder of budgets" in html
+    capsys.readouterr()
+    assert main(["status", str(grown), "--results", str(results)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:-1]]
+    assert sorted((r[1], r[2], r[3], r[5]) for r in rows) == sorted(
+        (v, s, str(b), "finished") for v in ("narrow", "wide") for s in ("0", "1")
+        for b in (10, 20, 40))  # every rung by its budget
 
 
 @pytest.mark.parametrize(("budget", "message"), [
