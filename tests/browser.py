@@ -21,7 +21,7 @@ from playwright.sync_api import ConsoleMessage, Page, Request, sync_playwright
 
 DEBIAN_CHROMIUM = Path("/usr/bin/chromium")
 PATH_NAMES = ("chromium", "chromium-browser", "google-chrome")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+FLAGS = ("--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync")
 TIMEOUT_MS = 30_000
 # Each figure's outermost <svg> and each table: what the reader sees, measured in CSS pixels.
@@ -117,7 +117,7 @@ def show(executable: Path, html_path: Path) -> ShownPage:
             profile, executable_path=executable, headless=True, args=list(FLAGS),
             timeout=TIMEOUT_MS)
         try:
-            page = browser.new_page()
+            page = browser.pages[0]  # a persistent context opens with one
             page.set_default_timeout(TIMEOUT_MS)
             watch = _Watch(page, url)
             page.goto(url, wait_until="load")

@@ -181,7 +181,7 @@ def test_the_ladder_keeps_every_rung_while_finals_keep_the_largest(tmp_path: Pat
     assert set(data.finals.loc[data.finals["metric"] == "glue.score", "run_id"]) == {
         f"{v}-{s}-1e+10" for v in SCORE for s in (0, 1)}
     points = compute.ladder_points(data, "glue.score")
-    assert len(points) == 12 and compute.has_ladder(data)
+    assert len(points) == 12 and tables.has_ladder(data)
     by_run = points.set_index("run_id")["compute"]
     assert by_run["wide-0-3e+09"] == pytest.approx(0.98 * 3e9)  # what the run consumed
     assert by_run["narrow-1-3e+09"] == pytest.approx(3e9)  # no record: its budget
@@ -246,7 +246,7 @@ def test_metrics_scored_on_a_proxy_are_labelled_in_the_compute_section(tmp_path:
 def test_a_report_without_a_ladder_has_no_compute_section(tmp_path: Path) -> None:
     index = _ladder_store(tmp_path, ladder=[1e10])
     data = tables.load_suite(index, SUITE)
-    assert not compute.has_ladder(data)
+    assert not tables.has_ladder(data)
     html = render_mod.render_html(index, _spec(), data)
     assert "Metric against compute" not in html and 'class="ladder"' not in html
     assert "<h2>Throughput and latency against narrow</h2>" in html  # any suite with a baseline

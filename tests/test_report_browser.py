@@ -8,6 +8,8 @@ from pathlib import Path
 import browser
 import pytest
 from browser import ShownPage, ShownTable, outline, problems, show
+from test_compute_report import _ladder_store
+from test_compute_report import _spec as _ladder_spec
 from test_report import SUITE, VARIANTS, _pdf_pages, build_index, make_spec
 
 from bench.report import render_report
@@ -122,3 +124,14 @@ def test_without_chromium_the_tests_skip_saying_why(monkeypatch: pytest.MonkeyPa
                        r"apt-get install chromium\), or run the tests as root with CI set"), \
             browser.chromium_executable():
         pass
+
+
+def test_a_ladder_report_lays_out_its_compute_section(chromium: Path, tmp_path: Path) -> None:
+    """The compute section (figures with residual panels, fits, compute to match, ratios)
+    as the reader sees it."""
+    html_path, _ = render_report(_ladder_store(tmp_path / "results"), _ladder_spec(),
+                                 tmp_path / "reports")
+    page = show(chromium, html_path)
+    assert problems(page, html_path.read_text(encoding="utf-8")) == []
+    assert len(page.figures) >= 2 and all(w > 100 and h > 100 for w, h in page.figures)
+    assert {"fits", "match", "ratios"} <= {t.cls for t in page.tables}

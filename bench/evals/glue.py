@@ -553,13 +553,13 @@ ScoreSplits = Callable[[dict[str, tuple[list[int | float], list[float]]]], dict[
 
 
 def finetune_and_select(classifier: PairClassifier, task: TaskSpec, train: Sequence[Example],
-                        dev: Mapping[str, Sequence[Example]],
-                        gold: Mapping[str, list[int | float]], settings: FinetuneConfig,
+                        dev: Mapping[str, Sequence[Example]], settings: FinetuneConfig,
                         seed: int, folder: Path, metrics: ScoreSplits) -> TaskOutcome:
     """Fine-tune once, saving every epoch's per-example predictions of every dev split
     (`dev_epoch<n>.jsonl` in `folder`) and scoring them with `metrics` ({split: (gold,
     predictions)} -> metrics, `score` among them); the reported epoch is chosen on `score`."""
     folder.mkdir(parents=True, exist_ok=True)
+    gold = {split: _gold(task, examples) for split, examples in dev.items()}
 
     def score_epoch(epoch: int, predictions: dict[str, list[float]]) -> dict[str, float]:
         scored = metrics({s: (gold[s], predictions[s]) for s in dev})
@@ -604,8 +604,7 @@ def _finetune(config: GlueEvalConfig, classifier: PairClassifier, data: TaskData
     train = data.train[:config.limit_train] if config.limit_train else data.train
     if not train:
         raise ValueError(f"{data.source}: task {task.name} has no training examples")
-    gold = {split: _gold(task, examples) for split, examples in data.dev.items()}
-    return finetune_and_select(classifier, task, train, data.dev, gold, config.finetune,
+    return finetune_and_select(classifier, task, train, data.dev, config.finetune,
                                setting.seed, folder, lambda dev: evaluate_task(task.name, dev))
 
 

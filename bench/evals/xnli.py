@@ -26,7 +26,7 @@ Choices, where the protocol is silent or the sources differ:
 - `idx` is the 0-based row of a language within its split, in file order (the order Hugging
   Face's loader keeps), so both layouts give the same examples; training rows likewise count the
   examples kept.
-- `train_examples: N` trains on the first N examples of each training file, in file order.
+- `limit_train: N` trains on the first N examples of each training file, in file order.
 - zero_shot selects its epoch on English dev accuracy, as Conneau et al. (2018) do for
   cross-lingual transfer (no target-language data is seen); translate_train selects on the
   target language's own dev accuracy. Test accuracy at the selected epoch is reported.
@@ -73,7 +73,8 @@ ProtocolName = Literal["zero_shot", "translate_train"]
 PROTOCOLS: tuple[ProtocolName, ...] = ("zero_shot", "translate_train")
 CLASSES = ("entailment", "neutral", "contradiction")
 EVAL_SPLITS = ("dev", "test")
-_MT_SPELLINGS = {**{c: i for i, c in enumerate(CLASSES)}, "contradictory": 2}
+_SPELLINGS = {c: i for i, c in enumerate(CLASSES)}
+_MT_SPELLINGS = {**_SPELLINGS, "contradictory": 2}
 _UNLABELLED = "-"  # MultiNLI's gold label where the annotators had no majority
 _HF_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
 # Official archive folders under `path`, by config field.
@@ -104,7 +105,7 @@ class XnliEvalConfig(Strict):
                                  description="languages tested and averaged (default all 15)")
     protocols: list[ProtocolName] = Field(list(PROTOCOLS), min_length=1)
     finetune: FinetuneConfig = FinetuneConfig()
-    train_examples: Int | None = Field(None, gt=0, description="first N training examples only")
+    limit_train: Int | None = Field(None, gt=0, description="first N training examples only")
     proxy: bool = Field(False, description="the data is a stand-in, labelled so in reports")
 
     @model_validator(mode="after")
@@ -210,7 +211,6 @@ def read_xnli_tsv(path: Path, languages: Sequence[str]) -> dict[str, list[Exampl
     """language -> its examples, in file order, from XNLI-1.0's `xnli.dev.tsv` or
     `xnli.test.tsv`; every language asked for must have rows."""
     found: dict[str, list[Example]] = {lang: [] for lang in languages}
-    spellings = {c: i for i, c in enumerate(CLASSES)}
     for where, fields, (language, a, b, label) in _tsv_table(
             path, ("language", *_XNLI_COLUMNS), "XNLI-1.0's split file"):
         lang = fields[language]
@@ -220,7 +220,7 @@ def read_xnli_tsv(path: Path, languages: Sequence[str]) -> dict[str, list[Exampl
         if lang in found:
             rows = found[lang]
             rows.append(Example(len(rows), fields[a], fields[b],
-                                _label(fields[label], spellings, where, "gold_label")))
+                                _label(fields[label], _SPELLINGS, where, "gold_label")))
     absent = [lang for lang, rows in found.items() if not rows]
     if absent:
         raise UserError(f"{path}: no rows for language {', '.join(map(repr, absent))}; expected "
@@ -278,14 +278,13 @@ def read_multinli(path: Path, limit: int | None = None) -> list[Example]:
     """MultiNLI's train (`multinli_1.0_train.jsonl` or `.txt`), the first `limit` labelled
     examples; rows labelled '-' are skipped."""
     expected = "MultiNLI 1.0's train file (JSON lines or TSV with gold_label, sentence1, sentence2)"
-    spellings = {c: i for i, c in enumerate(CLASSES)}
     examples: list[Example] = []
     for where, a, b, raw in _multinli_rows(path, expected):
         if len(examples) == limit:
             break
         if raw == _UNLABELLED:
             continue
-        label = _label(raw, spellings, where, "gold_label")
+        label = _label(raw, _SPELLINGS, where, "gold_label")
         if not isinstance(a, str) or not isinstance(b, str):
             raise UserError(f"{where}: sentence1 {shown(a)}, sentence2 {shown(b)}; expected "
                             "two strings")
@@ -347,8 +346,8 @@ def load_eval_splits(path: str | None, xnli: str | None, layout: str,
 
 
 def load_train(config: XnliEvalConfig, layout: str, lang: str) -> list[Example]:
-    """The examples a language is fine-tuned on, cut to `train_examples`."""
-    limit = config.train_examples
+    """The examples a language is fine-tuned on, cut to `limit_train`."""
+    limit = config.limit_train
     if layout == "parquet":
         assert config.path is not None  # parquet is found under `path` only
         return read_parquet_split(Path(config.path), lang, "train", limit)
@@ -438,7 +437,6 @@ def _finetune(config: XnliEvalConfig, layout: str, classifier: PairClassifier,
     train = load_train(config, layout, run.train_language)
     dev = {split_name(kind, lang): data[lang][kind]
            for lang in run.languages for kind in EVAL_SPLITS}
-    gold: dict[str, list[int | float]] = {s: [x.label for x in rows] for s, rows in dev.items()}
     task = replace(SPEC, name=f"xnli-{run.name.replace('.', '-')}", dev_splits=tuple(dev))
 
     def metrics(splits: dict[str, tuple[list[int | float], list[float]]]) -> dict[str, float]:
@@ -446,7 +444,7 @@ def _finetune(config: XnliEvalConfig, layout: str, classifier: PairClassifier,
 
     setting.log.info("xnli %s: fine-tuning on %d %s examples", run.name, len(train),
                      run.train_language)
-    return finetune_and_select(classifier, task, train, dev, gold, config.finetune,
+    return finetune_and_select(classifier, task, train, dev, config.finetune,
                                setting.seed, folder, metrics)
 
 
@@ -486,7 +484,7 @@ class XnliEvaluator:
 
     def check(self, config: XnliEvalConfig, data_root: str | None) -> None:
         """Every split the protocols read is there and parses (training files up to
-        `train_examples`)."""
+        `limit_train`)."""
         layout, _ = load_eval_splits(config.path, config.xnli, config.layout, config.languages)
         for lang in config.train_languages:
             load_train(config, layout, lang)

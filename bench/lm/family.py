@@ -81,7 +81,7 @@ class LMFamily:
         from bench.lm.model import build_model, untie_head
         from bench.lm.objectives import causal_lm_loss, next_token_nll
         from bench.loading import to_device
-        from bench.text.shards import CACHE_SUBDIR, prepare_lm_data, val_batches
+        from bench.text.shards import CACHE_SUBDIR, language_val_batches, prepare_lm_data
 
         cfg: LMConfig = run.config
         device = ctx.device
@@ -99,7 +99,8 @@ class LMFamily:
             share = local_part(cfg.train.batch_size, micro=cfg.train.micro_batch_size)
             rows = cfg.train.micro_batch_size or share.stop - share.start
             ctx.record({"cwt.negatives": float(rows * (cfg.data.seq_len - 1))})
-        held_out = [b.to(device) for b in val_batches(data.val, micro, cfg.train.val_batches)]
+        held_out = [b.to(device) for part in language_val_batches(
+            data.val, micro, cfg.train.val_batches).values() for b in part]
 
         @torch.no_grad()
         def validate(objective: str) -> dict[str, float]:

@@ -9,26 +9,19 @@ whose rungs never reach the baseline's score is "not reached", never extrapolate
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from bench.report.tables import FINISHED, SuiteData, paper_table
+from bench.report.tables import FINISHED, LEVEL, SuiteData, compute_metrics, paper_table
 
 # A reference key `<metric>:compute_ratio` is the paper's compute-to-match ratio of a variant.
 COMPUTE_RATIO_SUFFIX = ":compute_ratio"
-LEVEL = 0.95
 RESAMPLES = 2000
 BOOTSTRAP_SEED = 0  # a fixed generator: the same index always gives the same interval
 POWER_LAW, LOG_LINEAR = "power law", "log-linear"
-
-
-def compute_metric(unit: str) -> str:
-    """The final metric in which a run records what it consumed of a budget in `unit`
-    (train.flops, train.tokens, train.images, train.steps, train.seconds)."""
-    return f"train.{unit}"
 
 
 def default_compute_metrics(metrics: Sequence[str]) -> list[str]:
@@ -41,12 +34,6 @@ def is_latency(metric: str) -> bool:
     """A timed metric in milliseconds (the speed evaluator's `_ms`, detection's
     `ms_per_image`)."""
     return metric.endswith(("_ms", "ms_per_image"))
-
-
-def has_ladder(data: SuiteData) -> bool:
-    """Whether some variant finished runs at more than one budget."""
-    finished = data.runs[data.runs["state"] == FINISHED]
-    return bool((finished.groupby("variant")["budget"].nunique() > 1).any())
 
 
 def ladder_units(data: SuiteData) -> list[str]:
@@ -176,7 +163,7 @@ def fit_curve(compute: Sequence[float] | np.ndarray, values: Sequence[float] | n
 
 
 def _because(fit: Fit, reason: str) -> Fit:
-    return Fit(fit.form, fit.params, fit.residuals, fit.aicc, reason)
+    return replace(fit, reason=reason)
 
 
 def fit_variants(points: pd.DataFrame, variants: Sequence[str],
@@ -277,7 +264,7 @@ def compute_to_match(points: pd.DataFrame, variants: Sequence[str], baseline: st
     base = rung_grid(points, baseline)
     if base.values.size == 0:
         return {}
-    goal = target(points, baseline)
+    goal = target(base)
     base_log_c = float(np.nanmean(base.log_compute[:, -1]))
     out = {}
     for variant in variants:
@@ -298,7 +285,9 @@ def compute_to_match(points: pd.DataFrame, variants: Sequence[str], baseline: st
 def _draws(rng: np.random.Generator, resamples: int, n: int) -> np.ndarray:
     """How often each of n seeds is drawn in each resample (resamples x n)."""
     picks = rng.integers(0, n, size=(resamples, n))
-    return np.stack([np.bincount(row, minlength=n) for row in picks]).astype(float)
+    counts = np.zeros((resamples, n))
+    np.add.at(counts, (np.arange(resamples)[:, None], picks), 1.0)
+    return counts
 
 
 def _bootstrap(own: Rungs, base: Rungs, kind: str, log_c: float, base_log_c: float,
@@ -337,10 +326,9 @@ def _bootstrap(own: Rungs, base: Rungs, kind: str, log_c: float, base_log_c: flo
     )
 
 
-def target(points: pd.DataFrame, baseline: str) -> float:
+def target(base: Rungs) -> float:
     """The score to match: the baseline's mean over seeds at its largest rung (NaN if none)."""
-    values = rung_grid(points, baseline).values
-    return float(np.nanmean(values[:, -1])) if values.size else math.nan
+    return float(np.nanmean(base.values[:, -1])) if base.values.size else math.nan
 
 
 def efficiency_ratios(data: SuiteData, variants: Sequence[str], baseline: str,
@@ -351,7 +339,7 @@ def efficiency_ratios(data: SuiteData, variants: Sequence[str], baseline: str,
     the suite's `<metric>:ratio` reference (columns (metric, ratio | reference_ratio), as in
     `paper_table`); None when no run recorded any of them."""
     recorded = set(data.finals["metric"])
-    wanted = [f"train.{unit}_per_s", *(m for m in metrics if is_latency(m))]
+    wanted = [compute_metrics(unit)[2], *(m for m in metrics if is_latency(m))]
     shown = [m for m in dict.fromkeys(wanted) if m in recorded]
     if not shown:
         return None

@@ -313,7 +313,7 @@ class ComputeSection:
 def compute_section(spec: ReportSpec, data: tables.SuiteData, variants: Sequence[str]
                     ) -> ComputeSection | None:
     """The section's figures and tables; None when no variant finished more than one budget."""
-    if not compute.has_ladder(data):
+    if not tables.has_ladder(data):
         return None
     units = compute.ladder_units(data)
     if len(units) != 1:
@@ -330,7 +330,7 @@ def ratios_section(spec: ReportSpec, data: tables.SuiteData, variants: Sequence[
     None without a baseline or without any such record."""
     ratios = None if spec.baseline is None else compute.efficiency_ratios(
         data, variants, spec.baseline, spec.metrics, spec.item_unit, spec.reference)
-    return None if ratios is None else ratios_table(ratios, spec.item_unit)
+    return None if ratios is None else ratios_table(ratios)
 
 
 def compute_panel(spec: ReportSpec, data: tables.SuiteData, variants: Sequence[str],
@@ -339,17 +339,18 @@ def compute_panel(spec: ReportSpec, data: tables.SuiteData, variants: Sequence[s
     points = compute.ladder_points(data, metric)
     higher = spec.higher_is_better.get(metric)
     fits = compute.fit_variants(points, variants, higher)
-    goal = math.nan if spec.baseline is None else compute.target(points, spec.baseline)
+    goal = (math.nan if spec.baseline is None
+            else compute.target(compute.rung_grid(points, spec.baseline)))
     match = None
     if spec.baseline is not None and higher is not None:
         match = match_table(compute.compute_to_match(points, variants, spec.baseline, higher),
                             spec, metric, unit)
     proxy = metric.partition(".")[0] in spec.proxies
     svg = figures.compute_figure(points, variants, metric, unit, fits, goal, spec.baseline, proxy)
-    return ComputePanel(metric, _markup(svg), fits_table(fits, points), match, proxy)
+    return ComputePanel(metric, _markup(svg), fits_table(fits), match, proxy)
 
 
-def fits_table(fits: dict[str, compute.Fit], points: pd.DataFrame) -> Table:
+def fits_table(fits: dict[str, compute.Fit]) -> Table:
     """Per fitted variant: the form, why, its points, the RMS residual and the parameters."""
     rows = []
     for variant, fit in fits.items():
@@ -359,7 +360,7 @@ def fits_table(fits: dict[str, compute.Fit], points: pd.DataFrame) -> Table:
                   f"α = {fmt_value(p['alpha'])}, β = {fmt_value(p['beta'])} per decade")
         rms = math.sqrt(float((fit.residuals ** 2).mean()))
         rows.append([Cell(variant, "name"), Cell(fit.form), Cell(fit.reason),
-                     Cell(str(int((points["variant"] == variant).sum())), "num"),
+                     Cell(str(fit.residuals.size), "num"),
                      Cell(fmt_value(rms), "num"), Cell(params)])
     return Table(columns=["variant", "fit", "chosen by", "points", "RMS residual", "parameters"],
                  rows=rows)
@@ -408,13 +409,12 @@ def _interval(low: str, high: str) -> str:
     return compute.NOT_REACHED if low == high == compute.NOT_REACHED else f"[{low}, {high}]"
 
 
-def ratios_table(frame: pd.DataFrame, unit: str) -> Table:
+def ratios_table(frame: pd.DataFrame) -> Table:
     """Per variant: each efficiency ratio to the baseline, beside the paper's where given."""
     metrics = list(dict.fromkeys(frame.columns.get_level_values("metric")))
-    labels = {f"train.{unit}_per_s": f"{unit}/s"}
     columns = ["variant"]
     for metric in metrics:
-        columns += [f"{labels.get(metric, metric)} ×", "paper ×"]
+        columns += [f"{_compute_label(metric)} ×", "paper ×"]
     rows = [[Cell(str(variant), "name"),
              *[Cell(fmt_ratio(frame.loc[variant, (m, field)]),
                     "num paper" if field == "reference_ratio" else "num")

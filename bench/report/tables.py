@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bench.contract import BudgetConfig
 from bench.errors import UserError
 from bench.store import index_error
 
@@ -145,11 +146,11 @@ def load_suite(index_path: Path, suite: str, required: bool = True,
 def _budget(config: dict) -> tuple[str | None, float]:
     """The unit and amount of a run's budget, from its resolved config (None and NaN where it
     names none)."""
-    budget = config.get("budget")
-    if not isinstance(budget, dict):
+    try:
+        budget = BudgetConfig.model_validate(config.get("budget"))
+        return budget.unit, budget.amount
+    except ValueError:  # no budget (a ValidationError), or a ladder's list
         return None, math.nan
-    amounts = [(k, v) for k, v in budget.items() if k != "split" and isinstance(v, int | float)]
-    return (amounts[0][0], float(amounts[0][1])) if len(amounts) == 1 else (None, math.nan)
 
 
 def _finished_metrics(con: sqlite3.Connection, suite: str, curves: Sequence[str] | None
@@ -367,6 +368,12 @@ def efficiency_table(data: SuiteData, variants: Sequence[str], unit: str = "toke
     return table
 
 
+def has_ladder(data: SuiteData) -> bool:
+    """Whether some variant finished runs at more than one budget."""
+    finished = data.runs[data.runs["state"] == FINISHED]
+    return bool((finished.groupby("variant")["budget"].nunique() > 1).any())
+
+
 def per_seed_table(
     data: SuiteData, variants: Sequence[str], metrics: Sequence[str], unit: str = "tokens"
 ) -> pd.DataFrame:
@@ -382,8 +389,7 @@ def per_seed_table(
     columns = list(dict.fromkeys(columns))  # a key metric may itself be a stderr or compute key
     wide = data.ladder.pivot(index="run_id", columns="metric", values="value")
     wide = wide.reindex(columns=columns)
-    ladder = data.runs[data.runs["state"] == FINISHED].groupby("variant")["budget"].nunique()
-    keys = ["run_id", "variant", "seed", *(["budget"] if (ladder > 1).any() else [])]
+    keys = ["run_id", "variant", "seed", *(["budget"] if has_ladder(data) else [])]
     finished = data.runs[data.runs["state"] == FINISHED][keys]
     table = finished.merge(wide, left_on="run_id", right_index=True, how="left")
     return _in_variant_order(table, variants)

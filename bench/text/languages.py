@@ -14,6 +14,7 @@ language). A language whose quota rounds to 0 is refused, naming the batch size 
 row, rather than silently never sampled.
 """
 
+import functools
 import hashlib
 import math
 from pathlib import Path
@@ -135,6 +136,7 @@ def language_quotas(weights: dict[str, float], batch_size: int) -> dict[str, int
     return quotas
 
 
+@functools.cache  # asked for every language at every step
 def language_seed(seed: int, language: str) -> int:
     """The seed of a language's epoch permutations: its own order, a function of (seed, name)."""
     digest = hashlib.sha256(f"{seed}/{language}".encode()).digest()

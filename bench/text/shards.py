@@ -163,6 +163,7 @@ class MixedRows:
 
     def __post_init__(self) -> None:
         self._starts = np.cumsum([0] + [len(p) for p in self.parts.values()])
+        self._quotas: dict[int, dict[str, int]] = {}  # by batch size: constant per stage
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -188,7 +189,9 @@ class MixedRows:
         """Step `step`'s rows: language i's quota q_i read at its running count step x q_i of
         its own epoch order, the languages' rows then spread over the batch by a permutation
         keyed by (seed, step), so every micro-batch and process share sees a mix."""
-        quotas = language_quotas(self.weights, batch_size)
+        if batch_size not in self._quotas:
+            self._quotas[batch_size] = language_quotas(self.weights, batch_size)
+        quotas = self._quotas[batch_size]
         picked = [self._starts[i] + batch_indices(len(part), step, quotas[name],
                                                   language_seed(seed, name))
                   for i, (name, part) in enumerate(self.parts.items())]
@@ -242,14 +245,12 @@ def language_val_batches(rows: RowSource | MixedRows, batch_size: int, n: int
     return {name: val_batches(part, batch_size, each) for name, part in rows.parts.items()}
 
 
-def val_batches(rows: RowSource | MixedRows, batch_size: int, n: int) -> list["torch.Tensor"]:
-    """The first `n` full batches of the rows in order (one smaller batch if rows are fewer);
-    of a multilingual source, each language's in turn (`language_val_batches`).
+def val_batches(rows: RowSource, batch_size: int, n: int) -> list["torch.Tensor"]:
+    """The first `n` full batches of one corpus's rows in order (one smaller batch if rows are
+    fewer); a multilingual source's come per language from `language_val_batches`.
 
     Fixed batches make validation losses comparable across steps and runs.
     """
-    if isinstance(rows, MixedRows):
-        return [b for part in language_val_batches(rows, batch_size, n).values() for b in part]
     full = min(n, len(rows) // batch_size)
     if full == 0:
         return [rows.rows(np.arange(len(rows)))] if len(rows) else []
@@ -273,11 +274,8 @@ def shards_fingerprint(cfg: DataConfig, layout: str) -> str:
     time). Costs no reading beyond the cached content fingerprints. A multilingual corpus's is
     that of its languages' builds and its sampling."""
     if is_multilingual(cfg):
-        key: dict[str, Any] = {
-            "languages": {n: shards_fingerprint(c, layout)
-                          for n, c in language_configs(cfg).items()},
-            "sampling": cfg.sampling.model_dump(mode="json") if cfg.sampling else None}
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+        return _joint_fingerprint(cfg, {n: shards_fingerprint(c, layout)
+                                        for n, c in language_configs(cfg).items()})
     key = {
         "version": SHARDS_VERSION,
         "layout": layout,
@@ -321,7 +319,7 @@ def prepare_lm_data(cfg: DataConfig, cache_dir: Path, layout: str = "causal",
     if is_multilingual(cfg):
         languages = {n: prepare_lm_data(c, cache_dir, layout, workers, build, poll_s)
                      for n, c in language_configs(cfg).items()}
-        return _mixed(cfg, layout, languages, Path(cache_dir))
+        return _mixed(cfg, languages, Path(cache_dir))
     key = shards_fingerprint(cfg, layout)
     folder = Path(cache_dir) / f"shards-{key}"
     if not (folder / "manifest.json").is_file():
@@ -332,8 +330,14 @@ def prepare_lm_data(cfg: DataConfig, cache_dir: Path, layout: str = "causal",
     return open_shards(folder, cfg, key)
 
 
-def _mixed(cfg: DataConfig, layout: str, languages: dict[str, LMData], cache_dir: Path
-           ) -> LMData:
+def _joint_fingerprint(cfg: DataConfig, languages: dict[str, str]) -> str:
+    """A multilingual corpus's fingerprint: its languages' builds' and its sampling."""
+    key = {"languages": languages,
+           "sampling": cfg.sampling.model_dump(mode="json") if cfg.sampling else None}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _mixed(cfg: DataConfig, languages: dict[str, LMData], cache_dir: Path) -> LMData:
     """The languages' builds as one: rows mixed by the languages' sampling weights."""
     weights = language_weights(cfg, {n: d.train_tokens for n, d in languages.items()})
 
@@ -346,7 +350,8 @@ def _mixed(cfg: DataConfig, layout: str, languages: dict[str, LMData], cache_dir
         val=MixedRows({n: _rows(d.val) for n, d in languages.items()}, weights),
         train_documents=total("train_documents"), val_documents=total("val_documents"),
         train_tokens=total("train_tokens"), val_tokens=total("val_tokens"),
-        fingerprint=shards_fingerprint(cfg, layout), folder=cache_dir, languages=languages)
+        fingerprint=_joint_fingerprint(cfg, {n: d.fingerprint for n, d in languages.items()}),
+        folder=cache_dir, languages=languages)
 
 
 def _rows(rows: RowSource | MixedRows) -> RowSource:
