@@ -208,7 +208,7 @@ def test_parquet_layout_gives_the_same_examples(tsv_root: Path, parquet_root: Pa
     for lang in langs:
         assert (load_train(config(parquet_root), "parquet", lang)
                 == load_train(config(tsv_root), "tsv", lang) == expected_train(lang))
-    assert load_train(config(parquet_root, limit_train=2), "parquet", "de") == (
+    assert load_train(config(parquet_root, train_examples=2), "parquet", "de") == (
         expected_train("de")[:2])
 
 
@@ -309,14 +309,14 @@ def test_malformed_parquet_names_file_and_row(tmp_path: Path, column: str, value
 def test_config_is_checked() -> None:
     cfg = XnliEvalConfig(path="xnli")
     assert cfg.languages == list(LANGUAGES) and len(LANGUAGES) == 15
-    assert cfg.protocols == ["zero_shot", "translate_train"] and cfg.limit_train is None
+    assert cfg.protocols == ["zero_shot", "translate_train"] and cfg.train_examples is None
     assert cfg.finetune.selection == "best"
     for kw, match in [({"languages": ["en", "xx"]}, "unknown XNLI language"),
                       ({"languages": ["en", "en"]}, "distinct"),
                       ({"protocols": ["zero_shot", "zero_shot"]}, "distinct"),
                       ({"languages": ["de"]}, "zero_shot selects its epoch on English dev"),
                       ({"tasks": ["mnli"]}, "Extra inputs"),
-                      ({"limit_train": 0}, "greater than 0")]:
+                      ({"train_examples": 0}, "greater than 0")]:
         with pytest.raises(ValueError, match=match):
             XnliEvalConfig(path="xnli", **kw)
     with pytest.raises(ValueError, match=r"give 'path' .* or multinli, xnli_mt"):
@@ -410,7 +410,7 @@ def test_zero_shot_trains_on_english_and_selects_on_english_dev(
 
 def test_translate_train_fine_tunes_each_language_on_its_own_data(tsv_root: Path,
                                                                   tmp_path: Path) -> None:
-    cfg = config(tsv_root, protocols=["translate_train"], limit_train=2)
+    cfg = config(tsv_root, protocols=["translate_train"], train_examples=2)
     result, classifier = evaluate(cfg, tmp_path / "xnli")
     assert [(n, t, s) for n, t, s in classifier.calls] == [
         (f"xnli-translate_train-{lang}", expected_train(lang)[:2], (f"dev.{lang}",

@@ -26,7 +26,7 @@ Choices, where the protocol is silent or the sources differ:
 - `idx` is the 0-based row of a language within its split, in file order (the order Hugging
   Face's loader keeps), so both layouts give the same examples; training rows likewise count the
   examples kept.
-- `limit_train: N` trains on the first N examples of each training file, in file order.
+- `train_examples: N` trains on the first N examples of each training file, in file order.
 - zero_shot selects its epoch on English dev accuracy, as Conneau et al. (2018) do for
   cross-lingual transfer (no target-language data is seen); translate_train selects on the
   target language's own dev accuracy. Test accuracy at the selected epoch is reported.
@@ -105,7 +105,7 @@ class XnliEvalConfig(Strict):
                                  description="languages tested and averaged (default all 15)")
     protocols: list[ProtocolName] = Field(list(PROTOCOLS), min_length=1)
     finetune: FinetuneConfig = FinetuneConfig()
-    limit_train: Int | None = Field(None, gt=0, description="first N training examples only")
+    train_examples: Int | None = Field(None, gt=0, description="first N training examples only")
     proxy: bool = Field(False, description="the data is a stand-in, labelled so in reports")
 
     @model_validator(mode="after")
@@ -346,8 +346,8 @@ def load_eval_splits(path: str | None, xnli: str | None, layout: str,
 
 
 def load_train(config: XnliEvalConfig, layout: str, lang: str) -> list[Example]:
-    """The examples a language is fine-tuned on, cut to `limit_train`."""
-    limit = config.limit_train
+    """The examples a language is fine-tuned on, cut to `train_examples`."""
+    limit = config.train_examples
     if layout == "parquet":
         assert config.path is not None  # parquet is found under `path` only
         return read_parquet_split(Path(config.path), lang, "train", limit)
@@ -484,7 +484,7 @@ class XnliEvaluator:
 
     def check(self, config: XnliEvalConfig, data_root: str | None) -> None:
         """Every split the protocols read is there and parses (training files up to
-        `limit_train`)."""
+        `train_examples`)."""
         layout, _ = load_eval_splits(config.path, config.xnli, config.layout, config.languages)
         for lang in config.train_languages:
             load_train(config, layout, lang)
