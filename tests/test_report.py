@@ -387,11 +387,17 @@ def test_html_is_a_pure_function_of_the_index(index: Path, data: tables.SuiteDat
 
 
 def pdf_chunks(blob: bytes) -> list[bytes]:
-    """A PDF's bytes and the contents of its compressed object streams, to search in."""
+    """A PDF's bytes and the contents of its compressed streams, to search in. Each stream is
+    cut by its dictionary's /Length (as WeasyPrint writes it), not by the next "endstream":
+    compressed bytes may end in a carriage return, or hold "stream" themselves."""
     chunks = [blob]
-    for match in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", blob, re.S):
+    for match in re.finditer(rb"\d+ \d+ obj\s*<<(.*?)>>\s*stream\r?\n", blob, re.S):
+        length = re.search(rb"/Length (\d+)", match.group(1))
+        if length is None:
+            continue
+        data = blob[match.end():match.end() + int(length.group(1))]
         try:
-            chunks.append(zlib.decompress(match.group(1)))
+            chunks.append(zlib.decompress(data))
         except zlib.error:
             continue
     return chunks
