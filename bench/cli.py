@@ -233,6 +233,7 @@ def _submit_suite(suite: "Suite", runs: list["RunSpec"], args: argparse.Namespac
     ends unless --detach."""
     from bench.cluster import RunJob, Submitter, check_resources
     from bench.data.demo_text import data_root
+    from bench.runner import branch_checkpoint
 
     resources = {name: v.resources.override(args.resource) for name, v in suite.variants.items()}
     for name in {r.variant.name for r in runs}:  # what cannot run fails here, not in a job
@@ -247,14 +248,22 @@ def _submit_suite(suite: "Suite", runs: list["RunSpec"], args: argparse.Namespac
         threads = resources[run.variant.name].cpus_per_task
         return RunJob(run, results, args.device, cache, args.restart_corrupt, threads)
 
+    def branch_of(run: "RunSpec") -> Path | None:
+        source = None if run.branch_source is None else store.folder(run.branch_source)
+        return None if source is None else branch_checkpoint(
+            run, suite.family.stages(run.config), source)
+
     submitter = Submitter(args.executor, store, suite.name, limit, job_of,
-                          lambda run: resources[run.variant.name],
+                          lambda run: resources[run.variant.name], branch_of,
                           lambda line: print(line, flush=True))
     submitter.start(runs)
     if args.detach:
-        left = len(submitter.waiting)
+        held, left = len(submitter.held), len(submitter.waiting) - len(submitter.held)
+        waits = [f"{left} for a place"] * bool(left) + [
+            f"{held} for their longest rung's branch checkpoint"] * bool(held)
         print(f"submitted; bench status {args.suite} shows how the runs go"
-              + (f" ({left} runs wait for a place: bench run submits them)" if left else ""))
+              + (f" (runs wait, {' and '.join(waits)}: bench run submits them)"
+                 if waits else ""))
         return 0
     return _failures(submitter.wait(), len(runs))
 

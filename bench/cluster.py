@@ -239,17 +239,26 @@ class Tracked:
 
 
 class Submitter:
-    """Submits a suite's runs as jobs and follows them to their ends."""
+    """Submits a suite's runs as jobs and follows them to their ends.
+
+    A lower rung of a wsd ladder is held back while its longest rung may still save the
+    checkpoint it branches from (`branch_of` says where): submitted at once, it would train its
+    shared steps again. It is submitted when that file is there, or when the longest rung ended
+    without it (it then trains from the start, as it would inline).
+    """
 
     def __init__(self, kind: str, store: Store, suite: str, max_parallel: int,
                  job_of: Callable[[RunSpec], RunJob], resources_of: Callable[[RunSpec], Resources],
-                 say: Callable[[str], None]):
+                 branch_of: Callable[[RunSpec], Path | None], say: Callable[[str], None]):
         self.kind, self.store, self.suite = kind, store, suite
         self.max_parallel, self.job_of, self.resources_of, self.say = (
             max_parallel, job_of, resources_of, say)
+        self.branch_of = branch_of
         self.jobs_dir = store.root / ".jobs" / suite
         self.tracked: list[Tracked] = []
-        self.waiting: list[tuple[str, RunSpec]] = []  # local runs beyond max_parallel
+        # runs beyond max_parallel (local) and lower rungs waiting for their branch checkpoint
+        self.waiting: list[tuple[str, RunSpec]] = []
+        self.held: set[str] = set()  # the run ids of the lower rungs held back now
 
     def start(self, runs: list[RunSpec]) -> None:
         """Reattach to the live jobs of `runs`, skip finished ones, submit the rest (for the
@@ -266,11 +275,27 @@ class Submitter:
             return
         with locked(self.jobs_dir):
             todo = [(label, run) for label, run in self.waiting if self._needs_job(label, run)]
-            room = len(todo)
+            self.waiting = todo  # a lower rung's source may wait behind it for a place
+            ready = [(label, run) for label, run in todo if not self._awaits_branch(label, run)]
+            room = len(ready)
             if self.kind == "local":
                 room = max(0, self.max_parallel - self._live_jobs())
-            self.waiting = todo[room:]
-            self._submit(todo[:room])
+            going = {run.run_id for _, run in ready[:room]}
+            self.waiting = [item for item in todo if item[1].run_id not in going]
+            self._submit(ready[:room])
+
+    def _awaits_branch(self, label: str, run: RunSpec) -> bool:
+        """Whether `run` is a lower rung whose branch checkpoint is not saved yet while its
+        longest rung, waiting or tracked here, may still save it (said once)."""
+        source = run.branch_source
+        path = self.branch_of(run)
+        coming = source is not None and not (path is not None and path.is_file()) and (
+            any(r.run_id == source for _, r in self.waiting)
+            or any(t.run.run_id == source and not t.done for t in self.tracked))
+        if coming and run.run_id not in self.held:
+            self.say(f"{label}: waits for run {source} to save the checkpoint it branches from")
+        self.held = (self.held | {run.run_id}) if coming else (self.held - {run.run_id})
+        return coming
 
     def _needs_job(self, label: str, run: RunSpec) -> bool:
         """Whether `run` needs a job; if not, it is followed (a live job or holder) or skipped

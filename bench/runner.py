@@ -41,6 +41,13 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def branch_checkpoint(run: RunSpec, stages: list[str], source_folder: Path) -> Path:
+    """The checkpoint a lower rung of a wsd ladder starts from: the one its longest rung
+    (in `source_folder`) saves for the first stage's share of this rung's budget."""
+    return branch_file(source_folder / "checkpoints", stages[0],
+                       split_budget(run.variant.budget, stages)[stages[0]])
+
+
 @dataclass
 class RunFolderContext:
     """The `RunContext` (bench.contract) of a run this process trains: its folder, log, device
@@ -90,8 +97,8 @@ class RunFolderContext:
         saves = {branch_file(ckpt_dir, stage.name, lower): lower for lower in (
             split_budget(rung, stages)[stage.name] for rung in self.run.branch_rungs)}
         source = self.run.branch_source
-        found = (None if source is None else (source, branch_file(
-            self.dir.parent / source / "checkpoints", stage.name, budget)))
+        found = (None if source is None else (source, branch_checkpoint(
+            self.run, stages, self.dir.parent / source)))
         return Branches(saves, found, self._heard_branch)
 
     def _heard_branch(self, branched: dict[str, Any]) -> None:

@@ -17,7 +17,10 @@ from store_suite import write_suite
 
 from bench.claims import read_claim
 from bench.cli import main
+from bench.cluster import Submitter, Tracked
+from bench.plan import plan
 from bench.store import Store
+from bench.suite import load_suite
 
 # Timing and throughput differ from run to run; everything else a run records must not.
 TIMED = ("seconds", "_per_s", ".iqr", "ms_per", "flops_per_s", "mfu", "peak_memory")
@@ -215,3 +218,62 @@ def test_a_run_on_two_processes_is_one_job_of_two_tasks(tmp_path, inline):
     (folder,) = (tmp_path / "results").glob("store-e2e/*")
     assert (folder / "run.rank1.log").exists()  # the second task trained beside rank 0
     assert len(list((tmp_path / "results" / ".jobs" / "store-e2e").glob("*/*_1_log.out"))) == 1
+
+
+def _wsd_ladder(root: Path) -> None:
+    """The suite as a wsd ladder of two rungs: the lower one branches at step 30 of 80."""
+    suite = write_suite(root, "{steps: [40, 80]}")
+    text = suite.read_text().replace("optim: {lr: 1.0e-2, warmup: 0.1}",
+                                     "optim: {lr: 1.0e-2, schedule: wsd, warmup: 4, decay: 0.25}")
+    suite.write_text(text)
+
+
+@pytest.mark.slow
+def test_a_lower_rung_waits_for_its_branch_checkpoint_with_a_place_free(tmp_path):
+    """Three places for two rungs: submitted at once, the lower rung would train the shared
+    steps again; held back, it is submitted once its branch checkpoint is saved and branches."""
+    _wsd_ladder(tmp_path)
+    code, out, err = finish(bench(tmp_path, "run", "suite.yaml", "--only", "softmax",
+                                  "--results", "results", "--max-parallel", "3", *LOCAL))
+    assert code == 0, out + err
+    runs = {r["metrics"]["train.steps"]: r for r in Store(tmp_path / "results").runs()}
+    assert sorted(runs) == [40, 80] and all(r["state"] == "finished" for r in runs.values())
+    longest, lower = runs[80]["run_id"], runs[40]["run_id"]
+    folder = tmp_path / "results" / "store-e2e"
+    prov = json.loads((folder / lower / "provenance.json").read_text())
+    assert prov["branched_from"] == {"run": longest, "step": 30}
+    lines = out.splitlines()
+    waits = [i for i, line in enumerate(lines)
+             if f"waits for run {longest} to save the checkpoint it branches from" in line]
+    submitted = [i for i, line in enumerate(lines) if "submitted as job" in line]
+    assert len(waits) == 1 and len(submitted) == 2
+    assert longest in lines[submitted[0]] and lower in lines[submitted[1]]
+    assert lines[submitted[0] + 1:submitted[1]]  # followed the longest rung a while first
+
+
+def test_a_lower_rung_is_held_only_while_its_longest_rung_may_still_branch(tmp_path):
+    """Held while the longest rung waits or runs without the file; released by the file, or
+    by the longest rung's end without it (it then trains from the start)."""
+    _wsd_ladder(tmp_path)
+    longest, lower = (r for r in plan(load_suite(tmp_path / "suite.yaml"))
+                      if r.variant.name == "softmax")
+    branch = tmp_path / "branch.pt"
+    said: list[str] = []
+    submitter = Submitter("local", Store(tmp_path / "results"), "store-e2e", 3,
+                          lambda run: None, lambda run: None,  # type: ignore[arg-type,return-value]
+                          lambda run: branch if run is lower else None, said.append)
+    submitter.waiting = [("longest", longest)]
+    assert submitter._awaits_branch("lower", lower)  # its source waits for a place
+    submitter.waiting = []
+    source = Tracked("longest", longest, None)
+    submitter.tracked = [source]
+    assert submitter._awaits_branch("lower", lower)  # its source trains
+    assert said == [f"lower: waits for run {longest.run_id} to save the checkpoint it "
+                    "branches from"]  # said once
+    branch.write_bytes(b"")
+    assert not submitter._awaits_branch("lower", lower)
+    branch.unlink()
+    assert submitter._awaits_branch("lower", lower)
+    source.done = True  # ended (finished or failed) without saving it
+    assert not submitter._awaits_branch("lower", lower) and not submitter.held
+    assert not submitter._awaits_branch("longest", longest)  # the longest rung never waits

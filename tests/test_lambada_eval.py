@@ -101,14 +101,14 @@ def test_task_yaml_is_lambada_openai_on_a_local_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('{"text": "a broken line"', "line 2: not valid JSON"),
+        ('{"text": "a broken line"', "bad.jsonl:2: not JSON"),
         (
             '{"passage": "no text field here"}',
-            'line 2: expected an object with a string field "text"',
+            'bad.jsonl:2: expected an object with a string field "text"',
         ),
-        ('["text", "a list"]', 'line 2: expected an object with a string field "text"'),
-        ('{"text": "lonely"}', 'line 2: "text" needs at least two space-separated words'),
-        ('{"text": "ends in a space "}', 'line 2: "text" needs at least two'),
+        ('["text", "a list"]', 'bad.jsonl:2: a JSON list; expected LAMBADA JSON lines'),
+        ('{"text": "lonely"}', 'bad.jsonl:2: "text" needs at least two space-separated words'),
+        ('{"text": "ends in a space "}', 'bad.jsonl:2: "text" needs at least two'),
     ],
 )
 def test_bad_lines_are_user_errors_naming_file_and_line(

@@ -353,3 +353,43 @@ def test_the_run_records_its_languages(tmp_path, wordpiece, monkeypatch):
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"val.de.mlm_nll", "val.en.mlm_nll", "val.fr.mlm_nll"} <= set(metrics)
     assert set(provenance["inputs"]) >= {"data.train.en", "data.shards.fr", "data.tokenizer"}
+
+
+def test_a_causal_lm_run_records_its_languages_too(tmp_path, wordpiece, monkeypatch):
+    """The LM family reads the same folders: its provenance says the sampling, and its final
+    held-out NLL is scored per language as well as over all of them."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from bench.cli import main
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+    bpe.train_from_iterator([t for n, k in SIZES.items() for t in _passages(n, k)],
+                            trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "</s>"]))
+    tokenizer = tmp_path / "bpe"
+    PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>",
+                            eos_token="</s>").save_pretrained(tokenizer)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(json.dumps({
+        "suite": "multilingual-lm", "family": "lm", "seeds": [0], "budget": {"steps": 3},
+        "model": {"preset": "micro"},
+        "data": {"train": str(_write_languages(tmp_path / "wiki")), "seq_len": 16,
+                 "tokenizer": {"path": str(tokenizer)}, "languages": ["en", "fr"]},
+        "train": {"batch_size": 8, "optim": {"lr": 1.0e-3}, "validate_every": 2,
+                  "val_batches": 4},
+        "objective": "cwt", "head": "embedding_transpose", "evals": [],
+        "variants": {"cwt": {}}}))
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "cache"))
+    assert main(["run", str(suite), "--results", str(tmp_path / "results"),
+                 "--no-progress"]) == 0
+    (run,) = [p.parent for p in (tmp_path / "results").glob("multilingual-lm/*/metrics.json")]
+    languages = json.loads((run / "provenance.json").read_text())["data.languages"]
+    assert list(languages) == ["en", "fr"]
+    assert sum(e["rows_per_batch"] for e in languages.values()) == 8
+    metrics = json.loads((run / "metrics.json").read_text())
+    # two batches per language: the overall NLL is the mean of the languages'
+    assert metrics["val.nll"] == pytest.approx(
+        (metrics["val.en.nll"] + metrics["val.fr.nll"]) / 2)
+    assert metrics["val.en.nll"] != metrics["val.fr.nll"]
+    assert {"val.en.loss", "val.fr.loss", "val.loss"} <= set(metrics)

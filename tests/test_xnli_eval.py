@@ -276,6 +276,40 @@ def test_bad_input_is_named_by_file_and_line_before_training(tmp_path: Path, edi
         EVALUATOR.check(config(root), None)
 
 
+def test_check_reads_a_large_training_file_through_without_keeping_it(tmp_path: Path,
+                                                                     tsv_root: Path) -> None:
+    """MultiNLI's train is 393k pairs: the check before training parses every row (a bad one
+    at the end is still named) in memory bounded by a row, unlike loading it for fine-tuning."""
+    import shutil
+    import tracemalloc
+
+    root = tmp_path / "big"
+    shutil.copytree(tsv_root, root)
+    rows = 20_000
+    with open(root / JSONL, "w", encoding="utf-8") as f:
+        for i in range(rows):
+            f.write(json.dumps({"gold_label": "neutral", "sentence1": f"premise number {i} "
+                                "about a cat that sleeps on the mat", "sentence2": f"a pet {i}"})
+                    + "\n")
+    cfg = config(root, protocols=["zero_shot"])
+
+    def peak(read) -> int:
+        tracemalloc.start()
+        try:
+            read()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    checked, loaded = peak(lambda: EVALUATOR.check(cfg, None)), peak(
+        lambda: load_train(cfg, "tsv", "en"))
+    assert checked * 10 < loaded, (checked, loaded)
+    with open(root / JSONL, "a", encoding="utf-8") as f:
+        f.write('{"gold_label": "maybe", "sentence1": "a", "sentence2": "b"}\n')
+    with pytest.raises(UserError, match=rf"multinli_1\.0_train\.jsonl:{rows + 1}: gold_label"):
+        EVALUATOR.check(cfg, None)
+
+
 def test_a_language_without_rows_is_named(tmp_path: Path, tsv_root: Path) -> None:
     cfg = XnliEvalConfig(path=str(tsv_root), languages=["en", "sw"], protocols=["zero_shot"])
     with pytest.raises(UserError, match=r"xnli\.dev\.tsv: no rows for language 'sw'"):
@@ -441,7 +475,19 @@ def test_both_layouts_give_the_same_metrics_and_finished_runs_are_not_redone(
     from_tsv, first = evaluate(config(tsv_root), tmp_path / "tsv")
     from_hf, _ = evaluate(config(parquet_root), tmp_path / "hf")
     assert from_tsv.metrics == from_hf.metrics and from_tsv.samples == from_hf.samples
-    assert len(first.calls) == 4  # zero_shot, then translate_train en, de, fr
+    # zero_shot, then translate_train de and fr: English's zero-shot fine-tuning serves both
+    assert [name for name, _, _ in first.calls] == [
+        "xnli-zero_shot", "xnli-translate_train-de", "xnli-translate_train-fr"]
+    alone, _ = evaluate(config(tsv_root, protocols=["translate_train"]), tmp_path / "alone")
+    m = from_tsv.metrics
+    for name in ("en.acc", "en.dev_acc", "en.epoch", "en.finetune_steps"):
+        assert m[f"translate_train.{name}"] == alone.metrics[f"translate_train.{name}"], name
+    assert m["translate_train.en.acc"] == m["zero_shot.en.acc"]
+    assert m["translate_train.avg"] == alone.metrics["translate_train.avg"]
+    assert from_tsv.samples["translate_train"] == alone.samples["translate_train"]
+    assert m["translate_train.en.finetune_tokens"] == m["zero_shot.finetune_tokens"] > 0
+    assert m["finetune_tokens"] == m["zero_shot.finetune_tokens"] + sum(
+        m[f"translate_train.{x}.finetune_tokens"] for x in ("de", "fr"))  # English once
     again, second = evaluate(config(tsv_root), tmp_path / "tsv")
     assert again == from_tsv and second.calls == []
     (tmp_path / "tsv" / "translate_train" / "fr" / "result.json").unlink()

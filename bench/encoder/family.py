@@ -80,6 +80,7 @@ class EncoderFamily:
         )
         from bench.encoder.model import build_encoder, count_parameters, trained_parameters
         from bench.encoder.objectives import mlm_loss, validation_scores
+        from bench.text.languages import record_sampling
         from bench.text.shards import CACHE_SUBDIR, language_val_batches, prepare_lm_data
 
         cfg: EncoderConfig = run.config
@@ -96,7 +97,7 @@ class EncoderFamily:
         bf16 = cfg.train.precision == "bf16" or (
             cfg.train.precision == "auto" and device.type == "cuda")
         micro = cfg.train.micro_batch_size or cfg.train.batch_size
-        _record_sampling(ctx, data.sampling(cfg.train.batch_size))
+        record_sampling(ctx, data.sampling(cfg.train.batch_size))
         # Held-out rows masked the same way for every run and seed, so curves compare; a
         # multilingual corpus's batches come per language (`val.<lang>.*` at the end).
         by_language = language_val_batches(data.val, micro, cfg.train.val_batches)
@@ -160,17 +161,6 @@ class EncoderFamily:
 
 def _mean(scores: list[dict[str, float]]) -> dict[str, float]:
     return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
-
-
-def _record_sampling(ctx: RunContext, languages: dict[str, dict[str, float]]) -> None:
-    """A multilingual corpus's realised sampling (tokens, weight, rows per batch of each
-    language) goes into the run's provenance and log."""
-    if not languages:
-        return
-    ctx.provenance["data.languages"] = languages
-    for name, entry in languages.items():
-        ctx.log.info("language %s: %d training tokens, weight %.4f, %d rows per batch", name,
-                     entry["tokens"], entry["weight"], entry["rows_per_batch"])
 
 
 def _log_noise(unigram: Any, vocab: Any, kind: str) -> Any:

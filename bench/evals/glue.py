@@ -39,7 +39,7 @@ import json
 import math
 import shutil
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeGuard
@@ -51,7 +51,7 @@ from bench.atomic import write_text
 from bench.errors import UserError
 from bench.evals.adapters import Finetuned, PairClassifier
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
-from bench.evals.io import json_loads, read_lines, shown
+from bench.evals.io import json_records, shown
 from bench.schema import Float, Int, OptimConfig, Strict
 
 if TYPE_CHECKING:
@@ -337,7 +337,7 @@ def _read_parquet(folder: Path, spec: TaskSpec, split: str) -> list[Example]:
                 raise UserError(f"{where}: a missing text; expected strings in "
                                 f"{', '.join(c for c in (a, b) if c)}")
             examples.append(Example(idx, texts[0], texts[1],
-                                    _parquet_label(spec, cols["label"][row], where)))
+                                    parquet_label(spec, cols["label"][row], where)))
     return examples
 
 
@@ -358,7 +358,9 @@ def read_parquet_table(path: Path, names: Sequence[str]) -> "pa.Table":
         raise UserError(f"{path}: cannot read it as parquet ({e})") from None
 
 
-def _parquet_label(spec: TaskSpec, value: Any, where: str) -> int | float:
+def parquet_label(spec: TaskSpec, value: Any, where: str) -> int | float:
+    """A parquet row's label checked as Hugging Face stores it: a class id (-1 for unlabelled
+    test rows, refused) or STS-B's score."""
     if spec.is_regression:
         if not isinstance(value, float | int) or isinstance(value, bool):
             raise UserError(f"{where}: label {shown(value)}; expected a similarity score")
@@ -380,25 +382,18 @@ def read_predictions(path: Path) -> dict[str, dict[int, int | float]]:
     expected = 'JSON lines {"split": ..., "idx": ..., "prediction": ...}'
     out: dict[str, dict[int, int | float]] = {}
     first_line: dict[tuple[str, int], int] = {}
-    for n, text in enumerate(read_lines(path, expected), 1):
-        if not text.strip():
-            continue
-        try:
-            rec = json_loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{n}: not JSON ({e.msg}); expected {expected}") from None
-        if not isinstance(rec, dict):
-            raise UserError(f"{path}:{n}: a JSON {type(rec).__name__}; expected {expected}")
+    for n, rec in json_records(path, expected):
+        where = f"{path}:{n}"
         split, idx, pred = rec.get("split"), rec.get("idx"), rec.get("prediction")
         if not isinstance(split, str):
-            raise UserError(f"{path}:{n}: split {shown(split)}; expected a split name such as "
+            raise UserError(f"{where}: split {shown(split)}; expected a split name such as "
                             "'dev'")
         if not isinstance(idx, int) or isinstance(idx, bool) or idx < 0:
-            raise UserError(f"{path}:{n}: idx {shown(idx)}; expected an integer >= 0")
+            raise UserError(f"{where}: idx {shown(idx)}; expected an integer >= 0")
         if not _is_finite_number(pred):
-            raise UserError(f"{path}:{n}: prediction {shown(pred)}; expected a finite number")
+            raise UserError(f"{where}: prediction {shown(pred)}; expected a finite number")
         if (split, idx) in first_line:
-            raise UserError(f"{path}:{n}: a second prediction for split {shown(split)} idx {idx} "
+            raise UserError(f"{where}: a second prediction for split {shown(split)} idx {idx} "
                             f"(the first is on line {first_line[split, idx]})")
         first_line[split, idx] = n
         out.setdefault(split, {})[idx] = pred
@@ -621,8 +616,8 @@ def _task_metrics(outcome: TaskOutcome) -> dict[str, float]:
     both = {"best": outcome.best_score, "last": outcome.epoch_scores[-1]}
     return {f"{outcome.task}.{k}": v for k, v in outcome.metrics.items()} | {
         f"{outcome.task}.epoch": float(outcome.epoch)} | {
-        f"{outcome.task}.score_{k}": v for k, v in both.items()} | {
-        f"{outcome.task}.finetune_{k}": v for k, v in outcome.cost.items()}
+        f"{outcome.task}.score_{k}": v for k, v in both.items()} | finetune_costs(
+        outcome.task, [outcome])
 
 
 def _overall(outcomes: list[TaskOutcome], tasks: list[str]) -> dict[str, float]:
@@ -631,8 +626,23 @@ def _overall(outcomes: list[TaskOutcome], tasks: list[str]) -> dict[str, float]:
     by_selection = {"best": {o.task: o.best_score for o in outcomes},
                     "last": {o.task: o.epoch_scores[-1] for o in outcomes}}
     return {"score": glue_score({o.task: o.metrics["score"] for o in outcomes}, tasks)} | {
-        f"score_{k}": glue_score(v, tasks) for k, v in by_selection.items()} | {
-        f"finetune_{k}": sum(o.cost[k] for o in outcomes) for k in outcomes[0].cost}
+        f"score_{k}": glue_score(v, tasks) for k, v in by_selection.items()} | finetune_costs(
+        "", outcomes)
+
+
+def finetune_costs(prefix: str, outcomes: Sequence[TaskOutcome]) -> dict[str, float]:
+    """`<prefix>.finetune_<cost>` summed over fine-tunings' outcomes (no prefix: bare names)."""
+    dot = f"{prefix}." if prefix else ""
+    return {f"{dot}finetune_{k}": sum(o.cost[k] for o in outcomes) for k in outcomes[0].cost}
+
+
+def finetuned_direction(metric: str, scores: Collection[str]) -> bool | None:
+    """`higher_is_better` of a fine-tuning evaluator: its costs are lower-better, the metrics
+    named in `scores` higher-better, anything else (the epoch reported) neither."""
+    last = metric.rsplit(".", 1)[-1]
+    if last.startswith("finetune_"):
+        return False
+    return True if last in scores else None
 
 
 class GlueEvaluator:
@@ -644,10 +654,7 @@ class GlueEvaluator:
     needs = PairClassifier
 
     def higher_is_better(self, metric: str) -> bool | None:
-        last = metric.rsplit(".", 1)[-1]
-        if last.startswith("finetune_"):
-            return False
-        return True if last in _SCORES else None  # None: the epoch reported
+        return finetuned_direction(metric, _SCORES)
 
     def inputs(self, config: GlueEvalConfig, data_root: str | None) -> dict[str, str]:
         return {"path": config.path}

@@ -4,7 +4,7 @@ error that names it, quoting its text in errors (cut short), and writing the opt
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,30 @@ def read_lines(path: Path, expected: str = "a UTF-8 text file") -> list[str]:
     """The file's lines; a missing or unreadable file is a UserError naming it."""
     try:
         return Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found; expected {expected}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read it ({e}); expected {expected}") from None
+
+
+def json_records(path: Path, expected: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) per non-blank line of a JSON-lines file, read one line at a
+    time; a missing or unreadable file, a line that is not JSON or not an object is a UserError
+    naming the file and line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, text in enumerate(f, 1):
+                if not text.strip():
+                    continue
+                try:
+                    record = json_loads(text)
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{path}:{n}: not JSON ({e.msg}); expected {expected}"
+                                    ) from None
+                if not isinstance(record, dict):
+                    raise UserError(f"{path}:{n}: a JSON {type(record).__name__}; expected "
+                                    f"{expected}")
+                yield n, record
     except FileNotFoundError:
         raise UserError(f"{path}: file not found; expected {expected}") from None
     except (OSError, UnicodeDecodeError) as e:

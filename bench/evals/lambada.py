@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import os
 import shlex
@@ -21,6 +20,7 @@ from pydantic import Field, model_validator
 from bench.errors import UserError
 from bench.evals.adapters import ContinuationScorer
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
+from bench.evals.io import json_records
 from bench.schema import Int, SafeName, Strict
 
 if TYPE_CHECKING:
@@ -79,27 +79,18 @@ class LambadaResult:
 def validate_passages(path: Path) -> int:
     """Check a LAMBADA JSON-lines file up front, so a bad line fails with its number instead of
     deep inside lm-eval; returns the number of passages."""
-    if not path.is_file():
-        raise UserError(f"{path}: LAMBADA file not found")
     n = 0
-    with path.open(encoding="utf-8") as lines:
-        for lineno, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {lineno}"
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{where}: not valid JSON ({err.msg})") from None
-            if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
-                raise UserError(f'{where}: expected an object with a string field "text"')
-            words = doc["text"].split(" ")
-            if len(words) < 2 or not words[-1].strip() or not " ".join(words[:-1]).strip():
-                raise UserError(
-                    f'{where}: "text" needs at least two space-separated words '
-                    "(the last one is the target)"
-                )
-            n += 1
+    for line, doc in json_records(path, 'LAMBADA JSON lines {"text": ...}'):
+        where = f"{path}:{line}"
+        if not isinstance(doc.get("text"), str):
+            raise UserError(f'{where}: expected an object with a string field "text"')
+        words = doc["text"].split(" ")
+        if len(words) < 2 or not words[-1].strip() or not " ".join(words[:-1]).strip():
+            raise UserError(
+                f'{where}: "text" needs at least two space-separated words '
+                "(the last one is the target)"
+            )
+        n += 1
     if n == 0:
         raise UserError(f"{path}: no passages")
     return n

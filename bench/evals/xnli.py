@@ -39,10 +39,11 @@ Choices, where the protocol is silent or the sources differ:
   stay in `<protocol>/[<lang>/]dev_epoch<n>.jsonl`. `bench eval xnli` rescores such a file.
 """
 
-import json
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,12 +60,15 @@ from bench.evals.glue import (
     TaskOutcome,
     TaskSpec,
     finetune_and_select,
+    finetune_costs,
+    finetuned_direction,
     iter_tsv,
+    parquet_label,
     read_parquet_table,
     recorded_outcome,
     split_metrics,
 )
-from bench.evals.io import json_loads, shown
+from bench.evals.io import json_records, shown
 from bench.schema import Int, Strict
 
 LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi",
@@ -228,103 +232,90 @@ def read_xnli_tsv(path: Path, languages: Sequence[str]) -> dict[str, list[Exampl
     return found
 
 
-def read_xnli_mt(path: Path, lang: str, limit: int | None = None) -> list[Example]:
-    """A language's machine-translated MultiNLI train (XNLI-MT-1.0), the first `limit`
-    examples."""
+def iter_xnli_mt(path: Path, lang: str) -> Iterator[Example]:
+    """A language's machine-translated MultiNLI train (XNLI-MT-1.0), one example at a time."""
     expected = f"XNLI-MT-1.0's machine-translated MultiNLI train for language {lang!r}"
-    examples: list[Example] = []
+    n = 0
     for where, fields, (a, b, label) in _tsv_table(path, _MT_COLUMNS, expected):
-        if len(examples) == limit:
-            break
-        examples.append(Example(len(examples), fields[a], fields[b],
-                                _label(fields[label], _MT_SPELLINGS, where, "label")))
-    return _nonempty(examples, path, expected)
+        yield Example(n, fields[a], fields[b], _label(fields[label], _MT_SPELLINGS, where,
+                                                      "label"))
+        n += 1
+    _nonempty(n, path, expected)
 
 
-def _json_records(path: Path, expected: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(where, record) per non-blank line of a JSON-lines file, read one at a time."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            for n, text in enumerate(f, 1):
-                if not text.strip():
-                    continue
-                try:
-                    record = json_loads(text)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}:{n}: not JSON ({e.msg}); expected {expected}"
-                                    ) from None
-                if not isinstance(record, dict):
-                    raise UserError(f"{path}:{n}: a JSON {type(record).__name__}; expected "
-                                    f"{expected}")
-                yield f"{path}:{n}", record
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found; expected {expected}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: cannot read it ({e}); expected {expected}") from None
+def read_xnli_mt(path: Path, lang: str, limit: int | None = None) -> list[Example]:
+    """`iter_xnli_mt`'s first `limit` examples (rows past them are not read)."""
+    return list(islice(iter_xnli_mt(path, lang), limit))
 
 
 def _multinli_rows(path: Path, expected: str) -> Iterator[tuple[str, Any, Any, Any]]:
     """(where, sentence1, sentence2, gold_label) per row of MultiNLI's JSON lines or TSV."""
     if path.suffix == ".jsonl":
-        for where, record in _json_records(path, expected):
-            yield where, record.get("sentence1"), record.get("sentence2"), record.get(
+        for n, record in json_records(path, expected):
+            yield f"{path}:{n}", record.get("sentence1"), record.get("sentence2"), record.get(
                 "gold_label")
         return
     for where, fields, (a, b, label) in _tsv_table(path, _XNLI_COLUMNS, expected):
         yield where, fields[a], fields[b], fields[label]
 
 
-def read_multinli(path: Path, limit: int | None = None) -> list[Example]:
-    """MultiNLI's train (`multinli_1.0_train.jsonl` or `.txt`), the first `limit` labelled
-    examples; rows labelled '-' are skipped."""
+def iter_multinli(path: Path) -> Iterator[Example]:
+    """MultiNLI's train (`multinli_1.0_train.jsonl` or `.txt`), one labelled example at a time;
+    rows labelled '-' are skipped."""
     expected = "MultiNLI 1.0's train file (JSON lines or TSV with gold_label, sentence1, sentence2)"
-    examples: list[Example] = []
+    n = 0
     for where, a, b, raw in _multinli_rows(path, expected):
-        if len(examples) == limit:
-            break
         if raw == _UNLABELLED:
             continue
         label = _label(raw, _SPELLINGS, where, "gold_label")
         if not isinstance(a, str) or not isinstance(b, str):
             raise UserError(f"{where}: sentence1 {shown(a)}, sentence2 {shown(b)}; expected "
                             "two strings")
-        examples.append(Example(len(examples), a, b, label))
-    return _nonempty(examples, path, expected)
+        yield Example(n, a, b, label)
+        n += 1
+    _nonempty(n, path, expected)
 
 
-def _nonempty(examples: list[Example], where: Path, expected: str) -> list[Example]:
-    if not examples:
+def read_multinli(path: Path, limit: int | None = None) -> list[Example]:
+    """`iter_multinli`'s first `limit` examples (rows past them are not read)."""
+    return list(islice(iter_multinli(path), limit))
+
+
+def _nonempty(count: int, where: Path, expected: str) -> None:
+    """A training source that ended without an example is refused."""
+    if not count:
         raise UserError(f"{where}: no labelled example; expected {expected}")
-    return examples
 
 
 # ---- Hugging Face's parquet layout ------------------------------------------------------------
 
-def read_parquet_split(root: Path, lang: str, split: str, limit: int | None = None
-                       ) -> list[Example]:
+def iter_parquet_split(root: Path, lang: str, split: str) -> Iterator[Example]:
     """One language's split ("train", "dev", "test") from Hugging Face's xnli parquet
-    (`<root>/<lang>/<split>-*.parquet`, shards in name order), the first `limit` examples."""
+    (`<root>/<lang>/<split>-*.parquet`, shards in name order), one example at a time (one
+    shard in memory)."""
     folder, hf = root / lang, _HF_SPLITS[split]
     expected = f"Hugging Face's xnli layout ({lang}/{hf}-*.parquet) for language {lang!r}"
     files = sorted(folder.glob(f"{hf}-*.parquet"))
     if not files:
         raise UserError(f"{folder}: no {hf}-*.parquet file; expected {expected}")
-    examples: list[Example] = []
+    n = 0
     for path in files:
         table = read_parquet_table(path, _PARQUET_COLUMNS)
         a, b, labels = (table.column(c).to_pylist() for c in _PARQUET_COLUMNS)
         for row, (x, y, label) in enumerate(zip(a, b, labels, strict=True)):
-            if len(examples) == limit:
-                return examples
             where = f"{path}: row {row}"
             if not isinstance(x, str) or not isinstance(y, str):
                 raise UserError(f"{where}: a missing text; expected strings in premise, "
                                 "hypothesis")
-            if not isinstance(label, int) or isinstance(label, bool) or label not in (0, 1, 2):
-                raise UserError(f"{where}: label {shown(label)}; expected a class id 0..2 "
-                                f"({', '.join(CLASSES)})")
-            examples.append(Example(len(examples), x, y, label))
-    return _nonempty(examples, folder, expected)
+            yield Example(n, x, y, parquet_label(SPEC, label, where))
+            n += 1
+    _nonempty(n, folder, expected)
+
+
+def read_parquet_split(root: Path, lang: str, split: str, limit: int | None = None
+                       ) -> list[Example]:
+    """`iter_parquet_split`'s first `limit` examples (shards past them are not read)."""
+    return list(islice(iter_parquet_split(root, lang, split), limit))
 
 
 # ---- the splits a protocol reads ---------------------------------------------------------------
@@ -345,14 +336,20 @@ def load_eval_splits(path: str | None, xnli: str | None, layout: str,
     return kind, {lang: {s: read[s][lang] for s in EVAL_SPLITS} for lang in languages}
 
 
-def load_train(config: XnliEvalConfig, layout: str, lang: str) -> list[Example]:
-    """The examples a language is fine-tuned on, cut to `train_examples`."""
-    limit = config.train_examples
+def iter_train(config: XnliEvalConfig, layout: str, lang: str) -> Iterator[Example]:
+    """The examples a language is fine-tuned on, cut to `train_examples`, one at a time."""
     if layout == "parquet":
         assert config.path is not None  # parquet is found under `path` only
-        return read_parquet_split(Path(config.path), lang, "train", limit)
-    path = _train_file(config, lang)
-    return read_multinli(path, limit) if lang == "en" else read_xnli_mt(path, lang, limit)
+        examples = iter_parquet_split(Path(config.path), lang, "train")
+    else:
+        path = _train_file(config, lang)
+        examples = iter_multinli(path) if lang == "en" else iter_xnli_mt(path, lang)
+    return islice(examples, config.train_examples)
+
+
+def load_train(config: XnliEvalConfig, layout: str, lang: str) -> list[Example]:
+    """The examples a language is fine-tuned on (`iter_train`), in memory for fine-tuning."""
+    return list(iter_train(config, layout, lang))
 
 
 # ---- metrics -----------------------------------------------------------------------------------
@@ -448,12 +445,6 @@ def _finetune(config: XnliEvalConfig, layout: str, classifier: PairClassifier,
                                setting.seed, folder, metrics)
 
 
-def _costs(prefix: str, outcomes: Sequence[TaskOutcome]) -> dict[str, float]:
-    """`<prefix>.finetune_<cost>` summed over the outcomes (no prefix: bare names)."""
-    dot = f"{prefix}." if prefix else ""
-    return {f"{dot}finetune_{k}": sum(o.cost[k] for o in outcomes) for k in outcomes[0].cost}
-
-
 class XnliEvaluator:
     """XNLI test accuracy per language and on average, by the zero-shot and translate-train
     protocols; fine-tuning compute is recorded apart from the training budget."""
@@ -463,10 +454,7 @@ class XnliEvaluator:
     needs = PairClassifier
 
     def higher_is_better(self, metric: str) -> bool | None:
-        last = metric.rsplit(".", 1)[-1]
-        if last.startswith("finetune_"):
-            return False
-        return True if last in ("acc", "dev_acc", "avg", "dev_avg") else None  # None: epoch
+        return finetuned_direction(metric, ("acc", "dev_acc", "avg", "dev_avg"))
 
     def inputs(self, config: XnliEvalConfig, data_root: str | None) -> dict[str, str]:
         """The split files the protocols read (per-language folders in the parquet layout)."""
@@ -486,8 +474,8 @@ class XnliEvaluator:
         """Every split the protocols read is there and parses (training files up to
         `train_examples`)."""
         layout, _ = load_eval_splits(config.path, config.xnli, config.layout, config.languages)
-        for lang in config.train_languages:
-            load_train(config, layout, lang)
+        for lang in config.train_languages:  # read through, not kept: MultiNLI is 393k pairs
+            deque(iter_train(config, layout, lang), maxlen=0)
 
     def evaluate(self, config: XnliEvalConfig, model: PairClassifier, setting: EvalSetting
                  ) -> EvalResult:
@@ -496,24 +484,35 @@ class XnliEvaluator:
         result = EvalResult(metrics={}, provenance={
             "epoch_selection": config.finetune.selection, "layout": layout})
         every: list[TaskOutcome] = []
-        for protocol in config.protocols:
+        # By training language: a fine-tuning already made and the languages it scored. One on
+        # English serves both protocols (same data, seed and selection split); zero-shot's,
+        # which scores every language, goes first.
+        tuned: dict[str, tuple[TaskOutcome, list[dict[str, Any]], tuple[str, ...]]] = {}
+        for protocol in sorted(config.protocols, key=lambda p: p != "zero_shot"):
             outcomes, rows = [], []
             for run in finetunings(protocol, config.languages):
-                outcome, selected = recorded_outcome(
-                    setting.workdir.joinpath(*run.name.split(".")),
-                    partial(_finetune, config, layout, model, run, data, setting))
+                made = tuned.get(run.train_language)
+                if made is not None and set(run.languages) <= set(made[2]):
+                    outcome, scored = made[0], made[1]
+                    selected = [r for r in scored
+                                if r["split"].partition(".")[2] in run.languages]
+                else:
+                    outcome, selected = recorded_outcome(
+                        setting.workdir.joinpath(*run.name.split(".")),
+                        partial(_finetune, config, layout, model, run, data, setting))
+                    tuned[run.train_language] = (outcome, selected, run.languages)
+                    every.append(outcome)
                 outcomes.append(outcome)
                 rows += selected
-                result.metrics |= {f"{run.name}.epoch": float(outcome.epoch)} | _costs(
+                result.metrics |= {f"{run.name}.epoch": float(outcome.epoch)} | finetune_costs(
                     run.name, [outcome])
                 setting.log.info("xnli %s: epoch %d of %d (selection %s on %s)", run.name,
                                  outcome.epoch, len(outcome.epoch_scores), outcome.selection,
                                  run.selection_split)
             result.samples[protocol] = rows
             result.metrics |= {f"{protocol}.{k}": v for k, v in rows_metrics(rows).items()}
-            result.metrics |= _costs(protocol, outcomes)
-            every += outcomes
-        result.metrics |= _costs("", every)
+            result.metrics |= finetune_costs(protocol, outcomes)
+        result.metrics |= finetune_costs("", every)
         return result
 
 

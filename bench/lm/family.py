@@ -81,6 +81,7 @@ class LMFamily:
         from bench.lm.model import build_model, untie_head
         from bench.lm.objectives import causal_lm_loss, next_token_nll
         from bench.loading import to_device
+        from bench.text.languages import record_sampling
         from bench.text.shards import CACHE_SUBDIR, language_val_batches, prepare_lm_data
 
         cfg: LMConfig = run.config
@@ -99,16 +100,19 @@ class LMFamily:
             share = local_part(cfg.train.batch_size, micro=cfg.train.micro_batch_size)
             rows = cfg.train.micro_batch_size or share.stop - share.start
             ctx.record({"cwt.negatives": float(rows * (cfg.data.seq_len - 1))})
-        held_out = [b.to(device) for part in language_val_batches(
-            data.val, micro, cfg.train.val_batches).values() for b in part]
+        record_sampling(ctx, data.sampling(cfg.train.batch_size))
+        # a multilingual corpus's held-out batches come per language (`val.<lang>.*` at the end)
+        by_language = {name: [b.to(device) for b in part] for name, part in
+                       language_val_batches(data.val, micro, cfg.train.val_batches).items()}
+        held_out = [b for part in by_language.values() for b in part]
 
         @torch.no_grad()
-        def validate(objective: str) -> dict[str, float]:
-            n = len(held_out)
-            nll = sum(float(next_token_nll(model, b)) for b in held_out) / n
+        def validate(objective: str, batches: list[torch.Tensor] = held_out) -> dict[str, float]:
+            n = len(batches)
+            nll = sum(float(next_token_nll(model, b)) for b in batches) / n
             if objective == "softmax":  # the objective is the NLL itself: no second pass
                 return {"loss": nll, "nll": nll}
-            loss = sum(float(causal_lm_loss(model, b, objective, cfg.cwt)) for b in held_out)
+            loss = sum(float(causal_lm_loss(model, b, objective, cfg.cwt)) for b in batches)
             return {"loss": loss / n, "nll": nll}
 
         def micro_batches(step: int, batch_size: int, field: str) -> list[torch.Tensor]:
@@ -147,8 +151,11 @@ class LMFamily:
         if not ctx.main:  # rank 0 alone saves and scores the model
             return
         ctx.record(_parameter_metrics(model, "model"))  # the model saved and scored
-        final = validate("softmax" if cfg.head == "finetune" else cfg.objective)
-        ctx.record({"val.loss": final["loss"], "val.nll": final["nll"]})
+        objective = "softmax" if cfg.head == "finetune" else cfg.objective
+        ctx.record({f"val.{k}": v for k, v in validate(objective).items()})
+        if len(by_language) > 1:
+            ctx.record({f"val.{name}.{k}": v for name, part in by_language.items()
+                        for k, v in validate(objective, part).items()})
 
         def save(tmp: Path) -> None:
             model.save_pretrained(tmp)

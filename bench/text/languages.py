@@ -19,6 +19,7 @@ import hashlib
 import math
 from pathlib import Path
 
+from bench.contract import RunContext
 from bench.errors import UserError
 from bench.text.config import DEFAULT_ALPHA, DataConfig
 
@@ -141,3 +142,14 @@ def language_seed(seed: int, language: str) -> int:
     """The seed of a language's epoch permutations: its own order, a function of (seed, name)."""
     digest = hashlib.sha256(f"{seed}/{language}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+def record_sampling(ctx: RunContext, languages: dict[str, dict[str, float]]) -> None:
+    """A multilingual corpus's realised sampling (tokens, weight, rows per batch of each
+    language) goes into the run's provenance and log."""
+    if not languages:
+        return
+    ctx.provenance["data.languages"] = languages
+    for name, entry in languages.items():
+        ctx.log.info("language %s: %d training tokens, weight %.4f, %d rows per batch", name,
+                     entry["tokens"], entry["weight"], entry["rows_per_batch"])
