@@ -259,6 +259,7 @@ class Submitter:
         # runs beyond max_parallel (local) and lower rungs waiting for their branch checkpoint
         self.waiting: list[tuple[str, RunSpec]] = []
         self.held: set[str] = set()  # the run ids of the lower rungs held back now
+        self.submitted = False  # whether the first fill ran (SLURM: its arrays are limited)
 
     def start(self, runs: list[RunSpec]) -> None:
         """Reattach to the live jobs of `runs`, skip finished ones, submit the rest (for the
@@ -270,7 +271,11 @@ class Submitter:
     def fill(self) -> None:
         """Under the suite's submission lock, look again at each waiting run (another
         submitter may have submitted it meanwhile) and submit those that still need a job,
-        as many as there are places."""
+        as many as there are places.
+
+        A local job takes a place. SLURM's first submission is one array per resources block
+        with `max_parallel` as its limit; a later one (rungs released from holding) is another
+        array, outside that limit, so it takes places as local jobs do."""
         if not self.waiting:
             return
         with locked(self.jobs_dir):
@@ -278,8 +283,9 @@ class Submitter:
             self.waiting = todo  # a lower rung's source may wait behind it for a place
             ready = [(label, run) for label, run in todo if not self._awaits_branch(label, run)]
             room = len(ready)
-            if self.kind == "local":
+            if self.kind == "local" or self.submitted:
                 room = max(0, self.max_parallel - self._live_jobs())
+            self.submitted = True
             going = {run.run_id for _, run in ready[:room]}
             self.waiting = [item for item in todo if item[1].run_id not in going]
             self._submit(ready[:room])

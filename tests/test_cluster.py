@@ -5,6 +5,7 @@ concurrent submitters never run a run twice, a detached suite is followed later.
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,10 +16,11 @@ from pathlib import Path
 import pytest
 from store_suite import write_suite
 
-from bench.claims import read_claim
+from bench.claims import process_start, read_claim
 from bench.cli import main
-from bench.cluster import Submitter, Tracked
+from bench.cluster import JobRecord, Submitter, Tracked
 from bench.plan import plan
+from bench.provenance import now
 from bench.store import Store
 from bench.suite import load_suite
 
@@ -277,3 +279,41 @@ def test_a_lower_rung_is_held_only_while_its_longest_rung_may_still_branch(tmp_p
     source.done = True  # ended (finished or failed) without saving it
     assert not submitter._awaits_branch("lower", lower) and not submitter.held
     assert not submitter._awaits_branch("longest", longest)  # the longest rung never waits
+
+
+class _Recording(Submitter):
+    """Records what it would submit, each as a live job of this process: the places logic,
+    not a cluster, is under test."""
+
+    def _submit(self, todo: list) -> None:
+        for label, run in todo:
+            record = JobRecord("local", str(len(self.tracked)), now(), "", "",
+                               socket.gethostname(), os.getpid(), process_start(os.getpid()))
+            self.say(f"{label}: submitted")
+            self.tracked.append(Tracked(label, run, record))
+
+
+def test_rungs_released_later_on_slurm_take_places_as_local_jobs_do(tmp_path):
+    """SLURM's first submission is arrays limited to --max-parallel; a rung released from
+    holding goes in a later array, outside that limit, so it waits for a place."""
+    _wsd_ladder(tmp_path)
+    runs = plan(load_suite(tmp_path / "suite.yaml"))
+    sources = [r for r in runs if r.branch_source is None]
+    lower = {r.branch_source: r for r in runs if r.branch_source is not None}
+    branch = {lower[s.run_id].run_id: tmp_path / f"{s.variant.name}.pt" for s in sources}
+    said: list[str] = []
+    submitter = _Recording("slurm", Store(tmp_path / "results"), "store-e2e", 1,
+                           lambda run: None, lambda run: None,  # type: ignore[arg-type,return-value]
+                           lambda run: branch.get(run.run_id), said.append)
+    submitter.start(runs)
+    assert [t.run for t in submitter.tracked] == sources  # both arrays' jobs, limit 1 each
+    first = lower[sources[0].run_id]
+    branch[first.run_id].write_bytes(b"")
+    submitter.fill()
+    assert len(submitter.tracked) == 2 and first.run_id not in submitter.held  # no place
+    for t in submitter.tracked:
+        t.done = True  # both longest rungs ended: the other lower rung is released too
+    submitter.fill()
+    assert [t.run for t in submitter.tracked[2:]] == [first]
+    submitter.fill()
+    assert len(submitter.tracked) == 3 and len(submitter.waiting) == 1
