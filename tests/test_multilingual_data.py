@@ -355,31 +355,38 @@ def test_the_run_records_its_languages(tmp_path, wordpiece, monkeypatch):
     assert set(provenance["inputs"]) >= {"data.train.en", "data.shards.fr", "data.tokenizer"}
 
 
-def test_a_causal_lm_run_records_its_languages_too(tmp_path, wordpiece, monkeypatch):
-    """The LM family reads the same folders: its provenance says the sampling, and its final
-    held-out NLL is scored per language as well as over all of them."""
+def _lm_suite(folder: Path, wordpiece: str, **config: object) -> Path:
+    """A micro causal-LM suite on the English and French corpora, with a BPE tokenizer that has
+    an eos token (the causal layout packs documents with it)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
-
-    from bench.cli import main
 
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.Whitespace()
     bpe.train_from_iterator([t for n, k in SIZES.items() for t in _passages(n, k)],
                             trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "</s>"]))
-    tokenizer = tmp_path / "bpe"
+    tokenizer = folder / "bpe"
     PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>",
                             eos_token="</s>").save_pretrained(tokenizer)
-    suite = tmp_path / "suite.yaml"
+    suite = folder / "suite.yaml"
     suite.write_text(json.dumps({
         "suite": "multilingual-lm", "family": "lm", "seeds": [0], "budget": {"steps": 3},
         "model": {"preset": "micro"},
-        "data": {"train": str(_write_languages(tmp_path / "wiki")), "seq_len": 16,
+        "data": {"train": str(_write_languages(folder / "wiki")), "seq_len": 16,
                  "tokenizer": {"path": str(tokenizer)}, "languages": ["en", "fr"]},
         "train": {"batch_size": 8, "optim": {"lr": 1.0e-3}, "validate_every": 2,
                   "val_batches": 4},
         "objective": "cwt", "head": "embedding_transpose", "evals": [],
-        "variants": {"cwt": {}}}))
+        "variants": {"cwt": {}}} | config))
+    return suite
+
+
+def test_a_causal_lm_run_records_its_languages_too(tmp_path, wordpiece, monkeypatch):
+    """The LM family reads the same folders: its provenance says the sampling, and its final
+    held-out NLL is scored per language as well as over all of them."""
+    from bench.cli import main
+
+    suite = _lm_suite(tmp_path, wordpiece)
     monkeypatch.setenv("BENCH_DATA", str(tmp_path / "cache"))
     assert main(["run", str(suite), "--results", str(tmp_path / "results"),
                  "--no-progress"]) == 0
@@ -393,3 +400,26 @@ def test_a_causal_lm_run_records_its_languages_too(tmp_path, wordpiece, monkeypa
         (metrics["val.en.nll"] + metrics["val.fr.nll"]) / 2)
     assert metrics["val.en.nll"] != metrics["val.fr.nll"]
     assert {"val.en.loss", "val.fr.loss", "val.loss"} <= set(metrics)
+
+
+def test_a_head_fine_tuning_batch_without_a_row_of_a_language_fails_before_training(
+        tmp_path, wordpiece, monkeypatch, capsys):
+    """French gets 2 of 8 pretraining rows but none of the head stage's 2: the run fails at its
+    start, naming the batch, not after pretraining."""
+    from bench.cli import main
+    from bench.store import Store
+
+    suite = _lm_suite(tmp_path, wordpiece, head="finetune", budget={
+        "steps": 4, "split": {"pretrain": 0.5, "head_finetune": 0.5}},
+        head_finetune={"batch_size": 2, "optim": {"lr": 1.0e-3}})
+    data = json.loads(suite.read_text())
+    data["data"]["sampling"] = {"weights": {"en": 3, "fr": 1}}
+    suite.write_text(json.dumps(data))
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "cache"))
+    assert main(["run", str(suite), "--results", str(tmp_path / "results"),
+                 "--no-progress"]) == 1
+    (run,) = Store(tmp_path / "results").runs()
+    assert run["state"] == "failed"
+    assert "language(s) fr get weight 0.2500, less than one row of a batch of 2" in run["reason"]
+    folder = tmp_path / "results" / "multilingual-lm" / run["run_id"]
+    assert not (folder / "checkpoints").exists() or not any((folder / "checkpoints").iterdir())

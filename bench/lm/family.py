@@ -101,6 +101,8 @@ class LMFamily:
             rows = cfg.train.micro_batch_size or share.stop - share.start
             ctx.record({"cwt.negatives": float(rows * (cfg.data.seq_len - 1))})
         record_sampling(ctx, data.sampling(cfg.train.batch_size))
+        if cfg.head == "finetune":  # a language its batch leaves without a row fails up front
+            data.sampling(_finetune_batch(cfg))
         # a multilingual corpus's held-out batches come per language (`val.<lang>.*` at the end)
         by_language = {name: [b.to(device) for b in part] for name, part in
                        language_val_batches(data.val, micro, cfg.train.val_batches).items()}
