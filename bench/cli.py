@@ -248,10 +248,9 @@ def _submit_suite(suite: "Suite", runs: list["RunSpec"], args: argparse.Namespac
         threads = resources[run.variant.name].cpus_per_task
         return RunJob(run, results, args.device, cache, args.restart_corrupt, threads)
 
-    def branch_of(run: "RunSpec") -> Path | None:
-        source = None if run.branch_source is None else store.folder(run.branch_source)
-        return None if source is None else branch_checkpoint(
-            run, suite.family.stages(run.config), source)
+    def branch_of(run: "RunSpec") -> Path | None:  # in the source's folder, a sibling's
+        return None if run.branch_source is None else branch_checkpoint(
+            run, suite.family.stages(run.config), store.run_dir(suite.name, run.branch_source))
 
     submitter = Submitter(args.executor, store, suite.name, limit, job_of,
                           lambda run: resources[run.variant.name], branch_of,

@@ -81,7 +81,12 @@ class EncoderFamily:
         from bench.encoder.model import build_encoder, count_parameters, trained_parameters
         from bench.encoder.objectives import mlm_loss, validation_scores
         from bench.text.languages import record_sampling
-        from bench.text.shards import CACHE_SUBDIR, language_val_batches, prepare_lm_data
+        from bench.text.shards import (
+            CACHE_SUBDIR,
+            language_scores,
+            language_val_batches,
+            prepare_lm_data,
+        )
 
         cfg: EncoderConfig = run.config
         device = ctx.device
@@ -110,14 +115,9 @@ class EncoderFamily:
             # NCE draws noise: keep validation off the training RNG stream.
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(0)
-                scores = {name: [validation_scores(model, b, cfg, log_noise) for b in batches]
-                          for name, batches in held_out.items()}
-            every = [s for language in scores.values() for s in language]
-            out = _mean(every)
-            if per_language and len(scores) > 1:
-                out |= {f"{name}.{k}": v for name, language in scores.items()
-                        for k, v in _mean(language).items()}
-            return out
+                return language_scores(
+                    held_out, lambda b: validation_scores(model, b, cfg, log_noise),
+                    per_language)
 
         batch = cfg.train.batch_size
         share = local_part(batch, micro=cfg.train.micro_batch_size)
@@ -157,10 +157,6 @@ class EncoderFamily:
         build_dir(ctx.dir / "model", save)
         ctx.log.info("saved the encoder (BertModel) to %s", ctx.dir / "model")
         ctx.evaluate(BertPairClassifier(model.bert, tok, device, ctx.log, bf16, ctx.progress))
-
-
-def _mean(scores: list[dict[str, float]]) -> dict[str, float]:
-    return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
 
 
 def _log_noise(unigram: Any, vocab: Any, kind: str) -> Any:

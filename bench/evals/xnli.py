@@ -37,6 +37,9 @@ Choices, where the protocol is silent or the sources differ:
 - Per-example predictions of the selected epochs are kept as samples, one file per protocol
   (`samples_xnli_<protocol>.jsonl`, splits named `dev.<lang>` and `test.<lang>`); every epoch's
   stay in `<protocol>/[<lang>/]dev_epoch<n>.jsonl`. `bench eval xnli` rescores such a file.
+- translate_train's English is zero_shot's fine-tuning when both run (the same training data,
+  seed and selection split): its English rows are read from it, not trained again, and it is
+  counted once in the total `finetune_*`.
 """
 
 from collections import deque
@@ -484,24 +487,23 @@ class XnliEvaluator:
         result = EvalResult(metrics={}, provenance={
             "epoch_selection": config.finetune.selection, "layout": layout})
         every: list[TaskOutcome] = []
-        # By training language: a fine-tuning already made and the languages it scored. One on
-        # English serves both protocols (same data, seed and selection split); zero-shot's,
-        # which scores every language, goes first.
-        tuned: dict[str, tuple[TaskOutcome, list[dict[str, Any]], tuple[str, ...]]] = {}
+        # Zero-shot's English fine-tuning (same data, seed and selection split as
+        # translate-train's English; it goes first and scores every language) serves both.
+        english: tuple[TaskOutcome, list[dict[str, Any]]] | None = None
         for protocol in sorted(config.protocols, key=lambda p: p != "zero_shot"):
             outcomes, rows = [], []
             for run in finetunings(protocol, config.languages):
-                made = tuned.get(run.train_language)
-                if made is not None and set(run.languages) <= set(made[2]):
-                    outcome, scored = made[0], made[1]
-                    selected = [r for r in scored
-                                if r["split"].partition(".")[2] in run.languages]
+                if run.train_language == "en" and english is not None:
+                    outcome = english[0]
+                    own = {split_name(kind, "en") for kind in EVAL_SPLITS}
+                    selected = [r for r in english[1] if r["split"] in own]
                 else:
                     outcome, selected = recorded_outcome(
                         setting.workdir.joinpath(*run.name.split(".")),
                         partial(_finetune, config, layout, model, run, data, setting))
-                    tuned[run.train_language] = (outcome, selected, run.languages)
                     every.append(outcome)
+                    if protocol == "zero_shot":
+                        english = (outcome, selected)
                 outcomes.append(outcome)
                 rows += selected
                 result.metrics |= {f"{run.name}.epoch": float(outcome.epoch)} | finetune_costs(

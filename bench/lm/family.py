@@ -82,7 +82,12 @@ class LMFamily:
         from bench.lm.objectives import causal_lm_loss, next_token_nll
         from bench.loading import to_device
         from bench.text.languages import record_sampling
-        from bench.text.shards import CACHE_SUBDIR, language_val_batches, prepare_lm_data
+        from bench.text.shards import (
+            CACHE_SUBDIR,
+            language_scores,
+            language_val_batches,
+            prepare_lm_data,
+        )
 
         cfg: LMConfig = run.config
         device = ctx.device
@@ -104,18 +109,19 @@ class LMFamily:
         if cfg.head == "finetune":  # a language its batch leaves without a row fails up front
             data.sampling(_finetune_batch(cfg))
         # a multilingual corpus's held-out batches come per language (`val.<lang>.*` at the end)
-        by_language = {name: [b.to(device) for b in part] for name, part in
-                       language_val_batches(data.val, micro, cfg.train.val_batches).items()}
-        held_out = [b for part in by_language.values() for b in part]
+        held_out = {name: [b.to(device) for b in part] for name, part in
+                    language_val_batches(data.val, micro, cfg.train.val_batches).items()}
 
         @torch.no_grad()
-        def validate(objective: str, batches: list[torch.Tensor] = held_out) -> dict[str, float]:
-            n = len(batches)
-            nll = sum(float(next_token_nll(model, b)) for b in batches) / n
-            if objective == "softmax":  # the objective is the NLL itself: no second pass
-                return {"loss": nll, "nll": nll}
-            loss = sum(float(causal_lm_loss(model, b, objective, cfg.cwt)) for b in batches)
-            return {"loss": loss / n, "nll": nll}
+        def validate(objective: str, per_language: bool = False) -> dict[str, float]:
+            def score(batch: torch.Tensor) -> dict[str, float]:
+                nll = float(next_token_nll(model, batch))
+                if objective == "softmax":  # the objective is the NLL itself: no second pass
+                    return {"loss": nll, "nll": nll}
+                return {"loss": float(causal_lm_loss(model, batch, objective, cfg.cwt)),
+                        "nll": nll}
+
+            return language_scores(held_out, score, per_language)
 
         def micro_batches(step: int, batch_size: int, field: str) -> list[torch.Tensor]:
             """This process's share of the step's global batch: only its rows are read."""
@@ -153,11 +159,9 @@ class LMFamily:
         if not ctx.main:  # rank 0 alone saves and scores the model
             return
         ctx.record(_parameter_metrics(model, "model"))  # the model saved and scored
-        objective = "softmax" if cfg.head == "finetune" else cfg.objective
-        ctx.record({f"val.{k}": v for k, v in validate(objective).items()})
-        if len(by_language) > 1:
-            ctx.record({f"val.{name}.{k}": v for name, part in by_language.items()
-                        for k, v in validate(objective, part).items()})
+        final = validate("softmax" if cfg.head == "finetune" else cfg.objective,
+                         per_language=True)
+        ctx.record({f"val.{k}": v for k, v in final.items()})
 
         def save(tmp: Path) -> None:
             model.save_pretrained(tmp)

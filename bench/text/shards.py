@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import tokenizers
@@ -185,13 +185,18 @@ class MixedRows:
                 out[here] = part.rows(indices[here] - self._starts[i])
         return out
 
+    def quotas(self, batch_size: int) -> dict[str, int]:
+        """Each language's rows in a batch of `batch_size` (`language_quotas`, kept per size:
+        asked at every step)."""
+        if batch_size not in self._quotas:
+            self._quotas[batch_size] = language_quotas(self.weights, batch_size)
+        return self._quotas[batch_size]
+
     def step_indices(self, step: int, batch_size: int, seed: int) -> np.ndarray:
         """Step `step`'s rows: language i's quota q_i read at its running count step x q_i of
         its own epoch order, the languages' rows then spread over the batch by a permutation
         keyed by (seed, step), so every micro-batch and process share sees a mix."""
-        if batch_size not in self._quotas:
-            self._quotas[batch_size] = language_quotas(self.weights, batch_size)
-        quotas = self._quotas[batch_size]
+        quotas = self.quotas(batch_size)
         picked = [self._starts[i] + batch_indices(len(part), step, quotas[name],
                                                   language_seed(seed, name))
                   for i, (name, part) in enumerate(self.parts.items())]
@@ -229,7 +234,7 @@ class LMData:
         record); empty for a one-language corpus."""
         if not isinstance(self.train, MixedRows):
             return {}
-        quotas = language_quotas(self.train.weights, batch_size)
+        quotas = self.train.quotas(batch_size)
         return {n: {"tokens": d.train_tokens, "weight": self.train.weights[n],
                     "rows_per_batch": quotas[n]} for n, d in self.languages.items()}
 
@@ -243,6 +248,25 @@ def language_val_batches(rows: RowSource | MixedRows, batch_size: int, n: int
         return {"": val_batches(rows, batch_size, n)}
     each = -(-n // len(rows.parts))
     return {name: val_batches(part, batch_size, each) for name, part in rows.parts.items()}
+
+
+B = TypeVar("B")  # a held-out batch as a family prepares it (token rows, masked rows)
+
+
+def language_scores(batches: dict[str, list[B]], score: Callable[[B], dict[str, float]],
+                    per_language: bool = False) -> dict[str, float]:
+    """Each metric of `score` averaged over every held-out batch (of `language_val_batches`),
+    and with `per_language` (and several languages) each language's own mean as
+    `<lang>.<metric>`, from the same one pass over the batches."""
+    scores = {name: [score(b) for b in part] for name, part in batches.items()}
+    out = _mean([s for part in scores.values() for s in part])
+    if per_language and len(scores) > 1:
+        out |= {f"{name}.{k}": v for name, part in scores.items() for k, v in _mean(part).items()}
+    return out
+
+
+def _mean(scores: list[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
 
 
 def val_batches(rows: RowSource, batch_size: int, n: int) -> list["torch.Tensor"]:
