@@ -205,7 +205,9 @@ def test_executor_options_are_checked(tmp_path, capsys, argv, message):
 
 @pytest.mark.slow
 def test_a_run_on_two_processes_is_one_job_of_two_tasks(tmp_path, inline):
-    write_suite(tmp_path, BUDGET)
+    suite = write_suite(tmp_path, BUDGET)  # two processes need the micro-batch in the config
+    suite.write_text(suite.read_text().replace("  batch_size: 8\n",
+                                               "  batch_size: 8\n  micro_batch_size: 4\n"))
     code, out, err = finish(bench(tmp_path, "run", "suite.yaml", "--only", "softmax",
                                   "--results", "results", *LOCAL, "--resource",
                                   "tasks_per_node=2"))

@@ -102,18 +102,75 @@ def _lm_config(micro: int | None, objective: str = "cwt") -> "LMConfig":
 
 
 def test_a_plan_prices_steps_as_they_run_on_several_processes() -> None:
-    """With micro_batch_size unset a process's micro-batch is its share: CWT's K x K scores
-    shrink with more processes, the softmax head's cost does not."""
+    """A micro-batch of 4 rows costs what it costs on any number of processes: CWT's K x K
+    scores are a micro-batch's, so 4-row micro-batches cost less than the whole batch at once;
+    the softmax head's cost does not depend on how the batch is cut."""
     from bench.lm.family import FAMILY
 
     def pretrain(cfg: "LMConfig", processes: int) -> float:
         return FAMILY.step_costs(cfg, processes)["pretrain"].flops
 
-    assert pretrain(_lm_config(None), 2) == pretrain(_lm_config(4), 1) < pretrain(
+    assert pretrain(_lm_config(4), 2) == pretrain(_lm_config(4), 1) < pretrain(
         _lm_config(None), 1)
-    assert pretrain(_lm_config(None, "softmax"), 2) == pretrain(_lm_config(None, "softmax"), 1)
+    assert pretrain(_lm_config(4, "softmax"), 2) == pretrain(_lm_config(None, "softmax"), 1)
     with pytest.raises(UserError, match=r"train\.batch_size 8 does not split into 3 equal"):
-        pretrain(_lm_config(None), 3)
+        pretrain(_lm_config(1), 3)
+
+
+@pytest.mark.parametrize("objective", ["cwt", "softmax"])
+def test_an_unset_micro_batch_on_several_processes_is_refused(objective: str) -> None:
+    """Unset, a process's share would be its micro-batch: K and every micro-batch's random
+    draws would change with the number of processes under one run id."""
+    from bench.lm.family import FAMILY
+
+    with pytest.raises(UserError, match=r"train\.micro_batch_size is unset, so each of 2 "
+                       r"processes would run its share of the batch \(4 rows\) at once"):
+        FAMILY.step_costs(_lm_config(None, objective), 2)
+    assert FAMILY.step_costs(_lm_config(None, objective), 1)  # one process: the whole batch
+
+
+def _unset_micro_suite(tmp_path: Path, micro: str = "") -> Path:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        "suite: worlds\nfamily: lm\nseeds: [0]\nbudget: {steps: 2}\nmodel: {preset: micro}\n"
+        f"data: {{train: {tmp_path}/train.jsonl, seq_len: 16, tokenizer: {{train_bpe: 300}}}}\n"
+        f"train: {{batch_size: 8, {micro}optim: {{lr: 1.0e-3}}}}\n"
+        "objective: cwt\nhead: embedding_transpose\nvariants: {a: {}}\n")
+    return suite
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_plan_and_run_refuse_a_world_size_that_would_change_the_run(
+        command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    from bench.cli import main
+
+    suite = _unset_micro_suite(tmp_path)
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "cache"))
+    extra = ["--results", str(tmp_path / "r")] if command == "run" else []
+    assert main([command, str(suite), "--nproc", "2", *extra]) == 2
+    err = capsys.readouterr().err
+    assert "train.micro_batch_size is unset, so each of 2 processes" in err
+    assert "set train.micro_batch_size" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # nothing started, nothing written
+
+
+
+def test_a_set_micro_batch_plans_the_same_runs_on_any_number_of_processes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """With the micro-batch in the config, 1 and 2 processes train the same run: same id, same
+    step cost (a run may resume with another number of processes)."""
+    from bench.cli import main
+
+    suite = _unset_micro_suite(tmp_path, "micro_batch_size: 4, ")
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "cache"))
+    plans = []
+    for nproc in ("1", "2"):
+        assert main(["plan", str(suite), "--nproc", nproc]) == 0
+        out = capsys.readouterr().out
+        plans.append(out.rsplit("-\n", 1)[-1].split())  # the runs: id, variant, ..., cost
+    assert plans[0] == plans[1] and len(plans[0][0]) == 12
 
 
 def test_a_batch_that_does_not_split_is_refused_before_any_process_starts(

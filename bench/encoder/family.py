@@ -35,9 +35,9 @@ class EncoderFamily:
         vocab = vocab_size(config.data.tokenizer, layout="mlm")
         from bench.distributed import World, local_part
 
+        micro = config.train.micro_batch(processes)
         local_part(config.train.batch_size, current=World(0, processes),
                    micro=config.train.micro_batch_size)
-        micro = config.train.micro_batch_size or config.train.batch_size // processes
         seq = config.data.seq_len
         per_row = predicted_per_row(seq, config.masking)
 
@@ -101,7 +101,7 @@ class EncoderFamily:
             if cfg.objective == "nce" else None
         bf16 = cfg.train.precision == "bf16" or (
             cfg.train.precision == "auto" and device.type == "cuda")
-        micro = cfg.train.micro_batch_size or cfg.train.batch_size
+        micro = cfg.train.micro_batch(world().size)
         record_sampling(ctx, data.sampling(cfg.train.batch_size))
         # Held-out rows masked the same way for every run and seed, so curves compare; a
         # multilingual corpus's batches come per language (`val.<lang>.*` at the end).
@@ -120,12 +120,11 @@ class EncoderFamily:
                     per_language)
 
         batch = cfg.train.batch_size
-        share = local_part(batch, micro=cfg.train.micro_batch_size)
+        share = local_part(batch, micro=micro)
         size = share.stop - share.start
-        rows_per_micro = cfg.train.micro_batch_size or size
         if cfg.objective in ("cwt", "ce+cwt"):  # K: one micro-batch's predicted positions
             ctx.record({"cwt.negatives": float(
-                rows_per_micro * predicted_per_row(cfg.data.seq_len, cfg.masking))})
+                micro * predicted_per_row(cfg.data.seq_len, cfg.masking))})
 
         def micro_batches(step: int) -> list[Any]:
             """The global batch is masked whole, as on one process, then this process keeps its
@@ -133,7 +132,7 @@ class EncoderFamily:
             rows = data.train.rows(data.train.step_indices(step, batch, run.seed))
             masked = mask_rows(rows, vocab, cfg.masking, step_generator(run.seed, step))
             mine = masked.split(size)[share.start // size]
-            return [b.to(device) for b in mine.split(rows_per_micro)]
+            return [b.to(device) for b in mine.split(micro)]
 
         ctx.record({f"model.{k}_params": float(v)
                     for k, v in count_parameters(model, cfg.objective).items()})

@@ -35,9 +35,9 @@ class LMFamily:
         vocab = vocab_size(config.data.tokenizer)
         from bench.distributed import World, local_part
 
+        micro = config.train.micro_batch(processes)
         local_part(config.train.batch_size, current=World(0, processes),
                    micro=config.train.micro_batch_size)
-        micro = config.train.micro_batch_size or config.train.batch_size // processes
         seq = config.data.seq_len
         costs: dict[str, StepCost] = {}
 
@@ -100,11 +100,9 @@ class LMFamily:
         model.to(device)  # type: ignore[arg-type]
         bf16 = cfg.train.precision == "bf16" or (
             cfg.train.precision == "auto" and device.type == "cuda")
-        micro = cfg.train.micro_batch_size or cfg.train.batch_size
+        micro = cfg.train.micro_batch(world().size)
         if cfg.objective == "cwt":  # K: the targets of one process's micro-batch
-            share = local_part(cfg.train.batch_size, micro=cfg.train.micro_batch_size)
-            rows = cfg.train.micro_batch_size or share.stop - share.start
-            ctx.record({"cwt.negatives": float(rows * (cfg.data.seq_len - 1))})
+            ctx.record({"cwt.negatives": float(micro * (cfg.data.seq_len - 1))})
         record_sampling(ctx, data.sampling(cfg.train.batch_size))
         if cfg.head == "finetune":  # a language its batch leaves without a row fails up front
             data.sampling(_finetune_batch(cfg))

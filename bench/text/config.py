@@ -5,6 +5,7 @@ from typing import Literal
 
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
+from bench.errors import UserError
 from bench.schema import Float, Int, OptimConfig, Strict, check_name
 
 # XLM-R's language-sampling exponent (Conneau et al. 2020, "Unsupervised Cross-lingual
@@ -106,6 +107,25 @@ class TrainConfig(Strict):
         if self.micro_batch_size and self.batch_size % self.micro_batch_size:
             raise ValueError("micro_batch_size must divide batch_size")
         return self
+
+    def micro_batch(self, processes: int) -> int:
+        """Rows one process runs through at once when `processes` train together.
+
+        Unset, it is the whole batch, which only a process training alone runs at once: on
+        several, a process's share would become its micro-batch, and what a run trains (CWT's
+        in-batch negatives, every micro-batch's random draws) would depend on the number of
+        processes while the run's id does not. That is refused: the config says it."""
+        if self.micro_batch_size is not None:
+            return self.micro_batch_size
+        if processes > 1:
+            share = self.batch_size // processes
+            raise UserError(
+                f"train.micro_batch_size is unset, so each of {processes} processes would run "
+                f"its share of the batch ({share} rows) at once: CWT's negatives and the random "
+                "draws of every micro-batch would differ from a run on one process under the "
+                "same run id; set train.micro_batch_size (rows per forward pass, e.g. "
+                f"{share}) and the run trains the same on any number of processes")
+        return self.batch_size
 
 
 class CWTConfig(Strict):
