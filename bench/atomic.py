@@ -4,8 +4,17 @@ all, so a crash or a kill never leaves something half-written that a later step 
 Work in progress lives beside its target under a hidden temporary name, `.<name>.<random>.tmp`
 (a file for `write_via`, a folder for `build_dir`). A process killed mid-write leaves it behind;
 `remove_stale_temporaries` clears such leftovers once nothing has touched them for a while.
+
+Nothing a run writes leaves its folder, even where others who share the results folder planted
+symbolic links in it. A file written whole (`write_via`, `build_dir`), appended to
+(`open_append`) or touched (`touch`) replaces a link at its path instead of following it; a
+folder a run enters (`enter_dir`) and a file it reads back (`open_read`) are refused when they
+are links (`LinkRefused`, naming the path). The folders above the one a caller starts from are
+the caller's: a results folder may well sit behind a link.
 """
 
+import errno
+import io
 import os
 import re
 import shutil
@@ -17,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, BinaryIO
 
 # `tempfile` names: the prefix given below, 8 random characters, the suffix.
 _TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
@@ -54,8 +63,93 @@ def _signals_held() -> Iterator[None]:
                 os.kill(os.getpid(), n)
 
 
+class LinkRefused(OSError):
+    """A symbolic link where a run reads or writes: following it could read or write outside
+    the run's folder."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            target = f" (to {os.readlink(path)})"
+        except OSError:  # removed meanwhile
+            target = ""
+        super().__init__(errno.ELOOP, f"{path} is a symbolic link{target}: refused, a run reads "
+                         "and writes only inside its own folder; remove the link", str(path))
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def no_links(path: Path, *names: str) -> Path:
+    """`path` joined with `names`, once neither `path` itself nor any of `names` below it is
+    found to be a symbolic link (LinkRefused names the first). Missing parts pass: what creates
+    them makes real ones."""
+    parts = [path]
+    for name in names:
+        parts.append(parts[-1] / name)
+    for part in parts:
+        if part.is_symlink():
+            raise LinkRefused(part)
+    return parts[-1]
+
+
+def enter_dir(path: Path, *names: str) -> Path:
+    """The folder `path`/`names`..., created where missing; a link among them is refused (see
+    `no_links`) rather than followed out of the folder."""
+    folder = no_links(path, *names)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _open_unfollowed(path: Path, flags: int) -> int:
+    """`os.open(path, flags)` without following a link at `path`: a link there is first
+    replaced by an empty file (atomically), so the file opened is the folder's own."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+    write_text(path, "")
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # planted again meanwhile
+            raise LinkRefused(path) from None
+        raise
+
+
+def open_append(path: Path, encoding: str | None = None) -> io.TextIOWrapper:
+    """`path` opened for appending text, created when missing; a link there is replaced by a
+    new file, never appended through (see `_open_unfollowed`)."""
+    fd = _open_unfollowed(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    return os.fdopen(fd, "a", encoding=encoding)
+
+
+def touch(path: Path) -> None:
+    """Set `path`'s modification time to now, creating it empty when missing; a link there is
+    replaced by an empty file, so neither a target nor a dangling link's target is touched."""
+    fd = _open_unfollowed(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        os.utime(fd)
+    finally:
+        os.close(fd)
+
+
+def open_read(path: Path) -> BinaryIO:
+    """`path` opened for reading, LinkRefused when it is a symbolic link: what a run reads back
+    to decide how to go on must be its own."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise LinkRefused(path) from None
+        raise
+    return os.fdopen(fd, "rb")
+
+
 def write_via(path: Path, write: Callable[[Path], object]) -> None:
-    """Run `write(tmp)` on a temporary file beside `path`, then rename it to `path`."""
+    """Run `write(tmp)` on a temporary file beside `path`, then rename it to `path`: a link at
+    `path` is replaced, never written through (the folder it is in is the caller's: see
+    `enter_dir`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_SUFFIX)
     os.close(fd)
@@ -84,22 +178,25 @@ def save_torch(obj: Any, path: Path, previous: Path | None = None) -> None:
     def save(tmp: Path) -> None:
         with tmp.open("wb") as f:  # through Python's file: a full disk is an OSError (ENOSPC)
             torch.save(obj, f)
-        if previous is not None and path.exists():
+        if previous is not None and path.exists() and not path.is_symlink():  # a link: replaced
             os.replace(path, previous)
 
     write_via(path, save)
 
 
 def build_dir(final: Path, build: Callable[[Path], object]) -> None:
-    """Run `build(tmp_dir)` and move the folder to `final`; a concurrent winner is kept."""
+    """Run `build(tmp_dir)` and move the folder to `final`; a concurrent winner (a folder) is
+    kept, a link at `final` is replaced: what ends up at `final` is always a real folder."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=_SUFFIX, dir=final.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; what it becomes is not
     try:
         build(tmp)
+        if final.is_symlink():  # a folder cannot be renamed over a link; the link goes
+            final.unlink()
         os.replace(tmp, final)
     except OSError:
-        if not final.is_dir():
+        if final.is_symlink() or not final.is_dir():
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -2,13 +2,25 @@
 
 Nothing here needs more from a file system than an exclusive create and an atomic rename, both of
 which NFS (v3 and later) and the parallel file systems of clusters provide, so the processes of
-many machines can share one results folder. A run's holder is a process; on its own host it is
-recognised exactly (pid and process start time), elsewhere by its heartbeat, a file it touches
-every `HEARTBEAT_S` seconds; a heartbeat older than `STALE_S` belongs to a process that is gone
-(a node that failed). A job requeued after preemption keeps its scheduler job id, so it takes
-its earlier incarnation's claim at once.
+many machines can share one results folder. A run's holder is a process, and one rule
+(`holder_alive`) tells whether it still holds the run, for every command:
+
+- a job requeued after preemption keeps its scheduler job id, so it takes its earlier
+  incarnation's claim at once;
+- on the holder's own host its process is looked up exactly (pid and process start time, from
+  /proc): a process that is gone holds nothing, whatever its heartbeat says;
+- where that cannot tell (another host; a start time the claim does not record; a system
+  without /proc, where a used pid may be anyone's), the heartbeat decides, a file the holder
+  touches every `HEARTBEAT_S` seconds: alive while younger than `STALE_S` (older belongs to a
+  process that is gone, a node that failed) and not more than `CLOCK_SKEW_S` ahead of this
+  machine's clock. A heartbeat from the future (a clock set wrong, a file touched by hand)
+  proves nothing: trusted, it would keep a dead claim alive until then and `STALE_S` more.
+
+A claim file that cannot be parsed, or whose fields are not what a claimant writes (host and
+token strings, pid a positive 32-bit number, since and job a string or null), is nobody's claim.
 """
 
+import errno
 import json
 import os
 import socket
@@ -19,8 +31,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, TypeGuard
 
-from bench.atomic import write_text
+from bench.atomic import touch, write_text
 
 CLAIM = "claim.json"
 HEARTBEAT = "heartbeat"
@@ -29,6 +42,13 @@ HEARTBEAT_S = 30.0
 # A heartbeat this old means its process is gone: ten beats missed (a clock skew of minutes
 # between nodes is tolerated).
 STALE_S = 600.0
+# A heartbeat at most this far ahead of this machine's clock is a skewed clock's, and still
+# counts; further ahead it proves nothing.
+CLOCK_SKEW_S = 300.0
+# A process id as a claimant's system gives it (pid_t: a positive 32-bit number).
+MAX_PID = 2**31 - 1
+# A claim (or a job record) is a few hundred bytes; a larger file was not written by bench.
+MAX_RECORD_BYTES = 64 * 1024
 # A transition holds the lock for milliseconds; a lock this old was left by a killed process.
 LOCK_STALE_S = 60.0
 LOCK_WAIT_S = 300.0
@@ -36,16 +56,61 @@ LOCK_WAIT_S = 300.0
 JOB_ENV = "BENCH_JOB_ID"
 
 
+def is_text(value: object) -> TypeGuard[str]:
+    """Whether `value` is a string UTF-8 can hold: JSON's \\u escapes can make lone
+    surrogates, which neither the index nor a terminal takes."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def is_pid(value: object) -> TypeGuard[int]:
+    """Whether `value` can be a process id (an int, not a bool, in 1..MAX_PID)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_PID
+
+
 def process_start(pid: int) -> str | None:
     """When process `pid` started (clock ticks after boot, Linux's /proc), None when there is
     no such process or it has ended (a zombie its parent has not reaped yet): with the pid it
     names one process, even after the pid is reused."""
+    if not is_pid(pid):
+        return None
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        fields = stat.rsplit(")", 1)[1].split()  # from field 3 on; the name may hold spaces
+        return None if fields[0] in ("Z", "X") else fields[19]
+    except (OSError, IndexError):
         return None
-    fields = stat.rsplit(")", 1)[1].split()  # from field 3 on; the name may hold spaces
-    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def process_running(pid: int, since: str | None) -> bool | None:
+    """Whether process `pid`, started at `since` (see process_start), still runs on this host:
+    exactly where /proc tells and the start is known; False once no process has the pid; None
+    where one has it but this cannot tell whether it is the same process (its start not
+    recorded, or no /proc)."""
+    if not is_pid(pid):
+        return False
+    start = process_start(pid)
+    if start is not None:
+        return None if since is None else start == since
+    if Path("/proc/self/stat").exists():  # /proc says: no such process, or a zombie
+        return False
+    return None if _pid_used(pid) else False
+
+
+def _pid_used(pid: int) -> bool:
+    """Whether some process has `pid` (a zombie included), where there is no /proc."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: another user's process
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -65,23 +130,34 @@ class Owner:
         return cls(socket.gethostname(), pid, process_start(pid), uuid.uuid4().hex,
                    os.environ.get(JOB_ENV) or None)
 
-    def alive(self) -> bool:
-        """Whether the owning process still runs; meaningful on the owner's host only."""
-        return process_start(self.pid) == self.since
-
     def describe(self) -> str:
         where = f"process {self.pid} on host {self.host}"
         return where + (f" (job {self.job})" if self.job else "")
 
 
 def read_claim(folder: Path) -> Owner | None:
-    """The run's holder, None when nobody holds it. A claim file that cannot be parsed is
-    nobody's (it was not written by a claimant: claims are written whole)."""
+    """The run's holder, None when nobody holds it. A claim file that cannot be parsed, or
+    whose fields are not what a claimant writes, is nobody's (claims are written whole, by
+    claimants)."""
+    data = record_json(folder / CLAIM)
+    if not isinstance(data, dict):
+        return None
+    host, pid, since, token, job = (data.get(k) for k in ("host", "pid", "since", "token",
+                                                          "job"))
+    if not (is_text(host) and is_pid(pid) and is_text(token)
+            and all(v is None or is_text(v) for v in (since, job))):
+        return None
+    return Owner(host, pid, since, token, job)
+
+
+def record_json(path: Path) -> Any:
+    """The JSON value of a small record file (a claim, a job record); None when it cannot be
+    read or parsed, or is larger than such a record ever is."""
     try:
-        data = json.loads((folder / CLAIM).read_text(encoding="utf-8"))
-        return Owner(**{k: data[k] for k in ("host", "pid", "since", "token")},
-                     job=data.get("job"))
-    except (OSError, ValueError, KeyError, TypeError):
+        with path.open("rb") as f:
+            raw = f.read(MAX_RECORD_BYTES + 1)
+        return json.loads(raw.decode("utf-8")) if len(raw) <= MAX_RECORD_BYTES else None
+    except (OSError, ValueError, RecursionError):
         return None
 
 
@@ -95,28 +171,39 @@ def drop_claim(folder: Path) -> None:
 
 
 def beat(folder: Path) -> None:
-    """Say that the holder is alive (an empty file's modification time)."""
-    (folder / HEARTBEAT).touch()
+    """Say that the holder is alive (an empty file's modification time); a link planted there
+    is replaced, never followed (`bench.atomic.touch`)."""
+    touch(folder / HEARTBEAT)
 
 
 def heartbeat_age(folder: Path) -> float:
-    """Seconds since the holder's last beat (infinite without one)."""
+    """Seconds since the holder's last beat (infinite without one; negative for a beat in
+    this machine's future)."""
     try:
-        return time.time() - (folder / HEARTBEAT).stat().st_mtime
-    except FileNotFoundError:
+        return time.time() - (folder / HEARTBEAT).lstat().st_mtime  # a planted link: its own
+    except OSError:
         return float("inf")
 
 
+def beating(folder: Path) -> bool:
+    """Whether the run's heartbeat says its holder lives: beaten within `STALE_S`, and at most
+    `CLOCK_SKEW_S` ahead of this machine's clock."""
+    return -CLOCK_SKEW_S <= heartbeat_age(folder) < STALE_S
+
+
 def holder_alive(holder: Owner, folder: Path, me: Owner) -> bool:
-    """Whether `holder` still holds the run, as `me` can tell: exactly on the same host, by
-    the job id for an earlier incarnation of `me`'s own job, by the heartbeat elsewhere."""
+    """Whether `holder` still holds the run, as `me` can tell (the rule in this module's
+    docstring): by the job id for an earlier incarnation of `me`'s own job, by its process on
+    the same host, by the heartbeat where its process cannot tell."""
     if holder.token == me.token:
         return True
     if holder.job is not None and holder.job == me.job:
         return False  # this job ran before, and was requeued: that process is gone
     if holder.host == me.host:
-        return holder.alive()
-    return heartbeat_age(folder) < STALE_S
+        running = process_running(holder.pid, holder.since)
+        if running is not None:
+            return running
+    return beating(folder)
 
 
 @contextmanager
@@ -132,6 +219,9 @@ def locked(folder: Path) -> Iterator[None]:
             os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
             break
         except FileExistsError:
+            if lock.is_dir() and not lock.is_symlink():  # never a lock: waiting would not end
+                raise IsADirectoryError(errno.EISDIR, "a folder where the run's lock file "
+                                        "belongs; remove it", str(lock)) from None
             with suppress(FileNotFoundError):
                 if time.time() - lock.stat().st_mtime > LOCK_STALE_S:
                     lock.unlink()

@@ -30,7 +30,24 @@ WAIT_POLL_S = 5.0
 
 
 def _results_root(args: argparse.Namespace) -> Path:
-    return Path(args.results or os.environ.get("BENCH_RESULTS", "results"))
+    """The results folder (--results, else $BENCH_RESULTS, else ./results); a file where it, or
+    a folder above it, belongs is a UserError naming it before anything is read or written."""
+    root = Path(args.results or os.environ.get("BENCH_RESULTS", "results"))
+    _check_folder(root, "; the results folder is given by --results or $BENCH_RESULTS")
+    return root
+
+
+def _check_folder(path: Path, hint: str) -> None:
+    """A file where folder `path`, or a folder above it, belongs is a UserError naming it."""
+    existing = _nearest_existing(path)
+    if not existing.is_dir():
+        where = "" if existing == path else f" ({existing} is a file)"
+        raise UserError(f"{path}: not a folder{where}{hint}")
+
+
+def _nearest_existing(path: Path) -> Path:
+    """`path`, else the nearest folder above it that exists."""
+    return next((p for p in (path, *path.parents) if p.exists()), Path("."))
 
 
 def _fmt_amount(unit: str, amount: float) -> str:
@@ -184,7 +201,14 @@ def _checked_store(runs: list["RunSpec"], args: argparse.Namespace) -> "Store":
     from bench.store import Store
 
     store = Store(_results_root(args))
+    writable = _nearest_existing(store.root)
+    if not os.access(writable, os.W_OK | os.X_OK):
+        raise UserError(f"{writable}: not writable, and bench run records its runs in the "
+                        f"results folder {store.root}")
+    for suite in sorted({r.suite for r in runs}):
+        _check_folder(store.root / suite, f"; the folder of suite {suite}'s runs")
     conflicts = input_conflicts(store, runs)
+    _warn_skipped(store.skipped)
     if conflicts and not args.rerun_changed_inputs:
         raise UserError("inputs changed since these runs started, so resuming or reusing them "
                         "would mix data:\n  " + "\n  ".join(conflicts) + "\nrestore the "
@@ -267,58 +291,70 @@ def _submit_suite(suite: "Suite", runs: list["RunSpec"], args: argparse.Namespac
     return _failures(submitter.wait(), len(runs))
 
 
-def _synced_store(args: argparse.Namespace, suite: str | None = None) -> "Store":
+def _synced_store(args: argparse.Namespace, suite: str | None = None,
+                  needed: bool = True) -> "Store":
     """The results store with its index brought up to date from the run folders; folders that
-    cannot be read are named and left out."""
+    cannot be read are named and left out. An index that cannot be opened or written is an
+    error, or with `needed` off (a command that reads the folders) a warning."""
     from bench.store import Store
 
     store = Store(_results_root(args))
     if store.root.is_dir():
-        store.sync(suite)
-        _warn_skipped(store)
+        try:
+            store.sync(suite)
+        except UserError as err:
+            if needed:
+                raise
+            print(f"warning: {err}; read from the run folders instead", file=sys.stderr)
+        _warn_skipped(store.skipped)
     return store
 
 
-def _warn_skipped(store: "Store") -> None:
-    for line in store.skipped:
+def _warn_skipped(skipped: list[str]) -> None:
+    for line in skipped:
         print(f"warning: {line}; skipped", file=sys.stderr)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    """The runs of the store, newest first, each in the state every command shows it in
+    (`bench.cluster.shown_state`), with a few metrics (NaN where one was recorded as such)."""
+    from bench.cluster import shown_state
     from bench.store import Store
 
     store = Store(_results_root(args))
     runs = store.runs(args.suite)  # imports what changed first
-    _warn_skipped(store)
+    _warn_skipped(store.skipped)
     if not runs:
-        print(f"no runs in {_results_root(args)}")
+        print(f"no runs in {store.root}")
         return 0
-    print(f"{'run id':<14}{'suite':<22}{'variant':<16}{'seed':>5}  {'state':<9}key metrics")
+    print(f"{'run id':<14}{'suite':<22}{'variant':<16}{'seed':>5}  {'state':<12}key metrics")
     for r in runs:
+        state, _ = shown_state(store, r["suite"], r["run_id"], r["state"])
         keys = [k for k in sorted(r["metrics"]) if not k.startswith(("train.", "model."))
                 and not k.endswith(("_stderr", ".n"))][:4]
         shown = ", ".join(f"{k}={r['metrics'][k]:.4g}" for k in keys)
-        extra = f" ({r['reason']})" if r["state"] == "failed" else ""
+        extra = f" ({r['reason']})" if state == "failed" else ""
         print(f"{r['run_id']:<14}{r['suite']:<22}{r['variant']:<16}{r['seed']:>5}  "
-              f"{r['state']:<9}{shown}{extra}")
+              f"{state:<12}{shown}{extra}")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Every planned run of a suite: its state, its job and where its log is."""
+    """Every planned run of a suite: its state, its job and where its log is (read from the
+    run folders: an index that cannot be updated is only a warning here)."""
     from bench.cluster import observe, read_record, view
     from bench.plan import plan
     from bench.suite import load_suite
 
     suite = load_suite(args.suite)
     runs = plan(suite, args.only, args.seeds)
-    store = _synced_store(args, suite.name)
+    store = _synced_store(args, suite.name, needed=False)
     counts: dict[str, int] = {}
     print(f"{'run id':<14}{'variant':<18}{'seed':>5}  {'budget':<22}{'state':<12}{'job':<14}"
           "detail (logs)")
     for r in runs:
         record = read_record(store, suite.name, r.run_id)
-        word, detail = view(observe(store, r.run_id, record))
+        word, detail = view(observe(store, suite.name, r.run_id, record))
         counts[word] = counts.get(word, 0) + 1
         run_dir = store.run_dir(suite.name, r.run_id)
         log = run_dir / "run.log" if record is None else f"{Path(record.stdout).parent}/"
@@ -334,9 +370,12 @@ def cmd_index(args: argparse.Namespace) -> int:
     from bench.index import rebuild_index
 
     root = _results_root(args)
-    rebuilt = rebuild_index(root)
-    for line in rebuilt.skipped:
-        print(f"warning: {line}; skipped", file=sys.stderr)
+    try:
+        rebuilt = rebuild_index(root)
+    except OSError as err:  # nothing replaced: the new index is written beside the old one
+        raise UserError(f"{root / 'index.sqlite'}: not rebuilt ({err}); the old index is as "
+                        "it was") from err
+    _warn_skipped(rebuilt.skipped)
     print(f"rebuilt {root / 'index.sqlite'} from {rebuilt.runs} run folders"
           + (f" ({len(rebuilt.skipped)} skipped)" if rebuilt.skipped else ""))
     return 0
@@ -345,10 +384,12 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import shlex
 
+    from bench.evals.io import writable_output
     from bench.report import ReportSpec, render_report
     from bench.report.sweep import SweepSource, display_storage
     from bench.suite import load_suite
 
+    out = writable_output(args.out, "--out", folder=True)  # before any work is done
     suite = load_suite(args.suite)
     cfg = suite.head.sweep
     if args.storage and cfg is None:
@@ -399,7 +440,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         proxies=proxies,
         sweep=sweep,
     )
-    html, pdf = render_report(_synced_store(args, suite.name).index_path, spec, Path(args.out))
+    html, pdf = render_report(_synced_store(args, suite.name).index_path, spec, out)
     print(f"wrote {html}\nwrote {pdf}")
     return 0
 

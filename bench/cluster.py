@@ -14,22 +14,46 @@ its id, takes its earlier incarnation's claim at once and resumes from the run's
 checkpoint. A job that dies outright (killed, out of memory, a node lost) leaves the run
 'running' with a dead holder: the watcher records it failed with the job's end, and the next
 `bench run` resumes it from its checkpoint.
+
+A job whose state this machine cannot see (SLURM's UNKNOWN, as for a job its accounting does not
+list yet; a local job of another machine, or one whose process start was not recorded while its
+pid is in use) is judged by its run (`job_alive`): alive while the run has a live holder (see
+bench/claims.py), or for `UNSEEN_S` after its submission; after that, without a live holder, it
+has ended. Every command shows a run's state by one rule (`shown_state`: `observe`, then
+`view`).
 """
 
 import json
+import math
 import os
+import re
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from bench.atomic import write_text
-from bench.claims import JOB_ENV, Owner, locked, process_start
+from bench.claims import (
+    CLOCK_SKEW_S,
+    JOB_ENV,
+    STALE_S,
+    holder_alive,
+    is_pid,
+    is_text,
+    locked,
+    process_running,
+    process_start,
+    read_claim,
+    record_json,
+)
 from bench.contract import RunSpec
 from bench.errors import ClaimRefused, UserError
+from bench.index import Unreadable, read_state
 from bench.provenance import JOB_LOGS_ENV, now
 from bench.resources import Resources
 from bench.store import Store
@@ -39,9 +63,16 @@ POLL_S = 5.0
 # trains in slices; preemptions are not counted).
 MAX_TIMEOUTS = 20
 # sacct states of a job that may still run the run (PREEMPTED without a requeue is an end).
+# UNKNOWN (also what submitit says while sacct does not list the job) tells nothing: see
+# `job_alive`.
 SLURM_LIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
-              "COMPLETING", "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "UNKNOWN",
-              "READY"}
+              "COMPLETING", "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "READY"}
+SLURM_UNSEEN = "UNKNOWN"
+# How long after its submission a job whose state cannot be seen counts as alive without a live
+# holder of its run (sacct lists a job within seconds; a local job claims its run as it starts).
+UNSEEN_S = STALE_S
+# The job ids submitit gives: a local job's controller pid, a SLURM job or array task (`12_3`).
+_JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -59,18 +90,42 @@ class JobRecord:
 
     def live(self) -> bool | None:
         """Whether the job may still run: None when this machine cannot tell (a local job of
-        another machine)."""
+        another machine, or one whose start was not recorded while its pid is in use;
+        SLURM's UNKNOWN). `job_alive` decides those."""
         if self.executor == "local":
             if self.host != socket.gethostname():
                 return None
-            return Owner(self.host, self.pid or 0, self.since, "").alive()
-        return slurm_state(self) in SLURM_LIVE
+            return process_running(self.pid or 0, self.since)
+        state = slurm_state(self)
+        return None if state == SLURM_UNSEEN else state in SLURM_LIVE
 
     def ended_as(self) -> str:
         """How an ended job ended, in words, with where its log is."""
-        how = "" if self.executor == "local" else f" {slurm_state(self)}"
-        return (f"job {self.job_id} ended{how} without recording how the run ended; "
-                f"log {self.stderr}")
+        state = "" if self.executor == "local" else slurm_state(self)
+        how = f"ended {state}".strip()
+        if state == SLURM_UNSEEN or (self.executor == "local" and self.live() is None):
+            how = (f"was not seen ({state or 'its process unknown'}) and its run had no live "
+                   "holder")
+        return f"job {self.job_id} {how} without recording how the run ended; log {self.stderr}"
+
+
+def job_alive(record: JobRecord, held: bool) -> bool:
+    """Whether the run's job may still run: as `JobRecord.live` sees it; where that cannot
+    tell, while its run has a live holder (`held`) or its submission is at most `UNSEEN_S`
+    old (a submission time in the future, past a clock's skew, is not recent)."""
+    live = record.live()
+    if live is not None:
+        return live
+    age = time.time() - _timestamp(record.submitted)
+    return held or -CLOCK_SKEW_S <= age < UNSEEN_S
+
+
+def _timestamp(text: str) -> float:
+    """Seconds since the epoch of an ISO time (`now()`'s); NaN for one that is not a time."""
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except (ValueError, OverflowError, OSError):
+        return float("nan")
 
 
 def slurm_state(record: JobRecord) -> str:
@@ -85,13 +140,25 @@ def _record_path(store: Store, suite: str, run_id: str) -> Path:
 
 
 def read_record(store: Store, suite: str, run_id: str) -> JobRecord | None:
-    """The run's job record; one that cannot be read is as good as none (it is replaced at the
-    next submission)."""
+    """The run's job record; one that cannot be read, or whose fields are not what a
+    submitter writes, is as good as none (it is replaced at the next submission)."""
+    data = record_json(_record_path(store, suite, run_id))
     try:
-        data = json.loads(_record_path(store, suite, run_id).read_text(encoding="utf-8"))
-        return JobRecord(**data)
-    except (OSError, ValueError, TypeError):
+        record = JobRecord(**data)
+    except TypeError:  # not an object, or fields missing or unknown
         return None
+    return record if _well_formed(record) else None
+
+
+def _well_formed(record: JobRecord) -> bool:
+    """Whether a record's fields are what `Submitter._record` writes."""
+    texts = (record.job_id, record.submitted, record.stdout, record.stderr, record.host)
+    if not (record.executor in ("local", "slurm") and all(map(is_text, texts))
+            and (record.since is None or is_text(record.since))):
+        return False
+    pid_ok = is_pid(record.pid) if record.executor == "local" else record.pid is None
+    return (pid_ok and _JOB_ID.fullmatch(record.job_id) is not None
+            and not math.isnan(_timestamp(record.submitted)))
 
 
 def _write_record(store: Store, suite: str, run_id: str, record: JobRecord) -> None:
@@ -185,7 +252,7 @@ def run_workers(kind: str, argv: list[str], n: int, folder: Path, resources: Res
                 name: str, say: Callable[[str], None]) -> int:
     """`n` sweep workers as jobs, waited for; 0 when all of them succeed."""
     executor = make_executor(kind, folder / "%j", resources, name, n)
-    with executor.batch():
+    with refused_submissions(kind, folder), executor.batch():
         jobs = [executor.submit(WorkerJob([*argv, "--worker-index", str(k)],
                                           resources.cpus_per_task)) for k in range(n)]
     for k, job in enumerate(jobs):
@@ -223,6 +290,30 @@ def make_executor(kind: str, folder: Path, resources: Resources, suite: str,
     executor.update_parameters(**resources.submitit_parameters(), name=f"bench-{suite}",
                                slurm_array_parallelism=max_parallel)
     return executor
+
+
+@contextmanager
+def refused_submissions(kind: str, folder: Path) -> Iterator[None]:
+    """Submit jobs inside: a submission the scheduler refuses (sbatch's error) is a UserError
+    saying its message, and what submitit wrote in `folder` for it before asking (the calls
+    pickled, the batch script) is removed."""
+    from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+    before = set(_submission_files(folder))
+    try:
+        yield
+    except (FailedJobError, FailedSubmissionError) as err:
+        for path in set(_submission_files(folder)) - before:
+            path.unlink(missing_ok=True)
+        message = str(err).strip() or str(err.__cause__)
+        who = "sbatch" if kind == "slurm" else "the local executor"
+        raise UserError(f"--executor {kind}: {who} refused the submission: {message}") from None
+
+
+def _submission_files(folder: Path) -> list[Path]:
+    """What submitit writes in a job folder before it submits: each call pickled
+    (`<uuid>.pkl`) and the batch script (`.submission_file_<uuid>.sh`)."""
+    return [*folder.glob("*.pkl"), *folder.glob(".submission_file_*.sh")]
 
 
 @dataclass
@@ -264,9 +355,23 @@ class Submitter:
     def start(self, runs: list[RunSpec]) -> None:
         """Reattach to the live jobs of `runs`, skip finished ones, submit the rest (for the
         local executor, as many as `max_parallel` allows; `fill` submits the others later)."""
+        self._check_folders(runs)
         self.waiting = [(f"[{i}/{len(runs)}] {run.label} ({run.run_id})",
                          run) for i, run in enumerate(runs, 1)]
         self.fill()
+
+    def _check_folders(self, runs: list[RunSpec]) -> None:
+        """Where job records go must take them: a file where a folder belongs (or a folder
+        where a record belongs) is a UserError naming it, before anything is submitted."""
+        for folder in (self.jobs_dir.parent, self.jobs_dir):
+            if folder.exists() and not folder.is_dir():
+                raise UserError(f"{folder}: not a folder, where bench keeps job records; move "
+                                "it out of the way")
+        for run in runs:
+            path = _record_path(self.store, self.suite, run.run_id)
+            if path.is_dir():
+                raise UserError(f"{path}: a folder where a job record belongs; move it out of "
+                                "the way")
 
     def fill(self) -> None:
         """Under the suite's submission lock, look again at each waiting run (another
@@ -307,7 +412,7 @@ class Submitter:
         """Whether `run` needs a job; if not, it is followed (a live job or holder) or skipped
         (finished)."""
         record = read_record(self.store, self.suite, run.run_id)
-        if record is not None and record.live() is not False:
+        if record is not None and observe(self.store, self.suite, run.run_id, record).live:
             self.say(f"{label}: job {record.job_id} already submitted, following it")
             self.tracked.append(Tracked(label, run, record))
             return False
@@ -334,7 +439,7 @@ class Submitter:
             resources = self.resources_of(group[0][1])
             executor = make_executor(self.kind, self.jobs_dir / "%j", resources, self.suite,
                                      self.max_parallel)
-            with executor.batch():
+            with refused_submissions(self.kind, self.jobs_dir), executor.batch():
                 jobs = [executor.submit(self.job_of(run)) for _, run in group]
             for (label, run), job in zip(group, jobs, strict=True):
                 record = self._record(job)
@@ -353,7 +458,7 @@ class Submitter:
         for t in self.tracked:
             if t.done:
                 continue
-            seen = observe(self.store, t.run.run_id, t.record)
+            seen = observe(self.store, self.suite, t.run.run_id, t.record)
             state, live = seen.state, seen.live
             if state == "finished":
                 shown, t.done = "finished", True
@@ -391,7 +496,7 @@ class Submitter:
 class Observed:
     """One look at a run: its state and reason as its folder records them, its live holder in
     words (None when nobody live holds it), and whether its job may still run (None: no job
-    of ours, or this machine cannot tell)."""
+    of ours; see `job_alive`)."""
 
     state: str | None
     reason: str | None
@@ -400,28 +505,37 @@ class Observed:
     record: JobRecord | None
 
 
-def observe(store: Store, run_id: str, record: JobRecord | None) -> Observed:
-    """Read the run's folder and ask about its job, once."""
-    from bench.claims import holder_alive, read_claim
-    from bench.index import Unreadable, read_state
-
-    live = None if record is None else record.live()
-    folder = store.folder(run_id)
-    if folder is None:
-        return Observed(None, None, None, live, record)
+def observe(store: Store, suite: str, run_id: str, record: JobRecord | None) -> Observed:
+    """Read the run's folder (its state, its claim and heartbeat) and ask about its job, once."""
+    folder = store.run_dir(suite, run_id)
+    if not folder.is_dir():
+        return Observed(None, None, None, None if record is None else job_alive(record, False),
+                        record)
     try:
         state = read_state(folder) or {}
     except Unreadable as err:
-        return Observed("unreadable", str(err), None, live, record)
+        state = {"state": "unreadable", "reason": str(err)}
     holder = read_claim(folder)
     alive = holder is not None and holder_alive(holder, folder, store.owner)
+    live = None if record is None else job_alive(record, alive)
     return Observed(state.get("state"), state.get("reason"),
                     holder.describe() if alive and holder is not None else None, live, record)
 
 
+def shown_state(store: Store, suite: str, run_id: str, recorded: str | None = None
+                ) -> tuple[str, str]:
+    """A run's state in a word and its detail in words, by the one rule that `bench status`,
+    `bench ls`, the report's per-run rows and the watcher of `bench run` share (`observe`,
+    then `view`). `recorded`, the state an index holds for the run, spares a finished run's
+    folder a read: a finished run is never claimed again."""
+    if recorded == "finished":
+        return view(Observed("finished", None, None, None, None))
+    return view(observe(store, suite, run_id, read_record(store, suite, run_id)))
+
+
 def view(seen: Observed) -> tuple[str, str]:
-    """A run's state in a word and its detail in words, as `bench status` and a waiting
-    `bench run` show it."""
+    """A run's state in a word and its detail in words, as every command shows it (see
+    `shown_state`)."""
     if seen.state == "finished":
         return "finished", ""
     if seen.state == "running" and seen.holder is not None:

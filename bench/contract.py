@@ -11,7 +11,7 @@ every floor above can import it and a type checker can hold each family to `Fami
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 UNITS = ("flops", "tokens", "images", "steps", "seconds")
 # More optimizer steps than any run takes (Pythia-70M: 143,000): a larger count is a mistake.
 MAX_STEPS = 10**9
+# Budgets in one ladder. Every rung is a run per variant and seed, and a compute curve needs a
+# handful (papers fit 5 to 10); 64 rungs, a factor of 2 apart, span 19 decades of compute, and
+# plans, stores and reports stay small.
+MAX_RUNGS = 64
 
 
 BUDGET_FORMS = ("one budget", "ladder of budgets")  # how a budget may be written (error paths)
@@ -71,6 +75,9 @@ class BudgetConfig(Strict):
         if isinstance(rungs, list) and (not rungs or any(
                 b <= a for a, b in pairwise(rungs))):
             raise ValueError("a ladder of budgets lists at least one amount, in increasing order")
+        if isinstance(rungs, list) and len(rungs) > MAX_RUNGS:
+            raise ValueError(f"a ladder of budgets lists at most {MAX_RUNGS} amounts (each is a "
+                             f"run per variant and seed); got {len(rungs)}")
         if self.split is not None:
             if any(v <= 0 for v in self.split.values()):
                 raise ValueError("split shares must be positive")
@@ -234,8 +241,15 @@ class Family(Protocol):
     name: str
     item_unit: str  # the budget unit a family counts its training data in ("tokens", "images")
     default_metrics: list[str]  # what a report shows unless the suite says otherwise
-    higher_is_better: dict[str, bool]  # the family's own metrics (evaluators say theirs)
     report_curve: str  # the curve metric a report plots against training FLOPs
+
+    @property
+    def higher_is_better(self) -> Mapping[str, bool | None]:
+        """Which way each of the family's own metrics is better, by rule: shell-style patterns
+        (`val.*.nll`, `model.*_params`) to True (larger is better), False (smaller) or None
+        (neither, by decision); the first pattern that matches a name decides, and a name none
+        matches has no direction. The core says it for `train.*`, evaluators for theirs."""
+        ...
 
     @property
     def config_model(self) -> type[BaseModel]:

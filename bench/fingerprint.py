@@ -7,22 +7,32 @@ minute per 10 GB on one core), not at every plan. Trusting size and mtime is wha
 git's index do: any write, truncation or replacement of the file changes them. Only an edit that
 keeps the size and then resets the nanosecond mtime on purpose would go unseen;
 `BENCH_REHASH=1` ignores the cache. A directory's fingerprint is the SHA-256 over the relative
-names and fingerprints of the regular files below it, in sorted order.
+names and fingerprints of the regular files below it, in sorted order. An input is a regular file
+or a folder: a FIFO, device or socket is refused (reading one blocks or never ends).
+
+Files the harness writes itself (token shards) record the digest computed while writing
+(`remember_digest`) and are checked later against what their build recorded (`cached_digest`,
+`hash_file`), so an unchanged file costs a `stat` and a changed one is read again.
 """
 
 import hashlib
 import os
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
+from bench.errors import UserError
+from bench.yaml_source import file_kind
+
 MISSING = "missing"
+BLOCK = 1 << 20  # bytes read at once while hashing
 CACHE_SCHEMA = """CREATE TABLE IF NOT EXISTS files (
   path TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER,
   sha256 TEXT)"""
 
 
-class _Cache:
+class DigestCache:
     """The stat-keyed digest cache; a cache that cannot be written only makes hashing slower."""
 
     def __init__(self, cache_dir: Path | None):
@@ -36,7 +46,7 @@ class _Cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.con = sqlite3.connect(path, timeout=30)
             self.con.execute(CACHE_SCHEMA)
-        except sqlite3.Error:
+        except (OSError, sqlite3.Error):  # a cache folder that cannot be made or written
             self.con = None
 
     def get(self, key: tuple) -> str | None:
@@ -65,24 +75,57 @@ class _Cache:
             self.con.close()
 
 
-def _file_digest(path: Path, cache: _Cache) -> str:
+def _key(path: Path, st: os.stat_result) -> tuple:
+    return (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def cached_digest(path: Path, cache: DigestCache) -> str | None:
+    """The digest recorded for the file as it is now (one `stat`); None if it changed since."""
+    return cache.get(_key(path, path.stat()))
+
+
+def hash_file(path: Path, cache: DigestCache,
+              scan: Callable[[bytes, int], None] | None = None) -> str:
+    """Read the file in 1 MiB blocks and record its SHA-256; `scan(block, offset)` sees each
+    block (and may raise), so a content check costs no second read."""
     st = path.stat()
-    key = (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-    cached = cache.get(key)
-    if cached is not None:
-        return cached
     digest = hashlib.sha256()
+    offset = 0
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
+        for block in iter(lambda: handle.read(BLOCK), b""):
+            if scan is not None:
+                scan(block, offset)
             digest.update(block)
-    cache.put(key, digest.hexdigest())
+            offset += len(block)
+    cache.put(_key(path, st), digest.hexdigest())
     return digest.hexdigest()
 
 
-def _digest(path: Path, cache: _Cache) -> str:
+def remember_digest(path: Path, st: os.stat_result, digest: str, cache: DigestCache) -> None:
+    """Record `digest`, computed while writing the file that had stat `st`, for that file once
+    at `path` (renamed there whole, keeping its inode and mtime): no read to check it later."""
+    cache.put(_key(path, st), digest)
+
+
+def _file_digest(path: Path, cache: DigestCache) -> str:
+    cached = cached_digest(path, cache)
+    return cached if cached is not None else hash_file(path, cache)
+
+
+def regular_or_folder(path: Path) -> None:
+    """Refuse a FIFO, device or socket at `path`: reading one blocks or never ends."""
+    kind = file_kind(path.stat().st_mode)
+    if kind not in (None, "a directory"):
+        raise UserError(f"{path}: is {kind}; expected a regular file or a folder")
+
+
+def path_digest(path: Path, cache: DigestCache) -> str:
+    """`fingerprint` of a file or folder through an open cache."""
     if path.is_file():
         return _file_digest(path, cache)
     if not path.is_dir():
+        if path.exists():
+            regular_or_folder(path)
         return MISSING
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
@@ -96,17 +139,17 @@ def fingerprint(path: str | Path, cache_dir: Path | None = None) -> str:
     """SHA-256 of a file's bytes or of a directory's files; 'missing' where there is neither.
 
     `cache_dir` holds the digest cache (default: the data cache, $BENCH_DATA)."""
-    cache = _Cache(cache_dir)
+    cache = DigestCache(cache_dir)
     with closing(cache):
-        return _digest(Path(path), cache)
+        return path_digest(Path(path), cache)
 
 
 def fingerprint_inputs(inputs: dict[str, str], cache_dir: Path | None = None
                        ) -> dict[str, dict[str, str]]:
     """{label: {'path', 'sha256'}} for a run's declared inputs, labels as the family names them."""
-    cache = _Cache(cache_dir)
+    cache = DigestCache(cache_dir)
     with closing(cache):
-        return {label: {"path": str(path), "sha256": _digest(Path(path), cache)}
+        return {label: {"path": str(path), "sha256": path_digest(Path(path), cache)}
                 for label, path in sorted(inputs.items())}
 
 

@@ -6,20 +6,28 @@ processes that read it (`bench run` as it submits and watches, `bench status`, `
 locks do not hold over network file systems). An import reads only the folders whose record
 changed since the last one (a stamp of their files' sizes and times), and `rebuild_index`
 imports every folder into a new file: both go through `_index_folder`, so they agree row for row.
+
+Every value read from a folder is checked before it reaches the index, as a folder may hold
+anything that was written to a shared file system: JSON nested at most `MAX_DEPTH` deep, text
+that UTF-8 holds, whole numbers that fit SQLite's 64-bit integers (seeds, steps; a bool is not
+one), metric and curve values that a double holds. NaN and infinities are recorded values (a
+metric undefined or infinite for a run, a PR curve's undefined precision): SQLite stores NaN as
+NULL, which readers show as NaN. A folder whose files break these rules is skipped and named.
 """
 
 import csv
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
-from bench.atomic import write_via
-from bench.claims import CLAIM, read_claim
+from bench.atomic import remove_stale_temporaries, write_via
+from bench.claims import CLAIM, is_text, read_claim
 from bench.errors import UserError
 
 SCHEMA = """
@@ -56,6 +64,13 @@ INSERT_RUN = (f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) "
 STAMPED = ("state.json", CLAIM, "config.json", "metrics.json")
 # A run folder's files are small; anything larger is not one of ours (and is not read whole).
 MAX_FILE_BYTES = 256 * 2**20
+# A folder's JSON nests a few levels (a resolved config: suites nest at most 64 deep, see
+# bench/yaml_source.py); deeper is not ours, and is refused before anything recurses into it.
+MAX_DEPTH = 100
+# SQLite's INTEGER: a signed 64-bit number.
+INT64 = (-(2**63), 2**63 - 1)
+# The states a run's folder records (bench/store.py).
+STATES = ("running", "finished", "failed", "pruned")
 
 
 def index_error(path: Path, err: Exception) -> UserError:
@@ -97,15 +112,37 @@ def _add_owner_columns(con: sqlite3.Connection) -> None:
 
 def open_index(path: Path) -> sqlite3.Connection:
     """A connection to the index file at `path`, its schema created or brought up to date; a
-    damaged file is a UserError naming it."""
-    con = sqlite3.connect(path, timeout=60)
+    damaged file, a folder in its place or one that cannot be opened is a UserError naming it."""
+    _check_not_folder(path)
+    try:
+        con = sqlite3.connect(path, timeout=60)
+    except sqlite3.Error as err:
+        raise index_error(path, err) from err
     try:
         con.executescript(SCHEMA)
         _add_owner_columns(con)
-    except sqlite3.DatabaseError as err:
+    except sqlite3.Error as err:
         con.close()
         raise index_error(path, err) from err
     return con
+
+
+def _check_not_folder(path: Path) -> None:
+    """A folder where the index file belongs is a UserError naming it: SQLite cannot open it,
+    and a rebuild would not replace it (it is not the index's to delete)."""
+    if path.is_dir():
+        raise UserError(f"{path}: a folder where the results index file belongs; move it out of "
+                        "the way (bench index --rebuild then writes the index from the run "
+                        "folders)")
+
+
+def remove_stale_builds(root: Path) -> None:
+    """Remove what a killed `rebuild_index` left in `root`: its temporary index once untouched
+    for a while (see bench.atomic) and that temporary's journal. Called wherever the index is
+    opened; a leftover that cannot be removed waits for the next call."""
+    with suppress(OSError):
+        for tmp in remove_stale_temporaries(root):
+            tmp.with_name(tmp.name + "-journal").unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -132,6 +169,10 @@ def import_folders(con: sqlite3.Connection, root: Path, suite: str | None = None
         known = dict(con.execute(f"SELECT run_id, stamp FROM imported {scope}", args))
         seen, indexed, skipped = set(), 0, []
         for folder in _run_folders(root, suite, run_id):
+            if not (is_text(folder.name) and is_text(folder.parent.name)):
+                shown = os.fsencode(folder).decode("utf-8", "backslashreplace")
+                skipped.append(f"{shown}: a name that is not UTF-8 text")
+                continue
             seen.add(folder.name)
             stamp = _stamp(folder)
             if known.get(folder.name) == stamp:
@@ -168,6 +209,8 @@ def rebuild_index(root: Path) -> Imported:
     if not root.is_dir():
         raise UserError(f"{root}: no results folder to rebuild an index from")
     index_path = root / "index.sqlite"
+    _check_not_folder(index_path)
+    remove_stale_builds(root)
     done: list[Imported] = []
 
     def build(tmp: Path) -> None:
@@ -222,7 +265,8 @@ def insert_results(con: sqlite3.Connection, run: tuple[str, str, str, int],
     con.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?)",
                     [(*run, m, float(v), None, None, None) for m, v in metrics.items()])
     con.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?)", [
-        (*run, metric, float(point[column]), point["step"], point["flops"], point["tokens"])
+        (*run, metric, float(point[column]), point["step"], float(point["flops"]),
+         float(point["tokens"]))
         for point in curve for column, metric in columns.items()
         if point.get(column) is not None])
     con.executemany("INSERT INTO points VALUES (?,?,?,?,?,?,?,?)", [
@@ -237,9 +281,8 @@ class Unreadable(ValueError):
 def _index_folder(con: sqlite3.Connection, folder: Path) -> None:
     """One run's rows, read from its folder; Unreadable when a file is missing or malformed."""
     config = json_file(folder / "config.json", dict)
-    state = _folder_state(folder, config)
-    prov_path = folder / "provenance.json"
-    provenance = json_file(prov_path, dict) if prov_path.exists() else None
+    provenance = _read_provenance(folder)
+    state = _folder_state(folder, config, provenance or {})
     owner = read_claim(folder)
     run = (folder.name, folder.parent.name, state["variant"], state["seed"])
     results = read_results(folder) if state["state"] == "finished" else None
@@ -256,9 +299,17 @@ def _index_folder(con: sqlite3.Connection, folder: Path) -> None:
 def read_results(folder: Path) -> tuple[dict[str, float], list[dict[str, Any]],
                                          dict[str, tuple[list[float], list[float]]]]:
     """A finished run's final metrics, training curve and evaluation curves."""
+    return read_metrics(folder), _read_curve(folder / "curve.csv"), _read_points(folder)
+
+
+def read_metrics(folder: Path) -> dict[str, float]:
+    """A finished run's final metrics (metrics.json): names to numbers a double holds."""
     metrics = json_file(folder / "metrics.json", dict)
-    _check_numbers("metrics.json", metrics.values())
-    return metrics, _read_curve(folder / "curve.csv"), _read_points(folder)
+    for name, value in metrics.items():
+        if not is_real(value):
+            raise Unreadable(f"metrics.json: {name!r}: expected a number within a double's "
+                             "range")
+    return metrics
 
 
 def read_state(folder: Path) -> dict[str, Any] | None:
@@ -267,29 +318,55 @@ def read_state(folder: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     state = json_file(path, dict)
-    for key, kind in (("variant", str), ("seed", int), ("state", str)):
-        if not isinstance(state.get(key), kind):
-            raise Unreadable(f"{path.name}: field '{key}': expected a {kind.__name__}")
-    for key in ("reason", "started", "ended"):
-        if not isinstance(state.get(key), str | None):
-            raise Unreadable(f"{path.name}: field '{key}': expected a str or null")
+    for key, valid, expected in (
+            ("variant", is_text, "a string"), ("seed", is_int64, "a whole number of 64 bits"),
+            ("state", lambda v: v in STATES, "one of " + ", ".join(STATES))):
+        if not valid(state.get(key)):
+            raise Unreadable(f"{path.name}: field '{key}': expected {expected}")
+    _check_text_fields(path.name, state, ("reason", "started", "ended"))
     return state
 
 
-def _folder_state(folder: Path, config: dict[str, Any]) -> dict[str, Any]:
+def _check_text_fields(name: str, record: dict[str, Any], keys: Iterable[str]) -> None:
+    """Fields of a record that are text or null (times, a reason)."""
+    for key in keys:
+        if record.get(key) is not None and not is_text(record[key]):
+            raise Unreadable(f"{name}: field '{key}': expected a string or null")
+
+
+def _read_provenance(folder: Path) -> dict[str, Any] | None:
+    """provenance.json (None without one), with the fields that readers of the index use
+    checked: times, the input fingerprints (label -> path and sha256, bench/fingerprint.py)
+    and the package versions (name -> version)."""
+    path = folder / "provenance.json"
+    if not path.exists():
+        return None
+    prov = json_file(path, dict)
+    _check_text_fields(path.name, prov, ("started", "ended"))
+    inputs = prov.get("inputs", {})
+    if not (isinstance(inputs, dict) and all(
+            isinstance(e, dict) and is_text(e.get("path")) and is_text(e.get("sha256"))
+            for e in inputs.values())):
+        raise Unreadable(f"{path.name}: field 'inputs': expected label -> {{path, sha256}}")
+    if not isinstance(prov.get("packages") or {}, dict):
+        raise Unreadable(f"{path.name}: field 'packages': expected name -> version")
+    return prov
+
+
+def _folder_state(folder: Path, config: dict[str, Any], prov: dict[str, Any]
+                  ) -> dict[str, Any]:
     """The run's record from its state.json; for a folder written before there was one, its
     state inferred (finished when it holds metrics.json, else failed) and its variant named
     after its config, which is all the folder says of it."""
     state = read_state(folder)
     if state is not None:
         return state
-    if not isinstance(config.get("seed"), int):
-        raise Unreadable("config.json: field 'seed': expected an int (and no state.json)")
+    if not is_int64(config.get("seed")):
+        raise Unreadable("config.json: field 'seed': expected a whole number of 64 bits (and "
+                         "no state.json)")
     digest = hashlib.sha256(json.dumps({k: v for k, v in config.items() if k != "seed"},
                                        sort_keys=True).encode()).hexdigest()[:8]
     finished = (folder / "metrics.json").exists()
-    prov_path = folder / "provenance.json"
-    prov = json_file(prov_path, dict) if prov_path.exists() else {}
     return {"variant": f"config-{digest}", "seed": config["seed"],
             "state": "finished" if finished else "failed",
             "reason": None if finished else "no state.json or metrics.json: ended unfinished",
@@ -297,17 +374,46 @@ def _folder_state(folder: Path, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def json_file(path: Path, kind: type) -> Any:
-    """A folder's JSON file, checked to be of `kind`."""
+    """A folder's JSON file, checked to be of `kind`, nested at most `MAX_DEPTH` deep, its
+    strings (keys included) text that UTF-8 holds."""
+    deep = Unreadable(f"{path.name}: nested deeper than {MAX_DEPTH} levels")
     try:
         _check_size(path)
         value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise Unreadable(f"{path.name}: missing") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except RecursionError:
+        raise deep from None
+    except (OSError, ValueError) as err:  # JSON, UTF-8, an integer past Python's digit limit
         raise Unreadable(f"{path.name}: {err}") from None
     if not isinstance(value, kind):
         raise Unreadable(f"{path.name}: expected a JSON {kind.__name__}")
+    problem = _tree_problem(value)
+    if problem == "deep":
+        raise deep
+    if problem is not None:
+        raise Unreadable(f"{path.name}: {problem}")
     return value
+
+
+def _tree_problem(value: Any) -> str | None:
+    """What is wrong with parsed JSON (None when nothing): 'deep' past `MAX_DEPTH`, or a
+    string UTF-8 cannot hold. Walked without recursion."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            children = item
+        else:
+            if isinstance(item, str) and not is_text(item):
+                return f"text that is not UTF-8 ({item[:40]!r})"
+            continue
+        if depth > MAX_DEPTH:
+            return "deep"
+        stack.extend((child, depth + 1) for child in children)
+    return None
 
 
 def _check_size(path: Path) -> None:
@@ -315,13 +421,21 @@ def _check_size(path: Path) -> None:
         raise Unreadable(f"{path.name}: larger than {MAX_FILE_BYTES >> 20} MiB")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def is_int64(value: Any) -> TypeGuard[int]:
+    """A whole number that SQLite's INTEGER holds (a bool is not one)."""
+    return (isinstance(value, int) and not isinstance(value, bool)
+            and INT64[0] <= value <= INT64[1])
 
 
-def _check_numbers(name: str, values: Iterable[Any]) -> None:
-    if not all(map(_is_number, values)):
-        raise Unreadable(f"{name}: expected numbers as values")
+def is_real(value: Any) -> bool:
+    """A number that a double holds, NaN and infinities included (a bool is not one)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except OverflowError:  # an integer past a double's range
+        return False
+    return True
 
 
 def _read_curve(path: Path) -> list[dict[str, Any]]:
@@ -329,17 +443,25 @@ def _read_curve(path: Path) -> list[dict[str, Any]]:
     try:
         _check_size(path)
         with path.open(newline="", encoding="utf-8") as f:
-            rows = [{k: _cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
+            cells = list(csv.DictReader(f))
     except FileNotFoundError:
         raise Unreadable(f"{path.name}: missing") from None
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise Unreadable(f"{path.name}: {err}") from None
+    rows = []
+    for line, row in enumerate(cells, 2):
+        if None in row:  # csv's key for the cells past the header's
+            raise Unreadable(f"{path.name}:{line}: more cells than the header names")
+        rows.append({k: _cell(v) for k, v in row.items()})
     measured = curve_metrics(rows)
     for line, row in enumerate(rows, 2):
-        bad = [c for c in ("step", "flops", "tokens") if not _is_number(row.get(c))]
-        bad += [c for c in measured if row.get(c) is not None and not _is_number(row[c])]
+        step = row.get("step")
+        bad = [] if is_int64(step) and step >= 0 else ["step"]
+        bad += [c for c in ("flops", "tokens") if not is_real(row.get(c))]
+        bad += [c for c in measured if row.get(c) is not None and not is_real(row[c])]
         if bad:
-            raise Unreadable(f"{path.name}:{line}: column '{bad[0]}': expected a number")
+            expected = "a whole number of 64 bits" if bad[0] == "step" else "a number"
+            raise Unreadable(f"{path.name}:{line}: column '{bad[0]}': expected {expected}")
     return rows
 
 
@@ -364,8 +486,10 @@ def _read_points(folder: Path) -> dict[str, tuple[list[float], list[float]]]:
     for name, xy in json_file(path, dict).items():
         xs, ys = (xy.get(axis) if isinstance(xy, dict) else None for axis in ("x", "y"))
         if not (isinstance(xs, list) and isinstance(ys, list) and len(xs) == len(ys)):
-            raise Unreadable(f"points.json: curve '{name}': expected x and y lists of one length")
-        _check_numbers(f"points.json: curve '{name}'", [*xs, *ys])
+            raise Unreadable(f"points.json: curve {name!r}: expected x and y lists of one length")
+        if not all(map(is_real, [*xs, *ys])):
+            raise Unreadable(f"points.json: curve {name!r}: expected numbers within a double's "
+                             "range")
         points[name] = (xs, ys)
     return points
 

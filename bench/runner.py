@@ -1,6 +1,7 @@
 """Executes planned runs: skip finished ones, train under budget, evaluate, record, go on."""
 
 import errno
+import io
 import logging
 import math
 import os
@@ -16,7 +17,7 @@ import torch
 
 from bench import provenance
 from bench.accelerators import efficiency_metrics
-from bench.atomic import remove_stale_temporaries
+from bench.atomic import enter_dir, no_links, open_append, remove_stale_temporaries
 from bench.budget import StageBudget, split_budget
 from bench.contract import Family, RunSpec, Stage, StageResult
 from bench.distributed import from_main, world
@@ -68,6 +69,7 @@ class RunFolderContext:
     monitor: Callable[[float, dict[str, float]], None] | None = None
     restart_corrupt: bool = False  # a stage whose checkpoints are all unusable starts afresh
     data_root: str | None = None  # the family's training data folder, offered to evaluators
+    branch_from: Path | None = None  # a lower wsd rung's branch file, in its source's folder
 
     @property
     def main(self) -> bool:
@@ -96,10 +98,29 @@ class RunFolderContext:
         ckpt_dir = self.dir / "checkpoints"
         saves = {branch_file(ckpt_dir, stage.name, lower): lower for lower in (
             split_budget(rung, stages)[stage.name] for rung in self.run.branch_rungs)}
-        source = self.run.branch_source
-        found = (None if source is None else (source, branch_checkpoint(
-            self.run, stages, self.dir.parent / source)))
+        source, found = self.run.branch_source, None
+        if source is not None:  # in a sibling's folder: no link on the way is followed
+            path = branch_checkpoint(self.run, stages, self.dir.parent / source)
+            self.branch_from = no_links(self.dir.parent, *path.relative_to(self.dir.parent).parts)
+            found = (source, self.branch_from)
         return Branches(saves, found, self._heard_branch)
+
+    def drop_branch_file(self) -> None:
+        """Once this lower rung has finished, remove the branch file its source saved for it
+        alone (no other rung starts from it). Links on the way are not followed; a file that
+        cannot be removed stays, said in the log, and costs nothing but disk."""
+        path = self.branch_from
+        if path is None:
+            return
+        try:
+            no_links(self.dir.parent, *path.relative_to(self.dir.parent).parts[:-1]).joinpath(
+                path.name).unlink()
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            self.log.warning("kept the branch checkpoint %s: %s", path, e)
+            return
+        self.log.info("removed the branch checkpoint %s, used by this run alone", path)
 
     def _heard_branch(self, branched: dict[str, Any]) -> None:
         self.provenance["branched_from"] = {"run": branched["run"], "step": branched["step"]}
@@ -116,8 +137,7 @@ class RunFolderContext:
             if not isinstance(model, evaluator.needs):
                 raise TypeError(f"evaluator {name!r} needs a {evaluator.needs.__name__}; the "
                                 f"family handed over a {type(model).__name__}")
-            workdir = self.dir / name
-            workdir.mkdir(parents=True, exist_ok=True)
+            workdir = enter_dir(self.dir, name)  # refused when it is a link
             result = evaluator.evaluate(cfg, model, EvalSetting(
                 workdir, self.log, self.run.seed, self.data_root, self.progress))
             self.record({f"{name}.{k}": v for k, v in result.metrics.items()})
@@ -147,6 +167,10 @@ class _RunLogFile(logging.FileHandler):
 
     def handleError(self, record: logging.LogRecord) -> None:
         pass
+
+    def _open(self) -> io.TextIOWrapper:
+        """Appending without following a link planted at the log's path (one is replaced)."""
+        return open_append(Path(self.baseFilename), self.encoding)
 
 
 def _run_logger(run: RunSpec, path: Path) -> logging.Logger:
@@ -217,7 +241,8 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
     prov = provenance.collect(device) | {"inputs": run.inputs, "world_size": here.size}
     begun: Path | ClaimRefused | str | None = None
     if here.main:  # the one process that claims and writes the run
-        try:
+        try:  # a link standing for the run's folder, or its suite's, is refused, not written to
+            no_links(store.root / run.suite, run.run_id)
             begun = store.begin(run.suite, run.variant.name, run.seed, run.run_id, run.resolved,
                                 prov)
         except ClaimRefused as e:
@@ -250,6 +275,7 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
             with store.heartbeat(run.run_id):  # machines that share the folder see it alive
                 family.execute(run, ctx)
             _record_success(family, store, ctx, prov)
+            ctx.drop_branch_file()
         else:
             family.execute(run, ctx)
     except Pruned as e:

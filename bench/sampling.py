@@ -5,21 +5,29 @@ An epoch's order is a keyed permutation of [0, N) evaluated one index at a time 
 on the smallest even number of bits that covers N, walking cycles until the value falls inside
 [0, N)), so the batch of step k costs O(batch size) whatever N is: no permutation of all N rows
 is ever built, which at hundreds of millions of rows would not fit a step.
+
+torch is imported only by the functions that take or make tensors: tokenizing worker processes
+import this module (through `bench.text.shards`) and need none of it.
 """
 
 import hashlib
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 _ROUNDS = 6
 _MIX_1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX_2 = np.uint64(0x94D049BB133111EB)
 
 
-def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+def epoch_permutation(n: int, seed: int, epoch: int) -> "torch.Tensor":
     """The row order of one epoch: a permutation drawn from a generator seeded by (seed, epoch)."""
+    import torch
+
     mixed = hashlib.sha256(f"{seed}/{epoch}".encode()).digest()
     generator = torch.Generator().manual_seed(int.from_bytes(mixed[:8], "little") >> 1)
     return torch.randperm(n, generator=generator)
@@ -87,6 +95,8 @@ def batch_indices(n: int, step: int, batch_size: int, seed: int) -> np.ndarray:
     return out
 
 
-def batch_at(rows: torch.Tensor, step: int, batch_size: int, seed: int) -> torch.Tensor:
+def batch_at(rows: "torch.Tensor", step: int, batch_size: int, seed: int) -> "torch.Tensor":
     """The rows of `rows` (held in memory) that step `step` trains on, by `batch_indices`."""
+    import torch
+
     return rows[torch.from_numpy(batch_indices(rows.shape[0], step, batch_size, seed))]

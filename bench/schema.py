@@ -10,11 +10,16 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    field_validator,
     model_serializer,
     model_validator,
 )
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# The shortest wsd cooldown, as a fraction of the stage: a millionth is under one step for any
+# run of up to a million steps, and below about 1e-16 1 - decay rounds to 1 and the rate would
+# never cool down at all.
+MIN_DECAY = 1e-6
 MAX_NAME = 100
 
 # YAML's `true` is not the number 1: integers and numbers in configs refuse booleans (and an
@@ -78,6 +83,15 @@ class OptimConfig(Strict):
         if any(not 0 < m < 1 for m in self.milestones):
             raise ValueError("milestones must be fractions of the stage, strictly between 0 and 1")
         return self
+
+    @field_validator("decay")
+    @classmethod
+    def _decay_cools_down(cls, v: float) -> float:
+        if v < MIN_DECAY:
+            raise ValueError(f"{v:g}: a cooldown under {MIN_DECAY:g} of the stage is less than "
+                             "one step for any run of up to a million steps (and below about "
+                             f"1e-16 none at all); give at least {MIN_DECAY:g}")
+        return v
 
     @model_validator(mode="after")
     def _decay_is_wsd(self) -> "OptimConfig":

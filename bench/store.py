@@ -5,15 +5,18 @@ A run's folder holds everything about it: config.json and provenance.json; state
 finished, failed or pruned, with the reason and times); claim.json while a process holds the run
 (bench/claims.py); and once it finished, metrics.json, curve.csv and points.json, written before
 state.json says so. Every change of state happens under the folder's lock, each file is written
-whole (bench/atomic.py), and a process writes only the folders of the runs it holds: a cluster
-job needs nothing shared but the folder. A run is finished exactly when its folder says so; a
-crash at any earlier point leaves it 'running' (it resumes from its checkpoints) or 'failed'.
+whole (bench/atomic.py), and a process writes only the folders of the runs it holds (besides
+removing, once it finished, the branch checkpoint a lower rung of a wsd ladder started from in
+its longest rung's folder): a cluster job needs nothing shared but the folder. A run is
+finished exactly when its folder says so; a crash at any earlier point leaves it 'running' (it
+resumes from its checkpoints) or 'failed'.
 """
 
 import csv
 import glob
 import io
 import json
+import math
 import sqlite3
 import sys
 from collections.abc import Iterable, Iterator
@@ -33,14 +36,14 @@ from bench.claims import (
 )
 from bench.errors import ClaimRefused, UserError
 from bench.index import (
-    DAMAGED,
     Imported,
     Unreadable,
     import_folders,
     index_error,
-    json_file,
     open_index,
+    read_metrics,
     read_state,
+    remove_stale_builds,
 )
 
 CURVE_COLUMNS = ("stage", "step", "tokens", "flops", "loss", "lr", "wall")
@@ -107,7 +110,7 @@ class Store:
         state = None if folder is None else _state_of(folder)
         if folder is None or state is None or state["state"] != "finished":
             return {}
-        return _readable(folder, lambda: json_file(folder / "metrics.json", dict))
+        return _readable(folder, lambda: read_metrics(folder))
 
     def begin(self, suite: str, variant: str, seed: int, run_id: str, config: dict[str, Any],
               provenance: dict[str, Any]) -> Path:
@@ -187,9 +190,11 @@ class Store:
         self._indexed(folder.parent.name, run_id)
 
     def fail(self, run_id: str, reason: str, ended: str, state: str = "failed") -> None:
-        """Mark a run that ended without finishing: 'failed', or 'pruned' by a sweep."""
+        """Mark a run that ended without finishing: 'failed', or 'pruned' by a sweep. A reason
+        is recorded as UTF-8 text (see `_utf8`)."""
+        text = _utf8(reason)
         with self._holding(run_id) as folder:
-            _update_state(folder, state=state, reason=reason, ended=ended)
+            _update_state(folder, state=state, reason=text, ended=ended)
             drop_claim(folder)
         self._indexed(folder.parent.name, run_id)
 
@@ -236,20 +241,24 @@ class Store:
 
     def _connect(self) -> sqlite3.Connection:
         self.root.mkdir(parents=True, exist_ok=True)
+        remove_stale_builds(self.root)
         return open_index(self.index_path)
 
     def sync(self, suite: str | None = None, run_id: str | None = None) -> Imported:
         """Import into the index what changed in the run folders (one run's, one suite's or
-        all); folders that cannot be read are skipped and named (also in `self.skipped`)."""
+        all); folders that cannot be read are skipped and named (also in `self.skipped`). An
+        index that cannot be read or written is a UserError naming it (a damaged one with its
+        remedy)."""
+        try:
+            return self._import(suite, run_id)
+        except sqlite3.Error as err:
+            raise index_error(self.index_path, err) from err
+
+    def _import(self, suite: str | None, run_id: str | None) -> Imported:
         with closing(self._connect()) as con:
-            try:
-                imported = import_folders(con, self.root, suite, run_id)
-                self.skipped = imported.skipped
-                return imported
-            except sqlite3.DatabaseError as err:  # a damaged file, named with its remedy
-                if getattr(err, "sqlite_errorname", "").startswith(DAMAGED):
-                    raise index_error(self.index_path, err) from err
-                raise
+            imported = import_folders(con, self.root, suite, run_id)
+        self.skipped = imported.skipped
+        return imported
 
     def _indexed(self, suite: str, run_id: str) -> None:
         """Import one run after this store changed it. The folder already holds the change, so
@@ -258,7 +267,7 @@ class Store:
         if not self.indexes:
             return
         try:
-            self.sync(suite, run_id)
+            self._import(suite, run_id)
         except (OSError, sqlite3.Error, UserError) as err:
             if not self._index_warned:
                 print(f"warning: could not update the results index {self.index_path} ({err}); "
@@ -290,11 +299,12 @@ class Store:
                 f"{where} ORDER BY started DESC", args)]
             con.row_factory = None
             by_id = {run["run_id"]: run["metrics"] for run in runs}
-            # One read of every final metric, in the order written: a later row wins.
+            # One read of every final metric, in the order written: a later row wins. SQLite
+            # keeps a NaN as NULL.
             for run_id, metric, value in con.execute(
                     "SELECT run_id, metric, value FROM metrics WHERE step IS NULL AND run_id IN "
                     f"(SELECT run_id FROM runs {where}) ORDER BY rowid", args):
-                by_id[run_id][metric] = value
+                by_id[run_id][metric] = math.nan if value is None else value
         return runs
 
     def runs_by_config(self, suite: str) -> dict[tuple[str, int, str], list[dict[str, Any]]]:
@@ -313,6 +323,17 @@ class Store:
                 {"run_id": run_id, "state": state,
                  "inputs": json.loads(prov or "{}").get("inputs", {})})
         return found
+
+
+def _utf8(text: str) -> str:
+    """`text` as UTF-8 holds it: an error naming a file whose name is not UTF-8 carries the
+    name's bytes as lone surrogates (Python's surrogateescape), which would make the folder
+    unreadable to the index; they are written as the bytes' escapes (`\\xff`)."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no file name gives
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _readable(folder: Path, read: Any) -> Any:

@@ -7,7 +7,9 @@ expected`, and nothing is written.
 """
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,6 +36,7 @@ CORE_KEYS = {
     "reference", "variants", "sweep", "resources",
 }
 MAX_EXTENDS = 32  # files in one 'extends' chain
+MAX_METRIC_NAME = 200  # characters of a metric name a report lists
 # What a reference key `<metric>:<kind>` gives: the paper's ratio of the metric to the
 # baseline's, or the baseline's compute over the compute at which the variant matches it.
 REFERENCE_KINDS = ("ratio", "compute_ratio")
@@ -73,13 +76,18 @@ class ReportConfig(Strict):
     # report's metrics less train.* and model.*)
     compute_metrics: list[str] | None = None
 
-    @field_validator("compute_metrics")
+    @field_validator("metrics", "compute_metrics")
     @classmethod
-    def _distinct_compute_metrics(cls, v: list[str] | None) -> list[str] | None:
-        if v is not None and len(set(v)) != len(v):
-            raise ValueError("compute_metrics must be distinct")
-        if v is not None and not all(m.strip() for m in v):
-            raise ValueError("compute_metrics names metrics; got an empty name")
+    def _metric_names(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        """Distinct names of metrics as runs record them: text a report can print."""
+        if v is None:
+            return v
+        if len(set(v)) != len(v):
+            raise ValueError(f"{info.field_name} must be distinct")
+        for name in v:
+            if not name.strip() or len(name) > MAX_METRIC_NAME or not name.isprintable():
+                raise ValueError(f"{info.field_name} names metrics (printable text of 1 to "
+                                 f"{MAX_METRIC_NAME} characters); got {name[:MAX_METRIC_NAME]!r}")
         return v
 
     @field_validator("table")
@@ -155,12 +163,41 @@ class Suite:
         return self.head.suite
 
     def higher_is_better(self, metric: str) -> bool | None:
-        """Whether a larger `metric` is better (None: neither): an evaluation's metric
-        (`<eval>.<metric>`) by its evaluator, any other by the family (default: yes)."""
-        name, _, rest = metric.partition(".")
-        if any(name == n for n, _ in next(iter(self.variants.values())).evals):
-            return get_evaluator(name).higher_is_better(rest)
-        return self.family.higher_is_better.get(metric, True)
+        """Whether a larger `metric` is better (None: neither, or no rule says; see
+        `metric_direction`)."""
+        evals = [n for n, _ in next(iter(self.variants.values())).evals]
+        return metric_direction(metric, self.family, evals)
+
+
+def training_directions(unit: str) -> dict[str, bool | None]:
+    """Which way each metric of the training loop (`bench.runner`: `train.*` per run and
+    `train.<stage>.*` per stage) is better: rates (FLOP/s, items/s) and MFU up, losses and
+    memory down; what the budget bought (steps, FLOPs, items in the family's `unit`, seconds),
+    the processes, and a timed rate's spread and count point neither way. Patterns, first
+    match deciding, as in `Family.higher_is_better`."""
+    spent = ("steps", "flops", unit, "seconds")
+    return {"train.*_per_s.iqr": None, "train.*_per_s.n": None, "train.*_per_s": True,
+            "train.mfu": True, "train.*.final_loss": False, "train.peak_memory_bytes": False,
+            "train.world_size": None, **{f"train.{k}": None for k in spent},
+            **{f"train.*.{k}": None for k in spent}}
+
+
+def pattern_direction(table: Mapping[str, bool | None], metric: str) -> bool | None:
+    """The direction of the first pattern of `table` that `metric` matches; None if none."""
+    return next((up for pattern, up in table.items() if fnmatchcase(metric, pattern)), None)
+
+
+def metric_direction(metric: str, family: Family, evals: Sequence[str]) -> bool | None:
+    """Whether a larger `metric` is better, never guessed: an evaluation's metric
+    (`<eval>.<metric>`) by its evaluator, `train.*` by the training loop's rules, any other by
+    the family's patterns; None where neither is better or no rule names the metric (reports
+    then leave it uncoloured and unmatched)."""
+    name, _, rest = metric.partition(".")
+    if name in evals:
+        return get_evaluator(name).higher_is_better(rest)
+    if name == "train":
+        return pattern_direction(training_directions(family.item_unit), metric)
+    return pattern_direction(family.higher_is_better, metric)
 
 
 def deep_merge(base: Any, over: Any) -> Any:
@@ -355,7 +392,7 @@ def load_suite(path: str | Path, env: dict[str, str] | None = None) -> Suite:
         by_config[key] = vname
         variants[vname] = Variant(vname, config, budget, evals, resolved, resources)
 
-    _check_report(src, head, variants)
+    _check_report(src, head, family, variants)
     _check_sweep(src, head, family, variants)
     return Suite(Path(path), head, family, variants)
 
@@ -507,10 +544,18 @@ def _check_warmup(src: Located, config: BaseModel, budget: BudgetConfig,
                         "between rungs: give it in steps (>= 1), not a fraction")
 
 
-def _check_report(src: Located, head: SuiteHead, variants: dict[str, Variant]) -> None:
+def _check_report(src: Located, head: SuiteHead, family: Family,
+                  variants: dict[str, Variant]) -> None:
     if head.report.baseline is not None and head.report.baseline not in variants:
         raise _fail(src, ("report", "baseline"),
                     f"{head.report.baseline!r} is not a variant; variants: {', '.join(variants)}")
+    evals = [name for name, _ in next(iter(variants.values())).evals]
+    for i, metric in enumerate(head.report.compute_metrics or []):
+        if metric_direction(metric, family, evals) is None:
+            raise _fail(src, ("report", "compute_metrics", i),
+                        f"{metric!r} has no direction (no rule of the core, family "
+                        f"{head.family!r} or its evaluators says whether larger is better); "
+                        "compute to match needs one: name a score such as a loss or accuracy")
     for vname, numbers in head.reference.items():
         if vname not in variants:
             raise _fail(src, ("reference", vname),

@@ -37,7 +37,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.atomic import remove_stale_temporaries, save_torch
+from bench.atomic import (
+    LinkRefused,
+    enter_dir,
+    no_links,
+    open_read,
+    remove_stale_temporaries,
+    save_torch,
+)
 from bench.budget import StageBudget, lr_factor, shared_steps
 from bench.contract import Stage, StageResult, StepCost
 from bench.distributed import World, from_main, world
@@ -264,7 +271,10 @@ def _load(path: Path, stage: Stage, device: torch.device, full: bool) -> dict[st
     """The checkpoint at `path`, unpickled without running code and checked against the stage;
     ValueError says why it cannot be used."""
     try:
-        saved = torch.load(path, map_location=device, weights_only=True)
+        with open_read(path) as f:  # a link is not followed out of the run's folder
+            saved = torch.load(f, map_location=device, weights_only=True)
+    except LinkRefused as err:
+        raise ValueError(str(err)) from err
     except Exception as err:  # truncated, corrupted, planted: anything unreadable is unusable
         raise ValueError(describe_load_error(err)) from err
     _check(saved, stage, full)
@@ -395,9 +405,10 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
     checkpoints come first, so a branched stage resumes from them, not from the branch.
     """
     here = World() if stage.solo else world()
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    for leftover in [p for folder in (ckpt_dir, ckpt_dir / "branches") if folder.is_dir()
-                     for p in remove_stale_temporaries(folder)] if here.main else []:
+    ckpt_dir = enter_dir(ckpt_dir)
+    for leftover in [p for folder in (ckpt_dir, no_links(ckpt_dir, "branches"))
+                     if folder.is_dir() for p in remove_stale_temporaries(folder)
+                     ] if here.main else []:
         log.info("removed %s, left by a killed process", leftover)
     final_path = ckpt_dir / f"{stage.name}.final.pt"
     latest_path, prev_path = ckpt_dir / f"{stage.name}.pt", ckpt_dir / f"{stage.name}.prev.pt"
@@ -450,9 +461,9 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
         """Full checkpoints for lower rungs, as they would be at this step, with their own
         horizon and budget."""
         for path, lower, horizon in due if here.main else []:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            folder = enter_dir(path.parent)  # branches/: refused when it is a link
             save_torch(state(True, replace(result, horizon=horizon))
-                       | {"budget": [lower.unit, lower.amount]}, path)
+                       | {"budget": [lower.unit, lower.amount]}, folder / path.name)
             log.info("stage %s: saved the branch checkpoint %s at step %d", stage.name,
                      path.name, result.steps)
 

@@ -36,6 +36,16 @@ def _truncate_at_line(path: Path, keep: float = 0.5) -> None:
     path.write_bytes(b"".join(lines[: int(len(lines) * keep)]))
 
 
+def test_a_cache_folder_that_cannot_be_made_only_makes_hashing_slower(tmp_path):
+    import hashlib
+
+    (tmp_path / "a-file").write_text("")  # the cache would be a folder below a file
+    f = tmp_path / "corpus.txt"
+    f.write_bytes(b"abc\n" * 10)
+    found = fingerprint_inputs({"data.train": str(f)}, tmp_path / "a-file" / "cache")
+    assert found["data.train"]["sha256"] == hashlib.sha256(b"abc\n" * 10).hexdigest()
+
+
 def test_file_fingerprint_is_its_content_hash_and_cached_by_stat(tmp_path):
     import hashlib
 

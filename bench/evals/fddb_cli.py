@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.evals.io import write_outputs
+from bench.evals.io import check_outputs, write_outputs
 
 _FOLDS = list(range(1, 11))
 
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--folds-used {' '.join(map(str, args.folds_used))}: a fold is repeated")
     if not args.fp >= 0:
         raise UserError(f"--fp {args.fp}: expected a number of false positives >= 0")
+    check_outputs(args.json, args.plot)
     annotations = read_fddb_folds(args.folds, args.folds_used)
     names = list(annotations)
     detections = read_fddb_detections(args.dets, args.kind, names)

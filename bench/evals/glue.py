@@ -37,6 +37,7 @@ Choices, where the written protocol is silent or the sources differ:
 import csv
 import json
 import math
+import os
 import shutil
 import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -47,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 import numpy as np
 from pydantic import Field, model_validator
 
-from bench.atomic import write_text
+from bench.atomic import enter_dir, open_read, write_text
 from bench.errors import UserError
 from bench.evals.adapters import Finetuned, PairClassifier
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
@@ -553,7 +554,7 @@ def finetune_and_select(classifier: PairClassifier, task: TaskSpec, train: Seque
     """Fine-tune once, saving every epoch's per-example predictions of every dev split
     (`dev_epoch<n>.jsonl` in `folder`) and scoring them with `metrics` ({split: (gold,
     predictions)} -> metrics, `score` among them); the reported epoch is chosen on `score`."""
-    folder.mkdir(parents=True, exist_ok=True)
+    enter_dir(folder)
     gold = {split: _gold(task, examples) for split, examples in dev.items()}
 
     def score_epoch(epoch: int, predictions: dict[str, list[float]]) -> dict[str, float]:
@@ -580,15 +581,18 @@ def recorded_outcome(folder: Path, finetune: Callable[[Path], TaskOutcome]
                      ) -> tuple[TaskOutcome, list[dict[str, Any]]]:
     """A fine-tuning's outcome and the reported epoch's per-example dev predictions. A finished
     one (`folder`/result.json) is read back; a new one is run by `finetune(folder)`, and its
-    checkpoints dropped once its result is written (the scores are what is kept)."""
+    checkpoints dropped once its result is written (the scores are what is kept). Both are
+    read back without following a link (`bench.atomic.open_read`)."""
     done = folder / "result.json"
-    if done.is_file():
-        outcome = TaskOutcome(**json.loads(done.read_text(encoding="utf-8"))["outcome"])
+    if os.path.lexists(done):
+        with open_read(done) as f:
+            outcome = TaskOutcome(**json.load(f)["outcome"])
     else:
         outcome = finetune(folder)
         write_text(done, json.dumps({"outcome": asdict(outcome)}, indent=1) + "\n")
         shutil.rmtree(folder / "checkpoints", ignore_errors=True)
-    rows = (folder / f"dev_epoch{outcome.epoch}.jsonl").read_text(encoding="utf-8").splitlines()
+    with open_read(folder / f"dev_epoch{outcome.epoch}.jsonl") as f:
+        rows = f.read().decode("utf-8").splitlines()
     return outcome, [json.loads(line) for line in rows if line]
 
 
@@ -607,7 +611,7 @@ def _task_outcome(config: GlueEvalConfig, classifier: PairClassifier, data: Task
                   setting: EvalSetting) -> tuple[TaskOutcome, list[dict[str, Any]]]:
     """A task's outcome and the reported epoch's per-example dev predictions (see
     `recorded_outcome`)."""
-    return recorded_outcome(setting.workdir / data.task.name,
+    return recorded_outcome(enter_dir(setting.workdir, data.task.name),
                             lambda folder: _finetune(config, classifier, data, setting, folder))
 
 

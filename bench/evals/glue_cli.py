@@ -8,7 +8,7 @@ from pathlib import Path
 from bench.atomic import write_text
 from bench.errors import UserError
 from bench.evals.glue import LAYOUTS, TASKS, Example, TaskSpec
-from bench.evals.io import json_safe, shown
+from bench.evals.io import check_outputs, json_safe, shown
 
 _SHOWN = 5  # idx listed in an error about missing or unknown examples
 
@@ -71,6 +71,7 @@ def aligned(spec: TaskSpec, split: str, gold: list[Example], predictions: dict[i
 def run(args: argparse.Namespace) -> int:
     from bench.evals.glue import evaluate_task, find_layout, read_predictions, read_split
 
+    check_outputs(args.json)
     spec = TASKS[args.task]
     layout, folder = find_layout(args.data, spec.name, args.layout)
     path = Path(args.predictions)

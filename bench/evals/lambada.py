@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import Field, model_validator
 
+from bench.atomic import enter_dir, write_text
 from bench.errors import UserError
 from bench.evals.adapters import ContinuationScorer
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
@@ -98,7 +99,8 @@ def validate_passages(path: Path) -> int:
 
 def write_task_dir(cfg: LambadaEvalConfig, dest: Path) -> Path:
     """Write `lambada_openai`'s task definition, pointed at the local file, into `dest` (an
-    `include_path` for lm-eval); returns `dest`."""
+    `include_path` for lm-eval); returns `dest`. A link at `dest` is refused and one at the
+    task file replaced, never written through (see `bench.atomic`)."""
     if cfg.path is None:
         raise ValueError(f"task {cfg.task!r} is installed in lm-eval: there is no file to write")
     data = Path(cfg.path).resolve()
@@ -119,8 +121,8 @@ def write_task_dir(cfg: LambadaEvalConfig, dest: Path) -> Path:
         ],
         "metadata": {"version": 1.0},
     }
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / f"{cfg.name}.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
+    dest = enter_dir(dest)
+    write_text(dest / f"{cfg.name}.yaml", yaml.safe_dump(task, sort_keys=False))
     return dest
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from bench.atomic import write_text
 from bench.errors import UserError
+from bench.evals.io import check_outputs
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
                                 limit=args.limit, batch_size=args.batch_size)
     except ValidationError as e:
         raise UserError(f"bench eval lambada: {e.errors()[0]['msg']}") from None
+    check_outputs(args.json)
     model_dir = Path(args.model)
     model, tokenizer = load_saved_model(model_dir)
     scorer = HFScorer(model, tokenizer, str(pick_device(args.device)), saved=model_dir)

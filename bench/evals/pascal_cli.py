@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.evals.io import write_outputs
+from bench.evals.io import check_outputs, write_outputs
 from bench.evals.pascal import DEFAULT_NIT, DET_FORMAT, FORMATS, TEXT_FORMAT
 
 MAX_NIT = 20  # every round keeps its boxes: memory grows with nit x detections
@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.nit <= MAX_NIT:
         raise UserError(f"--nit {args.nit}: expected 1 to {MAX_NIT} rounds (1 = no calibration; "
                         f"the toolbox's default is {DEFAULT_NIT})")
+    check_outputs(args.json, args.plot)
     gt_path = Path(args.gt)
     gt = load_gt(gt_path, args.format)
     if gt.n_faces == 0:

@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from bench.atomic import write_text
+from bench.atomic import enter_dir, write_text
 from bench.errors import UserError
 from bench.evals.adapters import DetectionScales, FaceDetector, Mode, Size
 from bench.evals.curves import PRCurve, ap_all_points
@@ -448,12 +448,14 @@ def _format_number(v: float) -> str:
 
 def write_wider_predictions(pred_dir: Path | str,
                             predictions: Mapping[ImageKey, np.ndarray]) -> None:
-    """Write the official per-image files (each whole or not at all), for the MATLAB tool."""
+    """Write the official per-image files (each whole or not at all), for the MATLAB tool;
+    `pred_dir` and its event folders are refused when they are links, never written through."""
     pred_dir = Path(pred_dir)
     for key, boxes in predictions.items():
         values = _check_predictions(key, boxes)
         body = "".join(" ".join(_format_number(v) for v in row) + "\n" for row in values)
-        write_text(pred_dir / key[0] / f"{key[1]}.txt", f"{key[1]}.jpg\n{len(values)}\n{body}")
+        write_text(enter_dir(pred_dir, key[0]) / f"{key[1]}.txt",
+                   f"{key[1]}.jpg\n{len(values)}\n{body}")
 
 
 # ---------------------------------------------------------------- evaluation
@@ -618,7 +620,8 @@ class WiderEvaluator:
             dets, took = model.detect(paths, mode, size, listed_in)
             predictions = {key: np.c_[d[:, :2], d[:, 2:4] - d[:, :2] + 1, d[:, 4]]
                            for key, d in zip(gt.images, dets, strict=True)}
-            write_wider_predictions(setting.workdir / f"predictions_{mode}", predictions)
+            write_wider_predictions(enter_dir(setting.workdir, f"predictions_{mode}"),
+                                    predictions)
             evaluator = WiderEval(gt, predictions)
             return evaluator.summarize(), evaluator.curves, took
 

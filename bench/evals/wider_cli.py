@@ -5,7 +5,7 @@ import argparse
 import sys
 import warnings
 
-from bench.evals.io import write_outputs
+from bench.evals.io import check_outputs, write_outputs
 from bench.evals.wider import SETTINGS
 
 
@@ -30,6 +30,7 @@ def add_parser(evaluators: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bench.evals.wider import WiderEval, load_wider_mat, read_wider_predictions
 
+    check_outputs(args.json, args.plot)
     gt = load_wider_mat(args.gt)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

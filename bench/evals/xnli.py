@@ -53,6 +53,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from bench.atomic import enter_dir
 from bench.errors import UserError
 from bench.evals.adapters import PairClassifier
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
@@ -499,7 +500,7 @@ class XnliEvaluator:
                     selected = [r for r in english[1] if r["split"] in own]
                 else:
                     outcome, selected = recorded_outcome(
-                        setting.workdir.joinpath(*run.name.split(".")),
+                        enter_dir(setting.workdir, *run.name.split(".")),
                         partial(_finetune, config, layout, model, run, data, setting))
                     every.append(outcome)
                     if protocol == "zero_shot":

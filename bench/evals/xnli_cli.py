@@ -9,7 +9,7 @@ from pathlib import Path
 from bench.atomic import write_text
 from bench.errors import UserError
 from bench.evals.glue_cli import add_prediction_args
-from bench.evals.io import json_safe, shown
+from bench.evals.io import check_outputs, json_safe, shown
 
 
 def add_parser(evaluators: argparse._SubParsersAction) -> None:
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.data is None and args.xnli is None:
         raise UserError("give --data (or --xnli): the folder holding the XNLI gold data")
+    check_outputs(args.json)
     path = Path(args.predictions)
     predictions = read_predictions(path)
     parsed = _parsed(list(predictions), path)

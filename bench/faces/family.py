@@ -21,7 +21,7 @@ class FacesFamily:
     adapters = (FaceDetector,)
     default_metrics = ["wider.single.easy", "wider.single.medium", "wider.single.hard"]
     report_curve = "curve.train_loss"
-    higher_is_better: dict[str, bool] = {}  # parameter counts point neither way
+    higher_is_better = {"model.*_params": None}  # parameter counts point neither way
 
     def stages(self, config: FacesConfig) -> list[str]:
         return ["train"]

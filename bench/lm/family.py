@@ -17,7 +17,10 @@ class LMFamily:
     adapters = (ContinuationScorer,)
     default_metrics = ["lambada.acc", "lambada.ppl", "val.nll"]
     report_curve = "curve.val_nll"
-    higher_is_better = {"val.nll": False, "val.loss": False}
+    # held-out losses overall and per language (`val.<lang>.*`) down; parameter counts and
+    # CWT's negatives are settings, not scores (see Family.higher_is_better)
+    higher_is_better = {"val.nll": False, "val.*.nll": False, "val.loss": False,
+                        "val.*.loss": False, "model.*_params": None, "cwt.*": None}
 
     def stages(self, config: LMConfig) -> list[str]:
         return config.stages()

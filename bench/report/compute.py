@@ -7,6 +7,7 @@ whose rungs never reach the baseline's score is "not reached", never extrapolate
 """
 
 import math
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -20,6 +21,10 @@ from bench.report.tables import FINISHED, LEVEL, SuiteData, compute_metrics, pap
 # A reference key `<metric>:compute_ratio` is the paper's compute-to-match ratio of a variant.
 COMPUTE_RATIO_SUFFIX = ":compute_ratio"
 RESAMPLES = 2000
+# A magnitude past which a value is an overflow's stand-in (a diverged run's 1e308), not a
+# measurement: figures and fits leave such values out (their squares and an axis's span must
+# stay finite), and the report says how many.
+DRAWN_LIMIT = 1e150
 BOOTSTRAP_SEED = 0  # a fixed generator: the same index always gives the same interval
 POWER_LAW, LOG_LINEAR = "power law", "log-linear"
 
@@ -42,10 +47,17 @@ def ladder_units(data: SuiteData) -> list[str]:
     return sorted(finished["unit"].dropna().unique())
 
 
+def drawable(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Which values a figure or a fit takes: finite numbers within +-DRAWN_LIMIT."""
+    v = np.asarray(values, dtype=float)
+    return np.isfinite(v) & (np.abs(v) <= DRAWN_LIMIT)
+
+
 def ladder_points(data: SuiteData, metric: str) -> pd.DataFrame:
     """Every finished run's final `metric` with the compute it consumed in its budget's unit
     (its recorded `train.<unit>`, else its budget): run_id, variant, seed, budget, compute,
-    value, ordered by variant, budget and seed."""
+    value, ordered by variant, budget and seed. Runs whose value or compute is not `drawable`
+    (or whose compute is not positive) are left out."""
     runs = data.runs.loc[data.runs["state"] == FINISHED, ["run_id", "budget", "unit"]]
     rows = data.ladder.merge(runs, on="run_id")
     values = rows.loc[rows["metric"] == metric, ["run_id", "variant", "seed", "budget", "value"]]
@@ -53,8 +65,8 @@ def ladder_points(data: SuiteData, metric: str) -> pd.DataFrame:
                         ["run_id", "value"]].rename(columns={"value": "compute"})
     points = values.merge(consumed, on="run_id", how="left")
     points["compute"] = points["compute"].fillna(points["budget"])
-    points = points[np.isfinite(points["compute"]) & (points["compute"] > 0)
-                    & np.isfinite(points["value"])]
+    points = points[drawable(points["compute"]) & (points["compute"] > 0)
+                    & drawable(points["value"])]
     return points.sort_values(["variant", "budget", "seed"]).reset_index(drop=True)
 
 
@@ -89,7 +101,7 @@ def _aicc(rss: float, n: int, params: int, scale: float) -> float:
     k = params + 1
     if n - k - 1 <= 0:
         return math.inf
-    rss = max(rss, n * (1e-12 * scale) ** 2)
+    rss = max(rss, n * (1e-12 * scale) ** 2, n * sys.float_info.min)  # values of 1e-300 too
     return n * math.log(rss / n) + 2 * k + 2 * k * (k + 1) / (n - k - 1)
 
 
@@ -102,9 +114,13 @@ def _log_linear(log_c: np.ndarray, y: np.ndarray) -> tuple[dict[str, float], np.
 def _fit_power_law(compute: np.ndarray, y: np.ndarray, sign: float
                    ) -> tuple[dict[str, float], np.ndarray] | None:
     """a - sign*b*C^(-c) (b, c > 0) by curve_fit on u = ln(C / smallest C), the best of a few
-    starting exponents; None when no start converges to finite parameters."""
+    starting exponents; None when no start converges to finite parameters. y is fitted over a
+    power of two near its largest magnitude (a and b scale with it, exactly): the solver's norms
+    of values such as 1e140 would overflow."""
     c_ref = float(compute.min())
     u = np.log(compute / c_ref)
+    scale = 2.0 ** math.frexp(float(np.abs(y).max()) or 1.0)[1]
+    y = y / scale
     span = float(np.ptp(y)) or 1.0
     best: tuple[float, dict[str, float], np.ndarray] | None = None
     for c0 in (0.1, 0.5, 1.0, 2.0):
@@ -121,8 +137,9 @@ def _fit_power_law(compute: np.ndarray, y: np.ndarray, sign: float
         residuals = y - _power_law(u, a, b, c, sign)
         rss = float(residuals @ residuals)
         if np.isfinite([a, b, c, rss]).all() and (best is None or rss < best[0]):
-            params = {"a": float(a), "b": float(b), "c": float(c), "c_ref": c_ref, "sign": sign}
-            best = (rss, params, residuals)
+            params = {"a": float(a) * scale, "b": float(b) * scale, "c": float(c),
+                      "c_ref": c_ref, "sign": sign}
+            best = (rss, params, residuals * scale)
     return None if best is None else (best[1], best[2])
 
 

@@ -20,7 +20,7 @@ from matplotlib.text import Text
 from matplotlib.ticker import FixedFormatter, Formatter, FuncFormatter
 from matplotlib.typing import RcKeyType
 
-from bench.report.compute import Fit
+from bench.report.compute import Fit, drawable
 from bench.report.tables import SuiteData
 
 Colour = tuple[float, float, float]
@@ -54,6 +54,7 @@ def curve_figure(data: SuiteData, variants: Sequence[str], metric: str) -> str |
     rows = data.curves[data.curves["metric"] == metric]
     if rows.empty:
         return None
+    rows = rows[drawable(rows["value"]) & drawable(rows["flops"])]
     colours = palette(variants)
     with _style():
         fig = Figure(figsize=(7.2, 3.4), layout="constrained")
@@ -99,6 +100,7 @@ def metric_figure(
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         for ax, metric in zip(axes, metrics, strict=False):
             rows = data.finals[data.finals["metric"] == metric]
+            rows = rows[drawable(rows["value"])]
             for i, variant in enumerate(variants):
                 values = rows.loc[rows["variant"] == variant].sort_values("seed")["value"]
                 # Seeds spread evenly across the slot: no overlap, and no randomness, so the
@@ -115,7 +117,7 @@ def metric_figure(
                     zorder=3,
                 )
                 est = summary.loc[(variant, metric)]
-                if est["n"] == 0:
+                if est["n"] == 0 or not drawable(est[["mean", "low", "high"]].fillna(0)).all():
                     continue
                 err = (
                     None
@@ -167,6 +169,7 @@ def evaluation_curves_figure(data: SuiteData, variants: Sequence[str]) -> str | 
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         for ax, name in zip(axes, names, strict=False):
             rows = data.points[data.points["curve"] == name]
+            rows = rows[drawable(rows["x"]) & drawable(rows["y"])]
             for variant in variants:
                 own = rows[rows["variant"] == variant]
                 for i, (_, run) in enumerate(_first_runs(own)):

@@ -9,6 +9,7 @@ has a finished run.
 import hashlib
 import math
 import os
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from optuna.trial import FrozenTrial
 
 from bench.atomic import remove_stale_temporaries
 from bench.errors import UserError
+from bench.evals.io import writable_output
 from bench.report import compute, figures, tables
 from bench.report import sweep as sweep_mod
 from bench.report.sweep import SweepData, SweepSource
@@ -48,7 +50,19 @@ _CELL_PAD_PT = 7.0
 _WRAP_CHARS = 14
 # Prefix of the render id in the HTML's keywords and the PDF's /Keywords.
 RENDER_KEYWORD = "render "
+# Characters of a failure's reason a report prints (a traceback's last lines); the run's
+# state.json keeps the whole of it.
+REASON_CHARS = 600
+# An unbroken run of characters gets a break opportunity (a zero-width space) after every so
+# many, so that the PDF's line breaker lays a cell out in time linear in its text.
+TOKEN_CHARS = 30
+_BREAK = "\u200b"
+# Control characters (but tab and line ends) are shown as escapes, lone surrogates (bytes that
+# were not UTF-8) as the replacement character: text from run folders prints as it is.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _PROVENANCE_FIELDS = ("commit", "device", "host", "python")
+PLAIN_LIMIT = 1e15  # from here on fixed-point cells (rates, ratios) print in scientific notation
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,6 +193,7 @@ def render_report(index_path: Path, spec: ReportSpec, out_dir: Path) -> tuple[Pa
     """Write out_dir/<suite>.html and out_dir/<suite>.pdf, each atomically; return both paths."""
     if not spec.suite or Path(spec.suite).name != spec.suite:
         raise UserError(f"suite name {spec.suite!r}: expected a plain name to name report files")
+    writable_output(out_dir, "report folder", folder=True)
     if spec.baseline is not None and spec.baseline not in spec.variants:
         raise UserError(
             f"report.baseline of suite {spec.suite!r}: {spec.baseline!r} is not one of its "
@@ -260,6 +275,8 @@ def variant_parts(spec: ReportSpec, data: tables.SuiteData) -> dict[str, Any]:
     runs = data.runs
     main = main_table(spec, variants, summary, consumed)
     efficiency = tables.efficiency_table(data, variants, spec.item_unit)
+    recorded = set(data.finals["metric"])
+    shown = data.finals[data.finals["metric"].isin(spec.metrics)]
     return dict(
         variants=variants,
         n_finished=int((runs["state"] == tables.FINISHED).sum()),
@@ -271,11 +288,21 @@ def variant_parts(spec: ReportSpec, data: tables.SuiteData) -> dict[str, Any]:
         and any(row[0].cls == "paper" for row in comparison.rows),
         main=main,
         main_stderr=STDERR_COLUMN in main.columns,  # its legend only under such a column
+        # deltas of seeds that all agree: their legend only where there is one
+        main_flat=spec.baseline is not None and any(
+            tables.no_spread(low, high) for low, high in zip(
+                summary["delta_low"], summary["delta_high"], strict=True)),
+        undirected=[m for m in spec.metrics if spec.higher_is_better.get(m) is None],
+        unrecorded=[m for m in spec.metrics if m not in recorded],
+        undrawn=int((~compute.drawable(shown["value"])).sum()),
+        drawn_limit=f"{compute.DRAWN_LIMIT:.0e}",
         efficiency=None if efficiency is None else efficiency_table(efficiency, spec.item_unit),
         ratios=ratios_section(spec, data, variants),
         per_seed=printed_runs(per_seed_table(tables.per_seed_table(data, variants, spec.metrics,
                                                                    spec.item_unit))),
-        unfinished=printed_runs(unfinished_table(tables.unfinished_table(data, variants))),
+        unfinished=printed_runs(unfinished_table(tables.unfinished_table(data, variants),
+                                                 dict(zip(runs["run_id"], runs["path"],
+                                                          strict=True)))),
         shared_provenance=shared,
         per_run=printed_runs(per_run),
         pdf_runs=PDF_RUNS_PER_VARIANT,
@@ -291,13 +318,15 @@ def variant_parts(spec: ReportSpec, data: tables.SuiteData) -> dict[str, Any]:
 @dataclass(frozen=True)
 class ComputePanel:
     """One metric against compute: its figure, its fits and its compute-to-match table (None
-    without a baseline, or for a metric with no better direction)."""
+    without a baseline, or for a metric with no better direction: `unmatched` then says so)."""
 
     metric: str
     svg: Markup | None
     fits: Table
     match: Table | None
     proxy: bool  # scored on a proxy data set, not the benchmark
+    unmatched: bool = False  # a baseline, but no direction to match it in
+    left_out: int = 0  # finished runs of the metric whose value or compute is not drawable
 
 
 @dataclass(frozen=True)
@@ -343,11 +372,14 @@ def compute_panel(spec: ReportSpec, data: tables.SuiteData, variants: Sequence[s
             else compute.target(compute.rung_grid(points, spec.baseline)))
     match = None
     if spec.baseline is not None and higher is not None:
-        match = match_table(compute.compute_to_match(points, variants, spec.baseline, higher),
-                            spec, metric, unit)
+        matches = compute.compute_to_match(points, variants, spec.baseline, higher)
+        match = match_table(matches, spec, metric, unit) if matches else None
     proxy = metric.partition(".")[0] in spec.proxies
     svg = figures.compute_figure(points, variants, metric, unit, fits, goal, spec.baseline, proxy)
-    return ComputePanel(metric, _markup(svg), fits_table(fits), match, proxy)
+    recorded = int((data.ladder["metric"] == metric).sum())
+    return ComputePanel(metric, _markup(svg), fits_table(fits), match, proxy,
+                        unmatched=spec.baseline is not None and higher is None,
+                        left_out=recorded - len(points))
 
 
 def fits_table(fits: dict[str, compute.Fit]) -> Table:
@@ -508,7 +540,7 @@ def trials_table(metric: str, frame: pd.DataFrame, params: Sequence[str]) -> Tab
             Cell(DASH if rec["retry_of"] is None else str(rec["retry_of"]), "num"),
         ]
         if with_reason:
-            row.append(Cell(_text(rec["reason"]), "reason"))
+            row.append(Cell(reason_text(rec["reason"]), "reason"))
         rows.append(row)
     return Table(columns=columns, rows=rows)
 
@@ -615,8 +647,9 @@ def per_seed_table(frame: pd.DataFrame) -> Table:
     return Table(columns=columns, rows=rows, keep=3 + len(budget))
 
 
-def unfinished_table(frame: pd.DataFrame) -> Table:
-    """Failed and unfinished runs with their reason."""
+def unfinished_table(frame: pd.DataFrame, folders: dict[str, str | None]) -> Table:
+    """Failed and unfinished runs with their reason (cut short: `reason_text`, pointing to the
+    run's folder among `folders`, by run id)."""
     columns = ["variant", "seed", "run", "state", "reason", "started", "ended"]
     rows = [
         [
@@ -624,7 +657,7 @@ def unfinished_table(frame: pd.DataFrame) -> Table:
             Cell(str(rec["seed"]), "num"),
             Cell(_short(rec["run_id"]), "mono"),
             Cell(str(rec["state"]), "state"),
-            Cell(_text(rec["reason"]), "reason"),
+            Cell(reason_text(rec["reason"], folders.get(rec["run_id"])), "reason"),
             Cell(_text(rec["started"])),
             Cell(_text(rec["ended"])),
         ]
@@ -690,19 +723,25 @@ def fmt_sci(x: float | None) -> str:
     return DASH if x is None or math.isnan(x) else f"{x:.3e}"
 
 
+def _fixed(x: float, spec: str) -> str:
+    """`x` in the fixed-point format `spec`, or scientific from PLAIN_LIMIT on (and infinite),
+    so that no cell prints hundreds of digits."""
+    return format(x, spec) if abs(x) < PLAIN_LIMIT else f"{x:.3e}"
+
+
 def fmt_rate(x: float | None) -> str:
     """Throughput: whole units with thousands separators."""
-    return DASH if x is None or math.isnan(x) else f"{x:,.0f}"
+    return DASH if x is None or math.isnan(x) else _fixed(x, ",.0f")
 
 
 def fmt_percent(x: float | None) -> str:
     """A fraction such as MFU as a percentage: 0.4123 -> 41.2%."""
-    return DASH if x is None or math.isnan(x) else f"{100 * x:.1f}%"
+    return DASH if x is None or math.isnan(x) else _fixed(100 * x, ".1f") + "%"
 
 
 def fmt_gib(x: float | None) -> str:
     """Bytes in GiB, two decimals: device memory at a glance."""
-    return DASH if x is None or math.isnan(x) else f"{x / 2**30:,.2f} GiB"
+    return DASH if x is None or math.isnan(x) else _fixed(x / 2**30, ",.2f") + " GiB"
 
 
 def fmt_signed(x: float) -> str:
@@ -728,7 +767,7 @@ def fmt_mean_half(mean: float, half: float) -> str:
 
 def fmt_ratio(x: float) -> str:
     """A ratio to the baseline, as papers print it: ×1.57."""
-    return DASH if math.isnan(x) else f"×{x:.2f}"
+    return DASH if math.isnan(x) else "×" + _fixed(x, ".2f")
 
 
 def fmt_param(x: object, spec: str = ".4g") -> str:
@@ -754,15 +793,19 @@ def _delta_cell(variant: str, spec: ReportSpec, metric: str, est: pd.Series) -> 
     if math.isnan(delta):
         return Cell(DASH, "num")
     text = fmt_signed(delta)
-    if not math.isnan(low):
-        text += f" ± {fmt_value((high - low) / 2)}"
-    text += f" ({est['delta_test']}" + (
-        f", p={est['delta_p']:.2g})" if not math.isnan(est["delta_p"]) else ")")
+    flat = tables.no_spread(low, high)
+    if flat:  # every seed gave the same difference: no interval, and no p (0 over 0)
+        text += f" ({est['delta_test']}; no spread, p undefined)"
+    else:
+        if not math.isnan(low):
+            text += f" ± {fmt_value((high - low) / 2)}"
+        text += f" ({est['delta_test']}" + (
+            f", p={est['delta_p']:.2g})" if not math.isnan(est["delta_p"]) else ")")
     cls = "num"
     higher = spec.higher_is_better.get(metric)
     if higher is not None and delta != 0:
         cls += " better" if (delta > 0) == higher else " worse"
-        if not math.isnan(low) and (low > 0 or high < 0):
+        if not flat and not math.isnan(low) and (low > 0 or high < 0):
             cls += " clear"  # the interval excludes no difference
     return Cell(text, cls)
 
@@ -792,6 +835,37 @@ def _text(value: object) -> str:
     return str(value)
 
 
+def reason_text(reason: object, folder: str | None = None) -> str:
+    """Why a run ended, as a table cell prints it: the first REASON_CHARS characters, with
+    break opportunities in long unbroken tokens, and where it was cut, where the whole is (the
+    run's `folder` when known)."""
+    text = _text(reason)
+    if len(text) <= REASON_CHARS:
+        return breakable(text)
+    where = f"{folder}/state.json" if folder else "the run's state.json"
+    return (f"{breakable(text[:REASON_CHARS])}… (cut at {REASON_CHARS:,} of {len(text):,} "
+            f"characters; full reason in {where})")
+
+
+def breakable(text: str) -> str:
+    """`text` with a zero-width space after every TOKEN_CHARS characters of an unbroken run."""
+    return re.sub(rf"\S{{{TOKEN_CHARS}}}(?=\S)", lambda m: m.group() + _BREAK, text)
+
+
+def printable(text: str) -> str:
+    """`text` safe to print: control characters as escapes (`\\x1b`), lone surrogates as the
+    replacement character; tabs and line ends are kept."""
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _finalize(value: object) -> object:
+    """Every value the template prints: text from the index or the suite made `printable`
+    (figures, already markup, are left as they are)."""
+    return printable(value) if isinstance(value, str) and not isinstance(value, Markup) \
+        else value
+
+
 def _markup(svg: str | None) -> Markup | None:
     return Markup(svg) if svg else None
 
@@ -803,6 +877,7 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_finalize,
     )
 
 

@@ -7,7 +7,7 @@ statistics can be tested against scipy without parsing HTML.
 import json
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +103,7 @@ def load_suite(index_path: Path, suite: str, required: bool = True,
     # SQL NULL arrives as NaN in some columns; None keeps "missing" falsy for the text fields.
     text = ["reason", "path", "config", "provenance", "started", "ended"]
     runs[text] = runs[text].astype(object).where(runs[text].notna(), None)
+    runs["state"] = _shown_states(index_path, suite, runs)
     finished = runs.loc[runs["state"] == FINISHED, "run_id"]
     if finished.empty:
         if not required:
@@ -143,6 +144,19 @@ def load_suite(index_path: Path, suite: str, required: bool = True,
     )
 
 
+def _shown_states(index_path: Path, suite: str, runs: pd.DataFrame) -> list[str]:
+    """Each run's state as every command shows it (`bench.cluster.shown_state`): a run the
+    index records as running whose holder is gone is 'interrupted'. A run whose folder is not
+    beside the index (an index read on its own) keeps the state the index records."""
+    from bench.cluster import shown_state
+    from bench.store import Store
+
+    store = Store(index_path.parent)
+    return [state if state == FINISHED or not store.run_dir(suite, run_id).is_dir()
+            else shown_state(store, suite, run_id, state)[0]
+            for run_id, state in zip(runs["run_id"], runs["state"], strict=True)]
+
+
 def _budget(config: dict) -> tuple[str | None, float]:
     """The unit and amount of a run's budget, from its resolved config (None and NaN where it
     names none)."""
@@ -179,15 +193,50 @@ def variant_order(declared: Sequence[str], data: SuiteData) -> list[str]:
     return [*declared, *extra]
 
 
+# Infinite and NaN values (and sums past the largest float) give infinite or NaN estimates,
+# which the report prints as such; numpy is not to warn about them on the way.
+def _quiet() -> np.errstate:
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore")
+
+
+@_quiet()
+def _overflow_safe(x: np.ndarray, stat: Callable[[np.ndarray], float], power: int) -> float:
+    """stat(x), a statistic homogeneous of degree `power`; where finite values overflowed on
+    the way (a diverged run's 1e308), stat of x over its largest magnitude, scaled back."""
+    value = float(stat(x))
+    if not math.isfinite(value) and np.isfinite(x).all():
+        scale = float(np.abs(x).max())
+        value = float(stat(x / scale))
+        for _ in range(power):
+            value *= scale
+    return value
+
+
+def mean_of(x: np.ndarray) -> float:
+    """The mean of `x` (NaN when empty), without overflow for values near the largest float."""
+    return _overflow_safe(x, np.mean, 1) if x.size else math.nan
+
+
+def _std(x: np.ndarray) -> float:
+    """The sample standard deviation (n - 1 degrees of freedom), as safe as `mean_of`."""
+    return _overflow_safe(x, lambda v: v.std(ddof=1), 1)
+
+
+def _var(x: np.ndarray) -> float:
+    """The sample variance (n - 1 degrees of freedom), as safe as `mean_of`."""
+    return _overflow_safe(x, lambda v: v.var(ddof=1), 2)
+
+
+@_quiet()
 def seed_interval(values: Sequence[float] | np.ndarray) -> Estimate:
     """Mean over seeds with a 95% t-interval (n - 1 degrees of freedom): seed variance."""
     x = np.asarray(values, dtype=float)
     if x.size == 0:
         return Estimate(math.nan, math.nan, math.nan)
-    mean = float(x.mean())
+    mean = mean_of(x)
     if x.size < 2:
         return Estimate(mean, math.nan, math.nan)
-    half = stats.t.ppf(0.5 + LEVEL / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+    half = stats.t.ppf(0.5 + LEVEL / 2, x.size - 1) * _std(x) / math.sqrt(x.size)
     return Estimate(mean, mean - half, mean + half)
 
 
@@ -200,13 +249,33 @@ class Difference(Estimate):
     p: float
 
 
+@_quiet()
 def _t_difference(diff: float, se: float, df: float, test: str) -> Difference:
     """`diff` with a 95% t-interval of standard error `se` on `df` degrees of freedom."""
     if se == 0:
-        return Difference(diff, diff, diff, test, math.nan)
+        return _exact(diff, test)
     half = stats.t.ppf(0.5 + LEVEL / 2, df) * se
     p = float(2 * stats.t.sf(abs(diff) / se, df))
     return Difference(diff, diff - half, diff + half, test, p)
+
+
+def _exact(diff: float, test: str) -> Difference:
+    """A difference without spread (every seed gave the same difference, or each side the same
+    value): its interval is the difference itself, and the t-test, which divides by the spread,
+    has no p (NaN). `no_spread` tells such a difference."""
+    return Difference(diff, diff, diff, test, math.nan)
+
+
+def no_spread(low: float, high: float) -> bool:
+    """Whether an interval is a single point: the difference of seeds that all agree."""
+    return math.isfinite(low) and low == high
+
+
+@_quiet()
+def _constant(x: np.ndarray) -> bool:
+    """Whether every value is the same finite number: compared exactly, since the mean of equal
+    values can differ from them in the last bit and leave a spread of rounding error."""
+    return bool(np.isfinite(x).all() and np.ptp(x) == 0)
 
 
 def welch_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
@@ -216,12 +285,15 @@ def welch_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.nd
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.size == 0 or y.size == 0:
         return Difference(math.nan, math.nan, math.nan, "Welch", math.nan)
-    diff = float(x.mean() - y.mean())
-    if x.size < 2 or y.size < 2:
-        return Difference(diff, math.nan, math.nan, "Welch", math.nan)
-    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
-    df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1)) if vx + vy else 1.0
-    return _t_difference(diff, math.sqrt(vx + vy), df, "Welch")
+    with _quiet():
+        diff = mean_of(x) - mean_of(y)
+        if x.size < 2 or y.size < 2:
+            return Difference(diff, math.nan, math.nan, "Welch", math.nan)
+        if _constant(x) and _constant(y):
+            return _exact(float(x[0] - y[0]), "Welch")
+        vx, vy = np.float64(_var(x) / x.size), np.float64(_var(y) / y.size)
+        df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1)) if vx + vy else 1.0
+        return _t_difference(diff, float(np.sqrt(vx + vy)), float(df), "Welch")
 
 
 def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
@@ -229,13 +301,16 @@ def paired_difference(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.n
     """mean(a - b) over pairs with a 95% t-interval on n - 1 df and the paired t-test: for
     runs paired by seed, which share their data order and initialisation, so the seed's own
     luck cancels out of each difference."""
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    with _quiet():
+        d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     if d.size == 0:
         return Difference(math.nan, math.nan, math.nan, "paired", math.nan)
-    diff = float(d.mean())
+    diff = mean_of(d)
     if d.size < 2:
         return Difference(diff, math.nan, math.nan, "paired", math.nan)
-    return _t_difference(diff, float(d.std(ddof=1)) / math.sqrt(d.size), d.size - 1, "paired")
+    if _constant(d):
+        return _exact(float(d[0]), "paired")
+    return _t_difference(diff, _std(d) / math.sqrt(d.size), d.size - 1, "paired")
 
 
 def seed_difference(data: SuiteData, variant: str, baseline: str, metric: str) -> Difference:
@@ -324,9 +399,9 @@ def paper_table(
             float(reference.get(v, {}).get(metric, math.nan)) for v in variants
         ]
     for metric in ratios:
-        base = _mean(seed_values(data, baseline, metric)) if baseline is not None else math.nan
+        base = mean_of(seed_values(data, baseline, metric)) if baseline is not None else math.nan
         cells[(metric, "ratio")] = [
-            _mean(seed_values(data, v, metric)) / base if base != 0 else math.nan
+            mean_of(seed_values(data, v, metric)) / base if base != 0 else math.nan
             for v in variants
         ]
         cells[(metric, "reference_ratio")] = [
@@ -337,10 +412,6 @@ def paper_table(
     return table
 
 
-def _mean(values: np.ndarray) -> float:
-    return float(values.mean()) if values.size else math.nan
-
-
 def compute_table(data: SuiteData, variants: Sequence[str], unit: str = "tokens"
                   ) -> pd.DataFrame:
     """Per variant: finished seeds at its compared (largest) budget and the mean compute they
@@ -349,7 +420,7 @@ def compute_table(data: SuiteData, variants: Sequence[str], unit: str = "tokens"
     table = pd.DataFrame(index=pd.Index(list(variants), name="variant"))
     table["n"] = [int((finished["variant"] == v).sum()) for v in variants]
     for metric in compute_metrics(unit):
-        table[metric] = [_mean(seed_values(data, v, metric)) for v in variants]
+        table[metric] = [mean_of(seed_values(data, v, metric)) for v in variants]
     return table
 
 
@@ -364,7 +435,7 @@ def efficiency_table(data: SuiteData, variants: Sequence[str], unit: str = "toke
         return None
     table = pd.DataFrame(index=pd.Index(list(variants), name="variant"))
     for metric in recorded:
-        table[metric] = [_mean(seed_values(data, v, metric)) for v in variants]
+        table[metric] = [mean_of(seed_values(data, v, metric)) for v in variants]
     return table
 
 

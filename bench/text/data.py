@@ -6,6 +6,15 @@ one at a time from a byte range of a file (or a row range of a dataset), so a co
 is read in bounded memory and can be cut into chunks that processes read in parallel
 (`bench.text.shards` tokenizes them). Nothing here imports torch or transformers at import time:
 tokenizing workers import this module.
+
+A document is read whole (a JSON line is parsed whole: a few bytes per character) but tokenized
+(and a BPE trained) in pieces of at most PIECE_CHARS characters, so a tokenizer's working memory
+(some 180 bytes per character at once) is bounded however long a document is. A longer
+document is cut before a space that begins a word (the last one within the bound): byte-level
+BPE (GPT-2's, Pythia's, the BPE trained here) and BERT's WordPiece split words there anyway, so
+the pieces' ids, joined in order, are those of the whole document (a tokenizer that prepends a
+marker to every text it is given would see one more at each cut). A piece with no such space is
+cut at PIECE_CHARS characters, where a word may be split in two.
 """
 
 import hashlib
@@ -21,6 +30,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 
 from bench.atomic import build_dir
 from bench.errors import UserError
+from bench.fingerprint import regular_or_folder
 from bench.text.config import DataConfig, TokenizerConfig
 from bench.text.languages import is_multilingual, language_configs
 
@@ -39,6 +49,9 @@ PIPELINE_VERSION = 1
 # A blank line (spaces and tabs only, LF or CRLF) separates plain-text documents.
 _BLANK = re.compile(rb"[ \t]*(\r?\n)?")
 HF_BATCH_ROWS = 1000  # rows of a saved dataset read at once
+PIECE_CHARS = 1 << 20  # the longest text a tokenizer is given at once
+# The last space within a piece's bound that begins a word: the greedy `.*` backtracks to it.
+_LAST_CUT = re.compile(r".* (?=\S)", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,7 @@ def open_corpus(path: str, format: str = "auto", text_field: str = "text") -> Co
     source = Path(path)
     if not source.exists():
         raise UserError(f"{path}: no such file or directory (expected the training text)")
+    regular_or_folder(source)
     kind = _resolve_format(source, format)
     if kind == "hf":
         return Corpus(path, kind, text_field, len(_load_hf(source, text_field)))
@@ -84,6 +98,26 @@ def read_documents(corpus: Corpus, start: int = 0, stop: int | None = None) -> I
     if corpus.kind == "jsonl":
         return _jsonl_documents(corpus, start, end)
     return _text_documents(corpus, start, end)
+
+
+def piece_bounds(text: str, limit: int = PIECE_CHARS) -> Iterator[tuple[int, int]]:
+    """[start, stop) of each piece of at most `limit` characters a document is tokenized in
+    (one piece for most documents): each cut lies before the last space within the bound that
+    is followed by a non-space, else at the bound."""
+    start = 0
+    while len(text) - start > limit:
+        match = _LAST_CUT.match(text, start + 1, start + limit + 2)
+        cut = match.end() - 1 if match else start + limit
+        yield start, cut
+        start = cut
+    yield start, len(text)
+
+
+def document_pieces(documents: Iterable[str], limit: int = PIECE_CHARS) -> Iterator[str]:
+    """The documents' pieces in order (`piece_bounds`)."""
+    for document in documents:
+        for start, stop in piece_bounds(document, limit):
+            yield document[start:stop]
 
 
 def chunk_bounds(corpus: Corpus, target: int) -> list[tuple[int, int]]:
@@ -311,6 +345,7 @@ def local_tokenizer(path: str) -> "PreTrainedTokenizerFast":
 def _train_bpe(documents: Iterable[str], vocab_size: int, roles: dict[str, str]
                ) -> "PreTrainedTokenizerFast":
     """A GPT-2-style byte-level BPE: every byte is in the alphabet, so no input is unknown.
+    Trained on the documents' pieces (their words are those of the whole documents).
 
     `roles` maps tokenizer roles to special tokens; they count towards `vocab_size`.
     """
@@ -326,7 +361,7 @@ def _train_bpe(documents: Iterable[str], vocab_size: int, roles: dict[str, str]
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(documents, trainer=trainer)
+    bpe.train_from_iterator(document_pieces(documents), trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=bpe, **roles)
 
 

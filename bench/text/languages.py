@@ -1,9 +1,10 @@
 """Multilingual corpora: one corpus per language in a folder, and how a batch is shared out.
 
 A `train` folder holds `<lang>.jsonl`, `<lang>.txt` or a saved Hugging Face dataset `<lang>/`
-per language (hidden entries and other files are ignored); a folder that is itself a saved
-dataset stays one corpus. Each language is tokenized into its own shards with one shared
-tokenizer directory (a trained BPE would need the languages mixed before tokenizing: refused).
+per language (hidden entries and other files are ignored; a language's name is checked as a
+`languages:` entry is); a folder that is itself a saved dataset stays one corpus. Each language
+is tokenized into its own shards with one shared tokenizer directory (a trained BPE would need
+the languages mixed before tokenizing: refused).
 
 Each language gets a sampling weight q_i: exponent-smoothed token shares
 q_i = p_i^alpha / sum_j p_j^alpha (p_i its share of the training tokens; alpha 1 keeps the shares,
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from bench.contract import RunContext
 from bench.errors import UserError
+from bench.schema import check_name
 from bench.text.config import DEFAULT_ALPHA, DataConfig
 
 CORPUS_SUFFIXES = (".jsonl", ".txt")
@@ -39,18 +41,29 @@ def is_multilingual(cfg: DataConfig) -> bool:
 
 
 def language_files(folder: str) -> dict[str, str]:
-    """Language -> its corpus in `folder`, in name order."""
+    """Language -> its corpus in `folder`, in name order; each name checked as a `languages:`
+    entry is (it names metrics and files)."""
     found: dict[str, str] = {}
     for entry in sorted(Path(folder).iterdir()):
         if entry.name.startswith("."):
             continue
         if entry.is_dir() or entry.suffix in CORPUS_SUFFIXES:
-            language = entry.name if entry.is_dir() else entry.stem
+            language = _language_name(entry)
             if language in found:
                 raise UserError(f"{folder}: language '{language}' has two corpora "
                                 f"({Path(found[language]).name}, {entry.name}); keep one")
             found[language] = str(entry)
     return found
+
+
+def _language_name(entry: Path) -> str:
+    """The language a corpus file (its stem) or saved dataset (its name) holds."""
+    language = entry.name if entry.is_dir() else entry.stem
+    try:
+        return check_name(language, "language")
+    except ValueError as error:
+        raise UserError(f"{entry}: {error}; rename it, or move it out of the folder of "
+                        "languages") from None
 
 
 def _chosen(cfg: DataConfig, folder: str, found: dict[str, str]) -> dict[str, str]:

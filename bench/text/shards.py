@@ -6,10 +6,25 @@ worker process tokenizes one chunk at a time, in sub-batches of about SUB_BATCH_
 and writes one shard folder: `tokens.bin` (the flat token stream: every document followed by the
 layout's separator, eos for "causal", [SEP] for "mlm"; uint16 when the vocabulary fits in 65,535
 ids, uint32 otherwise), `docs.idx` (int64 end offset of each document in it, as Megatron's indexed
-dataset keeps) and `unigram.npy` (the shard's token counts). A worker's memory is bounded by a
-sub-batch, the main process's by the chunk plan, never by the corpus. Each shard folder is renamed
-into place when complete, so a killed build resumes from its finished shards; `manifest.json`,
-written last, marks a finished build, which is never rebuilt.
+dataset keeps), `unigram.npy` (the shard's token counts) and `shard.json` (its counts and the
+SHA-256 of those three files, computed while writing). A worker's memory is bounded by a
+sub-batch, the main process's by the chunk plan, never by the corpus: a document longer than
+PIECE_CHARS is tokenized in pieces (`bench.text.data.piece_bounds`). Each shard folder is renamed
+into place when complete, so a killed build resumes from its finished shards (a shard that fails
+its check against its `shard.json` is tokenized again); `manifest.json`, written last, marks a
+finished build, which is never rebuilt, and the temporaries of killed workers are removed then.
+
+A finished build is checked whenever it is opened, before a run trains on it: the manifest (its
+fields, shard names that are this build's own folders, splits inside the streams, and the SHA-256
+of its own content), each file's size where the manifest fixes it, and each file's SHA-256
+against the one recorded at build time. The digests go through the fingerprint cache
+(`bench.fingerprint`), seeded by the workers as they write: an unchanged file costs a `stat`, a
+changed one is read again (in 1 MiB blocks, its token ids checked below the vocabulary as they
+are hashed) and refused. Anything amiss is an error naming the file and saying to delete the
+build and build it again. A manifest written before digests were recorded gets them on its
+first opening, after the same checks. The run's input `data.shards` stays the fingerprint of
+everything the shards are made from (known before they exist, so at plan time); the checks bind
+the files on disk to that build.
 
 Rows are cut at read time, consecutively from the start of a split's token stream, the tail
 dropped: "causal" rows are seq_len tokens; "mlm" rows are seq_len - 2 tokens framed [CLS] ... [SEP].
@@ -27,29 +42,44 @@ import itertools
 import json
 import multiprocessing
 import os
+import re
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeGuard, TypeVar
 
 import numpy as np
 import tokenizers
+from pydantic import Field, StringConstraints, ValidationError
 
 from bench.atomic import build_dir, remove_stale_temporaries, write_text, write_via
 from bench.errors import UserError
-from bench.fingerprint import fingerprint
+from bench.fingerprint import (
+    DigestCache,
+    cached_digest,
+    fingerprint,
+    hash_file,
+    path_digest,
+    remember_digest,
+)
 from bench.progress import progress
 from bench.sampling import batch_indices, permute
+from bench.schema import Int, Strict
 from bench.text.config import DataConfig
 from bench.text.data import (
+    PIECE_CHARS,
     Corpus,
     bpe_folder,
     chunk_bounds,
     load_tokenizer,
     open_corpus,
+    piece_bounds,
     read_documents,
     saved_tokenizer,
 )
@@ -60,6 +90,7 @@ from bench.text.languages import (
     language_seed,
     language_weights,
 )
+from bench.yaml_source import file_kind
 
 if TYPE_CHECKING:
     import torch
@@ -73,6 +104,12 @@ HF_CHUNK_ROWS = 20_000
 SUB_BATCH_CHARS = 1 << 20
 WAIT_POLL_S = 5.0
 UINT16_VOCAB = 65535  # vocabularies up to this size are stored as uint16
+MANIFEST_FORMAT = 2  # manifests with the files' SHA-256 (earlier ones had none)
+SHARD_FILES = ("tokens.bin", "docs.idx", "unigram.npy")  # a shard's data, each with its digest
+BUILD_FILES = ("unigram.npy", "tokenizer")  # the build's own, beside the shards
+NPY_MAGIC = b"\x93NUMPY"
+# What a killed worker leaves (`build_dir`'s temporary of a shard folder).
+_SHARD_TEMPORARY = re.compile(r"\.(train|val)-\d{5}\..+\.tmp")
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -325,6 +362,321 @@ def shards_input(cfg: DataConfig, layout: str) -> dict[str, dict[str, str]]:
                             "sha256": key}}
 
 
+# --- checking a build ------------------------------------------------------------------------
+
+Count = Annotated[Int, Field(ge=0)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ShardRecord(Strict):
+    """One shard as its worker recorded it (`shard.json`) and the manifest lists it."""
+
+    name: str
+    documents: Count
+    tokens: Count
+    sha256: dict[str, Sha256] | None = None  # None only in a manifest of format 1
+
+
+class SplitRecord(Strict):
+    """Where a split lies: tokens [first, first + tokens) of a stream, and its documents."""
+
+    stream: Literal["train", "val"]
+    first: Count
+    tokens: Count
+    documents: Count
+    source: str
+
+
+class Splits(Strict):
+    train: SplitRecord
+    val: SplitRecord
+
+
+class Manifest(Strict):
+    """`manifest.json`: the build's layout, streams of shards and splits; from format 2 on, the
+    SHA-256 of every file and of the manifest's own content (`checksum`)."""
+
+    format: Literal[2] | None = None  # None: format 1, written before digests were recorded
+    layout: Literal["causal", "mlm"]
+    dtype: Literal["uint16", "uint32"]
+    vocab: Int = Field(gt=0)
+    streams: dict[Literal["train", "val"], list[ShardRecord]]
+    splits: Splits
+    sha256: dict[str, Sha256] | None = None
+    checksum: Sha256 | None = None
+
+
+class ShardDamage(Exception):
+    """A file of a build that is not what the build wrote: `path` and what is wrong with it."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = path, problem
+
+    def refusal(self, folder: Path) -> UserError:
+        """The error a user sees: the file, the problem and what to do."""
+        return UserError(f"{self}. The token shards in {folder} cannot be trusted: delete that "
+                         "folder and build them again (`bench data tokenize SUITE`, or "
+                         "`bench run`, which builds them on first use)")
+
+
+def _checksum(content: dict[str, Any]) -> str:
+    """A manifest's own SHA-256: of its canonical JSON without the checksum."""
+    rest = {k: v for k, v in content.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where}: {first['msg']}" if where else first["msg"]
+
+
+def _own(path: Path, folder: bool = False) -> None:
+    """A build's own file (folder): there, not a link out of the build, of the right kind."""
+    if path.is_symlink():
+        raise ShardDamage(path, "is a symbolic link; expected the build's own "
+                          f"{'folder' if folder else 'file'}")
+    if not path.exists():
+        raise ShardDamage(path, "missing")
+    kind = file_kind(path.stat().st_mode)
+    if kind != ("a directory" if folder else None):
+        raise ShardDamage(path, f"is {kind or 'a file'}; expected "
+                          f"{'a folder' if folder else 'a regular file'}")
+
+
+def _read_record(path: Path) -> Any:
+    """The JSON a build wrote at `path` (a manifest, a shard's record)."""
+    _own(path)
+    try:
+        return json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ShardDamage(path, f"not valid JSON ({error})") from None
+
+
+def read_manifest(folder: Path, layout: str) -> Manifest:
+    """A finished build's manifest, checked: its fields, its checksum, that every shard is a
+    folder of this build (named as the build names them) and every split lies in its stream."""
+    path = folder / "manifest.json"
+    content = _read_record(path)
+    try:
+        manifest = Manifest.model_validate(content)
+    except ValidationError as error:
+        raise ShardDamage(path, _first_error(error)) from None
+    if manifest.format is not None and manifest.checksum != _checksum(content):
+        raise ShardDamage(path, "its content does not match its checksum (edited after the "
+                          "build?)")
+    if not _digests_as_format(manifest):
+        raise ShardDamage(path, f"format {manifest.format or 1}; expected "
+                          + ("the SHA-256 of " + ", ".join(BUILD_FILES) + " and of each shard's "
+                             + ", ".join(SHARD_FILES) if manifest.format else "no digests"))
+    if manifest.layout != layout:
+        raise ShardDamage(path, f"layout {manifest.layout!r}; expected {layout!r}")
+    if manifest.vocab - 1 > np.iinfo(manifest.dtype).max:
+        raise ShardDamage(path, f"vocab {manifest.vocab} does not fit dtype {manifest.dtype}")
+    _check_names(path, manifest)
+    _check_splits(path, manifest)
+    return manifest
+
+
+def _check_names(path: Path, manifest: Manifest) -> None:
+    """Shard i of a stream is the build's folder `<stream>-<i>`: never a path elsewhere."""
+    for stream, shards in manifest.streams.items():
+        for i, shard in enumerate(shards):
+            if shard.name != _shard_name(stream, i):
+                raise ShardDamage(path, f"streams.{stream}[{i}].name {shard.name!r}; expected "
+                                  f"{_shard_name(stream, i)!r}, a shard folder of this build")
+
+
+def _check_splits(path: Path, manifest: Manifest) -> None:
+    """Each split lies inside a stream the manifest lists."""
+    for name, split in (("train", manifest.splits.train), ("val", manifest.splits.val)):
+        shards = manifest.streams.get(split.stream, [])
+        if split.stream not in manifest.streams or \
+                split.first + split.tokens > sum(s.tokens for s in shards) or \
+                split.documents > sum(s.documents for s in shards):
+            raise ShardDamage(path, f"splits.{name} ({split.tokens} tokens from {split.first}, "
+                              f"{split.documents} documents) does not lie in stream "
+                              f"{split.stream!r} as its shards count it")
+
+
+def _digests_as_format(manifest: Manifest) -> bool:
+    """Format 2 records every file's digest; format 1 none."""
+    listed = [manifest.sha256] + [s.sha256 for shards in manifest.streams.values()
+                                  for s in shards]
+    if manifest.format is None:
+        return all(digests is None for digests in listed)
+    wanted = [set(BUILD_FILES)] + [set(SHARD_FILES)] * (len(listed) - 1)
+    return all(set(d or ()) == w for d, w in zip(listed, wanted, strict=True))
+
+
+def _check_build(folder: Path, manifest: Manifest, cache: DigestCache
+                 ) -> tuple[dict[str, list[dict[str, str]]], dict[str, str]]:
+    """Every file the manifest lists, checked against it; their digests (per shard, and the
+    build's own), computed afresh for a manifest of format 1."""
+    streams: dict[str, list[dict[str, str]]] = {
+        stream: [_check_shard(folder / shard.name, shard, manifest.dtype, manifest.vocab, cache)
+                 for shard in shards] for stream, shards in manifest.streams.items()}
+    recorded = manifest.sha256 or {}
+    counts = folder / "unigram.npy"
+    train_tokens = manifest.splits.train.tokens
+    own = {"unigram.npy": _verified(counts, recorded.get("unigram.npy"), cache,
+                                    lambda: _check_counts(counts, manifest.vocab, train_tokens))}
+    tokenizer = folder / "tokenizer"
+    _own(tokenizer, folder=True)
+    own["tokenizer"] = path_digest(tokenizer, cache)
+    if recorded and own["tokenizer"] != recorded["tokenizer"]:
+        raise ShardDamage(tokenizer, "changed since the build (its files' SHA-256 differs from "
+                          "the one manifest.json records)")
+    return streams, own
+
+
+def _check_shard(shard: Path, record: ShardRecord, dtype: str, vocab: int, cache: DigestCache
+                 ) -> dict[str, str]:
+    """A shard folder against its record: sizes, digests (through the cache) and, when a file
+    is read, its content: ids below `vocab`, document ends, token counts."""
+    _own(shard, folder=True)
+    tokens, ends, counts = (shard / name for name in SHARD_FILES)
+    _own(tokens)
+    size = record.tokens * np.dtype(dtype).itemsize
+    if tokens.stat().st_size != size:
+        raise ShardDamage(tokens, f"{tokens.stat().st_size} bytes; expected {size} "
+                          f"({record.tokens} {dtype} token ids)")
+    recorded = record.sha256 or {}
+    return {
+        "tokens.bin": _verified(tokens, recorded.get("tokens.bin"), cache, None,
+                                _id_scan(tokens, dtype, vocab)),
+        "docs.idx": _verified(ends, recorded.get("docs.idx"), cache,
+                              lambda: _check_ends(ends, record)),
+        "unigram.npy": _verified(counts, recorded.get("unigram.npy"), cache,
+                                 lambda: _check_counts(counts, vocab, record.tokens)),
+    }
+
+
+def _verified(path: Path, expected: str | None, cache: DigestCache,
+              inspect: Callable[[], None] | None = None,
+              scan: Callable[[bytes, int], None] | None = None) -> str:
+    """`path`'s SHA-256, equal to `expected` (None: not recorded yet). A digest the cache
+    holds for the file as it is now costs a stat; otherwise the file is read, `inspect`ed and
+    `scan`ned as it is hashed."""
+    _own(path)
+    digest = cached_digest(path, cache) if expected is not None else None
+    if digest is None:
+        if inspect is not None:
+            inspect()
+        digest = hash_file(path, cache, scan)
+    if expected is not None and digest != expected:
+        raise ShardDamage(path, f"changed since the build (SHA-256 {digest[:12]}..., recorded "
+                          f"{expected[:12]}...)")
+    return digest
+
+
+def _id_scan(path: Path, dtype: str, vocab: int) -> Callable[[bytes, int], None]:
+    """A block check of a token file: every id below `vocab`."""
+    itemsize = np.dtype(dtype).itemsize
+
+    def scan(block: bytes, offset: int) -> None:
+        ids = np.frombuffer(block, dtype=dtype, count=len(block) // itemsize)
+        over = np.flatnonzero(ids >= vocab)
+        if len(over):
+            raise ShardDamage(path, f"token {offset // itemsize + int(over[0])} is id "
+                              f"{int(ids[over[0]])}; expected ids below the vocabulary's {vocab}")
+    return scan
+
+
+def _array(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """An int64 array file of `shape`, mapped (a damaged header never allocates)."""
+    with path.open("rb") as handle:
+        if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise ShardDamage(path, "not a NumPy .npy file")
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError, OverflowError, TypeError, SyntaxError) as error:
+        raise ShardDamage(path, f"not a readable NumPy .npy file ({error})") from None
+    if array.dtype != np.int64 or array.shape != shape:
+        raise ShardDamage(path, f"holds {array.dtype} of shape {array.shape}; expected int64 "
+                          f"of shape {shape}")
+    return array
+
+
+def _check_ends(path: Path, record: ShardRecord) -> None:
+    """docs.idx: one rising end per document, the last at the shard's last token."""
+    ends = _array(path, (record.documents,))
+    rising = not len(ends) or (ends[0] >= 1 and bool((np.diff(ends) >= 1).all()))
+    if not rising or (int(ends[-1]) if len(ends) else 0) != record.tokens:
+        raise ShardDamage(path, f"document ends do not rise to the shard's {record.tokens} "
+                          "tokens, one document after another")
+
+
+def _check_counts(path: Path, vocab: int, tokens: int) -> None:
+    """A unigram file: a non-negative count per id, `tokens` in all."""
+    counts = _array(path, (vocab,))
+    if bool((counts < 0).any()) or int(counts.sum()) != tokens:
+        raise ShardDamage(path, f"token counts that do not sum to {tokens}")
+
+
+def _saved_tokenizer(folder: Path) -> "PreTrainedTokenizerFast":
+    """The build's copy of its tokenizer."""
+    try:
+        return saved_tokenizer(folder)
+    except Exception as error:  # transformers and tokenizers raise many types for bad files
+        raise ShardDamage(folder, f"cannot be loaded as a tokenizer ({error})") from None
+
+
+def _shard_record(shard: Path) -> ShardRecord:
+    """A finished shard's `shard.json`, with its counts and files' digests."""
+    path = shard / "shard.json"
+    try:
+        record = ShardRecord.model_validate(_read_record(path))
+    except ValidationError as error:
+        raise ShardDamage(path, _first_error(error)) from None
+    if record.name != shard.name or set(record.sha256 or {}) != set(SHARD_FILES):
+        raise ShardDamage(path, f"expected the record of shard {shard.name} with the SHA-256 "
+                          f"of {', '.join(SHARD_FILES)}")
+    return record
+
+
+def _reusable(shard: Path, dtype: str, vocab: int, cache: DigestCache) -> bool:
+    """Whether a killed build left this shard finished and intact; a damaged one is removed
+    (its chunk is tokenized again)."""
+    if not os.path.lexists(shard):
+        return False
+    try:
+        _own(shard, folder=True)
+        _check_shard(shard, _shard_record(shard), dtype, vocab, cache)
+        return True
+    except ShardDamage as damage:
+        print(f"{damage}; tokenizing its chunk again", file=sys.stderr, flush=True)
+        _remove(shard)
+        return False
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _write_manifest(folder: Path, content: dict[str, Any]) -> None:
+    """`manifest.json` of the current format, sealed by its checksum."""
+    content = {**content, "format": MANIFEST_FORMAT}
+    write_text(folder / "manifest.json", json.dumps(content | {"checksum": _checksum(content)},
+                                                    indent=1))
+
+
+def _upgrade(folder: Path, manifest: Manifest, streams: dict[str, list[dict[str, str]]],
+             own: dict[str, str]) -> None:
+    """A format-1 manifest rewritten with the digests just computed, so later openings cost a
+    stat per file; a build that cannot be written to stays as it is (and is read in full)."""
+    content = manifest.model_dump(mode="json", exclude={"format", "checksum"})
+    for stream, digests in streams.items():
+        for shard, sha256 in zip(content["streams"][stream], digests, strict=True):
+            shard["sha256"] = sha256
+    with suppress(OSError):
+        _write_manifest(folder, content | {"sha256": own})
+
+
 # --- preparing -------------------------------------------------------------------------------
 
 
@@ -346,12 +698,16 @@ def prepare_lm_data(cfg: DataConfig, cache_dir: Path, layout: str = "causal",
         return _mixed(cfg, languages, Path(cache_dir))
     key = shards_fingerprint(cfg, layout)
     folder = Path(cache_dir) / f"shards-{key}"
-    if not (folder / "manifest.json").is_file():
-        if build:
-            build_shards(cfg, layout, folder, workers or os.cpu_count() or 1, Path(cache_dir))
-        else:
-            _wait_for(folder / "manifest.json", poll_s)
-    return open_shards(folder, cfg, key)
+    try:
+        if not os.path.lexists(folder / "manifest.json"):
+            if build:
+                build_shards(cfg, layout, folder, workers or os.cpu_count() or 1,
+                             Path(cache_dir))
+            else:
+                _wait_for(folder / "manifest.json", poll_s)
+        return open_shards(folder, cfg, key, layout)
+    except ShardDamage as damage:
+        raise damage.refusal(folder) from None
 
 
 def _joint_fingerprint(cfg: DataConfig, languages: dict[str, str]) -> str:
@@ -386,33 +742,42 @@ def _rows(rows: RowSource | MixedRows) -> RowSource:
 def _wait_for(manifest: Path, poll_s: float) -> None:
     print(f"waiting for the main process to build the token shards {manifest.parent}",
           file=sys.stderr, flush=True)
-    while not manifest.is_file():
+    while not os.path.lexists(manifest):
         time.sleep(poll_s)
 
 
-def open_shards(folder: Path, cfg: DataConfig, key: str) -> LMData:
-    """A finished build's rows of `cfg.seq_len` (a UserError when a split has not one row)."""
-    manifest = json.loads((folder / "manifest.json").read_text())
-    tokenizer = saved_tokenizer(folder / "tokenizer")
-    mlm = manifest["layout"] == "mlm"
+def open_shards(folder: Path, cfg: DataConfig, key: str, layout: str) -> LMData:
+    """A finished build's rows of `cfg.seq_len`, once every file is checked against the
+    manifest (ShardDamage names one that is not as built; a UserError says when a split has
+    not one row)."""
+    manifest = read_manifest(folder, layout)
+    with closing(DigestCache(None)) as cache:
+        streams, own = _check_build(folder, manifest, cache)
+    tokenizer = _saved_tokenizer(folder / "tokenizer")
+    if len(tokenizer) != manifest.vocab:
+        raise ShardDamage(folder / "manifest.json", f"vocab {manifest.vocab}; the build's "
+                          f"tokenizer has {len(tokenizer)} ids")
+    if manifest.format is None:
+        _upgrade(folder, manifest, streams, own)
+    mlm = manifest.layout == "mlm"
     frame = (tokenizer.cls_token_id, tokenizer.sep_token_id) if mlm else None
     row_len = cfg.seq_len - 2 if mlm else cfg.seq_len
+    splits = {"train": manifest.splits.train, "val": manifest.splits.val}
     sources = {}
-    for name, split in manifest["splits"].items():
-        shards = manifest["streams"][split["stream"]]
-        stream = TokenStream([str(folder / s["name"] / "tokens.bin") for s in shards],
-                             [s["tokens"] for s in shards], manifest["dtype"])
-        sources[name] = RowSource(stream, split["first"], split["tokens"], row_len, frame)
+    for name, split in splits.items():
+        shards = manifest.streams[split.stream]
+        stream = TokenStream([str(folder / s.name / "tokens.bin") for s in shards],
+                             [s.tokens for s in shards], manifest.dtype)
+        sources[name] = RowSource(stream, split.first, split.tokens, row_len, frame)
         if not len(sources[name]):
             raise UserError(
-                f"{split['source']}: {split['documents']} {name} documents give "
-                f"{split['tokens']} tokens, fewer than one row of seq_len {cfg.seq_len}; "
-                "give more text or a shorter seq_len")
-    splits = manifest["splits"]
+                f"{split.source}: {split.documents} {name} documents give {split.tokens} "
+                f"tokens, fewer than one row of seq_len {cfg.seq_len}; give more text or a "
+                "shorter seq_len")
     return LMData(tokenizer=tokenizer, train=sources["train"], val=sources["val"],
-                  train_documents=splits["train"]["documents"],
-                  val_documents=splits["val"]["documents"],
-                  train_tokens=splits["train"]["tokens"], val_tokens=splits["val"]["tokens"],
+                  train_documents=splits["train"].documents,
+                  val_documents=splits["val"].documents,
+                  train_tokens=splits["train"].tokens, val_tokens=splits["val"].tokens,
                   fingerprint=key, folder=folder)
 
 
@@ -433,7 +798,8 @@ class ChunkTask:
 def build_shards(cfg: DataConfig, layout: str, folder: Path, workers: int,
                  cache_dir: Path) -> None:
     """Tokenize the corpus (and the val corpus) into shards under `folder`, resuming from the
-    shards a killed build finished; the manifest is written last."""
+    intact shards a killed build finished; the manifest is written last, then the temporaries
+    of killed workers are removed."""
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folder)
     corpora = {"train": open_corpus(cfg.train, cfg.format, cfg.text_field)}
@@ -441,24 +807,39 @@ def build_shards(cfg: DataConfig, layout: str, folder: Path, workers: int,
         corpora["val"] = open_corpus(cfg.val, cfg.format, cfg.text_field)
     plan = _plan(folder, corpora)
     context = multiprocessing.get_context("spawn")  # no inherited state, threads or locks
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-        tokenizer = _tokenizer(cfg, layout, corpora["train"], plan["train"], pool, folder,
-                               cache_dir)
-        separator = tokenizer.eos_token_id if layout == "causal" else tokenizer.sep_token_id
-        vocab = len(tokenizer)
-        dtype = "uint16" if vocab <= UINT16_VOCAB else "uint32"
-        tasks = [ChunkTask(corpora[name], start, stop, str(folder / _shard_name(name, i)),
-                           str(folder / "tokenizer" / "tokenizer.json"), separator, dtype, vocab)
-                 for name, bounds in plan.items() for i, (start, stop) in enumerate(bounds)]
-        _run_tokenize(pool, [t for t in tasks if not Path(t.out).is_dir()])
-    streams = {name: [_shard_entry(folder, _shard_name(name, i)) for i in range(len(bounds))]
-               for name, bounds in plan.items()}
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+            tokenizer = _tokenizer(cfg, layout, corpora["train"], plan["train"], pool, folder,
+                                   cache_dir)
+            separator = tokenizer.eos_token_id if layout == "causal" else tokenizer.sep_token_id
+            vocab = len(tokenizer)
+            dtype = "uint16" if vocab <= UINT16_VOCAB else "uint32"
+            tasks = [ChunkTask(corpora[name], start, stop, str(folder / _shard_name(name, i)),
+                               str(folder / "tokenizer" / "tokenizer.json"), separator, dtype,
+                               vocab)
+                     for name, bounds in plan.items() for i, (start, stop) in enumerate(bounds)]
+            with closing(DigestCache(None)) as cache:
+                todo = [t for t in tasks if not _reusable(Path(t.out), dtype, vocab, cache)]
+            _run_tokenize(pool, todo)
+    except BrokenProcessPool:
+        raise UserError(
+            f"{cfg.train}: a tokenizing worker process died, most likely killed by the "
+            "operating system for lack of memory; run again with fewer workers (`bench data "
+            "tokenize SUITE --workers N`) or more memory: the build goes on from its finished "
+            "shards") from None
+    streams = {name: [_shard_record(folder / _shard_name(name, i)).model_dump()
+                      for i in range(len(bounds))] for name, bounds in plan.items()}
     splits = _splits(cfg, folder, streams)
     unigram = _train_unigram(folder, streams, splits, dtype, vocab)
     write_via(folder / "unigram.npy", lambda tmp: _save_array(tmp, unigram))
-    write_text(folder / "manifest.json", json.dumps(
-        {"layout": layout, "dtype": dtype, "vocab": vocab, "streams": streams, "splits": splits},
-        indent=1))
+    with closing(DigestCache(None)) as cache:
+        own = {"unigram.npy": hash_file(folder / "unigram.npy", cache),
+               "tokenizer": path_digest(folder / "tokenizer", cache)}
+    _write_manifest(folder, {"layout": layout, "dtype": dtype, "vocab": vocab,
+                             "streams": streams, "splits": splits, "sha256": own})
+    for entry in folder.iterdir():
+        if _SHARD_TEMPORARY.fullmatch(entry.name):  # a killed worker's; never read
+            _remove(entry)
 
 
 def _shard_name(stream: str, index: int) -> str:
@@ -468,12 +849,36 @@ def _shard_name(stream: str, index: int) -> str:
 def _plan(folder: Path, corpora: dict[str, Corpus]) -> dict[str, list[tuple[int, int]]]:
     """The chunks of each corpus, kept in `plan.json` so a resumed build cuts the same chunks."""
     saved = folder / "plan.json"
-    if saved.is_file():
-        return {k: [tuple(b) for b in v] for k, v in json.loads(saved.read_text()).items()}
+    if os.path.lexists(saved):
+        return _saved_plan(saved, corpora)
     plan = {name: chunk_bounds(c, HF_CHUNK_ROWS if c.kind == "hf" else CHUNK_BYTES)
             for name, c in corpora.items()}
     write_text(saved, json.dumps(plan))
     return plan
+
+
+def _saved_plan(saved: Path, corpora: dict[str, Corpus]) -> dict[str, list[tuple[int, int]]]:
+    """A resumed build's plan: for each corpus, chunks that cover it from start to end."""
+    content = _read_record(saved)
+    plan: dict[str, list[tuple[int, int]]] = {}
+    for name, corpus in corpora.items():
+        bounds = content.get(name) if isinstance(content, dict) else None
+        if not _covers(bounds, corpus.size):
+            raise ShardDamage(saved, f"no chunks of '{name}' that cover its {corpus.size} "
+                              f"{'rows' if corpus.kind == 'hf' else 'bytes'} in order")
+        plan[name] = [(start, stop) for start, stop in bounds]
+    return plan
+
+
+def _covers(bounds: object, size: int) -> TypeGuard[list[list[int]]]:
+    """Whether `bounds` is a list of [start, stop] that tile [0, size) in order."""
+    if not isinstance(bounds, list) or not all(
+            isinstance(b, list) and len(b) == 2 and all(type(x) is int for x in b)
+            for b in bounds):
+        return False
+    stops = [0] + [stop for _, stop in bounds]
+    return [start for start, _ in bounds] == stops[:-1] and stops[-1] == size and all(
+        start < stop for start, stop in bounds)
 
 
 def _tokenizer(cfg: DataConfig, layout: str, corpus: Corpus, bounds: list[tuple[int, int]],
@@ -481,8 +886,9 @@ def _tokenizer(cfg: DataConfig, layout: str, corpus: Corpus, bounds: list[tuple[
     """The build's tokenizer, saved in `folder/tokenizer`; a BPE is trained on the training
     documents, streamed (after a parallel count of documents when the held-out cut needs it)."""
     saved = folder / "tokenizer"
-    if (saved / "tokenizer.json").is_file():
-        return saved_tokenizer(saved)
+    if os.path.lexists(saved):
+        _own(saved, folder=True)
+        return _saved_tokenizer(saved)
     key = corpus_key(cfg)
     documents: Callable[[], Iterator[str]] = lambda: _documents(corpus, bounds)  # noqa: E731
     needs_training = cfg.tokenizer.train_bpe is not None and not (
@@ -529,11 +935,6 @@ def _run_tokenize(pool: Executor, tasks: list[ChunkTask]) -> None:
             bar.update(shard_tokens)
     finally:
         bar.close()
-
-
-def _shard_entry(folder: Path, name: str) -> dict[str, Any]:
-    ends = np.load(folder / name / "docs.idx")
-    return {"name": name, "documents": len(ends), "tokens": int(ends[-1]) if len(ends) else 0}
 
 
 def _splits(cfg: DataConfig, folder: Path, streams: dict[str, list[dict[str, Any]]]
@@ -600,35 +1001,56 @@ def _count_documents(task: ChunkTask) -> int:
 
 
 def _tokenize_chunk(task: ChunkTask) -> tuple[int, int]:
-    """Write the chunk's shard folder whole; (its tokens, its text bytes)."""
+    """Write the chunk's shard folder whole, its files' digests recorded in the fingerprint
+    cache (so the build's first opening costs no read); (its tokens, its text bytes)."""
     if task.tokenizer_file not in _TOKENIZERS:
         _TOKENIZERS[task.tokenizer_file] = tokenizers.Tokenizer.from_file(task.tokenizer_file)
     tokenizer = _TOKENIZERS[task.tokenizer_file]
-    written: list[int] = []
+    written: list[tuple[int, dict[str, tuple[os.stat_result, str]]]] = []
     build_dir(Path(task.out), lambda tmp: written.append(_write_shard(tmp, task, tokenizer)))
-    return written[0], task.stop - task.start
+    tokens, files = written[0]
+    with closing(DigestCache(None)) as cache:
+        for name, (st, digest) in files.items():
+            remember_digest(Path(task.out) / name, st, digest, cache)
+    return tokens, task.stop - task.start
 
 
-def _write_shard(folder: Path, task: ChunkTask, tokenizer: tokenizers.Tokenizer) -> int:
-    """tokens.bin, docs.idx and unigram.npy of one chunk; the number of tokens."""
+def _write_shard(folder: Path, task: ChunkTask, tokenizer: tokenizers.Tokenizer
+                 ) -> tuple[int, dict[str, tuple[os.stat_result, str]]]:
+    """tokens.bin, docs.idx, unigram.npy and shard.json of one chunk; the number of tokens,
+    and each data file's stat and SHA-256 (tokens.bin's hashed as it is written)."""
     ends: list[np.ndarray] = []
     counts = np.zeros(task.vocab, dtype=np.int64)
     written = 0
+    digest = hashlib.sha256()
     with open(folder / "tokens.bin", "wb") as out:
         for batch in _sub_batches(read_documents(task.corpus, task.start, task.stop)):
-            ids = [e.ids for e in tokenizer.encode_batch_fast(batch, add_special_tokens=False)]
-            lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
-            for x in ids:
+            encoded = tokenizer.encode_batch_fast([piece for piece, _ in batch],
+                                                  add_special_tokens=False)
+            ids = [e.ids for e in encoded]
+            last = np.fromiter((ends_document for _, ends_document in batch), dtype=bool,
+                               count=len(batch))
+            for x in itertools.compress(ids, last):
                 x.append(task.separator)
+            lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
             flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=task.dtype,
                                count=int(lengths.sum()))
-            out.write(flat.tobytes())
+            data = flat.tobytes()
+            out.write(data)
+            digest.update(data)
             counts += np.bincount(flat, minlength=task.vocab)
-            ends.append(written + np.cumsum(lengths))
+            ends.append((written + np.cumsum(lengths))[last])
             written += len(flat)
     _save_array(folder / "docs.idx", np.concatenate(ends) if ends else np.zeros(0, np.int64))
     _save_array(folder / "unigram.npy", counts)
-    return written
+    sha256 = {"tokens.bin": digest.hexdigest()}
+    for name in SHARD_FILES[1:]:
+        with open(folder / name, "rb") as handle:
+            sha256[name] = hashlib.file_digest(handle, "sha256").hexdigest()
+    record = ShardRecord(name=Path(task.out).name, documents=sum(len(e) for e in ends),
+                         tokens=written, sha256=sha256)
+    write_text(folder / "shard.json", record.model_dump_json(indent=1))
+    return written, {name: ((folder / name).stat(), sha256[name]) for name in SHARD_FILES}
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
@@ -636,15 +1058,18 @@ def _save_array(path: Path, array: np.ndarray) -> None:
         np.save(handle, array)
 
 
-def _sub_batches(documents: Iterator[str]) -> Iterator[list[str]]:
-    """Documents grouped into lists of about SUB_BATCH_CHARS characters."""
-    batch: list[str] = []
+def _sub_batches(documents: Iterator[str]) -> Iterator[list[tuple[str, bool]]]:
+    """The documents' pieces of at most PIECE_CHARS characters (`piece_bounds`: most documents
+    are one), each with whether it ends its document, in lists of about SUB_BATCH_CHARS
+    characters: the text a tokenizer holds at once."""
+    batch: list[tuple[str, bool]] = []
     size = 0
     for document in documents:
-        batch.append(document)
-        size += len(document)
-        if size >= SUB_BATCH_CHARS:
-            yield batch
-            batch, size = [], 0
+        for start, stop in piece_bounds(document, PIECE_CHARS):
+            batch.append((document[start:stop], stop == len(document)))
+            size += stop - start
+            if size >= SUB_BATCH_CHARS:
+                yield batch
+                batch, size = [], 0
     if batch:
         yield batch

@@ -1,0 +1,355 @@
+"""A results folder shared by a team, with symbolic links planted in a run's folder: nothing a
+run writes leaves the folder. A file the run writes replaces a link at its path; a folder it
+enters, and a file it reads back to decide how to go on, is refused when it is a link, and the
+run fails naming it. Whatever a link points to is left as it was."""
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from store_suite import write_suite
+from test_family_contract import _sst2_like
+from textgen import narrative_passages, write_jsonl
+
+from bench.atomic import save_torch
+from bench.cli import main
+from bench.evals.fddb import write_fddb_detections
+from bench.evals.lambada import LambadaEvalConfig, write_task_dir
+from bench.evals.wider import write_wider_predictions
+from bench.family import _FAMILIES
+from bench.plan import plan
+from bench.runner import branch_checkpoint
+from bench.suite import load_suite
+
+SUITE = "hostile"
+OLD = 1_000_000_000  # what is outside was last modified in 2001, so any touch shows
+WSD = "{lr: 0.05, schedule: wsd, warmup: 3, decay: 0.25}"
+
+
+def toy_suite(folder: Path, budget: str = "{steps: 12}", glue: bool = True) -> Path:
+    """The toy family (a linear model, scored by GLUE's evaluator on an SST-2-like task), or a
+    wsd ladder of it without evaluation."""
+    evals = "[]"
+    if glue:
+        _sst2_like(folder / "glue")
+        evals = f"\n  - glue: {{path: {folder / 'glue'}, tasks: [sst2], finetune: {{epochs: 2}}}}"
+    optim = f"optim: {WSD}\n" if budget.startswith("{steps: [") else ""
+    path = folder / "suite.yaml"
+    path.write_text(f"suite: {SUITE}\nfamily: toy\nseeds: [0]\nbudget: {budget}\n{optim}"
+                    f"evals: {evals}\nvariants:\n  base: {{}}\n")
+    return path
+
+
+def ladder_suite(folder: Path, steps: str = "[12, 24]") -> Path:
+    return toy_suite(folder, f"{{steps: {steps}}}", glue=False)
+
+
+def bench_run(suite: Path, results: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["run", str(suite), "--results", str(results), "--no-progress"])
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
+def snapshot(folder: Path) -> dict[str, tuple[str, bytes | None, int]]:
+    """Everything under `folder` and the folder itself: kind, bytes, modification time."""
+    found = {}
+    for path in [folder, *folder.rglob("*")]:
+        st = path.lstat()
+        kind = "link" if path.is_symlink() else "dir" if path.is_dir() else "file"
+        found[str(path.relative_to(folder))] = (
+            kind, path.read_bytes() if kind == "file" else None, st.st_mtime_ns)
+    return found
+
+
+def state(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "state.json").read_text())
+
+
+@pytest.fixture
+def toy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(_FAMILIES, "toy", "toy_family")
+
+
+@pytest.fixture(scope="module")
+def foreign(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of a finished toy run in another results folder: a real final checkpoint and
+    a real GLUE outcome that a link could lead a run to."""
+    folder = tmp_path_factory.mktemp("foreign")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(_FAMILIES, "toy", "toy_family")
+        suite = toy_suite(folder)
+        assert main(["run", str(suite), "--results", str(folder / "results"),
+                     "--no-progress"]) == 0
+        [run] = plan(load_suite(suite))
+    return folder / "results" / SUITE / run.run_id
+
+
+@pytest.fixture
+def outside(tmp_path: Path, foreign: Path) -> Path:
+    """A folder outside the results folder, all of it last modified long ago: a file, an empty
+    folder, a run's final checkpoint and a GLUE outcome; `missing` is not there."""
+    folder = tmp_path / "outside"
+    (folder / "target_dir").mkdir(parents=True)
+    (folder / "target").write_bytes(b"not the run's\n")
+    shutil.copy(foreign / "checkpoints" / "train.final.pt", folder / "train.final.pt")
+    shutil.copy(foreign / "glue" / "sst2" / "result.json", folder / "result.json")
+    for path in [*folder.iterdir(), folder]:
+        os.utime(path, ns=(OLD * 10**9, OLD * 10**9))
+    return folder
+
+
+TARGETS = {"file": "target", "dir": "target_dir", "dangling": "missing",
+           "checkpoint": "train.final.pt", "outcome": "result.json"}
+
+
+def _lambada_task_dir(run: Path) -> None:
+    cloze = write_jsonl(run.parent / "cloze.jsonl", narrative_passages(4, seed=2))
+    write_task_dir(LambadaEvalConfig(path=str(cloze), name="cloze"),
+                   run / "lambada" / "lambada_task")
+
+
+def _wider_predictions(run: Path) -> None:
+    write_wider_predictions(run / "wider" / "predictions_single",
+                            {("0--Parade", "img_1"): np.array([[1.0, 2.0, 3.0, 4.0, 0.9]])})
+
+
+def _fddb_detections(run: Path) -> None:
+    write_fddb_detections(run / "fddb" / "fddb_detections_single.txt",
+                          {"2002/08/11/big/img_591": [[1.0, 2.0, 3.0, 4.0, 0.9]]})
+
+
+def _faces_model(run: Path) -> None:
+    save_torch({"weight": torch.zeros(2)}, run / "model.pt")
+
+
+@dataclass(frozen=True)
+class Planted:
+    """A link at `at` (under the suite's folder of the results; `{run}` is the run's folder)
+    to one of `TARGETS`. `act`: "toy" runs the toy suite, "ladder" a wsd ladder (the link in
+    the longest rung's folder), a function calls one writer of a run's folder directly.
+    `then`: "replaced" (the run finishes, or the writer returns, and its own file or folder
+    took the link's place) or "refused" (the run fails, or the writer raises, naming the
+    link)."""
+
+    at: str
+    to: str
+    then: str
+    act: str | Callable[[Path], None] = "toy"
+
+
+CASES = [
+    pytest.param(Planted("{run}/run.log", "file", "replaced"), id="run.log-to-a-file"),
+    pytest.param(Planted("{run}/run.log", "dangling", "replaced"), id="run.log-dangling"),
+    pytest.param(Planted("{run}/run.log", "dir", "replaced"), id="run.log-to-a-folder"),
+    pytest.param(Planted("{run}/heartbeat", "file", "replaced"), id="heartbeat-to-a-file"),
+    pytest.param(Planted("{run}/heartbeat", "dangling", "replaced"), id="heartbeat-dangling"),
+    pytest.param(Planted("{run}/heartbeat", "dir", "replaced"), id="heartbeat-to-a-folder"),
+    pytest.param(Planted("{run}/claim.json", "file", "replaced"), id="claim.json"),
+    pytest.param(Planted("{run}/state.json", "file", "replaced"), id="state.json"),
+    pytest.param(Planted("{run}/state.json", "dangling", "replaced"), id="state.json-dangling"),
+    pytest.param(Planted("{run}/config.json", "file", "replaced"), id="config.json"),
+    pytest.param(Planted("{run}/provenance.json", "file", "replaced"), id="provenance.json"),
+    pytest.param(Planted("{run}/metrics.json", "file", "replaced"), id="metrics.json"),
+    pytest.param(Planted("{run}/curve.csv", "dangling", "replaced"), id="curve.csv-dangling"),
+    pytest.param(Planted("{run}/points.json", "file", "replaced"), id="points.json"),
+    pytest.param(Planted("{run}/samples_glue_sst2.jsonl", "file", "replaced"), id="samples"),
+    pytest.param(Planted("{run}/checkpoints", "dir", "refused"), id="checkpoints-to-a-folder"),
+    pytest.param(Planted("{run}/checkpoints", "dangling", "refused"), id="checkpoints-dangling"),
+    pytest.param(Planted("{run}/checkpoints/train.pt", "file", "refused"),
+                 id="checkpoint-read-on-resume"),
+    pytest.param(Planted("{run}/checkpoints/train.final.pt", "checkpoint", "refused"),
+                 id="final-checkpoint-of-another-run"),
+    pytest.param(Planted("{run}/checkpoints/train.final.pt", "dangling", "replaced"),
+                 id="final-checkpoint-dangling"),
+    pytest.param(Planted("{run}/glue", "dir", "refused"), id="evaluator-folder"),
+    pytest.param(Planted("{run}/glue/sst2", "dir", "refused"), id="evaluator-task-folder"),
+    pytest.param(Planted("{run}/glue/sst2/result.json", "outcome", "refused"),
+                 id="evaluator-outcome-read-on-resume"),
+    pytest.param(Planted("{run}/glue/sst2/dev_epoch1.jsonl", "file", "replaced"),
+                 id="evaluator-predictions-file"),
+    pytest.param(Planted("{run}", "dir", "refused"), id="the-run-folder-itself"),
+    pytest.param(Planted(".", "dir", "refused"), id="the-suite-folder"),
+    pytest.param(Planted("{run}/checkpoints/branches", "dir", "refused", "ladder"),
+                 id="branch-folder"),
+    pytest.param(Planted("{run}/checkpoints/branches/train.steps-12.0.pt", "file", "replaced",
+                         "ladder"), id="branch-file"),
+    pytest.param(Planted("{run}", "dir", "refused", "ladder"), id="a-lower-rungs-source-folder"),
+    pytest.param(Planted("{run}/lambada/lambada_task", "dir", "refused", _lambada_task_dir),
+                 id="lambada-task-folder"),
+    pytest.param(Planted("{run}/lambada/lambada_task/cloze.yaml", "file", "replaced",
+                         _lambada_task_dir), id="lambada-task-file"),
+    pytest.param(Planted("{run}/wider/predictions_single/0--Parade", "dir", "refused",
+                         _wider_predictions), id="wider-event-folder"),
+    pytest.param(Planted("{run}/wider/predictions_single", "dir", "refused",
+                         _wider_predictions), id="wider-predictions-folder"),
+    pytest.param(Planted("{run}/fddb/fddb_detections_single.txt", "file", "replaced",
+                         _fddb_detections), id="fddb-detections-file"),
+    pytest.param(Planted("{run}/model.pt", "file", "replaced", _faces_model),
+                 id="faces-model-file"),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_link_planted_in_a_run_folder_leads_nothing_outside(
+        case: Planted, tmp_path: Path, outside: Path, toy: None,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    if callable(case.act):
+        suite, runs, run_id = None, [], "run"
+    else:
+        suite = toy_suite(tmp_path) if case.act == "toy" else ladder_suite(tmp_path)
+        runs = plan(load_suite(suite))
+        run_id = runs[0].run_id  # the only run, or the ladder's longest rung
+    folder = results / SUITE / run_id
+    link = results / SUITE / case.at.format(run=run_id)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(outside / TARGETS[case.to])
+    before = snapshot(outside)
+    said = f"{link} is a symbolic link (to {outside / TARGETS[case.to]}): refused"
+
+    if callable(case.act):
+        if case.then == "refused":
+            with pytest.raises(OSError) as caught:  # LinkRefused
+                case.act(folder)
+            assert said in str(caught.value)
+        else:
+            case.act(folder)
+    else:
+        assert suite is not None
+        code, out = bench_run(suite, results, capsys)
+        assert "Traceback" not in out
+        if case.then == "refused":
+            assert code == 1 and said in out, out
+            if not folder.is_symlink() and not folder.parent.is_symlink():
+                assert state(folder)["state"] == "failed"
+                assert said in state(folder)["reason"]
+        else:
+            assert code == 0, out
+            assert all(state(results / SUITE / r.run_id)["state"] == "finished" for r in runs)
+
+    assert snapshot(outside) == before, "something outside the results folder changed"
+    if case.then == "replaced":  # by the run's own (which may be gone since: claim.json)
+        assert not link.is_symlink()
+
+
+def test_a_linked_model_folder_is_replaced_by_the_saved_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An LM run whose `model/` and LAMBADA task file are links: the model is saved in the
+    run's folder (the log says where, and its lm_eval command names that folder) and the task
+    file is the run's own."""
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "cache"))
+    suite, results = write_suite(tmp_path), tmp_path / "results"
+    run = next(r for r in plan(load_suite(suite)) if r.variant.name == "softmax")
+    folder = results / "store-e2e" / run.run_id
+    elsewhere = tmp_path / "outside"
+    (elsewhere / "model").mkdir(parents=True)
+    (elsewhere / "task.yaml").write_text("task: not the run's\n")
+    (folder / "lambada" / "lambada_task").mkdir(parents=True)
+    (folder / "model").symlink_to(elsewhere / "model")
+    (folder / "lambada" / "lambada_task" / "cloze_proxy.yaml").symlink_to(elsewhere / "task.yaml")
+    before = snapshot(elsewhere)
+
+    code = main(["run", str(suite), "--results", str(results), "--no-progress", "--only",
+                 "softmax"])
+    assert code == 0, capsys.readouterr()
+    assert snapshot(elsewhere) == before
+    model = folder / "model"
+    assert not model.is_symlink() and (model / "config.json").is_file()
+    task = folder / "lambada" / "lambada_task" / "cloze_proxy.yaml"
+    assert not task.is_symlink() and "cloze_proxy" in task.read_text()
+    log = (folder / "run.log").read_text()
+    assert f"saved model to {model}" in log
+    assert f"pretrained={model.resolve()}" in log and str(elsewhere) not in log
+
+
+# --- branch checkpoints of a wsd ladder: removed once their rung has finished -----------------
+
+def _branch_files(results: Path, longest: str) -> list[str]:
+    return sorted(p.name for p in (results / SUITE / longest / "checkpoints" / "branches").glob(
+        "*.pt"))
+
+
+@pytest.fixture
+def ladder(tmp_path: Path, toy: None) -> Iterator[tuple[Path, list[Any]]]:
+    suite = ladder_suite(tmp_path, "[12, 24, 48]")
+    yield suite, plan(load_suite(suite))
+
+
+def test_a_finished_lower_rung_removes_its_branch_file_and_reruns_alike(
+        ladder: tuple[Path, list[Any]], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Rungs run longest first: the middle rung removes its own file only, so the smallest
+    still branches; once both finished no branch file is left. A rung run again (its folder
+    deleted) trains from the start to the same weights."""
+    suite, (longest, *lower) = ladder
+    results = tmp_path / "results"
+    assert bench_run(suite, results, capsys)[0] == 0
+    for run in lower:
+        folder = results / SUITE / run.run_id
+        assert json.loads((folder / "provenance.json").read_text())["branched_from"][
+            "run"] == longest.run_id
+        path = branch_checkpoint(run, ["train"], results / SUITE / longest.run_id)
+        assert f"removed the branch checkpoint {path}" in (folder / "run.log").read_text()
+    assert _branch_files(results, longest.run_id) == []
+
+    smallest = results / SUITE / lower[-1].run_id
+    weights = torch.load(smallest / "checkpoints" / "train.final.pt", weights_only=True)["model"]
+    metrics = json.loads((smallest / "metrics.json").read_text())
+    shutil.rmtree(smallest)
+    assert bench_run(suite, results, capsys)[0] == 0
+    assert "no branch checkpoint" in (smallest / "run.log").read_text()
+    again = torch.load(smallest / "checkpoints" / "train.final.pt", weights_only=True)["model"]
+    assert all(torch.equal(weights[k], again[k]) for k in weights)
+    rerun = json.loads((smallest / "metrics.json").read_text())
+    assert all(rerun[k] == metrics[k] for k in ("train.steps", "train.flops", "val.mse"))
+
+
+def test_a_lower_rung_that_did_not_finish_keeps_its_branch_file(
+        ladder: tuple[Path, list[Any]], tmp_path: Path, outside: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The smallest rung fails (its checkpoints folder is a planted link): its branch file
+    stays for its next attempt, which branches from it and then removes it."""
+    suite, (longest, *lower) = ladder
+    results = tmp_path / "results"
+    smallest = results / SUITE / lower[-1].run_id
+    smallest.mkdir(parents=True)
+    (smallest / "checkpoints").symlink_to(outside / "target_dir")
+    before = snapshot(outside)
+    assert bench_run(suite, results, capsys)[0] == 1
+    assert snapshot(outside) == before
+    assert state(smallest)["state"] == "failed"
+    kept = branch_checkpoint(lower[-1], ["train"], results / SUITE / longest.run_id)
+    assert _branch_files(results, longest.run_id) == [kept.name]
+
+    (smallest / "checkpoints").unlink()
+    assert bench_run(suite, results, capsys)[0] == 0
+    prov = json.loads((smallest / "provenance.json").read_text())
+    assert prov["branched_from"]["run"] == longest.run_id
+    assert _branch_files(results, longest.run_id) == []
+
+
+def test_a_branch_file_planted_as_a_link_is_not_read(
+        ladder: tuple[Path, list[Any]], tmp_path: Path, outside: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A lower rung run again finds a link where its branch file was: it fails naming it, and
+    reads nothing through it."""
+    suite, (longest, *lower) = ladder
+    results = tmp_path / "results"
+    assert bench_run(suite, results, capsys)[0] == 0
+    smallest = results / SUITE / lower[-1].run_id
+    shutil.rmtree(smallest)
+    path = branch_checkpoint(lower[-1], ["train"], results / SUITE / longest.run_id)
+    path.unlink(missing_ok=True)
+    path.symlink_to(outside / "target")
+    before = snapshot(outside)
+    code, out = bench_run(suite, results, capsys)
+    assert code == 1 and snapshot(outside) == before, out
+    assert f"{path} is a symbolic link" in state(smallest)["reason"]
