@@ -184,15 +184,17 @@ def then(*steps: Callable[[Path], None]) -> Callable[[Path], None]:
 
 def job_record(**fields: Any) -> Callable[[Path], None]:
     """The run marked running, held by nobody, with a job record of `fields` over a SLURM
-    job's submitted an hour ago."""
+    job's submitted an hour ago. A field given as a function is its value when the case is
+    made (a time relative to now: the table is built long before a full run reaches it)."""
     def make(run: Path) -> None:
+        given = {k: v() if callable(v) else v for k, v in fields.items()}
         edit("state.json", state="running", ended=None)(run)
         jobs = run.parent.parent / ".jobs" / run.parent.name
         jobs.mkdir(parents=True, exist_ok=True)
         record = {"executor": "slurm", "job_id": "4242", "stdout": str(jobs / "4242" / "o"),
                   "stderr": str(jobs / "4242" / "e"), "host": HERE, "pid": None, "since": None,
                   "submitted": _iso(time.time() - 3600)}
-        write_json(jobs / f"{run.name}.json", record | fields)
+        write_json(jobs / f"{run.name}.json", record | given)
     return make
 
 
@@ -400,10 +402,10 @@ CASES = [
          state="interrupted"),
     Case("job-record-slurm-unknown-an-hour-after-submission", job_record(),
          state="interrupted"),
-    Case("job-record-slurm-unknown-just-submitted", job_record(submitted=now()),
+    Case("job-record-slurm-unknown-just-submitted", job_record(submitted=now),
          state="queued"),
     Case("job-record-slurm-submitted-in-a-year",
-         job_record(submitted=_iso(time.time() + 365 * 86_400)), state="interrupted"),
+         job_record(submitted=lambda: _iso(time.time() + 365 * 86_400)), state="interrupted"),
     Case("job-record-submitted-not-a-time", job_record(submitted="yesterday"),
          state="interrupted"),
     Case("job-record-a-folder",
