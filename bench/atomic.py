@@ -79,59 +79,49 @@ class LinkRefused(OSError):
         return str(self.strerror)
 
 
-def no_links(path: Path, *names: str) -> Path:
-    """`path` joined with `names`, once neither `path` itself nor any of `names` below it is
-    found to be a symbolic link (LinkRefused names the first). Missing parts pass: what creates
-    them makes real ones."""
-    parts = [path]
-    for name in names:
-        parts.append(parts[-1] / name)
-    for part in parts:
+def no_links(top: Path, path: Path) -> Path:
+    """`path`, once nothing on the way to it below `top` (each folder after `top`, and `path`
+    itself) is found to be a symbolic link (LinkRefused names the first). Missing parts pass:
+    what creates them makes real ones."""
+    part = top
+    for name in path.relative_to(top).parts:
+        part = part / name
         if part.is_symlink():
             raise LinkRefused(part)
-    return parts[-1]
+    return path
 
 
 def enter_dir(path: Path, *names: str) -> Path:
     """The folder `path`/`names`..., created where missing; a link among them is refused (see
     `no_links`) rather than followed out of the folder."""
-    folder = no_links(path, *names)
+    folder = no_links(path.parent, path.joinpath(*names))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
-def _open_unfollowed(path: Path, flags: int) -> int:
-    """`os.open(path, flags)` without following a link at `path`: a link there is first
-    replaced by an empty file (atomically), so the file opened is the folder's own."""
-    try:
-        return os.open(path, flags | os.O_NOFOLLOW, 0o644)
-    except OSError as e:
-        if e.errno != errno.ELOOP:
-            raise
-    write_text(path, "")
-    try:
-        return os.open(path, flags | os.O_NOFOLLOW, 0o644)
-    except OSError as e:
-        if e.errno == errno.ELOOP:  # planted again meanwhile
-            raise LinkRefused(path) from None
-        raise
-
-
 def open_append(path: Path, encoding: str | None = None) -> io.TextIOWrapper:
-    """`path` opened for appending text, created when missing; a link there is replaced by a
-    new file, never appended through (see `_open_unfollowed`)."""
-    fd = _open_unfollowed(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    """`path` opened for appending text, created when missing; a link there is first replaced
+    by an empty file (atomically), never appended through, so the file opened is the folder's
+    own."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+    for replaced in (False, True):
+        try:
+            fd = os.open(path, flags, 0o644)
+            break
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            if replaced:  # planted again meanwhile
+                raise LinkRefused(path) from None
+        write_text(path, "")
     return os.fdopen(fd, "a", encoding=encoding)
 
 
 def touch(path: Path) -> None:
     """Set `path`'s modification time to now, creating it empty when missing; a link there is
     replaced by an empty file, so neither a target nor a dangling link's target is touched."""
-    fd = _open_unfollowed(path, os.O_WRONLY | os.O_CREAT)
-    try:
-        os.utime(fd)
-    finally:
-        os.close(fd)
+    with open_append(path) as f:
+        os.utime(f.fileno())
 
 
 def open_read(path: Path) -> BinaryIO:

@@ -39,8 +39,8 @@ CLAIM = "claim.json"
 HEARTBEAT = "heartbeat"
 LOCK = ".lock"
 HEARTBEAT_S = 30.0
-# A heartbeat this old means its process is gone: ten beats missed (a clock skew of minutes
-# between nodes is tolerated).
+# A heartbeat this old means its process is gone: twenty beats missed (a clock skew of
+# minutes between nodes is tolerated).
 STALE_S = 600.0
 # A heartbeat at most this far ahead of this machine's clock is a skewed clock's, and still
 # counts; further ahead it proves nothing.
@@ -54,6 +54,8 @@ LOCK_STALE_S = 60.0
 LOCK_WAIT_S = 300.0
 # Set in a cluster job's processes: the scheduler's id of the job (`<array>_<task>` in arrays).
 JOB_ENV = "BENCH_JOB_ID"
+# Whether this system has Linux's /proc, which tells each process's start.
+HAS_PROC = Path("/proc/self/stat").exists()
 
 
 def is_text(value: object) -> TypeGuard[str]:
@@ -77,8 +79,6 @@ def process_start(pid: int) -> str | None:
     """When process `pid` started (clock ticks after boot, Linux's /proc), None when there is
     no such process or it has ended (a zombie its parent has not reaped yet): with the pid it
     names one process, even after the pid is reused."""
-    if not is_pid(pid):
-        return None
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         fields = stat.rsplit(")", 1)[1].split()  # from field 3 on; the name may hold spaces
@@ -97,7 +97,7 @@ def process_running(pid: int, since: str | None) -> bool | None:
     start = process_start(pid)
     if start is not None:
         return None if since is None else start == since
-    if Path("/proc/self/stat").exists():  # /proc says: no such process, or a zombie
+    if HAS_PROC:  # /proc says: no such process, or a zombie
         return False
     return None if _pid_used(pid) else False
 

@@ -39,15 +39,12 @@ def _results_root(args: argparse.Namespace) -> Path:
 
 def _check_folder(path: Path, hint: str) -> None:
     """A file where folder `path`, or a folder above it, belongs is a UserError naming it."""
-    existing = _nearest_existing(path)
+    from bench.paths import nearest_existing
+
+    existing = nearest_existing(path)
     if not existing.is_dir():
         where = "" if existing == path else f" ({existing} is a file)"
         raise UserError(f"{path}: not a folder{where}{hint}")
-
-
-def _nearest_existing(path: Path) -> Path:
-    """`path`, else the nearest folder above it that exists."""
-    return next((p for p in (path, *path.parents) if p.exists()), Path("."))
 
 
 def _fmt_amount(unit: str, amount: float) -> str:
@@ -197,14 +194,17 @@ def _without_option(argv: list[str], option: str) -> list[str]:
 def _checked_store(runs: list["RunSpec"], args: argparse.Namespace) -> "Store":
     """The results store, once no planned run would resume or reuse a run on other inputs
     (unless --rerun-changed-inputs)."""
+    from bench.paths import nearest_existing, try_create_in
     from bench.plan import input_conflicts
     from bench.store import Store
 
     store = Store(_results_root(args))
-    writable = _nearest_existing(store.root)
-    if not os.access(writable, os.W_OK | os.X_OK):
+    writable = nearest_existing(store.root)
+    try:
+        try_create_in(writable)
+    except OSError:
         raise UserError(f"{writable}: not writable, and bench run records its runs in the "
-                        f"results folder {store.root}")
+                        f"results folder {store.root}") from None
     for suite in sorted({r.suite for r in runs}):
         _check_folder(store.root / suite, f"; the folder of suite {suite}'s runs")
     conflicts = input_conflicts(store, runs)
@@ -317,8 +317,8 @@ def _warn_skipped(skipped: list[str]) -> None:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     """The runs of the store, newest first, each in the state every command shows it in
-    (`bench.cluster.shown_state`), with a few metrics (NaN where one was recorded as such)."""
-    from bench.cluster import shown_state
+    (`bench.cluster.shown_states`), with a few metrics (NaN where one was recorded as such)."""
+    from bench.cluster import shown_states
     from bench.store import Store
 
     store = Store(_results_root(args))
@@ -327,9 +327,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if not runs:
         print(f"no runs in {store.root}")
         return 0
+    states = shown_states(store, [(r["suite"], r["run_id"], r["state"]) for r in runs])
     print(f"{'run id':<14}{'suite':<22}{'variant':<16}{'seed':>5}  {'state':<12}key metrics")
-    for r in runs:
-        state, _ = shown_state(store, r["suite"], r["run_id"], r["state"])
+    for r, (state, _) in zip(runs, states, strict=True):
         keys = [k for k in sorted(r["metrics"]) if not k.startswith(("train.", "model."))
                 and not k.endswith(("_stderr", ".n"))][:4]
         shown = ", ".join(f"{k}={r['metrics'][k]:.4g}" for k in keys)
@@ -342,7 +342,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """Every planned run of a suite: its state, its job and where its log is (read from the
     run folders: an index that cannot be updated is only a warning here)."""
-    from bench.cluster import observe, read_record, view
+    from bench.cluster import JobStates, observe, read_record, view
     from bench.plan import plan
     from bench.suite import load_suite
 
@@ -352,9 +352,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     print(f"{'run id':<14}{'variant':<18}{'seed':>5}  {'budget':<22}{'state':<12}{'job':<14}"
           "detail (logs)")
-    for r in runs:
-        record = read_record(store, suite.name, r.run_id)
-        word, detail = view(observe(store, suite.name, r.run_id, record))
+    records = [read_record(store, suite.name, r.run_id) for r in runs]
+    slurm = JobStates(records)  # one sacct for the suite's SLURM jobs
+    for r, record in zip(runs, records, strict=True):
+        word, detail = view(observe(store, suite.name, r.run_id, record, slurm))
         counts[word] = counts.get(word, 0) + 1
         run_dir = store.run_dir(suite.name, r.run_id)
         log = run_dir / "run.log" if record is None else f"{Path(record.stdout).parent}/"
@@ -384,7 +385,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import shlex
 
-    from bench.evals.io import writable_output
+    from bench.paths import writable_output
     from bench.report import ReportSpec, render_report
     from bench.report.sweep import SweepSource, display_storage
     from bench.suite import load_suite

@@ -19,8 +19,9 @@ A job whose state this machine cannot see (SLURM's UNKNOWN, as for a job its acc
 list yet; a local job of another machine, or one whose process start was not recorded while its
 pid is in use) is judged by its run (`job_alive`): alive while the run has a live holder (see
 bench/claims.py), or for `UNSEEN_S` after its submission; after that, without a live holder, it
-has ended. Every command shows a run's state by one rule (`shown_state`: `observe`, then
-`view`).
+has ended. Every command shows a run's state by one rule (`shown_states`: `observe`, then
+`view`), asking SLURM about a job only where the run's folder does not tell (`Observed.live`),
+in one `sacct` call for all the runs a command looks at (`JobStates`).
 """
 
 import json
@@ -30,10 +31,11 @@ import re
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,7 @@ from bench.claims import (
 from bench.contract import RunSpec
 from bench.errors import ClaimRefused, UserError
 from bench.index import Unreadable, read_state
+from bench.paths import nearest_existing
 from bench.provenance import JOB_LOGS_ENV, now
 from bench.resources import Resources
 from bench.store import Store
@@ -88,20 +91,21 @@ class JobRecord:
     pid: int | None = None  # a local job's controller process, and its start time
     since: str | None = None
 
-    def live(self) -> bool | None:
+    def live(self, slurm: "JobStates | None" = None) -> bool | None:
         """Whether the job may still run: None when this machine cannot tell (a local job of
         another machine, or one whose start was not recorded while its pid is in use;
-        SLURM's UNKNOWN). `job_alive` decides those."""
+        SLURM's UNKNOWN). `job_alive` decides those. A SLURM job's state is read in `slurm`,
+        a look shared with other runs' jobs (without, one of its own)."""
         if self.executor == "local":
             if self.host != socket.gethostname():
                 return None
             return process_running(self.pid or 0, self.since)
-        state = slurm_state(self)
+        state = (slurm or JobStates())(self)
         return None if state == SLURM_UNSEEN else state in SLURM_LIVE
 
-    def ended_as(self) -> str:
+    def ended_as(self, slurm: "JobStates | None" = None) -> str:
         """How an ended job ended, in words, with where its log is."""
-        state = "" if self.executor == "local" else slurm_state(self)
+        state = "" if self.executor == "local" else (slurm or JobStates())(self)
         how = f"ended {state}".strip()
         if state == SLURM_UNSEEN or (self.executor == "local" and self.live() is None):
             how = (f"was not seen ({state or 'its process unknown'}) and its run had no live "
@@ -109,11 +113,11 @@ class JobRecord:
         return f"job {self.job_id} {how} without recording how the run ended; log {self.stderr}"
 
 
-def job_alive(record: JobRecord, held: bool) -> bool:
-    """Whether the run's job may still run: as `JobRecord.live` sees it; where that cannot
-    tell, while its run has a live holder (`held`) or its submission is at most `UNSEEN_S`
-    old (a submission time in the future, past a clock's skew, is not recent)."""
-    live = record.live()
+def job_alive(record: JobRecord, held: bool, slurm: "JobStates | None" = None) -> bool:
+    """Whether the run's job may still run: as `JobRecord.live` sees it (in `slurm`); where
+    that cannot tell, while its run has a live holder (`held`) or its submission is at most
+    `UNSEEN_S` old (a submission time in the future, past a clock's skew, is not recent)."""
+    live = record.live(slurm)
     if live is not None:
         return live
     age = time.time() - _timestamp(record.submitted)
@@ -128,11 +132,30 @@ def _timestamp(text: str) -> float:
         return float("nan")
 
 
-def slurm_state(record: JobRecord) -> str:
-    """The job's state from SLURM's accounting (submitit asks `sacct`, batched)."""
-    import submitit
+class JobStates:
+    """The states of the SLURM jobs of several runs, for one look at them: the first state
+    asked for asks SLURM's accounting about all of their jobs in one `sacct` call (submitit's
+    watcher asks about every job registered with it at once), the others are answered from
+    that call. A look asks nothing where no SLURM job's state is needed."""
 
-    return submitit.SlurmJob(Path(record.stdout).parent, record.job_id).state.upper()
+    def __init__(self, records: Iterable[JobRecord | None] = ()) -> None:
+        self._records = [r for r in records if r is not None and r.executor == "slurm"]
+        self._states: dict[str, str] = {}
+
+    def __call__(self, record: JobRecord) -> str:
+        """The state of `record`'s job."""
+        if record.job_id not in self._states:
+            import submitit
+
+            watcher = submitit.SlurmJob.watcher
+            asked = [record.job_id, *(r.job_id for r in self._records)]
+            for job_id in asked:
+                watcher.register_job(job_id)
+            watcher.update()
+            self._states |= {job_id: watcher.get_state(job_id, mode="cache").upper()
+                             for job_id in asked}
+            self._records = []
+        return self._states[record.job_id]
 
 
 def _record_path(store: Store, suite: str, run_id: str) -> Path:
@@ -363,10 +386,10 @@ class Submitter:
     def _check_folders(self, runs: list[RunSpec]) -> None:
         """Where job records go must take them: a file where a folder belongs (or a folder
         where a record belongs) is a UserError naming it, before anything is submitted."""
-        for folder in (self.jobs_dir.parent, self.jobs_dir):
-            if folder.exists() and not folder.is_dir():
-                raise UserError(f"{folder}: not a folder, where bench keeps job records; move "
-                                "it out of the way")
+        existing = nearest_existing(self.jobs_dir)
+        if not existing.is_dir():
+            raise UserError(f"{existing}: not a folder, where bench keeps job records; move it "
+                            "out of the way")
         for run in runs:
             path = _record_path(self.store, self.suite, run.run_id)
             if path.is_dir():
@@ -384,12 +407,17 @@ class Submitter:
         if not self.waiting:
             return
         with locked(self.jobs_dir):
-            todo = [(label, run) for label, run in self.waiting if self._needs_job(label, run)]
+            records = {run.run_id: read_record(self.store, self.suite, run.run_id)
+                       for _, run in self.waiting}
+            slurm = JobStates([*records.values(),
+                               *(t.record for t in self.tracked if not t.done)])
+            todo = [(label, run) for label, run in self.waiting
+                    if self._needs_job(label, run, records[run.run_id], slurm)]
             self.waiting = todo  # a lower rung's source may wait behind it for a place
             ready = [(label, run) for label, run in todo if not self._awaits_branch(label, run)]
             room = len(ready)
             if self.kind == "local" or self.submitted:
-                room = max(0, self.max_parallel - self._live_jobs())
+                room = max(0, self.max_parallel - self._live_jobs(slurm))
             self.submitted = True
             going = {run.run_id for _, run in ready[:room]}
             self.waiting = [item for item in todo if item[1].run_id not in going]
@@ -408,27 +436,30 @@ class Submitter:
         self.held = (self.held | {run.run_id}) if coming else (self.held - {run.run_id})
         return coming
 
-    def _needs_job(self, label: str, run: RunSpec) -> bool:
-        """Whether `run` needs a job; if not, it is followed (a live job or holder) or skipped
-        (finished)."""
-        record = read_record(self.store, self.suite, run.run_id)
-        if record is not None and observe(self.store, self.suite, run.run_id, record).live:
+    def _needs_job(self, label: str, run: RunSpec, record: JobRecord | None,
+                   slurm: JobStates) -> bool:
+        """Whether `run`, with its job `record`, needs a job; if not, it is followed (a live
+        job or holder) or skipped (finished). Its folder is the one `bench run` would find
+        inline (`Store.folder`: a run id of another suite's folder is that run)."""
+        folder = self.store.folder(run.run_id)
+        suite = self.suite if folder is None else folder.parent.name
+        seen = observe(self.store, suite, run.run_id, record, slurm)
+        if record is not None and seen.live:
             self.say(f"{label}: job {record.job_id} already submitted, following it")
             self.tracked.append(Tracked(label, run, record))
             return False
-        refused = self.store.claim_refusal(run.run_id)
-        if refused is not None and refused.state == "finished":
+        if seen.state == "finished":
             self.say(f"{label}: finished earlier, skipped")
             return False
-        if refused is not None:
-            self.say(f"{label}: {refused.status}, following it")
+        if seen.holder is not None:
+            self.say(f"{label}: running in {seen.holder}, following it")
             self.tracked.append(Tracked(label, run, None))
             return False
         return True
 
-    def _live_jobs(self) -> int:
+    def _live_jobs(self, slurm: JobStates) -> int:
         return sum(1 for t in self.tracked
-                   if not t.done and t.record is not None and t.record.live() is not False)
+                   if not t.done and t.record is not None and t.record.live(slurm) is not False)
 
     def _submit(self, todo: list[tuple[str, RunSpec]]) -> None:
         """One submission (a SLURM job array) per distinct resources block."""
@@ -455,18 +486,20 @@ class Submitter:
 
     def poll(self) -> None:
         """Look at every run not yet ended once: say what changed, record dead jobs' runs."""
+        slurm = JobStates(t.record for t in self.tracked if not t.done)
         for t in self.tracked:
             if t.done:
                 continue
-            seen = observe(self.store, self.suite, t.run.run_id, t.record)
-            state, live = seen.state, seen.live
+            seen = observe(self.store, self.suite, t.run.run_id, t.record, slurm)
+            state = seen.state
             if state == "finished":
                 shown, t.done = "finished", True
-            elif state in ("failed", "pruned") and not live:
+            elif state in ("failed", "pruned") and not seen.live:
                 shown, t.done, t.failure = f"{state}: {seen.reason}", True, seen.reason
-            elif live is False and (state is None or (state == "running" and seen.holder is None)):
+            elif (state is None or (state == "running" and seen.holder is None)) and (
+                    seen.live is False):
                 assert t.record is not None
-                why = t.record.ended_as()
+                why = t.record.ended_as(slurm)
                 if state is None or self.store.reap(t.run.run_id, t.record.job_id, why, now()):
                     shown, t.done, t.failure = f"failed: {why}", True, why
                 else:
@@ -494,48 +527,60 @@ class Submitter:
 
 @dataclass(frozen=True)
 class Observed:
-    """One look at a run: its state and reason as its folder records them, its live holder in
-    words (None when nobody live holds it), and whether its job may still run (None: no job
-    of ours; see `job_alive`)."""
+    """One look at a run: its state and reason as its folder records them (None for both
+    without a folder or state.json), its live holder in words (None when nobody live holds
+    it), its job's record, and the SLURM states of the look (`live`)."""
 
     state: str | None
     reason: str | None
     holder: str | None
-    live: bool | None
     record: JobRecord | None
+    slurm: JobStates = field(default_factory=JobStates, repr=False, compare=False)
+
+    @cached_property
+    def live(self) -> bool | None:
+        """Whether its job may still run (None: no job of ours; see `job_alive`), asked when
+        first read: a finished run, or one with a live holder, is shown without it."""
+        if self.record is None:
+            return None
+        return job_alive(self.record, self.holder is not None, self.slurm)
 
 
-def observe(store: Store, suite: str, run_id: str, record: JobRecord | None) -> Observed:
-    """Read the run's folder (its state, its claim and heartbeat) and ask about its job, once."""
+def observe(store: Store, suite: str, run_id: str, record: JobRecord | None,
+            slurm: JobStates | None = None) -> Observed:
+    """Read the run's folder (its state, its claim and heartbeat); its job is asked about
+    when `live` is first read, in `slurm` (a look shared with other runs; without, its own)."""
     folder = store.run_dir(suite, run_id)
-    if not folder.is_dir():
-        return Observed(None, None, None, None if record is None else job_alive(record, False),
-                        record)
     try:
         state = read_state(folder) or {}
     except Unreadable as err:
         state = {"state": "unreadable", "reason": str(err)}
     holder = read_claim(folder)
     alive = holder is not None and holder_alive(holder, folder, store.owner)
-    live = None if record is None else job_alive(record, alive)
     return Observed(state.get("state"), state.get("reason"),
-                    holder.describe() if alive and holder is not None else None, live, record)
+                    holder.describe() if alive and holder is not None else None, record,
+                    slurm or JobStates())
 
 
-def shown_state(store: Store, suite: str, run_id: str, recorded: str | None = None
-                ) -> tuple[str, str]:
-    """A run's state in a word and its detail in words, by the one rule that `bench status`,
+def shown_states(store: Store, runs: Iterable[tuple[str, str, str | None]]
+                 ) -> list[tuple[str, str]]:
+    """Runs' states in a word and their details in words, by the one rule that `bench status`,
     `bench ls`, the report's per-run rows and the watcher of `bench run` share (`observe`,
-    then `view`). `recorded`, the state an index holds for the run, spares a finished run's
-    folder a read: a finished run is never claimed again."""
-    if recorded == "finished":
-        return view(Observed("finished", None, None, None, None))
-    return view(observe(store, suite, run_id, read_record(store, suite, run_id)))
+    then `view`). `runs` are (suite, run id, the state an index holds for the run or None):
+    a finished one spares the run's folder a read (a finished run is never claimed again).
+    The SLURM jobs of the others are one look (`JobStates`)."""
+    runs = list(runs)
+    records = [None if recorded == "finished" else read_record(store, suite, run_id)
+               for suite, run_id, recorded in runs]
+    slurm = JobStates(records)
+    return [view(Observed("finished", None, None, None)) if recorded == "finished"
+            else view(observe(store, suite, run_id, record, slurm))
+            for (suite, run_id, recorded), record in zip(runs, records, strict=True)]
 
 
 def view(seen: Observed) -> tuple[str, str]:
     """A run's state in a word and its detail in words, as every command shows it (see
-    `shown_state`)."""
+    `shown_states`)."""
     if seen.state == "finished":
         return "finished", ""
     if seen.state == "running" and seen.holder is not None:

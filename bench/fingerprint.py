@@ -112,20 +112,15 @@ def _file_digest(path: Path, cache: DigestCache) -> str:
     return cached if cached is not None else hash_file(path, cache)
 
 
-def regular_or_folder(path: Path) -> None:
-    """Refuse a FIFO, device or socket at `path`: reading one blocks or never ends."""
-    kind = file_kind(path.stat().st_mode)
-    if kind not in (None, "a directory"):
-        raise UserError(f"{path}: is {kind}; expected a regular file or a folder")
-
-
 def path_digest(path: Path, cache: DigestCache) -> str:
-    """`fingerprint` of a file or folder through an open cache."""
+    """`fingerprint` of a file or folder through an open cache; a FIFO, device or socket is
+    refused (reading one blocks or never ends)."""
     if path.is_file():
         return _file_digest(path, cache)
     if not path.is_dir():
         if path.exists():
-            regular_or_folder(path)
+            kind = file_kind(path.stat().st_mode)
+            raise UserError(f"{path}: is {kind}; expected a regular file or a folder")
         return MISSING
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):

@@ -18,7 +18,6 @@ NULL, which readers show as NaN. A folder whose files break these rules is skipp
 import csv
 import hashlib
 import json
-import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import closing, suppress
@@ -67,6 +66,7 @@ MAX_FILE_BYTES = 256 * 2**20
 # A folder's JSON nests a few levels (a resolved config: suites nest at most 64 deep, see
 # bench/yaml_source.py); deeper is not ours, and is refused before anything recurses into it.
 MAX_DEPTH = 100
+_TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
 # SQLite's INTEGER: a signed 64-bit number.
 INT64 = (-(2**63), 2**63 - 1)
 # The states a run's folder records (bench/store.py).
@@ -113,16 +113,17 @@ def _add_owner_columns(con: sqlite3.Connection) -> None:
 def open_index(path: Path) -> sqlite3.Connection:
     """A connection to the index file at `path`, its schema created or brought up to date; a
     damaged file, a folder in its place or one that cannot be opened is a UserError naming it."""
-    _check_not_folder(path)
     try:
         con = sqlite3.connect(path, timeout=60)
     except sqlite3.Error as err:
+        _check_not_folder(path)
         raise index_error(path, err) from err
     try:
         con.executescript(SCHEMA)
         _add_owner_columns(con)
     except sqlite3.Error as err:
         con.close()
+        _check_not_folder(path)
         raise index_error(path, err) from err
     return con
 
@@ -138,8 +139,9 @@ def _check_not_folder(path: Path) -> None:
 
 def remove_stale_builds(root: Path) -> None:
     """Remove what a killed `rebuild_index` left in `root`: its temporary index once untouched
-    for a while (see bench.atomic) and that temporary's journal. Called wherever the index is
-    opened; a leftover that cannot be removed waits for the next call."""
+    for a while (see bench.atomic) and that temporary's journal. Called by each rebuild and
+    once by each Store, as it first opens the index; a leftover that cannot be removed, or that
+    a rebuild killed later leaves, waits for the next call."""
     with suppress(OSError):
         for tmp in remove_stale_temporaries(root):
             tmp.with_name(tmp.name + "-journal").unlink(missing_ok=True)
@@ -170,8 +172,7 @@ def import_folders(con: sqlite3.Connection, root: Path, suite: str | None = None
         seen, indexed, skipped = set(), 0, []
         for folder in _run_folders(root, suite, run_id):
             if not (is_text(folder.name) and is_text(folder.parent.name)):
-                shown = os.fsencode(folder).decode("utf-8", "backslashreplace")
-                skipped.append(f"{shown}: a name that is not UTF-8 text")
+                skipped.append(f"{utf8_text(str(folder))}: a name that is not UTF-8 text")
                 continue
             seen.add(folder.name)
             stamp = _stamp(folder)
@@ -376,28 +377,25 @@ def _folder_state(folder: Path, config: dict[str, Any], prov: dict[str, Any]
 def json_file(path: Path, kind: type) -> Any:
     """A folder's JSON file, checked to be of `kind`, nested at most `MAX_DEPTH` deep, its
     strings (keys included) text that UTF-8 holds."""
-    deep = Unreadable(f"{path.name}: nested deeper than {MAX_DEPTH} levels")
     try:
         _check_size(path)
         value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise Unreadable(f"{path.name}: missing") from None
     except RecursionError:
-        raise deep from None
+        raise Unreadable(f"{path.name}: {_TOO_DEEP}") from None
     except (OSError, ValueError) as err:  # JSON, UTF-8, an integer past Python's digit limit
         raise Unreadable(f"{path.name}: {err}") from None
     if not isinstance(value, kind):
         raise Unreadable(f"{path.name}: expected a JSON {kind.__name__}")
     problem = _tree_problem(value)
-    if problem == "deep":
-        raise deep
     if problem is not None:
         raise Unreadable(f"{path.name}: {problem}")
     return value
 
 
 def _tree_problem(value: Any) -> str | None:
-    """What is wrong with parsed JSON (None when nothing): 'deep' past `MAX_DEPTH`, or a
+    """What is wrong with parsed JSON (None when nothing): nesting past `MAX_DEPTH`, or a
     string UTF-8 cannot hold. Walked without recursion."""
     stack = [(value, 1)]
     while stack:
@@ -411,7 +409,7 @@ def _tree_problem(value: Any) -> str | None:
                 return f"text that is not UTF-8 ({item[:40]!r})"
             continue
         if depth > MAX_DEPTH:
-            return "deep"
+            return _TOO_DEEP
         stack.extend((child, depth + 1) for child in children)
     return None
 
@@ -419,6 +417,17 @@ def _tree_problem(value: Any) -> str | None:
 def _check_size(path: Path) -> None:
     if path.stat().st_size > MAX_FILE_BYTES:
         raise Unreadable(f"{path.name}: larger than {MAX_FILE_BYTES >> 20} MiB")
+
+
+def utf8_text(text: str) -> str:
+    """`text` as UTF-8 holds it: a file's name that is not UTF-8, or an error naming one,
+    carries the name's bytes as lone surrogates (Python's surrogateescape), which neither the
+    index nor a terminal takes; they are written as the bytes' escapes (`\\xff`)."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no file name gives
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def is_int64(value: Any) -> TypeGuard[int]:

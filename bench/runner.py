@@ -69,7 +69,6 @@ class RunFolderContext:
     monitor: Callable[[float, dict[str, float]], None] | None = None
     restart_corrupt: bool = False  # a stage whose checkpoints are all unusable starts afresh
     data_root: str | None = None  # the family's training data folder, offered to evaluators
-    branch_from: Path | None = None  # a lower wsd rung's branch file, in its source's folder
 
     @property
     def main(self) -> bool:
@@ -99,22 +98,26 @@ class RunFolderContext:
         saves = {branch_file(ckpt_dir, stage.name, lower): lower for lower in (
             split_budget(rung, stages)[stage.name] for rung in self.run.branch_rungs)}
         source, found = self.run.branch_source, None
-        if source is not None:  # in a sibling's folder: no link on the way is followed
-            path = branch_checkpoint(self.run, stages, self.dir.parent / source)
-            self.branch_from = no_links(self.dir.parent, *path.relative_to(self.dir.parent).parts)
-            found = (source, self.branch_from)
+        if source is not None:  # no link on the way to it, or at it, is followed
+            found = (source, no_links(self.dir.parent, self._branch_source_file(source)))
         return Branches(saves, found, self._heard_branch)
+
+    def _branch_source_file(self, source: str) -> Path:
+        """The branch file this lower rung of a wsd ladder starts from, in the folder of its
+        longest rung `source`, a sibling of this run's folder."""
+        return branch_checkpoint(self.run, list(self.budgets), self.dir.parent / source)
 
     def drop_branch_file(self) -> None:
         """Once this lower rung has finished, remove the branch file its source saved for it
         alone (no other rung starts from it). Links on the way are not followed; a file that
         cannot be removed stays, said in the log, and costs nothing but disk."""
-        path = self.branch_from
-        if path is None:
+        source = self.run.branch_source
+        if source is None:
             return
+        path = self._branch_source_file(source)
         try:
-            no_links(self.dir.parent, *path.relative_to(self.dir.parent).parts[:-1]).joinpath(
-                path.name).unlink()
+            no_links(self.dir.parent, path.parent)  # the folders on the way; the file goes
+            path.unlink()
         except FileNotFoundError:
             return
         except OSError as e:
@@ -242,7 +245,6 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
     begun: Path | ClaimRefused | str | None = None
     if here.main:  # the one process that claims and writes the run
         try:  # a link standing for the run's folder, or its suite's, is refused, not written to
-            no_links(store.root / run.suite, run.run_id)
             begun = store.begin(run.suite, run.variant.name, run.seed, run.run_id, run.resolved,
                                 prov)
         except ClaimRefused as e:

@@ -24,7 +24,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.atomic import write_text
+from bench.atomic import no_links, write_text
 from bench.claims import (
     Owner,
     drop_claim,
@@ -44,6 +44,7 @@ from bench.index import (
     read_metrics,
     read_state,
     remove_stale_builds,
+    utf8_text,
 )
 
 CURVE_COLUMNS = ("stage", "step", "tokens", "flops", "loss", "lr", "wall")
@@ -80,6 +81,7 @@ class Store:
         self.owner = owner or Owner.this_process()
         self.indexes = self.owner.job is None if indexes is None else indexes
         self._index_warned = False
+        self._swept = False  # whether this store removed what killed rebuilds left
         self._begun: dict[str, Path] = {}  # run id -> folder, for the runs this store began
         self.skipped: list[str] = []  # the folders the latest import could not read, and why
 
@@ -119,9 +121,10 @@ class Store:
 
         Refused (ClaimRefused) when the run is finished, or held by a live process (see
         `bench.claims.holder_alive`). A dead holder's claim is taken over, and the run resumes
-        from its checkpoints.
+        from its checkpoints. A link standing for the run's folder, or its suite's, is refused
+        (LinkRefused), never written through.
         """
-        path = self.run_dir(suite, run_id)
+        path = no_links(self.root, self.run_dir(suite, run_id))
         with locked(path):
             self._check_claimable(path, run_id)
             try:
@@ -191,8 +194,8 @@ class Store:
 
     def fail(self, run_id: str, reason: str, ended: str, state: str = "failed") -> None:
         """Mark a run that ended without finishing: 'failed', or 'pruned' by a sweep. A reason
-        is recorded as UTF-8 text (see `_utf8`)."""
-        text = _utf8(reason)
+        is recorded as UTF-8 text (see `bench.index.utf8_text`)."""
+        text = utf8_text(reason)
         with self._holding(run_id) as folder:
             _update_state(folder, state=state, reason=text, ended=ended)
             drop_claim(folder)
@@ -241,7 +244,9 @@ class Store:
 
     def _connect(self) -> sqlite3.Connection:
         self.root.mkdir(parents=True, exist_ok=True)
-        remove_stale_builds(self.root)
+        if not self._swept:
+            remove_stale_builds(self.root)
+            self._swept = True
         return open_index(self.index_path)
 
     def sync(self, suite: str | None = None, run_id: str | None = None) -> Imported:
@@ -323,17 +328,6 @@ class Store:
                 {"run_id": run_id, "state": state,
                  "inputs": json.loads(prov or "{}").get("inputs", {})})
         return found
-
-
-def _utf8(text: str) -> str:
-    """`text` as UTF-8 holds it: an error naming a file whose name is not UTF-8 carries the
-    name's bytes as lone surrogates (Python's surrogateescape), which would make the folder
-    unreadable to the index; they are written as the bytes' escapes (`\\xff`)."""
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a surrogate no file name gives
-        raw = text.encode("utf-8", "backslashreplace")
-    return raw.decode("utf-8", "backslashreplace")
 
 
 def _readable(folder: Path, read: Any) -> Any:

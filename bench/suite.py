@@ -24,6 +24,7 @@ from pydantic import (
 
 from bench.contract import BUDGET_FORMS, UNITS, BudgetConfig, Family, Variant
 from bench.errors import UserError, did_you_mean
+from bench.evals.io import shown
 from bench.evals.registry import evaluators_for, get_evaluator, known_evaluators
 from bench.family import get_family, known_families
 from bench.resources import Resources
@@ -87,7 +88,7 @@ class ReportConfig(Strict):
         for name in v:
             if not name.strip() or len(name) > MAX_METRIC_NAME or not name.isprintable():
                 raise ValueError(f"{info.field_name} names metrics (printable text of 1 to "
-                                 f"{MAX_METRIC_NAME} characters); got {name[:MAX_METRIC_NAME]!r}")
+                                 f"{MAX_METRIC_NAME} characters); got {shown(name)}")
         return v
 
     @field_validator("table")

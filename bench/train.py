@@ -406,7 +406,7 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
     """
     here = World() if stage.solo else world()
     ckpt_dir = enter_dir(ckpt_dir)
-    for leftover in [p for folder in (ckpt_dir, no_links(ckpt_dir, "branches"))
+    for leftover in [p for folder in (ckpt_dir, no_links(ckpt_dir, ckpt_dir / "branches"))
                      if folder.is_dir() for p in remove_stale_temporaries(folder)
                      ] if here.main else []:
         log.info("removed %s, left by a killed process", leftover)
@@ -461,9 +461,9 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
         """Full checkpoints for lower rungs, as they would be at this step, with their own
         horizon and budget."""
         for path, lower, horizon in due if here.main else []:
-            folder = enter_dir(path.parent)  # branches/: refused when it is a link
+            enter_dir(path.parent)  # branches/: refused when it is a link
             save_torch(state(True, replace(result, horizon=horizon))
-                       | {"budget": [lower.unit, lower.amount]}, folder / path.name)
+                       | {"budget": [lower.unit, lower.amount]}, path)
             log.info("stage %s: saved the branch checkpoint %s at step %d", stage.name,
                      path.name, result.steps)
 

@@ -135,8 +135,9 @@ class Planted:
     to one of `TARGETS`. `act`: "toy" runs the toy suite, "ladder" a wsd ladder (the link in
     the longest rung's folder), a function calls one writer of a run's folder directly.
     `then`: "replaced" (the run finishes, or the writer returns, and its own file or folder
-    took the link's place) or "refused" (the run fails, or the writer raises, naming the
-    link)."""
+    took the link's place), "gone" (the run finishes; its own file took the link's place and
+    was removed once no longer needed, so what shows is that the link's target was left as it
+    was) or "refused" (the run fails, or the writer raises, naming the link)."""
 
     at: str
     to: str
@@ -144,55 +145,54 @@ class Planted:
     act: str | Callable[[Path], None] = "toy"
 
 
+def planted(at: str, to: str, then: str, act: str | Callable[[Path], None] = "toy",
+            name: str | None = None) -> Any:
+    return pytest.param(Planted(at, to, then, act), id=name or at.removeprefix("{run}/"))
+
+
+LINK_KINDS = {"file": "-to-a-file", "dangling": "-dangling", "dir": "-to-a-folder"}
+WRITTEN_WHOLE = ["state.json", "config.json", "provenance.json", "metrics.json", "points.json",
+                 "samples_glue_sst2.jsonl"]
+
 CASES = [
-    pytest.param(Planted("{run}/run.log", "file", "replaced"), id="run.log-to-a-file"),
-    pytest.param(Planted("{run}/run.log", "dangling", "replaced"), id="run.log-dangling"),
-    pytest.param(Planted("{run}/run.log", "dir", "replaced"), id="run.log-to-a-folder"),
-    pytest.param(Planted("{run}/heartbeat", "file", "replaced"), id="heartbeat-to-a-file"),
-    pytest.param(Planted("{run}/heartbeat", "dangling", "replaced"), id="heartbeat-dangling"),
-    pytest.param(Planted("{run}/heartbeat", "dir", "replaced"), id="heartbeat-to-a-folder"),
-    pytest.param(Planted("{run}/claim.json", "file", "replaced"), id="claim.json"),
-    pytest.param(Planted("{run}/state.json", "file", "replaced"), id="state.json"),
-    pytest.param(Planted("{run}/state.json", "dangling", "replaced"), id="state.json-dangling"),
-    pytest.param(Planted("{run}/config.json", "file", "replaced"), id="config.json"),
-    pytest.param(Planted("{run}/provenance.json", "file", "replaced"), id="provenance.json"),
-    pytest.param(Planted("{run}/metrics.json", "file", "replaced"), id="metrics.json"),
-    pytest.param(Planted("{run}/curve.csv", "dangling", "replaced"), id="curve.csv-dangling"),
-    pytest.param(Planted("{run}/points.json", "file", "replaced"), id="points.json"),
-    pytest.param(Planted("{run}/samples_glue_sst2.jsonl", "file", "replaced"), id="samples"),
-    pytest.param(Planted("{run}/checkpoints", "dir", "refused"), id="checkpoints-to-a-folder"),
-    pytest.param(Planted("{run}/checkpoints", "dangling", "refused"), id="checkpoints-dangling"),
-    pytest.param(Planted("{run}/checkpoints/train.pt", "file", "refused"),
-                 id="checkpoint-read-on-resume"),
-    pytest.param(Planted("{run}/checkpoints/train.final.pt", "checkpoint", "refused"),
-                 id="final-checkpoint-of-another-run"),
-    pytest.param(Planted("{run}/checkpoints/train.final.pt", "dangling", "replaced"),
-                 id="final-checkpoint-dangling"),
-    pytest.param(Planted("{run}/glue", "dir", "refused"), id="evaluator-folder"),
-    pytest.param(Planted("{run}/glue/sst2", "dir", "refused"), id="evaluator-task-folder"),
-    pytest.param(Planted("{run}/glue/sst2/result.json", "outcome", "refused"),
-                 id="evaluator-outcome-read-on-resume"),
-    pytest.param(Planted("{run}/glue/sst2/dev_epoch1.jsonl", "file", "replaced"),
-                 id="evaluator-predictions-file"),
-    pytest.param(Planted("{run}", "dir", "refused"), id="the-run-folder-itself"),
-    pytest.param(Planted(".", "dir", "refused"), id="the-suite-folder"),
-    pytest.param(Planted("{run}/checkpoints/branches", "dir", "refused", "ladder"),
-                 id="branch-folder"),
-    pytest.param(Planted("{run}/checkpoints/branches/train.steps-12.0.pt", "file", "replaced",
-                         "ladder"), id="branch-file"),
-    pytest.param(Planted("{run}", "dir", "refused", "ladder"), id="a-lower-rungs-source-folder"),
-    pytest.param(Planted("{run}/lambada/lambada_task", "dir", "refused", _lambada_task_dir),
-                 id="lambada-task-folder"),
-    pytest.param(Planted("{run}/lambada/lambada_task/cloze.yaml", "file", "replaced",
-                         _lambada_task_dir), id="lambada-task-file"),
-    pytest.param(Planted("{run}/wider/predictions_single/0--Parade", "dir", "refused",
-                         _wider_predictions), id="wider-event-folder"),
-    pytest.param(Planted("{run}/wider/predictions_single", "dir", "refused",
-                         _wider_predictions), id="wider-predictions-folder"),
-    pytest.param(Planted("{run}/fddb/fddb_detections_single.txt", "file", "replaced",
-                         _fddb_detections), id="fddb-detections-file"),
-    pytest.param(Planted("{run}/model.pt", "file", "replaced", _faces_model),
-                 id="faces-model-file"),
+    *(planted(f"{{run}}/{name}", to, "replaced", name=name + kind)
+      for name in ("run.log", "heartbeat") for to, kind in LINK_KINDS.items()),
+    *(planted(f"{{run}}/{name}", "file", "replaced") for name in WRITTEN_WHOLE),
+    *(planted(f"{{run}}/{name}", "dangling", "replaced", name=f"{name}-dangling")
+      for name in ("state.json", "curve.csv")),
+    planted("{run}/claim.json", "file", "gone"),  # dropped once the run finished
+    planted("{run}/checkpoints", "dir", "refused", name="checkpoints-to-a-folder"),
+    planted("{run}/checkpoints", "dangling", "refused", name="checkpoints-dangling"),
+    planted("{run}/checkpoints/train.pt", "file", "refused", name="checkpoint-read-on-resume"),
+    planted("{run}/checkpoints/train.final.pt", "checkpoint", "refused",
+            name="final-checkpoint-of-another-run"),
+    planted("{run}/checkpoints/train.final.pt", "dangling", "replaced",
+            name="final-checkpoint-dangling"),
+    planted("{run}/glue", "dir", "refused", name="evaluator-folder"),
+    planted("{run}/glue/sst2", "dir", "refused", name="evaluator-task-folder"),
+    planted("{run}/glue/sst2/result.json", "outcome", "refused",
+            name="evaluator-outcome-read-on-resume"),
+    planted("{run}/glue/sst2/dev_epoch1.jsonl", "file", "replaced",
+            name="evaluator-predictions-file"),
+    planted("{run}", "dir", "refused", name="the-run-folder-itself"),
+    planted(".", "dir", "refused", name="the-suite-folder"),
+    planted("{run}/checkpoints/branches", "dir", "refused", "ladder", "branch-folder"),
+    # Saved over the link by the longest rung (the lower rung refuses a link there), removed
+    # once the lower rung finished.
+    planted("{run}/checkpoints/branches/train.steps-12.0.pt", "file", "gone", "ladder",
+            "branch-file"),
+    planted("{run}", "dir", "refused", "ladder", "a-lower-rungs-source-folder"),
+    planted("{run}/lambada/lambada_task", "dir", "refused", _lambada_task_dir,
+            "lambada-task-folder"),
+    planted("{run}/lambada/lambada_task/cloze.yaml", "file", "replaced", _lambada_task_dir,
+            "lambada-task-file"),
+    planted("{run}/wider/predictions_single/0--Parade", "dir", "refused", _wider_predictions,
+            "wider-event-folder"),
+    planted("{run}/wider/predictions_single", "dir", "refused", _wider_predictions,
+            "wider-predictions-folder"),
+    planted("{run}/fddb/fddb_detections_single.txt", "file", "replaced", _fddb_detections,
+            "fddb-detections-file"),
+    planted("{run}/model.pt", "file", "replaced", _faces_model, "faces-model-file"),
 ]
 
 
@@ -225,18 +225,22 @@ def test_a_link_planted_in_a_run_folder_leads_nothing_outside(
         assert suite is not None
         code, out = bench_run(suite, results, capsys)
         assert "Traceback" not in out
-        if case.then == "refused":
+        if case.then == "refused":  # every run with a folder to record it in says why
             assert code == 1 and said in out, out
-            if not folder.is_symlink() and not folder.parent.is_symlink():
-                assert state(folder)["state"] == "failed"
-                assert said in state(folder)["reason"]
+            for run in runs:  # a ladder's lower rung too, on its way to its branch file
+                mine = results / SUITE / run.run_id
+                if not mine.is_symlink() and not mine.parent.is_symlink():
+                    assert state(mine)["state"] == "failed", run.run_id
+                    assert said in state(mine)["reason"], run.run_id
         else:
             assert code == 0, out
             assert all(state(results / SUITE / r.run_id)["state"] == "finished" for r in runs)
 
     assert snapshot(outside) == before, "something outside the results folder changed"
-    if case.then == "replaced":  # by the run's own (which may be gone since: claim.json)
-        assert not link.is_symlink()
+    if case.then == "replaced":  # by the run's own
+        assert os.path.lexists(link) and not link.is_symlink()
+    elif case.then == "gone":
+        assert not os.path.lexists(link)
 
 
 def test_a_linked_model_folder_is_replaced_by_the_saved_model(

@@ -175,6 +175,16 @@ def held(beat_age: float | None = 0.0, raw: str | None = None, **fields: Any
     return make
 
 
+# A claim that is live if taken for one (another host's, its heartbeat fresh): a case that
+# spoils one of its fields shows the run 'interrupted' only if the claim is refused.
+LIVE_ELSEWHERE = {"host": "elsewhere.example", "pid": 1, "since": None, "token": "t", "job": None}
+
+
+def held_elsewhere(**fields: Any) -> Callable[[Path], None]:
+    """The run held by `LIVE_ELSEWHERE` with `fields` over it."""
+    return held(**(LIVE_ELSEWHERE | fields))
+
+
 def then(*steps: Callable[[Path], None]) -> Callable[[Path], None]:
     def make(run: Path) -> None:
         for step in steps:
@@ -255,24 +265,26 @@ JUNK = bytes(range(256)) * 4
 
 CASES = [
     # claim.json: a claim that is not what a claimant writes is nobody's claim
-    Case("claim-pid-object", held(pid={"a": 1}), state="interrupted", run=True, report=True),
-    Case("claim-pid-list", held(pid=[1]), state="interrupted"),
-    Case("claim-pid-2**70", held(pid=HUGE), state="interrupted", run=True),
-    Case("claim-pid-negative", held(pid=-1), state="interrupted"),
-    Case("claim-pid-zero", held(pid=0), state="interrupted"),
-    Case("claim-pid-true", held(pid=True), state="interrupted"),
-    Case("claim-pid-text-self", held(pid="self"), state="interrupted"),
-    Case("claim-host-number", held(host=5), state="interrupted"),
-    Case("claim-token-null", held(token=None), state="interrupted"),
-    Case("claim-since-object", held(since={"t": 1}), state="interrupted"),
-    Case("claim-job-list", held(job=["77"]), state="interrupted"),
+    Case("claim-pid-object", held_elsewhere(pid={"a": 1}), state="interrupted", run=True,
+         report=True),
+    Case("claim-pid-list", held_elsewhere(pid=[1]), state="interrupted"),
+    Case("claim-pid-2**70", held_elsewhere(pid=HUGE), state="interrupted", run=True),
+    Case("claim-pid-negative", held_elsewhere(pid=-1), state="interrupted"),
+    Case("claim-pid-zero", held_elsewhere(pid=0), state="interrupted"),
+    Case("claim-pid-true", held_elsewhere(pid=True), state="interrupted"),
+    Case("claim-pid-text-self", held_elsewhere(pid="self"), state="interrupted"),
+    Case("claim-host-number", held_elsewhere(host=5), state="interrupted"),
+    Case("claim-token-null", held_elsewhere(token=None), state="interrupted"),
+    Case("claim-since-object", held_elsewhere(since={"t": 1}), state="interrupted"),
+    Case("claim-job-list", held_elsewhere(job=["77"]), state="interrupted"),
     Case("claim-host-lone-surrogate", held(raw='{"host": "\\ud800", "pid": 1, "since": null, '
                                            '"token": "t", "job": null}'), state="interrupted"),
     Case("claim-a-list", held(raw="[1, 2]"), state="interrupted"),
     Case("claim-empty", held(raw=""), state="interrupted"),
     Case("claim-binary", then(held(), text("claim.json", JUNK)), state="interrupted"),
     Case("claim-deep", held(raw=deep(100_000)), state="interrupted", run=True),
-    Case("claim-huge-file", held(raw=" " * 70_000 + "{}"), state="interrupted"),
+    Case("claim-huge-file", held(raw=json.dumps(LIVE_ELSEWHERE) + " " * 70_000),
+         state="interrupted"),
     Case("claim-a-folder", then(held(), folder_at("claim.json")), state="interrupted"),
     # state.json
     Case("state-seed-2**70", edit("state.json", seed=HUGE),
@@ -398,7 +410,9 @@ CASES = [
     Case("job-record-local-since-null-process-gone",
          job_record(executor="local", job_id=str(DEAD_PID), pid=DEAD_PID),
          state="interrupted"),
-    Case("job-record-local-pid-2**70", job_record(executor="local", pid=HUGE),
+    # (another machine's local job, just submitted: 'starting' if the record were taken)
+    Case("job-record-local-pid-2**70",
+         job_record(executor="local", pid=HUGE, host="elsewhere.example", submitted=now),
          state="interrupted"),
     Case("job-record-slurm-unknown-an-hour-after-submission", job_record(),
          state="interrupted"),
@@ -406,7 +420,10 @@ CASES = [
          state="queued"),
     Case("job-record-slurm-submitted-in-a-year",
          job_record(submitted=lambda: _iso(time.time() + 365 * 86_400)), state="interrupted"),
-    Case("job-record-submitted-not-a-time", job_record(submitted="yesterday"),
+    # (a live local job, this process: 'starting' if the record were taken)
+    Case("job-record-submitted-not-a-time",
+         job_record(executor="local", job_id=str(os.getpid()), pid=os.getpid(),
+                    since=process_start(os.getpid()), submitted="yesterday"),
          state="interrupted"),
     Case("job-record-a-folder",
          then(job_record(), lambda run: folder_at(f"{run.name}.json")(
@@ -541,7 +558,9 @@ ROOT_CASES = [
     RootCase("index-empty", _index_empty, {"ls": 0, "status": 0, "run": 0, "index": 0}),
     RootCase("suite-folder-a-file", _suite_folder_file,
              {"ls": 0, "status": 0, "run": 2, "index": 0}, "toy: not a folder"),
-    RootCase("jobs-folder-a-file", _jobs_file, {"ls": 0, "status": 0, "run": 0, "index": 0}),
+    RootCase("jobs-folder-a-file", _jobs_file,
+             {"ls": 0, "status": 0, "run": 0, "run-local": 2, "index": 0},
+             ".jobs: not a folder, where bench keeps job records"),
 ]
 
 
@@ -554,14 +573,15 @@ def test_an_odd_results_root_is_one_clear_error_or_none(
     suite = str(template.suite)
     argv = {"ls": ["ls"], "status": ["status", suite], "index": ["index", "--rebuild"],
             "run": ["run", suite, "--no-progress"],
+            "run-local": ["run", suite, "--no-progress", "--executor", "local"],
             "report": ["report", suite, "--out", str(results.parent / "reports")]}
     for command, expected in case.codes.items():
         code, out, err = bench(capsys, *argv[command], "--results", str(root))
         assert code == expected, (command, out, err)
         if code == 2 or command in case.warns:
             assert case.says in err and str(root) in err, (command, err)
-        if code == 2 and command == "run":
-            assert "running on" not in out  # one error before any run
+        if code == 2 and command.startswith("run"):
+            assert "running on" not in out and "submitted" not in out  # one error, first
     if any(code == 2 for code in case.codes.values()) and case.codes.get("index") != 0:
         after = sorted(p.relative_to(results.parent) for p in results.parent.rglob("*"))
         assert after == before  # nothing written by the commands that failed
@@ -688,6 +708,35 @@ def test_a_job_seen_by_nobody_is_followed_while_its_run_is_held(results: Path,
     submitter.poll()
     assert not submitter.tracked[0].done
     assert said == ["victim [job 4243]: running in process 1 on host node-7 (job 4243)"]
+
+
+def test_the_runs_a_command_shows_ask_sacct_once_and_only_where_needed(
+        results: Path, template: Template, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """ls, status and the report's rows ask SLURM about the jobs of every run they show in one
+    `sacct` call; a run whose live holder tells its state asks nothing."""
+    calls = tmp_path / "sacct.calls"
+    (tmp_path / "bin" / "sacct").write_text(
+        SACCT.replace("#!/bin/sh\n", f"#!/bin/sh\necho call >> {calls}\n", 1))
+    runs = [template.victim, *template.others]
+    for i, run_id in enumerate(runs):
+        job_record(job_id=str(4242 + i))(results / SUITE / run_id)
+
+    def sacct_calls() -> int:
+        n = len(calls.read_text().splitlines()) if calls.exists() else 0
+        calls.unlink(missing_ok=True)
+        return n
+
+    _, ls_out, _ = bench(capsys, "ls", "--results", str(results))
+    assert sacct_calls() == 1 and [_word(ls_out, r, 4) for r in runs] == ["interrupted"] * 4
+    _, status_out, _ = bench(capsys, "status", str(template.suite), "--results", str(results))
+    assert sacct_calls() == 1 and "4 interrupted" in status_out
+    tables.load_suite(results / "index.sqlite", SUITE, required=False)
+    assert sacct_calls() == 1
+    for run_id in runs:
+        held_elsewhere()(results / SUITE / run_id)
+    _, ls_out, _ = bench(capsys, "ls", "--results", str(results))
+    assert sacct_calls() == 0 and [_word(ls_out, r, 4) for r in runs] == ["running"] * 4
 
 
 def test_a_lock_folder_fails_its_run_at_once_and_the_suite_goes_on(

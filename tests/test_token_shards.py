@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from textgen import narrative_passages, write_jsonl
+from textgen import lm_suite, narrative_passages, write_jsonl
 
 from bench.errors import UserError
 from bench.sampling import batch_indices, permute
@@ -186,19 +186,9 @@ def test_val_file_with_a_large_vocabulary_uses_uint32(tmp_path, corpus, monkeypa
 
 # --- bench data tokenize -------------------------------------------------------------------
 
-TEXT_SUITE = """\
-suite: tok-lm
-family: lm
-seeds: [0]
-budget: {{steps: 2}}
-model: {{preset: micro}}
-data: {{train: {train}, seq_len: 16, tokenizer: {{train_bpe: 300}}}}
-train: {{batch_size: 4, optim: {{lr: 1.0e-3}}}}
-objective: softmax
-variants:
-  softmax: {{}}
-  cwt: {{objective: cwt, head: embedding_transpose}}
-  short: {{data: {{seq_len: 8}}}}
+MORE_VARIANTS = """\
+  cwt: {objective: cwt, head: embedding_transpose}
+  short: {data: {seq_len: 8}}
 """
 
 
@@ -208,7 +198,7 @@ def test_tokenize_command_builds_each_distinct_data_set_once(tmp_path, corpus, m
 
     monkeypatch.setenv("BENCH_DATA", str(tmp_path / "data"))
     suite = tmp_path / "suite.yaml"
-    suite.write_text(TEXT_SUITE.format(train=corpus))
+    suite.write_text(lm_suite("tok-lm", corpus, variants=MORE_VARIANTS))
     assert main(["data", "tokenize", str(suite), "--workers", "1", "--only", "softmax",
                  "short"]) == 0
     out = capsys.readouterr().out

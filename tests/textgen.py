@@ -34,3 +34,21 @@ def write_lm_data(data: Path, n_train: int = 600, n_cloze: int = 40) -> Path:
     write_jsonl(data / "train.jsonl", narrative_passages(n_train, seed=1))
     write_jsonl(data / "cloze.jsonl", narrative_passages(n_cloze, seed=2))
     return data
+
+
+def lm_suite(name: str, train: str | Path, tokenizer: str = "{train_bpe: 300}", data: str = "",
+             variants: str = "") -> str:
+    """A tiny LM suite on the corpus `train` (two steps of the micro preset, seq_len 16), its
+    variant `softmax` and the variant lines `variants`; `data` is added to its data block."""
+    return f"""\
+suite: {name}
+family: lm
+seeds: [0]
+budget: {{steps: 2}}
+model: {{preset: micro}}
+data: {{train: {train}, seq_len: 16, tokenizer: {tokenizer}{data}}}
+train: {{batch_size: 4, optim: {{lr: 1.0e-3}}}}
+objective: softmax
+variants:
+  softmax: {{}}
+{variants}"""

@@ -26,8 +26,9 @@ class EncoderFamily:
         return config.stages()
 
     def step_costs(self, config: EncoderConfig, processes: int = 1) -> dict[str, StepCost]:
-        """Exact step costs from the model's shapes, on fake tensors (nothing is trained). An
-        unset micro-batch is a process's whole share, so CWT's K depends on `processes`."""
+        """Exact step costs from the model's shapes, on fake tensors (nothing is trained).
+        `processes` only checks that the batch splits into their shares of whole micro-batches
+        (an unset micro-batch is refused on several): the costs do not depend on it."""
         import torch
 
         from bench.encoder.masking import MaskedBatch, predicted_per_row
@@ -40,8 +41,7 @@ class EncoderFamily:
         from bench.distributed import World, local_part
 
         micro = config.train.micro_batch(processes)
-        local_part(config.train.batch_size, current=World(0, processes),
-                   micro=config.train.micro_batch_size)
+        local_part(config.train.batch_size, current=World(0, processes), micro=micro)
         seq = config.data.seq_len
         per_row = predicted_per_row(seq, config.masking)
 

@@ -554,7 +554,6 @@ def finetune_and_select(classifier: PairClassifier, task: TaskSpec, train: Seque
     """Fine-tune once, saving every epoch's per-example predictions of every dev split
     (`dev_epoch<n>.jsonl` in `folder`) and scoring them with `metrics` ({split: (gold,
     predictions)} -> metrics, `score` among them); the reported epoch is chosen on `score`."""
-    enter_dir(folder)
     gold = {split: _gold(task, examples) for split, examples in dev.items()}
 
     def score_epoch(epoch: int, predictions: dict[str, list[float]]) -> dict[str, float]:

@@ -4,8 +4,6 @@ error that names it, quoting its text in errors (cut short), and writing the opt
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,7 @@ from typing import Any
 from bench.atomic import write_text
 from bench.errors import UserError
 from bench.evals.curves import Curve
-from bench.yaml_source import file_kind
+from bench.paths import writable_output
 
 SHOWN_CHARS = 80  # the most characters of a user's text an error message quotes
 
@@ -86,36 +84,9 @@ def json_safe(value: Any) -> Any:
 PLOT_SUFFIXES = ("", ".svg", ".png", ".pdf")  # what `--plot` draws (no suffix: SVG)
 
 
-def writable_output(path: str | Path, label: str, folder: bool = False) -> Path:
-    """`path` checked as an output before any work is done: what is there must be a regular
-    file (a folder, with `folder`), and the nearest existing folder on its way must take a new
-    file; otherwise a UserError naming `label` (the option, such as --json) and the path."""
-    path = Path(path)
-    try:
-        kind = file_kind(os.stat(path).st_mode)
-    except FileNotFoundError:
-        kind = "missing"
-    except OSError as e:
-        raise UserError(f"{label} {path}: cannot use it ({e.strerror or e})") from None
-    wanted = "a directory" if folder else None
-    if kind not in ("missing", wanted):
-        raise UserError(f"{label} {path}: is {kind or 'a file'}; expected "
-                        f"{'a folder to write into' if folder else 'a file to write'}")
-    there = path if kind != "missing" and folder else path.parent
-    while not there.exists() and there != there.parent:
-        there = there.parent
-    if not there.is_dir():
-        raise UserError(f"{label} {path}: {there} is not a folder")
-    try:
-        with tempfile.TemporaryFile(dir=there):
-            pass
-    except OSError as e:
-        raise UserError(f"{label} {path}: cannot write in {there} ({e.strerror or e})") from None
-    return path
-
-
 def check_outputs(json_path: str | Path | None, plot_path: str | Path | None = None) -> None:
-    """A command's --json and --plot outputs checked before it scores anything."""
+    """A command's --json and --plot outputs checked before it scores anything
+    (`bench.paths.writable_output`)."""
     if json_path:
         writable_output(json_path, "--json")
     if plot_path:

@@ -450,12 +450,14 @@ def write_wider_predictions(pred_dir: Path | str,
                             predictions: Mapping[ImageKey, np.ndarray]) -> None:
     """Write the official per-image files (each whole or not at all), for the MATLAB tool;
     `pred_dir` and its event folders are refused when they are links, never written through."""
-    pred_dir = Path(pred_dir)
+    pred_dir = enter_dir(Path(pred_dir))
+    events: dict[str, Path] = {}  # each entered once, not once per image
     for key, boxes in predictions.items():
         values = _check_predictions(key, boxes)
+        if key[0] not in events:
+            events[key[0]] = enter_dir(pred_dir / key[0])
         body = "".join(" ".join(_format_number(v) for v in row) + "\n" for row in values)
-        write_text(enter_dir(pred_dir, key[0]) / f"{key[1]}.txt",
-                   f"{key[1]}.jpg\n{len(values)}\n{body}")
+        write_text(events[key[0]] / f"{key[1]}.txt", f"{key[1]}.jpg\n{len(values)}\n{body}")
 
 
 # ---------------------------------------------------------------- evaluation
@@ -620,8 +622,7 @@ class WiderEvaluator:
             dets, took = model.detect(paths, mode, size, listed_in)
             predictions = {key: np.c_[d[:, :2], d[:, 2:4] - d[:, :2] + 1, d[:, 4]]
                            for key, d in zip(gt.images, dets, strict=True)}
-            write_wider_predictions(enter_dir(setting.workdir, f"predictions_{mode}"),
-                                    predictions)
+            write_wider_predictions(setting.workdir / f"predictions_{mode}", predictions)
             evaluator = WiderEval(gt, predictions)
             return evaluator.summarize(), evaluator.curves, took
 

@@ -26,8 +26,9 @@ class LMFamily:
         return config.stages()
 
     def step_costs(self, config: LMConfig, processes: int = 1) -> dict[str, StepCost]:
-        """Exact step costs from the model's shapes, on fake tensors (nothing is trained). An
-        unset micro-batch is a process's whole share, so CWT's K depends on `processes`."""
+        """Exact step costs from the model's shapes, on fake tensors (nothing is trained).
+        `processes` only checks that the batch splits into their shares of whole micro-batches
+        (an unset micro-batch is refused on several): the costs do not depend on it."""
         import torch
 
         from bench.flops import count_flops_abstract
@@ -39,8 +40,7 @@ class LMFamily:
         from bench.distributed import World, local_part
 
         micro = config.train.micro_batch(processes)
-        local_part(config.train.batch_size, current=World(0, processes),
-                   micro=config.train.micro_batch_size)
+        local_part(config.train.batch_size, current=World(0, processes), micro=micro)
         seq = config.data.seq_len
         costs: dict[str, StepCost] = {}
 

@@ -25,7 +25,6 @@ from optuna.trial import FrozenTrial
 
 from bench.atomic import remove_stale_temporaries
 from bench.errors import UserError
-from bench.evals.io import writable_output
 from bench.report import compute, figures, tables
 from bench.report import sweep as sweep_mod
 from bench.report.sweep import SweepData, SweepSource
@@ -53,12 +52,16 @@ RENDER_KEYWORD = "render "
 # Characters of a failure's reason a report prints (a traceback's last lines); the run's
 # state.json keeps the whole of it.
 REASON_CHARS = 600
-# An unbroken run of characters gets a break opportunity (a zero-width space) after every so
-# many, so that the PDF's line breaker lays a cell out in time linear in its text.
+# An unbroken run of characters in a reason gets a break opportunity (a zero-width space) after
+# every so many, so that a long token wraps inside the reason's column: that column does not wrap
+# 'anywhere' (the template's `overflow-wrap: normal`), which keeps the PDF's layout of it linear
+# in its length.
 TOKEN_CHARS = 30
 _BREAK = "\u200b"
-# Control characters (but tab and line ends) are shown as escapes, lone surrogates (bytes that
-# were not UTF-8) as the replacement character: text from run folders prints as it is.
+# Control characters (but tab and line ends) are shown as escapes, lone surrogates as the
+# replacement character. Text from run folders and the index has no surrogates (the store escapes
+# them when it writes, the index refuses text that is not UTF-8); a suite's YAML can give them
+# (`"\ud800"` in a title, a note or the reference source).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _PROVENANCE_FIELDS = ("commit", "device", "host", "python")
@@ -193,7 +196,6 @@ def render_report(index_path: Path, spec: ReportSpec, out_dir: Path) -> tuple[Pa
     """Write out_dir/<suite>.html and out_dir/<suite>.pdf, each atomically; return both paths."""
     if not spec.suite or Path(spec.suite).name != spec.suite:
         raise UserError(f"suite name {spec.suite!r}: expected a plain name to name report files")
-    writable_output(out_dir, "report folder", folder=True)
     if spec.baseline is not None and spec.baseline not in spec.variants:
         raise UserError(
             f"report.baseline of suite {spec.suite!r}: {spec.baseline!r} is not one of its "
@@ -300,9 +302,7 @@ def variant_parts(spec: ReportSpec, data: tables.SuiteData) -> dict[str, Any]:
         ratios=ratios_section(spec, data, variants),
         per_seed=printed_runs(per_seed_table(tables.per_seed_table(data, variants, spec.metrics,
                                                                    spec.item_unit))),
-        unfinished=printed_runs(unfinished_table(tables.unfinished_table(data, variants),
-                                                 dict(zip(runs["run_id"], runs["path"],
-                                                          strict=True)))),
+        unfinished=printed_runs(unfinished_table(tables.unfinished_table(data, variants))),
         shared_provenance=shared,
         per_run=printed_runs(per_run),
         pdf_runs=PDF_RUNS_PER_VARIANT,
@@ -647,9 +647,9 @@ def per_seed_table(frame: pd.DataFrame) -> Table:
     return Table(columns=columns, rows=rows, keep=3 + len(budget))
 
 
-def unfinished_table(frame: pd.DataFrame, folders: dict[str, str | None]) -> Table:
+def unfinished_table(frame: pd.DataFrame) -> Table:
     """Failed and unfinished runs with their reason (cut short: `reason_text`, pointing to the
-    run's folder among `folders`, by run id)."""
+    run's folder, `path`)."""
     columns = ["variant", "seed", "run", "state", "reason", "started", "ended"]
     rows = [
         [
@@ -657,7 +657,7 @@ def unfinished_table(frame: pd.DataFrame, folders: dict[str, str | None]) -> Tab
             Cell(str(rec["seed"]), "num"),
             Cell(_short(rec["run_id"]), "mono"),
             Cell(str(rec["state"]), "state"),
-            Cell(reason_text(rec["reason"], folders.get(rec["run_id"])), "reason"),
+            Cell(reason_text(rec["reason"], rec["path"]), "reason"),
             Cell(_text(rec["started"])),
             Cell(_text(rec["ended"])),
         ]

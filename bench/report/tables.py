@@ -145,16 +145,19 @@ def load_suite(index_path: Path, suite: str, required: bool = True,
 
 
 def _shown_states(index_path: Path, suite: str, runs: pd.DataFrame) -> list[str]:
-    """Each run's state as every command shows it (`bench.cluster.shown_state`): a run the
+    """Each run's state as every command shows it (`bench.cluster.shown_states`): a run the
     index records as running whose holder is gone is 'interrupted'. A run whose folder is not
     beside the index (an index read on its own) keeps the state the index records."""
-    from bench.cluster import shown_state
+    from bench.cluster import shown_states
     from bench.store import Store
 
     store = Store(index_path.parent)
-    return [state if state == FINISHED or not store.run_dir(suite, run_id).is_dir()
-            else shown_state(store, suite, run_id, state)[0]
-            for run_id, state in zip(runs["run_id"], runs["state"], strict=True)]
+    recorded = list(zip(runs["run_id"], runs["state"], strict=True))
+    looked = [(suite, run_id, state) for run_id, state in recorded
+              if state != FINISHED and store.run_dir(suite, run_id).is_dir()]
+    shown = {run_id: word for (_, run_id, _), (word, _) in
+             zip(looked, shown_states(store, looked), strict=True)}
+    return [shown.get(run_id, state) for run_id, state in recorded]
 
 
 def _budget(config: dict) -> tuple[str | None, float]:
@@ -470,7 +473,8 @@ def unfinished_table(data: SuiteData, variants: Sequence[str]) -> pd.DataFrame:
     """Runs that failed or never finished, with their reason; they enter no mean."""
     table = data.runs[data.runs["state"] != FINISHED]
     return _in_variant_order(
-        table[["run_id", "variant", "seed", "state", "reason", "started", "ended"]], variants
+        table[["run_id", "variant", "seed", "state", "reason", "path", "started", "ended"]],
+        variants
     )
 
 

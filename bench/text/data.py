@@ -30,7 +30,6 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 
 from bench.atomic import build_dir
 from bench.errors import UserError
-from bench.fingerprint import regular_or_folder
 from bench.text.config import DataConfig, TokenizerConfig
 from bench.text.languages import is_multilingual, language_configs
 
@@ -73,11 +72,11 @@ def _resolve_format(path: Path, format: str) -> str:
 
 
 def open_corpus(path: str, format: str = "auto", text_field: str = "text") -> Corpus:
-    """The corpus at `path`, checked to exist in the form its format needs."""
+    """The corpus at `path`, checked to exist in the form its format needs (a FIFO, device or
+    socket is refused earlier, by its fingerprint: `bench.fingerprint.path_digest`)."""
     source = Path(path)
     if not source.exists():
         raise UserError(f"{path}: no such file or directory (expected the training text)")
-    regular_or_folder(source)
     kind = _resolve_format(source, format)
     if kind == "hf":
         return Corpus(path, kind, text_field, len(_load_hf(source, text_field)))
@@ -113,11 +112,12 @@ def piece_bounds(text: str, limit: int = PIECE_CHARS) -> Iterator[tuple[int, int
     yield start, len(text)
 
 
-def document_pieces(documents: Iterable[str], limit: int = PIECE_CHARS) -> Iterator[str]:
-    """The documents' pieces in order (`piece_bounds`)."""
+def document_pieces(documents: Iterable[str]) -> Iterator[tuple[str, bool]]:
+    """The documents' pieces in order (`piece_bounds`), each with whether it ends its
+    document."""
     for document in documents:
-        for start, stop in piece_bounds(document, limit):
-            yield document[start:stop]
+        for start, stop in piece_bounds(document):
+            yield document[start:stop], stop == len(document)
 
 
 def chunk_bounds(corpus: Corpus, target: int) -> list[tuple[int, int]]:
@@ -361,7 +361,7 @@ def _train_bpe(documents: Iterable[str], vocab_size: int, roles: dict[str, str]
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(document_pieces(documents), trainer=trainer)
+    bpe.train_from_iterator((piece for piece, _ in document_pieces(documents)), trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=bpe, **roles)
 
 

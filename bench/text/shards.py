@@ -44,6 +44,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -59,6 +60,7 @@ import tokenizers
 from pydantic import Field, StringConstraints, ValidationError
 
 from bench.atomic import build_dir, remove_stale_temporaries, write_text, write_via
+from bench.data.manifest import sha256_file
 from bench.errors import UserError
 from bench.fingerprint import (
     DigestCache,
@@ -73,13 +75,12 @@ from bench.sampling import batch_indices, permute
 from bench.schema import Int, Strict
 from bench.text.config import DataConfig
 from bench.text.data import (
-    PIECE_CHARS,
     Corpus,
     bpe_folder,
     chunk_bounds,
+    document_pieces,
     load_tokenizer,
     open_corpus,
-    piece_bounds,
     read_documents,
     saved_tokenizer,
 )
@@ -407,17 +408,10 @@ class Manifest(Strict):
 
 
 class ShardDamage(Exception):
-    """A file of a build that is not what the build wrote: `path` and what is wrong with it."""
+    """A file of a build that is not what the build wrote: its path and what is wrong with it."""
 
     def __init__(self, path: Path, problem: str):
         super().__init__(f"{path}: {problem}")
-        self.path, self.problem = path, problem
-
-    def refusal(self, folder: Path) -> UserError:
-        """The error a user sees: the file, the problem and what to do."""
-        return UserError(f"{self}. The token shards in {folder} cannot be trusted: delete that "
-                         "folder and build them again (`bench data tokenize SUITE`, or "
-                         "`bench run`, which builds them on first use)")
 
 
 def _checksum(content: dict[str, Any]) -> str:
@@ -432,17 +426,21 @@ def _first_error(error: ValidationError) -> str:
     return f"{where}: {first['msg']}" if where else first["msg"]
 
 
-def _own(path: Path, folder: bool = False) -> None:
-    """A build's own file (folder): there, not a link out of the build, of the right kind."""
-    if path.is_symlink():
+def _own(path: Path, folder: bool = False) -> os.stat_result:
+    """A build's own file (folder): there, not a link out of the build, of the right kind; its
+    stat."""
+    try:
+        st = path.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise ShardDamage(path, "missing") from None
+    if stat.S_ISLNK(st.st_mode):
         raise ShardDamage(path, "is a symbolic link; expected the build's own "
                           f"{'folder' if folder else 'file'}")
-    if not path.exists():
-        raise ShardDamage(path, "missing")
-    kind = file_kind(path.stat().st_mode)
+    kind = file_kind(st.st_mode)
     if kind != ("a directory" if folder else None):
         raise ShardDamage(path, f"is {kind or 'a file'}; expected "
                           f"{'a folder' if folder else 'a regular file'}")
+    return st
 
 
 def _read_record(path: Path) -> Any:
@@ -533,19 +531,22 @@ def _check_build(folder: Path, manifest: Manifest, cache: DigestCache
 
 def _check_shard(shard: Path, record: ShardRecord, dtype: str, vocab: int, cache: DigestCache
                  ) -> dict[str, str]:
-    """A shard folder against its record: sizes, digests (through the cache) and, when a file
-    is read, its content: ids below `vocab`, document ends, token counts."""
+    """A shard folder of the build against its record (`_check_files`)."""
     _own(shard, folder=True)
+    return _check_files(shard, record, dtype, vocab, cache)
+
+
+def _check_files(shard: Path, record: ShardRecord, dtype: str, vocab: int, cache: DigestCache
+                 ) -> dict[str, str]:
+    """A shard's files against its record: sizes, digests (through the cache) and, when a file
+    is read, its content: ids below `vocab`, document ends, token counts."""
     tokens, ends, counts = (shard / name for name in SHARD_FILES)
-    _own(tokens)
     size = record.tokens * np.dtype(dtype).itemsize
-    if tokens.stat().st_size != size:
-        raise ShardDamage(tokens, f"{tokens.stat().st_size} bytes; expected {size} "
-                          f"({record.tokens} {dtype} token ids)")
     recorded = record.sha256 or {}
     return {
         "tokens.bin": _verified(tokens, recorded.get("tokens.bin"), cache, None,
-                                _id_scan(tokens, dtype, vocab)),
+                                _id_scan(tokens, dtype, vocab),
+                                (size, f"{record.tokens} {dtype} token ids")),
         "docs.idx": _verified(ends, recorded.get("docs.idx"), cache,
                               lambda: _check_ends(ends, record)),
         "unigram.npy": _verified(counts, recorded.get("unigram.npy"), cache,
@@ -555,11 +556,15 @@ def _check_shard(shard: Path, record: ShardRecord, dtype: str, vocab: int, cache
 
 def _verified(path: Path, expected: str | None, cache: DigestCache,
               inspect: Callable[[], None] | None = None,
-              scan: Callable[[bytes, int], None] | None = None) -> str:
-    """`path`'s SHA-256, equal to `expected` (None: not recorded yet). A digest the cache
-    holds for the file as it is now costs a stat; otherwise the file is read, `inspect`ed and
-    `scan`ned as it is hashed."""
-    _own(path)
+              scan: Callable[[bytes, int], None] | None = None,
+              size: tuple[int, str] | None = None) -> str:
+    """`path`'s SHA-256, equal to `expected` (None: not recorded yet), the file of `size`
+    (its bytes, and what they hold in words) where one is given. A digest the cache holds for
+    the file as it is now costs a stat; otherwise the file is read, `inspect`ed and `scan`ned
+    as it is hashed."""
+    found = _own(path).st_size
+    if size is not None and found != size[0]:
+        raise ShardDamage(path, f"{found} bytes; expected {size[0]} ({size[1]})")
     digest = cached_digest(path, cache) if expected is not None else None
     if digest is None:
         if inspect is not None:
@@ -636,19 +641,20 @@ def _shard_record(shard: Path) -> ShardRecord:
     return record
 
 
-def _reusable(shard: Path, dtype: str, vocab: int, cache: DigestCache) -> bool:
-    """Whether a killed build left this shard finished and intact; a damaged one is removed
-    (its chunk is tokenized again)."""
+def _reusable(shard: Path, dtype: str, vocab: int, cache: DigestCache) -> ShardRecord | None:
+    """The record of a shard a killed build left finished and intact; None where it left none
+    (a damaged one is removed: its chunk is tokenized again)."""
     if not os.path.lexists(shard):
-        return False
+        return None
     try:
         _own(shard, folder=True)
-        _check_shard(shard, _shard_record(shard), dtype, vocab, cache)
-        return True
+        record = _shard_record(shard)
+        _check_files(shard, record, dtype, vocab, cache)
+        return record
     except ShardDamage as damage:
         print(f"{damage}; tokenizing its chunk again", file=sys.stderr, flush=True)
         _remove(shard)
-        return False
+        return None
 
 
 def _remove(path: Path) -> None:
@@ -706,8 +712,10 @@ def prepare_lm_data(cfg: DataConfig, cache_dir: Path, layout: str = "causal",
             else:
                 _wait_for(folder / "manifest.json", poll_s)
         return open_shards(folder, cfg, key, layout)
-    except ShardDamage as damage:
-        raise damage.refusal(folder) from None
+    except ShardDamage as damage:  # the file, the problem and what to do
+        raise UserError(f"{damage}. The token shards in {folder} cannot be trusted: delete that "
+                        "folder and build them again (`bench data tokenize SUITE`, or `bench "
+                        "run`, which builds them on first use)") from None
 
 
 def _joint_fingerprint(cfg: DataConfig, languages: dict[str, str]) -> str:
@@ -807,32 +815,38 @@ def build_shards(cfg: DataConfig, layout: str, folder: Path, workers: int,
         corpora["val"] = open_corpus(cfg.val, cfg.format, cfg.text_field)
     plan = _plan(folder, corpora)
     context = multiprocessing.get_context("spawn")  # no inherited state, threads or locks
-    try:
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
-            tokenizer = _tokenizer(cfg, layout, corpora["train"], plan["train"], pool, folder,
-                                   cache_dir)
-            separator = tokenizer.eos_token_id if layout == "causal" else tokenizer.sep_token_id
-            vocab = len(tokenizer)
-            dtype = "uint16" if vocab <= UINT16_VOCAB else "uint32"
-            tasks = [ChunkTask(corpora[name], start, stop, str(folder / _shard_name(name, i)),
-                               str(folder / "tokenizer" / "tokenizer.json"), separator, dtype,
-                               vocab)
-                     for name, bounds in plan.items() for i, (start, stop) in enumerate(bounds)]
-            with closing(DigestCache(None)) as cache:
-                todo = [t for t in tasks if not _reusable(Path(t.out), dtype, vocab, cache)]
-            _run_tokenize(pool, todo)
-    except BrokenProcessPool:
-        raise UserError(
-            f"{cfg.train}: a tokenizing worker process died, most likely killed by the "
-            "operating system for lack of memory; run again with fewer workers (`bench data "
-            "tokenize SUITE --workers N`) or more memory: the build goes on from its finished "
-            "shards") from None
-    streams = {name: [_shard_record(folder / _shard_name(name, i)).model_dump()
-                      for i in range(len(bounds))] for name, bounds in plan.items()}
-    splits = _splits(cfg, folder, streams)
-    unigram = _train_unigram(folder, streams, splits, dtype, vocab)
-    write_via(folder / "unigram.npy", lambda tmp: _save_array(tmp, unigram))
     with closing(DigestCache(None)) as cache:
+        try:
+            with ProcessPoolExecutor(workers, mp_context=context,
+                                     initializer=_init_worker) as pool:
+                tokenizer = _tokenizer(cfg, layout, corpora["train"], plan["train"], pool,
+                                       folder, cache_dir)
+                separator = (tokenizer.eos_token_id if layout == "causal"
+                             else tokenizer.sep_token_id)
+                vocab = len(tokenizer)
+                dtype = "uint16" if vocab <= UINT16_VOCAB else "uint32"
+                tasks = [ChunkTask(corpora[name], start, stop, str(folder / _shard_name(name, i)),
+                                   str(folder / "tokenizer" / "tokenizer.json"), separator,
+                                   dtype, vocab)
+                         for name, bounds in plan.items()
+                         for i, (start, stop) in enumerate(bounds)]
+                reused = {t.out: _reusable(Path(t.out), dtype, vocab, cache) for t in tasks}
+                _run_tokenize(pool, [t for t in tasks if reused[t.out] is None])
+        except BrokenProcessPool:
+            raise UserError(
+                f"{cfg.train}: a tokenizing worker process died, most likely killed by the "
+                "operating system for lack of memory; run again with fewer workers (`bench "
+                "data tokenize SUITE --workers N`) or more memory: the build goes on from its "
+                "finished shards") from None
+
+        def record(shard: Path) -> dict[str, Any]:
+            return (reused[str(shard)] or _shard_record(shard)).model_dump()
+
+        streams = {name: [record(folder / _shard_name(name, i)) for i in range(len(bounds))]
+                   for name, bounds in plan.items()}
+        splits = _splits(cfg, folder, streams)
+        unigram = _train_unigram(folder, streams, splits, dtype, vocab)
+        write_via(folder / "unigram.npy", lambda tmp: _save_array(tmp, unigram))
         own = {"unigram.npy": hash_file(folder / "unigram.npy", cache),
                "tokenizer": path_digest(folder / "tokenizer", cache)}
     _write_manifest(folder, {"layout": layout, "dtype": dtype, "vocab": vocab,
@@ -1045,8 +1059,7 @@ def _write_shard(folder: Path, task: ChunkTask, tokenizer: tokenizers.Tokenizer
     _save_array(folder / "unigram.npy", counts)
     sha256 = {"tokens.bin": digest.hexdigest()}
     for name in SHARD_FILES[1:]:
-        with open(folder / name, "rb") as handle:
-            sha256[name] = hashlib.file_digest(handle, "sha256").hexdigest()
+        sha256[name] = sha256_file(folder / name)
     record = ShardRecord(name=Path(task.out).name, documents=sum(len(e) for e in ends),
                          tokens=written, sha256=sha256)
     write_text(folder / "shard.json", record.model_dump_json(indent=1))
@@ -1059,17 +1072,16 @@ def _save_array(path: Path, array: np.ndarray) -> None:
 
 
 def _sub_batches(documents: Iterator[str]) -> Iterator[list[tuple[str, bool]]]:
-    """The documents' pieces of at most PIECE_CHARS characters (`piece_bounds`: most documents
-    are one), each with whether it ends its document, in lists of about SUB_BATCH_CHARS
-    characters: the text a tokenizer holds at once."""
+    """The documents' pieces of at most PIECE_CHARS characters (`document_pieces`: most
+    documents are one), each with whether it ends its document, in lists of about
+    SUB_BATCH_CHARS characters: the text a tokenizer holds at once."""
     batch: list[tuple[str, bool]] = []
     size = 0
-    for document in documents:
-        for start, stop in piece_bounds(document, PIECE_CHARS):
-            batch.append((document[start:stop], stop == len(document)))
-            size += stop - start
-            if size >= SUB_BATCH_CHARS:
-                yield batch
-                batch, size = [], 0
+    for piece in document_pieces(documents):
+        batch.append(piece)
+        size += len(piece[0])
+        if size >= SUB_BATCH_CHARS:
+            yield batch
+            batch, size = [], 0
     if batch:
         yield batch
