@@ -3,48 +3,39 @@
 import argparse
 import os
 import sys
-import time
 from collections.abc import Sequence
+from dataclasses import replace
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.errors import ClaimRefused, UserError, did_you_mean
-from bench.evals.registry import commands
+from bench.errors import UserError, did_you_mean
+from bench.evals.registry import commands, get_evaluator
+from bench.execution.launch import warn_skipped
+from bench.util.paths import RESULTS_HINT, check_folder
 
 if TYPE_CHECKING:  # heavy imports happen inside the commands that need them
-    import torch
-
-    from bench.contract import Family, RunSpec
+    from bench.config.suite import Suite
     from bench.resources import Resources
-    from bench.store import Store
-    from bench.suite import Suite
+    from bench.store.runs import Store
 
 # `bench data NAME`: the offline data sets built from registry packages (module, builder).
 DATASETS = {"demo-text": ("bench.data.demo_text", "build_demo_text"),
             "demo-faces": ("bench.data.demo_faces", "build_demo_faces"),
             "demo-sst2": ("bench.data.demo_sst2", "build_demo_sst2")}
-EXECUTORS = ("inline", "local", "slurm")  # where `bench run` runs the runs (bench/cluster.py)
-# `bench run --wait`: seconds between looks at runs that other processes hold.
-WAIT_POLL_S = 5.0
+# Where `bench run` runs the runs (bench/execution/launch.py).
+EXECUTORS = ("inline", "local", "slurm")
+
+
+def _results_path(args: argparse.Namespace) -> Path:
+    """The results folder: --results, else $BENCH_RESULTS, else ./results."""
+    return Path(args.results or os.environ.get("BENCH_RESULTS", "results"))
 
 
 def _results_root(args: argparse.Namespace) -> Path:
-    """The results folder (--results, else $BENCH_RESULTS, else ./results); a file where it, or
-    a folder above it, belongs is a UserError naming it before anything is read or written."""
-    root = Path(args.results or os.environ.get("BENCH_RESULTS", "results"))
-    _check_folder(root, "; the results folder is given by --results or $BENCH_RESULTS")
-    return root
-
-
-def _check_folder(path: Path, hint: str) -> None:
-    """A file where folder `path`, or a folder above it, belongs is a UserError naming it."""
-    from bench.paths import nearest_existing
-
-    existing = nearest_existing(path)
-    if not existing.is_dir():
-        where = "" if existing == path else f" ({existing} is a file)"
-        raise UserError(f"{path}: not a folder{where}{hint}")
+    """The results folder (`_results_path`); a file where it, or a folder above it, belongs is
+    a UserError naming it before anything is read or written."""
+    return check_folder(_results_path(args), RESULTS_HINT)
 
 
 def _fmt_amount(unit: str, amount: float) -> str:
@@ -52,7 +43,7 @@ def _fmt_amount(unit: str, amount: float) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from bench.suite import load_suite
+    from bench.config.suite import load_suite
 
     suite = load_suite(args.suite)
     print(f"{args.suite}: valid suite {suite.name!r} (family {suite.head.family}, "
@@ -61,9 +52,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from bench.budget import split_budget
-    from bench.plan import plan
-    from bench.suite import load_suite
+    from bench.config.plan import plan
+    from bench.config.suite import load_suite
+    from bench.training.budget import split_budget
 
     suite = load_suite(args.suite)
     runs = plan(suite, args.only, args.seeds)
@@ -93,79 +84,35 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_unless_held(label: str, r: "RunSpec", family: "Family", store: "Store",
-                     device: "torch.device", args: argparse.Namespace,
-                     failures: list[tuple[str, str]]) -> str | None:
-    """Run `r` (a finished run is skipped, a failure added to `failures`); when another live
-    process holds it, leave it to that process and return the holder in words."""
-    from bench.data.demo_text import data_root
-    from bench.distributed import from_main, world
-    from bench.runner import execute_run
-
-    refused = from_main(store.claim_refusal(r.run_id) if world().main else None)
-    if refused is None:
-        print(f"{label}: running on {device}", flush=True)
-        try:
-            reason = execute_run(r, family, store, device, data_root(),
-                                 progress=not args.no_progress,
-                                 restart_corrupt=args.restart_corrupt)
-        except ClaimRefused as e:  # another process claimed it since the check above
-            refused = e
-    if refused is not None:
-        if refused.state != "finished":
-            return refused.status
-        print(f"{label}: finished earlier, skipped")
-    elif reason is None:
-        print(f"{label}: finished -> {store.run_dir(r.suite, r.run_id)}")
-    else:
-        print(f"{label}: FAILED: {reason} (log: {store.run_dir(r.suite, r.run_id) / 'run.log'})")
-        failures.append((label, reason))
-    return None
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench.distributed import join, leave, world
-    from bench.plan import plan
-    from bench.runner import pick_device
-    from bench.suite import load_suite
+    from bench.config.plan import plan
+    from bench.config.suite import load_suite
+    from bench.execution.launch import (
+        RunOptions,
+        check_options,
+        check_split,
+        run_inline,
+        submit,
+    )
+    from bench.training.distributed import world
 
-    if args.nproc < 1:
-        raise UserError(f"--nproc {args.nproc}: expected at least 1 process")
-    _check_executor_options(args)
+    options = RunOptions(
+        results=_results_path(args), executor=args.executor, device=args.device,
+        progress=not args.no_progress, wait=args.wait, restart_corrupt=args.restart_corrupt,
+        rerun_changed_inputs=args.rerun_changed_inputs, max_parallel=args.max_parallel,
+        detach=args.detach, resource=args.resource, status_hint=f"bench status {args.suite}")
+    check_options(options, args.nproc)
     suite = load_suite(args.suite)
     runs = plan(suite, args.only, args.seeds)
     if args.executor != "inline":
-        return _submit_suite(suite, runs, args)
-    processes = world().size if world().size > 1 else args.nproc
-    if processes > 1:  # a batch that does not split fails here, not inside every process
-        for name in {r.variant.name for r in runs}:
-            suite.family.step_costs(suite.variants[name].config, processes)
+        return submit(suite, runs, options)
+    check_split(suite, runs, world().size if world().size > 1 else args.nproc)
     if args.nproc > 1 and world().size == 1:
         return _launch(args.nproc, args.argv)
     if not world().main:  # one process speaks for the job
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
-        args.no_progress = True
-    device = join(pick_device(args.device))
-    try:
-        return _run_suite(suite, runs, device, args)
-    finally:
-        leave()
-
-
-def _check_executor_options(args: argparse.Namespace) -> None:
-    """Options that only a cluster executor takes, and what it takes instead of --nproc."""
-    if args.executor == "inline":
-        given = [name for name, value in (("--max-parallel", args.max_parallel),
-                                          ("--detach", args.detach),
-                                          ("--resource", args.resource)) if value]
-        if given:
-            raise UserError(f"{given[0]}: only with --executor local or slurm")
-        return
-    if args.nproc != 1:
-        raise UserError(f"--nproc with --executor {args.executor}: a job's processes come from "
-                        "its resources (gpus_per_node, tasks_per_node, nodes)")
-    if args.max_parallel is not None and args.max_parallel < 1:
-        raise UserError(f"--max-parallel {args.max_parallel}: expected at least 1")
+        options = replace(options, progress=False)
+    return run_inline(suite, runs, options)
 
 
 def _launch(nproc: int, argv: list[str]) -> int:
@@ -191,112 +138,12 @@ def _without_option(argv: list[str], option: str) -> list[str]:
     return kept
 
 
-def _checked_store(runs: list["RunSpec"], args: argparse.Namespace) -> "Store":
-    """The results store, once no planned run would resume or reuse a run on other inputs
-    (unless --rerun-changed-inputs)."""
-    from bench.paths import nearest_existing, try_create_in
-    from bench.plan import input_conflicts
-    from bench.store import Store
-
-    store = Store(_results_root(args))
-    writable = nearest_existing(store.root)
-    try:
-        try_create_in(writable)
-    except OSError:
-        raise UserError(f"{writable}: not writable, and bench run records its runs in the "
-                        f"results folder {store.root}") from None
-    for suite in sorted({r.suite for r in runs}):
-        _check_folder(store.root / suite, f"; the folder of suite {suite}'s runs")
-    conflicts = input_conflicts(store, runs)
-    _warn_skipped(store.skipped)
-    if conflicts and not args.rerun_changed_inputs:
-        raise UserError("inputs changed since these runs started, so resuming or reusing them "
-                        "would mix data:\n  " + "\n  ".join(conflicts) + "\nrestore the "
-                        "files, or pass --rerun-changed-inputs to start new runs (the old runs "
-                        "stay in the store)")
-    for line in conflicts:
-        print(f"inputs changed: {line}: starting it")
-    return store
-
-
-def _run_suite(suite: "Suite", runs: list["RunSpec"], device: "torch.device",
-               args: argparse.Namespace) -> int:
-    """Every planned run in turn: skip finished ones, leave held ones, report failures."""
-    store = _checked_store(runs, args)
-    failures: list[tuple[str, str]] = []
-    held: list[tuple[str, RunSpec]] = []
-    for i, r in enumerate(runs, 1):
-        label = f"[{i}/{len(runs)}] {r.label} ({r.run_id})"
-        holder = _run_unless_held(label, r, suite.family, store, device, args, failures)
-        if holder is not None:
-            print(f"{label}: {holder}, {'waiting for it' if args.wait else 'skipped'}",
-                  flush=True)
-            held.append((label, r))
-    while held and args.wait:
-        time.sleep(WAIT_POLL_S)
-        held = [(label, r) for label, r in held
-                if _run_unless_held(label, r, suite.family, store, device, args, failures)]
-    if held:
-        print(f"{len(held)} of {len(runs)} runs left to the processes running them "
-              "(bench run --wait waits for them)")
-    return _failures(failures, len(runs))
-
-
-def _failures(failures: list[tuple[str, str]], n_runs: int) -> int:
-    """The exit code of `bench run`: 1 naming each failed run, 0 when none failed."""
-    if not failures:
-        return 0
-    print(f"\n{len(failures)} of {n_runs} runs failed:", file=sys.stderr)
-    for label, reason in failures:
-        print(f"  {label}: {reason}", file=sys.stderr)
-    return 1
-
-
-def _submit_suite(suite: "Suite", runs: list["RunSpec"], args: argparse.Namespace) -> int:
-    """`bench run --executor local|slurm`: every pending run as a job; follow them to their
-    ends unless --detach."""
-    from bench.cluster import RunJob, Submitter, check_resources
-    from bench.data.demo_text import data_root
-    from bench.runner import branch_checkpoint
-
-    resources = {name: v.resources.override(args.resource) for name, v in suite.variants.items()}
-    for name in {r.variant.name for r in runs}:  # what cannot run fails here, not in a job
-        check_resources(args.executor, resources[name])
-        if resources[name].processes > 1:
-            suite.family.step_costs(suite.variants[name].config, resources[name].processes)
-    store = _checked_store(runs, args)
-    results, cache = str(store.root.resolve()), str(data_root().resolve())
-    limit = args.max_parallel or (len(runs) if args.executor == "slurm" else 1)
-
-    def job_of(run: "RunSpec") -> RunJob:
-        threads = resources[run.variant.name].cpus_per_task
-        return RunJob(run, results, args.device, cache, args.restart_corrupt, threads)
-
-    def branch_of(run: "RunSpec") -> Path | None:  # in the source's folder, a sibling's
-        return None if run.branch_source is None else branch_checkpoint(
-            run, suite.family.stages(run.config), store.run_dir(suite.name, run.branch_source))
-
-    submitter = Submitter(args.executor, store, suite.name, limit, job_of,
-                          lambda run: resources[run.variant.name], branch_of,
-                          lambda line: print(line, flush=True))
-    submitter.start(runs)
-    if args.detach:
-        held, left = len(submitter.held), len(submitter.waiting) - len(submitter.held)
-        waits = [f"{left} for a place"] * bool(left) + [
-            f"{held} for their longest rung's branch checkpoint"] * bool(held)
-        print(f"submitted; bench status {args.suite} shows how the runs go"
-              + (f" (runs wait, {' and '.join(waits)}: bench run submits them)"
-                 if waits else ""))
-        return 0
-    return _failures(submitter.wait(), len(runs))
-
-
 def _synced_store(args: argparse.Namespace, suite: str | None = None,
                   needed: bool = True) -> "Store":
     """The results store with its index brought up to date from the run folders; folders that
     cannot be read are named and left out. An index that cannot be opened or written is an
     error, or with `needed` off (a command that reads the folders) a warning."""
-    from bench.store import Store
+    from bench.store.runs import Store
 
     store = Store(_results_root(args))
     if store.root.is_dir():
@@ -306,24 +153,20 @@ def _synced_store(args: argparse.Namespace, suite: str | None = None,
             if needed:
                 raise
             print(f"warning: {err}; read from the run folders instead", file=sys.stderr)
-        _warn_skipped(store.skipped)
+        warn_skipped(store.skipped)
     return store
-
-
-def _warn_skipped(skipped: list[str]) -> None:
-    for line in skipped:
-        print(f"warning: {line}; skipped", file=sys.stderr)
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
     """The runs of the store, newest first, each in the state every command shows it in
-    (`bench.cluster.shown_states`), with a few metrics (NaN where one was recorded as such)."""
-    from bench.cluster import shown_states
-    from bench.store import Store
+    (`bench.execution.cluster.shown_states`), with a few metrics (NaN where one was recorded as
+    such)."""
+    from bench.execution.cluster import shown_states
+    from bench.store.runs import Store
 
     store = Store(_results_root(args))
     runs = store.runs(args.suite)  # imports what changed first
-    _warn_skipped(store.skipped)
+    warn_skipped(store.skipped)
     if not runs:
         print(f"no runs in {store.root}")
         return 0
@@ -342,9 +185,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """Every planned run of a suite: its state, its job and where its log is (read from the
     run folders: an index that cannot be updated is only a warning here)."""
-    from bench.cluster import JobStates, observe, read_record, view
-    from bench.plan import plan
-    from bench.suite import load_suite
+    from bench.config.plan import plan
+    from bench.config.suite import load_suite
+    from bench.execution.cluster import JobStates, observe, read_record, view
 
     suite = load_suite(args.suite)
     runs = plan(suite, args.only, args.seeds)
@@ -368,7 +211,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from bench.index import rebuild_index
+    from bench.store.index import rebuild_index
 
     root = _results_root(args)
     try:
@@ -376,7 +219,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     except OSError as err:  # nothing replaced: the new index is written beside the old one
         raise UserError(f"{root / 'index.sqlite'}: not rebuilt ({err}); the old index is as "
                         "it was") from err
-    _warn_skipped(rebuilt.skipped)
+    warn_skipped(rebuilt.skipped)
     print(f"rebuilt {root / 'index.sqlite'} from {rebuilt.runs} run folders"
           + (f" ({len(rebuilt.skipped)} skipped)" if rebuilt.skipped else ""))
     return 0
@@ -385,10 +228,10 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import shlex
 
-    from bench.paths import writable_output
+    from bench.config.suite import load_suite
     from bench.report import ReportSpec, render_report
-    from bench.report.sweep import SweepSource, display_storage
-    from bench.suite import load_suite
+    from bench.report.study import SweepSource, display_storage
+    from bench.util.paths import writable_output
 
     out = writable_output(args.out, "--out", folder=True)  # before any work is done
     suite = load_suite(args.suite)
@@ -398,7 +241,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                         "study to report")
     sweep = None
     if cfg is not None:  # the study: --storage, else the embedded journal `bench sweep` uses
-        from bench.sweep import default_storage, study_name
+        from bench.execution.sweep import default_storage, study_name
 
         name = study_name(suite)
         command = ["bench", "sweep", args.suite]
@@ -413,7 +256,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     rep = suite.head.report
     notes = list(rep.notes)
     proxies = [name for name, eval_cfg in next(iter(suite.variants.values())).evals
-               if getattr(eval_cfg, "proxy", False)]
+               if get_evaluator(name).is_proxy(eval_cfg)]
     for name in proxies:
         notes.append(f"'{name}' is scored on a PROXY data set built from freely "
                      "available text, not on the benchmark itself: compare variants with "
@@ -453,8 +296,8 @@ def _worker_resources(suite: "Suite", args: argparse.Namespace) -> "Resources | 
         if args.resource:
             raise UserError("--resource: only with --executor local or slurm")
         return None
-    from bench.cluster import check_resources
-    from bench.suite import sweep_variant
+    from bench.config.suite import sweep_variant
+    from bench.execution.cluster import check_resources
 
     resources = sweep_variant(suite).resources.override(args.resource)
     check_resources(args.executor, resources)
@@ -464,11 +307,8 @@ def _worker_resources(suite: "Suite", args: argparse.Namespace) -> "Resources | 
 def cmd_sweep(args: argparse.Namespace) -> int:
     import optuna
 
-    from bench.data.demo_text import data_root
-    from bench.runner import pick_device
-    from bench.store import Store
-    from bench.suite import load_suite
-    from bench.sweep import (
+    from bench.config.suite import load_suite
+    from bench.execution.sweep import (
         Worker,
         default_storage,
         load_study,
@@ -477,6 +317,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         study_name,
         summarize,
     )
+    from bench.store.runs import Store
+    from bench.training.distributed import pick_device
+    from bench.util.paths import cache_home
 
     suite = load_suite(args.suite)
     if suite.head.sweep is None:
@@ -503,14 +346,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if resources is None:
             code = spawn_workers(argv, args.workers)
         else:
-            from bench.cluster import run_workers
+            from bench.execution.cluster import run_workers
 
-            code = run_workers(args.executor, argv, args.workers,
+            code = run_workers(args.executor, main, argv, args.workers,
                                results.resolve() / ".jobs" / "sweeps" / study.study_name,
                                resources, study.study_name, lambda line: print(line, flush=True))
     else:
         prefix = "" if args.worker_index is None else f"[worker {args.worker_index}] "
-        Worker(suite, study, Store(results), pick_device(args.device), data_root(),
+        Worker(suite, study, Store(results), pick_device(args.device), cache_home(),
                progress=not args.no_progress,
                report=lambda line: print(prefix + line, flush=True)).run(n_trials)
         code = 0
@@ -520,10 +363,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from bench.data.demo_text import data_root
+    from bench.util.paths import cache_home
 
     module, builder = DATASETS[args.dataset]
-    out = Path(args.out) if args.out else data_root() / args.dataset
+    out = Path(args.out) if args.out else cache_home() / args.dataset
     path = getattr(import_module(module), builder)(out)
     print(f"{args.dataset} ready in {path}")
     return 0
@@ -649,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
         d = kinds.add_parser(name, help=f"build {name}", description=f"build {name}")
         d.add_argument("--out", help="output folder (default $BENCH_DATA/<dataset>)")
         d.set_defaults(func=cmd_data)
-    tokenize = import_module("bench.tokenize_cli")
+    tokenize = import_module("bench.execution.tokenize")
     d = kinds.add_parser("tokenize", help="build the token shards of a suite's text variants",
                          description=tokenize.__doc__)
     tokenize.add_arguments(d)
@@ -658,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from bench.progress import quiet_library_bars
+    from bench.util.progress import quiet_library_bars
 
     quiet_library_bars()
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -140,8 +140,8 @@ class RunSpec:
     seed: int
     run_id: str
     inputs: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> path, sha256
-    # A rung of a wsd ladder (see bench.train.Branches); where its shared steps come from, not
-    # what it computes, so not hashed. A lower rung: the longest rung's run id, whose folder
+    # A rung of a wsd ladder (see bench.training.train.Branches); where its shared steps come from,
+    # not what it computes, so not hashed. A lower rung: the longest rung's run id, whose folder
     # holds its branch checkpoint. The longest rung: the lower rungs' budgets.
     branch_source: str | None = None
     branch_rungs: tuple[BudgetConfig, ...] = ()
@@ -240,6 +240,9 @@ class Family(Protocol):
 
     name: str
     item_unit: str  # the budget unit a family counts its training data in ("tokens", "images")
+    # The layout of the text rows it trains on, in which `bench data tokenize` builds a suite's
+    # token shards ahead of its runs ("causal", "mlm": bench.text.shards); None: no text corpus.
+    text_layout: str | None
     default_metrics: list[str]  # what a report shows unless the suite says otherwise
     report_curve: str  # the curve metric a report plots against training FLOPs
 

@@ -23,15 +23,15 @@ from pathlib import Path
 import cv2
 import torch
 
-from bench.distributed import World
 from bench.faces.anchors import module_anchors
 from bench.faces.batches import TrainingBatches
 from bench.faces.config import FacesConfig
 from bench.faces.data import WiderTrainSet
 from bench.faces.model import build_ssh
 from bench.faces.targets import border_for, ssh_loss
-from bench.loading import StepLoader
-from bench.timing import interleaved
+from bench.training.distributed import World
+from bench.training.loading import StepLoader
+from bench.util.timing import interleaved
 
 DEMO = Path(os.environ.get("BENCH_DATA", Path.home() / ".cache" / "headless-bench")) / "demo-faces"
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.budget import StageBudget
-from bench.flops import count_flops
 from bench.schema import OptimConfig
-from bench.train import Stage, train_stage
+from bench.training.budget import StageBudget
+from bench.training.flops import count_flops
+from bench.training.train import Stage, train_stage
 
 WIDTHS = (256, 1024, 1024, 512, 10)
 BATCH = 64

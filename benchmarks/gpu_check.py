@@ -3,8 +3,9 @@
 - MFU of a training step (forward, backward, AdamW) at the shape of
   suites/cwt/pythia70m-lambada.yaml (its preset, micro-batch and sequence length, Pythia's 50,304
   embedding rows), softmax and CWT, eager and with `torch.compile`, bf16 autocast: FLOPs counted
-  on the eager step (`bench.flops.count_flops`), time the median of interleaved rounds after
-  warm-up (`bench.timing`), peak from `bench.accelerators`; the goal is MFU >= 35% compiled;
+  on the eager step (`bench.training.flops.count_flops`), time the median of interleaved rounds
+  after warm-up (`bench.util.timing`), peak from `bench.training.accelerators`; the goal is MFU >=
+  35% compiled;
 - softmax vs CWT step time and peak memory at the BERT-base shape of suites/cwt/bert-base-glue.yaml
   (its micro-batches and head positions) and at the Pythia-70M shape;
 - SSH Table 2: ms per image, headless vs full VGG-16 at the paper's four sizes (bf16,
@@ -32,15 +33,15 @@ from mlm_step import make_step as make_mlm_step
 from step_time import OBJECTIVES, Shape
 from step_time import make_step as make_lm_step
 
-from bench.accelerators import efficiency_metrics, peak_flops
-from bench.atomic import write_text
+from bench.config.suite import load_suite
 from bench.errors import UserError
 from bench.faces.config import SSHModelConfig
 from bench.faces.model import build_ssh
 from bench.faces.speed import PAPER_MS_P6000, sync, time_detection
-from bench.flops import count_flops
-from bench.suite import load_suite
-from bench.timing import interleaved
+from bench.training.accelerators import efficiency_metrics, peak_flops
+from bench.training.flops import count_flops
+from bench.util.atomic import write_text
+from bench.util.timing import interleaved
 
 SUITES = Path(__file__).resolve().parent.parent / "suites" / "cwt"
 PYTHIA_VOCAB = 50304  # Pythia's embedding rows: its tokenizer's 50,277 padded to 128s

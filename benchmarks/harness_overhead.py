@@ -18,14 +18,14 @@ from pathlib import Path
 
 import torch
 
-from bench.budget import StageBudget
 from bench.lm.config import ModelConfig
 from bench.lm.model import build_model
 from bench.lm.objectives import causal_lm_loss
-from bench.sampling import batch_at
 from bench.schema import OptimConfig
 from bench.text.config import CWTConfig
-from bench.train import Stage, train_stage
+from bench.training.budget import StageBudget
+from bench.training.sampling import batch_at
+from bench.training.train import Stage, train_stage
 
 VOCAB, BATCH, SEQ = 8192, 16, 128
 OPTIM = OptimConfig(lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1, warmup=0.05, clip=1.0)
@@ -57,7 +57,7 @@ def bare_loop(data: torch.Tensor, steps: int) -> float:
 
 
 def harness_loop(data: torch.Tensor, steps: int, checkpoint_every: int) -> float:
-    """The same training through bench.train.train_stage under a steps budget."""
+    """The same training through bench.training.train.train_stage under a steps budget."""
     model = fresh_model()
     cwt = CWTConfig()
     stage = Stage(name="pretrain", model=model, parameters=list(model.parameters()), optim=OPTIM,

@@ -35,7 +35,7 @@ from bench.encoder.config import EncoderConfig
 from bench.encoder.masking import MaskedBatch, Vocabulary, mask_rows, step_generator
 from bench.encoder.model import PRESETS, build_encoder, count_parameters, trained_parameters
 from bench.encoder.objectives import mlm_loss
-from bench.flops import count_flops
+from bench.training.flops import count_flops
 
 # Row name -> (objective, where the MLM head computes logits). "softmax (all)" is the
 # BertForMaskedLM forward the CWT paper's vanilla baseline used: the head on every position.

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.store import Store
+from bench.store.runs import Store
 
 SUITE = "scale"
 VARIANTS = ("softmax", "cwt", "cwt_ft", "nce")

@@ -98,9 +98,9 @@ def measure(argv: list[str]) -> dict[str, float]:
 
 def read_rate(corpus: Path, tokenizer: Path, cache: Path, batch: int, seq_len: int) -> float:
     """Batches per second: the indices of a step and its rows read from the memory maps."""
-    from bench.sampling import batch_indices
     from bench.text.config import DataConfig
     from bench.text.shards import prepare_lm_data
+    from bench.training.sampling import batch_indices
 
     cfg = DataConfig(train=str(corpus), seq_len=seq_len, tokenizer={"path": str(tokenizer)})
     rows = prepare_lm_data(cfg, cache).train
@@ -114,10 +114,10 @@ def training_rate(batch: int, seq_len: int) -> float:
     """Optimizer steps per second of the demo LM (suites/demo/lm.yaml's model and shape)."""
     import torch
 
+    from bench.config.suite import load_suite
     from bench.lm.config import LMConfig
     from bench.lm.model import build_model
     from bench.lm.objectives import causal_lm_loss
-    from bench.suite import load_suite
 
     config: LMConfig = load_suite(ROOT / "suites/demo/lm.yaml").variants["softmax"].config
     model = build_model(config.model, 8192, tied=False)
@@ -141,9 +141,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[40, 160, 640], help="MB")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
-    from bench.data.demo_text import data_root
+    from bench.util.paths import cache_home
 
-    source = data_root() / "demo-text" / "train.jsonl"
+    source = cache_home() / "demo-text" / "train.jsonl"
     with tempfile.TemporaryDirectory(prefix="token-shards-") as tmp_name:
         tmp = Path(tmp_name)
         tokenizer = train_tokenizer(source, tmp)

@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bench.budget import StageBudget
-from bench.distributed import join, leave, local_part, world
 from bench.schema import OptimConfig
-from bench.train import Stage, train_stage
+from bench.training.budget import StageBudget
+from bench.training.distributed import join, leave, local_part, world
+from bench.training.train import Stage, train_stage
 
 BATCH, MICRO, STEPS = 8, 2, 17
 

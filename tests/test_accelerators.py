@@ -2,7 +2,12 @@
 
 import pytest
 
-from bench.accelerators import ACCELERATORS, efficiency_metrics, find_accelerator, peak_flops
+from bench.training.accelerators import (
+    ACCELERATORS,
+    efficiency_metrics,
+    find_accelerator,
+    peak_flops,
+)
 
 T = 1e12
 

@@ -9,12 +9,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.budget import StageBudget, lr_factor, split_budget
 from bench.contract import BudgetConfig, Stage, StepCost
 from bench.errors import RunFailed, UserError
-from bench.flops import count_flops, count_flops_abstract
 from bench.schema import OptimConfig
-from bench.train import train_stage
+from bench.training.budget import StageBudget, lr_factor, split_budget
+from bench.training.flops import count_flops, count_flops_abstract
+from bench.training.train import train_stage
 
 LOG = logging.getLogger("test")
 N, A, B, C = 8, 12, 20, 6
@@ -147,20 +147,20 @@ def test_a_flops_budget_spent_before_the_horizon_keeps_every_step_in_the_curve(t
 def test_losses_reach_the_host_every_few_steps_not_every_step(tmp_path, monkeypatch):
     """A read of the losses waits for the device: it happens every FLUSH_EVERY steps and at
     each validation (every 4 here) and at the end, each read covering the steps since the last."""
-    import bench.train
+    import bench.training.train
 
     reads: list[int] = []
-    flush = bench.train._Pending.flush
+    flush = bench.training.train._Pending.flush
 
     def counted(self, seconds, result):
         reads.append(len(self.losses))
         return flush(self, seconds, result)
 
-    monkeypatch.setattr(bench.train._Pending, "flush", counted)
+    monkeypatch.setattr(bench.training.train._Pending, "flush", counted)
     torch.manual_seed(0)
     result = train_stage(regression_stage(stack()), StageBudget("steps", 25), tmp_path,
                          torch.device("cpu"), LOG, progress=False)
-    assert bench.train.FLUSH_EVERY == 10
+    assert bench.training.train.FLUSH_EVERY == 10
     assert reads == [4, 4, 2, 2, 4, 4, 4, 1]  # after steps 4, 8, 10, 12, 16, 20, 24 and 25
     assert [r["step"] for r in result.curve] == list(range(1, 26))
     assert all(math.isfinite(r["loss"]) and r["wall"] > 0 for r in result.curve)

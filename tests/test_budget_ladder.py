@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
+from bench.config.plan import plan
+from bench.config.suite import load_suite
 from bench.family import _FAMILIES
-from bench.plan import plan
-from bench.suite import load_suite
 
 
 @pytest.fixture(autouse=True)

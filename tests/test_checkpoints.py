@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from bench.atomic import STALE_AFTER_S, build_dir, remove_stale_temporaries
-from bench.budget import StageBudget
 from bench.errors import RunFailed
 from bench.schema import OptimConfig
-from bench.train import Stage, StageResult, train_stage
+from bench.training.budget import StageBudget
+from bench.training.train import Stage, StageResult, train_stage
+from bench.util.atomic import STALE_AFTER_S, build_dir, remove_stale_temporaries
 
 STEPS = 12
 EVERY = 4

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from store_suite import write_suite
 
-from bench.claims import process_start, read_claim
 from bench.cli import main
-from bench.cluster import JobRecord, Submitter, Tracked
-from bench.plan import plan
-from bench.provenance import now
-from bench.store import Store
-from bench.suite import load_suite
+from bench.config.plan import plan
+from bench.config.suite import load_suite
+from bench.execution.cluster import JobRecord, Submitter, Tracked
+from bench.store.claims import process_start, read_claim
+from bench.store.provenance import now
+from bench.store.runs import Store
 
 # Timing and throughput differ from run to run; everything else a run records must not.
 TIMED = ("seconds", "_per_s", ".iqr", "ms_per", "flops_per_s", "mfu", "peak_memory")

@@ -13,9 +13,9 @@ from optuna.trial import TrialState
 from test_sweep import write_suite
 
 from bench.cli import main
-from bench.store import Store
-from bench.suite import load_suite
-from bench.sweep import load_study, open_storage, study_name
+from bench.config.suite import load_suite
+from bench.execution.sweep import load_study, open_storage, study_name
+from bench.store.runs import Store
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from bench.budget import StageBudget
 from bench.schema import OptimConfig
-from bench.train import Stage, StageResult, train_stage
+from bench.training.budget import StageBudget
+from bench.training.train import Stage, StageResult, train_stage
 
 
 def _train(compiled: bool, folder: Path) -> StageResult:

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from test_report import reported_spec
 
+from bench.config.suite import load_suite
 from bench.errors import UserError
 from bench.family import _FAMILIES
 from bench.report import ReportSpec, compute, render_report, tables
 from bench.report import render as render_mod
-from bench.store import Store
-from bench.suite import load_suite
+from bench.store.runs import Store
 
 SUITE = "ladder-demo"
 RUNGS = [1e15, 3e15, 1e16, 3e16, 1e17]

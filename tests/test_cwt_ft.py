@@ -75,8 +75,8 @@ def test_cwt_gradients_repeat_bit_for_bit_with_threads():
 def tiny_run(workspace: Path) -> Path:
     """The folder of a finished tiny cwt_ft run, in which another writer's temporary folder
     `model.tmp` was in progress while the run saved its model."""
-    from bench.plan import plan
-    from bench.suite import load_suite
+    from bench.config.plan import plan
+    from bench.config.suite import load_suite
 
     suite, results = suite_file(workspace, "params.yaml", flops=2e8), workspace / "res-params"
     (run,) = plan(load_suite(suite), ["cwt_ft"], [0])

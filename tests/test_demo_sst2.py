@@ -13,16 +13,16 @@ import pandas as pd
 import pytest
 
 from bench.data.demo_sst2 import build_demo_sst2
-from bench.data.demo_text import data_root
 from bench.data.sources import VADER, DownloadFailed, fetch
 from bench.errors import UserError
+from bench.util.paths import cache_home
 
 LAYOUT = {"SST-2/train.tsv", "SST-2/dev.tsv", "SOURCES.md", "manifest.json"}
 
 
 @pytest.fixture(scope="module")
 def downloads() -> Path:
-    folder = data_root() / "downloads"
+    folder = cache_home() / "downloads"
     try:
         fetch(VADER, folder)
     except DownloadFailed as error:

@@ -14,8 +14,8 @@ if TYPE_CHECKING:
     from bench.lm.config import LMConfig
 
 from bench.cli import _without_option
-from bench.distributed import World, local_part
 from bench.errors import ClaimRefused, UserError
+from bench.training.distributed import World, local_part
 
 SCRIPT = Path(__file__).with_name("ddp_stage.py")
 

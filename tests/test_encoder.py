@@ -23,13 +23,13 @@ from bench.encoder.finetune import (
 from bench.encoder.masking import MaskedBatch, Vocabulary, mask_rows, step_generator
 from bench.encoder.model import build_encoder, count_parameters, trained_parameters
 from bench.encoder.objectives import encode, mlm_loss, nce_loss
-from bench.evals.adapters import PairClassifier
+from bench.evals.adapters import Example, FinetuneConfig, PairClassifier
 from bench.evals.evaluator import EvalResult, EvalSetting
-from bench.evals.glue import EVALUATOR, Example, FinetuneConfig, GlueEvalConfig
-from bench.flops import count_flops
+from bench.evals.glue import EVALUATOR, GlueEvalConfig
 from bench.text.config import TokenizerConfig
 from bench.text.cwt import cwt_loss
 from bench.text.data import load_tokenizer
+from bench.training.flops import count_flops
 
 SPECIAL = (0, 1, 2, 3, 4)  # pad, cls, sep, mask, eos
 VOCAB = Vocabulary(size=500, mask_id=3, special_ids=SPECIAL)

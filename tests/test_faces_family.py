@@ -13,9 +13,7 @@ import pytest
 import torch
 from pydantic import BaseModel
 
-from bench.budget import StageBudget
 from bench.cli import main
-from bench.distributed import World
 from bench.errors import UserError
 from bench.evals.evaluator import EvalResult, EvalSetting
 from bench.evals.fddb import FDDBEvalConfig
@@ -31,7 +29,9 @@ from bench.faces.inference import detect_scales, single_scale
 from bench.faces.model import build_ssh, to_input
 from bench.faces.targets import border_for, ssh_loss
 from bench.schema import OptimConfig
-from bench.train import Stage, train_stage
+from bench.training.budget import StageBudget
+from bench.training.distributed import World
+from bench.training.train import Stage, train_stage
 
 
 @pytest.mark.slow

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from bench.distributed import World
 from bench.errors import UserError
 from bench.faces.anchors import module_anchors
 from bench.faces.batches import TrainingBatch, TrainingBatches
@@ -15,7 +14,8 @@ from bench.faces.config import FacesConfig
 from bench.faces.data import WiderTrainSet, resize_for_training, resized_shape, training_scale
 from bench.faces.model import build_ssh
 from bench.faces.targets import border_for, image_generators, ssh_loss
-from bench.loading import StepLoader
+from bench.training.distributed import World
+from bench.training.loading import StepLoader
 
 SEED = 3
 

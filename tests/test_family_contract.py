@@ -11,12 +11,12 @@ import pytest
 from pydantic import BaseModel
 
 from bench.cli import main
+from bench.config.suite import load_suite
 from bench.contract import Family, RunContext
 from bench.evals import adapters
 from bench.evals.evaluator import Evaluator
 from bench.evals.registry import evaluators_for, get_evaluator, known_evaluators
 from bench.family import _FAMILIES, get_family, known_families
-from bench.suite import load_suite
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 SUITES = Path(__file__).resolve().parents[1] / "suites"
@@ -156,7 +156,7 @@ def test_every_evaluator_conforms_to_the_protocol(name):
 
 
 def test_the_run_context_protocol_is_what_the_runner_gives():
-    from bench.runner import RunFolderContext
+    from bench.execution.runner import RunFolderContext
 
     attributes, methods = _protocol_members(RunContext)
     fields = set(RunFolderContext.__dataclass_fields__) | {"main"}
@@ -168,47 +168,110 @@ def test_the_run_context_protocol_is_what_the_runner_gives():
 
 
 def _imports(path: Path) -> set[str]:
-    """The modules a file imports, at any depth (lazy imports inside functions count)."""
+    """The bench modules a file imports, at any depth (lazy imports inside functions count);
+    `from bench.pkg import module` names the module, not the package."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-    return found
+            modules = {f"{node.module}.{a.name}" for a in node.names} & set(MODULES)
+            found |= modules or {node.module}
+    return {m for m in found if m.split(".")[0] == "bench"}
 
 
-def _bench_package(module: str) -> str | None:
+def _module(path: Path) -> str:
+    parts = path.relative_to(BENCH.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module(p): p for p in BENCH.rglob("*.py")}
+
+
+def _part(module: str) -> str | None:
+    """The part of bench a module belongs to: its package, or a module of the ground floor."""
     parts = module.split(".")
     return parts[1] if parts[0] == "bench" and len(parts) > 1 else None
 
 
-def test_families_and_evaluators_import_no_other_family():
-    for path in BENCH.rglob("*.py"):
-        own = path.relative_to(BENCH).parts[0]
-        used = {_bench_package(m) for m in _imports(path)}
-        if own in FAMILY_PACKAGES:
-            assert not used & (FAMILY_PACKAGES - {own}), f"{path} imports another family"
-        elif own == "evals":
-            assert not used & FAMILY_PACKAGES, f"{path}: an evaluator imports a family"
-        else:  # the core names families only in the registry, as strings
-            assert not used & FAMILY_PACKAGES, f"{path}: the core imports a family"
+# What each part of bench may import of the others: the pipeline's layers, bottom up (DESIGN.md,
+# "Packages"). A family imports no other family; nothing but `__main__` imports the command line.
+GROUND = {"errors", "schema", "resources", "contract", "family"}
+FAMILY_MAY_IMPORT = GROUND | {"util", "training", "evals", "text", "data"}
+MAY_IMPORT = {
+    "errors": set(), "schema": set(), "resources": {"errors", "schema"},
+    "contract": {"errors", "schema", "resources"}, "family": {"contract"},
+    "util": {"errors"},
+    "data": GROUND | {"util"},
+    "training": GROUND | {"util"},
+    "store": GROUND | {"util"},
+    "evals": GROUND | {"util", "training"},
+    "text": GROUND | {"util", "training", "data"},
+    "config": GROUND | {"util", "evals"},
+    "execution": GROUND | {"util", "config", "training", "store", "evals", "text"},
+    "report": GROUND | {"util", "config", "store", "execution"},
+    "cli": GROUND | {"util", "config", "training", "store", "evals", "execution", "report", "data"},
+    "__main__": {"cli"},
+} | dict.fromkeys(FAMILY_PACKAGES, FAMILY_MAY_IMPORT)
+
+
+def layering_breaches(files: dict[str, set[str]]) -> list[str]:
+    """Each import (file -> the bench modules it imports) that a layer may not make."""
+    breaches = []
+    for module, used in sorted(files.items()):
+        own = _part(module)
+        if own is None:
+            continue
+        allowed = MAY_IMPORT[own] | {own}
+        breaches += [f"{module} imports {m}" for m in sorted(used) if _part(m) not in allowed]
+    return breaches
+
+
+def import_circles(files: dict[str, set[str]]) -> list[list[str]]:
+    """The circles of the module import graph (lazy imports count), each once per entry."""
+    circles, state = [], {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for used in sorted(files.get(module, set()) - {module}):
+            if state.get(used) == "open":
+                circles.append([*path[path.index(used):], used])
+            elif used not in state:
+                visit(used, [*path, used])
+        state[module] = "done"
+
+    for module in sorted(files):
+        if module not in state:
+            visit(module, [module])
+    return circles
+
+
+def test_every_layer_imports_only_what_it_stands_on():
+    files = {module: _imports(path) for module, path in MODULES.items()}
+    assert set(MAY_IMPORT) >= {_part(m) for m in files} - {None}, "a package with no rule"
+    assert layering_breaches(files) == []
+    assert import_circles(files) == []
+    # the rules catch a breach and a circle
+    broken = files | {"bench.training.train": files["bench.training.train"] | {
+        "bench.config.suite"}}
+    assert layering_breaches(broken) == ["bench.training.train imports bench.config.suite"]
+    looped = files | {"bench.util.atomic": {"bench.util.paths"},
+                      "bench.util.paths": {"bench.util.atomic"}}
+    assert [set(c) for c in import_circles(looped)] == [{"bench.util.atomic", "bench.util.paths"}]
 
 
 def test_the_contract_is_the_ground_floor():
-    allowed = {"schema", "resources", "errors"}
     for module in _imports(BENCH / "contract.py"):
-        package = _bench_package(module)
-        assert package is None or package in allowed, f"bench/contract.py imports {module}"
-    assert {_bench_package(m) for m in _imports(BENCH / "evals" / "adapters.py")} <= {
-        None, "schema", "evals", "timing"}
+        assert _part(module) in MAY_IMPORT["contract"], f"bench/contract.py imports {module}"
+    assert {_part(m) for m in _imports(BENCH / "evals" / "adapters.py")} <= {
+        "schema", "evals", "util"}
 
 
 def test_every_suite_keeps_its_run_ids(suite_env):
     """A run's id is its config and seed (and its inputs' contents, fingerprinted apart): the
     suites in suites/ resolve to the ids recorded in suite_run_ids.json, so stored runs stay
     theirs. A deliberate change of a suite or a default regenerates the file."""
-    from bench.plan import run_id
+    from bench.config.plan import run_id
 
     expected = json.loads((Path(__file__).parent / "suite_run_ids.json").read_text())
     got = {}

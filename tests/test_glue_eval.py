@@ -22,18 +22,15 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from bench.cli import main
 from bench.errors import UserError
-from bench.evals.adapters import Finetuned, PairClassifier
+from bench.evals.adapters import Example, FinetuneConfig, Finetuned, PairClassifier, TaskSpec
 from bench.evals.evaluator import EvalSetting
+from bench.evals.finetune_select import _select
 from bench.evals.glue import (
     EVALUATOR,
     PAPER_TASKS,
     TASKS,
-    Example,
-    FinetuneConfig,
     GlueEvalConfig,
     GlueEvaluator,
-    TaskSpec,
-    _select,
     evaluate_task,
     glue_score,
     load_task,

@@ -6,7 +6,7 @@ import pytest
 
 from bench.cli import main
 from bench.evals.glue import PAPER_TASKS
-from bench.store import Store
+from bench.store.runs import Store
 
 SUITE = Path(__file__).resolve().parent.parent / "suites" / "cwt" / "bert-base-glue.yaml"
 # Per variant: a base GLUE task score and training seconds; seeds add small offsets.

@@ -20,12 +20,12 @@ from test_report import _laid_out_texts
 
 import bench.report
 from bench.cli import main
+from bench.config.suite import load_suite
+from bench.execution.runner import _training_metrics
 from bench.family import _FAMILIES
 from bench.report import ReportSpec, compute, tables
 from bench.report import render as render_mod
-from bench.runner import _training_metrics
-from bench.store import Store
-from bench.suite import load_suite
+from bench.store.runs import Store
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"
 BUDGETS = (10, 20, 40)

@@ -18,15 +18,15 @@ from store_suite import write_suite
 from test_family_contract import _sst2_like
 from textgen import narrative_passages, write_jsonl
 
-from bench.atomic import save_torch
 from bench.cli import main
+from bench.config.plan import plan
+from bench.config.suite import load_suite
 from bench.evals.fddb import write_fddb_detections
 from bench.evals.lambada import LambadaEvalConfig, write_task_dir
 from bench.evals.wider import write_wider_predictions
+from bench.execution.runner import branch_checkpoint
 from bench.family import _FAMILIES
-from bench.plan import plan
-from bench.runner import branch_checkpoint
-from bench.suite import load_suite
+from bench.util.atomic import save_torch
 
 SUITE = "hostile"
 OLD = 1_000_000_000  # what is outside was last modified in 2001, so any touch shows

@@ -25,15 +25,15 @@ from typing import Any
 
 import pytest
 
-from bench.claims import HEARTBEAT, STALE_S, process_start
 from bench.cli import main
-from bench.cluster import JobRecord, Submitter, Tracked
+from bench.config.plan import plan
+from bench.config.suite import load_suite
+from bench.execution.cluster import JobRecord, Submitter, Tracked
 from bench.family import _FAMILIES
-from bench.plan import plan
-from bench.provenance import now
 from bench.report import tables
-from bench.store import Store
-from bench.suite import load_suite
+from bench.store.claims import HEARTBEAT, STALE_S, process_start
+from bench.store.provenance import now
+from bench.store.runs import Store
 
 HERE = socket.gethostname()
 DEAD_PID = 2**22 + 1  # above Linux's largest pid_max: no process ever has it
@@ -811,7 +811,7 @@ def _unprivileged(work: Callable[[], Any]) -> Any:
 
     # What the commands import lazily is loaded before the fork: the interpreter's own files
     # may not be readable by the unprivileged user.
-    for module in ("bench.runner", "bench.data.demo_text", "bench.distributed"):
+    for module in ("bench.execution.runner", "bench.data.demo_text", "bench.training.distributed"):
         importlib.import_module(module)
 
     read, write = os.pipe()

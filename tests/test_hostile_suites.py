@@ -12,7 +12,7 @@ import pytest
 from test_suite import BASE
 
 from bench.cli import main
-from bench.yaml_source import MAX_BYTES
+from bench.config.yaml_source import MAX_BYTES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -239,7 +239,7 @@ def test_billion_laughs_in_bounded_memory(tmp_path):
 
 
 def test_anchors_within_the_bounds_still_work(tmp_path):
-    from bench.suite import load_suite
+    from bench.config.suite import load_suite
 
     text = BASE.replace("optim: {lr: 1.0e-3}", "optim: &opt {lr: 1.0e-3}").replace(
         "  cwt: {objective: cwt, head: embedding_transpose}",
@@ -253,7 +253,7 @@ def test_anchors_within_the_bounds_still_work(tmp_path):
 
 
 def test_warmup_in_steps_with_a_steps_budget_is_fine(tmp_path):
-    from bench.suite import load_suite
+    from bench.config.suite import load_suite
 
     path = tmp_path / "suite.yaml"
     path.write_text(BASE.replace("{flops: 1.0e+12}", "{steps: 200}")

@@ -13,11 +13,11 @@ import torch
 
 from bench.cli import main
 from bench.errors import UserError
-from bench.index import rebuild_index
+from bench.execution.runner import RunFolderContext, _record_success
 from bench.report import tables
-from bench.runner import RunFolderContext, _record_success
-from bench.store import Store
-from bench.train import StageResult
+from bench.store.index import rebuild_index
+from bench.store.runs import Store
+from bench.training.train import StageResult
 
 SUITE = "rebuild"
 PROV = {"git_commit": "abc", "device": "cpu", "device_name": "x86_64", "host": "h",
@@ -134,7 +134,7 @@ def test_failed_rebuild_leaves_the_old_index(store: Store, monkeypatch) -> None:
     def broken(*args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("bench.index._index_folder", broken)
+    monkeypatch.setattr("bench.store.index._index_folder", broken)
     with pytest.raises(OSError):
         rebuild_index(store.root)
     assert store.index_path.read_bytes() == before

@@ -9,9 +9,9 @@ from test_end_to_end import SUITE, _bench, index_rows, kill_when
 from textgen import narrative_passages, write_jsonl, write_lm_data
 
 from bench.cli import main
-from bench.fingerprint import changed_inputs, fingerprint, fingerprint_inputs
-from bench.plan import plan
-from bench.suite import load_suite
+from bench.config.plan import plan
+from bench.config.suite import load_suite
+from bench.util.fingerprint import changed_inputs, fingerprint, fingerprint_inputs
 
 
 @pytest.fixture(autouse=True)

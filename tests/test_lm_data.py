@@ -15,11 +15,11 @@ from bench.data.cloze import cut_cloze_passages, select_evenly, target_of
 from bench.data.demo_text import FILES, build_demo_text, is_complete
 from bench.data.sources import DownloadFailed, chunk_paragraphs, strip_gutenberg
 from bench.errors import UserError
-from bench.sampling import batch_at
 from bench.text import shards
 from bench.text.config import DataConfig, TokenizerConfig
 from bench.text.data import EOS, load_tokenizer, open_corpus, read_documents
 from bench.text.shards import RowSource, TokenStream, prepare_lm_data, val_batches
+from bench.training.sampling import batch_at
 
 DOCS = [
     f"Document {n}: the miller of {town} carried {n} sacks of flour to the market at dawn, "

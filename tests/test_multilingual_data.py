@@ -10,11 +10,11 @@ import torch
 from textgen import narrative_passages, write_jsonl
 
 from bench.errors import UserError
-from bench.sampling import batch_indices
 from bench.text.config import DataConfig, SamplingConfig, TokenizerConfig
 from bench.text.data import layout_tokenizer, text_inputs
 from bench.text.languages import language_quotas, language_seed, language_weights
 from bench.text.shards import MixedRows, language_val_batches, prepare_lm_data, shards_input
+from bench.training.sampling import batch_indices
 
 SIZES = {"de": 60, "en": 240, "fr": 20}  # documents per language
 
@@ -407,7 +407,7 @@ def test_a_head_fine_tuning_batch_without_a_row_of_a_language_fails_before_train
     """French gets 2 of 8 pretraining rows but none of the head stage's 2: the run fails at its
     start, naming the batch, not after pretraining."""
     from bench.cli import main
-    from bench.store import Store
+    from bench.store.runs import Store
 
     suite = _lm_suite(tmp_path, wordpiece, head="finetune", budget={
         "steps": 4, "split": {"pretrain": 0.5, "head_finetune": 0.5}},

@@ -12,12 +12,12 @@ from test_lambada_eval import tiny_lm  # noqa: F401 (a fixture, used by name)
 from textgen import narrative_passages, write_jsonl, write_lm_data
 from torch import nn
 
-from bench.budget import StageBudget
 from bench.errors import UserError
 from bench.evals.lambada import HFScorer, LambadaEvalConfig, evaluate_lambada
-from bench.progress import INTERVAL_ENV, progress
 from bench.schema import OptimConfig
-from bench.train import Stage, train_stage
+from bench.training.budget import StageBudget
+from bench.training.train import Stage, train_stage
+from bench.util.progress import INTERVAL_ENV, progress
 
 STEPS = 40
 

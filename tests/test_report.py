@@ -19,11 +19,11 @@ from weasyprint.formatting_structure import boxes
 
 import bench.report
 from bench.cli import main
+from bench.config.suite import PaperTableConfig, load_suite
 from bench.errors import UserError
 from bench.report import ReportSpec, render_report, tables
 from bench.report import render as render_mod
-from bench.store import Store
-from bench.suite import PaperTableConfig, load_suite
+from bench.store.runs import Store
 
 SCHEMA = """
 CREATE TABLE runs (run_id TEXT PRIMARY KEY, suite TEXT, variant TEXT, seed INTEGER,

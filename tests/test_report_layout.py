@@ -18,9 +18,9 @@ from weasyprint.formatting_structure import boxes
 
 from bench.report import ReportSpec, render_report, tables
 from bench.report import render as render_mod
-from bench.report import sweep as sweep_mod
+from bench.report import study as study_mod
 from bench.report.figures import to_svg
-from bench.store import Store
+from bench.store.runs import Store
 
 SUITE = "layout"
 # Names a suite may use that mathtext, TeX or HTML would otherwise interpret.
@@ -213,14 +213,14 @@ def test_sweep_figures_show_parameter_and_metric_names_verbatim() -> None:
                         (0.001, "<b>q", 2.5)]:
         study.add_trial(create_trial(params={"a.$x^2$": a, "b\\{%}": b}, distributions=space,
                                      value=value))
-    source = sweep_mod.SweepSource(study="s", storage="s.journal", metric="val.$nll$",
+    source = study_mod.SweepSource(study="s", storage="s.journal", metric="val.$nll$",
                                    direction="minimize", params=list(space), trials=4,
                                    reported="val_nll", command="bench sweep s.yaml")
-    data = sweep_mod.SweepData(source, study, study.trials, sweep_mod.index_runs(Path("-"), "s"))
+    data = study_mod.SweepData(source, study, study.trials, study_mod.index_runs(Path("-"), "s"))
     shown = {name: re.findall(r"<text[^>]*>([^<]*)</text>", figure(data))
-             for name, figure in [("history", sweep_mod.history_figure),
-                                  ("importance", sweep_mod.importance_figure),
-                                  ("parallel", sweep_mod.parallel_figure)]}
+             for name, figure in [("history", study_mod.history_figure),
+                                  ("importance", study_mod.importance_figure),
+                                  ("parallel", study_mod.parallel_figure)]}
     assert "val.$nll$" in shown["history"]
     assert {"a.$x^2$", "b\\{%}"} <= set(shown["importance"])
     assert {"val.$nll$", "a.$x^2$", "b\\{%}", "$p$", "&lt;b&gt;q"} <= set(shown["parallel"])

@@ -10,10 +10,10 @@ from store_suite import write_suite
 from test_suite import BASE as SUITE_BASE
 
 from bench.cli import main
+from bench.config.plan import plan
+from bench.config.suite import derive_variant, load_suite
 from bench.errors import UserError
-from bench.plan import plan
 from bench.resources import Resources
-from bench.suite import derive_variant, load_suite
 
 BASE = SUITE_BASE.replace("suite: t-suite", "suite: t-resources")
 BLOCK = """\

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from bench.runner import _training_metrics
-from bench.train import StageResult
+from bench.execution.runner import _training_metrics
+from bench.training.train import StageResult
 
 
 def _stage(name: str, flops: float, seconds: float, peak: float = math.nan,

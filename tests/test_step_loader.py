@@ -1,5 +1,6 @@
-"""`bench.loading.StepLoader`: batches read ahead by worker processes are the batches computed
-inline, a restart anywhere continues the same sequence, and no worker outlives the loader."""
+"""`bench.training.loading.StepLoader`: batches read ahead by worker processes are the batches
+computed inline, a restart anywhere continues the same sequence, and no worker outlives the
+loader."""
 
 import multiprocessing
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from bench.errors import UserError
-from bench.loading import StepLoader
+from bench.training.loading import StepLoader
 
 
 class Steps:

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from store_suite import write_suite
 
-import bench.claims
-from bench.claims import CLAIM, HEARTBEAT, LOCK, Owner, heartbeat, read_claim
+import bench.store.claims
 from bench.errors import ClaimRefused
-from bench.store import Store
+from bench.store.claims import CLAIM, HEARTBEAT, LOCK, Owner, heartbeat, read_claim
+from bench.store.runs import Store
 
 SUITE, RUN = "suite", "run0"
 HERE = socket.gethostname()
@@ -70,7 +70,7 @@ def test_a_live_claim_is_respected_and_only_its_holder_records(tmp_path):
 
 
 def test_the_claim_of_a_dead_process_is_taken_over(tmp_path):
-    claim = ("import sys; from pathlib import Path; from bench.store import Store; "
+    claim = ("import sys; from pathlib import Path; from bench.store.runs import Store; "
              "Store(Path(sys.argv[1])).begin('suite', 'v', 0, 'run0', {}, {})")
     subprocess.run([sys.executable, "-c", claim, str(tmp_path)], check=True)
     store = Store(tmp_path)
@@ -98,7 +98,7 @@ def test_a_claim_from_another_host_lives_while_it_beats(tmp_path):
     store = Store(tmp_path)
     with pytest.raises(ClaimRefused, match=r"running in process .* on host elsewhere\.example"):
         begin(store)
-    old = time.time() - bench.claims.STALE_S - 1
+    old = time.time() - bench.store.claims.STALE_S - 1
     os.utime(folder / HEARTBEAT, (old, old))  # its node died: no beat for ten minutes
     begin(store)
     assert index_row(store)["owner_host"] == HERE
@@ -174,10 +174,10 @@ def test_a_lock_left_by_a_killed_process_is_broken(tmp_path, monkeypatch):
     folder = tmp_path / SUITE / RUN
     folder.mkdir(parents=True)
     (folder / LOCK).touch()
-    monkeypatch.setattr(bench.claims, "LOCK_WAIT_S", 0.3)
+    monkeypatch.setattr(bench.store.claims, "LOCK_WAIT_S", 0.3)
     with pytest.raises(TimeoutError, match=f"{LOCK}: held for over"):
         begin(Store(tmp_path))  # a fresh lock is waited for
-    old = time.time() - bench.claims.LOCK_STALE_S - 1
+    old = time.time() - bench.store.claims.LOCK_STALE_S - 1
     os.utime(folder / LOCK, (old, old))
     begin(Store(tmp_path))
     assert not (folder / LOCK).exists()
@@ -214,7 +214,7 @@ def test_a_heartbeat_beats_while_its_body_runs(tmp_path):
     os.utime(tmp_path / HEARTBEAT, (old, old))
     with heartbeat(tmp_path, every_s=0.05):
         time.sleep(0.3)
-    assert bench.claims.heartbeat_age(tmp_path) < 5
+    assert bench.store.claims.heartbeat_age(tmp_path) < 5
 
 
 def test_an_index_from_before_claims_gains_the_owner_columns(tmp_path):
@@ -278,9 +278,9 @@ def test_bench_run_wait_waits_for_the_holder(tmp_path):
     hold = f"""
 import sys, time
 from pathlib import Path
-from bench.plan import plan
-from bench.store import Store
-from bench.suite import load_suite
+from bench.config.plan import plan
+from bench.store.runs import Store
+from bench.config.suite import load_suite
 suite = load_suite(Path({str(suite)!r}))
 (r,) = plan(suite, ["softmax"], None)
 store = Store(Path({str(results)!r}))
@@ -301,9 +301,9 @@ store.finish(r.run_id, {{"acc": 1.0}}, [], {{}})
 
 def test_an_ended_child_not_yet_reaped_is_not_alive():
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
-    since = bench.claims.process_start(child.pid)
+    since = bench.store.claims.process_start(child.pid)
     assert since is not None
     _wait_for(lambda: Path(f"/proc/{child.pid}/stat").read_text().split(")")[-1].split()[0]
               == "Z", "the child to end")
-    assert bench.claims.process_running(child.pid, since) is False  # a zombie, until waited
+    assert bench.store.claims.process_running(child.pid, since) is False  # a zombie, until waited
     child.wait()

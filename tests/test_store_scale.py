@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.report import tables
-from bench.store import Store
+from bench.store.runs import Store
 
 CURVE = [{"step": 10 * k, "flops": 1e9 * k, "tokens": 64 * k, "loss": 5.0 - k / 10}
          | ({"val_nll": 4.0 - k / 10} if k % 2 == 0 else {}) for k in range(1, 9)]

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
+from bench.config.plan import plan
+from bench.config.suite import load_suite
+from bench.config.yaml_source import interpolate
 from bench.errors import UserError
-from bench.plan import plan
-from bench.suite import load_suite
-from bench.yaml_source import interpolate
 
 ROOT = Path(__file__).resolve().parent.parent
 

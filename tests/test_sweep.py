@@ -12,10 +12,10 @@ import pytest
 from optuna.trial import TrialState
 from textgen import narrative_passages, write_jsonl
 
+from bench.config.suite import derive_variant, load_suite, set_field
 from bench.errors import Pruned, UserError
-from bench.store import Store
-from bench.suite import derive_variant, load_suite, set_field
-from bench.sweep import Worker, load_study, open_storage, study_name, suggest
+from bench.execution.sweep import Worker, load_study, open_storage, study_name, suggest
+from bench.store.runs import Store
 
 SUITE = """\
 suite: sweep-test

@@ -15,8 +15,8 @@ from optuna.trial import TrialState, create_trial
 
 from bench.cli import main
 from bench.report import render as render_mod
-from bench.report import sweep as sweep_mod
-from bench.store import Store
+from bench.report import study as study_mod
+from bench.store.runs import Store
 
 SUITE = "tiny-sweep"
 STUDY = f"{SUITE}.sweep"
@@ -322,11 +322,11 @@ def test_storage_needs_a_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_database_passwords_stay_out_of_the_report() -> None:
     url = "postgresql://bench:s3cret@db.example:5432/studies"
-    assert sweep_mod.display_storage(url) == "postgresql://bench:***@db.example:5432/studies"
-    assert sweep_mod.dashboard_command(url) == \
+    assert study_mod.display_storage(url) == "postgresql://bench:***@db.example:5432/studies"
+    assert study_mod.dashboard_command(url) == \
         "optuna-dashboard 'postgresql://bench:***@db.example:5432/studies'"
-    assert sweep_mod.display_storage("results/sweeps/a b.journal") == "results/sweeps/a b.journal"
-    assert sweep_mod.dashboard_command("results/sweeps/a b.journal") == \
+    assert study_mod.display_storage("results/sweeps/a b.journal") == "results/sweeps/a b.journal"
+    assert study_mod.dashboard_command("results/sweeps/a b.journal") == \
         "optuna-dashboard 'results/sweeps/a b.journal'"
 
 
@@ -337,27 +337,27 @@ def test_durations_and_parameters_format() -> None:
     assert render_mod.fmt_param(16) == "16" and render_mod.fmt_param("adamw") == "adamw"
 
 
-def _in_memory(direction: str, trials: list[tuple[float, float, float]]) -> sweep_mod.SweepData:
+def _in_memory(direction: str, trials: list[tuple[float, float, float]]) -> study_mod.SweepData:
     """A study of complete trials (temperature, lr, value) with nothing indexed."""
     study = optuna.create_study(direction=direction)
     for temp, lr, value in trials:
         study.add_trial(create_trial(params={"cwt.temperature": temp, "train.optim.lr": lr},
                                      distributions=SPACE, value=value))
-    source = sweep_mod.SweepSource(study="s", storage="s.journal", metric="val.nll",
+    source = study_mod.SweepSource(study="s", storage="s.journal", metric="val.nll",
                                    direction=direction, params=list(SPACE), trials=4,
                                    reported="val_nll", command="bench sweep s.yaml")
-    return sweep_mod.SweepData(source, study, study.trials, sweep_mod.index_runs(Path("-"), "s"))
+    return study_mod.SweepData(source, study, study.trials, study_mod.index_runs(Path("-"), "s"))
 
 
 def test_importances_need_two_complete_trials_and_a_varying_parameter() -> None:
-    assert sweep_mod.importance_params(_in_memory("minimize", [(0.5, 1e-3, 4.0)])) == []
+    assert study_mod.importance_params(_in_memory("minimize", [(0.5, 1e-3, 4.0)])) == []
     same_lr = _in_memory("minimize", [(0.5, 1e-3, 4.0), (0.2, 1e-3, 4.2)])
-    assert sweep_mod.importance_params(same_lr) == ["cwt.temperature"]
-    assert sweep_mod.importance_figure(same_lr) is not None
-    assert sweep_mod.parallel_figure(_in_memory("minimize", [(0.5, 1e-3, 4.0)])) is None
+    assert study_mod.importance_params(same_lr) == ["cwt.temperature"]
+    assert study_mod.importance_figure(same_lr) is not None
+    assert study_mod.parallel_figure(_in_memory("minimize", [(0.5, 1e-3, 4.0)])) is None
 
 
 def test_best_trial_follows_the_direction_and_breaks_ties_by_number() -> None:
     values = [(0.5, 1e-3, 4.0), (0.2, 2e-3, 3.0), (0.3, 3e-3, 3.0), (0.4, 4e-3, 5.0)]
-    assert sweep_mod.best_trial(_in_memory("minimize", values)).number == 1
-    assert sweep_mod.best_trial(_in_memory("maximize", values)).number == 3
+    assert study_mod.best_trial(_in_memory("minimize", values)).number == 1
+    assert study_mod.best_trial(_in_memory("maximize", values)).number == 3

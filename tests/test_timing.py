@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bench.timing import interleaved, step_rate, summarize
+from bench.util.timing import interleaved, step_rate, summarize
 
 
 class VirtualClock:

@@ -10,11 +10,11 @@ import torch
 from textgen import lm_suite, narrative_passages, write_jsonl
 
 from bench.errors import UserError
-from bench.sampling import batch_indices, permute
 from bench.text import shards
 from bench.text.config import DataConfig
 from bench.text.data import chunk_bounds, open_corpus, read_documents
 from bench.text.shards import prepare_lm_data
+from bench.training.sampling import batch_indices, permute
 
 # --- the permutation of an epoch -----------------------------------------------------------
 

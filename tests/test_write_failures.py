@@ -12,21 +12,21 @@ from pathlib import Path
 import pytest
 from store_suite import write_suite
 
-import bench.atomic
-import bench.train
+import bench.training.train
+import bench.util.atomic
 from bench.cli import main
-from bench.store import Store
+from bench.store.runs import Store
 
 
 class FullDisk:
-    """Makes `bench.atomic`'s writes fail as they do on a full disk (ENOSPC from the write
+    """Makes `bench.util.atomic`'s writes fail as they do on a full disk (ENOSPC from the write
     itself): those of checkpoints and, once `spreading`, every write after the first failure,
     until `lift`."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, spreading: bool):
-        self.real, self.spreading = bench.atomic.write_via, spreading
+        self.real, self.spreading = bench.util.atomic.write_via, spreading
         self.on, self.full = True, False
-        monkeypatch.setattr(bench.atomic, "write_via", self)  # every whole-file write
+        monkeypatch.setattr(bench.util.atomic, "write_via", self)  # every whole-file write
 
     def __call__(self, path: Path, write: Callable[[Path], object]) -> None:
         if self.on and (path.parent.name == "checkpoints" or (self.spreading and self.full)):
@@ -136,7 +136,7 @@ def test_a_preemption_signal_during_a_write_is_handled_once_the_file_is_whole(tm
     previous = signal.signal(signal.SIGUSR2, preempted)
     try:
         with pytest.raises(SystemExit):
-            bench.atomic.write_via(tmp_path / "a.bin", signalled_midway)
+            bench.util.atomic.write_via(tmp_path / "a.bin", signalled_midway)
         assert (tmp_path / "a.bin").read_bytes() == b"half and the rest"
         assert signal.getsignal(signal.SIGUSR2) is preempted
     finally:

@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 import torch
 
-from bench import train
-from bench.budget import StageBudget, lr_factor, shared_steps
 from bench.cli import main
+from bench.config.plan import plan
+from bench.config.suite import load_suite
 from bench.family import _FAMILIES
-from bench.plan import plan
 from bench.schema import OptimConfig
-from bench.suite import load_suite
-from bench.train import Branches, Stage, branch_file, train_stage
+from bench.training import train
+from bench.training.budget import StageBudget, lr_factor, shared_steps
+from bench.training.train import Branches, Stage, branch_file, train_stage
 
 LOG = logging.getLogger("test.wsd")
 WSD = "{lr: 0.05, schedule: wsd, warmup: 3, decay: 0.25}"

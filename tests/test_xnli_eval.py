@@ -19,9 +19,8 @@ from toy_family import WordCounts
 
 from bench.cli import main
 from bench.errors import UserError
-from bench.evals.adapters import Finetuned, PairClassifier
+from bench.evals.adapters import Example, FinetuneConfig, Finetuned, PairClassifier
 from bench.evals.evaluator import EvalSetting
-from bench.evals.glue import Example, FinetuneConfig
 from bench.evals.registry import get_evaluator
 from bench.evals.xnli import (
     EVALUATOR,

@@ -43,6 +43,7 @@ class WordCounts:
 class ToyFamily:
     name = "toy"
     item_unit = "rows"
+    text_layout: str | None = None
     config_model = ToyConfig
     adapters = (PairClassifier,)
     default_metrics = ["glue.score", "val.mse"]

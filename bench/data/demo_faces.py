@@ -30,7 +30,7 @@ official tool draws), so an upright face has angle +-pi/2, as FDDB's angles clus
 we write pi/2. Every face is annotated, even those under FDDB's ~20 px floor.
 
 The build is deterministic (same bytes for the same seed and package versions: JPEGs through cv2
-at a fixed quality, .mat headers without scipy's time stamp), atomic (bench.atomic.build_dir)
+at a fixed quality, .mat headers without scipy's time stamp), atomic (bench.util.atomic.build_dir)
 and idempotent: manifest.json lists every file's hash, and a folder whose files do not match it
 is rebuilt.
 """
@@ -44,10 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.atomic import build_dir
-from bench.data.demo_text import data_root
 from bench.data.manifest import file_entries, matches_manifest, read_manifest, sha256_bytes
 from bench.errors import UserError
+from bench.util.atomic import build_dir
+from bench.util.paths import cache_home
 
 # Bump when the output changes, so that existing builds are redone.
 BUILD_FORMAT = 1
@@ -328,7 +328,7 @@ def build_demo_faces(out_dir: Path | None = None, seed: int = 0) -> Path:
 
     A folder there that is not a finished build is replaced when it is empty or an earlier
     demo-faces build (its manifest names it); any other folder is left alone (UserError)."""
-    out_dir = Path(out_dir) if out_dir is not None else data_root() / NAME
+    out_dir = Path(out_dir) if out_dir is not None else cache_home() / NAME
     if is_complete(out_dir, seed):
         return out_dir
     if out_dir.exists():

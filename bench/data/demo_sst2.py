@@ -30,10 +30,10 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.data.demo_text import data_root
 from bench.data.manifest import file_entries, matches_manifest, sha256_bytes, write_build
 from bench.data.sources import VADER, fetch, read_member
 from bench.errors import UserError
+from bench.util.paths import cache_home
 
 # Bump when the output changes, so that existing builds are redone.
 BUILD_FORMAT = 1
@@ -108,10 +108,10 @@ def is_complete(out_dir: Path) -> bool:
 
 def build_demo_sst2(out_dir: Path | None = None, downloads: Path | None = None) -> Path:
     """Build the set into `out_dir` (default $BENCH_DATA/demo-sst2) unless already built."""
-    out_dir = Path(out_dir) if out_dir is not None else data_root() / NAME
+    out_dir = Path(out_dir) if out_dir is not None else cache_home() / NAME
     if is_complete(out_dir):
         return out_dir
-    downloads = Path(downloads) if downloads is not None else data_root() / "downloads"
+    downloads = Path(downloads) if downloads is not None else cache_home() / "downloads"
     rows = read_ground_truth(fetch(VADER, downloads))
     examples = label_sentences(rows)
     splits = split_dev(examples)

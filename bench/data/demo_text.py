@@ -7,7 +7,6 @@ directory without a valid manifest is a half-built one and is rebuilt.
 """
 
 import json
-import os
 from pathlib import Path
 
 from bench.data.cloze import RULE, cut_cloze_passages, select_evenly
@@ -21,6 +20,7 @@ from bench.data.sources import (
     read_kjv,
     read_shakespeare,
 )
+from bench.util.paths import cache_home
 
 # Bump when the output changes, so that existing builds are redone.
 BUILD_FORMAT = 1
@@ -34,11 +34,6 @@ CLOZE_WORDS = (40, 120)
 FILES = ("train.jsonl", "val.jsonl", "lambada_proxy.jsonl", "SOURCES.md")
 
 
-def data_root() -> Path:
-    """Where fetched archives and built datasets live: $BENCH_DATA or ~/.cache/headless-bench."""
-    return Path(os.environ.get("BENCH_DATA") or "~/.cache/headless-bench").expanduser()
-
-
 def is_complete(out_dir: Path) -> bool:
     """Whether `out_dir` holds a finished build of this format with every file intact."""
     return matches_manifest(out_dir, BUILD_FORMAT, FILES)
@@ -46,10 +41,10 @@ def is_complete(out_dir: Path) -> bool:
 
 def build_demo_text(out_dir: Path | None = None, downloads: Path | None = None) -> Path:
     """Build the corpus into `out_dir` (default $BENCH_DATA/demo-text) unless already built."""
-    out_dir = Path(out_dir) if out_dir is not None else data_root() / "demo-text"
+    out_dir = Path(out_dir) if out_dir is not None else cache_home() / "demo-text"
     if is_complete(out_dir):
         return out_dir
-    downloads = Path(downloads) if downloads is not None else data_root() / "downloads"
+    downloads = Path(downloads) if downloads is not None else cache_home() / "downloads"
     corpora = {
         KJV: read_kjv(fetch(KJV, downloads)),
         SHAKESPEARE: read_shakespeare(fetch(SHAKESPEARE, downloads), CHUNK_WORDS),

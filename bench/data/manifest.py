@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.atomic import write_text
+from bench.util.atomic import write_text
 
 MANIFEST = "manifest.json"
 

@@ -11,6 +11,7 @@ from bench.evals.adapters import PairClassifier
 class EncoderFamily:
     name = "encoder"
     item_unit = "tokens"
+    text_layout: str | None = "mlm"
     config_model = EncoderConfig
     adapters = (PairClassifier,)
     default_metrics = ["glue.score", "val.mlm_nll", "val.mlm_acc", "model.total_params"]
@@ -34,11 +35,11 @@ class EncoderFamily:
         from bench.encoder.masking import MaskedBatch, predicted_per_row
         from bench.encoder.model import build_encoder
         from bench.encoder.objectives import mlm_loss
-        from bench.flops import count_flops_abstract
         from bench.text.data import vocab_size
+        from bench.training.flops import count_flops_abstract
 
         vocab = vocab_size(config.data.tokenizer, layout="mlm")
-        from bench.distributed import World, local_part
+        from bench.training.distributed import World, local_part
 
         micro = config.train.micro_batch(processes)
         local_part(config.train.batch_size, current=World(0, processes), micro=micro)
@@ -73,8 +74,6 @@ class EncoderFamily:
     def execute(self, run: RunSpec, ctx: RunContext) -> None:
         import torch
 
-        from bench.atomic import build_dir
-        from bench.distributed import local_part, world
         from bench.encoder.finetune import BertPairClassifier
         from bench.encoder.masking import (
             Vocabulary,
@@ -91,6 +90,8 @@ class EncoderFamily:
             language_val_batches,
             prepare_lm_data,
         )
+        from bench.training.distributed import local_part, world
+        from bench.util.atomic import build_dir
 
         cfg: EncoderConfig = run.config
         device = ctx.device

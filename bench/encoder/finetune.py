@@ -26,12 +26,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import BertModel, PreTrainedTokenizerFast
 
-from bench.budget import StageBudget
 from bench.contract import Stage
-from bench.evals.adapters import Finetuned
-from bench.evals.glue import Example, FinetuneConfig, TaskSpec
-from bench.sampling import epoch_permutation
-from bench.train import train_stage
+from bench.evals.adapters import Example, FinetuneConfig, Finetuned, TaskSpec
+from bench.training.budget import StageBudget
+from bench.training.sampling import epoch_permutation
+from bench.training.train import train_stage
 
 
 @dataclass(frozen=True)

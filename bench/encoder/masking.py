@@ -30,7 +30,7 @@ class MaskedBatch(NamedTuple):
     targets: Tensor
 
     def to(self, device: torch.device) -> "MaskedBatch":
-        from bench.loading import to_device
+        from bench.training.loading import to_device
 
         return MaskedBatch(*(to_device(t, device) for t in self))
 

@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from pydantic import Field
 
-from bench.schema import Int, Strict
+from bench.schema import Float, Int, OptimConfig, Strict
 
 if TYPE_CHECKING:
     import numpy as np
     from lm_eval.api.model import LM
 
-    from bench.evals.glue import Example, FinetuneConfig, TaskSpec
-    from bench.timing import Timing
+    from bench.util.timing import Timing
 
 Size = tuple[int, int]  # (shortest side, cap on the longest side), in pixels
 Mode = Literal["single", "pyramid"]
@@ -45,6 +44,49 @@ class ContinuationScorer(Protocol):
         """The same model as a standard Hugging Face folder (what the `lm_eval` command
         loads), when it has been saved."""
         ...
+
+
+# ---- the pair-classifier vocabulary: what a task is, an example, the fine-tuning protocol
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What the harness needs to know of a task: its folders, label count, dev splits, metrics."""
+
+    name: str
+    folder: str
+    num_labels: int
+    dev_splits: tuple[str, ...]
+    metrics: tuple[str, ...]
+    score: str
+
+    @property
+    def is_regression(self) -> bool:
+        return self.num_labels == 1
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled example; `idx` pairs it with its prediction."""
+
+    idx: int
+    text_a: str
+    text_b: str | None
+    label: int | float
+
+
+class FinetuneConfig(Strict):
+    """The GLUE fine-tuning protocol; the defaults are the CWT paper's (Table 1)."""
+
+    epochs: Int = Field(10, gt=0)
+    batch_size: Int = Field(32, gt=0)
+    optim: OptimConfig = OptimConfig(lr=1e-5, schedule="constant", warmup=0.1, clip=None)
+    class_balanced: bool = Field(True, description="cross-entropy weighted by inverse frequency")
+    dropout: Float = Field(0.1, ge=0, lt=1, description="on the pooled [CLS] vector")
+    max_seq_len: Int = Field(128, gt=2)
+    selection: Literal["best", "last"] = Field(
+        "best", description="which epoch's dev scores are reported: the best one or the last"
+    )
+    eval_batch_size: Int = Field(128, gt=0)
 
 
 @dataclass(frozen=True)
@@ -94,16 +136,3 @@ class FaceDetector(Protocol):
         ...
 
 
-class DetectionScales(Strict):
-    """How a face-detection evaluation resizes images: single scale and the pyramid's base
-    (published: 1200 / 1600 and 800 / 1200 on WIDER FACE)."""
-
-    modes: list[Mode] = ["single"]
-    short: Int = Field(1200, gt=0, description="single scale: shortest side")
-    long: Int = Field(1600, gt=0, description="single scale: cap on the longest side")
-    pyramid_short: Int = Field(800, gt=0, description="pyramid base: shortest side")
-    pyramid_long: Int = Field(1200, gt=0, description="pyramid base: cap on the longest side")
-
-    def size(self, mode: Mode) -> Size:
-        return (self.short, self.long) if mode == "single" else (
-            self.pyramid_short, self.pyramid_long)

@@ -62,6 +62,11 @@ class Evaluator(Protocol):
         """Whether a larger value of `metric` (without the prefix) is better; None: neither."""
         ...
 
+    def is_proxy(self, config: Any) -> bool:
+        """Whether the evaluation scores a stand-in data set, not the benchmark itself (a
+        report labels its metrics so, and says not to compare them with published numbers)."""
+        ...
+
     def inputs(self, config: Any, data_root: str | None) -> dict[str, str]:
         """The files and folders the evaluation reads, by label ('path', 'images'); the run
         names them `evals.<name>.<label>` and their contents join its identity."""

@@ -66,15 +66,15 @@ import numpy as np
 from numpy.typing import ArrayLike
 from pydantic import Field, field_validator
 
-from bench.atomic import write_text
 from bench.errors import UserError
-from bench.evals.adapters import DetectionScales, FaceDetector, Mode, Size
+from bench.evals.adapters import FaceDetector, Mode, Size
 from bench.evals.curves import ROCCurve
-from bench.evals.detection import check_images, direction, score_modes
+from bench.evals.detection import DetectionScales, check_images, direction, score_modes
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
 from bench.evals.io import read_lines, shown
 from bench.schema import Float, Int
-from bench.timing import Timing
+from bench.util.atomic import write_text
+from bench.util.timing import Timing
 
 FOLDS = tuple(range(1, 11))
 # The columns of one line of each kind of region, in file order.
@@ -576,6 +576,9 @@ class FDDBEvaluator:
 
     def higher_is_better(self, metric: str) -> bool | None:
         return direction(metric, lambda name: name.startswith("tpr_"))
+
+    def is_proxy(self, config: FDDBEvalConfig) -> bool:
+        return False  # no `proxy:` key: a suite on proxy images says so in its report notes
 
     def inputs(self, config: FDDBEvalConfig, data_root: str | None) -> dict[str, str]:
         return {part: str(Path(config.root) / part) for part in ("FDDB-folds", "originalPics")}

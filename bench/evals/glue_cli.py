@@ -5,10 +5,11 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.atomic import write_text
 from bench.errors import UserError
-from bench.evals.glue import LAYOUTS, TASKS, Example, TaskSpec
+from bench.evals.adapters import Example, TaskSpec
+from bench.evals.glue import LAYOUTS, TASKS
 from bench.evals.io import check_outputs, json_safe, shown
+from bench.util.atomic import write_text
 
 _SHOWN = 5  # idx listed in an error about missing or unknown examples
 

@@ -8,10 +8,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.atomic import write_text
 from bench.errors import UserError
 from bench.evals.curves import Curve
-from bench.paths import writable_output
+from bench.util.atomic import write_text
+from bench.util.paths import writable_output
 
 SHOWN_CHARS = 80  # the most characters of a user's text an error message quotes
 
@@ -86,7 +86,7 @@ PLOT_SUFFIXES = ("", ".svg", ".png", ".pdf")  # what `--plot` draws (no suffix: 
 
 def check_outputs(json_path: str | Path | None, plot_path: str | Path | None = None) -> None:
     """A command's --json and --plot outputs checked before it scores anything
-    (`bench.paths.writable_output`)."""
+    (`bench.util.paths.writable_output`)."""
     if json_path:
         writable_output(json_path, "--json")
     if plot_path:

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import Field, model_validator
 
-from bench.atomic import enter_dir, write_text
 from bench.errors import UserError
 from bench.evals.adapters import ContinuationScorer
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
 from bench.evals.io import json_records
 from bench.schema import Int, SafeName, Strict
+from bench.util.atomic import enter_dir, write_text
 
 if TYPE_CHECKING:
     from lm_eval.api.model import LM
@@ -100,7 +100,7 @@ def validate_passages(path: Path) -> int:
 def write_task_dir(cfg: LambadaEvalConfig, dest: Path) -> Path:
     """Write `lambada_openai`'s task definition, pointed at the local file, into `dest` (an
     `include_path` for lm-eval); returns `dest`. A link at `dest` is refused and one at the
-    task file replaced, never written through (see `bench.atomic`)."""
+    task file replaced, never written through (see `bench.util.atomic`)."""
     if cfg.path is None:
         raise ValueError(f"task {cfg.task!r} is installed in lm-eval: there is no file to write")
     data = Path(cfg.path).resolve()
@@ -234,6 +234,9 @@ class LambadaEvaluator:
 
     def higher_is_better(self, metric: str) -> bool | None:
         return _HIGHER_IS_BETTER.get(metric)
+
+    def is_proxy(self, config: LambadaEvalConfig) -> bool:
+        return config.proxy
 
     def inputs(self, config: LambadaEvalConfig, data_root: str | None) -> dict[str, str]:
         """A local file joins the run's identity; an installed task's cached data does not."""

@@ -7,9 +7,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.atomic import write_text
 from bench.errors import UserError
 from bench.evals.io import check_outputs
+from bench.util.atomic import write_text
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -46,7 +46,7 @@ def load_saved_model(model_dir: Path) -> tuple[Any, Any]:
     naming the file."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bench.train import describe_load_error
+    from bench.training.train import describe_load_error
 
     if not (model_dir / "config.json").is_file():
         raise UserError(f"--model {model_dir}: not a saved Hugging Face model directory "
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from bench.evals.lambada import HFScorer, LambadaEvalConfig, evaluate_lambada
-    from bench.runner import pick_device
+    from bench.training.distributed import pick_device
 
     try:
         cfg = LambadaEvalConfig(path=args.path, task=args.task, name=args.name,

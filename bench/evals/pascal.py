@@ -58,16 +58,16 @@ import numpy as np
 from numpy.typing import ArrayLike
 from pydantic import Field
 
-from bench.atomic import write_text
 from bench.errors import UserError
-from bench.evals.adapters import DetectionScales, FaceDetector, Mode, Size
+from bench.evals.adapters import FaceDetector, Mode, Size
 from bench.evals.curves import PRCurve, ap_11_point, ap_all_points
-from bench.evals.detection import check_images, direction, score_modes
+from bench.evals.detection import DetectionScales, check_images, direction, score_modes
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
 from bench.evals.io import json_loads, read_lines, shown
 from bench.evals.matfile import load_mat
 from bench.schema import Int
-from bench.timing import Timing
+from bench.util.atomic import write_text
+from bench.util.timing import Timing
 
 MIN_FACE = 30  # plot_AP.py --minw / --minh defaults
 MAX_COORD = 2.0**31  # |corner| bound of files: areas and calibration stay far from overflow
@@ -669,6 +669,9 @@ class PascalEvaluator:
 
     def higher_is_better(self, metric: str) -> bool | None:
         return direction(metric, lambda name: name.startswith("ap"))
+
+    def is_proxy(self, config: PascalEvalConfig) -> bool:
+        return False  # no `proxy:` key: a suite on proxy images says so in its report notes
 
     def inputs(self, config: PascalEvalConfig, data_root: str | None) -> dict[str, str]:
         return {"annotations": config.annotations, "images": config.images}

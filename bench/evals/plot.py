@@ -3,8 +3,8 @@
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.atomic import write_via
 from bench.evals.curves import Curve, PRCurve
+from bench.util.atomic import write_via
 
 
 def plot_curves(curves: Sequence[Curve], path: Path, title: str) -> None:

@@ -1,6 +1,6 @@
 """Face-detector speed as the SSH paper's Table 2 reports it: ms per image at maximum input sizes,
 on synthetic images, every size and mode timed in the same interleaved rounds (see
-`bench.timing`). Metrics: `<mode>.<short>x<long>_ms` (the median), with its `.iqr` and `.n`."""
+`bench.util.timing`). Metrics: `<mode>.<short>x<long>_ms` (the median), with its `.iqr` and `.n`."""
 
 from pydantic import Field
 
@@ -29,6 +29,9 @@ class SpeedEvaluator:
     def higher_is_better(self, metric: str) -> bool | None:
         """The median is better lower; its spread and count are neither."""
         return False if metric.endswith("_ms") else None
+
+    def is_proxy(self, config: SpeedEvalConfig) -> bool:
+        return False  # synthetic images: it times, it scores no data set
 
     def inputs(self, config: SpeedEvalConfig, data_root: str | None) -> dict[str, str]:
         return {}

@@ -55,15 +55,15 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from bench.atomic import enter_dir, write_text
 from bench.errors import UserError
-from bench.evals.adapters import DetectionScales, FaceDetector, Mode, Size
+from bench.evals.adapters import FaceDetector, Mode, Size
 from bench.evals.curves import PRCurve, ap_all_points
-from bench.evals.detection import check_images, direction, score_modes
+from bench.evals.detection import DetectionScales, check_images, direction, score_modes
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
 from bench.evals.io import read_lines, shown
 from bench.evals.matfile import load_mat
-from bench.timing import Timing
+from bench.util.atomic import enter_dir, write_text
+from bench.util.timing import Timing
 
 ImageKey = tuple[str, str]
 SETTINGS = ("easy", "medium", "hard")
@@ -602,6 +602,9 @@ class WiderEvaluator:
 
     def higher_is_better(self, metric: str) -> bool | None:
         return direction(metric, lambda name: name in SETTINGS)
+
+    def is_proxy(self, config: WiderEvalConfig) -> bool:
+        return False  # no `proxy:` key: a suite on proxy images says so in its report notes
 
     def inputs(self, config: WiderEvalConfig, data_root: str | None) -> dict[str, str]:
         """The ground truth and the val images: the only parts of the root scoring reads."""

@@ -53,27 +53,20 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from bench.atomic import enter_dir
 from bench.errors import UserError
-from bench.evals.adapters import PairClassifier
+from bench.evals.adapters import Example, FinetuneConfig, PairClassifier, TaskSpec
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
-from bench.evals.glue import (
-    LAYOUTS,
-    Example,
-    FinetuneConfig,
+from bench.evals.finetune_select import (
     TaskOutcome,
-    TaskSpec,
     finetune_and_select,
     finetune_costs,
     finetuned_direction,
-    iter_tsv,
-    parquet_label,
-    read_parquet_table,
     recorded_outcome,
-    split_metrics,
 )
+from bench.evals.glue import LAYOUTS, iter_tsv, parquet_label, read_parquet_table, split_metrics
 from bench.evals.io import json_records, shown
 from bench.schema import Int, Strict
+from bench.util.atomic import enter_dir
 
 LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi",
              "zh")
@@ -459,6 +452,9 @@ class XnliEvaluator:
 
     def higher_is_better(self, metric: str) -> bool | None:
         return finetuned_direction(metric, ("acc", "dev_acc", "avg", "dev_avg"))
+
+    def is_proxy(self, config: XnliEvalConfig) -> bool:
+        return config.proxy
 
     def inputs(self, config: XnliEvalConfig, data_root: str | None) -> dict[str, str]:
         """The split files the protocols read (per-language folders in the parquet layout)."""

@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.atomic import write_text
 from bench.errors import UserError
 from bench.evals.glue_cli import add_prediction_args
 from bench.evals.io import check_outputs, json_safe, shown
+from bench.util.atomic import write_text
 
 
 def add_parser(evaluators: argparse._SubParsersAction) -> None:

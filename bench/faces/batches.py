@@ -1,9 +1,10 @@
-"""SSH's training batches and evaluation images, built on the CPU (in `bench.loading` workers).
+"""SSH's training batches and evaluation images, built on the CPU (in `bench.training.loading`
+workers).
 
 The batch of step k is a pure function of (seed, k): the images it picks and which of them are
 flipped are drawn for the whole global batch, then each process takes its share
-(`bench.distributed.local_part`) and decodes only those images. Every share is padded to the
-padded shape of the WHOLE global batch, known from the stored image sizes (read from the image
+(`bench.training.distributed.local_part`) and decodes only those images. Every share is padded to
+the padded shape of the WHOLE global batch, known from the stored image sizes (read from the image
 headers once, when the batches are opened): convolution biases make padded borders differ from
 tensor edges, so padding that followed the split would change what the network computes.
 """
@@ -16,7 +17,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.distributed import World, local_part
 from bench.errors import UserError
 from bench.faces.config import FacesTrainConfig
 from bench.faces.data import (
@@ -28,8 +28,9 @@ from bench.faces.data import (
     training_scale,
 )
 from bench.faces.model import to_input
-from bench.loading import to_device
-from bench.sampling import batch_indices
+from bench.training.distributed import World, local_part
+from bench.training.loading import to_device
+from bench.training.sampling import batch_indices
 
 
 class TrainingBatch(NamedTuple):

@@ -14,8 +14,8 @@ from bench.faces.anchors import Specs
 from bench.faces.batches import DetectionImages
 from bench.faces.inference import detect_scales, pyramid_scales, single_scale
 from bench.faces.speed import detector_fn, sync, time_detection
-from bench.loading import StepLoader, to_device
-from bench.timing import Timing, summarize, timed
+from bench.training.loading import StepLoader, to_device
+from bench.util.timing import Timing, summarize, timed
 
 
 class SSHDetector:

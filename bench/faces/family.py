@@ -17,6 +17,7 @@ from bench.faces.config import FacesConfig
 class FacesFamily:
     name = "faces"
     item_unit = "images"
+    text_layout: str | None = None
     config_model = FacesConfig
     adapters = (FaceDetector,)
     default_metrics = ["wider.single.easy", "wider.single.medium", "wider.single.hard"]
@@ -28,8 +29,8 @@ class FacesFamily:
 
     def step_costs(self, config: FacesConfig, processes: int = 1) -> dict[str, StepCost]:
         """Every share is padded to the global batch's shape: the processes change no cost."""
-        from bench.distributed import World, local_part
         from bench.faces.model import build_ssh, ssh_flops
+        from bench.training.distributed import World, local_part
 
         local_part(config.train.batch_size, current=World(0, processes))
 
@@ -62,16 +63,16 @@ class FacesFamily:
     def execute(self, run: RunSpec, ctx: RunContext) -> None:
         import torch
 
-        from bench.atomic import save_torch
         from bench.contract import Stage
-        from bench.distributed import world
         from bench.faces.anchors import module_anchors
         from bench.faces.batches import TrainingBatch, TrainingBatches
         from bench.faces.data import WiderTrainSet
         from bench.faces.detector import SSHDetector
         from bench.faces.model import build_ssh, load_vgg16_imagenet, parameter_counts
         from bench.faces.targets import border_for, image_generators, ssh_loss
-        from bench.loading import StepLoader
+        from bench.training.distributed import world
+        from bench.training.loading import StepLoader
+        from bench.util.atomic import save_torch
 
         cfg: FacesConfig = run.config
         device = ctx.device

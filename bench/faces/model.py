@@ -38,7 +38,7 @@ from torch.nn import functional as F
 
 from bench.errors import UserError
 from bench.faces.config import SSHModelConfig
-from bench.flops import count_flops
+from bench.training.flops import count_flops
 
 PIXEL_MEANS_BGR = (102.98, 115.95, 122.77)
 

@@ -2,7 +2,7 @@
 
 Timing covers the network and the box work (decode, top-k, NMS) of one image, synchronised on a
 GPU. Every configuration compared (model, size, single scale or pyramid) is timed in the same
-interleaved rounds after warm-up (`bench.timing.interleaved`), and reported as the median with
+interleaved rounds after warm-up (`bench.util.timing.interleaved`), and reported as the median with
 its spread. An image of exactly the named size goes through the same scale policy as
 evaluation: single scale keeps it at that size; the pyramid resizes it to its four levels (and
 skips M3 on the largest).
@@ -16,7 +16,7 @@ import torch
 
 from bench.evals.adapters import Mode, Size
 from bench.faces.inference import detect_scales, pyramid_scales, single_scale
-from bench.timing import Timing, interleaved
+from bench.util.timing import Timing, interleaved
 
 # The paper's Quadro P6000 timings of SSH, ms per image, by maximum input size (short, long).
 PAPER_MS_P6000 = {(400, 800): 48, (600, 1000): 74, (800, 1200): 107, (1200, 1600): 182}

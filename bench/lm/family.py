@@ -13,6 +13,7 @@ from bench.lm.config import LMConfig
 class LMFamily:
     name = "lm"
     item_unit = "tokens"
+    text_layout: str | None = "causal"
     config_model = LMConfig
     adapters = (ContinuationScorer,)
     default_metrics = ["lambada.acc", "lambada.ppl", "val.nll"]
@@ -31,13 +32,13 @@ class LMFamily:
         (an unset micro-batch is refused on several): the costs do not depend on it."""
         import torch
 
-        from bench.flops import count_flops_abstract
         from bench.lm.model import build_model, untie_head
         from bench.lm.objectives import causal_lm_loss
         from bench.text.data import vocab_size
+        from bench.training.flops import count_flops_abstract
 
         vocab = vocab_size(config.data.tokenizer)
-        from bench.distributed import World, local_part
+        from bench.training.distributed import World, local_part
 
         micro = config.train.micro_batch(processes)
         local_part(config.train.batch_size, current=World(0, processes), micro=micro)
@@ -78,12 +79,9 @@ class LMFamily:
     def execute(self, run: RunSpec, ctx: RunContext) -> None:
         import torch
 
-        from bench.atomic import build_dir
-        from bench.distributed import local_part, world
         from bench.evals.lambada import HFScorer
         from bench.lm.model import build_model, untie_head
         from bench.lm.objectives import causal_lm_loss, next_token_nll
-        from bench.loading import to_device
         from bench.text.languages import record_sampling
         from bench.text.shards import (
             CACHE_SUBDIR,
@@ -91,6 +89,9 @@ class LMFamily:
             language_val_batches,
             prepare_lm_data,
         )
+        from bench.training.distributed import local_part, world
+        from bench.training.loading import to_device
+        from bench.util.atomic import build_dir
 
         cfg: LMConfig = run.config
         device = ctx.device

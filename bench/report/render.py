@@ -23,12 +23,12 @@ import weasyprint
 from markupsafe import Markup
 from optuna.trial import FrozenTrial
 
-from bench.atomic import remove_stale_temporaries
+from bench.config.suite import PaperTableConfig
 from bench.errors import UserError
 from bench.report import compute, figures, tables
-from bench.report import sweep as sweep_mod
-from bench.report.sweep import SweepData, SweepSource
-from bench.suite import PaperTableConfig
+from bench.report import study as study_mod
+from bench.report.study import SweepData, SweepSource
+from bench.util.atomic import remove_stale_temporaries
 
 DASH = "—"
 STDERR_COLUMN = "eval stderr (lm-eval)"
@@ -204,7 +204,7 @@ def render_report(index_path: Path, spec: ReportSpec, out_dir: Path) -> tuple[Pa
     if spec.table is not None and spec.table.ratios and spec.baseline is None:
         raise UserError(f"report.table.ratios of suite {spec.suite!r}: ratios need "
                         "report.baseline")
-    study = sweep_mod.load_sweep(spec.sweep, index_path) if spec.sweep is not None else None
+    study = study_mod.load_sweep(spec.sweep, index_path) if spec.sweep is not None else None
     data = tables.load_suite(index_path, spec.suite, required=spec.sweep is None,
                              curves=[spec.curve])
     html = stamp(render_html(index_path, spec, data, study))
@@ -256,7 +256,7 @@ def render_html(index_path: Path, spec: ReportSpec, data: tables.SuiteData | Non
         spec=spec,
         index_path=str(index_path),
         sweep=sweep,
-        sweep_storage=sweep_mod.display_storage(spec.sweep.storage) if spec.sweep else None,
+        sweep_storage=study_mod.display_storage(spec.sweep.storage) if spec.sweep else None,
         page="A4 landscape" if orientation == "landscape" else "A4",
         fit=lambda table: fit_width(table, CONTENT_WIDTH_PT[orientation]),
         **parts,
@@ -484,22 +484,22 @@ class SweepSection:
 
 def sweep_section(study: SweepData) -> SweepSection:
     """Format a study's numbers and draw its figures."""
-    counts = sweep_mod.state_counts(study.trials)
+    counts = study_mod.state_counts(study.trials)
     labels = {"surplus": "surplus, never run"}
-    best = sweep_mod.best_trial(study)
+    best = study_mod.best_trial(study)
     return SweepSection(
-        storage=sweep_mod.display_storage(study.source.storage),
-        counts=Table(columns=[labels.get(s, s) for s in sweep_mod.STATES],
-                     rows=[[Cell(str(counts[s]), "num") for s in sweep_mod.STATES]], keep=0),
+        storage=study_mod.display_storage(study.source.storage),
+        counts=Table(columns=[labels.get(s, s) for s in study_mod.STATES],
+                     rows=[[Cell(str(counts[s]), "num") for s in study_mod.STATES]], keep=0),
         n_complete=counts["complete"],
         best=best_trial_view(study, best) if best is not None else None,
-        trials=trials_table(study.source.metric, sweep_mod.trials_frame(study),
-                            sweep_mod.param_names(study)),
-        history_svg=_markup(sweep_mod.history_figure(study)),
-        importance_svg=_markup(sweep_mod.importance_figure(study)),
-        parallel_svg=_markup(sweep_mod.parallel_figure(study)),
-        intermediate_svg=_markup(sweep_mod.intermediate_figure(study)),
-        dashboard=sweep_mod.dashboard_command(study.source.storage),
+        trials=trials_table(study.source.metric, study_mod.trials_frame(study),
+                            study_mod.param_names(study)),
+        history_svg=_markup(study_mod.history_figure(study)),
+        importance_svg=_markup(study_mod.importance_figure(study)),
+        parallel_svg=_markup(study_mod.parallel_figure(study)),
+        intermediate_svg=_markup(study_mod.intermediate_figure(study)),
+        dashboard=study_mod.dashboard_command(study.source.storage),
     )
 
 
@@ -507,17 +507,17 @@ def best_trial_view(study: SweepData, trial: FrozenTrial) -> BestTrial:
     """The best trial's value and parameters at full useful precision, and its run's config with
     the searched fields first and marked."""
     run_id = trial.user_attrs.get("run_id")
-    config = sweep_mod.run_config(study, run_id)
+    config = study_mod.run_config(study, run_id)
     entries = None
     if config is not None:
         entries = [Cell(f"{path} = {value}", "searched" if searched else "")
-                   for path, value, searched in sweep_mod.config_entries(
+                   for path, value, searched in study_mod.config_entries(
                        config, study.source.params)]
     return BestTrial(
         number=trial.number,
         value=f"{trial.value:.6g}",
         params=[(name, fmt_param(trial.params[name], ".6g"))
-                for name in sweep_mod.param_names(study) if name in trial.params],
+                for name in study_mod.param_names(study) if name in trial.params],
         run_id=_text(run_id),
         config=entries,
     )

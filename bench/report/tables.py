@@ -18,7 +18,7 @@ from scipy import stats
 
 from bench.contract import BudgetConfig
 from bench.errors import UserError
-from bench.store import index_error
+from bench.store.runs import index_error
 
 FINISHED = "finished"
 # The runs table's own columns (a report reads none of the claim columns).
@@ -145,11 +145,11 @@ def load_suite(index_path: Path, suite: str, required: bool = True,
 
 
 def _shown_states(index_path: Path, suite: str, runs: pd.DataFrame) -> list[str]:
-    """Each run's state as every command shows it (`bench.cluster.shown_states`): a run the
-    index records as running whose holder is gone is 'interrupted'. A run whose folder is not
+    """Each run's state as every command shows it (`bench.execution.cluster.shown_states`): a run
+    the index records as running whose holder is gone is 'interrupted'. A run whose folder is not
     beside the index (an index read on its own) keeps the state the index records."""
-    from bench.cluster import shown_states
-    from bench.store import Store
+    from bench.execution.cluster import shown_states
+    from bench.store.runs import Store
 
     store = Store(index_path.parent)
     recorded = list(zip(runs["run_id"], runs["state"], strict=True))

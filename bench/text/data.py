@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any, cast
 import tokenizers
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from bench.atomic import build_dir
 from bench.errors import UserError
 from bench.text.config import DataConfig, TokenizerConfig
 from bench.text.languages import is_multilingual, language_configs
+from bench.util.atomic import build_dir
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -73,7 +73,7 @@ def _resolve_format(path: Path, format: str) -> str:
 
 def open_corpus(path: str, format: str = "auto", text_field: str = "text") -> Corpus:
     """The corpus at `path`, checked to exist in the form its format needs (a FIFO, device or
-    socket is refused earlier, by its fingerprint: `bench.fingerprint.path_digest`)."""
+    socket is refused earlier, by its fingerprint: `bench.util.fingerprint.path_digest`)."""
     source = Path(path)
     if not source.exists():
         raise UserError(f"{path}: no such file or directory (expected the training text)")

@@ -18,7 +18,7 @@ A finished build is checked whenever it is opened, before a run trains on it: th
 fields, shard names that are this build's own folders, splits inside the streams, and the SHA-256
 of its own content), each file's size where the manifest fixes it, and each file's SHA-256
 against the one recorded at build time. The digests go through the fingerprint cache
-(`bench.fingerprint`), seeded by the workers as they write: an unchanged file costs a `stat`, a
+(`bench.util.fingerprint`), seeded by the workers as they write: an unchanged file costs a `stat`, a
 changed one is read again (in 1 MiB blocks, its token ids checked below the vocabulary as they
 are hashed) and refused. Anything amiss is an error naming the file and saying to delete the
 build and build it again. A manifest written before digests were recorded gets them on its
@@ -59,19 +59,8 @@ import numpy as np
 import tokenizers
 from pydantic import Field, StringConstraints, ValidationError
 
-from bench.atomic import build_dir, remove_stale_temporaries, write_text, write_via
 from bench.data.manifest import sha256_file
 from bench.errors import UserError
-from bench.fingerprint import (
-    DigestCache,
-    cached_digest,
-    fingerprint,
-    hash_file,
-    path_digest,
-    remember_digest,
-)
-from bench.progress import progress
-from bench.sampling import batch_indices, permute
 from bench.schema import Int, Strict
 from bench.text.config import DataConfig
 from bench.text.data import (
@@ -91,7 +80,18 @@ from bench.text.languages import (
     language_seed,
     language_weights,
 )
-from bench.yaml_source import file_kind
+from bench.training.sampling import batch_indices, permute
+from bench.util.atomic import build_dir, remove_stale_temporaries, write_text, write_via
+from bench.util.fingerprint import (
+    DigestCache,
+    cached_digest,
+    fingerprint,
+    hash_file,
+    path_digest,
+    remember_digest,
+)
+from bench.util.paths import file_kind
+from bench.util.progress import progress
 
 if TYPE_CHECKING:
     import torch
@@ -187,7 +187,8 @@ class RowSource:
         return torch.from_numpy(out)
 
     def step_indices(self, step: int, batch_size: int, seed: int) -> np.ndarray:
-        """The rows optimizer step `step` trains on (see `bench.sampling.batch_indices`)."""
+        """The rows optimizer step `step` trains on (see
+        `bench.training.sampling.batch_indices`)."""
         return batch_indices(len(self), step, batch_size, seed)
 
 
@@ -353,13 +354,13 @@ def shards_fingerprint(cfg: DataConfig, layout: str) -> str:
 def shards_input(cfg: DataConfig, layout: str) -> dict[str, dict[str, str]]:
     """The token shards as a run input: their fingerprint (corpus, tokenizer, settings, the
     tokenizers version) joins the run's identity, so no run resumes on other shards."""
-    from bench.data.demo_text import data_root
+    from bench.util.paths import cache_home
 
     if is_multilingual(cfg):
         return {f"data.shards.{n}": entry for n, c in language_configs(cfg).items()
                 for entry in shards_input(c, layout).values()}
     key = shards_fingerprint(cfg, layout)
-    return {"data.shards": {"path": str(data_root() / CACHE_SUBDIR / f"shards-{key}"),
+    return {"data.shards": {"path": str(cache_home() / CACHE_SUBDIR / f"shards-{key}"),
                             "sha256": key}}
 
 

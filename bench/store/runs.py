@@ -1,13 +1,13 @@
 """The results store: one folder per run, which is the run's record, and an index derived from
-the folders for reports and listings (bench/index.py).
+the folders for reports and listings (bench/store/index.py).
 
 A run's folder holds everything about it: config.json and provenance.json; state.json (running,
 finished, failed or pruned, with the reason and times); claim.json while a process holds the run
-(bench/claims.py); and once it finished, metrics.json, curve.csv and points.json, written before
-state.json says so. Every change of state happens under the folder's lock, each file is written
-whole (bench/atomic.py), and a process writes only the folders of the runs it holds (besides
-removing, once it finished, the branch checkpoint a lower rung of a wsd ladder started from in
-its longest rung's folder): a cluster job needs nothing shared but the folder. A run is
+(bench/store/claims.py); and once it finished, metrics.json, curve.csv and points.json, written
+before state.json says so. Every change of state happens under the folder's lock, each file is
+written whole (bench/util/atomic.py), and a process writes only the folders of the runs it holds
+(besides removing, once it finished, the branch checkpoint a lower rung of a wsd ladder started
+from in its longest rung's folder): a cluster job needs nothing shared but the folder. A run is
 finished exactly when its folder says so; a crash at any earlier point leaves it 'running' (it
 resumes from its checkpoints) or 'failed'.
 """
@@ -24,8 +24,8 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.atomic import no_links, write_text
-from bench.claims import (
+from bench.errors import ClaimRefused, UserError
+from bench.store.claims import (
     Owner,
     drop_claim,
     heartbeat,
@@ -34,8 +34,7 @@ from bench.claims import (
     read_claim,
     write_claim,
 )
-from bench.errors import ClaimRefused, UserError
-from bench.index import (
+from bench.store.index import (
     Imported,
     Unreadable,
     import_folders,
@@ -46,6 +45,7 @@ from bench.index import (
     remove_stale_builds,
     utf8_text,
 )
+from bench.util.atomic import no_links, write_text
 
 CURVE_COLUMNS = ("stage", "step", "tokens", "flops", "loss", "lr", "wall")
 
@@ -120,7 +120,7 @@ class Store:
         provenance, under the folder's lock.
 
         Refused (ClaimRefused) when the run is finished, or held by a live process (see
-        `bench.claims.holder_alive`). A dead holder's claim is taken over, and the run resumes
+        `bench.store.claims.holder_alive`). A dead holder's claim is taken over, and the run resumes
         from its checkpoints. A link standing for the run's folder, or its suite's, is refused
         (LinkRefused), never written through.
         """
@@ -194,7 +194,7 @@ class Store:
 
     def fail(self, run_id: str, reason: str, ended: str, state: str = "failed") -> None:
         """Mark a run that ended without finishing: 'failed', or 'pruned' by a sweep. A reason
-        is recorded as UTF-8 text (see `bench.index.utf8_text`)."""
+        is recorded as UTF-8 text (see `bench.store.index.utf8_text`)."""
         text = utf8_text(reason)
         with self._holding(run_id) as folder:
             _update_state(folder, state=state, reason=text, ended=ended)

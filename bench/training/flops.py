@@ -1,8 +1,8 @@
 """FLOP measurement of real training steps with torch's FlopCounterMode.
 
-Convention (recorded with every number): FLOPs of matrix products, convolutions and attention
-counted from op shapes, forward and backward, 2 per multiply-add (torch.utils.flop_counter);
-elementwise work counts 0. Not 6ND, which leaves out the LM head that CWT removes.
+Convention: FLOPs of matrix products, convolutions and attention counted from op shapes, forward
+and backward, 2 per multiply-add (torch.utils.flop_counter); elementwise work counts 0.
+Not 6ND, which leaves out the LM head that CWT removes.
 """
 
 from collections.abc import Callable
@@ -14,8 +14,6 @@ from torch.utils.flop_counter import (
     sdpa_backward_flop_count,
     sdpa_flop_count,
 )
-
-CONVENTION = "torch.utils.flop_counter.FlopCounterMode: forward+backward, 2 FLOPs per multiply-add"
 
 _aten = torch.ops.aten
 

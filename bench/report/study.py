@@ -80,7 +80,9 @@ class SweepData:
 
 def load_sweep(source: SweepSource, index_path: Path) -> SweepData | None:
     """The study's trials and their runs' index rows; None when the study does not exist yet."""
-    from bench.sweep import open_storage  # imports the runner (torch): only sweeps need it
+    from bench.execution.sweep import (
+        open_storage,  # imports the runner (torch): only sweeps need it
+    )
 
     if "://" not in source.storage and not Path(source.storage).is_file():
         return None

@@ -6,9 +6,6 @@ from pathlib import Path
 
 from bench.errors import UserError
 
-# The text families and the layout their rows take.
-TEXT_LAYOUTS = {"lm": "causal", "encoder": "mlm"}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", help="suite YAML file of a text family (lm, encoder)")
@@ -18,17 +15,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
     """Build each distinct data set of the suite's chosen variants once."""
-    from bench.data.demo_text import data_root
-    from bench.suite import load_suite
+    from bench.config.suite import load_suite
+    from bench.family import get_family, known_families
     from bench.text.shards import CACHE_SUBDIR, prepare_lm_data, shards_fingerprint
+    from bench.util.paths import cache_home
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers {args.workers}: expected at least 1")
     suite = load_suite(args.suite)
-    layout = TEXT_LAYOUTS.get(suite.family.name)
+    layout = suite.family.text_layout
     if layout is None:
+        texts = [name for name in known_families() if get_family(name).text_layout]
         raise UserError(f"{args.suite}: family '{suite.family.name}' reads no text corpus; "
-                        f"tokenize applies to the {' and '.join(TEXT_LAYOUTS)} families")
+                        f"tokenize applies to the {' and '.join(texts)} families")
     unknown = sorted(set(args.only or []) - set(suite.variants))
     if unknown:
         raise UserError(f"--only {', '.join(unknown)}: no such variant in {args.suite} "
@@ -40,7 +39,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         data_cfg = variant.config.data
         key = shards_fingerprint(data_cfg, layout)
         if key not in done:
-            data = prepare_lm_data(data_cfg, Path(data_root()) / CACHE_SUBDIR, layout,
+            data = prepare_lm_data(data_cfg, Path(cache_home()) / CACHE_SUBDIR, layout,
                                    workers=args.workers)
             print(f"{name}: {data.train_tokens} training and {data.val_tokens} validation "
                   f"tokens in {data.folder}", flush=True)

@@ -6,7 +6,6 @@ a mistake in a suite file pass unnoticed or be reported without a place.
 
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import yaml
 
 from bench.errors import UserError
+from bench.util.paths import file_kind
 
 Path_ = tuple[str | int, ...]
 
@@ -95,16 +95,6 @@ def display_path(path: Path) -> str:
     """A path as the user would write it: relative to the working directory when inside it."""
     rel = os.path.relpath(path)
     return str(path) if rel.startswith("..") else rel
-
-
-def file_kind(mode: int) -> str | None:
-    """What a non-regular file is, in words; None for a regular file."""
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-             (stat.S_ISSOCK, "a socket"))
-    if stat.S_ISREG(mode):
-        return None
-    return next((word for test, word in kinds if test(mode)), "a special file")
 
 
 def read_source(path: Path, name: str) -> str:

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from bench.atomic import touch, write_text
+from bench.util.atomic import touch, write_text
 
 CLAIM = "claim.json"
 HEARTBEAT = "heartbeat"
@@ -172,7 +172,7 @@ def drop_claim(folder: Path) -> None:
 
 def beat(folder: Path) -> None:
     """Say that the holder is alive (an empty file's modification time); a link planted there
-    is replaced, never followed (`bench.atomic.touch`)."""
+    is replaced, never followed (`bench.util.atomic.touch`)."""
     touch(folder / HEARTBEAT)
 
 

@@ -34,11 +34,11 @@ import optuna
 import optuna.storages.journal
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from bench.config.plan import run_spec, variant_inputs
+from bench.config.suite import Suite, derive_variant, sweep_variant
+from bench.config.sweep_config import SweepConfig
 from bench.errors import Pruned, RunFailed, UserError
-from bench.plan import run_spec, variant_inputs
-from bench.store import Store
-from bench.suite import Suite, derive_variant, sweep_variant
-from bench.sweep_config import SweepConfig
+from bench.store.runs import Store
 
 MAX_RETRIES = 3  # a trial whose worker died is run again at most this many times
 POLL_S = 2.0  # how often an idle worker looks whether in-flight trials finished or died
@@ -197,7 +197,7 @@ class Worker:
         trial.set_user_attr("run_id", run.run_id)
         self.report(f"trial {trial.number}: {params} -> run {run.run_id}")
         if self.store.state(run.run_id) != "finished":
-            from bench.runner import execute_run  # torch: only where a trial really runs
+            from bench.execution.runner import execute_run  # torch: only where a trial really runs
 
             try:
                 reason = execute_run(run, self.suite.family, self.store, self.device,

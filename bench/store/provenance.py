@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from bench.claims import JOB_ENV
+from bench.store.claims import JOB_ENV
 
 JOB_LOGS_ENV = "BENCH_JOB_LOGS"  # a cluster job's stdout and stderr files (JSON), set by the job
 PACKAGES = ("torch", "transformers", "tokenizers", "lm_eval", "accelerate", "numpy", "pandas",

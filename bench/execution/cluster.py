@@ -18,8 +18,8 @@ checkpoint. A job that dies outright (killed, out of memory, a node lost) leaves
 A job whose state this machine cannot see (SLURM's UNKNOWN, as for a job its accounting does not
 list yet; a local job of another machine, or one whose process start was not recorded while its
 pid is in use) is judged by its run (`job_alive`): alive while the run has a live holder (see
-bench/claims.py), or for `UNSEEN_S` after its submission; after that, without a live holder, it
-has ended. Every command shows a run's state by one rule (`shown_states`: `observe`, then
+bench/store/claims.py), or for `UNSEEN_S` after its submission; after that, without a live holder,
+it has ended. Every command shows a run's state by one rule (`shown_states`: `observe`, then
 `view`), asking SLURM about a job only where the run's folder does not tell (`Observed.live`),
 in one `sacct` call for all the runs a command looks at (`JobStates`).
 """
@@ -39,8 +39,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from bench.atomic import write_text
-from bench.claims import (
+from bench.contract import RunSpec
+from bench.errors import ClaimRefused, UserError
+from bench.resources import Resources
+from bench.store.claims import (
     CLOCK_SKEW_S,
     JOB_ENV,
     STALE_S,
@@ -53,13 +55,11 @@ from bench.claims import (
     read_claim,
     record_json,
 )
-from bench.contract import RunSpec
-from bench.errors import ClaimRefused, UserError
-from bench.index import Unreadable, read_state
-from bench.paths import nearest_existing
-from bench.provenance import JOB_LOGS_ENV, now
-from bench.resources import Resources
-from bench.store import Store
+from bench.store.index import Unreadable, read_state
+from bench.store.provenance import JOB_LOGS_ENV, now
+from bench.store.runs import Store
+from bench.util.atomic import write_text
+from bench.util.paths import nearest_existing
 
 POLL_S = 5.0
 # Times a job may reach its time limit and be requeued (a run longer than a partition's limit
@@ -225,9 +225,9 @@ class RunJob:
         """The run's failure reason, None when it finished (or another process holds it)."""
         import submitit
 
-        from bench.distributed import join, leave
+        from bench.execution.runner import execute_run
         from bench.family import get_family
-        from bench.runner import execute_run, pick_device
+        from bench.training.distributed import join, leave, pick_device
 
         env = enter_job(self.threads)
         if env.num_tasks > 1:
@@ -253,30 +253,31 @@ class RunJob:
 
 
 class WorkerJob:
-    """A sweep worker as a job: `bench sweep ... --worker-index K` in the job's process; its
-    trials are ordinary runs in their folders, its results go to the study's storage."""
+    """A sweep worker as a job: the command line's entry point (`entry`, `bench.cli.main`,
+    handed in) called with `bench sweep ... --worker-index K` in the job's process; its trials
+    are ordinary runs in their folders, its results go to the study's storage."""
 
-    def __init__(self, argv: list[str], threads: int):
-        self.argv, self.threads = argv, threads
+    def __init__(self, entry: Callable[[list[str]], int], argv: list[str], threads: int):
+        self.entry, self.argv, self.threads = entry, argv, threads
 
     def __call__(self) -> int:
-        from bench.cli import main
-
         enter_job(self.threads)
-        return main(self.argv)
+        return self.entry(self.argv)
 
     def checkpoint(self) -> Any:
-        """Preempted: requeued; the study retries the trial it was running (see bench/sweep.py)
-        and the trial's run resumes from its checkpoint."""
+        """Preempted: requeued; the study retries the trial it was running (see
+        bench/execution/sweep.py) and the trial's run resumes from its checkpoint."""
         return requeue(self)
 
 
-def run_workers(kind: str, argv: list[str], n: int, folder: Path, resources: Resources,
-                name: str, say: Callable[[str], None]) -> int:
-    """`n` sweep workers as jobs, waited for; 0 when all of them succeed."""
+def run_workers(kind: str, entry: Callable[[list[str]], int], argv: list[str], n: int,
+                folder: Path, resources: Resources, name: str, say: Callable[[str], None]
+                ) -> int:
+    """`n` sweep workers as jobs, each calling `entry` with `argv`, waited for; 0 when all of
+    them succeed."""
     executor = make_executor(kind, folder / "%j", resources, name, n)
     with refused_submissions(kind, folder), executor.batch():
-        jobs = [executor.submit(WorkerJob([*argv, "--worker-index", str(k)],
+        jobs = [executor.submit(WorkerJob(entry, [*argv, "--worker-index", str(k)],
                                           resources.cpus_per_task)) for k in range(n)]
     for k, job in enumerate(jobs):
         say(f"worker {k}: job {job.job_id} ({kind}), logs {job.paths.stdout.parent}/")

@@ -1,13 +1,30 @@
-"""Where bench may write: the nearest folder that exists on a path, whether a new file can be
-created in it, and an output path checked before any work is done (the results folder, a
-report's folder, an evaluator's --json and --plot files, job records)."""
+"""Where bench keeps its cache (`cache_home`), what a path names (`file_kind`), and where bench
+may write: the nearest folder that exists on a path, whether a new file can be created in it,
+and an output path checked before any work is done (the results folder, a report's folder, an
+evaluator's --json and --plot files, job records)."""
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.yaml_source import file_kind
+
+
+def cache_home() -> Path:
+    """Where fetched archives, built datasets, token shards and the fingerprint cache live:
+    $BENCH_DATA or ~/.cache/headless-bench."""
+    return Path(os.environ.get("BENCH_DATA") or "~/.cache/headless-bench").expanduser()
+
+
+def file_kind(mode: int) -> str | None:
+    """What a non-regular file is, in words; None for a regular file."""
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket"))
+    if stat.S_ISREG(mode):
+        return None
+    return next((word for test, word in kinds if test(mode)), "a special file")
 
 
 def nearest_existing(path: Path) -> Path:
@@ -45,4 +62,18 @@ def writable_output(path: str | Path, label: str, folder: bool = False) -> Path:
         try_create_in(there)
     except OSError as e:
         raise UserError(f"{label} {path}: cannot write in {there} ({e.strerror or e})") from None
+    return path
+
+
+# What a results folder that is not one is told.
+RESULTS_HINT = "; the results folder is given by --results or $BENCH_RESULTS"
+
+
+def check_folder(path: Path, hint: str) -> Path:
+    """`path`; a file where folder `path`, or a folder above it, belongs is a UserError naming it
+    (with `hint`, what the folder is)."""
+    existing = nearest_existing(path)
+    if not existing.is_dir():
+        where = "" if existing == path else f" ({existing} is a file)"
+        raise UserError(f"{path}: not a folder{where}{hint}")
     return path

@@ -4,16 +4,13 @@ import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from bench.config.suite import Suite, rungs, wsd_ladder
 from bench.contract import Family, RunSpec, Variant
 from bench.errors import UserError, did_you_mean
 from bench.evals.registry import get_evaluator
-from bench.fingerprint import changed_inputs, fingerprint_inputs
-from bench.suite import Suite, rungs, wsd_ladder
-
-if TYPE_CHECKING:
-    from bench.store import Store
+from bench.util.fingerprint import fingerprint_inputs
 
 
 def run_id(resolved: dict[str, Any], seed: int,
@@ -30,7 +27,7 @@ def run_id(resolved: dict[str, Any], seed: int,
 
 def variant_inputs(family: Family, variant: Variant, cache_dir: Path | None
                    ) -> dict[str, dict[str, str]]:
-    """The fingerprinted files and folders a variant's runs read (see bench.fingerprint): the
+    """The fingerprinted files and folders a variant's runs read (see bench.util.fingerprint): the
     family's, and each evaluator's as `evals.<name>.<label>`."""
     found = family.inputs(variant.config)
     root = family.data_root(variant.config)
@@ -83,23 +80,3 @@ def _branching_rungs(suite: str, variant: Variant, seeds: list[int],
     return [replace(run, branch_rungs=below) for run in sources.values()] + [
         replace(run_spec(suite, rung, seed, inputs), branch_source=sources[seed].run_id)
         for rung in lower for seed in seeds]
-
-
-def input_conflicts(store: "Store", runs: list[RunSpec]) -> list[str]:
-    """A message for every planned run whose config and seed already ran on other input
-    contents: resuming or reusing that run would mix data it was not trained on."""
-    from bench.index import json_column
-
-    known = {suite: store.runs_by_config(suite) for suite in {run.suite for run in runs}}
-    lines = []
-    for run in runs:
-        key = (run.variant.name, run.seed, json_column(run.resolved))
-        for old in known[run.suite].get(key, []):
-            if old["run_id"] == run.run_id:
-                continue
-            changed = changed_inputs(old["inputs"], run.inputs) or [
-                "inputs not fingerprinted when it ran (an older version of bench)"]
-            lines.append(f"{run.variant.name} seed {run.seed}: run {old['run_id']} "
-                         f"({old['state']}) read other inputs; "
-                         + "; ".join(changed) + f"; new run id {run.run_id}")
-    return lines

@@ -6,8 +6,8 @@ function of the step index and all state (model, optimiser, RNG, meter, curve) i
 atomically, so a run killed at any point resumes to the same result as an uninterrupted one.
 
 Several processes (torchrun) train one stage together through DistributedDataParallel: each
-takes its share of every step's global batch (`bench.distributed.local_part`), gradients are
-averaged, and rank 0 alone writes checkpoints. Step costs count every rank's work, so a budget
+takes its share of every step's global batch (`bench.training.distributed.local_part`), gradients
+are averaged, and rank 0 alone writes checkpoints. Step costs count every rank's work, so a budget
 buys the same steps on any number of devices.
 
 Checkpoints hold only tensors and plain data and are loaded with `weights_only=True`: a results
@@ -37,7 +37,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.atomic import (
+from bench.contract import Stage, StageResult, StepCost
+from bench.errors import RunFailed, UserError
+from bench.schema import OptimConfig
+from bench.training.budget import StageBudget, lr_factor, shared_steps
+from bench.training.distributed import World, from_main, world
+from bench.training.flops import count_flops
+from bench.util.atomic import (
     LinkRefused,
     enter_dir,
     no_links,
@@ -45,13 +51,7 @@ from bench.atomic import (
     remove_stale_temporaries,
     save_torch,
 )
-from bench.budget import StageBudget, lr_factor, shared_steps
-from bench.contract import Stage, StageResult, StepCost
-from bench.distributed import World, from_main, world
-from bench.errors import RunFailed, UserError
-from bench.flops import count_flops
-from bench.progress import progress as progress_display
-from bench.schema import OptimConfig
+from bench.util.progress import progress as progress_display
 
 
 def _optimizer(params: list[nn.Parameter], cfg: OptimConfig, device: torch.device

@@ -22,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from bench.config.sweep_config import SweepConfig
+from bench.config.yaml_source import Located, Path_, display_path, dotted, load_yaml
 from bench.contract import BUDGET_FORMS, UNITS, BudgetConfig, Family, Variant
 from bench.errors import UserError, did_you_mean
 from bench.evals.io import shown
@@ -29,8 +31,7 @@ from bench.evals.registry import evaluators_for, get_evaluator, known_evaluators
 from bench.family import get_family, known_families
 from bench.resources import Resources
 from bench.schema import Float, Int, OptimConfig, Strict, check_name
-from bench.sweep_config import SweepConfig
-from bench.yaml_source import Located, Path_, display_path, dotted, file_kind, load_yaml
+from bench.util.paths import file_kind
 
 CORE_KEYS = {
     "suite", "family", "extends", "description", "seeds", "budget", "evals", "report",
@@ -171,7 +172,7 @@ class Suite:
 
 
 def training_directions(unit: str) -> dict[str, bool | None]:
-    """Which way each metric of the training loop (`bench.runner`: `train.*` per run and
+    """Which way each metric of the training loop (`bench.execution.runner`: `train.*` per run and
     `train.<stage>.*` per stage) is better: rates (FLOP/s, items/s) and MFU up, losses and
     memory down; what the budget bought (steps, FLOPs, items in the family's `unit`, seconds),
     the processes, and a timed rate's spread and count point neither way. Patterns, first
@@ -445,7 +446,7 @@ def rungs(variant: Variant) -> list[Variant]:
 
 def wsd_ladder(variant: Variant) -> bool:
     """Whether a variant's rungs may branch off its longest rung: a ladder of budgets whose
-    steps are known in advance, trained on a wsd schedule (see bench.train.Branches)."""
+    steps are known in advance, trained on a wsd schedule (see bench.training.train.Branches)."""
     return (variant.budget.is_ladder and variant.budget.unit != "seconds"
             and any(optim.schedule == "wsd" for _, optim in _optims(variant.config)))
 

@@ -1,8 +1,8 @@
 """Accelerator peaks and the efficiency figures of a training run (FLOP/s, MFU).
 
 MFU (model FLOPs utilisation) is the FLOPs a run's steps needed (forward and backward, as the
-budget counts them: `bench.flops`) per second of wall time over the device's peak. The peak is
-the vendor datasheet's dense tensor-core throughput (no 2:4 sparsity) at the precision the
+budget counts them: `bench.training.flops`) per second of wall time over the device's peak. The
+peak is the vendor datasheet's dense tensor-core throughput (no 2:4 sparsity) at the precision the
 training loop uses on a GPU: bf16 with fp32 accumulation; fp16 on cards whose tensor cores have
 no bf16 (V100, T4); fp32 on cards with no tensor cores at all (Quadro P6000). Devices are
 matched on the name `torch.cuda.get_device_name()` gives. A card that is not listed, or that is

@@ -1,6 +1,6 @@
 """The results index: a SQLite file derived from the run folders, for reports and listings.
 
-The run folders are the record (see bench/store.py); the index is imported from them by the
+The run folders are the record (see bench/store/runs.py); the index is imported from them by the
 processes that read it (`bench run` as it submits and watches, `bench status`, `bench ls`,
 `bench report`) and never by a cluster job, so only processes on one machine write it (SQLite's
 locks do not hold over network file systems). An import reads only the folders whose record
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from bench.atomic import remove_stale_temporaries, write_via
-from bench.claims import CLAIM, is_text, read_claim
 from bench.errors import UserError
+from bench.store.claims import CLAIM, is_text, read_claim
+from bench.util.atomic import remove_stale_temporaries, write_via
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -64,12 +64,12 @@ STAMPED = ("state.json", CLAIM, "config.json", "metrics.json")
 # A run folder's files are small; anything larger is not one of ours (and is not read whole).
 MAX_FILE_BYTES = 256 * 2**20
 # A folder's JSON nests a few levels (a resolved config: suites nest at most 64 deep, see
-# bench/yaml_source.py); deeper is not ours, and is refused before anything recurses into it.
+# bench/config/yaml_source.py); deeper is not ours, and is refused before anything recurses into it.
 MAX_DEPTH = 100
 _TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
 # SQLite's INTEGER: a signed 64-bit number.
 INT64 = (-(2**63), 2**63 - 1)
-# The states a run's folder records (bench/store.py).
+# The states a run's folder records (bench/store/runs.py).
 STATES = ("running", "finished", "failed", "pruned")
 
 
@@ -139,7 +139,7 @@ def _check_not_folder(path: Path) -> None:
 
 def remove_stale_builds(root: Path) -> None:
     """Remove what a killed `rebuild_index` left in `root`: its temporary index once untouched
-    for a while (see bench.atomic) and that temporary's journal. Called by each rebuild and
+    for a while (see bench.util.atomic) and that temporary's journal. Called by each rebuild and
     once by each Store, as it first opens the index; a leftover that cannot be removed, or that
     a rebuild killed later leaves, waits for the next call."""
     with suppress(OSError):
@@ -337,7 +337,7 @@ def _check_text_fields(name: str, record: dict[str, Any], keys: Iterable[str]) -
 
 def _read_provenance(folder: Path) -> dict[str, Any] | None:
     """provenance.json (None without one), with the fields that readers of the index use
-    checked: times, the input fingerprints (label -> path and sha256, bench/fingerprint.py)
+    checked: times, the input fingerprints (label -> path and sha256, bench/util/fingerprint.py)
     and the package versions (name -> version)."""
     path = folder / "provenance.json"
     if not path.exists():

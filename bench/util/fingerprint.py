@@ -23,7 +23,7 @@ from contextlib import closing
 from pathlib import Path
 
 from bench.errors import UserError
-from bench.yaml_source import file_kind
+from bench.util.paths import file_kind
 
 MISSING = "missing"
 BLOCK = 1 << 20  # bytes read at once while hashing
@@ -36,12 +36,12 @@ class DigestCache:
     """The stat-keyed digest cache; a cache that cannot be written only makes hashing slower."""
 
     def __init__(self, cache_dir: Path | None):
-        from bench.data.demo_text import data_root
+        from bench.util.paths import cache_home
 
         self.con: sqlite3.Connection | None = None
         if os.environ.get("BENCH_REHASH") == "1":
             return
-        path = (data_root() if cache_dir is None else cache_dir) / "fingerprints.sqlite"
+        path = (cache_home() if cache_dir is None else cache_dir) / "fingerprints.sqlite"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.con = sqlite3.connect(path, timeout=30)

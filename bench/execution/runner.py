@@ -15,31 +15,20 @@ from typing import Any
 
 import torch
 
-from bench import provenance
-from bench.accelerators import efficiency_metrics
-from bench.atomic import enter_dir, no_links, open_append, remove_stale_temporaries
-from bench.budget import StageBudget, split_budget
 from bench.contract import Family, RunSpec, Stage, StageResult
-from bench.distributed import from_main, world
 from bench.errors import ClaimRefused, Pruned, RunFailed
 from bench.evals.evaluator import EvalSetting
 from bench.evals.registry import get_evaluator
-from bench.store import Store, write_jsonl
-from bench.timing import step_rate
-from bench.train import Branches, branch_file, train_stage
+from bench.store import provenance
+from bench.store.runs import Store, write_jsonl
+from bench.training.accelerators import efficiency_metrics
+from bench.training.budget import StageBudget, split_budget
+from bench.training.distributed import from_main, world
+from bench.training.train import Branches, branch_file, train_stage
+from bench.util.atomic import enter_dir, no_links, open_append, remove_stale_temporaries
+from bench.util.timing import step_rate
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a write failed for want of space
-
-
-def pick_device(name: str) -> torch.device:
-    """'auto' takes the GPU when there is one; the code path is the same either way."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return device
 
 
 def branch_checkpoint(run: RunSpec, stages: list[str], source_folder: Path) -> Path:

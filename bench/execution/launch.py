@@ -1,0 +1,229 @@
+"""A suite's planned runs started, as `bench run` starts them: inline, one after another in
+this process (`run_inline`), or each as a job on this machine or SLURM (`submit`), into a
+results store checked first (`checked_store`); the command's exit code names the failed runs.
+
+A finished run is skipped, a run another live process holds is left to it (or waited for),
+and a run whose config and seed already ran on other input contents is refused unless asked
+(`input_conflicts`): resuming it would mix data it was not trained on.
+"""
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.config.suite import Suite
+from bench.contract import Family, RunSpec
+from bench.errors import ClaimRefused, UserError
+from bench.store.index import json_column
+from bench.store.runs import Store
+from bench.training.distributed import from_main, join, leave, pick_device, world
+from bench.util.fingerprint import changed_inputs
+from bench.util.paths import (
+    RESULTS_HINT,
+    cache_home,
+    check_folder,
+    nearest_existing,
+    try_create_in,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+# `--wait`: seconds between looks at runs that other processes hold.
+WAIT_POLL_S = 5.0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How the runs are started (`bench run`'s options)."""
+
+    results: Path  # the results folder (checked by `checked_store`)
+    executor: str = "inline"  # inline, local or slurm
+    device: str = "auto"
+    progress: bool = True
+    wait: bool = False  # inline: wait for runs that other processes hold
+    restart_corrupt: bool = False
+    rerun_changed_inputs: bool = False
+    max_parallel: int | None = None  # jobs running at once
+    detach: bool = False  # submit and return
+    resource: list[str] = field(default_factory=list)  # KEY=VALUE overrides of `resources:`
+    status_hint: str = "bench status SUITE"  # the command that shows detached jobs
+
+
+def check_options(options: RunOptions, nproc: int) -> None:
+    """Options that only a cluster executor takes, and what it takes instead of --nproc."""
+    if nproc < 1:
+        raise UserError(f"--nproc {nproc}: expected at least 1 process")
+    if options.executor == "inline":
+        given = [name for name, value in (("--max-parallel", options.max_parallel),
+                                          ("--detach", options.detach),
+                                          ("--resource", options.resource)) if value]
+        if given:
+            raise UserError(f"{given[0]}: only with --executor local or slurm")
+        return
+    if nproc != 1:
+        raise UserError(f"--nproc with --executor {options.executor}: a job's processes come "
+                        "from its resources (gpus_per_node, tasks_per_node, nodes)")
+    if options.max_parallel is not None and options.max_parallel < 1:
+        raise UserError(f"--max-parallel {options.max_parallel}: expected at least 1")
+
+
+def check_split(suite: Suite, runs: list[RunSpec], processes: int) -> None:
+    """A batch that does not split over `processes` fails here, not inside every process."""
+    if processes > 1:
+        for name in {r.variant.name for r in runs}:
+            suite.family.step_costs(suite.variants[name].config, processes)
+
+
+def run_inline(suite: Suite, runs: list[RunSpec], options: RunOptions) -> int:
+    """Every planned run in turn, in this process (one of a torchrun job's, if started so):
+    skip finished ones, leave held ones (or wait for them), report failures."""
+    device = join(pick_device(options.device))
+    try:
+        store = checked_store(runs, options)
+        failures: list[tuple[str, str]] = []
+        held: list[tuple[str, RunSpec]] = []
+        for i, r in enumerate(runs, 1):
+            label = f"[{i}/{len(runs)}] {r.label} ({r.run_id})"
+            holder = _run_unless_held(label, r, suite.family, store, device, options, failures)
+            if holder is not None:
+                print(f"{label}: {holder}, {'waiting for it' if options.wait else 'skipped'}",
+                      flush=True)
+                held.append((label, r))
+        while held and options.wait:
+            time.sleep(WAIT_POLL_S)
+            held = [(label, r) for label, r in held if _run_unless_held(
+                label, r, suite.family, store, device, options, failures)]
+        if held:
+            print(f"{len(held)} of {len(runs)} runs left to the processes running them "
+                  "(bench run --wait waits for them)")
+        return failure_code(failures, len(runs))
+    finally:
+        leave()
+
+
+def _run_unless_held(label: str, r: RunSpec, family: Family, store: Store,
+                     device: "torch.device", options: RunOptions,
+                     failures: list[tuple[str, str]]) -> str | None:
+    """Run `r` (a finished run is skipped, a failure added to `failures`); when another live
+    process holds it, leave it to that process and return the holder in words."""
+    from bench.execution.runner import execute_run
+
+    refused = from_main(store.claim_refusal(r.run_id) if world().main else None)
+    if refused is None:
+        print(f"{label}: running on {device}", flush=True)
+        try:
+            reason = execute_run(r, family, store, device, cache_home(),
+                                 progress=options.progress,
+                                 restart_corrupt=options.restart_corrupt)
+        except ClaimRefused as e:  # another process claimed it since the check above
+            refused = e
+    if refused is not None:
+        if refused.state != "finished":
+            return refused.status
+        print(f"{label}: finished earlier, skipped")
+    elif reason is None:
+        print(f"{label}: finished -> {store.run_dir(r.suite, r.run_id)}")
+    else:
+        print(f"{label}: FAILED: {reason} (log: {store.run_dir(r.suite, r.run_id) / 'run.log'})")
+        failures.append((label, reason))
+    return None
+
+
+def submit(suite: Suite, runs: list[RunSpec], options: RunOptions) -> int:
+    """`--executor local|slurm`: every pending run as a job; follow them to their ends unless
+    `detach`."""
+    from bench.execution.cluster import RunJob, Submitter, check_resources
+    from bench.execution.runner import branch_checkpoint
+
+    resources = {name: v.resources.override(options.resource)
+                 for name, v in suite.variants.items()}
+    for name in {r.variant.name for r in runs}:  # what cannot run fails here, not in a job
+        check_resources(options.executor, resources[name])
+        if resources[name].processes > 1:
+            suite.family.step_costs(suite.variants[name].config, resources[name].processes)
+    store = checked_store(runs, options)
+    results, cache = str(store.root.resolve()), str(cache_home().resolve())
+    limit = options.max_parallel or (len(runs) if options.executor == "slurm" else 1)
+
+    def job_of(run: RunSpec) -> RunJob:
+        threads = resources[run.variant.name].cpus_per_task
+        return RunJob(run, results, options.device, cache, options.restart_corrupt, threads)
+
+    def branch_of(run: RunSpec) -> Path | None:  # in the source's folder, a sibling's
+        return None if run.branch_source is None else branch_checkpoint(
+            run, suite.family.stages(run.config), store.run_dir(suite.name, run.branch_source))
+
+    submitter = Submitter(options.executor, store, suite.name, limit, job_of,
+                          lambda run: resources[run.variant.name], branch_of,
+                          lambda line: print(line, flush=True))
+    submitter.start(runs)
+    if options.detach:
+        held, left = len(submitter.held), len(submitter.waiting) - len(submitter.held)
+        waits = [f"{left} for a place"] * bool(left) + [
+            f"{held} for their longest rung's branch checkpoint"] * bool(held)
+        print(f"submitted; {options.status_hint} shows how the runs go"
+              + (f" (runs wait, {' and '.join(waits)}: bench run submits them)"
+                 if waits else ""))
+        return 0
+    return failure_code(submitter.wait(), len(runs))
+
+
+def failure_code(failures: list[tuple[str, str]], n_runs: int) -> int:
+    """The exit code of `bench run`: 1 naming each failed run, 0 when none failed."""
+    if not failures:
+        return 0
+    print(f"\n{len(failures)} of {n_runs} runs failed:", file=sys.stderr)
+    for label, reason in failures:
+        print(f"  {label}: {reason}", file=sys.stderr)
+    return 1
+
+
+def checked_store(runs: list[RunSpec], options: RunOptions) -> Store:
+    """The results store, once no planned run would resume or reuse a run on other inputs
+    (unless `rerun_changed_inputs`)."""
+    store = Store(check_folder(options.results, RESULTS_HINT))
+    writable = nearest_existing(store.root)
+    try:
+        try_create_in(writable)
+    except OSError:
+        raise UserError(f"{writable}: not writable, and bench run records its runs in the "
+                        f"results folder {store.root}") from None
+    for suite in sorted({r.suite for r in runs}):
+        check_folder(store.root / suite, f"; the folder of suite {suite}'s runs")
+    conflicts = input_conflicts(store, runs)
+    warn_skipped(store.skipped)
+    if conflicts and not options.rerun_changed_inputs:
+        raise UserError("inputs changed since these runs started, so resuming or reusing them "
+                        "would mix data:\n  " + "\n  ".join(conflicts) + "\nrestore the "
+                        "files, or pass --rerun-changed-inputs to start new runs (the old runs "
+                        "stay in the store)")
+    for line in conflicts:
+        print(f"inputs changed: {line}: starting it")
+    return store
+
+
+def warn_skipped(skipped: list[str]) -> None:
+    """The run folders a store could not read, named as warnings."""
+    for line in skipped:
+        print(f"warning: {line}; skipped", file=sys.stderr)
+
+
+def input_conflicts(store: Store, runs: list[RunSpec]) -> list[str]:
+    """A message for every planned run whose config and seed already ran on other input
+    contents: resuming or reusing that run would mix data it was not trained on."""
+    known = {suite: store.runs_by_config(suite) for suite in {run.suite for run in runs}}
+    lines = []
+    for run in runs:
+        key = (run.variant.name, run.seed, json_column(run.resolved))
+        for old in known[run.suite].get(key, []):
+            if old["run_id"] == run.run_id:
+                continue
+            changed = changed_inputs(old["inputs"], run.inputs) or [
+                "inputs not fingerprinted when it ran (an older version of bench)"]
+            lines.append(f"{run.variant.name} seed {run.seed}: run {old['run_id']} "
+                         f"({old['state']}) read other inputs; "
+                         + "; ".join(changed) + f"; new run id {run.run_id}")
+    return lines
