@@ -55,7 +55,7 @@ from bench.store.claims import (
     read_claim,
     record_json,
 )
-from bench.store.index import Unreadable, read_state
+from bench.store.folder import Unreadable, read_state
 from bench.store.provenance import JOB_LOGS_ENV, now
 from bench.store.runs import Store
 from bench.util.atomic import write_text

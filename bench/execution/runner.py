@@ -20,7 +20,8 @@ from bench.errors import ClaimRefused, Pruned, RunFailed
 from bench.evals.evaluator import EvalSetting
 from bench.evals.registry import get_evaluator
 from bench.store import provenance
-from bench.store.runs import Store, write_jsonl
+from bench.store.folder import write_jsonl
+from bench.store.runs import Store
 from bench.training.accelerators import efficiency_metrics
 from bench.training.budget import StageBudget, split_budget
 from bench.training.distributed import from_main, world

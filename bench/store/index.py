@@ -7,26 +7,30 @@ locks do not hold over network file systems). An import reads only the folders w
 changed since the last one (a stamp of their files' sizes and times), and `rebuild_index`
 imports every folder into a new file: both go through `_index_folder`, so they agree row for row.
 
-Every value read from a folder is checked before it reaches the index, as a folder may hold
-anything that was written to a shared file system: JSON nested at most `MAX_DEPTH` deep, text
-that UTF-8 holds, whole numbers that fit SQLite's 64-bit integers (seeds, steps; a bool is not
-one), metric and curve values that a double holds. NaN and infinities are recorded values (a
-metric undefined or infinite for a run, a PR curve's undefined precision): SQLite stores NaN as
-NULL, which readers show as NaN. A folder whose files break these rules is skipped and named.
+Every value comes from the folder's files as bench/store/folder.py reads and checks them; a
+folder whose files it finds unreadable is skipped and named. SQLite stores NaN as NULL, which
+readers show as NaN.
 """
 
-import csv
-import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 from bench.errors import UserError
 from bench.store.claims import CLAIM, is_text, read_claim
+from bench.store.folder import (
+    Unreadable,
+    curve_metrics,
+    folder_state,
+    json_file,
+    read_provenance,
+    read_results,
+    utf8_text,
+)
 from bench.util.atomic import remove_stale_temporaries, write_via
 
 SCHEMA = """
@@ -61,16 +65,6 @@ INSERT_RUN = (f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) "
               f"VALUES ({', '.join('?' * len(_RUN_COLUMNS))})")
 # The files whose sizes and times stamp a folder's import: a change to any is re-imported.
 STAMPED = ("state.json", CLAIM, "config.json", "metrics.json")
-# A run folder's files are small; anything larger is not one of ours (and is not read whole).
-MAX_FILE_BYTES = 256 * 2**20
-# A folder's JSON nests a few levels (a resolved config: suites nest at most 64 deep, see
-# bench/config/yaml_source.py); deeper is not ours, and is refused before anything recurses into it.
-MAX_DEPTH = 100
-_TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
-# SQLite's INTEGER: a signed 64-bit number.
-INT64 = (-(2**63), 2**63 - 1)
-# The states a run's folder records (bench/store/runs.py).
-STATES = ("running", "finished", "failed", "pruned")
 
 
 def index_error(path: Path, err: Exception) -> UserError:
@@ -81,13 +75,6 @@ def index_error(path: Path, err: Exception) -> UserError:
         return UserError(f"{path}: not a valid index ({cause}); "
                          "rebuild it with bench index --rebuild")
     return UserError(f"{path}: not a readable results index ({err})")
-
-
-def curve_metrics(curve: list[dict[str, Any]]) -> dict[str, str]:
-    """The training-curve columns that become metric rows, and their metric names: the loss as
-    'curve.train_loss', every validation column 'val_*' as 'curve.val_*'."""
-    return {"loss": "curve.train_loss"} | {
-        k: f"curve.{k}" for r in curve for k in r if k.startswith("val_")}
 
 
 def json_column(obj: Any) -> str:
@@ -275,15 +262,11 @@ def insert_results(con: sqlite3.Connection, run: tuple[str, str, str, int],
         for i, (x, y) in enumerate(zip(xs, ys, strict=True))])
 
 
-class Unreadable(ValueError):
-    """A run folder that cannot be indexed: what is wrong, naming the file."""
-
-
 def _index_folder(con: sqlite3.Connection, folder: Path) -> None:
     """One run's rows, read from its folder; Unreadable when a file is missing or malformed."""
     config = json_file(folder / "config.json", dict)
-    provenance = _read_provenance(folder)
-    state = _folder_state(folder, config, provenance or {})
+    provenance = read_provenance(folder)
+    state = folder_state(folder, config, provenance or {})
     owner = read_claim(folder)
     run = (folder.name, folder.parent.name, state["variant"], state["seed"])
     results = read_results(folder) if state["state"] == "finished" else None
@@ -296,209 +279,4 @@ def _index_folder(con: sqlite3.Connection, folder: Path) -> None:
     if results is not None:
         insert_results(con, run, *results)
 
-
-def read_results(folder: Path) -> tuple[dict[str, float], list[dict[str, Any]],
-                                         dict[str, tuple[list[float], list[float]]]]:
-    """A finished run's final metrics, training curve and evaluation curves."""
-    return read_metrics(folder), _read_curve(folder / "curve.csv"), _read_points(folder)
-
-
-def read_metrics(folder: Path) -> dict[str, float]:
-    """A finished run's final metrics (metrics.json): names to numbers a double holds."""
-    metrics = json_file(folder / "metrics.json", dict)
-    for name, value in metrics.items():
-        if not is_real(value):
-            raise Unreadable(f"metrics.json: {name!r}: expected a number within a double's "
-                             "range")
-    return metrics
-
-
-def read_state(folder: Path) -> dict[str, Any] | None:
-    """The folder's state.json, checked; None when it has none."""
-    path = folder / "state.json"
-    if not path.exists():
-        return None
-    state = json_file(path, dict)
-    for key, valid, expected in (
-            ("variant", is_text, "a string"), ("seed", is_int64, "a whole number of 64 bits"),
-            ("state", lambda v: v in STATES, "one of " + ", ".join(STATES))):
-        if not valid(state.get(key)):
-            raise Unreadable(f"{path.name}: field '{key}': expected {expected}")
-    _check_text_fields(path.name, state, ("reason", "started", "ended"))
-    return state
-
-
-def _check_text_fields(name: str, record: dict[str, Any], keys: Iterable[str]) -> None:
-    """Fields of a record that are text or null (times, a reason)."""
-    for key in keys:
-        if record.get(key) is not None and not is_text(record[key]):
-            raise Unreadable(f"{name}: field '{key}': expected a string or null")
-
-
-def _read_provenance(folder: Path) -> dict[str, Any] | None:
-    """provenance.json (None without one), with the fields that readers of the index use
-    checked: times, the input fingerprints (label -> path and sha256, bench/util/fingerprint.py)
-    and the package versions (name -> version)."""
-    path = folder / "provenance.json"
-    if not path.exists():
-        return None
-    prov = json_file(path, dict)
-    _check_text_fields(path.name, prov, ("started", "ended"))
-    inputs = prov.get("inputs", {})
-    if not (isinstance(inputs, dict) and all(
-            isinstance(e, dict) and is_text(e.get("path")) and is_text(e.get("sha256"))
-            for e in inputs.values())):
-        raise Unreadable(f"{path.name}: field 'inputs': expected label -> {{path, sha256}}")
-    if not isinstance(prov.get("packages") or {}, dict):
-        raise Unreadable(f"{path.name}: field 'packages': expected name -> version")
-    return prov
-
-
-def _folder_state(folder: Path, config: dict[str, Any], prov: dict[str, Any]
-                  ) -> dict[str, Any]:
-    """The run's record from its state.json; for a folder written before there was one, its
-    state inferred (finished when it holds metrics.json, else failed) and its variant named
-    after its config, which is all the folder says of it."""
-    state = read_state(folder)
-    if state is not None:
-        return state
-    if not is_int64(config.get("seed")):
-        raise Unreadable("config.json: field 'seed': expected a whole number of 64 bits (and "
-                         "no state.json)")
-    digest = hashlib.sha256(json.dumps({k: v for k, v in config.items() if k != "seed"},
-                                       sort_keys=True).encode()).hexdigest()[:8]
-    finished = (folder / "metrics.json").exists()
-    return {"variant": f"config-{digest}", "seed": config["seed"],
-            "state": "finished" if finished else "failed",
-            "reason": None if finished else "no state.json or metrics.json: ended unfinished",
-            "started": prov.get("started"), "ended": prov.get("ended") if finished else None}
-
-
-def json_file(path: Path, kind: type) -> Any:
-    """A folder's JSON file, checked to be of `kind`, nested at most `MAX_DEPTH` deep, its
-    strings (keys included) text that UTF-8 holds."""
-    try:
-        _check_size(path)
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise Unreadable(f"{path.name}: missing") from None
-    except RecursionError:
-        raise Unreadable(f"{path.name}: {_TOO_DEEP}") from None
-    except (OSError, ValueError) as err:  # JSON, UTF-8, an integer past Python's digit limit
-        raise Unreadable(f"{path.name}: {err}") from None
-    if not isinstance(value, kind):
-        raise Unreadable(f"{path.name}: expected a JSON {kind.__name__}")
-    problem = _tree_problem(value)
-    if problem is not None:
-        raise Unreadable(f"{path.name}: {problem}")
-    return value
-
-
-def _tree_problem(value: Any) -> str | None:
-    """What is wrong with parsed JSON (None when nothing): nesting past `MAX_DEPTH`, or a
-    string UTF-8 cannot hold. Walked without recursion."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = [*item.keys(), *item.values()]
-        elif isinstance(item, list):
-            children = item
-        else:
-            if isinstance(item, str) and not is_text(item):
-                return f"text that is not UTF-8 ({item[:40]!r})"
-            continue
-        if depth > MAX_DEPTH:
-            return _TOO_DEEP
-        stack.extend((child, depth + 1) for child in children)
-    return None
-
-
-def _check_size(path: Path) -> None:
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise Unreadable(f"{path.name}: larger than {MAX_FILE_BYTES >> 20} MiB")
-
-
-def utf8_text(text: str) -> str:
-    """`text` as UTF-8 holds it: a file's name that is not UTF-8, or an error naming one,
-    carries the name's bytes as lone surrogates (Python's surrogateescape), which neither the
-    index nor a terminal takes; they are written as the bytes' escapes (`\\xff`)."""
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a surrogate no file name gives
-        raw = text.encode("utf-8", "backslashreplace")
-    return raw.decode("utf-8", "backslashreplace")
-
-
-def is_int64(value: Any) -> TypeGuard[int]:
-    """A whole number that SQLite's INTEGER holds (a bool is not one)."""
-    return (isinstance(value, int) and not isinstance(value, bool)
-            and INT64[0] <= value <= INT64[1])
-
-
-def is_real(value: Any) -> bool:
-    """A number that a double holds, NaN and infinities included (a bool is not one)."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return False
-    try:
-        float(value)
-    except OverflowError:  # an integer past a double's range
-        return False
-    return True
-
-
-def _read_curve(path: Path) -> list[dict[str, Any]]:
-    """curve.csv as the training loop logged it: numbers as numbers, empty cells as None."""
-    try:
-        _check_size(path)
-        with path.open(newline="", encoding="utf-8") as f:
-            cells = list(csv.DictReader(f))
-    except FileNotFoundError:
-        raise Unreadable(f"{path.name}: missing") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise Unreadable(f"{path.name}: {err}") from None
-    rows = []
-    for line, row in enumerate(cells, 2):
-        if None in row:  # csv's key for the cells past the header's
-            raise Unreadable(f"{path.name}:{line}: more cells than the header names")
-        rows.append({k: _cell(v) for k, v in row.items()})
-    measured = curve_metrics(rows)
-    for line, row in enumerate(rows, 2):
-        step = row.get("step")
-        bad = [] if is_int64(step) and step >= 0 else ["step"]
-        bad += [c for c in ("flops", "tokens") if not is_real(row.get(c))]
-        bad += [c for c in measured if row.get(c) is not None and not is_real(row[c])]
-        if bad:
-            expected = "a whole number of 64 bits" if bad[0] == "step" else "a number"
-            raise Unreadable(f"{path.name}:{line}: column '{bad[0]}': expected {expected}")
-    return rows
-
-
-def _cell(text: str | None) -> Any:
-    """A CSV cell back as the value written: int, float, None (empty) or the text itself."""
-    if not text:
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def _read_points(folder: Path) -> dict[str, tuple[list[float], list[float]]]:
-    """The evaluation curves of points.json ({name: {"x": [...], "y": [...]}}), none without it."""
-    path = folder / "points.json"
-    if not path.exists():
-        return {}
-    points = {}
-    for name, xy in json_file(path, dict).items():
-        xs, ys = (xy.get(axis) if isinstance(xy, dict) else None for axis in ("x", "y"))
-        if not (isinstance(xs, list) and isinstance(ys, list) and len(xs) == len(ys)):
-            raise Unreadable(f"points.json: curve {name!r}: expected x and y lists of one length")
-        if not all(map(is_real, [*xs, *ys])):
-            raise Unreadable(f"points.json: curve {name!r}: expected numbers within a double's "
-                             "range")
-        points[name] = (xs, ys)
-    return points
 

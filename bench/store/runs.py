@@ -1,25 +1,20 @@
-"""The results store: one folder per run, which is the run's record, and an index derived from
-the folders for reports and listings (bench/store/index.py).
+"""The results store: one folder per run, which is the run's record (its files: see
+bench/store/folder.py), and an index derived from the folders for reports and listings
+(bench/store/index.py).
 
-A run's folder holds everything about it: config.json and provenance.json; state.json (running,
-finished, failed or pruned, with the reason and times); claim.json while a process holds the run
-(bench/store/claims.py); and once it finished, metrics.json, curve.csv and points.json, written
-before state.json says so. Every change of state happens under the folder's lock, each file is
-written whole (bench/util/atomic.py), and a process writes only the folders of the runs it holds
-(besides removing, once it finished, the branch checkpoint a lower rung of a wsd ladder started
-from in its longest rung's folder): a cluster job needs nothing shared but the folder. A run is
-finished exactly when its folder says so; a crash at any earlier point leaves it 'running' (it
-resumes from its checkpoints) or 'failed'.
+Every change of a run's state happens under its folder's lock, and a process writes only the
+folders of the runs it holds (besides removing, once it finished, the branch checkpoint a lower
+rung of a wsd ladder started from in its longest rung's folder): a cluster job needs nothing
+shared but the folder. A run is finished exactly when its folder says so; a crash at any earlier
+point leaves it 'running' (it resumes from its checkpoints) or 'failed'.
 """
 
-import csv
 import glob
-import io
 import json
 import math
 import sqlite3
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,38 +29,23 @@ from bench.store.claims import (
     read_claim,
     write_claim,
 )
+from bench.store.folder import (
+    Unreadable,
+    read_metrics,
+    read_state,
+    update_state,
+    utf8_text,
+    write_begun,
+    write_results,
+)
 from bench.store.index import (
     Imported,
-    Unreadable,
     import_folders,
     index_error,
     open_index,
-    read_metrics,
-    read_state,
     remove_stale_builds,
-    utf8_text,
 )
-from bench.util.atomic import no_links, write_text
-
-CURVE_COLUMNS = ("stage", "step", "tokens", "flops", "loss", "lr", "wall")
-
-
-def write_json(path: Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))
-
-
-def write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
-    """The training curve as CSV: the standard columns first, then any others by name."""
-    columns = list(CURVE_COLUMNS) + sorted({k for r in rows for k in r} - set(CURVE_COLUMNS))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
+from bench.util.atomic import no_links
 
 
 class Store:
@@ -129,12 +109,8 @@ class Store:
             self._check_claimable(path, run_id)
             try:
                 write_claim(path, self.owner)
-                write_json(path / "config.json", config)
-                write_json(path / "provenance.json", provenance)  # the finished run's replaces it
-                write_json(path / "state.json", {
-                    "run_id": run_id, "suite": suite, "variant": variant, "seed": seed,
-                    "state": "running", "reason": None, "started": provenance.get("started"),
-                    "ended": None})
+                write_begun(path, {"run_id": run_id, "suite": suite, "variant": variant,
+                                   "seed": seed}, config, provenance)
             except BaseException:
                 drop_claim(path)
                 raise
@@ -183,21 +159,17 @@ class Store:
         """Write the run's results (final metrics, training curve, evaluation curves such as
         PR and ROC: name -> (x, y), provenance), then mark it finished and let go of it."""
         with self._holding(run_id) as folder:
-            write_curve(folder / "curve.csv", curve)
-            write_json(folder / "metrics.json", metrics)
-            write_json(folder / "points.json",
-                       {name: {"x": xs, "y": ys} for name, (xs, ys) in (points or {}).items()})
-            write_json(folder / "provenance.json", provenance)
-            _update_state(folder, state="finished", reason=None, ended=provenance.get("ended"))
+            write_results(folder, metrics, curve, points or {}, provenance)
+            update_state(folder, state="finished", reason=None, ended=provenance.get("ended"))
             drop_claim(folder)
         self._indexed(folder.parent.name, run_id)
 
     def fail(self, run_id: str, reason: str, ended: str, state: str = "failed") -> None:
         """Mark a run that ended without finishing: 'failed', or 'pruned' by a sweep. A reason
-        is recorded as UTF-8 text (see `bench.store.index.utf8_text`)."""
+        is recorded as UTF-8 text (see `bench.store.folder.utf8_text`)."""
         text = utf8_text(reason)
         with self._holding(run_id) as folder:
-            _update_state(folder, state=state, reason=text, ended=ended)
+            update_state(folder, state=state, reason=text, ended=ended)
             drop_claim(folder)
         self._indexed(folder.parent.name, run_id)
 
@@ -222,7 +194,7 @@ class Store:
                 return False
             if holder is not None and holder.job != job:
                 return False
-            _update_state(folder, state="failed", reason=reason, ended=ended)
+            update_state(folder, state="failed", reason=reason, ended=ended)
             drop_claim(folder)
         self._indexed(folder.parent.name, run_id)
         return True
@@ -348,9 +320,4 @@ def _state_of(folder: Path, strict: bool = True) -> dict[str, Any] | None:
             raise UserError(f"{folder}: {err}") from None
         return None
 
-
-def _update_state(folder: Path, **changes: Any) -> None:
-    state = read_state(folder)
-    assert state is not None  # a held run's state.json was written by `begin`
-    write_json(folder / "state.json", state | changes)
 

@@ -1,0 +1,306 @@
+"""A run's folder, the record of the run: its files written here and read back here, every value
+checked as it is read.
+
+The folder holds config.json and provenance.json (written when the run begins; the finished
+run's provenance replaces the first); state.json (running, finished, failed or pruned, with the
+reason and times); claim.json and heartbeat while a process holds the run (bench/store/claims.py);
+and once it finished, metrics.json, curve.csv and points.json, written before state.json says so.
+Every file is written whole (bench/util/atomic.py).
+
+A folder may hold anything that was written to a shared file system, so every value is checked
+before anything uses it: JSON nested at most `MAX_DEPTH` deep, text that UTF-8 holds, whole
+numbers that fit SQLite's 64-bit integers (seeds, steps; a bool is not one), metric and curve
+values that a double holds. NaN and infinities are recorded values (a metric undefined or
+infinite for a run, a PR curve's undefined precision). A file that breaks these rules is
+`Unreadable`, naming it.
+"""
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, TypeGuard
+
+from bench.store.claims import is_text
+from bench.util.atomic import write_text
+
+# A run folder's files are small; anything larger is not one of ours (and is not read whole).
+MAX_FILE_BYTES = 256 * 2**20
+# A folder's JSON nests a few levels (a resolved config: suites nest at most 64 deep, see
+# bench/config/yaml_source.py); deeper is not ours, and is refused before anything recurses into it.
+MAX_DEPTH = 100
+_TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
+# SQLite's INTEGER: a signed 64-bit number.
+INT64 = (-(2**63), 2**63 - 1)
+# The states a run's folder records (bench/store/runs.py).
+STATES = ("running", "finished", "failed", "pruned")
+
+
+class Unreadable(ValueError):
+    """A run folder that cannot be indexed: what is wrong, naming the file."""
+
+
+CURVE_COLUMNS = ("stage", "step", "tokens", "flops", "loss", "lr", "wall")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))
+
+
+def write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The training curve as CSV: the standard columns first, then any others by name."""
+    columns = list(CURVE_COLUMNS) + sorted({k for r in rows for k in r} - set(CURVE_COLUMNS))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def write_begun(folder: Path, run: dict[str, Any], config: dict[str, Any],
+                provenance: dict[str, Any]) -> None:
+    """A begun run's files: its config, its provenance so far and its state, running. `run`
+    names it (run_id, suite, variant, seed)."""
+    write_json(folder / "config.json", config)
+    write_json(folder / "provenance.json", provenance)  # the finished run's replaces it
+    write_json(folder / "state.json", run | {
+        "state": "running", "reason": None, "started": provenance.get("started"),
+        "ended": None})
+
+
+def write_results(folder: Path, metrics: dict[str, float], curve: list[dict[str, Any]],
+                  points: dict[str, tuple[list[float], list[float]]],
+                  provenance: dict[str, Any]) -> None:
+    """A finished run's results (final metrics, training curve, evaluation curves: name ->
+    (x, y)) and its final provenance, written before its state says finished."""
+    write_curve(folder / "curve.csv", curve)
+    write_json(folder / "metrics.json", metrics)
+    write_json(folder / "points.json",
+               {name: {"x": xs, "y": ys} for name, (xs, ys) in points.items()})
+    write_json(folder / "provenance.json", provenance)
+
+
+def curve_metrics(curve: list[dict[str, Any]]) -> dict[str, str]:
+    """The training-curve columns that become metric rows, and their metric names: the loss as
+    'curve.train_loss', every validation column 'val_*' as 'curve.val_*'."""
+    return {"loss": "curve.train_loss"} | {
+        k: f"curve.{k}" for r in curve for k in r if k.startswith("val_")}
+
+
+def read_results(folder: Path) -> tuple[dict[str, float], list[dict[str, Any]],
+                                         dict[str, tuple[list[float], list[float]]]]:
+    """A finished run's final metrics, training curve and evaluation curves."""
+    return read_metrics(folder), read_curve(folder / "curve.csv"), read_points(folder)
+
+
+def read_metrics(folder: Path) -> dict[str, float]:
+    """A finished run's final metrics (metrics.json): names to numbers a double holds."""
+    metrics = json_file(folder / "metrics.json", dict)
+    for name, value in metrics.items():
+        if not is_real(value):
+            raise Unreadable(f"metrics.json: {name!r}: expected a number within a double's "
+                             "range")
+    return metrics
+
+
+def read_state(folder: Path) -> dict[str, Any] | None:
+    """The folder's state.json, checked; None when it has none."""
+    path = folder / "state.json"
+    if not path.exists():
+        return None
+    state = json_file(path, dict)
+    for key, valid, expected in (
+            ("variant", is_text, "a string"), ("seed", is_int64, "a whole number of 64 bits"),
+            ("state", lambda v: v in STATES, "one of " + ", ".join(STATES))):
+        if not valid(state.get(key)):
+            raise Unreadable(f"{path.name}: field '{key}': expected {expected}")
+    _check_text_fields(path.name, state, ("reason", "started", "ended"))
+    return state
+
+
+def _check_text_fields(name: str, record: dict[str, Any], keys: Iterable[str]) -> None:
+    """Fields of a record that are text or null (times, a reason)."""
+    for key in keys:
+        if record.get(key) is not None and not is_text(record[key]):
+            raise Unreadable(f"{name}: field '{key}': expected a string or null")
+
+
+def read_provenance(folder: Path) -> dict[str, Any] | None:
+    """provenance.json (None without one), with the fields that readers of the index use
+    checked: times, the input fingerprints (label -> path and sha256, bench/util/fingerprint.py)
+    and the package versions (name -> version)."""
+    path = folder / "provenance.json"
+    if not path.exists():
+        return None
+    prov = json_file(path, dict)
+    _check_text_fields(path.name, prov, ("started", "ended"))
+    inputs = prov.get("inputs", {})
+    if not (isinstance(inputs, dict) and all(
+            isinstance(e, dict) and is_text(e.get("path")) and is_text(e.get("sha256"))
+            for e in inputs.values())):
+        raise Unreadable(f"{path.name}: field 'inputs': expected label -> {{path, sha256}}")
+    if not isinstance(prov.get("packages") or {}, dict):
+        raise Unreadable(f"{path.name}: field 'packages': expected name -> version")
+    return prov
+
+
+def folder_state(folder: Path, config: dict[str, Any], prov: dict[str, Any]
+                  ) -> dict[str, Any]:
+    """The run's record from its state.json; for a folder written before there was one, its
+    state inferred (finished when it holds metrics.json, else failed) and its variant named
+    after its config, which is all the folder says of it."""
+    state = read_state(folder)
+    if state is not None:
+        return state
+    if not is_int64(config.get("seed")):
+        raise Unreadable("config.json: field 'seed': expected a whole number of 64 bits (and "
+                         "no state.json)")
+    digest = hashlib.sha256(json.dumps({k: v for k, v in config.items() if k != "seed"},
+                                       sort_keys=True).encode()).hexdigest()[:8]
+    finished = (folder / "metrics.json").exists()
+    return {"variant": f"config-{digest}", "seed": config["seed"],
+            "state": "finished" if finished else "failed",
+            "reason": None if finished else "no state.json or metrics.json: ended unfinished",
+            "started": prov.get("started"), "ended": prov.get("ended") if finished else None}
+
+
+def json_file(path: Path, kind: type) -> Any:
+    """A folder's JSON file, checked to be of `kind`, nested at most `MAX_DEPTH` deep, its
+    strings (keys included) text that UTF-8 holds."""
+    try:
+        _check_size(path)
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise Unreadable(f"{path.name}: missing") from None
+    except RecursionError:
+        raise Unreadable(f"{path.name}: {_TOO_DEEP}") from None
+    except (OSError, ValueError) as err:  # JSON, UTF-8, an integer past Python's digit limit
+        raise Unreadable(f"{path.name}: {err}") from None
+    if not isinstance(value, kind):
+        raise Unreadable(f"{path.name}: expected a JSON {kind.__name__}")
+    problem = _tree_problem(value)
+    if problem is not None:
+        raise Unreadable(f"{path.name}: {problem}")
+    return value
+
+
+def _tree_problem(value: Any) -> str | None:
+    """What is wrong with parsed JSON (None when nothing): nesting past `MAX_DEPTH`, or a
+    string UTF-8 cannot hold. Walked without recursion."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            children = item
+        else:
+            if isinstance(item, str) and not is_text(item):
+                return f"text that is not UTF-8 ({item[:40]!r})"
+            continue
+        if depth > MAX_DEPTH:
+            return _TOO_DEEP
+        stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+def _check_size(path: Path) -> None:
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise Unreadable(f"{path.name}: larger than {MAX_FILE_BYTES >> 20} MiB")
+
+
+def utf8_text(text: str) -> str:
+    """`text` as UTF-8 holds it: a file's name that is not UTF-8, or an error naming one,
+    carries the name's bytes as lone surrogates (Python's surrogateescape), which neither the
+    index nor a terminal takes; they are written as the bytes' escapes (`\\xff`)."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate no file name gives
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def is_int64(value: Any) -> TypeGuard[int]:
+    """A whole number that SQLite's INTEGER holds (a bool is not one)."""
+    return (isinstance(value, int) and not isinstance(value, bool)
+            and INT64[0] <= value <= INT64[1])
+
+
+def is_real(value: Any) -> bool:
+    """A number that a double holds, NaN and infinities included (a bool is not one)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except OverflowError:  # an integer past a double's range
+        return False
+    return True
+
+
+def read_curve(path: Path) -> list[dict[str, Any]]:
+    """curve.csv as the training loop logged it: numbers as numbers, empty cells as None."""
+    try:
+        _check_size(path)
+        with path.open(newline="", encoding="utf-8") as f:
+            cells = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise Unreadable(f"{path.name}: missing") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise Unreadable(f"{path.name}: {err}") from None
+    rows = []
+    for line, row in enumerate(cells, 2):
+        if None in row:  # csv's key for the cells past the header's
+            raise Unreadable(f"{path.name}:{line}: more cells than the header names")
+        rows.append({k: _cell(v) for k, v in row.items()})
+    measured = curve_metrics(rows)
+    for line, row in enumerate(rows, 2):
+        step = row.get("step")
+        bad = [] if is_int64(step) and step >= 0 else ["step"]
+        bad += [c for c in ("flops", "tokens") if not is_real(row.get(c))]
+        bad += [c for c in measured if row.get(c) is not None and not is_real(row[c])]
+        if bad:
+            expected = "a whole number of 64 bits" if bad[0] == "step" else "a number"
+            raise Unreadable(f"{path.name}:{line}: column '{bad[0]}': expected {expected}")
+    return rows
+
+
+def _cell(text: str | None) -> Any:
+    """A CSV cell back as the value written: int, float, None (empty) or the text itself."""
+    if not text:
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def read_points(folder: Path) -> dict[str, tuple[list[float], list[float]]]:
+    """The evaluation curves of points.json ({name: {"x": [...], "y": [...]}}), none without it."""
+    path = folder / "points.json"
+    if not path.exists():
+        return {}
+    points = {}
+    for name, xy in json_file(path, dict).items():
+        xs, ys = (xy.get(axis) if isinstance(xy, dict) else None for axis in ("x", "y"))
+        if not (isinstance(xs, list) and isinstance(ys, list) and len(xs) == len(ys)):
+            raise Unreadable(f"points.json: curve {name!r}: expected x and y lists of one length")
+        if not all(map(is_real, [*xs, *ys])):
+            raise Unreadable(f"points.json: curve {name!r}: expected numbers within a double's "
+                             "range")
+        points[name] = (xs, ys)
+    return points
+
+
+def update_state(folder: Path, **changes: Any) -> None:
+    """Change fields of a held run's state.json (written by `Store.begin`)."""
+    state = read_state(folder)
+    assert state is not None  # a held run's state.json was written by `begin`
+    write_json(folder / "state.json", state | changes)
