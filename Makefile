@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export BENCH_DATA ?= $(HOME)/.cache/headless-bench
 
-.PHONY: setup data demo demo-sweep test lint bench gpu-check clean
+.PHONY: setup data demo demo-sweep test test-fast run-ids lint bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,14 @@ lint: setup
 
 test: data lint
 	$(BIN)/python -m pytest -q
+
+# The edit loop: the tests that train no real model.
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# After a deliberate change of a suite or a default: record the suites' new run ids.
+run-ids: setup
+	$(BIN)/python tests/suite_run_ids.py
 
 bench: data
 	$(BIN)/python benchmarks/run_all.py

@@ -15,8 +15,6 @@ from bench.execution.launch import warn_skipped
 from bench.util.paths import RESULTS_HINT, check_folder
 
 if TYPE_CHECKING:  # heavy imports happen inside the commands that need them
-    from bench.config.suite import Suite
-    from bench.resources import Resources
     from bench.store.runs import Store
 
 # `bench data NAME`: the offline data sets built from registry packages (module, builder).
@@ -289,77 +287,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker_resources(suite: "Suite", args: argparse.Namespace) -> "Resources | None":
-    """The sweep worker jobs' resources (None for workers of this command), checked before the
-    study is opened, so that a bad --resource writes nothing."""
-    if args.executor == "inline":
-        if args.resource:
-            raise UserError("--resource: only with --executor local or slurm")
-        return None
-    from bench.config.suite import sweep_variant
-    from bench.execution.cluster import check_resources
-
-    resources = sweep_variant(suite).resources.override(args.resource)
-    check_resources(args.executor, resources)
-    return resources
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
-    import optuna
+    from bench.execution.sweep_launch import SweepOptions, run_sweep
 
-    from bench.config.suite import load_suite
-    from bench.execution.sweep import (
-        Worker,
-        default_storage,
-        load_study,
-        open_storage,
-        spawn_workers,
-        study_name,
-        summarize,
-    )
-    from bench.store.runs import Store
-    from bench.training.distributed import pick_device
-    from bench.util.paths import cache_home
-
-    suite = load_suite(args.suite)
-    if suite.head.sweep is None:
-        raise UserError(f"{args.suite}: no 'sweep:' block (search space, objective, trials)")
-    if args.workers < 1:
-        raise UserError(f"--workers {args.workers}: expected at least 1")
-    resources = _worker_resources(suite, args)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported below, once
-    results = _results_root(args)
-    url = args.storage or default_storage(results, study_name(suite))
-    n_trials = args.n_trials or suite.head.sweep.trials
-    study = load_study(suite, open_storage(url, args.heartbeat), args.worker_index or 0)
-    if (args.workers > 1 or args.executor != "inline") and args.worker_index is None:
-        if url.startswith("sqlite"):
-            print("warning: SQLite with parallel workers is what Optuna's FAQ advises against; "
-                  "the default journal file or a PostgreSQL URL is safe", file=sys.stderr)
-        print(f"study {study.study_name} in {url}: {args.workers} workers, {n_trials} trials")
-        if "://" not in url:  # a journal file: jobs may start in another folder
-            url = str(Path(url).resolve())
-        argv = ["sweep", str(Path(args.suite).resolve()), "--storage", url, "--n-trials",
-                str(n_trials), "--results", str(results.resolve()), "--device", args.device,
-                "--heartbeat",
-                str(args.heartbeat), "--no-progress"]
-        if resources is None:
-            code = spawn_workers(argv, args.workers)
-        else:
-            from bench.execution.cluster import run_workers
-
-            code = run_workers(args.executor, main, argv, args.workers,
-                               results.resolve() / ".jobs" / "sweeps" / study.study_name,
-                               resources, study.study_name, lambda line: print(line, flush=True))
-    else:
-        prefix = "" if args.worker_index is None else f"[worker {args.worker_index}] "
-        Worker(suite, study, Store(results), pick_device(args.device), cache_home(),
-               progress=not args.no_progress,
-               report=lambda line: print(prefix + line, flush=True)).run(n_trials)
-        code = 0
-    if args.worker_index is None:
-        print(summarize(study))  # the storage is read afresh: the workers' trials are in it
-    return code
+    options = SweepOptions(
+        results=_results_path(args), storage=args.storage, n_trials=args.n_trials,
+        workers=args.workers, heartbeat=args.heartbeat, device=args.device,
+        progress=not args.no_progress, executor=args.executor, resource=args.resource,
+        worker_index=args.worker_index)
+    return run_sweep(args.suite, options, main)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -372,7 +308,41 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    """--only and --seeds: which of a suite's planned runs the command takes."""
+    p.add_argument("--only", nargs="+", metavar="VARIANT", help="only these variants")
+    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                   help="these seeds instead of the suite's")
+
+
+def _add_nproc(p: argparse.ArgumentParser, how: str) -> None:
+    """--nproc, with how the command uses it."""
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="processes (GPUs) that train each run together" + how)
+
+
+def _add_results(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", help="results folder (default $BENCH_RESULTS or results)")
+
+
+def _add_training(p: argparse.ArgumentParser) -> None:
+    """--device, --results and --no-progress: the options of a command that trains."""
+    p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:N")
+    _add_results(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_executor(p: argparse.ArgumentParser, help_: str) -> None:
+    p.add_argument("--executor", choices=EXECUTORS, default="inline", help=help_)
+
+
+def _add_resource(p: argparse.ArgumentParser, help_: str) -> None:
+    p.add_argument("--resource", action="append", default=[], metavar="KEY=VALUE", help=help_)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """Every command with its options; an option several commands take is declared once
+    (`_add_selection` ... `_add_resource`), where each command lists it."""
     parser = argparse.ArgumentParser(
         prog="bench", description="Train headless models and their baselines under matched "
         "compute, score them with the official protocols, and report.")
@@ -385,44 +355,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     suite_cmd("validate", "check a suite file; print nothing else, write nothing"
               ).set_defaults(func=cmd_validate)
-    for name, help_, func in (
-        ("plan", "list every run (id, variant, seed, budget, steps it buys); run nothing",
-         cmd_plan),
-        ("run", "run a suite: finished runs are skipped, interrupted ones resume", cmd_run),
-    ):
-        p = suite_cmd(name, help_)
-        p.add_argument("--only", nargs="+", metavar="VARIANT", help="only these variants")
-        p.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
-                       help="these seeds instead of the suite's")
-        p.set_defaults(func=func)
-        p.add_argument("--nproc", type=int, default=1, metavar="N",
-                       help="processes (GPUs) that train each run together" + (
-                           "; this command started again under torchrun, one process per GPU "
-                           "(gloo on CPUs)" if name == "run"
-                           else ": steps are priced as they will run"))
-        if name == "run":
-            p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:N")
-            p.add_argument("--results", help="results folder (default $BENCH_RESULTS or results)")
-            p.add_argument("--no-progress", action="store_true", help="no progress bars")
-            p.add_argument("--wait", action="store_true", help="wait for runs that another "
-                           "process is running, instead of skipping them")
-            p.add_argument("--restart-corrupt", action="store_true",
-                           help="a stage none of whose checkpoints can be loaded trains again "
-                           "from its start (default: the run fails naming the files)")
-            p.add_argument("--rerun-changed-inputs", action="store_true",
-                           help="where a run's data, tokenizer, evaluation sets or weights "
-                           "changed since it ran, start a new run instead of refusing")
-            p.add_argument("--executor", choices=EXECUTORS, default="inline",
-                           help="inline: run here, one run after another (default); local: "
-                           "each run a job on this machine; slurm: each run a SLURM job "
-                           "(submitit), one job array per resources block")
-            p.add_argument("--max-parallel", type=int, metavar="N", help="jobs running at "
-                           "once (slurm default: all; local default: 1)")
-            p.add_argument("--detach", action="store_true", help="submit and return; bench "
-                           "status SUITE shows how the jobs go")
-            p.add_argument("--resource", action="append", default=[], metavar="KEY=VALUE",
-                           help="override the suite's resources: block, e.g. gpus_per_node=8 "
-                           "partition=gpu sbatch.exclusive= (repeatable)")
+
+    p = suite_cmd("plan", "list every run (id, variant, seed, budget, steps it buys); run nothing")
+    _add_selection(p)
+    _add_nproc(p, ": steps are priced as they will run")
+    p.set_defaults(func=cmd_plan)
+
+    p = suite_cmd("run", "run a suite: finished runs are skipped, interrupted ones resume")
+    _add_selection(p)
+    _add_nproc(p, "; this command started again under torchrun, one process per GPU (gloo on "
+               "CPUs)")
+    _add_training(p)
+    p.add_argument("--wait", action="store_true", help="wait for runs that another process is "
+                   "running, instead of skipping them")
+    p.add_argument("--restart-corrupt", action="store_true", help="a stage none of whose "
+                   "checkpoints can be loaded trains again from its start (default: the run "
+                   "fails naming the files)")
+    p.add_argument("--rerun-changed-inputs", action="store_true", help="where a run's data, "
+                   "tokenizer, evaluation sets or weights changed since it ran, start a new run "
+                   "instead of refusing")
+    _add_executor(p, "inline: run here, one run after another (default); local: each run a job "
+                  "on this machine; slurm: each run a SLURM job (submitit), one job array per "
+                  "resources block")
+    p.add_argument("--max-parallel", type=int, metavar="N", help="jobs running at once (slurm "
+                   "default: all; local default: 1)")
+    p.add_argument("--detach", action="store_true", help="submit and return; bench status "
+                   "SUITE shows how the jobs go")
+    _add_resource(p, "override the suite's resources: block, e.g. gpus_per_node=8 "
+                  "partition=gpu sbatch.exclusive= (repeatable)")
+    p.set_defaults(func=cmd_run)
 
     p = suite_cmd("sweep", "run the suite's Optuna sweep: every trial an ordinary run; "
                   "running it again resumes the study")
@@ -434,29 +395,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the suite's sweep.trials)")
     p.add_argument("--heartbeat", type=int, default=30, help="database storages: seconds "
                    "between a running trial's heartbeats; silent for 3 is stale (default 30)")
-    p.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda, cuda:N")
-    p.add_argument("--results", help="results folder (default $BENCH_RESULTS or results)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--executor", choices=EXECUTORS, default="inline",
-                   help="inline: the workers are processes of this command (default); local or "
-                   "slurm: each worker a job (submitit), with the sweep variant's resources")
-    p.add_argument("--resource", action="append", default=[], metavar="KEY=VALUE",
-                   help="override the resources: block of the worker jobs (repeatable)")
+    _add_training(p)
+    _add_executor(p, "inline: the workers are processes of this command (default); local or "
+                  "slurm: each worker a job (submitit), with the sweep variant's resources")
+    _add_resource(p, "override the resources: block of the worker jobs (repeatable)")
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_sweep)
 
     p = suite_cmd("status", "each run of a suite: finished, running, queued, failed, with its "
                   "job and log, read from the results folder (from any machine that sees it)")
-    p.add_argument("--only", nargs="+", metavar="VARIANT", help="only these variants")
-    p.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
-                   help="these seeds instead of the suite's")
-    p.add_argument("--results", help="results folder (default $BENCH_RESULTS or results)")
+    _add_selection(p)
+    _add_results(p)
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("ls", help="runs in the results store with state and key metrics",
                        description="runs in the results store with state and key metrics")
     p.add_argument("--suite", help="only this suite")
-    p.add_argument("--results", help="results folder (default $BENCH_RESULTS or results)")
+    _add_results(p)
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("index", help="the results index: --rebuild it from the run folders",
@@ -465,12 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "while no `bench run` writes to the results folder")
     p.add_argument("--rebuild", action="store_true", required=True,
                    help="rebuild the index (a damaged one included)")
-    p.add_argument("--results", help="results folder (default $BENCH_RESULTS or results)")
+    _add_results(p)
     p.set_defaults(func=cmd_index)
 
     p = suite_cmd("report", "write reports/<suite>.html and .pdf from the results index "
                   "(and the suite's Optuna study, when it has a sweep)")
-    p.add_argument("--results", help="results folder (default $BENCH_RESULTS or results)")
+    _add_results(p)
     p.add_argument("--storage", help="the sweep's study storage: a journal file path (default "
                    "results/sweeps/<study>.journal) or a database URL")
     p.add_argument("--out", default="reports", help="output folder (default reports)")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 from pg_server import postgres_server
+from suite_run_ids import SUITE_ENV
 
 
 @pytest.fixture(scope="session")
@@ -33,9 +34,6 @@ def chromium() -> Iterator[Path]:
 
 @pytest.fixture
 def suite_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fixed values of the variables the suites in suites/ read."""
-    monkeypatch.setenv("BENCH_DATA", "/nonexistent")
-    for var in ("GLUE_DIR", "LAMBADA_OPENAI", "FDDB_ROOT", "PASCAL_ANNOTATIONS",
-                "PASCAL_IMAGES", "WIDER_ROOT", "OWT2_TRAIN", "BERT_TOKENIZER", "CCNEWS_TRAIN",
-                "PYTHIA_TOKENIZER", "VGG16_WEIGHTS", "WIKI_LANGS", "MBERT_TOKENIZER", "XNLI_DATA"):
-        monkeypatch.setenv(var, f"/data/{var.lower()}")
+    """Fixed values of the variables the suites in suites/ read (`SUITE_ENV`)."""
+    for var, value in SUITE_ENV.items():
+        monkeypatch.setenv(var, value)

@@ -21,8 +21,6 @@ Worker k samples with seed + k, so parallel TPE start-ups do not propose identic
 
 import os
 import socket
-import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -272,21 +270,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def spawn_workers(argv: list[str], n: int) -> int:
-    """Run `n` worker processes of the same `bench sweep` command; 0 when all succeed.
-
-    A worker killed from outside does not stop the others: they take over its trial. The CPU
-    cores are shared out (OMP_NUM_THREADS) so that workers do not oversubscribe them.
-    """
-    threads = str(max(1, (os.cpu_count() or 1) // n))
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
-    procs = [subprocess.Popen([sys.executable, "-m", "bench.cli", *argv,
-                               "--worker-index", str(k)], env=env) for k in range(n)]
-    codes = [p.wait() for p in procs]
-    return max(codes) if all(c >= 0 for c in codes) else 1
-
-
-def summarize(study: optuna.Study) -> str:
+def study_summary(study: optuna.Study) -> str:
     """Counts by state and the best trial, for the command's last lines."""
     trials = study.get_trials(deepcopy=False)
     surplus = sum(bool(t.user_attrs.get("surplus")) for t in trials)
