@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.errors import UserError, did_you_mean
-from bench.evals.registry import commands, get_evaluator
+from bench.evals.registry import commands
 from bench.execution.launch import warn_skipped
 from bench.util.paths import RESULTS_HINT, check_folder
 
@@ -227,61 +227,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     import shlex
 
     from bench.config.suite import load_suite
-    from bench.report import ReportSpec, render_report
-    from bench.report.study import SweepSource, display_storage
+    from bench.report import render_report, spec_for
+    from bench.report.study import display_storage
     from bench.util.paths import writable_output
 
     out = writable_output(args.out, "--out", folder=True)  # before any work is done
     suite = load_suite(args.suite)
-    cfg = suite.head.sweep
-    if args.storage and cfg is None:
+    if args.storage and suite.head.sweep is None:
         raise UserError(f"--storage {args.storage}: {args.suite} has no 'sweep:' block, so no "
                         "study to report")
-    sweep = None
-    if cfg is not None:  # the study: --storage, else the embedded journal `bench sweep` uses
-        from bench.execution.sweep import default_storage, study_name
-
-        name = study_name(suite)
-        command = ["bench", "sweep", args.suite]
-        command += ["--results", args.results] if args.results else []
-        command += ["--storage", display_storage(args.storage)] if args.storage else []
-        sweep = SweepSource(
-            study=name, storage=args.storage or default_storage(_results_root(args), name),
-            metric=cfg.objective.metric, direction=cfg.objective.direction,
-            params=list(cfg.space), trials=cfg.trials, reported=cfg.pruner.metric,
-            command=shlex.join(command))
-    family = suite.family
-    rep = suite.head.report
-    notes = list(rep.notes)
-    proxies = [name for name, eval_cfg in next(iter(suite.variants.values())).evals
-               if get_evaluator(name).is_proxy(eval_cfg)]
-    for name in proxies:
-        notes.append(f"'{name}' is scored on a PROXY data set built from freely "
-                     "available text, not on the benchmark itself: compare variants with "
-                     "each other, not with published numbers.")
-    ladders = [name for name, v in suite.variants.items() if v.budget.is_ladder]
-    if ladders:
-        notes.append(f"{', '.join(ladders)} trained on a ladder of budgets: the tables compare "
-                     "each variant at its largest budget.")
-    metrics = rep.metrics or family.default_metrics
-    spec = ReportSpec(
-        suite=suite.name,
-        title=rep.title or suite.head.description or suite.name,
-        baseline=rep.baseline,
-        metrics=metrics,
-        higher_is_better={m: suite.higher_is_better(m)
-                          for m in [*metrics, *(rep.compute_metrics or [])]},
-        reference=suite.head.reference,
-        reference_source=rep.reference_source,
-        notes=notes,
-        variants=list(suite.variants),
-        item_unit=family.item_unit,
-        curve=family.report_curve,
-        table=rep.table,
-        compute_metrics=rep.compute_metrics,
-        proxies=proxies,
-        sweep=sweep,
-    )
+    # The `bench sweep` the report names, with this command's --results and --storage.
+    command = ["bench", "sweep", args.suite]
+    command += ["--results", args.results] if args.results else []
+    command += ["--storage", display_storage(args.storage)] if args.storage else []
+    spec = spec_for(suite, _results_root(args), args.storage, shlex.join(command))
     html, pdf = render_report(_synced_store(args, suite.name).index_path, spec, out)
     print(f"wrote {html}\nwrote {pdf}")
     return 0

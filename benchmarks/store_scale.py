@@ -98,8 +98,8 @@ def measure(command: str, root: Path, pdf: bool) -> None:
 def report(root: Path, pdf: bool) -> None:
     """The report of the suite: HTML and PDF, or the HTML alone."""
     from bench.report import ReportSpec
-    from bench.report import tables as report_tables
     from bench.report.render import render_html, render_report
+    from bench.report.suite_data import load_suite_data
 
     spec = ReportSpec(suite=SUITE, title=SUITE, baseline="softmax",
                       metrics=["lambada.acc", "lambada.ppl", "val.nll"],
@@ -110,7 +110,7 @@ def report(root: Path, pdf: bool) -> None:
     if pdf:
         render_report(index, spec, root / "reports")
     else:
-        render_html(index, spec, report_tables.load_suite(index, SUITE))
+        render_html(index, spec, load_suite_data(index, SUITE))
 
 
 def child(command: str, root: Path, pdf: bool) -> dict[str, float]:

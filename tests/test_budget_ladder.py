@@ -61,9 +61,9 @@ def test_a_grown_ladder_reuses_its_finished_rungs_and_reports_the_largest(tmp_pa
         steps = sorted(s for (s,) in con.execute(
             "SELECT value FROM metrics WHERE metric = 'train.steps' AND step IS NULL"))
     assert steps == [10.0] * 4 + [20.0] * 4 + [40.0] * 4
-    from bench.report import tables
+    from bench.report.suite_data import load_suite_data
 
-    data = tables.load_suite(results / "index.sqlite", "ladder")
+    data = load_suite_data(results / "index.sqlite", "ladder")
     trained = data.finals[data.finals["metric"] == "train.steps"]
     assert set(trained["value"]) == {40.0} and len(trained) == 4  # the largest rung only
     assert main(["report", str(grown), "--results", str(results),

@@ -13,8 +13,17 @@ from test_report import reported_spec
 from bench.config.suite import load_suite
 from bench.errors import UserError
 from bench.family import _FAMILIES
-from bench.report import ReportSpec, compute, render_report, tables
+from bench.report import (
+    ReportSpec,
+    compute,
+    compute_section,
+    formatting,
+    render_report,
+    sections,
+    statistics,
+)
 from bench.report import render as render_mod
+from bench.report.suite_data import load_suite_data
 from bench.store.runs import Store
 
 SUITE = "ladder-demo"
@@ -74,7 +83,7 @@ def test_a_variant_that_never_reaches_the_target_is_not_extrapolated() -> None:
     assert match.not_reached == 1.0
     assert match.compute_high == math.inf and match.ratio_low == 0.0
     spec = _spec(baseline="base", variants=["base", "slow"])
-    row = render_mod.match_table({"slow": match}, spec, "glue.score", "flops").rows[0]
+    row = compute_section.match_table({"slow": match}, spec, "glue.score", "flops").rows[0]
     # no end of either interval is reached: one "not reached", not "inf" or "x0.00"
     assert [c.text for c in row[1:5]] == [compute.NOT_REACHED] * 4 and row[5].text == "100.0%"
 
@@ -177,28 +186,28 @@ def _spec(**changes: object) -> ReportSpec:
 
 
 def test_the_ladder_keeps_every_rung_while_finals_keep_the_largest(tmp_path: Path) -> None:
-    data = tables.load_suite(_ladder_store(tmp_path), SUITE)
+    data = load_suite_data(_ladder_store(tmp_path), SUITE)
     assert set(data.finals.loc[data.finals["metric"] == "glue.score", "run_id"]) == {
         f"{v}-{s}-1e+10" for v in SCORE for s in (0, 1)}
     points = compute.ladder_points(data, "glue.score")
-    assert len(points) == 12 and tables.has_ladder(data)
+    assert len(points) == 12 and statistics.has_ladder(data)
     by_run = points.set_index("run_id")["compute"]
     assert by_run["wide-0-3e+09"] == pytest.approx(0.98 * 3e9)  # what the run consumed
     assert by_run["narrow-1-3e+09"] == pytest.approx(3e9)  # no record: its budget
     assert compute.ladder_units(data) == ["flops"]
     # the main table counts the seeds it compares: those at the largest budget
-    assert tables.compute_table(data, ["narrow", "wide"])["n"].tolist() == [2, 2]
+    assert statistics.compute_table(data, ["narrow", "wide"])["n"].tolist() == [2, 2]
     # every run has its row, the lower rungs' values included, ordered by budget
-    every = tables.per_seed_table(data, ["narrow", "wide"], ["glue.score"])
+    every = statistics.per_seed_table(data, ["narrow", "wide"], ["glue.score"])
     assert len(every) == 12 and every["glue.score"].notna().all()
     assert every.loc[every["variant"] == "wide", "budget"].tolist() == [1e9, 1e9, 3e9, 3e9,
                                                                          1e10, 1e10]
-    header = render_mod.per_seed_table(every).columns
+    header = sections.format_per_seed_table(every).columns
     assert header[:5] == ["variant", "seed", "run", "budget", "glue.score"]
 
 
 def test_efficiency_ratios_reuse_the_paper_table(tmp_path: Path) -> None:
-    data = tables.load_suite(_ladder_store(tmp_path), SUITE)
+    data = load_suite_data(_ladder_store(tmp_path), SUITE)
     frame = compute.efficiency_ratios(data, ["narrow", "wide"], "narrow", ["glue.score"], "rows",
                                       _spec().reference)
     assert frame is not None
@@ -209,7 +218,7 @@ def test_efficiency_ratios_reuse_the_paper_table(tmp_path: Path) -> None:
 
 def test_a_ladder_report_has_the_compute_section(tmp_path: Path) -> None:
     index = _ladder_store(tmp_path)
-    html = render_mod.render_html(index, _spec(), tables.load_suite(index, SUITE))
+    html = render_mod.render_html(index, _spec(), load_suite_data(index, SUITE))
     assert "<h2>Metric against compute</h2>" in html
     section = html[html.index('<section class="ladder">'):]
     section = section[:section.index("</section>")]
@@ -221,7 +230,7 @@ def test_a_ladder_report_has_the_compute_section(tmp_path: Path) -> None:
         r"<tr>(.*?)</tr>", match.group(1).split("<tbody>")[1], re.S)]
     # narrow's top rung scores 0.55 (plus the seeds' luck, shared): wide, 0.03 ahead at a slope
     # of 0.05 per decade, gets there at 10^0.4 of 1e9 budget, of which it records 98%
-    assert rows[0][:4] == ["narrow", "1.000e+10", render_mod.DASH, "×1 (baseline)"]
+    assert rows[0][:4] == ["narrow", "1.000e+10", formatting.DASH, "×1 (baseline)"]
     assert rows[1] == ["wide", f"{0.98 * 10**9.4:.3e}", "[2.462e+09, 2.462e+09]", "×4.06",
                        "[×4.06, ×4.06]", "0.0%", "joint", "×20.00"]
     assert '<table class="fits">' in section
@@ -233,7 +242,7 @@ def test_a_ladder_report_has_the_compute_section(tmp_path: Path) -> None:
 
 def test_metrics_scored_on_a_proxy_are_labelled_in_the_compute_section(tmp_path: Path) -> None:
     index = _ladder_store(tmp_path)
-    data = tables.load_suite(index, SUITE)
+    data = load_suite_data(index, SUITE)
     html = render_mod.render_html(index, _spec(proxies=["glue"]), data)
     section = html[html.index('<section class="ladder">'):]
     assert "<h3>glue.score (PROXY data)</h3>" in section
@@ -245,8 +254,8 @@ def test_metrics_scored_on_a_proxy_are_labelled_in_the_compute_section(tmp_path:
 
 def test_a_report_without_a_ladder_has_no_compute_section(tmp_path: Path) -> None:
     index = _ladder_store(tmp_path, ladder=[1e10])
-    data = tables.load_suite(index, SUITE)
-    assert not tables.has_ladder(data)
+    data = load_suite_data(index, SUITE)
+    assert not statistics.has_ladder(data)
     html = render_mod.render_html(index, _spec(), data)
     assert "Metric against compute" not in html and 'class="ladder"' not in html
     assert "<h2>Throughput and latency against narrow</h2>" in html  # any suite with a baseline
@@ -279,11 +288,10 @@ def toy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(_FAMILIES, "toy", "toy_family")
 
 
-def test_compute_metrics_and_claims_reach_the_report_spec(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toy: None) -> None:
+def test_compute_metrics_and_claims_reach_the_report_spec(tmp_path: Path, toy: None) -> None:
     path = tmp_path / "suite.yaml"
     path.write_text(SUITE_FILE)
-    spec = reported_spec(path, tmp_path, monkeypatch)
+    spec = reported_spec(path, tmp_path)
     assert spec.compute_metrics == ["val.mse"]
     assert spec.higher_is_better["val.mse"] is False
     assert compute.claimed_ratio(spec.reference, "wide", "val.mse") == 20.0

@@ -208,7 +208,7 @@ MAY_IMPORT = {
     "text": GROUND | {"util", "training", "data"},
     "config": GROUND | {"util", "evals"},
     "execution": GROUND | {"util", "config", "training", "store", "evals", "text"},
-    "report": GROUND | {"util", "config", "store", "execution"},
+    "report": GROUND | {"util", "config", "evals", "store", "execution"},
     "cli": GROUND | {"util", "config", "training", "store", "evals", "execution", "report", "data"},
     "__main__": {"cli"},
 } | dict.fromkeys(FAMILY_PACKAGES, FAMILY_MAY_IMPORT)

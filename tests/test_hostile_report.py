@@ -23,8 +23,9 @@ from bench.cli import main
 from bench.config.suite import load_suite
 from bench.execution.runner import _training_metrics
 from bench.family import _FAMILIES
-from bench.report import ReportSpec, compute, tables
+from bench.report import ReportSpec, compute, sections, statistics
 from bench.report import render as render_mod
+from bench.report.suite_data import load_suite_data
 from bench.store.runs import Store
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"
@@ -110,7 +111,7 @@ def _report_html(suite: Path, results: Path, monkeypatch: pytest.MonkeyPatch) ->
         assert main(["report", str(suite), "--results", str(results), "--out",
                      str(suite.parent / "out")]) == 0
     index, spec = specs[0]
-    data = tables.load_suite(index, spec.suite, curves=[spec.curve])
+    data = load_suite_data(index, spec.suite, curves=[spec.curve])
     return render_mod.render_html(index, spec, data)
 
 
@@ -374,8 +375,8 @@ def test_a_report_with_a_reason_of_100000_characters_prints_it_cut_short(
     suite.write_text(SUITE)
     _store(tmp_path / "results", failures=(("wide-long", LONG_REASON),))
     index = tmp_path / "results" / "index.sqlite"
-    data = tables.load_suite(index, "hx")
-    cell = render_mod.unfinished_table(tables.unfinished_table(data, ["narrow", "wide"])
+    data = load_suite_data(index, "hx")
+    cell = sections.format_unfinished_table(statistics.unfinished_table(data, ["narrow", "wide"])
                                        ).rows[0][4].text
     folder = data.runs.set_index("run_id").loc["wide-long", "path"]
     assert cell.startswith("RuntimeError: " + "y" * 30 + ZWSP + "y" * 30 + ZWSP)
@@ -411,27 +412,27 @@ def test_the_compute_to_match_of_a_loss_goes_downwards(tmp_path: Path,
 
 
 def test_no_spread_gives_the_exact_difference_and_no_p() -> None:
-    same = tables.paired_difference([0.5, 0.6, 0.7], [0.4, 0.5, 0.6])
+    same = statistics.paired_difference([0.5, 0.6, 0.7], [0.4, 0.5, 0.6])
     assert same.value == pytest.approx(0.1) and math.isnan(same.p)
-    assert tables.no_spread(same.low, same.high)
-    spread = tables.paired_difference([0.5, 0.61, 0.7], [0.4, 0.5, 0.6])
-    assert not tables.no_spread(spread.low, spread.high) and 0 < spread.p < 1
-    assert not tables.no_spread(math.inf, math.inf)  # an infinite difference is no point
+    assert statistics.no_spread(same.low, same.high)
+    spread = statistics.paired_difference([0.5, 0.61, 0.7], [0.4, 0.5, 0.6])
+    assert not statistics.no_spread(spread.low, spread.high) and 0 < spread.p < 1
+    assert not statistics.no_spread(math.inf, math.inf)  # an infinite difference is no point
     # the mean of three 0.2s is 0.20000000000000004: no spread all the same
-    welch = tables.welch_difference([0.5, 0.5], [0.2, 0.2, 0.2])
+    welch = statistics.welch_difference([0.5, 0.5], [0.2, 0.2, 0.2])
     assert (welch.value, welch.low, welch.high) == (0.3, 0.3, 0.3) and math.isnan(welch.p)
-    rounded = tables.paired_difference([0.3, 0.3, 0.3], [0.2, 0.2, 0.2])
-    assert tables.no_spread(rounded.low, rounded.high) and math.isnan(rounded.p)
+    rounded = statistics.paired_difference([0.3, 0.3, 0.3], [0.2, 0.2, 0.2])
+    assert statistics.no_spread(rounded.low, rounded.high) and math.isnan(rounded.p)
 
 
 def test_statistics_of_values_near_the_largest_float_do_not_overflow() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        est = tables.seed_interval([1e308, 1e308, 1e308])
+        est = statistics.seed_interval([1e308, 1e308, 1e308])
         assert (est.value, est.low, est.high) == (1e308, 1e308, 1e308)
-        assert tables.mean_of(np.array([1.5e308, 1.7e308])) == pytest.approx(1.6e308)
-        assert tables.paired_difference([1e308, 1e308], [-1e308, -1e308]).value == math.inf
-        assert math.isnan(tables.seed_interval([math.inf, -math.inf]).value)
+        assert statistics.mean_of(np.array([1.5e308, 1.7e308])) == pytest.approx(1.6e308)
+        assert statistics.paired_difference([1e308, 1e308], [-1e308, -1e308]).value == math.inf
+        assert math.isnan(statistics.seed_interval([math.inf, -math.inf]).value)
 
 
 def test_fits_of_huge_and_tiny_values_do_not_warn() -> None:

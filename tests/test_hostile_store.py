@@ -30,7 +30,7 @@ from bench.config.plan import plan
 from bench.config.suite import load_suite
 from bench.execution.cluster import JobRecord, Submitter, Tracked
 from bench.family import _FAMILIES
-from bench.report import tables
+from bench.report.suite_data import load_suite_data
 from bench.store.claims import HEARTBEAT, STALE_S, process_start
 from bench.store.provenance import now
 from bench.store.runs import Store
@@ -468,7 +468,7 @@ def test_an_odd_folder_is_skipped_or_shown_by_every_command(
     assert _word(out, victim.name, 5) == (case.status or default), out
     assert all(_word(out, run, 5) == "finished" for run in others), out
 
-    rows = tables.load_suite(results / "index.sqlite", SUITE).runs
+    rows = load_suite_data(results / "index.sqlite", SUITE).runs
     shown = dict(zip(rows["run_id"], rows["state"], strict=True))
     assert shown.get(victim.name) == (None if skipped_victim else case.state), shown
 
@@ -731,7 +731,7 @@ def test_the_runs_a_command_shows_ask_sacct_once_and_only_where_needed(
     assert sacct_calls() == 1 and [_word(ls_out, r, 4) for r in runs] == ["interrupted"] * 4
     _, status_out, _ = bench(capsys, "status", str(template.suite), "--results", str(results))
     assert sacct_calls() == 1 and "4 interrupted" in status_out
-    tables.load_suite(results / "index.sqlite", SUITE, required=False)
+    load_suite_data(results / "index.sqlite", SUITE, required=False)
     assert sacct_calls() == 1
     for run_id in runs:
         held_elsewhere()(results / SUITE / run_id)
@@ -851,7 +851,7 @@ def test_status_ls_and_the_report_agree_with_the_watcher(results: Path, template
     write_json(results / ".jobs" / SUITE / f"{victim.name}.json", asdict(record))
     _, ls_out, _ = bench(capsys, "ls", "--results", str(results))
     _, status_out, _ = bench(capsys, "status", str(template.suite), "--results", str(results))
-    rows = tables.load_suite(results / "index.sqlite", SUITE).runs
+    rows = load_suite_data(results / "index.sqlite", SUITE).runs
     said: list[str] = []
     submitter = _tracked(results, template.victim, record)
     submitter.say = said.append

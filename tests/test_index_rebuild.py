@@ -14,7 +14,7 @@ import torch
 from bench.cli import main
 from bench.errors import UserError
 from bench.execution.runner import RunFolderContext, _record_success
-from bench.report import tables
+from bench.report.suite_data import load_suite_data
 from bench.store.index import rebuild_index
 from bench.store.runs import Store
 from bench.training.train import StageResult
@@ -93,7 +93,7 @@ def test_damaged_index_is_named_with_its_remedy(store: Store, capsys) -> None:
         store.runs()
     assert store.state("run00") == "finished"  # the folders, the record, are intact
     with pytest.raises(UserError, match="rebuild it with bench index --rebuild"):
-        tables.load_suite(store.index_path, SUITE)
+        load_suite_data(store.index_path, SUITE)
     assert main(["ls", "--results", str(store.root)]) == 2
     assert "not a valid index" in capsys.readouterr().err
 

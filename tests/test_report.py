@@ -1,5 +1,6 @@
 """Report rendering from a hand-built results index with known values."""
 
+import ast
 import dataclasses
 import json
 import math
@@ -18,11 +19,20 @@ from scipy import stats
 from weasyprint.formatting_structure import boxes
 
 import bench.report
-from bench.cli import main
 from bench.config.suite import PaperTableConfig, load_suite
 from bench.errors import UserError
-from bench.report import ReportSpec, render_report, tables
+from bench.report import (
+    ReportSpec,
+    formatting,
+    layout,
+    render_report,
+    sections,
+    spec_for,
+    statistics,
+)
 from bench.report import render as render_mod
+from bench.report.study import SweepSource
+from bench.report.suite_data import SuiteData, load_suite_data
 from bench.store.runs import Store
 
 SCHEMA = """
@@ -31,6 +41,7 @@ CREATE TABLE runs (run_id TEXT PRIMARY KEY, suite TEXT, variant TEXT, seed INTEG
 CREATE TABLE metrics (run_id TEXT, suite TEXT, variant TEXT, seed INTEGER,
   metric TEXT, value REAL, step INTEGER, flops REAL, tokens REAL);
 """
+SUITES = Path(__file__).resolve().parents[1] / "suites"
 SUITE = "cwt-demo"
 VARIANTS = ["softmax", "cwt", "cwt_ft"]
 # Finished runs only: variant -> metric -> one value per seed (seeds 0, 1, 2, ...).
@@ -200,8 +211,8 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def data(index: Path) -> tables.SuiteData:
-    return tables.load_suite(index, SUITE)
+def data(index: Path) -> SuiteData:
+    return load_suite_data(index, SUITE)
 
 
 @pytest.fixture(scope="module")
@@ -210,8 +221,9 @@ def rendered(index: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
     return render_report(index, make_spec(), tmp_path_factory.mktemp("reports"))
 
 
-def test_means_and_intervals_match_scipy(data: tables.SuiteData) -> None:
-    summary = tables.summary_table(data, VARIANTS, ["lambada.acc", "lambada.ppl"], "softmax", {})
+def test_means_and_intervals_match_scipy(data: SuiteData) -> None:
+    summary = statistics.summary_table(data, VARIANTS, ["lambada.acc", "lambada.ppl"], "softmax",
+                                       {})
     for variant, per_metric in VALUES.items():
         for metric, values in per_metric.items():
             row = summary.loc[(variant, metric)]
@@ -224,9 +236,10 @@ def test_means_and_intervals_match_scipy(data: tables.SuiteData) -> None:
 
 
 def test_deltas_are_paired_by_seed_where_the_seeds_match_else_welch(
-        data: tables.SuiteData) -> None:
+        data: SuiteData) -> None:
     """cwt finished the baseline's three seeds: paired; cwt_ft finished two of them: Welch."""
-    summary = tables.summary_table(data, VARIANTS, ["lambada.acc", "lambada.ppl"], "softmax", {})
+    summary = statistics.summary_table(data, VARIANTS, ["lambada.acc", "lambada.ppl"], "softmax",
+                                       {})
     for metric in ("lambada.acc", "lambada.ppl"):
         b = VALUES["softmax"][metric]
         a = VALUES["cwt"][metric]
@@ -252,7 +265,8 @@ def test_paired_and_welch_differ_where_seeds_share_their_luck() -> None:
     """Each seed shifts both variants alike: pairing removes that spread, Welch cannot."""
     luck = np.array([0.0, 0.3, -0.2, 0.5, -0.4])
     base, better = 0.5 + luck, 0.52 + luck + np.array([0.001, -0.001, 0.002, 0.0, -0.002])
-    paired, welch = tables.paired_difference(better, base), tables.welch_difference(better, base)
+    paired = statistics.paired_difference(better, base)
+    welch = statistics.welch_difference(better, base)
     assert paired.value == pytest.approx(welch.value) == pytest.approx(0.02)
     assert paired.low > 0 and paired.p < 1e-3  # clearly better, seed by seed
     assert welch.low < 0 < welch.high and welch.p > 0.5  # lost in the seeds' spread
@@ -262,15 +276,16 @@ def test_paired_and_welch_differ_where_seeds_share_their_luck() -> None:
 
 
 def test_single_seed_has_a_value_but_no_interval() -> None:
-    est = tables.seed_interval([0.3])
+    est = statistics.seed_interval([0.3])
     assert est.value == 0.3
     assert math.isnan(est.low) and math.isnan(est.high)
-    assert render_mod.fmt_interval(est.value, est.low, est.high, 1) == "0.3000 (n=1)"
-    assert math.isnan(tables.welch_difference([0.3], [0.1, 0.2]).low)
+    assert formatting.fmt_interval(est.value, est.low, est.high, 1) == "0.3000 (n=1)"
+    assert math.isnan(statistics.welch_difference([0.3], [0.1, 0.2]).low)
 
 
-def test_reference_and_stderr_sit_beside_their_variant(data: tables.SuiteData) -> None:
-    summary = tables.summary_table(data, VARIANTS, ["lambada.acc", "lambada.ppl"], None, REFERENCE)
+def test_reference_and_stderr_sit_beside_their_variant(data: SuiteData) -> None:
+    summary = statistics.summary_table(data, VARIANTS, ["lambada.acc", "lambada.ppl"], None,
+                                       REFERENCE)
     assert summary.loc[("cwt", "lambada.acc"), "reference"] == 18.26
     assert summary.loc[("softmax", "lambada.ppl"), "reference"] == 170.23
     assert math.isnan(summary.loc[("cwt_ft", "lambada.ppl"), "reference"])
@@ -278,19 +293,19 @@ def test_reference_and_stderr_sit_beside_their_variant(data: tables.SuiteData) -
     assert math.isnan(summary.loc[("softmax", "lambada.ppl"), "stderr"])
 
 
-def test_failed_and_running_runs_are_listed_not_averaged(data: tables.SuiteData) -> None:
-    summary = tables.summary_table(data, VARIANTS, ["lambada.acc"], None, {})
+def test_failed_and_running_runs_are_listed_not_averaged(data: SuiteData) -> None:
+    summary = statistics.summary_table(data, VARIANTS, ["lambada.acc"], None, {})
     assert summary.loc[("cwt_ft", "lambada.acc"), "n"] == 2
     assert summary.loc[("cwt_ft", "lambada.acc"), "mean"] == pytest.approx(0.223)
     assert data.curves["value"].max() < 99.0
     assert "other-run" not in set(data.runs["run_id"])
-    unfinished = tables.unfinished_table(data, VARIANTS)
+    unfinished = statistics.unfinished_table(data, VARIANTS)
     assert list(unfinished["run_id"]) == ["softmax-s3-running", "cwt_ft-s2-failed"]
     assert unfinished.loc[1, "reason"] == FAILED_REASON
 
 
-def test_per_seed_table_shows_every_finished_seed(data: tables.SuiteData) -> None:
-    table = tables.per_seed_table(data, VARIANTS, ["lambada.acc", "lambada.ppl"])
+def test_per_seed_table_shows_every_finished_seed(data: SuiteData) -> None:
+    table = statistics.per_seed_table(data, VARIANTS, ["lambada.acc", "lambada.ppl"])
     assert list(zip(table["variant"], table["seed"], strict=True)) == [
         (v, s) for v in VARIANTS for s in range(len(VALUES[v]["lambada.acc"]))
     ]
@@ -298,10 +313,10 @@ def test_per_seed_table_shows_every_finished_seed(data: tables.SuiteData) -> Non
     assert "lambada.acc_stderr" in table.columns and "lambada.ppl_stderr" not in table.columns
 
 
-def test_main_table_marks_better_and_worse_deltas(data: tables.SuiteData) -> None:
+def test_main_table_marks_better_and_worse_deltas(data: SuiteData) -> None:
     spec = make_spec()
-    summary = tables.summary_table(data, VARIANTS, spec.metrics, "softmax", REFERENCE)
-    table = render_mod.main_table(spec, VARIANTS, summary, tables.compute_table(data, VARIANTS))
+    summary = statistics.summary_table(data, VARIANTS, spec.metrics, "softmax", REFERENCE)
+    table = sections.main_table(spec, VARIANTS, summary, statistics.compute_table(data, VARIANTS))
     by_variant = {row[0].text: row for row in table.rows}
     assert list(by_variant) == VARIANTS
     delta_acc = table.columns.index("Δ vs softmax (95% CI, test)")
@@ -317,16 +332,16 @@ def test_main_table_marks_better_and_worse_deltas(data: tables.SuiteData) -> Non
 
 
 def test_number_formats() -> None:
-    assert render_mod.fmt_value(0.195234) == "0.1952"
-    assert render_mod.fmt_value(170.234) == "170.23"
-    assert render_mod.fmt_value(6.0e18) == "6.000e+18"
-    assert render_mod.fmt_sci(1.5e8) == "1.500e+08"
-    assert render_mod.fmt_signed(-0.0123) == "−0.0123"
-    assert render_mod.fmt_value(float("nan")) == render_mod.DASH
+    assert formatting.fmt_value(0.195234) == "0.1952"
+    assert formatting.fmt_value(170.234) == "170.23"
+    assert formatting.fmt_value(6.0e18) == "6.000e+18"
+    assert formatting.fmt_sci(1.5e8) == "1.500e+08"
+    assert formatting.fmt_signed(-0.0123) == "−0.0123"
+    assert formatting.fmt_value(float("nan")) == formatting.DASH
 
 
-def test_provenance_lists_shared_fields_once(data: tables.SuiteData) -> None:
-    shared, per_run = render_mod.provenance_tables(tables.provenance_table(data, VARIANTS))
+def test_provenance_lists_shared_fields_once(data: SuiteData) -> None:
+    shared, per_run = sections.provenance_tables(statistics.provenance_table(data, VARIANTS))
     assert dict(shared) == {"commit": "0123abcd4567", "device": "Test CPU", "python": "3.12.3"}
     assert "host" in per_run.columns and "commit" not in per_run.columns
     assert len(per_run.rows) == len(data.runs)
@@ -381,9 +396,9 @@ def test_html_is_self_contained_with_a_row_per_variant(rendered: tuple[Path, Pat
     assert "0123abcd4567" in html
 
 
-def test_html_is_a_pure_function_of_the_index(index: Path, data: tables.SuiteData) -> None:
+def test_html_is_a_pure_function_of_the_index(index: Path, data: SuiteData) -> None:
     first = render_mod.render_html(index, make_spec(), data)
-    assert render_mod.render_html(index, make_spec(), tables.load_suite(index, SUITE)) == first
+    assert render_mod.render_html(index, make_spec(), load_suite_data(index, SUITE)) == first
 
 
 def pdf_chunks(blob: bytes) -> list[bytes]:
@@ -436,8 +451,9 @@ def test_suite_without_finished_runs_is_a_user_error(index: Path, tmp_path: Path
     assert not list(tmp_path.iterdir())
 
 
-def test_paper_table_means_intervals_and_ratios(data: tables.SuiteData) -> None:
-    frame = tables.paper_table(data, VARIANTS, TABLE.columns, TABLE.ratios, "softmax", REFERENCE)
+def test_paper_table_means_intervals_and_ratios(data: SuiteData) -> None:
+    frame = statistics.paper_table(data, VARIANTS, TABLE.columns, TABLE.ratios, "softmax",
+                                   REFERENCE)
     assert list(frame.index) == VARIANTS
     for variant, per_metric in SCORES.items():
         for metric, values in per_metric.items():
@@ -463,15 +479,15 @@ def test_paper_table_means_intervals_and_ratios(data: tables.SuiteData) -> None:
     assert math.isnan(frame.loc["cwt_ft", ("model.params", "reference_ratio")])
 
 
-def test_paper_ratios_are_nan_without_a_usable_baseline(data: tables.SuiteData) -> None:
+def test_paper_ratios_are_nan_without_a_usable_baseline(data: SuiteData) -> None:
     # Baseline without the metric, no baseline, and a baseline mean of 0.
-    no_scores = tables.paper_table(data, VARIANTS, ["glue.score"], ["glue.score"], "cwt_ft", {})
+    no_scores = statistics.paper_table(data, VARIANTS, ["glue.score"], ["glue.score"], "cwt_ft", {})
     assert no_scores[("glue.score", "ratio")].isna().all()
-    no_base = tables.paper_table(data, VARIANTS, ["glue.score"], ["model.params"], None, {})
+    no_base = statistics.paper_table(data, VARIANTS, ["glue.score"], ["model.params"], None, {})
     assert no_base[("model.params", "ratio")].isna().all()
     finals = data.finals.copy()
     finals.loc[finals["metric"] == "model.params", "value"] = 0.0
-    zero = tables.paper_table(
+    zero = statistics.paper_table(
         dataclasses.replace(data, finals=finals), VARIANTS, ["glue.score"], ["model.params"],
         "softmax", {},
     )
@@ -487,7 +503,7 @@ def test_comparison_cells_are_scaled_with_paper_rows(rendered: tuple[Path, Path]
     ]
     parser = _Collect("comparison")
     parser.feed(html)
-    dash = render_mod.DASH
+    dash = formatting.DASH
     # Hand-computed: mean x100 ± t(0.975, 2) * sd / sqrt(3) x100.
     assert parser.rows == [
         ["softmax", "86.00 ± 2.4841", "54.00 ± 4.9683", "80.00 ± 1.2421", "×1.00", "×1.00"],
@@ -500,21 +516,21 @@ def test_comparison_cells_are_scaled_with_paper_rows(rendered: tuple[Path, Path]
     assert "<em>(paper)</em> rows: the numbers of Godey et al. 2024, Table 3" in html
 
 
-def test_wide_comparison_turns_the_pdf_page(index: Path, data: tables.SuiteData) -> None:
+def test_wide_comparison_turns_the_pdf_page(index: Path, data: SuiteData) -> None:
     narrow = make_spec(metrics=["lambada.ppl"])
     assert "size: A4;" in render_mod.render_html(index, narrow, data)
-    many = [f"task{i}.score" for i in range(render_mod.WIDE_COLUMNS)]
+    many = [f"task{i}.score" for i in range(layout.WIDE_COLUMNS)]
     wide = make_spec(metrics=["lambada.ppl"], table=PaperTableConfig(columns=many, ratios=[]))
     html = render_mod.render_html(index, wide, data)
     assert "size: A4 landscape;" in html and "<h2>Comparison</h2>" in html
 
 
 def test_mean_half_and_ratio_formats() -> None:
-    assert render_mod.fmt_mean_half(30.0, math.nan) == "30.00"  # one seed: the mean alone
-    assert render_mod.fmt_mean_half(math.nan, math.nan) == render_mod.DASH
-    assert render_mod.fmt_mean_half(0.8, 0.012) == "0.8000 ± 0.0120"
-    assert render_mod.fmt_ratio(1.5714) == "×1.57"
-    assert render_mod.fmt_ratio(math.nan) == render_mod.DASH
+    assert formatting.fmt_mean_half(30.0, math.nan) == "30.00"  # one seed: the mean alone
+    assert formatting.fmt_mean_half(math.nan, math.nan) == formatting.DASH
+    assert formatting.fmt_mean_half(0.8, 0.012) == "0.8000 ± 0.0120"
+    assert formatting.fmt_ratio(1.5714) == "×1.57"
+    assert formatting.fmt_ratio(math.nan) == formatting.DASH
 
 
 SUITE_FILE = """\
@@ -542,27 +558,59 @@ reference:
 """
 
 
-def test_suite_table_reaches_the_report_spec(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_suite_table_reaches_the_report_spec(tmp_path: Path) -> None:
     path = tmp_path / "suite.yaml"
     path.write_text(SUITE_FILE)
     table = load_suite(path, env={}).head.report.table
     assert table is not None and table.scale == 100.0 and table.ratios == ["model.params"]
-    assert reported_spec(path, tmp_path, monkeypatch).table == table
+    assert reported_spec(path, tmp_path).table == table
 
 
-def reported_spec(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ReportSpec:
-    """The ReportSpec `bench report` builds from the suite file at `path` (nothing rendered)."""
-    specs: list[ReportSpec] = []
+def reported_spec(path: Path, results: Path) -> ReportSpec:
+    """The ReportSpec `bench report` makes of the suite file at `path` (nothing rendered)."""
+    return spec_for(load_suite(path, env={}), results)
 
-    def capture(index_path: Path, spec: ReportSpec, out_dir: Path) -> tuple[Path, Path]:
-        specs.append(spec)
-        return out_dir / "x.html", out_dir / "x.pdf"
 
-    monkeypatch.setattr(bench.report, "render_report", capture)
-    assert main(["report", str(path), "--results", str(tmp_path), "--out", str(tmp_path)]) == 0
-    return specs[0]
+def test_a_suite_asks_its_report_for_notes_directions_and_its_study(
+        tmp_path: Path, suite_env: None) -> None:
+    lm = spec_for(load_suite(SUITES / "demo" / "lm.yaml"), tmp_path)
+    assert lm.proxies == ["lambada"] and lm.notes == [
+        "'lambada' is scored on a PROXY data set built from freely available text, not on the "
+        "benchmark itself: compare variants with each other, not with published numbers.",
+        "softmax, cwt, cwt_ft trained on a ladder of budgets: the tables compare each variant "
+        "at its largest budget."]
+    assert lm.higher_is_better == {"lambada.acc": True, "lambada.ppl": False, "val.nll": False}
+    assert (lm.title, lm.baseline, lm.curve, lm.item_unit, lm.sweep) == (
+        "Softmax head vs CWT, tiny GPT-NeoX, offline demo", "softmax", "curve.val_nll", "tokens",
+        None)
+    sweep = load_suite(SUITES / "demo" / "sweep.yaml")
+    source = spec_for(sweep, tmp_path, None, "bench sweep sweep.yaml").sweep
+    assert source == SweepSource(
+        study="demo-sweep.sweep", storage=str(tmp_path / "sweeps" / "demo-sweep.sweep.journal"),
+        metric="val.nll", direction="minimize", params=["cwt.temperature", "train.optim.lr"],
+        trials=12, reported="val_nll", command="bench sweep sweep.yaml")
+    given = spec_for(sweep, tmp_path, "sqlite:///study.db").sweep
+    assert given is not None and given.storage == "sqlite:///study.db"
+
+
+def _sql_statements(path: Path) -> list[str]:
+    """The texts in a module that read as SQL (a keyword in capitals), and `sqlite3` if it is
+    imported."""
+    tree = ast.parse(path.read_text())
+    keyword = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|FROM|WHERE)\b")
+    texts = [n.value for n in ast.walk(tree)
+             if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    found = [text for text in texts if keyword.search(text)]
+    imports = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    imports += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+    return found + [m for m in imports if m.split(".")[0] == "sqlite3"]
+
+
+def test_the_report_reads_the_index_only_through_the_store() -> None:
+    report = Path(bench.report.__file__).parent
+    assert _sql_statements(report.parents[0] / "store" / "queries.py")  # the rule sees a query
+    for path in sorted(report.glob("*.py")):
+        assert _sql_statements(path) == [], path
 
 
 @pytest.mark.parametrize(
@@ -631,7 +679,7 @@ def _table_rows(html: str, cls: str) -> tuple[list[str], list[list[str]]]:
 
 def test_efficiency_table_means_per_variant(tmp_path: Path) -> None:
     index = _efficiency_store(tmp_path, EFFICIENCY_RUNS)
-    frame = tables.efficiency_table(tables.load_suite(index, SUITE), ["softmax", "cwt"],
+    frame = statistics.efficiency_table(load_suite_data(index, SUITE), ["softmax", "cwt"],
                                     "images")
     assert list(frame.columns) == ["train.flops_per_s", "train.mfu", "train.images_per_s",
                                    "train.peak_memory_bytes"]
@@ -648,7 +696,7 @@ def test_efficiency_table_in_html_and_pdf(tmp_path: Path) -> None:
     header, rows = _table_rows(html, "efficiency")
     assert header == ["variant", "FLOP/s", "MFU", "images/s", "peak memory"]
     assert rows == [["softmax", "3.100e+14", "31.0%", "410", "11.00 GiB"],
-                    ["cwt", "2.000e+10", render_mod.DASH, "3", render_mod.DASH]]
+                    ["cwt", "2.000e+10", formatting.DASH, "3", formatting.DASH]]
     assert "Training efficiency" in html and "<em>MFU</em>" in html
     assert {"MFU", "31.0%", "11.00 GiB", "2.000e+10"} <= _laid_out_texts(html, "efficiency")
     assert pdf_path.read_bytes().startswith(b"%PDF")
@@ -670,7 +718,7 @@ def _laid_out_texts(html: str, cls: str) -> set[str]:
 def test_cpu_runs_show_no_mfu_or_memory_columns(tmp_path: Path) -> None:
     index = _efficiency_store(tmp_path, {("cwt", 0): EFFICIENCY_RUNS["cwt", 0]})
     html = render_mod.render_html(index, _efficiency_spec(["cwt"]),
-                                  tables.load_suite(index, SUITE))
+                                  load_suite_data(index, SUITE))
     header, rows = _table_rows(html, "efficiency")
     assert header == ["variant", "FLOP/s", "images/s"]
     assert rows == [["cwt", "2.000e+10", "3"]]
@@ -678,7 +726,7 @@ def test_cpu_runs_show_no_mfu_or_memory_columns(tmp_path: Path) -> None:
 
 
 def test_runs_without_efficiency_figures_have_no_efficiency_section(
-        data: tables.SuiteData, rendered: tuple[Path, Path]) -> None:
-    assert tables.efficiency_table(data, VARIANTS) is None  # tokens/s alone: the main table's
+        data: SuiteData, rendered: tuple[Path, Path]) -> None:
+    assert statistics.efficiency_table(data, VARIANTS) is None  # tokens/s alone: the main table's
     html = rendered[0].read_text(encoding="utf-8")
     assert "Training efficiency" not in html and 'class="efficiency"' not in html

@@ -16,10 +16,12 @@ from optuna.trial import create_trial
 from test_report import pdf_chunks
 from weasyprint.formatting_structure import boxes
 
-from bench.report import ReportSpec, render_report, tables
+from bench.report import ReportSpec, layout, render_report, sections
 from bench.report import render as render_mod
 from bench.report import study as study_mod
 from bench.report.figures import to_svg
+from bench.report.suite_data import load_suite_data
+from bench.store.queries import study_runs
 from bench.store.runs import Store
 
 SUITE = "layout"
@@ -73,12 +75,12 @@ def wide_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def hostile_html(hostile_index: Path) -> str:
     return render_mod.render_html(hostile_index, _spec(HOSTILE),
-                                  tables.load_suite(hostile_index, SUITE))
+                                  load_suite_data(hostile_index, SUITE))
 
 
 @pytest.fixture(scope="module")
 def wide_html(wide_index: Path) -> str:
-    return render_mod.render_html(wide_index, _spec(LONG), tables.load_suite(wide_index, SUITE))
+    return render_mod.render_html(wide_index, _spec(LONG), load_suite_data(wide_index, SUITE))
 
 
 class _Tags(HTMLParser):
@@ -140,25 +142,25 @@ def test_wide_table_fits_the_pdf_page(wide_html: str) -> None:
 
 
 def test_split_parts_repeat_the_row_names_and_keep_header_groups() -> None:
-    cell = render_mod.Cell("0.1234 ± 0.0123", "num")
+    cell = layout.Cell("0.1234 ± 0.0123", "num")
     groups = [("", 2), *[(f"m{i}", 2) for i in range(6)]]
-    table = render_mod.Table(columns=["variant", "seeds", *["mean", "Δ"] * 6],
-                             rows=[[render_mod.Cell("a", "name"), render_mod.Cell("2", "num"),
+    table = layout.Table(columns=["variant", "seeds", *["mean", "Δ"] * 6],
+                             rows=[[layout.Cell("a", "name"), layout.Cell("2", "num"),
                                     *[cell] * 12]], groups=groups, keep=2)
-    parts = render_mod.fit_width(table, 350.0)
+    parts = layout.fit_width(table, 350.0)
     assert len(parts) > 1
     assert [g for p in parts for g in p.groups[1:]] == groups[1:]  # every group once, in order
     for part in parts:
         assert part.columns[:2] == ["variant", "seeds"] and part.groups[0] == ("", 2)
-        assert sum(render_mod.column_widths(part)) <= 350.0
+        assert sum(layout.column_widths(part)) <= 350.0
         assert len(part.rows[0]) == len(part.columns) == sum(s for _, s in part.groups)
-    assert render_mod.fit_width(table, 10_000.0) == [table]
+    assert layout.fit_width(table, 10_000.0) == [table]
 
 
 def test_stderr_legend_only_under_a_stderr_column(wide_html: str, hostile_html: str) -> None:
     legend = "evaluation-sampling noise"
-    assert render_mod.STDERR_COLUMN in wide_html and legend in wide_html
-    assert render_mod.STDERR_COLUMN not in hostile_html and legend not in hostile_html
+    assert sections.STDERR_COLUMN in wide_html and legend in wide_html
+    assert sections.STDERR_COLUMN not in hostile_html and legend not in hostile_html
 
 
 def _pdf_keywords(blob: bytes) -> list[bytes]:
@@ -216,7 +218,7 @@ def test_sweep_figures_show_parameter_and_metric_names_verbatim() -> None:
     source = study_mod.SweepSource(study="s", storage="s.journal", metric="val.$nll$",
                                    direction="minimize", params=list(space), trials=4,
                                    reported="val_nll", command="bench sweep s.yaml")
-    data = study_mod.SweepData(source, study, study.trials, study_mod.index_runs(Path("-"), "s"))
+    data = study_mod.SweepData(source, study, study.trials, study_runs(Path("-"), "s"))
     shown = {name: re.findall(r"<text[^>]*>([^<]*)</text>", figure(data))
              for name, figure in [("history", study_mod.history_figure),
                                   ("importance", study_mod.importance_figure),
@@ -241,7 +243,7 @@ def test_short_row_names_are_not_broken_in_a_full_table(tmp_path: Path) -> None:
         store.finish(variant, values, [], {}, {})
     spec = _spec(metrics, variants=names, baseline="headless", reference={}, curve="curve.loss")
     html = render_mod.render_html(tmp_path / "index.sqlite", spec,
-                                  tables.load_suite(tmp_path / "index.sqlite", SUITE))
+                                  load_suite_data(tmp_path / "index.sqlite", SUITE))
     lines = {}
     for page in weasyprint.HTML(string=html).render().pages:
         stack = [page._page_box]
@@ -257,7 +259,7 @@ def test_short_row_names_are_not_broken_in_a_full_table(tmp_path: Path) -> None:
 def test_a_pdf_lists_a_bounded_number_of_runs_per_variant(tmp_path: Path) -> None:
     """Thousands of runs: the HTML lists every one, the PDF the first few of each variant, and
     figures draw that many seeds thin while their means cover every run."""
-    n = render_mod.PDF_RUNS_PER_VARIANT + 5
+    n = layout.PDF_RUNS_PER_VARIANT + 5
     store = Store(tmp_path)
     for variant in ("a", "b"):
         for seed in range(n if variant == "a" else 2):
@@ -268,9 +270,9 @@ def test_a_pdf_lists_a_bounded_number_of_runs_per_variant(tmp_path: Path) -> Non
             store.finish(run_id, {"acc": 0.5 + seed * 1e-3}, curve, {}, {})
     spec = _spec(["acc"], variants=["a", "b"], baseline="a", reference={}, curve="curve.val_nll")
     html = render_mod.render_html(tmp_path / "index.sqlite", spec,
-                                  tables.load_suite(tmp_path / "index.sqlite", SUITE))
+                                  load_suite_data(tmp_path / "index.sqlite", SUITE))
     assert html.count('class="screen-only"') == 2 * 5  # the per-seed and provenance tables
-    assert f"a (mean of {n}; {render_mod.PDF_RUNS_PER_VARIANT} drawn thin)" in html
+    assert f"a (mean of {n}; {layout.PDF_RUNS_PER_VARIANT} drawn thin)" in html
     assert "5 more are in the HTML report" in html
     printed = {}
     for page in weasyprint.HTML(string=html).render().pages:
@@ -281,5 +283,5 @@ def test_a_pdf_lists_a_bounded_number_of_runs_per_variant(tmp_path: Path) -> Non
                 printed[box.element.text] = printed.get(box.element.text, 0) + 1
             stack.extend(getattr(box, "children", []))
     main_rows = 1  # the main table names each variant once too
-    assert printed["a"] == main_rows + 2 * render_mod.PDF_RUNS_PER_VARIANT
+    assert printed["a"] == main_rows + 2 * layout.PDF_RUNS_PER_VARIANT
     assert printed["b"] == main_rows + 2 * 2

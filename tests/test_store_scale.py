@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.report import tables
+from bench.report.suite_data import load_suite_data
 from bench.store.runs import Store
 
 CURVE = [{"step": 10 * k, "flops": 1e9 * k, "tokens": 64 * k, "loss": 5.0 - k / 10}
@@ -78,8 +78,8 @@ def test_lookups_by_run_and_suite_use_an_index(store: TracedStore, query: str) -
 
 
 def test_report_reads_only_the_curve_it_draws(store: TracedStore) -> None:
-    full = tables.load_suite(store.index_path, "big")
-    some = tables.load_suite(store.index_path, "big", curves=["curve.val_nll"])
+    full = load_suite_data(store.index_path, "big")
+    some = load_suite_data(store.index_path, "big", curves=["curve.val_nll"])
     assert set(full.curves["metric"]) == {"curve.train_loss", "curve.val_nll"}
     assert set(some.curves["metric"]) == {"curve.val_nll"}
     assert len(some.curves) == 4 * 25  # 25 finished runs, validation every other row

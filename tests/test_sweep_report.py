@@ -14,8 +14,10 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
 
 from bench.cli import main
+from bench.report import formatting
 from bench.report import render as render_mod
 from bench.report import study as study_mod
+from bench.store.queries import study_runs
 from bench.store.runs import Store
 
 SUITE = "tiny-sweep"
@@ -227,7 +229,7 @@ def test_best_trial_names_value_params_run_and_config(page: Page) -> None:
 
 
 def test_trials_table_has_a_row_per_trial_by_number(page: Page) -> None:
-    dash = render_mod.DASH
+    dash = formatting.DASH
     assert page.tables["trials"] == [
         ["trial", "state", "val.nll", "cwt.temperature", "train.optim.lr", "run", "duration",
          "retry of", "reason"],
@@ -331,10 +333,10 @@ def test_database_passwords_stay_out_of_the_report() -> None:
 
 
 def test_durations_and_parameters_format() -> None:
-    assert render_mod.fmt_duration(3725.4) == "1:02:05"
-    assert render_mod.fmt_duration(None) == render_mod.DASH
-    assert render_mod.fmt_param(0.000312345) == "0.0003123"
-    assert render_mod.fmt_param(16) == "16" and render_mod.fmt_param("adamw") == "adamw"
+    assert formatting.fmt_duration(3725.4) == "1:02:05"
+    assert formatting.fmt_duration(None) == formatting.DASH
+    assert formatting.fmt_param(0.000312345) == "0.0003123"
+    assert formatting.fmt_param(16) == "16" and formatting.fmt_param("adamw") == "adamw"
 
 
 def _in_memory(direction: str, trials: list[tuple[float, float, float]]) -> study_mod.SweepData:
@@ -346,7 +348,7 @@ def _in_memory(direction: str, trials: list[tuple[float, float, float]]) -> stud
     source = study_mod.SweepSource(study="s", storage="s.journal", metric="val.nll",
                                    direction=direction, params=list(SPACE), trials=4,
                                    reported="val_nll", command="bench sweep s.yaml")
-    return study_mod.SweepData(source, study, study.trials, study_mod.index_runs(Path("-"), "s"))
+    return study_mod.SweepData(source, study, study.trials, study_runs(Path("-"), "s"))
 
 
 def test_importances_need_two_complete_trials_and_a_varying_parameter() -> None:

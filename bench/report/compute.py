@@ -16,7 +16,9 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from bench.report.tables import FINISHED, LEVEL, SuiteData, compute_metrics, paper_table
+from bench.report.statistics import LEVEL, consumed_metric_names, paper_table
+from bench.report.suite_data import SuiteData
+from bench.store.queries import FINISHED
 
 # A reference key `<metric>:compute_ratio` is the paper's compute-to-match ratio of a variant.
 COMPUTE_RATIO_SUFFIX = ":compute_ratio"
@@ -356,7 +358,7 @@ def efficiency_ratios(data: SuiteData, variants: Sequence[str], baseline: str,
     the suite's `<metric>:ratio` reference (columns (metric, ratio | reference_ratio), as in
     `paper_table`); None when no run recorded any of them."""
     recorded = set(data.finals["metric"])
-    wanted = [compute_metrics(unit)[2], *(m for m in metrics if is_latency(m))]
+    wanted = [consumed_metric_names(unit)[2], *(m for m in metrics if is_latency(m))]
     shown = [m for m in dict.fromkeys(wanted) if m in recorded]
     if not shown:
         return None

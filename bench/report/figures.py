@@ -21,7 +21,7 @@ from matplotlib.ticker import FixedFormatter, Formatter, FuncFormatter
 from matplotlib.typing import RcKeyType
 
 from bench.report.compute import Fit, drawable
-from bench.report.tables import SuiteData
+from bench.report.suite_data import SuiteData
 
 Colour = tuple[float, float, float]
 

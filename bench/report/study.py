@@ -17,7 +17,6 @@ rc parameters are restored afterwards.
 
 import json
 import shlex
-import sqlite3
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,9 +38,9 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna.visualization import matplotlib as optuna_plots
 from sqlalchemy.engine import make_url
 
-from bench.errors import UserError
 from bench.report.figures import to_svg
-from bench.report.tables import json_object, read_only
+from bench.report.suite_data import json_object
+from bench.store.queries import study_runs
 
 # Trial states as the report counts them; `surplus` trials failed without running.
 STATES = ("complete", "pruned", "failed", "surplus", "running", "waiting")
@@ -100,21 +99,7 @@ def load_sweep(source: SweepSource, index_path: Path) -> SweepData | None:
         optuna.logging.set_verbosity(verbosity)
     study = optuna.Study(source.study, snapshot)
     study.add_trials(trials)
-    return SweepData(source, study, trials, index_runs(index_path, source.study))
-
-
-def index_runs(index_path: Path, suite: str) -> pd.DataFrame:
-    """One suite's rows of the results index (run_id, state, config), read-only; none when the
-    index does not exist yet."""
-    columns = ["run_id", "state", "config"]
-    if not index_path.is_file():
-        return pd.DataFrame(columns=columns)
-    try:
-        with read_only(index_path) as con:
-            return pd.read_sql_query(f"SELECT {', '.join(columns)} FROM runs WHERE suite = ? "
-                                     "ORDER BY run_id", con, params=(suite,))
-    except (sqlite3.Error, pd.errors.DatabaseError) as err:
-        raise UserError(f"{index_path}: not a readable results index ({err})") from err
+    return SweepData(source, study, trials, study_runs(index_path, source.study))
 
 
 def trial_state(trial: FrozenTrial) -> str:

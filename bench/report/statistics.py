@@ -1,41 +1,34 @@
-"""The numbers of a report: one suite's rows of the results index, summarised over seeds.
+"""The numbers of a report: one suite's runs summarised over seeds (means with t-intervals,
+differences from the baseline paired by seed or Welch with their p-values, the paper-style
+table with ratios to the baseline) and the per-run frames the tables list.
 
-Everything here is numeric (pandas frames, floats); formatting belongs to the renderer, so the
-statistics can be tested against scipy without parsing HTML.
+Everything here is numeric (pandas frames, floats); formatting belongs to the section builders,
+so the statistics can be tested against scipy without parsing HTML.
 """
 
-import json
 import math
-import sqlite3
 from collections.abc import Callable, Sequence
-from contextlib import closing
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.contract import BudgetConfig
-from bench.errors import UserError
-from bench.store.runs import index_error
+from bench.report.suite_data import SuiteData, json_object
+from bench.store.queries import FINISHED
 
-FINISHED = "finished"
-# The runs table's own columns (a report reads none of the claim columns).
-RUN_COLUMNS = ("run_id", "suite", "variant", "seed", "state", "reason", "path", "config",
-               "provenance", "started", "ended")
 STDERR_SUFFIX = "_stderr"
 # A reference key `<metric>:ratio` is the paper's ratio of that metric to its baseline's.
 RATIO_SUFFIX = ":ratio"
 
 
-def compute_metrics(unit: str = "tokens") -> tuple[str, str, str]:
+def consumed_metric_names(unit: str = "tokens") -> tuple[str, str, str]:
     """What a run consumed, as the training loop records it, in the family's unit of data
     (tokens, images); shown beside every variant's metrics."""
     return "train.flops", f"train.{unit}", f"train.{unit}_per_s"
 
 
-def efficiency_metrics(unit: str = "tokens") -> tuple[str, str, str, str]:
+def efficiency_metric_names(unit: str = "tokens") -> tuple[str, str, str, str]:
     """How efficiently a run trained, as the training loop records it: model FLOP/s, MFU
     (GPUs whose peak is known), the family's items per second and the device's peak memory
     (GPUs)."""
@@ -47,153 +40,12 @@ LEVEL = 0.95
 
 
 @dataclass(frozen=True)
-class SuiteData:
-    """The index rows of one suite, split the way a report reads them."""
-
-    runs: pd.DataFrame  # every run of the suite, whatever its state
-    finals: pd.DataFrame  # final metric rows (step NULL) of finished runs, one per run and metric
-    curves: pd.DataFrame  # curve rows (step set) of finished runs
-    points: pd.DataFrame  # evaluation curves (PR, ROC) of finished runs: curve, idx, x, y
-    # final metric rows of every finished run at every budget of a ladder (`finals` holds only
-    # each variant's largest): what a metric is read against compute from
-    ladder: pd.DataFrame
-
-
-@dataclass(frozen=True)
 class Estimate:
     """A point estimate with its 95% t-interval; low and high are NaN where no interval exists."""
 
     value: float
     low: float
     high: float
-
-
-def load_suite(index_path: Path, suite: str, required: bool = True,
-               curves: Sequence[str] | None = None) -> SuiteData | None:
-    """Read one suite from the index; only finished runs feed the numbers, the rest are listed.
-
-    Only the finished runs' metric rows are read, and of their training curves only the metrics
-    named in `curves` (all when None): a report draws one curve, and the other curve rows
-    outnumber everything else in a large store. A suite without finished runs (or without an
-    index) is a UserError, or None when not `required` (a sweep's report can stand without the
-    suite's own variants).
-    """
-    if not index_path.is_file():
-        if not required:
-            return None
-        raise UserError(f"{index_path}: results index not found (suite {suite!r}); run it first")
-    try:
-        with read_only(index_path) as con:
-            runs = pd.read_sql_query(
-                f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE suite = ? "
-                "ORDER BY variant, seed, run_id",
-                con,
-                params=(suite,),
-            )
-            metrics = _finished_metrics(con, suite, curves)
-            has_points = con.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'points'"
-            ).fetchone()
-            points = pd.read_sql_query(
-                "SELECT run_id, curve, idx, x, y FROM points WHERE suite = ? ORDER BY idx"
-                if has_points else "SELECT NULL AS run_id, NULL AS curve, NULL AS idx, "
-                "NULL AS x, NULL AS y WHERE 0", con, params=(suite,) if has_points else ())
-    except (sqlite3.Error, pd.errors.DatabaseError) as err:
-        raise index_error(index_path, err) from err
-    # SQL NULL arrives as NaN in some columns; None keeps "missing" falsy for the text fields.
-    text = ["reason", "path", "config", "provenance", "started", "ended"]
-    runs[text] = runs[text].astype(object).where(runs[text].notna(), None)
-    runs["state"] = _shown_states(index_path, suite, runs)
-    finished = runs.loc[runs["state"] == FINISHED, "run_id"]
-    if finished.empty:
-        if not required:
-            return None
-        states = runs["state"].value_counts().to_dict()
-        seen = ", ".join(f"{n} {state}" for state, n in states.items()) or "no runs at all"
-        raise UserError(f"{index_path}: suite {suite!r} has no finished runs ({seen})")
-    # The runs table is authoritative for variant and seed; metric rows only name their run.
-    # A variant trained on a ladder of budgets is compared at its largest (a ladder's lower
-    # rungs are for reading metrics against compute, not for averaging with it).
-    budgets = [_budget(json_object(c, "config", r))
-               for c, r in zip(runs["config"], runs["run_id"], strict=True)]
-    runs["unit"] = [unit for unit, _ in budgets]
-    runs["budget"] = [amount for _, amount in budgets]
-    top = runs.groupby("variant")["budget"].transform("max")
-    runs["compared"] = runs["budget"].isna() | (runs["budget"] == top)
-    compared = runs.loc[runs["compared"], "run_id"]
-    # Lower rungs keep their final rows (for `ladder`), not their curves.
-    metrics = metrics[metrics["step"].isna() | metrics["run_id"].isin(compared)]
-    finished = finished[finished.isin(compared)]
-    metrics = (
-        metrics.drop(columns=["variant", "seed"])
-        .merge(runs[["run_id", "variant", "seed"]], on="run_id")
-        .sort_values("row_order")
-    )
-    is_final = metrics["step"].isna()
-    # A re-recorded final metric replaces the earlier row rather than counting twice.
-    ladder = metrics[is_final].drop_duplicates(["run_id", "metric"], keep="last")
-    finals = ladder[ladder["run_id"].isin(compared)]
-    points = points[points["run_id"].isin(finished)].merge(
-        runs[["run_id", "variant", "seed"]], on="run_id")
-    return SuiteData(
-        runs=runs,
-        finals=finals.reset_index(drop=True),
-        curves=metrics[~is_final].reset_index(drop=True),
-        points=points.reset_index(drop=True),
-        ladder=ladder.reset_index(drop=True),
-    )
-
-
-def _shown_states(index_path: Path, suite: str, runs: pd.DataFrame) -> list[str]:
-    """Each run's state as every command shows it (`bench.execution.cluster.shown_states`): a run
-    the index records as running whose holder is gone is 'interrupted'. A run whose folder is not
-    beside the index (an index read on its own) keeps the state the index records."""
-    from bench.execution.cluster import shown_states
-    from bench.store.runs import Store
-
-    store = Store(index_path.parent)
-    recorded = list(zip(runs["run_id"], runs["state"], strict=True))
-    looked = [(suite, run_id, state) for run_id, state in recorded
-              if state != FINISHED and store.run_dir(suite, run_id).is_dir()]
-    shown = {run_id: word for (_, run_id, _), (word, _) in
-             zip(looked, shown_states(store, looked), strict=True)}
-    return [shown.get(run_id, state) for run_id, state in recorded]
-
-
-def _budget(config: dict) -> tuple[str | None, float]:
-    """The unit and amount of a run's budget, from its resolved config (None and NaN where it
-    names none)."""
-    try:
-        budget = BudgetConfig.model_validate(config.get("budget"))
-        return budget.unit, budget.amount
-    except ValueError:  # no budget (a ValidationError), or a ladder's list
-        return None, math.nan
-
-
-def _finished_metrics(con: sqlite3.Connection, suite: str, curves: Sequence[str] | None
-                      ) -> pd.DataFrame:
-    """The metric rows of the suite's finished runs: every final one, and the curve rows of
-    `curves` (all when None), in the order they were written."""
-    args: tuple[str, ...]
-    wanted, args = "", (suite, suite)
-    if curves is not None:
-        wanted = f"AND (step IS NULL OR metric IN ({', '.join('?' * len(curves))})) "
-        args += tuple(curves)
-    return pd.read_sql_query(
-        "SELECT rowid AS row_order, * FROM metrics WHERE suite = ? AND run_id IN "
-        f"(SELECT run_id FROM runs WHERE suite = ? AND state = '{FINISHED}') "
-        f"{wanted}ORDER BY rowid", con, params=args)
-
-
-def read_only(index_path: Path) -> "closing[sqlite3.Connection]":
-    """A read-only connection to the results index: a report never writes to it."""
-    return closing(sqlite3.connect(index_path.resolve().as_uri() + "?mode=ro", uri=True))
-
-
-def variant_order(declared: Sequence[str], data: SuiteData) -> list[str]:
-    """The suite's variant order, then any variant in the index that the suite no longer names."""
-    extra = sorted(set(data.runs["variant"]) - set(declared))
-    return [*declared, *extra]
 
 
 # Infinite and NaN values (and sums past the largest float) give infinite or NaN estimates,
@@ -422,7 +274,7 @@ def compute_table(data: SuiteData, variants: Sequence[str], unit: str = "tokens"
     finished = data.runs[(data.runs["state"] == FINISHED) & data.runs["compared"]]
     table = pd.DataFrame(index=pd.Index(list(variants), name="variant"))
     table["n"] = [int((finished["variant"] == v).sum()) for v in variants]
-    for metric in compute_metrics(unit):
+    for metric in consumed_metric_names(unit):
         table[metric] = [mean_of(seed_values(data, v, metric)) for v in variants]
     return table
 
@@ -432,8 +284,8 @@ def efficiency_table(data: SuiteData, variants: Sequence[str], unit: str = "toke
     """Per variant: the mean over finished seeds of each efficiency metric some run recorded
     (NaN where none of the variant's runs did); None when no run recorded FLOP/s, MFU or peak
     memory (runs from before they were recorded)."""
-    recorded = [m for m in efficiency_metrics(unit) if m in set(data.finals["metric"])]
-    flops_per_s, mfu, _, memory = efficiency_metrics(unit)
+    recorded = [m for m in efficiency_metric_names(unit) if m in set(data.finals["metric"])]
+    flops_per_s, mfu, _, memory = efficiency_metric_names(unit)
     if not {flops_per_s, mfu, memory} & set(recorded):
         return None
     table = pd.DataFrame(index=pd.Index(list(variants), name="variant"))
@@ -459,7 +311,7 @@ def per_seed_table(
         columns.append(metric)
         if metric + STDERR_SUFFIX in recorded:
             columns.append(metric + STDERR_SUFFIX)
-    columns += [m for m in compute_metrics(unit) if m in recorded]
+    columns += [m for m in consumed_metric_names(unit) if m in recorded]
     columns = list(dict.fromkeys(columns))  # a key metric may itself be a stderr or compute key
     wide = data.ladder.pivot(index="run_id", columns="metric", values="value")
     wide = wide.reindex(columns=columns)
@@ -516,19 +368,6 @@ def package_table(data: SuiteData) -> pd.DataFrame:
         for name, versions in sorted(counts.items())
     ]
     return pd.DataFrame(rows, columns=["package", "versions"])
-
-
-def json_object(text: str | None, column: str, run_id: str) -> dict:
-    """A JSON-object column of the index (runs.provenance, runs.config); {} when empty."""
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise UserError(f"runs.{column} of run {run_id}: not valid JSON ({err})") from err
-    if not isinstance(value, dict):
-        raise UserError(f"runs.{column} of run {run_id}: expected a JSON object")
-    return value
 
 
 def _in_variant_order(table: pd.DataFrame, variants: Sequence[str]) -> pd.DataFrame:

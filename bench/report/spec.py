@@ -1,0 +1,87 @@
+"""What a suite asks of its report, resolved from the suite: title, baseline, key metrics and
+their directions, the paper's numbers, notes (proxy data sets, ladders of budgets), the family's
+unit and curve, and the study of its sweep."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.config.suite import PaperTableConfig, Suite
+from bench.evals.registry import get_evaluator
+from bench.report.study import SweepSource
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportSpec:
+    """What a suite asks of its report (its `report:` and `reference:` blocks, resolved)."""
+
+    suite: str
+    title: str
+    baseline: str | None
+    metrics: list[str]
+    higher_is_better: dict[str, bool | None]  # None: neither direction is better
+    reference: dict[str, dict[str, float]]
+    reference_source: str | None
+    notes: list[str]
+    curve: str = "curve.val_nll"
+    item_unit: str = "tokens"  # what the family's training data are counted in
+    table: PaperTableConfig | None = None  # a paper's comparison table to reproduce
+    # metrics drawn against compute on a ladder of budgets (None: compute.default_compute_metrics)
+    compute_metrics: list[str] | None = None
+    # evaluators whose data are a proxy for the benchmark (their metrics are labelled so)
+    proxies: list[str] = field(default_factory=list)
+    variants: list[str]
+    sweep: SweepSource | None = None  # the suite's Optuna study, when it has a `sweep:` block
+
+
+def spec_for(suite: Suite, results: Path, storage: str | None = None,
+             sweep_command: str = "") -> ReportSpec:
+    """The report `suite` asks for. A suite with a `sweep:` block reports its study, kept in
+    `storage` (a journal file or a database URL), else in the journal `bench sweep` keeps under
+    the `results` folder; `sweep_command` is how that sweep is run."""
+    family = suite.family
+    rep = suite.head.report
+    notes = list(rep.notes)
+    proxies = [name for name, eval_cfg in next(iter(suite.variants.values())).evals
+               if get_evaluator(name).is_proxy(eval_cfg)]
+    for name in proxies:
+        notes.append(f"'{name}' is scored on a PROXY data set built from freely "
+                     "available text, not on the benchmark itself: compare variants with "
+                     "each other, not with published numbers.")
+    ladders = [name for name, v in suite.variants.items() if v.budget.is_ladder]
+    if ladders:
+        notes.append(f"{', '.join(ladders)} trained on a ladder of budgets: the tables compare "
+                     "each variant at its largest budget.")
+    metrics = rep.metrics or family.default_metrics
+    return ReportSpec(
+        suite=suite.name,
+        title=rep.title or suite.head.description or suite.name,
+        baseline=rep.baseline,
+        metrics=metrics,
+        higher_is_better={m: suite.higher_is_better(m)
+                          for m in [*metrics, *(rep.compute_metrics or [])]},
+        reference=suite.head.reference,
+        reference_source=rep.reference_source,
+        notes=notes,
+        variants=list(suite.variants),
+        item_unit=family.item_unit,
+        curve=family.report_curve,
+        table=rep.table,
+        compute_metrics=rep.compute_metrics,
+        proxies=proxies,
+        sweep=sweep_source(suite, results, storage, sweep_command),
+    )
+
+
+def sweep_source(suite: Suite, results: Path, storage: str | None, command: str
+                 ) -> SweepSource | None:
+    """Where the suite's study lives and what it optimises; None without a `sweep:` block."""
+    cfg = suite.head.sweep
+    if cfg is None:
+        return None
+    from bench.execution.sweep import default_storage, study_name  # only sweeps need them
+
+    name = study_name(suite)
+    return SweepSource(
+        study=name, storage=storage or default_storage(results, name),
+        metric=cfg.objective.metric, direction=cfg.objective.direction,
+        params=list(cfg.space), trials=cfg.trials, reported=cfg.pruner.metric, command=command)
