@@ -2,10 +2,11 @@
 against, and nothing else.
 
 The core (suite, plan, run, budget, store, report) hands a family a `RunSpec` and a `RunContext`;
-the family prices its steps as `StepCost`s, trains through `RunContext.train(Stage)` and hands its
-trained model to `RunContext.evaluate` as an adapter (see `bench.evals.adapters`). This module
-imports no other part of the harness except the plain schemas, and no torch at run time, so that
-every floor above can import it and a type checker can hold each family to `Family`.
+the family prices its steps as `StepCost`s, trains through `RunContext.train(Stage)` (the loop
+options from its loop settings: `loop_options`) and hands its trained model to
+`RunContext.evaluate` as an adapter (see `bench.evals.adapters`). This module imports no other
+part of the harness except the plain schemas, and no torch at run time, so that every floor above
+can import it and a type checker can hold each family to `Family` of its own config.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypedDict, TypeVar
 
 from pydantic import BaseModel, Discriminator, Field, Tag, model_validator
 
 from bench.resources import Resources
-from bench.schema import Float, Int, OptimConfig, Strict
+from bench.schema import Float, Int, LoopConfig, OptimConfig, Strict
 
 if TYPE_CHECKING:
     import logging
@@ -183,6 +184,20 @@ class Stage:
     solo: bool = False  # trained by this process alone (evaluation's fine-tuning, on rank 0)
 
 
+class LoopOptions(TypedDict):
+    """The `Stage` fields a family's loop settings decide, the same for each of its stages."""
+
+    checkpoint_every: int
+    bf16: bool
+    compile: bool
+
+
+def loop_options(loop: LoopConfig, device: torch.device) -> LoopOptions:
+    """A `Stage`'s loop options from a family's loop settings, for a run on `device`."""
+    return LoopOptions(checkpoint_every=loop.checkpoint_every,
+                       bf16=loop.autocast_bf16(device.type), compile=loop.compile)
+
+
 @dataclass
 class StageResult:
     """What a stage consumed and reached; recorded per stage."""
@@ -234,9 +249,15 @@ class RunContext(Protocol):
         ...
 
 
-class Family(Protocol):
-    """What a study family provides to the core. A family's heavy imports (torch,
-    transformers) stay inside `step_costs` and `execute`, so validating a suite is fast."""
+# A family's config model: its `Family` methods take the config it validates.
+C = TypeVar("C", bound=BaseModel)
+
+
+class Family(Protocol[C]):
+    """What a study family provides to the core, typed by its config model `C` (a family
+    module declares `FAMILY: Family[ItsConfig]`; the registry hands out `Family[Any]`). Its
+    heavy imports (torch, transformers) sit behind one lazy import in `step_costs` and
+    `execute`, so validating a suite imports no torch."""
 
     name: str
     item_unit: str  # the budget unit a family counts its training data in ("tokens", "images")
@@ -255,7 +276,7 @@ class Family(Protocol):
         ...
 
     @property
-    def config_model(self) -> type[BaseModel]:
+    def config_model(self) -> type[C]:
         """The schema of one run's config (a suite's family keys); no torch import."""
         ...
 
@@ -264,26 +285,26 @@ class Family(Protocol):
         """The adapter protocols (bench.evals.adapters) its trained models provide."""
         ...
 
-    def stages(self, config: Any) -> list[str]:
+    def stages(self, config: C) -> list[str]:
         """Training stages of a run, in order; each has a share of the budget."""
         ...
 
-    def step_costs(self, config: Any, processes: int = 1) -> dict[str, StepCost]:
+    def step_costs(self, config: C, processes: int = 1) -> dict[str, StepCost]:
         """Cost of one optimizer step of every stage on `processes` processes together (each
         takes an equal share of the batch), measured without training (for plans)."""
         ...
 
-    def inputs(self, config: Any) -> dict[str, str]:
+    def inputs(self, config: C) -> dict[str, str]:
         """The files and folders a run's training reads (data, tokenizer, pretrained weights),
         by a label such as 'data.train'; their contents go into the run's identity."""
         ...
 
-    def derived_inputs(self, config: Any) -> dict[str, dict[str, str]]:
+    def derived_inputs(self, config: C) -> dict[str, dict[str, str]]:
         """Data a run reads that is made from its inputs (token shards), as label ->
         {'path', 'sha256'}: the fingerprint joins the run's identity like an input's."""
         ...
 
-    def data_root(self, config: Any) -> str | None:
+    def data_root(self, config: C) -> str | None:
         """The folder of the run's training data, for evaluation sets that lie beside it by
         default (a WIDER FACE root holds both splits); None when there is none."""
         ...

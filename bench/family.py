@@ -5,6 +5,7 @@ The contract a family fulfils (`Family`) is in `bench.contract`. A family's modu
 """
 
 from importlib import import_module
+from typing import Any
 
 from bench.contract import Family
 
@@ -16,7 +17,7 @@ def known_families() -> list[str]:
     return sorted(_FAMILIES)
 
 
-def get_family(name: str) -> Family:
+def get_family(name: str) -> Family[Any]:
     """The family registered under `name` (its module exposes `FAMILY`)."""
-    family: Family = import_module(_FAMILIES[name]).FAMILY
+    family: Family[Any] = import_module(_FAMILIES[name]).FAMILY
     return family

@@ -108,3 +108,23 @@ class OptimConfig(Strict):
         if self.schedule != "wsd":
             data.pop("decay", None)
         return data
+
+
+class LoopConfig(Strict):
+    """What a family's training block tells the one training loop: the optimiser and its
+    schedule, the precision, compilation and the checkpoint cadence. Each family's block extends
+    it (overriding a default where its paper's differs); `bench.contract.loop_options` turns it
+    into a `Stage`'s loop options."""
+
+    optim: OptimConfig
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on a GPU, fp32 on a CPU"
+    )
+    compile: bool = Field(False, description="run the loss through torch.compile (FLOPs are "
+                          "still counted on an eager step)")
+    checkpoint_every: Int = Field(50, gt=0)
+
+    def autocast_bf16(self, device_type: str) -> bool:
+        """Whether the loop runs under bf16 autocast on a device of `device_type` ('cuda',
+        'cpu'): when asked for, or under 'auto' on a GPU."""
+        return self.precision == "bf16" or (self.precision == "auto" and device_type == "cuda")

@@ -36,8 +36,8 @@ from step_time import make_step as make_lm_step
 from bench.config.suite import load_suite
 from bench.errors import UserError
 from bench.faces.config import SSHModelConfig
+from bench.faces.detection_timing import PAPER_MS_P6000, sync, time_detection
 from bench.faces.model import build_ssh
-from bench.faces.speed import PAPER_MS_P6000, sync, time_detection
 from bench.training.accelerators import efficiency_metrics, peak_flops
 from bench.training.flops import count_flops
 from bench.util.atomic import write_text

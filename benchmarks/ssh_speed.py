@@ -16,8 +16,8 @@ import sys
 import torch
 
 from bench.faces.config import SSHModelConfig
+from bench.faces.detection_timing import PAPER_MS_P6000, time_detection
 from bench.faces.model import build_ssh, parameter_counts, ssh_flops
-from bench.faces.speed import PAPER_MS_P6000, time_detection
 
 BACKBONES = ("vgg16_headless", "vgg16_full")
 

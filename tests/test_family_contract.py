@@ -5,6 +5,8 @@ import ast
 import inspect
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,6 +154,17 @@ def test_every_evaluator_conforms_to_the_protocol(name):
     assert issubclass(evaluator.config_model, BaseModel)
     assert evaluator.needs in ADAPTERS
     assert any(evaluator.needs in get_family(f).adapters for f in known_families())
+
+
+def test_validating_every_suite_imports_no_torch(suite_env):
+    """A family's schema, stages and directions are read without torch: what needs it (a step's
+    price, a run) sits behind one lazy import, so validating a suite stays fast."""
+    code = ("import sys\nfrom bench.config.suite import load_suite\n"
+            "for path in sys.argv[1:]:\n    load_suite(path)\n"
+            "assert 'torch' not in sys.modules, 'validating a suite imported torch'")
+    suites = sorted(str(p) for p in SUITES.glob("*/*.yaml"))
+    assert {Path(p).parent.name for p in suites} >= {"cwt", "ssh", "demo"}
+    subprocess.run([sys.executable, "-c", code, *suites], check=True)
 
 
 def test_the_run_context_protocol_is_what_the_runner_gives():

@@ -6,35 +6,47 @@ selection run on it.
 """
 
 from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from bench.contract import RunContext, RunSpec, Stage, StepCost
-from bench.evals.adapters import Finetuned, PairClassifier
-from bench.schema import Int, OptimConfig, Strict
+from bench.contract import Family, RunContext, RunSpec, Stage, StepCost, loop_options
+from bench.evals.adapters import Example, FinetuneConfig, Finetuned, PairClassifier, TaskSpec
+from bench.schema import Int, LoopConfig, OptimConfig
 
 
-class ToyConfig(Strict):
+class ToyConfig(LoopConfig):
+    """The loop settings (optimiser, precision, checkpoints) and the model's width and batch."""
+
+    optim: OptimConfig = OptimConfig(lr=0.05)
     width: Int = Field(8, gt=0)
     batch_size: Int = Field(16, gt=0)
-    optim: OptimConfig = OptimConfig(lr=0.05)
 
 
 class WordCounts:
     """Each epoch counts the words of one more part of the training examples per label, then
     predicts the label whose words the sentence shares most."""
 
-    def finetune(self, task, train, dev, settings, *, seed, scratch, score_epoch) -> Finetuned:
-        counts = [Counter() for _ in range(task.num_labels)]
+    def finetune(self, task: TaskSpec, train: Sequence[Example],
+                 dev: Mapping[str, Sequence[Example]], settings: FinetuneConfig, *, seed: int,
+                 scratch: Path,
+                 score_epoch: Callable[[int, dict[str, list[float]]], dict[str, float]]
+                 ) -> Finetuned:
+        counts: list[Counter[str]] = [Counter() for _ in range(task.num_labels)]
+
+        def label(ex: Example) -> int:
+            words = ex.text_a.split()
+            return max(range(task.num_labels), key=lambda c: sum(counts[c][w] for w in words))
+
         part, epochs = -(-len(train) // settings.epochs), []
         for epoch in range(1, settings.epochs + 1):
             for ex in train[(epoch - 1) * part: epoch * part]:
                 counts[int(ex.label)].update(ex.text_a.split())
-            guess = {split: [max(range(task.num_labels), key=lambda c, ex=ex: sum(
-                counts[c][w] for w in ex.text_a.split())) for ex in rows]
-                for split, rows in dev.items()}
+            guess: dict[str, list[float]] = {split: [label(ex) for ex in rows]
+                                             for split, rows in dev.items()}
             epochs.append(score_epoch(epoch, guess))
         words = sum(len(ex.text_a.split()) for ex in train)  # the words it counted
         return Finetuned(epochs, steps=0, flops=0.0, tokens=words, seconds=0.0)
@@ -79,11 +91,11 @@ class ToyFamily:
             return F.mse_loss(model(x).squeeze(-1), x @ truth)
 
         ctx.train(Stage("train", model, list(model.parameters()), cfg.optim, rows, mse,
-                        items=len, seed=run.seed))
+                        items=len, seed=run.seed, **loop_options(cfg, ctx.device)))
         if ctx.main:
             with torch.no_grad():
                 ctx.record({"val.mse": float(mse(rows(10**9)[0]))})  # rows no step reads
             ctx.evaluate(WordCounts())
 
 
-FAMILY = ToyFamily()
+FAMILY: Family[ToyConfig] = ToyFamily()

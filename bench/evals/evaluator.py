@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -43,18 +43,25 @@ class EvalResult:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
-class Evaluator(Protocol):
-    """One evaluation protocol, usable by any family whose models provide what it `needs`."""
+# An evaluator's config model and the adapter protocol it scores through: its methods take them.
+C = TypeVar("C", bound=BaseModel)
+A = TypeVar("A")
+
+
+class Evaluator(Protocol[C, A]):
+    """One evaluation protocol, usable by any family whose models provide what it `needs`;
+    typed by its config model `C` and adapter `A` (a module declares `EVALUATOR:
+    Evaluator[ItsConfig, ItsAdapter]`; the registry hands out `Evaluator[Any, Any]`)."""
 
     name: str
 
     @property
-    def config_model(self) -> type[BaseModel]:
+    def config_model(self) -> type[C]:
         """The schema of the evaluator's entry in a suite's `evals:`."""
         ...
 
     @property
-    def needs(self) -> type:
+    def needs(self) -> type[A]:
         """The adapter protocol a model must provide (bench.evals.adapters)."""
         ...
 
@@ -62,21 +69,21 @@ class Evaluator(Protocol):
         """Whether a larger value of `metric` (without the prefix) is better; None: neither."""
         ...
 
-    def is_proxy(self, config: Any) -> bool:
+    def is_proxy(self, config: C) -> bool:
         """Whether the evaluation scores a stand-in data set, not the benchmark itself (a
         report labels its metrics so, and says not to compare them with published numbers)."""
         ...
 
-    def inputs(self, config: Any, data_root: str | None) -> dict[str, str]:
+    def inputs(self, config: C, data_root: str | None) -> dict[str, str]:
         """The files and folders the evaluation reads, by label ('path', 'images'); the run
         names them `evals.<name>.<label>` and their contents join its identity."""
         ...
 
-    def check(self, config: Any, data_root: str | None) -> None:
+    def check(self, config: C, data_root: str | None) -> None:
         """Fail (a UserError naming the file) when the evaluation's data is missing or
         malformed: the run checks before it trains, not after hours of training."""
         ...
 
-    def evaluate(self, config: Any, model: Any, setting: EvalSetting) -> EvalResult:
+    def evaluate(self, config: C, model: A, setting: EvalSetting) -> EvalResult:
         """Score `model` (an instance of `needs`) by the protocol."""
         ...

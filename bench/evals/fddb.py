@@ -615,4 +615,4 @@ def _folds(config: FDDBEvalConfig) -> tuple[dict[str, np.ndarray], list[Path], s
     return faces, [root / "originalPics" / f"{n}.jpg" for n in faces], str(root / "FDDB-folds")
 
 
-EVALUATOR: Evaluator = FDDBEvaluator()
+EVALUATOR: Evaluator[FDDBEvalConfig, FaceDetector] = FDDBEvaluator()

@@ -547,4 +547,4 @@ class GlueEvaluator:
         return result
 
 
-EVALUATOR: Evaluator = GlueEvaluator()
+EVALUATOR: Evaluator[GlueEvalConfig, PairClassifier] = GlueEvaluator()

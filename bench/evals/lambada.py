@@ -262,7 +262,7 @@ class LambadaEvaluator:
         )
 
 
-EVALUATOR: Evaluator = LambadaEvaluator()
+EVALUATOR: Evaluator[LambadaEvalConfig, ContinuationScorer] = LambadaEvaluator()
 
 
 @contextlib.contextmanager

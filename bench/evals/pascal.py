@@ -704,4 +704,4 @@ def _annotated(config: PascalEvalConfig) -> tuple[FaceGT, list[Path]]:
     return gt, [Path(config.images) / f"{k}.jpg" for k in gt.boxes]
 
 
-EVALUATOR: Evaluator = PascalEvaluator()
+EVALUATOR: Evaluator[PascalEvalConfig, FaceDetector] = PascalEvaluator()

@@ -2,6 +2,7 @@
 this one table. Adding an evaluator is one module and one line here."""
 
 from importlib import import_module
+from typing import Any
 
 from bench.errors import UserError, did_you_mean
 from bench.evals.evaluator import Evaluator
@@ -22,12 +23,12 @@ def known_evaluators() -> list[str]:
     return sorted(_EVALUATORS)
 
 
-def get_evaluator(name: str) -> Evaluator:
+def get_evaluator(name: str) -> Evaluator[Any, Any]:
     """The evaluator registered under `name`; a UserError (with the closest name) otherwise."""
     if name not in _EVALUATORS:
         raise UserError(f"unknown evaluator {name!r}{did_you_mean(name, _EVALUATORS)}; "
                         f"known: {', '.join(known_evaluators())}")
-    evaluator: Evaluator = import_module(_EVALUATORS[name][0]).EVALUATOR
+    evaluator: Evaluator[Any, Any] = import_module(_EVALUATORS[name][0]).EVALUATOR
     if evaluator.name != name:
         raise RuntimeError(f"{_EVALUATORS[name][0]} registers evaluator {evaluator.name!r} "
                            f"under the name {name!r}")

@@ -50,4 +50,4 @@ class SpeedEvaluator:
         return EvalResult(metrics)
 
 
-EVALUATOR: Evaluator = SpeedEvaluator()
+EVALUATOR: Evaluator[SpeedEvalConfig, FaceDetector] = SpeedEvaluator()

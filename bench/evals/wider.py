@@ -651,4 +651,4 @@ def _val_set(config: WiderEvalConfig, data_root: str | None
     return gt, [images / e / f"{n}.jpg" for e, n in gt.images], str(listed_in)
 
 
-EVALUATOR: Evaluator = WiderEvaluator()
+EVALUATOR: Evaluator[WiderEvalConfig, FaceDetector] = WiderEvaluator()

@@ -515,4 +515,4 @@ class XnliEvaluator:
         return result
 
 
-EVALUATOR: Evaluator = XnliEvaluator()
+EVALUATOR: Evaluator[XnliEvalConfig, PairClassifier] = XnliEvaluator()

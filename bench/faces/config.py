@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from bench.schema import Float, Int, OptimConfig, Strict
+from bench.schema import Float, Int, LoopConfig, OptimConfig, Strict
 
 # Detection modules as published: stride and anchor sizes (px, aspect ratio 1, base 16).
 MODULES: dict[str, tuple[int, tuple[int, ...]]] = {
@@ -49,8 +49,9 @@ class FacesDataConfig(Strict):
         "on a CPU")
 
 
-class FacesTrainConfig(Strict):
-    """SSH's training recipe; the defaults are the published ones."""
+class SSHBatchConfig(Strict):
+    """SSH's training batches as published: images per step, their sizes, flips and padding,
+    and OHEM over their anchors."""
 
     batch_size: Int = Field(4, gt=0, description="images per optimizer step (padded together)")
     short: Int = Field(1200, gt=0, description="shortest side of a training image")
@@ -58,12 +59,16 @@ class FacesTrainConfig(Strict):
     flip: bool = True
     ohem: bool = True
     pad_to: Int = Field(32, gt=0, description="batch padding multiple (bounds distinct shapes)")
+
+
+# pydantic lays out fields from the last base to the class itself: a resolved config lists the
+# batches, then the loop settings, in the order stored runs' configs do.
+class FacesTrainConfig(LoopConfig, SSHBatchConfig):
+    """SSH's training recipe; the defaults are the published ones."""
+
     optim: OptimConfig = OptimConfig(name="sgd", lr=0.004, momentum=0.9, weight_decay=5e-4,
                                      schedule="step", milestones=(18 / 21,), gamma=0.1,
                                      clip=None)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    compile: bool = Field(False, description="run the loss through torch.compile (FLOPs are "
-                          "still counted on an eager step)")
     checkpoint_every: Int = Field(200, gt=0)
 
 

@@ -12,8 +12,8 @@ import torch
 from bench.evals.adapters import Mode, Size
 from bench.faces.anchors import Specs
 from bench.faces.batches import DetectionImages
+from bench.faces.detection_timing import detector_fn, sync, time_detection
 from bench.faces.inference import detect_scales, pyramid_scales, single_scale
-from bench.faces.speed import detector_fn, sync, time_detection
 from bench.training.loading import StepLoader, to_device
 from bench.util.timing import Timing, summarize, timed
 
@@ -53,8 +53,8 @@ class SSHDetector:
 
     def time(self, sizes: Sequence[Size], modes: Sequence[Mode], *, warmup: int, repeats: int,
              channels_last: bool) -> dict[tuple[Mode, Size], Timing]:
-        """ms per image of synthetic images (`bench.faces.speed`); `channels_last` also leaves
-        the model's weights in that memory format for whatever runs after."""
+        """ms per image of synthetic images (`bench.faces.detection_timing`); `channels_last`
+        also leaves the model's weights in that memory format for whatever runs after."""
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         timings = time_detection({"model": (self.model, self.specs)}, sizes, modes, self.device,

@@ -56,3 +56,8 @@ class LMConfig(Strict):
         """Training stages of this run, in order; each draws on its share of the budget."""
         return ["pretrain", "head_finetune"] if self.head == "finetune" else ["pretrain"]
 
+    def head_finetune_batch(self) -> int:
+        """Sequences per step of the head fine-tuning: its own batch, else pretraining's."""
+        assert self.head_finetune is not None  # `_head_matches_objective` requires it
+        return self.head_finetune.batch_size or self.train.batch_size
+

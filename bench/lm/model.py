@@ -1,4 +1,5 @@
-"""GPT-NeoX causal decoders: presets, construction (tied or untied head) and the head swap.
+"""GPT-NeoX causal decoders: presets, construction (tied or untied head), the head swap and
+what the head fine-tuning trains.
 
 A headless (CWT) model is built tied, so that scoring text with logits = hidden @ E^T needs no
 extra weights; "Headless + FT" then swaps in an untied head initialised from E.
@@ -10,7 +11,7 @@ from torch import nn
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from bench.errors import UserError
-from bench.lm.config import ModelConfig
+from bench.lm.config import LMConfig, ModelConfig
 
 _COMMON: dict[str, Any] = {
     "rotary_pct": 0.25,
@@ -133,6 +134,14 @@ def untie_head(model: GPTNeoXForCausalLM) -> GPTNeoXForCausalLM:
     # transformers caches the tie mapping at construction; recompute it from the updated config.
     model.all_tied_weights_keys = model.get_expanded_tied_weights_keys(all_submodels=True)
     return model
+
+
+def freeze_for_probe(model: GPTNeoXForCausalLM, config: LMConfig) -> None:
+    """Head fine-tuning's 'probe' trains the new head only; 'full' trains every parameter."""
+    assert config.head_finetune is not None  # LMConfig requires it of head 'finetune'
+    if config.head_finetune.mode == "probe":
+        model.requires_grad_(False)
+        model.lm_head.weight.requires_grad_(True)
 
 
 def count_parameters(model: GPTNeoXForCausalLM) -> dict[str, int]:

@@ -1,12 +1,12 @@
 """Validated configuration blocks shared by the text families: the corpus and tokenizer,
-the pretraining stage's batch and optimiser, and CWT (no torch import)."""
+the pretraining stage's batch and training-loop settings, and CWT (no torch import)."""
 
 from typing import Literal
 
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from bench.errors import UserError
-from bench.schema import Float, Int, OptimConfig, Strict, check_name
+from bench.schema import Float, Int, LoopConfig, Strict, check_name
 
 # XLM-R's language-sampling exponent (Conneau et al. 2020, "Unsupervised Cross-lingual
 # Representation Learning at Scale", section 3); XLM used 0.5 (Conneau & Lample 2019), mBERT 0.7.
@@ -85,25 +85,16 @@ class DataConfig(Strict):
         return data
 
 
-class TrainConfig(Strict):
-    """The pretraining stage: batch geometry, optimiser, bookkeeping."""
+class TextBatchConfig(Strict):
+    """The pretraining stage's batch geometry: rows per optimizer step and per forward pass."""
 
     batch_size: Int = Field(gt=0, description="sequences per optimizer step")
     micro_batch_size: Int | None = Field(
         None, gt=0, description="sequences per forward pass (CWT negatives come from one)"
     )
-    optim: OptimConfig
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 autocast on a GPU, fp32 on a CPU"
-    )
-    compile: bool = Field(False, description="run the loss through torch.compile (FLOPs are "
-                          "still counted on an eager step)")
-    checkpoint_every: Int = Field(50, gt=0)
-    validate_every: Int = Field(50, gt=0)
-    val_batches: Int = Field(4, gt=0)
 
     @model_validator(mode="after")
-    def _micro_divides(self) -> "TrainConfig":
+    def _micro_divides(self) -> "TextBatchConfig":
         if self.micro_batch_size and self.batch_size % self.micro_batch_size:
             raise ValueError("micro_batch_size must divide batch_size")
         return self
@@ -126,6 +117,15 @@ class TrainConfig(Strict):
                 "same run id; set train.micro_batch_size (rows per forward pass, e.g. "
                 f"{share}) and the run trains the same on any number of processes")
         return self.batch_size
+
+
+# pydantic lays out fields from the last base to the class itself: a resolved config lists the
+# batch geometry, then the loop settings, then validation, in the order stored runs' configs do.
+class TrainConfig(LoopConfig, TextBatchConfig):
+    """The pretraining stage: batch geometry, the training loop's settings, validation."""
+
+    validate_every: Int = Field(50, gt=0)
+    val_batches: Int = Field(4, gt=0)
 
 
 class CWTConfig(Strict):
