@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
-from suite_run_ids import RECORDED, suite_run_ids
+from suite_run_ids import RECORDED, SUITES, suite_run_ids
 
 from bench.cli import main
 from bench.contract import Family, RunContext
