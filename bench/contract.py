@@ -141,9 +141,9 @@ class RunSpec:
     seed: int
     run_id: str
     inputs: dict[str, dict[str, str]] = field(default_factory=dict)  # label -> path, sha256
-    # A rung of a wsd ladder (see bench.training.train.Branches); where its shared steps come from,
-    # not what it computes, so not hashed. A lower rung: the longest rung's run id, whose folder
-    # holds its branch checkpoint. The longest rung: the lower rungs' budgets.
+    # A rung of a wsd ladder (see bench.training.checkpoints.Branches); where its shared steps
+    # come from, not what it computes, so not hashed. A lower rung: the longest rung's run id,
+    # whose folder holds its branch checkpoint. The longest rung: the lower rungs' budgets.
     branch_source: str | None = None
     branch_rungs: tuple[BudgetConfig, ...] = ()
 

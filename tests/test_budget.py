@@ -2,6 +2,7 @@
 
 import logging
 import math
+from dataclasses import replace
 from itertools import pairwise
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.contract import BudgetConfig, Stage, StepCost
+from bench.contract import BudgetConfig, Stage, StageResult, StepCost
 from bench.errors import RunFailed, UserError
 from bench.schema import OptimConfig
 from bench.training.budget import StageBudget, lr_factor, split_budget
@@ -142,6 +143,23 @@ def test_a_flops_budget_spent_before_the_horizon_keeps_every_step_in_the_curve(t
     assert result.horizon == 12 and result.steps == 7  # 1 + 2 x 6 step costs
     assert [r["step"] for r in result.curve] == list(range(1, 8))
     assert result.curve[-1]["flops"] == result.flops and math.isfinite(result.final_loss)
+
+
+def test_a_stage_stops_when_its_steps_are_taken_or_its_meter_runs_out():
+    steps, flops, seconds = (StageBudget("steps", 5.0), StageBudget("flops", 1000.0),
+                             StageBudget("seconds", 2.0))
+    fresh = StageResult("s")
+    assert not any(b.spent(fresh) or b.last_step(fresh) for b in (steps, flops, seconds))
+    taken = StageResult("s", steps=5, flops=500.0, horizon=5)
+    assert all(b.spent(taken) and b.last_step(taken) for b in (steps, flops))
+    assert not steps.spent(replace(taken, steps=4)) and not steps.last_step(replace(taken, steps=4))
+    grown = StageResult("s", steps=3, flops=1000.0, horizon=5)  # steps that grew spent it early
+    assert flops.spent(grown) and not flops.last_step(grown), "no last step's validation"
+    assert not steps.spent(grown)
+    timed = StageResult("s", steps=9, seconds=2.0)
+    assert seconds.spent(timed) and seconds.last_step(timed)
+    assert not seconds.spent(replace(timed, seconds=1.9))
+    assert not seconds.last_step(replace(timed, seconds=1.9))
 
 
 def test_losses_reach_the_host_every_few_steps_not_every_step(tmp_path, monkeypatch):

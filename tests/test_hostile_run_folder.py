@@ -24,8 +24,8 @@ from bench.config.suite import load_suite
 from bench.evals.fddb import write_fddb_detections
 from bench.evals.lambada import LambadaEvalConfig, write_task_dir
 from bench.evals.wider import write_wider_predictions
-from bench.execution.runner import branch_checkpoint
 from bench.family import _FAMILIES
+from bench.training.checkpoints import branch_checkpoint
 from bench.util.atomic import save_torch
 
 SUITE = "hostile"

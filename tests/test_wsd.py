@@ -21,7 +21,8 @@ from bench.family import _FAMILIES
 from bench.schema import OptimConfig
 from bench.training import train
 from bench.training.budget import StageBudget, lr_factor, shared_steps
-from bench.training.train import Branches, Stage, branch_file, train_stage
+from bench.training.checkpoints import Branches, branch_file
+from bench.training.train import Stage, train_stage
 
 LOG = logging.getLogger("test.wsd")
 WSD = "{lr: 0.05, schedule: wsd, warmup: 3, decay: 0.25}"

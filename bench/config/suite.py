@@ -446,7 +446,8 @@ def rungs(variant: Variant) -> list[Variant]:
 
 def wsd_ladder(variant: Variant) -> bool:
     """Whether a variant's rungs may branch off its longest rung: a ladder of budgets whose
-    steps are known in advance, trained on a wsd schedule (see bench.training.train.Branches)."""
+    steps are known in advance, trained on a wsd schedule (see
+    bench.training.checkpoints.Branches)."""
     return (variant.budget.is_ladder and variant.budget.unit != "seconds"
             and any(optim.schedule == "wsd" for _, optim in _optims(variant.config)))
 

@@ -46,7 +46,7 @@ def load_saved_model(model_dir: Path) -> tuple[Any, Any]:
     naming the file."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bench.training.train import describe_load_error
+    from bench.training.checkpoints import describe_load_error
 
     if not (model_dir / "config.json").is_file():
         raise UserError(f"--model {model_dir}: not a saved Hugging Face model directory "

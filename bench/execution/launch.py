@@ -136,7 +136,7 @@ def submit(suite: Suite, runs: list[RunSpec], options: RunOptions) -> int:
     """`--executor local|slurm`: every pending run as a job; follow them to their ends unless
     `detach`."""
     from bench.execution.cluster import RunJob, Submitter, check_resources
-    from bench.execution.runner import branch_checkpoint
+    from bench.training.checkpoints import branch_checkpoint
 
     resources = {name: v.resources.override(options.resource)
                  for name, v in suite.variants.items()}

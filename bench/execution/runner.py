@@ -24,19 +24,13 @@ from bench.store.folder import write_jsonl
 from bench.store.runs import Store
 from bench.training.accelerators import efficiency_metrics
 from bench.training.budget import StageBudget, split_budget
+from bench.training.checkpoints import Branches, drop_branch_file
 from bench.training.distributed import from_main, world
-from bench.training.train import Branches, branch_file, train_stage
-from bench.util.atomic import enter_dir, no_links, open_append, remove_stale_temporaries
+from bench.training.train import train_stage
+from bench.util.atomic import enter_dir, open_append, remove_stale_temporaries
 from bench.util.timing import step_rate
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # a write failed for want of space
-
-
-def branch_checkpoint(run: RunSpec, stages: list[str], source_folder: Path) -> Path:
-    """The checkpoint a lower rung of a wsd ladder starts from: the one its longest rung
-    (in `source_folder`) saves for the first stage's share of this rung's budget."""
-    return branch_file(source_folder / "checkpoints", stages[0],
-                       split_budget(run.variant.budget, stages)[stages[0]])
 
 
 @dataclass
@@ -72,48 +66,10 @@ class RunFolderContext:
                 else lambda done, metrics: monitor(index + done, metrics))
         result = train_stage(stage, self.budgets[stage.name], self.dir / "checkpoints",
                              self.device, self.log, self.progress, hear, self.restart_corrupt,
-                             self._branches(stage) if index == 0 else None)
+                             Branches.of_rung(self.run, stage, self.budgets, self.dir,
+                                              self._heard_branch) if index == 0 else None)
         self.stages.append(result)
         return result
-
-    def _branches(self, stage: Stage) -> Branches | None:
-        """The first stage's part in a wsd ladder: only the first stage of a rung starts where
-        every rung starts, and only a budget of known steps has a cooldown that starts at a
-        known step."""
-        budget = self.budgets[stage.name]
-        if stage.optim.schedule != "wsd" or budget.unit == "seconds":
-            return None
-        stages = list(self.budgets)
-        ckpt_dir = self.dir / "checkpoints"
-        saves = {branch_file(ckpt_dir, stage.name, lower): lower for lower in (
-            split_budget(rung, stages)[stage.name] for rung in self.run.branch_rungs)}
-        source, found = self.run.branch_source, None
-        if source is not None:  # no link on the way to it, or at it, is followed
-            found = (source, no_links(self.dir.parent, self._branch_source_file(source)))
-        return Branches(saves, found, self._heard_branch)
-
-    def _branch_source_file(self, source: str) -> Path:
-        """The branch file this lower rung of a wsd ladder starts from, in the folder of its
-        longest rung `source`, a sibling of this run's folder."""
-        return branch_checkpoint(self.run, list(self.budgets), self.dir.parent / source)
-
-    def drop_branch_file(self) -> None:
-        """Once this lower rung has finished, remove the branch file its source saved for it
-        alone (no other rung starts from it). Links on the way are not followed; a file that
-        cannot be removed stays, said in the log, and costs nothing but disk."""
-        source = self.run.branch_source
-        if source is None:
-            return
-        path = self._branch_source_file(source)
-        try:
-            no_links(self.dir.parent, path.parent)  # the folders on the way; the file goes
-            path.unlink()
-        except FileNotFoundError:
-            return
-        except OSError as e:
-            self.log.warning("kept the branch checkpoint %s: %s", path, e)
-            return
-        self.log.info("removed the branch checkpoint %s, used by this run alone", path)
 
     def _heard_branch(self, branched: dict[str, Any]) -> None:
         self.provenance["branched_from"] = {"run": branched["run"], "step": branched["step"]}
@@ -267,7 +223,7 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
             with store.heartbeat(run.run_id):  # machines that share the folder see it alive
                 family.execute(run, ctx)
             _record_success(family, store, ctx, prov)
-            ctx.drop_branch_file()
+            drop_branch_file(run, stages, path, log)
         else:
             family.execute(run, ctx)
     except Pruned as e:

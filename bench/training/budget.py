@@ -10,7 +10,7 @@ the budget affords, so what is left unspent is less than one step.
 import math
 from dataclasses import dataclass
 
-from bench.contract import MAX_STEPS, BudgetConfig, StepCost
+from bench.contract import MAX_STEPS, BudgetConfig, StageResult, StepCost
 from bench.errors import UserError
 from bench.schema import OptimConfig
 
@@ -36,6 +36,25 @@ class StageBudget:
                             f"(one step costs {per_step:g} {self.unit}), more than the "
                             f"{MAX_STEPS:.0e} a run may take")
         return steps
+
+    def spent(self, result: StageResult) -> bool:
+        """Whether the stage at `result` takes no further step: the steps bought are taken, or
+        the meter of a seconds or FLOPs budget has run out (steps that grow, such as padded
+        images, spend a FLOPs budget before the horizon priced on the first one)."""
+        if self.unit == "seconds" and result.seconds >= self.amount:
+            return True
+        if result.horizon is not None and result.steps >= result.horizon:
+            return True
+        return self.unit == "flops" and result.flops >= self.amount
+
+    def last_step(self, result: StageResult) -> bool:
+        """Whether the step that brought the stage to `result` ends its schedule, so that it
+        validates and finishes: the steps bought are taken, or a seconds budget's time is spent
+        (known once the step's time is read). A FLOPs budget that runs out before its horizon
+        stops at `spent` instead, without a last step's validation."""
+        if self.unit == "seconds":
+            return result.seconds >= self.amount
+        return result.horizon is not None and result.steps >= result.horizon
 
 
 def split_budget(budget: BudgetConfig, stages: list[str]) -> dict[str, StageBudget]:

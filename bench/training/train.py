@@ -10,47 +10,31 @@ takes its share of every step's global batch (`bench.training.distributed.local_
 are averaged, and rank 0 alone writes checkpoints. Step costs count every rank's work, so a budget
 buys the same steps on any number of devices.
 
-Checkpoints hold only tensors and plain data and are loaded with `weights_only=True`: a results
-folder is shared and copied, and unpickling arbitrary objects from it could run code. The
-previous checkpoint is kept as `<stage>.prev.pt`; an unreadable one is skipped for the next, and
-when none is left the stage fails naming the files, or (`restart_corrupt`) starts over.
-
-On a ladder of budgets trained on a wsd schedule, rungs share their warm-up and stable phase
-(Hägele et al. 2024, arXiv 2405.18392): the longest rung saves a full checkpoint where each lower
-rung's cooldown begins (`Branches`), and a lower rung starts there and trains its cooldown only.
+The loop reads as it runs: load (`StageCheckpoints`), step, read the losses when due, validate
+when due, save when due, finish; the budget says when it stops (`StageBudget.spent`) and
+which step is its last.
 """
 
 import hashlib
 import logging
 import math
-import pickle
-import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields, replace
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from bench.contract import Stage, StageResult, StepCost
-from bench.errors import RunFailed, UserError
+from bench.errors import RunFailed
 from bench.schema import OptimConfig
-from bench.training.budget import StageBudget, lr_factor, shared_steps
+from bench.training.budget import StageBudget, lr_factor
+from bench.training.checkpoints import Branches, StageCheckpoints
 from bench.training.distributed import World, from_main, world
 from bench.training.flops import count_flops
-from bench.util.atomic import (
-    LinkRefused,
-    enter_dir,
-    no_links,
-    open_read,
-    remove_stale_temporaries,
-    save_torch,
-)
 from bench.util.progress import progress as progress_display
 
 
@@ -61,33 +45,6 @@ def _optimizer(params: list[nn.Parameter], cfg: OptimConfig, device: torch.devic
                                weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                              weight_decay=cfg.weight_decay, fused=device.type == "cuda")
-
-
-def _rng_state() -> dict[str, Any]:
-    """Every generator's state as tensors and plain numbers (no numpy or Python objects), so a
-    checkpoint loads with `weights_only=True`."""
-    version, words, gauss = random.getstate()
-    # numpy's stub picks the dict overload; called bare, get_state() returns the legacy tuple
-    legacy = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
-    kind, keys, pos, has_gauss, cached = legacy
-    state = {"torch": torch.get_rng_state(),
-             "python": [version, torch.tensor(words, dtype=torch.int64), gauss],
-             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
-                       float(cached)]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    """Restore `_rng_state()`; its tensors may have been loaded onto the training device."""
-    torch.set_rng_state(state["torch"].cpu())
-    version, words, gauss = state["python"]
-    random.setstate((version, tuple(words.tolist()), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 class _LossModule(nn.Module):
@@ -237,160 +194,6 @@ class _Clock:
 FLUSH_EVERY = 10
 
 
-RESTART_HINT = ("rerun with `bench run --restart-corrupt` to discard the stage's checkpoints and "
-                "train it again from its start")
-_FULL_KEYS = ("model", "result", "optimizer", "rng", "flops_by_shape")
-
-
-def describe_load_error(err: BaseException) -> str:
-    """Why a saved file could not be loaded, in words that do not invite unsafe loading (torch's
-    own message suggests `weights_only=False`)."""
-    if isinstance(err, pickle.UnpicklingError):
-        return ("refused: it holds objects other than tensors and plain data (loading them could "
-                "run code), or it is corrupted")
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0][:200] if lines else 'no details'}"
-
-
-def _check(saved: Any, stage: Stage, full: bool) -> None:
-    """Raise ValueError unless `saved` is a checkpoint of this stage's model."""
-    keys = _FULL_KEYS if full else _FULL_KEYS[:2]
-    if not isinstance(saved, dict) or any(k not in saved for k in keys):
-        raise ValueError(f"not a checkpoint: expected a dict with the keys {', '.join(keys)}")
-    weights, expected = saved["model"], stage.model.state_dict()
-    if not isinstance(weights, dict) or weights.keys() != expected.keys() or any(
-            not isinstance(weights[k], torch.Tensor) or weights[k].shape != v.shape
-            for k, v in expected.items()):
-        raise ValueError(f"its weights do not match the model of stage {stage.name}")
-    if not isinstance(saved["result"], dict) or "name" not in saved["result"] or not set(
-            saved["result"]) <= {f.name for f in fields(StageResult)}:
-        raise ValueError("its 'result' is not a stage record")
-
-
-def _load(path: Path, stage: Stage, device: torch.device, full: bool) -> dict[str, Any]:
-    """The checkpoint at `path`, unpickled without running code and checked against the stage;
-    ValueError says why it cannot be used."""
-    try:
-        with open_read(path) as f:  # a link is not followed out of the run's folder
-            saved = torch.load(f, map_location=device, weights_only=True)
-    except LinkRefused as err:
-        raise ValueError(str(err)) from err
-    except Exception as err:  # truncated, corrupted, planted: anything unreadable is unusable
-        raise ValueError(describe_load_error(err)) from err
-    _check(saved, stage, full)
-    return saved
-
-
-def _newest_usable(candidates: list[tuple[Path, bool]], stage: Stage, device: torch.device,
-                   log: logging.Logger, restart_corrupt: bool, owner: bool = True
-                   ) -> tuple[Path, dict[str, Any]] | None:
-    """The first loadable of `candidates` (path, full), newest first; None when there are none.
-
-    Unusable files are logged and deleted (by the `owner`, the process that writes them) once
-    a usable one (or, with `restart_corrupt`, a fresh start) replaces them; when neither does,
-    RunFailed names each file and the remedy.
-    """
-    bad: list[tuple[Path, str]] = []
-    for path, full in candidates:
-        if not path.exists():
-            continue
-        try:
-            saved = _load(path, stage, device, full)
-        except ValueError as err:
-            log.warning("stage %s: checkpoint %s is unusable (%s)", stage.name, path, err)
-            bad.append((path, str(err)))
-            continue
-        if bad:
-            log.warning("stage %s: falling back to the older checkpoint %s", stage.name, path)
-        if owner:
-            _discard(unusable for unusable, _ in bad)
-        return path, saved
-    if bad and not restart_corrupt:
-        listed = "; ".join(f"{path}: {reason}" for path, reason in bad)
-        raise RunFailed(f"stage {stage.name}: no usable checkpoint ({listed}); {RESTART_HINT}")
-    if bad:
-        log.warning("stage %s: discarding the unusable checkpoints, training from the start",
-                    stage.name)
-        if owner:
-            _discard(unusable for unusable, _ in bad)
-    return None
-
-
-def _discard(paths: Iterable[Path]) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
-
-
-@dataclass(frozen=True)
-class Branches:
-    """A stage's part in a wsd ladder. The longest rung saves, at the step where each lower
-    rung's cooldown would begin, a full checkpoint for it (`saves`: file -> that rung's stage
-    budget). A lower rung starts from its file in the longest rung's folder (`source`: that
-    run's id and the file) when it is there and usable, else trains the shared steps itself.
-    `heard` is told where the stage branched from (also when it resumes or was already done),
-    so the run's provenance says so."""
-
-    saves: dict[Path, StageBudget] = field(default_factory=dict)
-    source: tuple[str, Path] | None = None
-    heard: Callable[[dict[str, Any]], None] | None = None
-
-
-def branch_file(ckpt_dir: Path, stage: str, budget: StageBudget) -> Path:
-    """Where the longest rung keeps the branch checkpoint of the lower rung of `budget`."""
-    return ckpt_dir / "branches" / f"{stage}.{budget.unit}-{budget.amount!r}.pt"
-
-
-def _branch_start(stage: Stage, budget: StageBudget, source: tuple[str, Path],
-                  device: torch.device, log: logging.Logger
-                  ) -> tuple[Path, dict[str, Any]] | None:
-    """The branch checkpoint a longer rung saved for this stage's budget, marked with where it
-    came from; None (logged) when it is missing or unusable, and the stage trains from its
-    start (the same computation, only not shared). The file is the other run's: left as is."""
-    run_id, path = source
-    if not path.exists():
-        log.info("stage %s: no branch checkpoint %s from run %s; training the shared steps "
-                 "from the start", stage.name, path, run_id)
-        return None
-    try:
-        saved = _load(path, stage, device, full=True)
-        if saved.get("budget") != [budget.unit, budget.amount]:
-            raise ValueError(f"it was saved for a budget of {saved.get('budget')}, not "
-                             f"{[budget.unit, budget.amount]}")
-    except ValueError as err:
-        log.warning("stage %s: branch checkpoint %s of run %s is unusable (%s); training the "
-                    "shared steps from the start", stage.name, path, run_id, err)
-        return None
-    saved["branched"] = {"run": run_id, "step": saved["result"]["steps"]}
-    log.info("stage %s: branched from run %s at step %d (%s)", stage.name, run_id,
-             saved["result"]["steps"], path)
-    return path, saved
-
-
-def _branch_points(branches: Branches | None, stage: Stage, cost: StepCost,
-                   log: logging.Logger) -> dict[int, list[tuple[Path, StageBudget, int]]]:
-    """Step count -> the branch files to save then (file, lower rung's budget, its horizon),
-    each rung's horizon priced on this stage's first step, as that rung prices its own."""
-    points: dict[int, list[tuple[Path, StageBudget, int]]] = {}
-    for path, lower in (branches.saves if branches is not None else {}).items():
-        try:
-            horizon = lower.horizon(cost)
-        except UserError as err:  # that rung fails on its own; this one goes on
-            log.warning("stage %s: no branch checkpoint for %s: %s", stage.name, path.name, err)
-            continue
-        assert horizon is not None  # a ladder of seconds does not branch
-        at = shared_steps(stage.optim, horizon)
-        if at > 0:
-            points.setdefault(at, []).append((path, lower, horizon))
-    return points
-
-
-def _first_step_cost(result: StageResult, step_flops: int, step_items: int) -> StepCost:
-    """What the stage's first step cost: read from the curve after a resume, else this step."""
-    if result.curve:
-        return StepCost(result.curve[0]["flops"], result.curve[0]["tokens"])
-    return StepCost(step_flops, step_items)
-
-
 def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch.device,
                 log: logging.Logger, progress: bool = True,
                 on_validate: Callable[[float, dict[str, float]], None] | None = None,
@@ -405,138 +208,37 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
     checkpoints come first, so a branched stage resumes from them, not from the branch.
     """
     here = World() if stage.solo else world()
-    ckpt_dir = enter_dir(ckpt_dir)
-    for leftover in [p for folder in (ckpt_dir, no_links(ckpt_dir, ckpt_dir / "branches"))
-                     if folder.is_dir() for p in remove_stale_temporaries(folder)
-                     ] if here.main else []:
-        log.info("removed %s, left by a killed process", leftover)
-    final_path = ckpt_dir / f"{stage.name}.final.pt"
-    latest_path, prev_path = ckpt_dir / f"{stage.name}.pt", ckpt_dir / f"{stage.name}.prev.pt"
-    found = _newest_usable([(final_path, False), (latest_path, True), (prev_path, True)],
-                           stage, device, log, restart_corrupt, here.main)
-    if found is None and branches is not None and branches.source is not None:
-        found = _branch_start(stage, budget, branches.source, device, log)
-    branched = found[1].get("branched") if found is not None else None
-    if branched is not None and branches is not None and branches.heard is not None:
-        branches.heard(branched)
-    if found is not None and found[0] == final_path:  # finished earlier: weights and record
-        stage.model.load_state_dict(found[1]["model"])
-        if here.main:  # left by a kill just after the final write
-            _discard([latest_path, prev_path])
-        log.info("stage %s: already trained, loaded %s", stage.name, final_path.name)
-        return StageResult(**found[1]["result"])
-
+    checkpoints = StageCheckpoints(stage, budget, ckpt_dir, device, here, log, restart_corrupt,
+                                   branches)
+    trained = checkpoints.load_trained()
+    if trained is not None:
+        return trained
     optimizer = _optimizer(stage.parameters, stage.optim, device)
-    result = StageResult(stage.name, world_size=here.size)
-    flops_by_shape: dict[tuple, int] = {}
-    if found is not None:
-        path, saved = found
-        result = StageResult(**saved["result"])
-        if result.world_size != here.size:  # same global batches: equal up to float sums
-            log.warning("stage %s: resuming with %d processes a run checkpointed with %d",
-                        stage.name, here.size, result.world_size)
-            result.world_size = here.size
-        stage.model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        flops_by_shape = saved["flops_by_shape"]
-        _set_rng_state(saved["rng"])
-        if path.parent == ckpt_dir:  # else it branched off a longer rung (logged there)
-            log.info("stage %s: resuming at step %d from %s", stage.name, result.steps,
-                     path.name)
+    result, flops_by_shape = checkpoints.load(optimizer)
     step_loss = _StepLoss(stage, device, here, flops_by_shape)
-    points: dict[int, list[tuple[Path, StageBudget, int]]] | None = None
-
-    def state(full: bool, record: StageResult) -> dict[str, Any]:
-        saved: dict[str, Any] = {"model": stage.model.state_dict(), "result": asdict(record)}
-        if full:
-            saved |= {"optimizer": optimizer.state_dict(), "rng": _rng_state(),
-                      "flops_by_shape": step_loss.flops_by_shape}
-        return saved | ({"branched": branched} if branched is not None else {})
-
-    def checkpoint(path: Path, full: bool) -> None:
-        if here.main:
-            save_torch(state(full, result), path, prev_path if full else None)
-
-    def save_branches(due: list[tuple[Path, StageBudget, int]]) -> None:
-        """Full checkpoints for lower rungs, as they would be at this step, with their own
-        horizon and budget."""
-        for path, lower, horizon in due if here.main else []:
-            enter_dir(path.parent)  # branches/: refused when it is a link
-            save_torch(state(True, replace(result, horizon=horizon))
-                       | {"budget": [lower.unit, lower.amount]}, path)
-            log.info("stage %s: saved the branch checkpoint %s at step %d", stage.name,
-                     path.name, result.steps)
-
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     bar = progress_display(f"train {stage.name}", "step", result.steps, enabled=progress)
     clock, pending = _Clock(device), _Pending(stage.name, here)
+    train_step = _TrainStep(stage, budget, optimizer, step_loss, clock, pending, log)
     stage.model.train()
     clock.start()
-    while True:
-        if budget.unit == "seconds" and result.seconds >= budget.amount:
-            break
-        if result.horizon is not None and result.steps >= result.horizon:
-            break
-        if budget.unit == "flops" and result.flops >= budget.amount:
-            break  # steps of varying shape: the horizon was priced on the first one
-        step_started = time.perf_counter()
-        micro = stage.micro_batches(result.steps)
-        losses, step_flops, step_items = [], 0, 0
-        for i, batch in enumerate(micro):
-            loss, flops = step_loss(batch, result.steps, i, len(micro))
-            losses.append(loss)
-            step_flops += flops * here.size  # every rank's share has the same shape
-            step_items += stage.items(batch) * here.size
-        if result.horizon is None and budget.unit != "seconds":
-            result.horizon = budget.horizon(StepCost(step_flops, step_items))
-            log.info("stage %s: %s %g buys %d steps (%d FLOPs, %d items per step, %d "
-                     "processes)", stage.name, budget.unit, budget.amount, result.horizon,
-                     step_flops, step_items, here.size)
-        if points is None:
-            points = _branch_points(branches, stage,
-                                    _first_step_cost(result, step_flops, step_items), log)
-        if result.horizon is not None:
-            done = (result.steps + 1) / result.horizon
-        else:
-            done = (result.seconds + time.perf_counter() - step_started) / budget.amount
-        lr = stage.optim.lr * lr_factor(stage.optim, done, result.horizon)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        if stage.optim.clip is not None:
-            nn.utils.clip_grad_norm_(stage.parameters, stage.optim.clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        clock.lap()
-        result.steps += 1
-        result.flops += step_flops
-        result.items += step_items
-        pending.add(torch.stack(losses).float().mean(), {
-            "stage": stage.name, "step": result.steps, "tokens": result.items,
-            "flops": result.flops, "lr": lr})
+    while not budget.spent(result):
+        cost, lr, done = train_step(result)
         bar.update(1)
-        last = result.horizon is not None and result.steps >= result.horizon
-        due = result.steps % stage.checkpoint_every == 0 or result.steps in points or (
-            stage.validate is not None and result.steps % stage.validate_every == 0)
-        if not (last or due or budget.unit == "seconds" or result.steps % FLUSH_EVERY == 0):
+        if not _read_due(stage, budget, result, checkpoints.due(result, cost)):
             continue
         rows = pending.flush(clock.read(), result)
-        if budget.unit == "seconds":
-            last = result.seconds >= budget.amount
-        validating = stage.validate is not None and (
-            result.steps % stage.validate_every == 0 or last)
-        checkpointing = result.steps % stage.checkpoint_every == 0 and not last
+        last = budget.last_step(result)  # a seconds budget's meter moved with the read
         bar.set_postfix(loss=f"{result.final_loss:.3f}", lr=f"{lr:.2e}")
-        if validating:
+        if _validating(stage, result.steps, last):
             metrics = {f"val_{k}": v for k, v in
                        _validate(stage, step_loss.autocast, result.steps, here).items()}
             rows[-1] |= metrics
             if on_validate is not None:
                 on_validate(done, metrics)
         result.curve.extend(rows)
-        save_branches(points.get(result.steps, []))
-        if checkpointing:
-            checkpoint(latest_path, full=True)
+        checkpoints.save(result, last)
         if last:
             break
         clock.start()
@@ -547,12 +249,25 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
         peak = float(torch.cuda.max_memory_allocated(device))
         result.peak_memory = peak if math.isnan(result.peak_memory) else max(
             peak, result.peak_memory)
-    checkpoint(final_path, full=False)
-    if here.main:
-        _discard([latest_path, prev_path])
+    checkpoints.finish(result)
     log.info("stage %s: %d steps, %.4g FLOPs, %d items, %.1f s, final loss %.4f", stage.name,
              result.steps, result.flops, result.items, result.seconds, result.final_loss)
     return result
+
+
+def _read_due(stage: Stage, budget: StageBudget, result: StageResult, saving: bool) -> bool:
+    """Whether the losses and step times are read after the step that brought the stage to
+    `result` (the device is waited for): before a save (`saving`) or a validation, after the
+    schedule's last step, after every step of a seconds budget (its meter is the time read),
+    and every FLUSH_EVERY steps."""
+    return (saving or budget.last_step(result) or _validating(stage, result.steps, last=False)
+            or budget.unit == "seconds" or result.steps % FLUSH_EVERY == 0)
+
+
+def _validating(stage: Stage, steps: int, last: bool) -> bool:
+    """Whether the stage validates after `steps`: every `validate_every` steps and after the
+    last."""
+    return stage.validate is not None and (steps % stage.validate_every == 0 or last)
 
 
 class _Pending:
@@ -591,6 +306,56 @@ class _Pending:
             row |= {"loss": loss, "wall": result.seconds}
         result.final_loss = values[-1]
         return rows
+
+
+class _TrainStep:
+    """One optimizer step: the step's micro-batches forward and backward, its horizon priced
+    on the stage's first step, the scheduled learning rate, clipping and the update; the record
+    moves on and the step's loss waits on the device to be read."""
+
+    def __init__(self, stage: Stage, budget: StageBudget, optimizer: torch.optim.Optimizer,
+                 step_loss: _StepLoss, clock: _Clock, pending: _Pending,
+                 log: logging.Logger) -> None:
+        self.stage, self.budget, self.optimizer = stage, budget, optimizer
+        self.step_loss, self.clock, self.pending, self.log = step_loss, clock, pending, log
+
+    def __call__(self, result: StageResult) -> tuple[StepCost, float, float]:
+        """Take step `result.steps`: (what it cost, its learning rate, the fraction of the
+        budget spent after it)."""
+        stage, budget, size = self.stage, self.budget, self.step_loss.world.size
+        step_started = time.perf_counter()
+        micro = stage.micro_batches(result.steps)
+        losses, step_flops, step_items = [], 0, 0
+        for i, batch in enumerate(micro):
+            loss, flops = self.step_loss(batch, result.steps, i, len(micro))
+            losses.append(loss)
+            step_flops += flops * size  # every rank's share has the same shape
+            step_items += stage.items(batch) * size
+        cost = StepCost(step_flops, step_items)
+        if result.horizon is None and budget.unit != "seconds":
+            result.horizon = budget.horizon(cost)
+            self.log.info("stage %s: %s %g buys %d steps (%d FLOPs, %d items per step, %d "
+                          "processes)", stage.name, budget.unit, budget.amount, result.horizon,
+                          step_flops, step_items, size)
+        if result.horizon is not None:
+            done = (result.steps + 1) / result.horizon
+        else:
+            done = (result.seconds + time.perf_counter() - step_started) / budget.amount
+        lr = stage.optim.lr * lr_factor(stage.optim, done, result.horizon)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if stage.optim.clip is not None:
+            nn.utils.clip_grad_norm_(stage.parameters, stage.optim.clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.clock.lap()
+        result.steps += 1
+        result.flops += step_flops
+        result.items += step_items
+        self.pending.add(torch.stack(losses).float().mean(), {
+            "stage": stage.name, "step": result.steps, "tokens": result.items,
+            "flops": result.flops, "lr": lr})
+        return cost, lr, done
 
 
 def _validate(stage: Stage, autocast: Any, steps: int, here: World) -> dict[str, float]:
