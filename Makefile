@@ -45,7 +45,7 @@ test-fast: lint
 
 # After a deliberate change of a suite or a default: record the suites' new run ids.
 run-ids: setup
-	$(BIN)/python tests/suite_run_ids.py
+	$(BIN)/python tests/support/suite_run_ids.py
 
 bench: data
 	$(BIN)/python benchmarks/run_all.py

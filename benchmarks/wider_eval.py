@@ -1,5 +1,5 @@
 """WIDER FACE evaluation speed: the vectorised WiderEval against a loop-by-loop transcription of the
-official MATLAB tool (tests/wider_reference.py), on the real val ground truth with generated
+official MATLAB tool (tests/support/wider_reference.py), on the real val ground truth with generated
 predictions: jittered copies of most real faces plus random boxes, 100 to 1,000 per image, with a
 fixed seed.
 
@@ -22,8 +22,8 @@ import numpy as np
 from bench.evals.wider import SETTINGS, ImageKey, WiderEval, WiderGroundTruth, load_wider_mat
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from shared_data import SHARED_DATA
-from wider_reference import reference_wider
+from support.shared_data import SHARED_DATA
+from support.wider_reference import reference_wider
 
 DEFAULT_GT = SHARED_DATA / "wider_val_gt"
 

@@ -4,8 +4,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pg_server import postgres_server
-from suite_run_ids import SUITE_ENV
+from support.pg_server import postgres_server
+from support.suite_run_ids import SUITE_ENV
+
+from bench.family import _FAMILIES
 
 
 @pytest.fixture(scope="session")
@@ -26,10 +28,19 @@ def faces_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def chromium() -> Iterator[Path]:
     """Debian's headless Chromium, installed for the session on a root CI machine lacking it."""
-    from browser import chromium_executable
+    from support.browser import chromium_executable
 
     with chromium_executable() as executable:
         yield executable
+
+
+@pytest.fixture(scope="module")
+def toy() -> Iterator[None]:
+    """The toy family (tests/support/toy_family.py) registered beside the real ones, for the
+    tests of the module that asks for it (and its module-scoped fixtures)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(_FAMILIES, "toy", "support.toy_family")
+        yield
 
 
 @pytest.fixture

@@ -9,12 +9,8 @@ import pytest
 from bench.cli import main
 from bench.config.plan import plan
 from bench.config.suite import load_suite
-from bench.family import _FAMILIES
 
-
-@pytest.fixture(autouse=True)
-def toy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(_FAMILIES, "toy", "toy_family")
+pytestmark = pytest.mark.usefixtures("toy")
 
 
 def _suite(tmp_path: Path, budget: str, name: str = "ladder.yaml") -> Path:

@@ -14,7 +14,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from store_suite import write_suite
+from support.store_suite import write_suite
 
 from bench.cli import main
 from bench.config.plan import plan

@@ -12,7 +12,6 @@ from test_report import reported_spec
 
 from bench.config.suite import load_suite
 from bench.errors import UserError
-from bench.family import _FAMILIES
 from bench.report import (
     ReportSpec,
     compute,
@@ -281,11 +280,6 @@ variants:
 reference:
   wide: {"val.mse:compute_ratio": 20}
 """
-
-
-@pytest.fixture
-def toy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(_FAMILIES, "toy", "toy_family")
 
 
 def test_compute_metrics_and_claims_reach_the_report_spec(tmp_path: Path, toy: None) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.textgen import write_lm_data
 from test_end_to_end import _bench, index_rows, kill_when, suite_file
-from textgen import write_lm_data
 
 from bench.cli import main
 from bench.text.cwt import cwt_loss

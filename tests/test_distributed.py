@@ -17,7 +17,7 @@ from bench.cli import _without_option
 from bench.errors import ClaimRefused, UserError
 from bench.training.distributed import World, local_part
 
-SCRIPT = Path(__file__).with_name("ddp_stage.py")
+SCRIPT = Path(__file__).with_name("support") / "ddp_stage.py"
 
 
 def _stage(out: Path, nproc: int, *extra: str) -> subprocess.CompletedProcess:

@@ -12,24 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from textgen import write_lm_data
+from support.textgen import TINY_LM, write_lm_data
 
 SUITE = """\
+extends: {base}
 suite: ddp-lm
-family: lm
-seeds: [0]
-model: {{preset: micro}}
-data:
-  train: {data}/train.jsonl
-  seq_len: 32
-  tokenizer: {{train_bpe: 300}}
-train:
-  batch_size: 8
-  micro_batch_size: 2
-  optim: {{lr: 1.0e-2, warmup: 0.1}}
-  checkpoint_every: 6
-  validate_every: 6
-  val_batches: 2
+data: {{train: {data}/train.jsonl}}
+train: {{micro_batch_size: 2, checkpoint_every: 6, validate_every: 6}}
 objective: cwt
 head: finetune
 head_finetune: {{optim: {{lr: 3.0e-3, schedule: constant}}}}
@@ -73,7 +62,7 @@ variants:
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ddp")
     write_lm_data(root / "data")
-    (root / "suite.yaml").write_text(SUITE.format(data=root / "data"))
+    (root / "suite.yaml").write_text(SUITE.format(base=TINY_LM, data=root / "data"))
     return root
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
-from textgen import narrative_passages
+from support.textgen import narrative_passages
 
 from bench.encoder.config import EncoderConfig, MaskingConfig
 from bench.encoder.family import FAMILY
@@ -362,7 +362,7 @@ report:
 @pytest.mark.slow
 def test_encoder_suite_runs_scores_glue_and_reproduces_from_the_cli(tmp_path, capsys,
                                                                    monkeypatch):
-    from textgen import write_jsonl
+    from support.textgen import write_jsonl
 
     from bench.cli import main
 
@@ -399,7 +399,7 @@ def test_encoder_suite_runs_scores_glue_and_reproduces_from_the_cli(tmp_path, ca
 
 
 def test_mlm_rows_are_framed_and_the_tokenizer_has_bert_specials(tmp_path):
-    from textgen import write_jsonl
+    from support.textgen import write_jsonl
 
     from bench.text.config import DataConfig
     from bench.text.shards import prepare_lm_data

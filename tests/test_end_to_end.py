@@ -10,27 +10,17 @@ import time
 from pathlib import Path
 
 import pytest
-from textgen import write_lm_data
+from support.textgen import TINY_LM, write_lm_data
 
 from bench.cli import main
 
 SUITE = """\
+extends: {base}
 suite: e2e-lm
-family: lm
 seeds: [0, 1]
 budget: {{flops: {flops}}}
-model: {{preset: micro}}
-data:
-  train: {data}/train.jsonl
-  seq_len: 32
-  tokenizer: {{train_bpe: 300}}
-train:
-  batch_size: 8
-  optim: {{lr: 1.0e-2, warmup: 0.1}}
-  checkpoint_every: {checkpoint_every}
-  validate_every: 5
-  val_batches: 2
-objective: softmax
+data: {{train: {data}/train.jsonl}}
+train: {{checkpoint_every: {checkpoint_every}}}
 evals:
   - lambada: {{path: {data}/cloze.jsonl, name: cloze_proxy, proxy: true, batch_size: 8}}
 variants:
@@ -59,7 +49,7 @@ FLOPS = 4e8
 def suite_file(root: Path, name: str, flops: float = FLOPS, checkpoint_every: int = 50,
                extra: str = "") -> Path:
     path = root / name
-    path.write_text(SUITE.format(flops=flops, data=root / "data",
+    path.write_text(SUITE.format(base=TINY_LM, flops=flops, data=root / "data",
                                  checkpoint_every=checkpoint_every, extra=extra))
     return path
 

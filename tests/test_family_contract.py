@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
-from suite_run_ids import RECORDED, SUITES, suite_run_ids
+from support.suite_run_ids import RECORDED, SUITES, suite_run_ids
 
 from bench.cli import main
 from bench.contract import Family, RunContext
@@ -24,12 +24,6 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 FAMILY_PACKAGES = {module.split(".")[1] for module in _FAMILIES.values()}
 ADAPTERS = {p for _, p in inspect.getmembers(adapters, inspect.isclass)
             if getattr(p, "_is_runtime_protocol", False)}
-
-
-@pytest.fixture
-def toy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The toy family (tests/toy_family.py) registered beside the real ones."""
-    monkeypatch.setitem(_FAMILIES, "toy", "toy_family")
 
 
 def _sst2_like(root: Path) -> None:
@@ -284,3 +278,17 @@ def test_every_suite_keeps_its_run_ids(suite_env):
     suites in suites/ resolve to the ids recorded in suite_run_ids.json, so stored runs stay
     theirs. A deliberate change of a suite or a default regenerates the file (`make run-ids`)."""
     assert suite_run_ids() == json.loads(RECORDED.read_text())
+
+
+def test_design_names_every_module_and_every_package_says_what_it_may_import():
+    """DESIGN.md's package tables are the tree: a module added without a row fails here (an
+    evaluator's `bench eval` command is covered by the `*_cli.py` row)."""
+    design = (BENCH.parent / "DESIGN.md").read_text()
+    unnamed = [str(p.relative_to(BENCH.parent)) for p in sorted(BENCH.rglob("*.py"))
+               if p.name != "__init__.py" and f"`{p.name}`" not in design
+               and not (p.parent.name == "evals" and p.name.endswith("_cli.py"))]
+    assert unnamed == []
+    silent = [str(p.relative_to(BENCH.parent)) for p in sorted(BENCH.rglob("__init__.py"))
+              if p.parent != BENCH and "May import" not in p.read_text()]
+    assert silent == []
+    assert set(MAY_IMPORT) >= {p.parent.name for p in BENCH.rglob("__init__.py")} - {"bench"}

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-from shared_data import SHARED_DATA
+from support.shared_data import SHARED_DATA
 from test_wider_eval import SMALL, SMALL_COUNTED, write_mat_gt
 
 from bench.cli import main

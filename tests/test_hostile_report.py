@@ -22,7 +22,6 @@ import bench.report
 from bench.cli import main
 from bench.config.suite import load_suite
 from bench.execution.runner import _training_metrics
-from bench.family import _FAMILIES
 from bench.report import ReportSpec, compute, sections, statistics
 from bench.report import render as render_mod
 from bench.report.suite_data import load_suite_data
@@ -47,9 +46,7 @@ variants:
 ZWSP = "\u200b"
 
 
-@pytest.fixture(autouse=True)
-def toy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(_FAMILIES, "toy", "toy_family")
+pytestmark = pytest.mark.usefixtures("toy")
 
 
 def _sub(*pairs: str) -> str:

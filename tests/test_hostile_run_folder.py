@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from store_suite import write_suite
+from support.store_suite import write_suite
+from support.textgen import narrative_passages, write_jsonl
 from test_family_contract import _sst2_like
-from textgen import narrative_passages, write_jsonl
 
 from bench.cli import main
 from bench.config.plan import plan
@@ -24,7 +24,6 @@ from bench.config.suite import load_suite
 from bench.evals.fddb import write_fddb_detections
 from bench.evals.lambada import LambadaEvalConfig, write_task_dir
 from bench.evals.wider import write_wider_predictions
-from bench.family import _FAMILIES
 from bench.training.checkpoints import branch_checkpoint
 from bench.util.atomic import save_torch
 
@@ -72,22 +71,15 @@ def state(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "state.json").read_text())
 
 
-@pytest.fixture
-def toy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(_FAMILIES, "toy", "toy_family")
-
-
 @pytest.fixture(scope="module")
-def foreign(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def foreign(tmp_path_factory: pytest.TempPathFactory, toy: None) -> Path:
     """The folder of a finished toy run in another results folder: a real final checkpoint and
     a real GLUE outcome that a link could lead a run to."""
     folder = tmp_path_factory.mktemp("foreign")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(_FAMILIES, "toy", "toy_family")
-        suite = toy_suite(folder)
-        assert main(["run", str(suite), "--results", str(folder / "results"),
-                     "--no-progress"]) == 0
-        [run] = plan(load_suite(suite))
+    suite = toy_suite(folder)
+    assert main(["run", str(suite), "--results", str(folder / "results"),
+                 "--no-progress"]) == 0
+    [run] = plan(load_suite(suite))
     return folder / "results" / SUITE / run.run_id
 
 

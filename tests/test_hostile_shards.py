@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tokenizers
-from textgen import lm_suite, narrative_passages, write_jsonl
+from support.textgen import lm_suite, narrative_passages, write_jsonl
 
 from bench.cli import main
 from bench.text import data as text_data

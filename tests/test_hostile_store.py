@@ -29,7 +29,6 @@ from bench.cli import main
 from bench.config.plan import plan
 from bench.config.suite import load_suite
 from bench.execution.cluster import JobRecord, Submitter, Tracked
-from bench.family import _FAMILIES
 from bench.report.suite_data import load_suite_data
 from bench.store.claims import HEARTBEAT, STALE_S, process_start
 from bench.store.provenance import now
@@ -69,22 +68,19 @@ class Template:
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
+def template(tmp_path_factory: pytest.TempPathFactory, toy: None) -> Iterator[Template]:
     root = tmp_path_factory.mktemp("template")
     suite, results = root / "toy.yaml", root / "results"
     suite.write_text(SUITE_YAML)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(_FAMILIES, "toy", "toy_family")
-        assert main(["run", str(suite), "--results", str(results), "--no-progress"]) == 0
-        victim, *others = plan(load_suite(suite))
+    assert main(["run", str(suite), "--results", str(results), "--no-progress"]) == 0
+    victim, *others = plan(load_suite(suite))
     assert (victim.variant.name, victim.seed) == ("narrow", 0)
     yield Template(suite, results, victim.run_id, [r.run_id for r in others])
 
 
 @pytest.fixture(autouse=True)
-def toy_and_sacct(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def toy_and_sacct(toy: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The toy family registered, and a `sacct` that knows no job (SLURM's UNKNOWN)."""
-    monkeypatch.setitem(_FAMILIES, "toy", "toy_family")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "sacct").write_text(SACCT)

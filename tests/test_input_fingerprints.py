@@ -5,8 +5,8 @@ import os
 from pathlib import Path
 
 import pytest
+from support.textgen import narrative_passages, write_jsonl, write_lm_data
 from test_end_to_end import SUITE, _bench, index_rows, kill_when
-from textgen import narrative_passages, write_jsonl, write_lm_data
 
 from bench.cli import main
 from bench.config.plan import plan

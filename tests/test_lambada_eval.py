@@ -13,7 +13,7 @@ import lm_eval
 import pytest
 import torch
 import yaml
-from textgen import narrative_passages, write_jsonl
+from support.textgen import narrative_passages, write_jsonl
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 

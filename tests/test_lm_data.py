@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from textgen import write_jsonl
+from support.textgen import write_jsonl
 from transformers import AutoTokenizer
 
 import bench.text.data as lm_data

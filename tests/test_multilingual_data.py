@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from textgen import narrative_passages, write_jsonl
+from support.textgen import narrative_passages, write_jsonl
 
 from bench.errors import UserError
 from bench.text.config import DataConfig, SamplingConfig, TokenizerConfig

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-from shared_data import SHARED_DATA
+from support.shared_data import SHARED_DATA
 
 from bench.errors import UserError
 from bench.evals import pascal_cli

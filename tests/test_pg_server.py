@@ -6,7 +6,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 import sqlalchemy as sa
-from pg_server import find_bin_dir, postgres_server
+from support.pg_server import find_bin_dir, postgres_server
 
 
 def test_url_serves_one_database_to_separate_connections(postgres_url: str) -> None:

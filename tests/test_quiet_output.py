@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.textgen import narrative_passages, write_jsonl, write_lm_data
 from test_lambada_eval import tiny_lm  # noqa: F401 (a fixture, used by name)
-from textgen import narrative_passages, write_jsonl, write_lm_data
 from torch import nn
 
 from bench.errors import UserError

@@ -5,9 +5,9 @@ import re
 import sqlite3
 from pathlib import Path
 
-import browser
 import pytest
-from browser import ShownPage, ShownTable, outline, problems, show
+import support.browser as browser
+from support.browser import ShownPage, ShownTable, outline, problems, show
 from test_compute_report import _ladder_store
 from test_compute_report import _spec as _ladder_spec
 from test_report import SUITE, VARIANTS, _pdf_pages, build_index, make_spec

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import submitit
-from store_suite import write_suite
+from support.store_suite import write_suite
 from test_suite import BASE as SUITE_BASE
 
 from bench.cli import main

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from store_suite import write_suite
+from support.store_suite import write_suite
 
 import bench.store.claims
 from bench.errors import ClaimRefused

@@ -192,7 +192,7 @@ def test_shipped_suites_validate(suite_env):
 
 def test_paper_suite_plans_the_papers_steps(tmp_path, monkeypatch, capsys):
     """Table 3's set-up: 143,000 steps of 1,024 x 2,048 tokens, planned on fake tensors."""
-    from textgen import narrative_passages
+    from support.textgen import narrative_passages
 
     from bench.text.config import TokenizerConfig
     from bench.text.data import load_tokenizer
@@ -215,7 +215,7 @@ def test_paper_suite_plans_the_papers_steps(tmp_path, monkeypatch, capsys):
 
 def test_table_1_suite_plans_the_papers_token_budgets(tmp_path, monkeypatch, capsys):
     """4.1B tokens at 256 x 128 (vanilla) and 512 x 128 (headless), 8.2B for the long run."""
-    from textgen import narrative_passages
+    from support.textgen import narrative_passages
 
     from bench.text.config import TokenizerConfig
     from bench.text.data import load_tokenizer

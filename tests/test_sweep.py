@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
-from textgen import narrative_passages, write_jsonl
+from support.textgen import TINY_LM, narrative_passages, write_jsonl
 
 from bench.config.suite import derive_variant, load_suite, set_field
 from bench.errors import Pruned, UserError
@@ -18,21 +18,11 @@ from bench.execution.sweep import Worker, load_study, open_storage, study_name, 
 from bench.store.runs import Store
 
 SUITE = """\
+extends: {base}
 suite: sweep-test
-family: lm
-seeds: [0]
 budget: {{flops: {flops}}}
-model: {{preset: micro}}
-data:
-  train: {data}/train.jsonl
-  seq_len: 32
-  tokenizer: {{train_bpe: 300}}
-train:
-  batch_size: 8
-  optim: {{lr: 1.0e-2, warmup: 0.1}}
-  checkpoint_every: 4
-  validate_every: 4
-  val_batches: 2
+data: {{train: {data}/train.jsonl}}
+train: {{checkpoint_every: 4, validate_every: 4}}
 objective: cwt
 head: embedding_transpose
 variants:
@@ -55,7 +45,8 @@ def write_suite(root: Path, *, trials: int = 3, flops: float = 3e8, pruner: str 
     data.mkdir(exist_ok=True)
     write_jsonl(data / "train.jsonl", narrative_passages(400, seed=1))
     path = root / "suite.yaml"
-    path.write_text(SUITE.format(data=data, trials=trials, flops=flops, pruner=pruner) + extra)
+    path.write_text(SUITE.format(base=TINY_LM, data=data, trials=trials, flops=flops,
+                                 pruner=pruner) + extra)
     return path
 
 

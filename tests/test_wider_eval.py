@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-from shared_data import SHARED_DATA
-from wider_reference import reference_wider
+from support.shared_data import SHARED_DATA
+from support.wider_reference import reference_wider
 
 from bench.errors import UserError
 from bench.evals.wider import (

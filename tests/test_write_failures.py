@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from store_suite import write_suite
+from support.store_suite import write_suite
 
 import bench.training.train
 import bench.util.atomic

@@ -17,7 +17,6 @@ import torch
 from bench.cli import main
 from bench.config.plan import plan
 from bench.config.suite import load_suite
-from bench.family import _FAMILIES
 from bench.schema import OptimConfig
 from bench.training import train
 from bench.training.budget import StageBudget, lr_factor, shared_steps
@@ -109,12 +108,11 @@ def _record(results: Path, run_id: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def ladder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def ladder(tmp_path_factory: pytest.TempPathFactory, toy: None) -> Iterator[dict[str, Any]]:
     """The ladder trained once with branching (recording which steps this process trained),
     and each rung trained alone from scratch in another results folder."""
     folder = tmp_path_factory.mktemp("wsd")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(_FAMILIES, "toy", "toy_family")
         suite = _suite(folder, "{flops: [2.0e+4, 4.0e+4, 8.0e+4]}")
         runs = plan(load_suite(suite))
         trained: list[int] = []
@@ -138,12 +136,10 @@ def test_a_wsd_ladder_plans_its_longest_rung_first_with_unchanged_run_ids(ladder
     longest, *lower = runs
     assert longest.branch_rungs == tuple(r.variant.budget for r in lower)
     assert all(r.branch_source == longest.run_id and not r.branch_rungs for r in lower)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(_FAMILIES, "toy", "toy_family")
-        for run in runs:
-            amount = f"{{flops: {run.variant.budget.flops:.1e}}}"
-            alone, = plan(load_suite(_suite(ladder["folder"], amount)))
-            assert alone.run_id == run.run_id and alone.branch_source is None
+    for run in runs:
+        amount = f"{{flops: {run.variant.budget.flops:.1e}}}"
+        alone, = plan(load_suite(_suite(ladder["folder"], amount)))
+        assert alone.run_id == run.run_id and alone.branch_source is None
 
 
 def test_branched_rungs_record_and_weigh_what_rungs_trained_alone_do(ladder):
@@ -190,11 +186,9 @@ def test_curves_of_branched_rungs_are_the_rungs_trained_alone(ladder):
         assert len(curves[0]) == steps and curves[0] == curves[1]
 
 
-def test_without_a_branch_file_a_rung_trains_its_shared_steps_itself(ladder, tmp_path,
-                                                                     monkeypatch):
+def test_without_a_branch_file_a_rung_trains_its_shared_steps_itself(ladder, tmp_path):
     """The longest rung ran alone first (no ladder, so no branch files): the lower rungs find
     none, say so, and train from the start to the same weights."""
-    monkeypatch.setitem(_FAMILIES, "toy", "toy_family")
     folder, runs = ladder["folder"], ladder["runs"]
     _run(_suite(folder, f"{{flops: {LADDER[-1]:.1e}}}"), tmp_path)
     assert not (tmp_path / "wsd" / runs[0].run_id / "checkpoints" / "branches").exists()
@@ -208,8 +202,7 @@ def test_without_a_branch_file_a_rung_trains_its_shared_steps_itself(ladder, tmp
 
 
 def test_a_fractional_warm_up_on_a_wsd_ladder_is_refused_naming_the_field(tmp_path, capsys,
-                                                                          monkeypatch):
-    monkeypatch.setitem(_FAMILIES, "toy", "toy_family")
+                                                                          toy):
     optim = "{lr: 0.05, schedule: wsd, warmup: 0.1}"
     assert main(["validate", str(_suite(tmp_path, "{steps: 100}", optim))]) == 0
     capsys.readouterr()

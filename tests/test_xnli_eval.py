@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import accuracy_score
-from toy_family import WordCounts
+from support.toy_family import WordCounts
 
 from bench.cli import main
 from bench.errors import UserError

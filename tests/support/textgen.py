@@ -36,6 +36,10 @@ def write_lm_data(data: Path, n_train: int = 600, n_cloze: int = 40) -> Path:
     return data
 
 
+# The small LM suite end-to-end tests extend (`extends:`), naming their data and changes.
+TINY_LM = Path(__file__).with_name("tiny_lm.yaml")
+
+
 def lm_suite(name: str, train: str | Path, tokenizer: str = "{train_bpe: 300}", data: str = "",
              variants: str = "") -> str:
     """A tiny LM suite on the corpus `train` (two steps of the micro preset, seq_len 16), its

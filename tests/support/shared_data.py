@@ -6,4 +6,4 @@ import os
 from pathlib import Path
 
 SHARED_DATA = Path(os.environ.get("BENCH_SHARED_DATA",
-                                  Path(__file__).resolve().parents[2] / "shared" / "data"))
+                                  Path(__file__).resolve().parents[3] / "shared" / "data"))

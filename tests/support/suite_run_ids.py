@@ -9,8 +9,8 @@ import json
 import os
 from pathlib import Path
 
-SUITES = Path(__file__).resolve().parents[1] / "suites"
-RECORDED = Path(__file__).with_name("suite_run_ids.json")
+SUITES = Path(__file__).resolve().parents[2] / "suites"
+RECORDED = Path(__file__).resolve().parents[1] / "suite_run_ids.json"
 SUITE_ENV = {"BENCH_DATA": "/nonexistent"} | {
     var: f"/data/{var.lower()}" for var in (
         "GLUE_DIR", "LAMBADA_OPENAI", "FDDB_ROOT", "PASCAL_ANNOTATIONS", "PASCAL_IMAGES",

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
-from debian_packages import provided
 from playwright.sync_api import ConsoleMessage, Page, Request, sync_playwright
+
+from support.debian_packages import provided
 
 DEBIAN_CHROMIUM = Path("/usr/bin/chromium")
 PATH_NAMES = ("chromium", "chromium-browser", "google-chrome")
