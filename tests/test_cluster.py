@@ -206,8 +206,8 @@ def test_executor_options_are_checked(tmp_path, capsys, argv, message):
 @pytest.mark.slow
 def test_a_run_on_two_processes_is_one_job_of_two_tasks(tmp_path, inline):
     suite = write_suite(tmp_path, BUDGET)  # two processes need the micro-batch in the config
-    suite.write_text(suite.read_text().replace("  batch_size: 8\n",
-                                               "  batch_size: 8\n  micro_batch_size: 4\n"))
+    _override(suite, "train: {checkpoint_every: 2}",
+              "train: {checkpoint_every: 2, micro_batch_size: 4}")
     code, out, err = finish(bench(tmp_path, "run", "suite.yaml", "--only", "softmax",
                                   "--results", "results", *LOCAL, "--resource",
                                   "tasks_per_node=2"))
@@ -227,9 +227,15 @@ def test_a_run_on_two_processes_is_one_job_of_two_tasks(tmp_path, inline):
 def _wsd_ladder(root: Path) -> None:
     """The suite as a wsd ladder of two rungs: the lower one branches at step 30 of 80."""
     suite = write_suite(root, "{steps: [40, 80]}")
-    text = suite.read_text().replace("optim: {lr: 1.0e-2, warmup: 0.1}",
-                                     "optim: {lr: 1.0e-2, schedule: wsd, warmup: 4, decay: 0.25}")
-    suite.write_text(text)
+    _override(suite, "train: {checkpoint_every: 2}",
+              "train: {checkpoint_every: 2, optim: {schedule: wsd, warmup: 4, decay: 0.25}}")
+
+
+def _override(suite: Path, line: str, by: str) -> None:
+    """The suite file with its line `line` replaced by `by` (a line it must hold)."""
+    text = suite.read_text()
+    assert line in text, (line, text)
+    suite.write_text(text.replace(line, by))
 
 
 @pytest.mark.slow
