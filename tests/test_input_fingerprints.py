@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from support.textgen import narrative_passages, write_jsonl, write_lm_data
-from test_end_to_end import SUITE, _bench, index_rows, kill_when
+from test_end_to_end import _bench, index_rows, kill_when, suite_file
 
 from bench.cli import main
 from bench.config.plan import plan
@@ -25,10 +25,7 @@ def _data(root: Path, n_train: int = 400) -> Path:
 
 
 def _suite(root: Path, flops: float = 2e8, checkpoint_every: int = 50) -> Path:
-    path = root / "suite.yaml"
-    path.write_text(SUITE.format(flops=flops, data=root / "data",
-                                 checkpoint_every=checkpoint_every, extra=""))
-    return path
+    return suite_file(root, "suite.yaml", flops, checkpoint_every)
 
 
 def _truncate_at_line(path: Path, keep: float = 0.5) -> None:

@@ -96,11 +96,10 @@ def test_bench_run_into_a_file_writes_no_bars(tmp_path):
     import os
     import subprocess
 
-    from test_end_to_end import SUITE
+    from test_end_to_end import suite_file
 
-    data = write_lm_data(tmp_path / "data", n_train=300, n_cloze=20)
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(SUITE.format(flops=2e8, data=data, checkpoint_every=50, extra=""))
+    write_lm_data(tmp_path / "data", n_train=300, n_cloze=20)
+    suite = suite_file(tmp_path, "suite.yaml", flops=2e8)
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
     env |= {"BENCH_DATA": str(tmp_path / "cache"), INTERVAL_ENV: "0"}
     out = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(suite), "--results",
