@@ -150,6 +150,7 @@ def _sigkill_scenario(tmp_path: Path, storage: str, heartbeat: str) -> None:
     common = ["sweep", str(path), "--results", str(results), "--storage", storage,
               "--no-progress", "--heartbeat", heartbeat]
     suite = load_suite(path)
+    open_storage(storage, 30)  # the study's tables exist before both workers open them
     victim = bench(*common, "--worker-index", "0", env=env)
     other = bench(*common, "--worker-index", "1", env=env)
     deadline = time.monotonic() + 240
