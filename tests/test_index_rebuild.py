@@ -16,6 +16,7 @@ from bench.errors import UserError
 from bench.execution.runner import RunFolderContext, _record_success
 from bench.report.suite_data import load_suite_data
 from bench.store.index import rebuild_index
+from bench.store.queries import study_runs
 from bench.store.runs import Store
 from bench.training.train import StageResult
 
@@ -94,6 +95,8 @@ def test_damaged_index_is_named_with_its_remedy(store: Store, capsys) -> None:
     assert store.state("run00") == "finished"  # the folders, the record, are intact
     with pytest.raises(UserError, match="rebuild it with bench index --rebuild"):
         load_suite_data(store.index_path, SUITE)
+    with pytest.raises(UserError, match=r"not a valid index .*rebuild it with bench index"):
+        study_runs(store.index_path, SUITE)  # a sweep report's read of its trials' runs
     assert main(["ls", "--results", str(store.root)]) == 2
     assert "not a valid index" in capsys.readouterr().err
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.errors import UserError
 from bench.store.index import index_error
 
 FINISHED = "finished"
@@ -82,7 +81,8 @@ def _points(con: sqlite3.Connection, suite: str) -> pd.DataFrame:
 
 def study_runs(index_path: Path, suite: str) -> pd.DataFrame:
     """The STUDY_RUN_COLUMNS of a study's runs (its trials are runs of the suite named after
-    it), by run id; none when the index does not exist yet."""
+    it), by run id; none when the index does not exist yet. An index that cannot be read is a
+    UserError naming it."""
     if not index_path.is_file():
         return pd.DataFrame(columns=list(STUDY_RUN_COLUMNS))
     try:
@@ -90,4 +90,4 @@ def study_runs(index_path: Path, suite: str) -> pd.DataFrame:
             return pd.read_sql_query(f"SELECT {', '.join(STUDY_RUN_COLUMNS)} FROM runs "
                                      "WHERE suite = ? ORDER BY run_id", con, params=(suite,))
     except (sqlite3.Error, pd.errors.DatabaseError) as err:
-        raise UserError(f"{index_path}: not a readable results index ({err})") from err
+        raise index_error(index_path, err) from err
