@@ -31,6 +31,7 @@ from bench.config.suite import load_suite
 from bench.execution.cluster import JobRecord, Submitter, Tracked
 from bench.report.suite_data import load_suite_data
 from bench.store.claims import HEARTBEAT, STALE_S, process_start
+from bench.store.folder import MAX_FILE_BYTES
 from bench.store.provenance import now
 from bench.store.runs import Store
 
@@ -154,6 +155,14 @@ def curve_cell(column: str, value: str) -> Callable[[Path], None]:
 def set_age(path: Path, age: float) -> None:
     when = time.time() - age
     os.utime(path, (when, when), follow_symlinks=False)
+
+
+def fifo_at(name: str) -> Callable[[Path], None]:
+    """A FIFO where the file belongs: opening it, or reading it, would wait for a writer."""
+    def make(run: Path) -> None:
+        (run / name).unlink(missing_ok=True)
+        os.mkfifo(run / name)
+    return make
 
 
 def held(beat_age: float | None = 0.0, raw: str | None = None, **fields: Any
@@ -304,7 +313,9 @@ CASES = [
     Case("state-binary", text("state.json", JUNK), "state.json: 'utf-8' codec"),
     Case("state-deep", text("state.json", deep(100_000)),
          "state.json: nested deeper than 100 levels", run=True),
-    Case("state-a-folder", folder_at("state.json"), "state.json: [Errno 21]"),
+    Case("state-a-folder", folder_at("state.json"), "state.json: a directory, not a regular file"),
+    Case("state-a-fifo", fifo_at("state.json"), "state.json: a FIFO, not a regular file",
+         run=True),
     # config.json
     Case("config-deep-100000", text("config.json", deep(100_000)),
          "config.json: nested deeper than 100 levels", report=True),
@@ -313,7 +324,10 @@ CASES = [
     Case("config-a-list", text("config.json", "[1]"), "config.json: expected a JSON dict"),
     Case("config-missing", lambda run: (run / "config.json").unlink(),
          "config.json: missing"),
-    Case("config-a-folder", folder_at("config.json"), "config.json: [Errno 21]"),
+    Case("config-a-fifo", fifo_at("config.json"), "config.json: a FIFO, not a regular file",
+         report=True),
+    Case("config-a-folder", folder_at("config.json"),
+         "config.json: a directory, not a regular file"),
     Case("config-binary", text("config.json", JUNK), "config.json: 'utf-8' codec"),
     Case("config-nan-and-huge-values", edit("config.json", lr=float("nan"), big=HUGE)),
     Case("config-seed-2**70-without-state",
@@ -331,7 +345,8 @@ CASES = [
     Case("provenance-deep", text("provenance.json", deep(5_000)),
          "provenance.json: nested deeper than 100 levels"),
     Case("provenance-binary", text("provenance.json", JUNK), "provenance.json: 'utf-8' codec"),
-    Case("provenance-a-folder", folder_at("provenance.json"), "provenance.json: [Errno 21]"),
+    Case("provenance-a-folder", folder_at("provenance.json"),
+         "provenance.json: a directory, not a regular file"),
     # metrics.json: NaN and infinities are recorded values; numbers past a double are not
     Case("metrics-nan", edit("metrics.json", **{"val.mse": float("nan")}), run=True,
          report=True),
@@ -344,7 +359,12 @@ CASES = [
     Case("metrics-text", edit("metrics.json", **{"val.mse": "0.5"}), "metrics.json: 'val.mse'"),
     Case("metrics-a-list", text("metrics.json", "[0.5]"), "metrics.json: expected a JSON dict"),
     Case("metrics-empty", text("metrics.json", ""), "metrics.json: Expecting value"),
-    Case("metrics-a-folder", folder_at("metrics.json"), "metrics.json: [Errno 21]"),
+    Case("metrics-past-the-size-bound",
+         lambda run: os.truncate(run / "metrics.json", MAX_FILE_BYTES + 1),  # sparse: no disk
+         "metrics.json: larger than 256 MiB"),
+    Case("metrics-a-fifo", fifo_at("metrics.json"), "metrics.json: a FIFO, not a regular file"),
+    Case("metrics-a-folder", folder_at("metrics.json"),
+         "metrics.json: a directory, not a regular file"),
     Case("metrics-deep", text("metrics.json", '{"a": ' + deep(2_000) + "}"),
          "metrics.json: nested deeper than 100 levels"),
     # points.json
@@ -359,7 +379,8 @@ CASES = [
          "points.json: curve 'pr:x': expected x and y lists of one length"),
     Case("points-deep", text("points.json", '{"pr:x": ' + deep(500) + "}"),
          "points.json: nested deeper than 100 levels"),
-    Case("points-a-folder", folder_at("points.json"), "points.json: [Errno 21]"),
+    Case("points-a-folder", folder_at("points.json"),
+         "points.json: a directory, not a regular file"),
     # curve.csv
     Case("curve-step-2**70", curve_cell("step", str(HUGE)),
          "curve.csv:2: column 'step': expected a whole number of 64 bits", report=True),
@@ -375,13 +396,16 @@ CASES = [
          text("curve.csv", "step,flops,tokens,loss\n1,2,3,4,5,6\n"),
          "curve.csv:2: more cells than the header names"),
     Case("curve-binary", text("curve.csv", JUNK), "curve.csv:"),
-    Case("curve-a-folder", folder_at("curve.csv"), "curve.csv: [Errno 21]"),
+    Case("curve-a-fifo", fifo_at("curve.csv"), "curve.csv: a FIFO, not a regular file"),
+    Case("curve-a-folder", folder_at("curve.csv"), "curve.csv: a directory, not a regular file"),
     # liveness: who holds a running run
     Case("since-null-process-gone", held(), state="interrupted", run=True, report=True),
     Case("since-null-pid-used-heartbeat-stale", held(pid=os.getpid(), beat_age=STALE_S + 60),
          state="interrupted", run=True),
     Case("since-null-pid-used-heartbeat-fresh", held(pid=os.getpid()), state="running",
          run=True),
+    Case("claim-a-fifo", then(held(pid=os.getpid()), fifo_at("claim.json")),
+         state="interrupted", run=True),
     Case("pid-reused-by-another-process", held(pid=os.getpid(), since="1"),
          state="interrupted"),
     Case("foreign-host-heartbeat-fresh", held(host="elsewhere.example", pid=1, since="5"),

@@ -3,6 +3,7 @@ damaged files, a lower rung's branch file), when a save is due and what it write
 reads its losses, and the branch files of a wsd ladder."""
 
 import logging
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,18 @@ def test_no_usable_checkpoint_fails_naming_each_file_unless_restarting(tmp_path:
         "only rank 0 deletes"
     assert started(tmp_path, restart_corrupt=True)[0] == 0
     assert list(tmp_path.glob("*.pt")) == []
+
+
+def test_a_fifo_in_place_of_a_checkpoint_is_unusable_not_waited_on(tmp_path: Path) -> None:
+    written(tmp_path, [4, 8])
+    (tmp_path / "toy.pt").unlink()
+    os.mkfifo(tmp_path / "toy.pt")  # opening it for reading would wait for a writer
+    assert started(tmp_path)[0] == 4  # the one before
+    assert not (tmp_path / "toy.pt").exists()
+    (tmp_path / "toy.prev.pt").unlink()
+    os.mkfifo(tmp_path / "toy.prev.pt")
+    with pytest.raises(RunFailed, match=r"toy\.prev\.pt: NotAFile: .* is a FIFO, not a regular"):
+        started(tmp_path)
 
 
 # --- a lower rung starting from a longer rung's branch file ---------------------------------

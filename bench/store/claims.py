@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from bench.util.atomic import touch, write_text
+from bench.util.atomic import open_read, touch, write_text
 
 CLAIM = "claim.json"
 HEARTBEAT = "heartbeat"
@@ -154,7 +154,7 @@ def record_json(path: Path) -> Any:
     """The JSON value of a small record file (a claim, a job record); None when it cannot be
     read or parsed, or is larger than such a record ever is."""
     try:
-        with path.open("rb") as f:
+        with open_read(path, follow=True) as f:  # a FIFO there would block
             raw = f.read(MAX_RECORD_BYTES + 1)
         return json.loads(raw.decode("utf-8")) if len(raw) <= MAX_RECORD_BYTES else None
     except (OSError, ValueError, RecursionError):

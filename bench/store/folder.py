@@ -19,12 +19,13 @@ import csv
 import hashlib
 import io
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeGuard
 
 from bench.store.claims import is_text
-from bench.util.atomic import write_text
+from bench.util.atomic import NotAFile, open_read, write_text
 
 # A run folder's files are small; anything larger is not one of ours (and is not read whole).
 MAX_FILE_BYTES = 256 * 2**20
@@ -173,14 +174,12 @@ def folder_state(folder: Path, config: dict[str, Any], prov: dict[str, Any]
 def json_file(path: Path, kind: type) -> Any:
     """A folder's JSON file, checked to be of `kind`, nested at most `MAX_DEPTH` deep, its
     strings (keys included) text that UTF-8 holds."""
+    raw = _file_bytes(path)
     try:
-        _check_size(path)
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise Unreadable(f"{path.name}: missing") from None
+        value = json.loads(raw.decode("utf-8"))
     except RecursionError:
         raise Unreadable(f"{path.name}: {_TOO_DEEP}") from None
-    except (OSError, ValueError) as err:  # JSON, UTF-8, an integer past Python's digit limit
+    except ValueError as err:  # JSON, UTF-8, an integer past Python's digit limit
         raise Unreadable(f"{path.name}: {err}") from None
     if not isinstance(value, kind):
         raise Unreadable(f"{path.name}: expected a JSON {kind.__name__}")
@@ -210,9 +209,20 @@ def _tree_problem(value: Any) -> str | None:
     return None
 
 
-def _check_size(path: Path) -> None:
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise Unreadable(f"{path.name}: larger than {MAX_FILE_BYTES >> 20} MiB")
+def _file_bytes(path: Path) -> bytes:
+    """What a folder's file holds, once it is found to be a regular file (a FIFO planted there
+    would block the read) of at most `MAX_FILE_BYTES`."""
+    try:
+        with open_read(path, follow=True) as f:
+            if os.fstat(f.fileno()).st_size > MAX_FILE_BYTES:
+                raise Unreadable(f"{path.name}: larger than {MAX_FILE_BYTES >> 20} MiB")
+            return f.read()
+    except FileNotFoundError:
+        raise Unreadable(f"{path.name}: missing") from None
+    except NotAFile as err:
+        raise Unreadable(f"{path.name}: {err.kind}, not a regular file") from None
+    except OSError as err:
+        raise Unreadable(f"{path.name}: {err}") from None
 
 
 def utf8_text(text: str) -> str:
@@ -245,13 +255,10 @@ def is_real(value: Any) -> bool:
 
 def read_curve(path: Path) -> list[dict[str, Any]]:
     """curve.csv as the training loop logged it: numbers as numbers, empty cells as None."""
+    raw = _file_bytes(path)
     try:
-        _check_size(path)
-        with path.open(newline="", encoding="utf-8") as f:
-            cells = list(csv.DictReader(f))
-    except FileNotFoundError:
-        raise Unreadable(f"{path.name}: missing") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        cells = list(csv.DictReader(io.StringIO(raw.decode("utf-8"), newline="")))
+    except (UnicodeDecodeError, csv.Error) as err:
         raise Unreadable(f"{path.name}: {err}") from None
     rows = []
     for line, row in enumerate(cells, 2):

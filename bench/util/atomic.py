@@ -28,6 +28,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, BinaryIO
 
+from bench.util.paths import file_kind
+
 # `tempfile` names: the prefix given below, 8 random characters, the suffix.
 _TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 # A live writer touches its temporary continuously (torch.save, a folder being filled); one left
@@ -79,6 +81,17 @@ class LinkRefused(OSError):
         return str(self.strerror)
 
 
+class NotAFile(OSError):
+    """Something other than a regular file where a file is read (a FIFO, a device, a folder)."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        self.kind = kind
+        super().__init__(errno.EINVAL, f"{path} is {kind}, not a regular file", str(path))
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def no_links(top: Path, path: Path) -> Path:
     """`path`, once nothing on the way to it below `top` (each folder after `top`, and `path`
     itself) is found to be a symbolic link (LinkRefused names the first). Missing parts pass:
@@ -124,14 +137,24 @@ def touch(path: Path) -> None:
         os.utime(f.fileno())
 
 
-def open_read(path: Path) -> BinaryIO:
-    """`path` opened for reading, LinkRefused when it is a symbolic link: what a run reads back
-    to decide how to go on must be its own."""
+def open_read(path: Path, follow: bool = False) -> BinaryIO:
+    """`path` opened for reading. Unless `follow`, LinkRefused when it is a symbolic link: what
+    a run reads back to decide how to go on must be its own. NotAFile when it is a FIFO, a
+    device or a folder: opening a FIFO with no writer, or reading one, would wait for ever."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, flags)
     except OSError as e:
-        if e.errno == errno.ELOOP:
+        if e.errno == errno.ELOOP and not follow:
             raise LinkRefused(path) from None
+        raise
+    try:
+        kind = file_kind(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise NotAFile(path, kind)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
         raise
     return os.fdopen(fd, "rb")
 
