@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 from support.textgen import TINY_LM, narrative_passages, write_jsonl
 
@@ -150,7 +151,6 @@ def _sigkill_scenario(tmp_path: Path, storage: str, heartbeat: str) -> None:
     common = ["sweep", str(path), "--results", str(results), "--storage", storage,
               "--no-progress", "--heartbeat", heartbeat]
     suite = load_suite(path)
-    open_storage(storage, 30)  # the study's tables exist before both workers open them
     victim = bench(*common, "--worker-index", "0", env=env)
     other = bench(*common, "--worker-index", "1", env=env)
     deadline = time.monotonic() + 240
@@ -198,6 +198,30 @@ def test_a_killed_worker_loses_no_trial_on_the_embedded_storage(tmp_path):
 @pytest.mark.slow
 def test_a_killed_worker_loses_no_trial_on_postgresql(tmp_path, postgres_url):
     _sigkill_scenario(tmp_path, postgres_url, "2")
+
+
+# Each process waits for the same moment, then opens the storage: Optuna creates its tables.
+_OPEN_AT = ("import sys, time\n"
+            "from bench.execution.sweep import open_storage\n"
+            "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+            "open_storage(sys.argv[1], 30)\n")
+
+
+def test_workers_opening_a_new_postgresql_database_at_once_all_open_it(postgres_url):
+    """Started by hand or as cluster jobs, every worker may be the first: Optuna's schema is
+    then created by several processes at once, and the losers of that race open it as well."""
+    engine = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as con:  # the server's database may hold other tests' studies
+        con.execute(sqlalchemy.text("CREATE DATABASE opened_together"))
+    engine.dispose()
+    url = postgres_url.rsplit("/", 1)[0] + "/opened_together"
+    at = time.time() + 15  # past every process's imports
+    procs = [subprocess.Popen([sys.executable, "-c", _OPEN_AT, url, str(at)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(6)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, "\n".join(outputs)
+    assert optuna.study.get_all_study_summaries(open_storage(url, 30)) == []
 
 
 def test_optuna_dashboard_reads_the_embedded_storage(tmp_path):

@@ -20,6 +20,7 @@ Worker k samples with seed + k, so parallel TPE start-ups do not propose identic
 """
 
 import os
+import random
 import socket
 import time
 import warnings
@@ -30,6 +31,7 @@ from typing import Any
 
 import optuna
 import optuna.storages.journal
+import sqlalchemy.exc
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from bench.config.plan import run_spec, variant_inputs
@@ -39,6 +41,7 @@ from bench.errors import Pruned, RunFailed, UserError
 from bench.store.runs import Store
 
 MAX_RETRIES = 3  # a trial whose worker died is run again at most this many times
+SCHEMA_ATTEMPTS = 5  # opening a new database that other workers create at the same time
 POLL_S = 2.0  # how often an idle worker looks whether in-flight trials finished or died
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -61,20 +64,36 @@ def open_storage(url: str, heartbeat_s: int) -> optuna.storages.BaseStorage:
     """An RDB storage for a URL (with heartbeat and retries: a running trial silent for three
     heartbeats is stale), else a journal file at a path."""
     if "://" in url:
-        try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
-                    heartbeat_stale_trial_callback=(
-                        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)))
-        except Exception as err:  # SQLAlchemy and drivers raise many kinds
-            raise UserError(f"--storage {url}: cannot open the study database ({err})") from None
+        for attempt in range(SCHEMA_ATTEMPTS):
+            try:
+                return _rdb_storage(url, heartbeat_s)
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as err:
+                # Workers opening a new database together all create Optuna's tables; the
+                # losers' CREATEs collide with the winner's ("already exists") and, once the
+                # tables stand, open them.
+                if attempt + 1 == SCHEMA_ATTEMPTS:
+                    raise _unopenable(url, err) from None
+                time.sleep(random.uniform(0.1, 0.5))
+            except Exception as err:  # SQLAlchemy and drivers raise many kinds
+                raise _unopenable(url, err) from None
     path = Path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
     backend = optuna.storages.journal.JournalFileBackend(
         str(path), lock_obj=optuna.storages.journal.JournalFileOpenLock(str(path)))
     return optuna.storages.journal.JournalStorage(backend)
+
+
+def _rdb_storage(url: str, heartbeat_s: int) -> optuna.storages.RDBStorage:
+    with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
+            heartbeat_stale_trial_callback=(
+                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)))
+
+
+def _unopenable(url: str, err: Exception) -> UserError:
+    return UserError(f"--storage {url}: cannot open the study database ({err})")
 
 
 def _sampler(cfg: SweepConfig, worker: int) -> optuna.samplers.BaseSampler:
