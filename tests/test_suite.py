@@ -226,10 +226,15 @@ def test_table_1_suite_plans_the_papers_token_budgets(tmp_path, monkeypatch, cap
     for var in ("OWT2_TRAIN", "GLUE_DIR"):
         monkeypatch.setenv(var, f"/data/{var.lower()}")
     monkeypatch.setenv("PYTHIA_TOKENIZER", str(tokenizer_dir))
-    assert main(["plan", str(ROOT / "suites/cwt/bert-base-glue.yaml"), "--seeds", "0"]) == 0
+    assert main(["plan", str(ROOT / "suites/cwt/bert-base-glue.yaml"), "--seeds", "0",
+                 "--accelerator", "h100"]) == 0
+    out = capsys.readouterr().out
     steps = {line.split()[1]: line.split("-> ")[1].split()[0]
-             for line in capsys.readouterr().out.splitlines() if "-> " in line}
+             for line in out.splitlines() if "-> " in line}
     assert steps == {"softmax": "125122", "cwt": "62561", "cwt_8b": "125122"}
+    suite = out.splitlines()[-1].split()  # the totals' last row
+    assert suite[:2] == ["suite", "3"] and suite[3] == "1.64e+10"  # FLOPs, tokens, hours
+    assert float(suite[4]) == pytest.approx(float(suite[2]) / (989e12 * 0.4) / 3600, rel=1e-2)
 
 
 def test_a_budget_override_naming_a_unit_replaces_the_unit(tmp_path):
