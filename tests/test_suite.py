@@ -76,12 +76,37 @@ def test_extends_chain_deep_merges(tmp_path):
 
 
 def test_variables_and_defaults():
-    assert interpolate("${A}/x", {"A": "a"}, "f", 1) == "a/x"
-    assert interpolate("${B:-dflt}/x", {}, "f", 1) == "dflt/x"
-    assert interpolate("${B:-${A}/y}", {"A": "a"}, "f", 1) == "a/y"
-    assert interpolate("${B:-${C:-z}}", {}, "f", 1) == "z"
-    with pytest.raises(UserError, match=r"f:7: variable \$\{B\} is not set"):
-        interpolate("${B}", {}, "f", 7)
+    unset: list[tuple[str, int, str]] = []
+    assert interpolate("${A}/x", {"A": "a"}, "f", 1, unset) == "a/x"
+    assert interpolate("${B:-dflt}/x", {}, "f", 1, unset) == "dflt/x"
+    assert interpolate("${B:-${A}/y}", {"A": "a"}, "f", 1, unset) == "a/y"
+    assert interpolate("${B:-${C:-z}}", {}, "f", 1, unset) == "z"
+    assert unset == []
+    assert interpolate("${B}/${C:-${D}}", {"C": ""}, "f", 7, unset) == "/"
+    assert unset == [("f", 7, "B"), ("f", 7, "D")]
+
+
+def test_every_unset_variable_is_named_at_once_with_its_file_and_line(tmp_path, capsys):
+    write(tmp_path, BASE.replace("seeds:", "note: ${IN_BASE}\nseeds:"), "base.yaml")
+    top = write(tmp_path, "extends: base.yaml\ndata: ${DATA}\nlr: ${LR:-${LR_DEFAULT}}\n",
+                "top.yaml")
+    assert main(["validate", str(top)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 3 variables are not set (DATA, IN_BASE, LR_DEFAULT; set them")
+    lines = err.splitlines()[1:]
+    assert [line.strip().rsplit(": ", 1)[1] for line in lines] == [
+        "${DATA}", "${LR_DEFAULT}", "${IN_BASE}"]  # the file's own first, then its base's
+    assert lines[0].strip().startswith(f"{top}:2: ") and "base.yaml:" in lines[2]
+    # One alone keeps its one-line form.
+    with pytest.raises(UserError, match=r"top.yaml:2: variable \$\{DATA\} is not set \(set "
+                       r"it in the environment or write \$\{DATA:-default\}\)"):
+        load_suite(top, env={"IN_BASE": "x", "LR_DEFAULT": "1"})
+
+
+def test_an_unset_variable_in_extends_is_named_before_any_base_is_read(tmp_path):
+    top = write(tmp_path, "extends: ${BASE_SUITE}\nlr: ${LR}\n", "top.yaml")
+    with pytest.raises(UserError, match=r"2 variables are not set \(BASE_SUITE, LR;"):
+        load_suite(top, env={})
 
 
 def test_budget_split_per_variant(tmp_path):

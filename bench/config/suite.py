@@ -23,7 +23,14 @@ from pydantic import (
 )
 
 from bench.config.sweep_config import SweepConfig
-from bench.config.yaml_source import Located, Path_, display_path, dotted, load_yaml
+from bench.config.yaml_source import (
+    Located,
+    Path_,
+    display_path,
+    dotted,
+    load_yaml,
+    unset_error,
+)
 from bench.contract import BUDGET_FORMS, UNITS, BudgetConfig, Family, Variant
 from bench.errors import UserError, did_you_mean
 from bench.evals.io import shown
@@ -267,12 +274,14 @@ def _load_chain(path: Path, env: dict[str, str] | None, seen: tuple[Path, ...]) 
                         f"keys, got {_kind_of(own.data)}")
     if "extends" not in own.data:
         return own
+    if any((file, line) == own.where[("extends",)] for file, line, _ in own.unset):
+        raise unset_error(own.unset)  # the base file is not known
     base_path = _base_file(own, path, own.data.pop("extends"))
     base = _load_chain(base_path, env, (*seen, path))
     data = deep_merge(base.data, own.data)
     if "budget" in own.data and "budget" in base.data:
         data["budget"] = merge_budget(base.data["budget"], own.data["budget"])
-    return Located(data, {**base.where, **own.where})
+    return Located(data, {**base.where, **own.where}, own.unset + base.unset)
 
 
 def _fail(src: Located, path: Path_, message: str) -> UserError:
@@ -318,6 +327,8 @@ def _paths(data: Any, prefix: Path_ = ()) -> list[Path_]:
 def load_suite(path: str | Path, env: dict[str, str] | None = None) -> Suite:
     """Load, merge and validate a suite file; raises UserError naming file, line and field."""
     src = _load_chain(Path(path), env, ())
+    if src.unset:
+        raise unset_error(src.unset)
     data = src.data
     if data.get("family") in known_families():
         fields = set(get_family(data["family"]).config_model.model_fields)

@@ -37,6 +37,9 @@ class Located:
 
     data: Any
     where: dict[Path_, tuple[str, int]] = field(default_factory=dict)
+    # Variables referenced but not set, as (file, line, name), in the order met; each was read
+    # as "" so that every one is found before `unset_error` names them all.
+    unset: list[tuple[str, int, str]] = field(default_factory=list)
 
     def locate(self, path: Path_) -> tuple[str, int] | None:
         """Position of `path`, or of its nearest ancestor that has one."""
@@ -54,8 +57,10 @@ def dotted(path: Path_) -> str:
     return out or "(top level)"
 
 
-def interpolate(text: str, env: dict[str, str], file: str, line: int, nesting: int = 0) -> str:
-    """Expand `${VAR}` and `${VAR:-default}` (defaults may nest) from `env`."""
+def interpolate(text: str, env: dict[str, str], file: str, line: int,
+                unset: list[tuple[str, int, str]], nesting: int = 0) -> str:
+    """Expand `${VAR}` and `${VAR:-default}` (defaults may nest) from `env`; a variable that is
+    not set and has no default is added to `unset` and read as ""."""
     if nesting > MAX_DEFAULT_NESTING:
         raise UserError(f"{file}:{line}: defaults nested deeper than {MAX_DEFAULT_NESTING} "
                         f"levels in {text[:60]!r}")
@@ -82,14 +87,22 @@ def interpolate(text: str, env: dict[str, str], file: str, line: int, nesting: i
         if name in env and env[name] != "":
             out.append(env[name])
         elif has_default:
-            out.append(interpolate(inner, env, file, line, nesting + 1))
-        else:
-            raise UserError(
-                f"{file}:{line}: variable ${{{name}}} is not set "
-                f"(set it in the environment or write ${{{name}:-default}})"
-            )
+            out.append(interpolate(inner, env, file, line, unset, nesting + 1))
+        elif (file, line, name) not in unset:
+            unset.append((file, line, name))
         i = j
 
+
+def unset_error(unset: list[tuple[str, int, str]]) -> UserError:
+    """One error naming every variable that is not set, each at its file and line."""
+    if len(unset) == 1:
+        (file, line, name), = unset
+        return UserError(f"{file}:{line}: variable ${{{name}}} is not set (set it in the "
+                         f"environment or write ${{{name}:-default}})")
+    names = sorted({name for _, _, name in unset})
+    return UserError(f"{len(names)} variables are not set ({', '.join(names)}; set them in the "
+                     "environment or write ${NAME:-default}):\n" + "\n".join(
+                         f"  {file}:{line}: ${{{name}}}" for file, line, name in unset))
 
 def display_path(path: Path) -> str:
     """A path as the user would write it: relative to the working directory when inside it."""
@@ -236,7 +249,8 @@ def load_yaml(path: Path, env: dict[str, str] | None = None) -> Located:
         located.where[p] = (name, line)
         if isinstance(n, yaml.ScalarNode):
             value = scalar(n, p)
-            return interpolate(value, env, name, line) if isinstance(value, str) else value
+            return (interpolate(value, env, name, line, located.unset) if isinstance(value, str)
+                    else value)
         _check_tag(n, name, p)
         if isinstance(n, yaml.MappingNode):
             out: dict[str, Any] = {}
