@@ -1,7 +1,8 @@
 """Pieces of configuration schema shared by the core and every study family."""
 
 import re
-from typing import Annotated, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import pydantic
 from pydantic import (
@@ -26,6 +27,51 @@ MAX_NAME = 100
 # integer field refuses 3.0), where pydantic's lax mode would quietly convert them.
 Int = Annotated[int, pydantic.Strict()]
 Float = Annotated[float, pydantic.Strict()]
+
+
+def keys_at(model: type[pydantic.BaseModel], loc: tuple[int | str, ...]) -> set[str]:
+    """The keys a mapping at `loc` (a pydantic error's location) in data validated by `model`
+    may hold, for naming them beside an unknown one; empty where that is not a model's mapping.
+    Locations follow fields, list indices, dict keys, and the tags pydantic inserts for union
+    members and validators."""
+    types: list[Any] = [model]
+    for part in loc:
+        types = [t for c in types for t in _step(c, part)]
+    return {key for t in types for c in _members(t) if _is_model(c)
+            for name, f in c.model_fields.items() for key in (name, f.alias) if key}
+
+
+def _members(t: Any) -> list[Any]:
+    """The types a value of `t` may be: the members of a union or an optional, unannotated."""
+    if get_origin(t) is Annotated:
+        return _members(get_args(t)[0])
+    if get_origin(t) in (Union, UnionType):
+        return [m for arg in get_args(t) for m in _members(arg)]
+    return [t]
+
+
+def _is_model(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, pydantic.BaseModel)
+
+
+def _step(t: Any, part: int | str) -> list[Any]:
+    """What a value of `t` holds at `part`."""
+    found: list[Any] = []
+    for c in _members(t):
+        origin, args = get_origin(c), get_args(c)
+        if _is_model(c) and isinstance(part, str):
+            fields = {f.alias or name: f for name, f in c.model_fields.items()}
+            if part in fields:
+                found.append(fields[part].annotation)
+            elif part == c.__name__:  # the tag of a union member
+                found.append(c)
+        elif origin in (list, tuple) and isinstance(part, int) and args:
+            found.append(args[0])
+        elif origin is dict and isinstance(part, str) and len(args) == 2:
+            found.append(args[1])
+    if not found and isinstance(part, str) and not part.isidentifier():
+        return [t]  # a validator's or a non-model union member's tag ('function-after[...]')
+    return found
 
 
 def check_name(value: str, what: str) -> str:

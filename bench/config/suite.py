@@ -37,7 +37,7 @@ from bench.evals.io import shown
 from bench.evals.registry import evaluators_for, get_evaluator, known_evaluators
 from bench.family import get_family, known_families
 from bench.resources import Resources
-from bench.schema import Float, Int, OptimConfig, Strict, check_name
+from bench.schema import Float, Int, OptimConfig, Strict, check_name, keys_at
 from bench.util.paths import file_kind
 
 CORE_KEYS = {
@@ -299,9 +299,10 @@ def _written_at(loc: Path_, base: Path_, origin: dict[Path_, Path_] | None) -> P
     return (*base, *loc)
 
 
-def _pydantic_error(src: Located, base: Path_, err: ValidationError,
+def _pydantic_error(src: Located, base: Path_, err: ValidationError, model: type[BaseModel],
                     origin: dict[Path_, Path_] | None = None) -> UserError:
-    """The first validation error, placed at the line of the offending key."""
+    """The first validation error of data validated by `model`, placed at the line of the
+    offending key; an unknown key with the closest known one and the keys known there."""
     errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
     e = errors[0]
     loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and (
@@ -309,7 +310,10 @@ def _pydantic_error(src: Located, base: Path_, err: ValidationError,
     path = _written_at(loc, base, origin)
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
-        msg = "unknown key (not a field here; check the spelling)"
+        known = keys_at(model, e["loc"][:-1])
+        msg = (f"unknown key (not a field here{did_you_mean(str(loc[-1]), known)}; known: "
+               f"{', '.join(sorted(known))})" if known else
+               "unknown key (not a field here; check the spelling)")
     elif e["type"] == "missing":
         msg = "required field is missing"
     more = len(err.errors()) - 1
@@ -341,7 +345,7 @@ def load_suite(path: str | Path, env: dict[str, str] | None = None) -> Suite:
     try:
         head = SuiteHead.model_validate(core)
     except ValidationError as err:
-        raise _pydantic_error(src, (), err) from None
+        raise _pydantic_error(src, (), err, SuiteHead) from None
     family = get_family(head.family)
     base_config = {k: v for k, v in data.items() if k not in CORE_KEYS}
 
@@ -362,7 +366,8 @@ def load_suite(path: str | Path, env: dict[str, str] | None = None) -> Suite:
         try:
             evals.append((name, evaluator.config_model.model_validate(options or {})))
         except ValidationError as err:
-            raise _pydantic_error(src, ("evals", i, name), err) from None
+            raise _pydantic_error(src, ("evals", i, name), err,
+                                  evaluator.config_model) from None
 
     variants: dict[str, Variant] = {}
     by_config: dict[str, str] = {}
@@ -381,14 +386,15 @@ def load_suite(path: str | Path, env: dict[str, str] | None = None) -> Suite:
         try:
             config = family.config_model.model_validate(merged)
         except ValidationError as err:
-            raise _pydantic_error(src, (), err, origin) from None
+            raise _pydantic_error(src, (), err, family.config_model, origin) from None
         budget = head.budget
         if budget_over is not None:
             try:
                 budget = BudgetConfig.model_validate(
                     merge_budget(head.budget.model_dump(exclude_none=True), budget_over))
             except ValidationError as err:
-                raise _pydantic_error(src, ("variants", vname, "budget"), err) from None
+                raise _pydantic_error(src, ("variants", vname, "budget"), err,
+                                      BudgetConfig) from None
         resources = _variant_resources(src, head.resources, vname, overrides.get("resources"))
         _check_budget(src, head, family, vname, config, budget, budget_over is not None)
         _check_warmup(src, config, budget, origin)
@@ -508,7 +514,7 @@ def _variant_resources(src: Located, base: Resources, vname: str, over: Any) -> 
     try:
         return base.merged(over)
     except ValidationError as err:
-        raise _pydantic_error(src, ("variants", vname, "resources"), err) from None
+        raise _pydantic_error(src, ("variants", vname, "resources"), err, Resources) from None
 
 
 def _check_budget(src: Located, head: SuiteHead, family: Family, vname: str, config: BaseModel,
