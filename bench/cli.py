@@ -9,6 +9,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.config.overrides import add_option as add_override_option
 from bench.errors import UserError, did_you_mean
 from bench.evals.registry import commands
 from bench.execution.launch import warn_skipped
@@ -45,7 +46,7 @@ def _fmt_amount(unit: str, amount: float) -> str:
 def cmd_validate(args: argparse.Namespace) -> int:
     from bench.config.suite import load_suite
 
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, overrides=args.override)
     print(f"{args.suite}: valid suite {suite.name!r} (family {suite.head.family}, "
           f"{len(suite.variants)} variants x {len(suite.head.seeds)} seeds)")
     return 0
@@ -54,20 +55,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from bench.config.plan import plan
     from bench.config.suite import load_suite
+    from bench.execution.preflight import missing_inputs
     from bench.training import estimate
 
     if args.nproc < 1:
         raise UserError(f"--nproc {args.nproc}: expected at least 1 process")
     device = None if args.accelerator is None else (
         estimate.accelerator(args.accelerator), estimate.check_mfu(args.mfu))
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, overrides=args.override)
     runs = plan(suite, args.only, args.seeds)
     family = suite.family
     planned = estimate.spend(family, runs, args.nproc)
     print(f"suite {suite.name}: {len(runs)} runs (family {family.name})")
+    for text in suite.overrides:
+        print(f"  override {text}")
     inputs = {(label, e["path"], e["sha256"]) for r in runs for label, e in r.inputs.items()}
     for label, path, digest in sorted(inputs):
         print(f"  input {label}: {path} (sha256 {digest[:12]})")
+    missing = missing_inputs(runs)
     header = f"{'run id':<14}{'variant':<18}{'seed':>5}  {'budget':<22}stages (steps bought)"
     print(header)
     print("-" * len(header))
@@ -82,7 +87,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     _print_totals(estimate.totals(planned), family.item_unit, args.nproc, device)
     for line in estimate.flops_spread(planned):
         print(f"warning: {line}", file=sys.stderr)
-    return 0
+    for line in missing:
+        print(f"{'warning' if args.allow_missing else 'error'}: {line}", file=sys.stderr)
+    return 2 if missing and not args.allow_missing else 0
 
 
 def _print_totals(totals: "list[Total]", item_unit: str, nproc: int,
@@ -125,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         rerun_changed_inputs=args.rerun_changed_inputs, max_parallel=args.max_parallel,
         detach=args.detach, resource=args.resource, status_hint=f"bench status {args.suite}")
     check_options(options, args.nproc)
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, overrides=args.override)
     runs = plan(suite, args.only, args.seeds)
     if args.executor != "inline":
         return submit(suite, runs, options)
@@ -212,7 +219,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from bench.config.suite import load_suite
     from bench.execution.cluster import JobStates, observe, read_record, view
 
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, overrides=args.override)
     runs = plan(suite, args.only, args.seeds)
     store = _synced_store(args, suite.name, needed=False)
     counts: dict[str, int] = {}
@@ -257,12 +264,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from bench.util.paths import writable_output
 
     out = writable_output(args.out, "--out", folder=True)  # before any work is done
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, overrides=args.override)
     if args.storage and suite.head.sweep is None:
         raise UserError(f"--storage {args.storage}: {args.suite} has no 'sweep:' block, so no "
                         "study to report")
     # The `bench sweep` the report names, with this command's --results and --storage.
-    command = ["bench", "sweep", args.suite]
+    command = ["bench", "sweep", args.suite, *(a for text in args.override for a in ("-o", text))]
     command += ["--results", args.results] if args.results else []
     command += ["--storage", display_storage(args.storage)] if args.storage else []
     spec = spec_for(suite, _results_root(args), args.storage, shlex.join(command))
@@ -278,7 +285,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         results=_results_path(args), storage=args.storage, n_trials=args.n_trials,
         workers=args.workers, heartbeat=args.heartbeat, device=args.device,
         progress=not args.no_progress, executor=args.executor, resource=args.resource,
-        worker_index=args.worker_index)
+        worker_index=args.worker_index, overrides=args.override)
     return run_sweep(args.suite, options, main)
 
 
@@ -335,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     def suite_cmd(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument("suite", help="suite YAML file")
+        add_override_option(p)
         return p
 
     suite_cmd("validate", "check a suite file; print nothing else, write nothing"
@@ -346,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accelerator", metavar="NAME", help="add device-hours to the totals, at "
                    "this accelerator's dense peak (h100, a100, l4, ...: bench/training/"
                    "accelerators.py)")
+    p.add_argument("--allow-missing", action="store_true", help="plan inputs that are not there "
+                   "yet (their ids then change once they are): warnings, exit 0")
     p.add_argument("--mfu", type=float, default=0.4, help="with --accelerator: the fraction "
                    "of the peak the runs are assumed to reach (default: 0.4)")
     p.set_defaults(func=cmd_plan)

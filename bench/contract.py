@@ -146,6 +146,9 @@ class RunSpec:
     # whose folder holds its branch checkpoint. The longest rung: the lower rungs' budgets.
     branch_source: str | None = None
     branch_rungs: tuple[BudgetConfig, ...] = ()
+    # The command-line overrides its suite was loaded with (their effect is in the config, so
+    # hashed; the text is recorded in provenance).
+    overrides: tuple[str, ...] = ()
 
     @property
     def config(self) -> Any:

@@ -82,14 +82,13 @@ def test_a_third_family_validates_plans_runs_evaluates_and_reports(toy, tmp_path
     assert "glue.sst2.acc" in html and "val.mse" in html
 
 
-def test_missing_evaluation_data_fails_the_run_before_it_trains(toy, tmp_path, capsys):
+def test_missing_evaluation_data_stops_the_suite_before_any_run_starts(toy, tmp_path, capsys):
     suite, results = _toy_suite(tmp_path, tasks="sst2, cola"), tmp_path / "results"
-    assert main(["run", str(suite), "--results", str(results), "--no-progress",
-                 "--only", "narrow", "--seeds", "0"]) == 1
-    assert "cola: no folder" in capsys.readouterr().err
-    [run_dir] = [p for p in (results / "toy").iterdir() if p.is_dir()]
-    log = (run_dir / "run.log").read_text()
-    assert "UserError: cola: no folder" in log and "stage train" not in log  # nothing trained
+    assert main(["run", str(suite), "--results", str(results), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing was run or submitted" in err
+    assert "glue: cola: no folder" in err and "(variants narrow, wide)" in err
+    assert not results.exists()  # no run claimed, nothing trained
 
 
 def test_an_evaluator_the_family_cannot_feed_is_refused_at_validation(toy, tmp_path, capsys):

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from bench.config.overrides import apply_overrides
 from bench.config.sweep_config import SweepConfig
 from bench.config.yaml_source import (
     Located,
@@ -166,6 +167,7 @@ class Suite:
     head: SuiteHead
     family: Family
     variants: dict[str, Variant]
+    overrides: tuple[str, ...] = ()  # the command line's, applied before validation
 
     @property
     def name(self) -> str:
@@ -274,7 +276,7 @@ def _load_chain(path: Path, env: dict[str, str] | None, seen: tuple[Path, ...]) 
                         f"keys, got {_kind_of(own.data)}")
     if "extends" not in own.data:
         return own
-    if any((file, line) == own.where[("extends",)] for file, line, _ in own.unset):
+    if any(path == ("extends",) for *_, path in own.unset):
         raise unset_error(own.unset)  # the base file is not known
     base_path = _base_file(own, path, own.data.pop("extends"))
     base = _load_chain(base_path, env, (*seen, path))
@@ -286,7 +288,8 @@ def _load_chain(path: Path, env: dict[str, str] | None, seen: tuple[Path, ...]) 
 
 def _fail(src: Located, path: Path_, message: str) -> UserError:
     where = src.locate(path)
-    prefix = f"{where[0]}:{where[1]}: " if where else ""
+    prefix = "" if where is None else f"{where[0]}: " if not where[1] else (
+        f"{where[0]}:{where[1]}: ")  # line 0: a command-line override
     return UserError(f"{prefix}{dotted(path)}: {message}")
 
 
@@ -328,9 +331,11 @@ def _paths(data: Any, prefix: Path_ = ()) -> list[Path_]:
     return out
 
 
-def load_suite(path: str | Path, env: dict[str, str] | None = None) -> Suite:
-    """Load, merge and validate a suite file; raises UserError naming file, line and field."""
-    src = _load_chain(Path(path), env, ())
+def load_suite(path: str | Path, env: dict[str, str] | None = None,
+               overrides: Sequence[str] = ()) -> Suite:
+    """Load, merge, override (`bench.config.overrides`) and validate a suite file; raises
+    UserError naming file and line (or override) and field."""
+    src = apply_overrides(_load_chain(Path(path), env, ()), overrides, env)
     if src.unset:
         raise unset_error(src.unset)
     data = src.data
@@ -371,15 +376,15 @@ def load_suite(path: str | Path, env: dict[str, str] | None = None) -> Suite:
 
     variants: dict[str, Variant] = {}
     by_config: dict[str, str] = {}
-    for vname, overrides in head.variants.items():
-        overrides = overrides or {}
-        if not isinstance(overrides, dict):
+    for vname, changes in head.variants.items():
+        changes = changes or {}
+        if not isinstance(changes, dict):
             raise _fail(src, ("variants", vname), "expected a mapping of overrides")
-        budget_over = overrides.get("budget")
-        family_over = {k: v for k, v in overrides.items() if k not in ("budget", "resources")}
+        budget_over = changes.get("budget")
+        family_over = {k: v for k, v in changes.items() if k not in ("budget", "resources")}
         for key in family_over:
             if key in CORE_KEYS:
-                raise _fail(src, ("variants", vname, key), "a variant overrides the family's "
+                raise _fail(src, ("variants", vname, key), "a variant changes the family's "
                             "config, 'budget' or 'resources', not this key")
         merged = deep_merge(base_config, family_over)
         origin = {p: ("variants", vname, *p) for p in _paths(family_over)}
@@ -395,7 +400,7 @@ def load_suite(path: str | Path, env: dict[str, str] | None = None) -> Suite:
             except ValidationError as err:
                 raise _pydantic_error(src, ("variants", vname, "budget"), err,
                                       BudgetConfig) from None
-        resources = _variant_resources(src, head.resources, vname, overrides.get("resources"))
+        resources = _variant_resources(src, head.resources, vname, changes.get("resources"))
         _check_budget(src, head, family, vname, config, budget, budget_over is not None)
         _check_warmup(src, config, budget, origin)
         resolved = {
@@ -413,7 +418,7 @@ def load_suite(path: str | Path, env: dict[str, str] | None = None) -> Suite:
 
     _check_report(src, head, family, variants)
     _check_sweep(src, head, family, variants)
-    return Suite(Path(path), head, family, variants)
+    return Suite(Path(path), head, family, variants, tuple(overrides))
 
 
 def set_field(config: dict[str, Any], field_path: str, value: Any) -> dict[str, Any]:

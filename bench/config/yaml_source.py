@@ -37,9 +37,9 @@ class Located:
 
     data: Any
     where: dict[Path_, tuple[str, int]] = field(default_factory=dict)
-    # Variables referenced but not set, as (file, line, name), in the order met; each was read
-    # as "" so that every one is found before `unset_error` names them all.
-    unset: list[tuple[str, int, str]] = field(default_factory=list)
+    # Variables referenced but not set, as (file, line, name, key path of the value), in the
+    # order met; each was read as "" so that every one is found before `unset_error` names all.
+    unset: list[tuple[str, int, str, Path_]] = field(default_factory=list)
 
     def locate(self, path: Path_) -> tuple[str, int] | None:
         """Position of `path`, or of its nearest ancestor that has one."""
@@ -93,16 +93,16 @@ def interpolate(text: str, env: dict[str, str], file: str, line: int,
         i = j
 
 
-def unset_error(unset: list[tuple[str, int, str]]) -> UserError:
+def unset_error(unset: list[tuple[str, int, str, Path_]]) -> UserError:
     """One error naming every variable that is not set, each at its file and line."""
     if len(unset) == 1:
-        (file, line, name), = unset
+        (file, line, name, _), = unset
         return UserError(f"{file}:{line}: variable ${{{name}}} is not set (set it in the "
                          f"environment or write ${{{name}:-default}})")
-    names = sorted({name for _, _, name in unset})
+    names = sorted({name for _, _, name, _ in unset})
     return UserError(f"{len(names)} variables are not set ({', '.join(names)}; set them in the "
                      "environment or write ${NAME:-default}):\n" + "\n".join(
-                         f"  {file}:{line}: ${{{name}}}" for file, line, name in unset))
+                         f"  {file}:{line}: ${{{name}}}" for file, line, name, _ in unset))
 
 def display_path(path: Path) -> str:
     """A path as the user would write it: relative to the working directory when inside it."""
@@ -190,6 +190,13 @@ class _BoundedLoader(yaml.SafeLoader):
         return values, levels
 
 
+# YAML 1.1 (PyYAML) reads 3e-4 and 1.0e5 as text: its floats need a dot and a signed exponent.
+# As in YAML 1.2 and OmegaConf, a number in e-notation is a number.
+# Keys stay text, as they were (a variant may be named 1e5).
+_E_NOTATION = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+_BoundedLoader.add_implicit_resolver(_YAML_TAG + "float", _E_NOTATION, list("-+0123456789"))
+
+
 def _compose(text: str, name: str) -> yaml.Node | None:
     """The document's node graph, or None for an empty document; errors name file and line."""
     loader = None
@@ -227,9 +234,14 @@ def _check_tag(node: yaml.Node, name: str, path: Path_) -> None:
 def load_yaml(path: Path, env: dict[str, str] | None = None) -> Located:
     """Parse one YAML file into plain data with positions; variables expanded in strings.
     An empty document gives `data` None."""
-    env = dict(os.environ) if env is None else env
     name = display_path(path)
-    node = _compose(read_source(path, name), name)
+    return load_text(read_source(path, name), name, env)
+
+
+def load_text(text: str, name: str, env: dict[str, str] | None = None) -> Located:
+    """`load_yaml` of text that `name` stands for in messages (a file, a command-line value)."""
+    env = dict(os.environ) if env is None else env
+    node = _compose(text, name)
     located = Located(data=None)
     if node is None:
         return located
@@ -249,13 +261,19 @@ def load_yaml(path: Path, env: dict[str, str] | None = None) -> Located:
         located.where[p] = (name, line)
         if isinstance(n, yaml.ScalarNode):
             value = scalar(n, p)
-            return (interpolate(value, env, name, line, located.unset) if isinstance(value, str)
-                    else value)
+            if not isinstance(value, str):
+                return value
+            unset: list[tuple[str, int, str]] = []
+            value = interpolate(value, env, name, line, unset)
+            located.unset += [(*u, p) for u in unset]
+            return value
         _check_tag(n, name, p)
         if isinstance(n, yaml.MappingNode):
             out: dict[str, Any] = {}
             for k, v in n.value:
                 key = scalar(k, p) if isinstance(k, yaml.ScalarNode) else k
+                if isinstance(key, float) and _E_NOTATION.match(k.value):
+                    key = k.value
                 if not isinstance(key, str):
                     got = f"a {k.id}" if key is k else repr(key)
                     raise UserError(f"{name}:{k.start_mark.line + 1}: keys must be text, got {got}")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from bench.config.suite import Suite
 from bench.contract import Family, RunSpec
 from bench.errors import ClaimRefused, UserError
+from bench.execution.preflight import preflight
 from bench.store.index import json_column
 from bench.store.runs import Store
 from bench.training.distributed import from_main, join, leave, pick_device, world
@@ -80,6 +81,7 @@ def check_split(suite: Suite, runs: list[RunSpec], processes: int) -> None:
 def run_inline(suite: Suite, runs: list[RunSpec], options: RunOptions) -> int:
     """Every planned run in turn, in this process (one of a torchrun job's, if started so):
     skip finished ones, leave held ones (or wait for them), report failures."""
+    preflight(suite, runs)
     device = join(pick_device(options.device))
     try:
         store = checked_store(runs, options)
@@ -144,6 +146,7 @@ def submit(suite: Suite, runs: list[RunSpec], options: RunOptions) -> int:
         check_resources(options.executor, resources[name])
         if resources[name].processes > 1:
             suite.family.step_costs(suite.variants[name].config, resources[name].processes)
+    preflight(suite, runs)
     store = checked_store(runs, options)
     results, cache = str(store.root.resolve()), str(cache_home().resolve())
     limit = options.max_parallel or (len(runs) if options.executor == "slurm" else 1)

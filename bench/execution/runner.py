@@ -187,7 +187,8 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
     'pruned' and Pruned propagates to the caller (a sweep).
     """
     here = world()
-    prov = provenance.collect(device) | {"inputs": run.inputs, "world_size": here.size}
+    prov = provenance.collect(device) | {"inputs": run.inputs, "world_size": here.size} | (
+        {"overrides": list(run.overrides)} if run.overrides else {})
     begun: Path | ClaimRefused | str | None = None
     if here.main:  # the one process that claims and writes the run
         try:  # a link standing for the run's folder, or its suite's, is refused, not written to

@@ -25,7 +25,7 @@ import socket
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +210,8 @@ class Worker:
                 from None
         seed = self.cfg.seed if self.cfg.seed is not None else self.suite.head.seeds[0]
         inputs = variant_inputs(self.suite.family, variant, self.cache_dir)
-        run = run_spec(self.study.study_name, variant, seed, inputs)
+        run = replace(run_spec(self.study.study_name, variant, seed, inputs),
+                      overrides=self.suite.overrides)
         trial.set_user_attr("run_id", run.run_id)
         self.report(f"trial {trial.number}: {params} -> run {run.run_id}")
         if self.store.state(run.run_id) != "finished":

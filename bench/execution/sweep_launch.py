@@ -15,6 +15,7 @@ from pathlib import Path
 
 import optuna
 
+from bench.config.overrides import FLAG
 from bench.config.suite import Suite, load_suite, sweep_variant
 from bench.errors import UserError
 from bench.execution.sweep import (
@@ -40,6 +41,7 @@ class SweepOptions:
     n_trials: int | None = None  # complete or pruned trials to reach (default: the suite's)
     workers: int = 1
     heartbeat: int = 30  # database storages: seconds between a running trial's heartbeats
+    overrides: list[str] = field(default_factory=list)  # -o KEY=VALUE, applied to the suite
     device: str = "auto"
     progress: bool = True
     executor: str = "inline"  # inline: workers are processes; local or slurm: jobs
@@ -50,7 +52,7 @@ class SweepOptions:
 def run_sweep(suite_file: str, options: SweepOptions, entry: Callable[[list[str]], int]) -> int:
     """Run the sweep of the suite in `suite_file` until its study has enough trials; worker jobs
     call `entry` (the command line's) with their arguments. 0 when every worker succeeded."""
-    suite = load_suite(suite_file)
+    suite = load_suite(suite_file, overrides=options.overrides)
     if suite.head.sweep is None:
         raise UserError(f"{suite_file}: no 'sweep:' block (search space, objective, trials)")
     if options.workers < 1:
@@ -70,7 +72,8 @@ def run_sweep(suite_file: str, options: SweepOptions, entry: Callable[[list[str]
             url = str(Path(url).resolve())
         argv = ["sweep", str(Path(suite_file).resolve()), "--storage", url, "--n-trials",
                 str(n_trials), "--results", str(results.resolve()), "--device", options.device,
-                "--heartbeat", str(options.heartbeat), "--no-progress"]
+                "--heartbeat", str(options.heartbeat), "--no-progress",
+                *(arg for text in options.overrides for arg in (FLAG, text))]
         if resources is None:
             code = spawn_workers(argv, options.workers)
         else:

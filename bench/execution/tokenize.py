@@ -4,11 +4,13 @@
 import argparse
 from pathlib import Path
 
+from bench.config.overrides import add_option as add_override_option
 from bench.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("suite", help="suite YAML file of a text family (lm, encoder)")
+    add_override_option(parser)
     parser.add_argument("--workers", type=int, help="tokenizing processes (default: every core)")
     parser.add_argument("--only", nargs="+", metavar="VARIANT", help="only these variants")
 
@@ -22,7 +24,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers {args.workers}: expected at least 1")
-    suite = load_suite(args.suite)
+    suite = load_suite(args.suite, overrides=args.override)
     layout = suite.family.text_layout
     if layout is None:
         texts = [name for name in known_families() if get_family(name).text_layout]
