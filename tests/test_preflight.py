@@ -73,3 +73,27 @@ def test_an_evaluator_whose_own_input_is_missing_is_named_by_that_input(tmp_path
     err = capsys.readouterr().err
     assert err.splitlines()[1:] == [
         f"  input evals.glue.path: {tmp_path / 'no-glue'} not found (variants a, b)"]
+
+
+def test_a_sweep_with_missing_data_stops_before_its_study_opens(tmp_path, capsys, monkeypatch):
+    from support.textgen import TINY_LM
+
+    monkeypatch.setenv("BENCH_DATA", str(tmp_path / "cache"))
+    suite = tmp_path / "sweep.yaml"
+    suite.write_text(f"""extends: {TINY_LM}
+suite: pf-sweep
+budget: {{steps: 2}}
+data: {{train: {tmp_path / 'nowhere.jsonl'}}}
+variants:
+  a: {{}}
+sweep:
+  trials: 2
+  objective: {{metric: val.nll, direction: minimize}}
+  space:
+    train.optim.lr: {{type: float, low: 1.0e-3, high: 3.0e-2, log: true}}
+""")
+    results = tmp_path / "results"
+    assert main(["sweep", str(suite), "--results", str(results), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"input data.train: {tmp_path / 'nowhere.jsonl'} not found (variant a)" in err
+    assert not results.exists()  # no study, no trial

@@ -16,8 +16,10 @@ from pathlib import Path
 import optuna
 
 from bench.config.overrides import FLAG
+from bench.config.plan import run_spec, variant_inputs
 from bench.config.suite import Suite, load_suite, sweep_variant
 from bench.errors import UserError
+from bench.execution.preflight import preflight
 from bench.execution.sweep import (
     Worker,
     default_storage,
@@ -58,6 +60,10 @@ def run_sweep(suite_file: str, options: SweepOptions, entry: Callable[[list[str]
     if options.workers < 1:
         raise UserError(f"--workers {options.workers}: expected at least 1")
     resources = _worker_resources(suite, options)
+    if options.worker_index is None:  # missing data stops the sweep before its study opens
+        variant = sweep_variant(suite)
+        inputs = variant_inputs(suite.family, variant, cache_home())
+        preflight(suite, [run_spec(suite.name, variant, suite.head.seeds[0], inputs)])
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported below, once
     results = check_folder(options.results, RESULTS_HINT)
     url = options.storage or default_storage(results, study_name(suite))
