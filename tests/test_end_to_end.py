@@ -132,18 +132,22 @@ def test_demo_suite_runs_skips_and_reports(workspace, capsys):
 
 @pytest.mark.slow
 def test_failed_run_is_recorded_and_the_suite_goes_on(workspace, capsys):
-    extra = "  broken: {data: {train: /nonexistent/train.jsonl}}"
+    """A run that fails once started (its corpus is there but is not JSON lines: only reading
+    it tells) is recorded as failed, and the suite's other runs go on."""
+    broken = workspace / "broken.jsonl"
+    broken.write_text("not json lines\n")
+    extra = f"  broken: {{data: {{train: {broken}}}}}"
     suite, results = suite_file(workspace, "failing.yaml", extra=extra), workspace / "res-fail"
     code = main(["run", str(suite), "--results", str(results), "--no-progress",
                  "--only", "softmax", "broken", "--seeds", "0"])
     assert code == 1
     err = capsys.readouterr().err
     assert "1 of 2 runs failed" in err and "broken seed 0" in err
-    assert "/nonexistent/train.jsonl" in err and "Traceback" not in err
+    assert str(broken) in err and "Traceback" not in err
     rows = dict(index_rows(results, "SELECT variant, state FROM runs"))
     assert rows == {"softmax": "finished", "broken": "failed"}
     reason = index_rows(results, "SELECT reason FROM runs WHERE variant = 'broken'")[0][0]
-    assert "/nonexistent/train.jsonl" in reason
+    assert str(broken) in reason
 
 
 def _bench(*args: str, env: dict[str, str]) -> subprocess.Popen:
