@@ -634,3 +634,36 @@ def test_pieces_are_bounded_cut_before_a_word_and_keep_the_ids(built):
             pieces = [i for start, stop in bounds
                       for i in tokenizer.encode(text[start:stop], add_special_tokens=False).ids]
             assert pieces == tokenizer.encode(text, add_special_tokens=False).ids
+
+
+def test_a_second_builder_waits_for_the_first_and_builds_nothing(tmp_path):
+    """Processes sharing a data cache (the jobs of an array) build a corpus's shards one at a
+    time: while the build's lock is held, another `bench data tokenize` waits without writing
+    anything, then builds once the lock is free."""
+    import fcntl
+
+    from bench.config.suite import load_suite
+
+    corpus = write_jsonl(tmp_path / "train.jsonl", narrative_passages(60, seed=3))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(lm_suite("waits", corpus))
+    cfg = load_suite(suite).variants["softmax"].config.data
+    cache = tmp_path / "data" / "lm-data"
+    folder = cache / f"shards-{shards.shards_fingerprint(cfg, 'causal')}"
+    cache.mkdir(parents=True)
+    log = tmp_path / "tokenize.log"
+    with (cache / f".{folder.name}.lock").open("w") as held, log.open("w") as out:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a first builder, at work
+        proc = subprocess.Popen([sys.executable, "-m", "bench", "data", "tokenize", str(suite),
+                                 "--workers", "1"], stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "BENCH_DATA": str(tmp_path / "data")})
+        deadline = time.monotonic() + 120
+        while "waiting for" not in log.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, "it neither waited nor ended"
+            time.sleep(0.1)
+        time.sleep(2)  # time enough to start a build, were it not waiting
+        assert proc.poll() is None, log.read_text()
+        assert not folder.exists()  # it wrote nothing
+    assert proc.wait(timeout=300) == 0, log.read_text()  # the lock released: it built
+    assert f"waiting for another process to build the token shards {folder}" in log.read_text()
+    assert (folder / "manifest.json").is_file()

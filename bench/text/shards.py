@@ -81,7 +81,13 @@ from bench.text.languages import (
     language_weights,
 )
 from bench.training.sampling import batch_indices, permute
-from bench.util.atomic import build_dir, remove_stale_temporaries, write_text, write_via
+from bench.util.atomic import (
+    build_dir,
+    one_at_a_time,
+    remove_stale_temporaries,
+    write_text,
+    write_via,
+)
 from bench.util.fingerprint import (
     DigestCache,
     cached_digest,
@@ -707,9 +713,12 @@ def prepare_lm_data(cfg: DataConfig, cache_dir: Path, layout: str = "causal",
     folder = Path(cache_dir) / f"shards-{key}"
     try:
         if not os.path.lexists(folder / "manifest.json"):
-            if build:
-                build_shards(cfg, layout, folder, workers or os.cpu_count() or 1,
-                             Path(cache_dir))
+            if build:  # one builder at a time: the jobs of an array share the cache
+                with one_at_a_time(Path(cache_dir) / f".shards-{key}.lock",
+                                   lambda: _say_waiting(folder, "another process")):
+                    if not os.path.lexists(folder / "manifest.json"):  # else built meanwhile
+                        build_shards(cfg, layout, folder, workers or os.cpu_count() or 1,
+                                     Path(cache_dir))
             else:
                 _wait_for(folder / "manifest.json", poll_s)
         return open_shards(folder, cfg, key, layout)
@@ -749,10 +758,14 @@ def _rows(rows: RowSource | MixedRows) -> RowSource:
 
 
 def _wait_for(manifest: Path, poll_s: float) -> None:
-    print(f"waiting for the main process to build the token shards {manifest.parent}",
-          file=sys.stderr, flush=True)
+    _say_waiting(manifest.parent, "the main process")
     while not os.path.lexists(manifest):
         time.sleep(poll_s)
+
+
+def _say_waiting(folder: Path, builder: str) -> None:
+    print(f"waiting for {builder} to build the token shards {folder}", file=sys.stderr,
+          flush=True)
 
 
 def open_shards(folder: Path, cfg: DataConfig, key: str, layout: str) -> LMData:

@@ -14,6 +14,7 @@ the caller's: a results folder may well sit behind a link.
 """
 
 import errno
+import fcntl
 import io
 import os
 import re
@@ -223,6 +224,39 @@ def _last_touched(path: Path) -> float:
             for name in dirs + files:
                 latest = max(latest, (Path(root) / name).lstat().st_mtime)
     return latest
+
+
+# What flock raises where the file system keeps no such locks (an NFS mount without lockd, a
+# Lustre mount without -o flock).
+_NO_LOCKS = (errno.ENOLCK, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
+
+
+@contextmanager
+def one_at_a_time(lock: Path, waiting: Callable[[], None]) -> Iterator[bool]:
+    """Hold an exclusive advisory lock (flock) on the file `lock` (created, never followed
+    through a link) for the block, so that processes sharing a folder do its work one at a
+    time; `waiting` is called once when another process holds it. Yields False where the file
+    system keeps no locks: the block then runs unguarded. A killed holder's lock is released
+    by the kernel, so none is ever stale."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o644)
+    try:
+        yield _flock(fd, waiting)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _flock(fd: int, waiting: Callable[[], None]) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        waiting()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as e:
+        if e.errno in _NO_LOCKS:
+            return False
+        raise
+    return True
 
 
 def remove_stale_temporaries(folder: Path, stale_after_s: float = STALE_AFTER_S) -> list[Path]:
