@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.config.overrides import add_option as add_override_option
+from bench.config.overrides import as_arguments as as_override_arguments
 from bench.errors import UserError, did_you_mean
 from bench.evals.registry import commands
 from bench.execution.launch import warn_skipped
@@ -269,7 +270,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UserError(f"--storage {args.storage}: {args.suite} has no 'sweep:' block, so no "
                         "study to report")
     # The `bench sweep` the report names, with this command's --results and --storage.
-    command = ["bench", "sweep", args.suite, *(a for text in args.override for a in ("-o", text))]
+    command = ["bench", "sweep", args.suite, *as_override_arguments(args.override)]
     command += ["--results", args.results] if args.results else []
     command += ["--storage", display_storage(args.storage)] if args.storage else []
     spec = spec_for(suite, _results_root(args), args.storage, shlex.join(command))

@@ -29,6 +29,12 @@ def add_option(parser: argparse.ArgumentParser) -> None:
                         "repeatable, later ones win")
 
 
+def as_arguments(overrides: Sequence[str]) -> list[str]:
+    """The overrides as a command line gives them (`-o KEY=VALUE ...`), for a command that
+    starts or names another."""
+    return [arg for text in overrides for arg in (FLAG, text)]
+
+
 def apply_overrides(src: Located, overrides: Sequence[str], env: dict[str, str] | None
                     ) -> Located:
     """`src` with each override applied in turn; where they set values, positions name them."""
@@ -71,22 +77,20 @@ def _parent(data: Any, path: Path_, label: str) -> Any:
     """The mapping or list that holds `path`'s last part, mappings created on the way."""
     node = data
     for i, part in enumerate(path):
-        last = i == len(path) - 1
         if isinstance(node, dict) and isinstance(part, str):
-            if last:
-                return node
-            node = node.setdefault(part, {})
+            child = node.setdefault(part, {}) if i < len(path) - 1 else None
         elif isinstance(node, list) and isinstance(part, int):
             if part >= len(node):
                 raise UserError(f"{label}: {dotted(path[:i]) or 'the suite'} has "
                                 f"{len(node)} entries; no entry {part}")
-            if last:
-                return node
-            node = node[part]
+            child = node[part]
         else:
             held = "a list" if isinstance(node, list) else (
                 "a mapping" if isinstance(node, dict) else f"the value {node!r}")
             wanted = "an entry number" if isinstance(node, list) else "a key"
             raise UserError(f"{label}: {dotted(path[:i]) or 'the suite'} is {held}; "
                             f"{part!r} is not {wanted} of it")
-    raise AssertionError("unreachable: the loop returns at the last part")
+        if i == len(path) - 1:
+            return node
+        node = child
+    return node  # `path` is never empty (`_parse` refuses an empty key)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import optuna
 
-from bench.config.overrides import FLAG
+from bench.config.overrides import as_arguments
 from bench.config.plan import run_spec, variant_inputs
 from bench.config.suite import Suite, load_suite, sweep_variant
 from bench.errors import UserError
@@ -79,7 +79,7 @@ def run_sweep(suite_file: str, options: SweepOptions, entry: Callable[[list[str]
         argv = ["sweep", str(Path(suite_file).resolve()), "--storage", url, "--n-trials",
                 str(n_trials), "--results", str(results.resolve()), "--device", options.device,
                 "--heartbeat", str(options.heartbeat), "--no-progress",
-                *(arg for text in options.overrides for arg in (FLAG, text))]
+                *as_arguments(options.overrides)]
         if resources is None:
             code = spawn_workers(argv, options.workers)
         else:
