@@ -4,6 +4,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import replace
 from importlib import import_module
 from pathlib import Path
@@ -219,10 +220,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     from bench.config.plan import plan
     from bench.config.suite import load_suite
     from bench.execution.cluster import JobStates, observe, read_record, view
+    from bench.execution.recorded import known_runs, with_aliases
 
     suite = load_suite(args.suite, overrides=args.override)
     runs = plan(suite, args.only, args.seeds)
     store = _synced_store(args, suite.name, needed=False)
+    if store.root.is_dir():
+        # an index that cannot be read was named above; runs of earlier versions show pending
+        with suppress(UserError):
+            runs = with_aliases(runs, known_runs(store, suite.name))
     counts: dict[str, int] = {}
     print(f"{'run id':<14}{'variant':<18}{'seed':>5}  {'budget':<22}{'state':<12}{'job':<14}"
           "detail (logs)")

@@ -1,5 +1,6 @@
 """Pieces of configuration schema shared by the core and every study family."""
 
+import functools
 import re
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -72,6 +73,71 @@ def _step(t: Any, part: int | str) -> list[Any]:
     if not found and isinstance(part, str) and not part.isidentifier():
         return [t]  # a validator's or a non-model union member's tag ('function-after[...]')
     return found
+
+
+class _InputPath:
+    """The mark of `InputPath`."""
+
+    def __repr__(self) -> str:
+        return "InputPath"
+
+
+INPUT_PATH = _InputPath()
+# A config value that names a file or folder a run reads: where it lies is no part of what the
+# run computes (its contents are, through the run's input fingerprints), so run ids leave it out.
+InputPath = Annotated[str, INPUT_PATH]
+# What a run's identity holds in place of an input's path.
+INPUT_PLACEHOLDER = "<input>"
+
+
+def without_input_paths(data: Any, model: Any) -> Any:
+    """`data` (values as `model`'s `model_dump(mode="json")` writes them) with every `InputPath`
+    field that is set replaced by INPUT_PLACEHOLDER: the same config read from other mounts is
+    the same config. Keys `model` does not know are kept as written."""
+    if not isinstance(data, (dict, list)):
+        return data
+    keys, items, values = _layout(model)
+    if isinstance(data, list):
+        return [without_input_paths(v, items) for v in data]
+    out = {}
+    for key, value in data.items():
+        is_input, held = keys.get(key, (False, values))
+        out[key] = INPUT_PLACEHOLDER if is_input and value is not None else \
+            without_input_paths(value, held)
+    return out
+
+
+@functools.cache
+def _layout(model: Any) -> tuple[dict[str, tuple[bool, Any]], Any, Any]:
+    """What a value of type `model` holds, for `without_input_paths` (which walks thousands of
+    recorded configs, so it is worked out once a type): each key of its models' mappings ->
+    whether the field is an input path and the field's type; the type of a list's items; the
+    type of a dict's values."""
+    keys: dict[str, tuple[bool, Any]] = {}
+    items = values = None
+    for t in _members(model):
+        if _is_model(t):
+            for name, f in reversed(t.model_fields.items()):
+                keys |= {key: (_is_input(f), f.annotation) for key in (name, f.alias) if key}
+        elif get_origin(t) in (list, tuple) and get_args(t) and items is None:
+            items = get_args(t)[0]
+        elif get_origin(t) is dict and len(get_args(t)) == 2 and values is None:
+            values = get_args(t)[1]
+    return keys, items, values
+
+
+def _is_input(field: Any) -> bool:
+    """Whether a model field is declared `InputPath` (alone, or in an optional)."""
+    return INPUT_PATH in field.metadata or any(
+        get_origin(m) is Annotated and INPUT_PATH in get_args(m)[1:]
+        for m in _annotated_members(field.annotation))
+
+
+def _annotated_members(t: Any) -> list[Any]:
+    """The members of a union or an optional, each with its annotations."""
+    if get_origin(t) in (Union, UnionType):
+        return [m for arg in get_args(t) for m in _annotated_members(arg)]
+    return [t]
 
 
 def check_name(value: str, what: str) -> str:

@@ -1,13 +1,19 @@
 """The results store at scale: `bench ls` and a report against 100, 1,000 and 10,000 runs.
 
-One store, grown from size to size, is written through the real Store API (begin, then finish
-with an LM run's final metrics, a 100-row training curve with validation every 10 rows and a PR
-curve; every 20th run fails instead), in memory-backed /dev/shm where there is one, so that
-writing it is not a test of the disk's fsync. Each command then runs in a fresh process, so its
-time and its peak resident memory are its own; the growth column is the time ratio to the
-previous size (10x the runs: near-linear is ~10x). Goal: `bench ls` at 10,000 runs under 5 s.
-`bench ls` first imports the folders that changed (none here: stat calls only); `bench index
---rebuild` imports every folder, as the first reader does after cluster jobs wrote them.
+One store, grown from size to size, is written through the real Store API (begin with the
+resolved config of a demo LM variant, then finish with an LM run's final metrics, a 100-row
+training curve with validation every 10 rows and a PR curve; every 20th run fails instead), in
+memory-backed /dev/shm where there is one, so that writing it is not a test of the disk's fsync.
+Each command then runs in a fresh process, so its time and its peak resident memory are its own;
+the growth column is the time ratio to the previous size (10x the runs: near-linear is ~10x).
+Goal: `bench ls` at 10,000 runs under 5 s. `bench ls` first imports the folders that changed
+(none here: stat calls only); `bench index --rebuild` imports every folder, as the first reader
+does after cluster jobs wrote them.
+
+The runs are named as bench named them before run ids left input paths out (`legacy_run_id`),
+so the store is one an earlier version wrote: `found s` is what every command that plans runs
+pays to find them under those ids (`bench.execution.recorded`: one read of the index, each
+record's portable id), planning every run of the store afresh; it checks that all are found.
 
     python benchmarks/store_scale.py [--sizes 100 1000 10000] [--no-pdf]
 """
@@ -23,10 +29,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.config.plan import legacy_run_id, run_id
+from bench.config.suite import load_suite
+from bench.contract import RunSpec, Variant
 from bench.store.runs import Store
 
 SUITE = "scale"
-VARIANTS = ("softmax", "cwt", "cwt_ft", "nce")
+DEMO_LM = Path(__file__).resolve().parents[1] / "suites" / "demo" / "lm.yaml"
+# Where the demo data lay when the runs were recorded, and the fingerprints recorded then.
+RECORDED_DATA = "/mnt/old-cluster/bench-data"
+INPUTS = {label: {"path": f"{RECORDED_DATA}/{label}", "sha256": f"{i:064x}"}
+          for i, label in enumerate(("data.train", "data.val", "data.shards",
+                                     "evals.lambada.path"))}
 CURVE_ROWS, VAL_EVERY, FAIL_EVERY, PR_POINTS = 100, 10, 20, 50
 PROVENANCE = {"git_commit": "0" * 40, "git_dirty": False, "device": "cpu",
               "device_name": "cpu", "host": "bench-host", "python": "3.11.9",
@@ -58,27 +72,62 @@ def training_curve(rng: random.Random) -> list[dict[str, Any]]:
     return rows
 
 
+def demo_variants(data: str) -> list[Variant]:
+    """The demo LM suite's variants, its data read from `data`."""
+    return list(load_suite(DEMO_LM, env={"BENCH_DATA": data}).variants.values())
+
+
+def planned(i: int, variants: list[Variant]) -> tuple[Variant, int]:
+    """Run i of the store: the variants round-robin, then the next seed."""
+    return variants[i % len(variants)], i // len(variants)
+
+
 def add_runs(root: Path, start: int, stop: int) -> None:
-    """Runs start..stop-1 of one suite, round-robin over the variants, every 20th one failed."""
+    """Runs start..stop-1 of one suite, every 20th one failed, named by the legacy rule."""
     store, rng = Store(root), random.Random(start)
+    variants = demo_variants(RECORDED_DATA)
     recall = [i / PR_POINTS for i in range(1, PR_POINTS + 1)]
     for i in range(start, stop):
-        run_id = f"{i:012x}"
-        prov = PROVENANCE | {"started": f"2024-01-01T00:00:{i % 60:02d}"}
-        variant, seed = VARIANTS[i % len(VARIANTS)], i // len(VARIANTS)
-        store.begin(SUITE, variant, seed, run_id, {"variant": variant, "seed": seed}, prov)
+        variant, seed = planned(i, variants)
+        name = legacy_run_id(variant.resolved, seed, INPUTS)
+        prov = PROVENANCE | {"started": f"2024-01-01T00:00:{i % 60:02d}", "inputs": INPUTS}
+        store.begin(SUITE, variant.name, seed, name, {**variant.resolved, "seed": seed}, prov)
         if i % FAIL_EVERY == FAIL_EVERY - 1:
-            store.fail(run_id, "FloatingPointError: loss is nan", "2024-01-02T00:00:00")
+            store.fail(name, "FloatingPointError: loss is nan", "2024-01-02T00:00:00")
             continue
         curve = training_curve(rng)
-        store.finish(run_id, final_metrics(rng), curve, prov | {"ended": "2024-01-02T00:00:00"},
+        store.finish(name, final_metrics(rng), curve, prov | {"ended": "2024-01-02T00:00:00"},
                      {"pr:val": (recall, [1 - 0.5 * r * rng.random() for r in recall])})
+
+
+def find_legacy(root: Path, n: int) -> float:
+    """Every run of the store planned afresh (portable ids, the data now at another path) and
+    found under the id it was recorded with; the seconds the finding took (the planning not
+    counted: a command plans its runs anyway)."""
+    from bench.execution.recorded import known_runs, with_aliases
+
+    variants = demo_variants("/mnt/new-cluster/bench-data")
+    runs = []
+    for i in range(n):
+        variant, seed = planned(i, variants)
+        runs.append(RunSpec(SUITE, variant, seed, run_id(variant.resolved, seed, INPUTS),
+                            INPUTS))
+    start = time.perf_counter()
+    found = with_aliases(runs, known_runs(Store(root), SUITE))
+    seconds = time.perf_counter() - start
+    names = {p.name for p in (root / SUITE).iterdir()}
+    missed = sum(r.run_id not in names for r in found)
+    if missed:
+        raise SystemExit(f"{missed} of {n} runs not found under their recorded ids")
+    return seconds
 
 
 def measure(command: str, root: Path, pdf: bool) -> None:
     """In this (fresh) process: run one command against the store, print seconds and peak MB."""
     start = time.perf_counter()
-    if command in ("ls", "rebuild"):
+    if command.startswith("found:"):
+        start = time.perf_counter() - find_legacy(root, int(command.split(":")[1]))
+    elif command in ("ls", "rebuild"):
         from bench.cli import main
 
         argv = ["ls"] if command == "ls" else ["index", "--rebuild"]
@@ -105,7 +154,8 @@ def report(root: Path, pdf: bool) -> None:
                       metrics=["lambada.acc", "lambada.ppl", "val.nll"],
                       higher_is_better={"lambada.acc": True, "lambada.ppl": False,
                                         "val.nll": False},
-                      reference={}, reference_source=None, notes=[], variants=list(VARIANTS))
+                      reference={}, reference_source=None, notes=[],
+                      variants=["softmax", "cwt", "cwt_ft"])
     index = Store(root).index_path
     if pdf:
         render_report(index, spec, root / "reports")
@@ -131,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     kind = "HTML" if args.no_pdf else "HTML+PDF"
     print(f"{'runs':>7}{'added s':>9}{'ls s':>8}{'growth':>8}{'ls MB':>8}"
-          f"{'report s':>10}{'growth':>8}{'report MB':>11}{'rebuild s':>11}  (report: {kind})")
+          f"{'report s':>10}{'growth':>8}{'report MB':>11}{'rebuild s':>11}{'found s':>9}"
+          f"{'found MB':>10}  (report: {kind})")
     previous: dict[str, float] = {}
     shm = Path("/dev/shm")
     with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as tmp:
@@ -142,11 +193,13 @@ def main(argv: list[str] | None = None) -> int:
             built, have = time.perf_counter() - start, n
             ls, rep = child("ls", root, not args.no_pdf), child("report", root, not args.no_pdf)
             rebuilt = child("rebuild", root, not args.no_pdf)
+            found = child(f"found:{n}", root, not args.no_pdf)
             growth = {k: f"{v['seconds'] / previous[k]:.1f}x" if k in previous else "-"
                       for k, v in (("ls", ls), ("report", rep))}
             print(f"{n:>7}{built:>9.1f}{ls['seconds']:>8.2f}{growth['ls']:>8}"
                   f"{ls['peak_mb']:>8.0f}{rep['seconds']:>10.2f}{growth['report']:>8}"
-                  f"{rep['peak_mb']:>11.0f}{rebuilt['seconds']:>11.2f}", flush=True)
+                  f"{rep['peak_mb']:>11.0f}{rebuilt['seconds']:>11.2f}"
+                  f"{found['seconds']:>9.2f}{found['peak_mb']:>10.0f}", flush=True)
             previous = {"ls": ls["seconds"], "report": rep["seconds"]}
     return 0
 

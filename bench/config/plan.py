@@ -10,19 +10,43 @@ from bench.config.suite import Suite, rungs, wsd_ladder
 from bench.contract import Family, RunSpec, Variant
 from bench.errors import UserError, did_you_mean
 from bench.evals.registry import get_evaluator
+from bench.family import get_family
+from bench.schema import without_input_paths
 from bench.util.fingerprint import fingerprint_inputs
 
 
 def run_id(resolved: dict[str, Any], seed: int,
            inputs: dict[str, dict[str, str]] | None = None) -> str:
     """Content address of a run: same config, seed and input contents -> same id, on any
-    machine and any day. A changed input (a truncated corpus, a retrained tokenizer) gives a
-    new id, so a run never resumes or is reused on data it was not trained on."""
-    key: dict[str, Any] = {**resolved, "seed": seed}
+    machine, under any mount and on any day. Where an input lies is left out (`identity`), its
+    contents are in: a changed input (a truncated corpus, a retrained tokenizer) gives a new
+    id, so a run never resumes or is reused on data it was not trained on."""
+    return _digest({**identity(resolved), "seed": seed}, inputs)
+
+
+def legacy_run_id(resolved: dict[str, Any], seed: int,
+                  inputs: dict[str, dict[str, str]] | None = None) -> str:
+    """The id a run was given before ids left input paths out: the same hash over the config
+    with its paths. Only for finding runs that older stores recorded under it."""
+    return _digest({**resolved, "seed": seed}, inputs)
+
+
+def _digest(key: dict[str, Any], inputs: dict[str, dict[str, str]] | None) -> str:
     if inputs:
-        key["inputs"] = {label: entry["sha256"] for label, entry in inputs.items()}
+        key = {**key, "inputs": {label: entry["sha256"] for label, entry in inputs.items()}}
     blob = json.dumps(key, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def identity(resolved: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config (`Variant.resolved`, or a run folder's config.json) as its run id
+    hashes it: the family's and each evaluator's `InputPath` fields hold a placeholder, not a
+    path. UserError for a family or evaluator this version does not know."""
+    family = get_family(resolved["family"])
+    return {**resolved,
+            "config": without_input_paths(resolved["config"], family.config_model),
+            "evals": [{name: without_input_paths(cfg, get_evaluator(name).config_model)
+                       for name, cfg in entry.items()} for entry in resolved["evals"]]}
 
 
 def variant_inputs(family: Family, variant: Variant, cache_dir: Path | None

@@ -72,7 +72,7 @@ from bench.evals.curves import ROCCurve
 from bench.evals.detection import DetectionScales, check_images, direction, score_modes
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
 from bench.evals.io import read_lines, shown
-from bench.schema import Float, Int
+from bench.schema import Float, InputPath, Int
 from bench.util.atomic import write_text
 from bench.util.timing import Timing
 
@@ -95,7 +95,7 @@ MAX_PIXELS = 2**26  # width x height: bounds the memory of an image's masks
 class FDDBEvalConfig(DetectionScales):
     """Scoring on FDDB (FDDB-folds/ and originalPics/ under `root`) with the official ROC."""
 
-    root: str
+    root: InputPath
     folds: list[Annotated[Int, Field(ge=1, le=10)]] = Field(
         list(range(1, 11)), min_length=1, description="FDDB's ten folds are numbered 1 to 10")
     short: Int = Field(400, gt=0, description="the paper's FDDB setting: 400 / 800")

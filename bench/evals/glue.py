@@ -56,7 +56,7 @@ from bench.evals.finetune_select import (
     recorded_outcome,
 )
 from bench.evals.io import json_records, shown
-from bench.schema import Int, Strict
+from bench.schema import InputPath, Int, Strict
 from bench.util.atomic import enter_dir
 
 if TYPE_CHECKING:
@@ -138,7 +138,8 @@ PAPER_TASKS: tuple[str, ...] = ("mrpc", "cola", "stsb", "sst2", "qnli", "qqp", "
 class GlueEvalConfig(Strict):
     """GLUE dev scores after fine-tuning each task from the pretrained encoder."""
 
-    path: str = Field(description="folder with the official task folders or the HF parquet layout")
+    path: InputPath = Field(description="folder with the official task folders or the HF "
+                                        "parquet layout")
     layout: Literal["auto", "tsv", "parquet"] = "auto"
     tasks: list[str] = Field(
         ["mrpc", "cola", "stsb", "sst2", "qnli", "qqp", "mnli"],

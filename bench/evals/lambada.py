@@ -21,7 +21,7 @@ from bench.errors import UserError
 from bench.evals.adapters import ContinuationScorer
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
 from bench.evals.io import json_records
-from bench.schema import Int, SafeName, Strict
+from bench.schema import InputPath, Int, SafeName, Strict
 from bench.util.atomic import enter_dir, write_text
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ _TASK_CONFIG_KEYS = (
 class LambadaEvalConfig(Strict):
     """LAMBADA scored through lm-eval: a local JSON-lines file or an installed lm-eval task."""
 
-    path: str | None = Field(None, description="JSON lines, one {'text': ...} per passage")
+    path: InputPath | None = Field(None, description="JSON lines, one {'text': ...} per passage")
     task: SafeName | None = Field(None, description="an lm-eval task name, e.g. lambada_openai")
     name: SafeName = Field("lambada_local", description="task name given to a local file "
                            "(and the name of its task file)")

@@ -65,7 +65,7 @@ from bench.evals.detection import DetectionScales, check_images, direction, scor
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
 from bench.evals.io import json_loads, read_lines, shown
 from bench.evals.matfile import load_mat
-from bench.schema import Int
+from bench.schema import InputPath, Int
 from bench.util.atomic import write_text
 from bench.util.timing import Timing
 
@@ -84,8 +84,8 @@ class PascalEvalConfig(DetectionScales):
     """Scoring on Pascal Faces with the face-eval toolbox's protocol (images `<images>/<key>.jpg`,
     the key being an annotation's file name up to its first '.')."""
 
-    annotations: str = Field(description="the toolbox .mat, the text format, or COCO JSON")
-    images: str = Field(description="folder of the images (VOC JPEGImages)")
+    annotations: InputPath = Field(description="the toolbox .mat, the text format, or COCO JSON")
+    images: InputPath = Field(description="folder of the images (VOC JPEGImages)")
     format: Literal["auto", "mat", "text", "coco"] = "auto"
     nit: Int = Field(5, ge=1, description="box-calibration rounds (toolbox default 5; 1: none)")
     short: Int = Field(400, gt=0, description="the paper's Pascal Faces setting: 400 / 800")

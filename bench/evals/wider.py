@@ -62,6 +62,7 @@ from bench.evals.detection import DetectionScales, check_images, direction, scor
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
 from bench.evals.io import read_lines, shown
 from bench.evals.matfile import load_mat
+from bench.schema import InputPath
 from bench.util.atomic import enter_dir, write_text
 from bench.util.timing import Timing
 
@@ -77,7 +78,7 @@ _VAL_FILE = "wider_face_val.mat"
 class WiderEvalConfig(DetectionScales):
     """Scoring on a WIDER-layout validation split with the official protocol."""
 
-    root: str | None = Field(None, description="default: the training data's root")
+    root: InputPath | None = Field(None, description="default: the training data's root")
 
 
 def thresholds() -> np.ndarray:

@@ -65,7 +65,7 @@ from bench.evals.finetune_select import (
 )
 from bench.evals.glue import LAYOUTS, iter_tsv, parquet_label, read_parquet_table, split_metrics
 from bench.evals.io import json_records, shown
-from bench.schema import Int, Strict
+from bench.schema import InputPath, Int, Strict
 from bench.util.atomic import enter_dir
 
 LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi",
@@ -92,14 +92,14 @@ SPEC = TaskSpec(name="xnli", folder=_FOLDERS["xnli"], num_labels=len(CLASSES),
 class XnliEvalConfig(Strict):
     """XNLI test accuracy per language after fine-tuning by each protocol."""
 
-    path: str | None = Field(None, description="folder holding XNLI-1.0/, multinli_1.0/ and "
+    path: InputPath | None = Field(None, description="folder holding XNLI-1.0/, multinli_1.0/ and "
                              "XNLI-MT-1.0/ as the official archives unpack, or Hugging Face's "
                              "xnli parquet (<lang>/train-*.parquet, ...)")
-    xnli: str | None = Field(None, description="folder of xnli.dev.tsv and xnli.test.tsv "
+    xnli: InputPath | None = Field(None, description="folder of xnli.dev.tsv and xnli.test.tsv "
                              "(default <path>/XNLI-1.0)")
-    multinli: str | None = Field(None, description="folder of multinli_1.0_train.jsonl or .txt "
-                                 "(default <path>/multinli_1.0)")
-    xnli_mt: str | None = Field(None, description="folder holding multinli/multinli.train."
+    multinli: InputPath | None = Field(None, description="folder of multinli_1.0_train.jsonl "
+                                       "or .txt (default <path>/multinli_1.0)")
+    xnli_mt: InputPath | None = Field(None, description="folder holding multinli/multinli.train."
                                 "<lang>.tsv (default <path>/XNLI-MT-1.0)")
     layout: Literal["auto", "tsv", "parquet"] = "auto"
     languages: list[str] = Field(list(LANGUAGES), min_length=1,

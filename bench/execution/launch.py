@@ -3,8 +3,9 @@ this process (`run_inline`), or each as a job on this machine or SLURM (`submit`
 results store checked first (`checked_store`); the command's exit code names the failed runs.
 
 A finished run is skipped, a run another live process holds is left to it (or waited for),
-and a run whose config and seed already ran on other input contents is refused unless asked
-(`input_conflicts`): resuming it would mix data it was not trained on.
+a run an earlier version recorded is found under the id it gave it, and a run whose config and
+seed already ran on other input contents is refused unless asked (`input_conflicts`): resuming
+it would mix data it was not trained on (`bench.execution.recorded`).
 """
 
 import sys
@@ -17,10 +18,9 @@ from bench.config.suite import Suite
 from bench.contract import Family, RunSpec
 from bench.errors import ClaimRefused, UserError
 from bench.execution.preflight import preflight
-from bench.store.index import json_column
+from bench.execution.recorded import aliased_count, input_conflicts, known_runs, with_aliases
 from bench.store.runs import Store
 from bench.training.distributed import from_main, join, leave, pick_device, world
-from bench.util.fingerprint import changed_inputs
 from bench.util.paths import (
     RESULTS_HINT,
     cache_home,
@@ -84,7 +84,7 @@ def run_inline(suite: Suite, runs: list[RunSpec], options: RunOptions) -> int:
     preflight(suite, runs)
     device = join(pick_device(options.device))
     try:
-        store = checked_store(runs, options)
+        store, runs = checked_store(suite.name, runs, options)
         failures: list[tuple[str, str]] = []
         held: list[tuple[str, RunSpec]] = []
         for i, r in enumerate(runs, 1):
@@ -147,7 +147,7 @@ def submit(suite: Suite, runs: list[RunSpec], options: RunOptions) -> int:
         if resources[name].processes > 1:
             suite.family.step_costs(suite.variants[name].config, resources[name].processes)
     preflight(suite, runs)
-    store = checked_store(runs, options)
+    store, runs = checked_store(suite.name, runs, options)
     results, cache = str(store.root.resolve()), str(cache_home().resolve())
     limit = options.max_parallel or (len(runs) if options.executor == "slurm" else 1)
 
@@ -184,9 +184,11 @@ def failure_code(failures: list[tuple[str, str]], n_runs: int) -> int:
     return 1
 
 
-def checked_store(runs: list[RunSpec], options: RunOptions) -> Store:
-    """The results store, once no planned run would resume or reuse a run on other inputs
-    (unless `rerun_changed_inputs`)."""
+def checked_store(suite: str, runs: list[RunSpec], options: RunOptions
+                  ) -> tuple[Store, list[RunSpec]]:
+    """The results store of `suite`'s `runs`, once no planned run would resume or reuse a run
+    on other inputs (unless `rerun_changed_inputs`), and the runs with the ids an earlier
+    version recorded some of them under (`bench.execution.recorded`)."""
     store = Store(check_folder(options.results, RESULTS_HINT))
     writable = nearest_existing(store.root)
     try:
@@ -194,9 +196,9 @@ def checked_store(runs: list[RunSpec], options: RunOptions) -> Store:
     except OSError:
         raise UserError(f"{writable}: not writable, and bench run records its runs in the "
                         f"results folder {store.root}") from None
-    for suite in sorted({r.suite for r in runs}):
-        check_folder(store.root / suite, f"; the folder of suite {suite}'s runs")
-    conflicts = input_conflicts(store, runs)
+    check_folder(store.root / suite, f"; the folder of suite {suite}'s runs")
+    known = known_runs(store, suite)
+    conflicts = input_conflicts(runs, known)
     warn_skipped(store.skipped)
     if conflicts and not options.rerun_changed_inputs:
         raise UserError("inputs changed since these runs started, so resuming or reusing them "
@@ -205,28 +207,14 @@ def checked_store(runs: list[RunSpec], options: RunOptions) -> Store:
                         "stay in the store)")
     for line in conflicts:
         print(f"inputs changed: {line}: starting it")
-    return store
+    found = with_aliases(runs, known)
+    if aliased_count(runs, found):
+        print(f"{aliased_count(runs, found)} of {len(runs)} runs found under the ids an earlier "
+              "version of bench gave them; they keep those ids")
+    return store, found
 
 
 def warn_skipped(skipped: list[str]) -> None:
     """The run folders a store could not read, named as warnings."""
     for line in skipped:
         print(f"warning: {line}; skipped", file=sys.stderr)
-
-
-def input_conflicts(store: Store, runs: list[RunSpec]) -> list[str]:
-    """A message for every planned run whose config and seed already ran on other input
-    contents: resuming or reusing that run would mix data it was not trained on."""
-    known = {suite: store.runs_by_config(suite) for suite in {run.suite for run in runs}}
-    lines = []
-    for run in runs:
-        key = (run.variant.name, run.seed, json_column(run.resolved))
-        for old in known[run.suite].get(key, []):
-            if old["run_id"] == run.run_id:
-                continue
-            changed = changed_inputs(old["inputs"], run.inputs) or [
-                "inputs not fingerprinted when it ran (an older version of bench)"]
-            lines.append(f"{run.variant.name} seed {run.seed}: run {old['run_id']} "
-                         f"({old['state']}) read other inputs; "
-                         + "; ".join(changed) + f"; new run id {run.run_id}")
-    return lines

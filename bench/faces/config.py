@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from bench.schema import Float, Int, LoopConfig, OptimConfig, Strict
+from bench.schema import Float, InputPath, Int, LoopConfig, OptimConfig, Strict
 
 # Detection modules as published: stride and anchor sizes (px, aspect ratio 1, base 16).
 MODULES: dict[str, tuple[int, tuple[int, ...]]] = {
@@ -27,7 +27,7 @@ class SSHModelConfig(Strict):
     width: Float = Field(1.0, gt=0, le=1, description="channel multiplier for CPU-sized runs")
     pool_mode: Literal["ceil", "floor"] = Field(
         "ceil", description="max-pool rounding: ceil as in Caffe, floor as in torchvision")
-    pretrained: str | None = Field(
+    pretrained: InputPath | None = Field(
         None, description="ImageNet VGG-16 weights (.pth); 'torchvision' for torchvision's cache")
     freeze_conv12: bool = Field(True, description="conv1_x and conv2_x frozen, as published")
 
@@ -38,7 +38,7 @@ class SSHModelConfig(Strict):
 class FacesDataConfig(Strict):
     """Training images in the WIDER FACE layout (WIDER_<split>/images, wider_face_split/)."""
 
-    root: str
+    root: InputPath
     split: Literal["train", "val"] = "train"
     max_images: Int | None = Field(None, gt=0, description="train on the first N images only")
     # Not part of a run's identity (left out of the resolved config): changing it resumes runs;

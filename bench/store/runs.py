@@ -16,6 +16,7 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -284,22 +285,31 @@ class Store:
                 by_id[run_id][metric] = math.nan if value is None else value
         return runs
 
-    def runs_by_config(self, suite: str) -> dict[tuple[str, int, str], list[dict[str, Any]]]:
-        """The suite's runs keyed by (variant, seed, config as `json_column` writes it), each
-        with its run id, state and the input fingerprints its provenance recorded: one read
-        that tells which planned runs already ran, on which inputs."""
+    def recorded(self, suite: str) -> list["Recorded"]:
+        """The suite's runs as their folders recorded them (id, variant, seed, state, the
+        config with the paths it was read from, the input fingerprints): one read that tells
+        which planned runs already ran, under which id, on which inputs."""
         if not (self.root / suite).is_dir():
-            return {}
+            return []
         self.sync(suite)
         with self._reading() as con:
-            rows = con.execute("SELECT variant, seed, config, run_id, state, provenance FROM runs "
+            rows = con.execute("SELECT run_id, variant, seed, state, config, provenance FROM runs "
                                "WHERE suite = ?", (suite,)).fetchall()
-        found: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
-        for variant, seed, config, run_id, state, prov in rows:
-            found.setdefault((variant, seed, config), []).append(
-                {"run_id": run_id, "state": state,
-                 "inputs": json.loads(prov or "{}").get("inputs", {})})
-        return found
+        return [Recorded(run_id, variant, seed, state, json.loads(config or "{}"),
+                         json.loads(prov or "{}").get("inputs", {}))
+                for run_id, variant, seed, state, config, prov in rows]
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A run of the store as its folder recorded it (`Store.recorded`)."""
+
+    run_id: str
+    variant: str
+    seed: int
+    state: str
+    config: dict[str, Any]  # the resolved config, with the paths its inputs were read from
+    inputs: dict[str, dict[str, str]]  # label -> path, sha256 (provenance)
 
 
 def _readable(folder: Path, read: Any) -> Any:

@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from bench.errors import UserError
-from bench.schema import Float, Int, LoopConfig, Strict, check_name
+from bench.schema import Float, InputPath, Int, LoopConfig, Strict, check_name
 
 # XLM-R's language-sampling exponent (Conneau et al. 2020, "Unsupervised Cross-lingual
 # Representation Learning at Scale", section 3); XLM used 0.5 (Conneau & Lample 2019), mBERT 0.7.
@@ -16,7 +16,7 @@ DEFAULT_ALPHA = 0.3
 class TokenizerConfig(Strict):
     """A local tokenizer directory, or a byte-level BPE trained on the corpus and cached."""
 
-    path: str | None = None
+    path: InputPath | None = None
     train_bpe: Int | None = Field(None, gt=256, description="vocabulary size of a BPE to train")
 
     @model_validator(mode="after")
@@ -50,11 +50,11 @@ class DataConfig(Strict):
     `train` may be a folder with one corpus per language (`<lang>.jsonl`, `<lang>.txt` or a
     saved dataset `<lang>/`): a multilingual corpus (see bench/text/languages.py)."""
 
-    train: str = Field(description="text file, JSON-lines file, a saved Hugging Face dataset, "
-                       "or a folder with one of these per language")
+    train: InputPath = Field(description="text file, JSON-lines file, a saved Hugging Face "
+                             "dataset, or a folder with one of these per language")
     format: Literal["auto", "text", "jsonl", "hf"] = "auto"
     text_field: str = "text"
-    val: str | None = Field(None, description="held-out text; default: a slice of 'train'")
+    val: InputPath | None = Field(None, description="held-out text; default: a slice of 'train'")
     val_fraction: Float = Field(0.02, gt=0, lt=0.5)
     seq_len: Int = Field(gt=1)
     tokenizer: TokenizerConfig

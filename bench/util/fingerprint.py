@@ -149,20 +149,17 @@ def fingerprint_inputs(inputs: dict[str, str], cache_dir: Path | None = None
 
 
 def changed_inputs(old: dict[str, dict[str, str]], new: dict[str, dict[str, str]]) -> list[str]:
-    """Human-readable lines naming each input whose content (or presence) differs."""
+    """Human-readable lines naming each input whose content (or presence) differs (where it
+    lies is no part of a run's identity)."""
     lines = []
     for label in sorted(set(old) | set(new)):
         before, after = old.get(label), new.get(label)
-        if before == after:
-            continue
         if before is None or after is None:
             entry = before or after
-            assert entry is not None  # the two differ, so one of them is there
+            assert entry is not None  # the label is one of the two's
             lines.append(f"{label} ({entry['path']}): "
                          f"{'added' if before is None else 'no longer an input'}")
         elif before["sha256"] != after["sha256"]:
             lines.append(f"{label} ({after['path']}): content changed "
                          f"(sha256 {before['sha256'][:12]} -> {after['sha256'][:12]})")
-        else:
-            lines.append(f"{label}: path changed ({before['path']} -> {after['path']})")
     return lines
