@@ -220,15 +220,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     from bench.config.plan import plan
     from bench.config.suite import load_suite
     from bench.execution.cluster import JobStates, observe, read_record, view
-    from bench.execution.recorded import known_runs, with_aliases
+    from bench.execution.recorded import known_runs, matched_by_config, with_aliases
+    from bench.util.fingerprint import MISSING
 
     suite = load_suite(args.suite, overrides=args.override)
     runs = plan(suite, args.only, args.seeds)
     store = _synced_store(args, suite.name, needed=False)
+    planned = runs
     if store.root.is_dir():
         # an index that cannot be read was named above; runs of earlier versions show pending
         with suppress(UserError):
-            runs = with_aliases(runs, known_runs(store, suite.name))
+            known = known_runs(store, suite.name)
+            runs = matched_by_config(with_aliases(runs, known), known)
+    unchecked = {r.run_id for r, p in zip(runs, planned, strict=True)
+                 if any(e["sha256"] == MISSING for e in p.inputs.values())}
     counts: dict[str, int] = {}
     print(f"{'run id':<14}{'variant':<18}{'seed':>5}  {'budget':<22}{'state':<12}{'job':<14}"
           "detail (logs)")
@@ -244,6 +249,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{r.run_id:<14}{r.variant.name:<18}{r.seed:>5}  {budget:<22}{word:<12}{job:<14}"
               + (f"{detail} " if detail else "") + f"({log})")
     print(f"{suite.name}: " + ", ".join(f"{n} {word}" for word, n in sorted(counts.items())))
+    if unchecked:
+        missing = sorted({f"{label} ({e['path']})" for p in planned
+                          for label, e in p.inputs.items() if e["sha256"] == MISSING})
+        print(f"{len(unchecked)} runs read inputs not found here ({', '.join(missing)}): each "
+              "is shown as the run the store holds with its config and seed, if any, its inputs "
+              "unchecked")
     return 0
 
 

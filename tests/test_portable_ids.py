@@ -177,3 +177,24 @@ def _resolved_seed_inputs(suite: str, options: list[str]) -> tuple:
     overrides = [options[i + 1] for i, o in enumerate(options) if o == "-o"]
     [run] = [r for r in plan(load_suite(suite, overrides=overrides)) if r.variant.name == "softmax"]
     return run.variant.resolved, run.seed, run.inputs
+
+
+def test_status_where_the_data_is_not_mounted_shows_the_runs_of_the_same_config(
+        tmp_path, monkeypatch, capsys):
+    """A laptop that sees the results but not the data: without the inputs there is no id to
+    compute, so status shows the run recorded with each config and seed, saying so; run
+    refuses (it could not tell them from runs on other data)."""
+    suite = str(FIXTURE / "suite.yaml")
+    monkeypatch.setenv("LEGACY_DATA", str(tmp_path / "not-mounted"))
+    results = tmp_path / "results"
+    shutil.copytree(FIXTURE / "results", results)
+    assert main(["status", suite, "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert _run_ids(out) == LEGACY and "legacy-lm: 2 finished" in out, out
+    assert f"2 runs read inputs not found here (data.train ({tmp_path}/not-mounted/train.jsonl)" \
+        in out and "inputs unchecked" in out
+    other = tmp_path / "other.yaml"  # another config: nothing recorded, pending
+    other.write_text((FIXTURE / "suite.yaml").read_text().replace("lr: 1.0e-2", "lr: 2.0e-2"))
+    assert main(["status", str(other), "--results", str(results)]) == 0
+    assert "legacy-lm: 2 pending" in capsys.readouterr().out
+    assert main(["run", suite, "--results", str(results), "--no-progress"]) == 2

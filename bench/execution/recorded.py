@@ -7,7 +7,9 @@
   of the portable id, nothing in the store is renamed or rewritten, and the data may have
   moved since;
 - runs whose config and seed ran on other input contents: resuming or reusing one would mix
-  data it was not trained on.
+  data it was not trained on;
+- for `bench status` on a machine that does not see the data, the runs recorded with each
+  planned run's config and seed.
 """
 
 import json
@@ -19,7 +21,7 @@ from bench.config.plan import identity, legacy_run_id, run_id
 from bench.contract import RunSpec
 from bench.errors import UserError
 from bench.store.runs import Recorded, Store
-from bench.util.fingerprint import changed_inputs
+from bench.util.fingerprint import MISSING, changed_inputs
 
 # The states a legacy folder is preferred in where two hold one identity (data read from two
 # paths by an earlier version): the finished one first.
@@ -84,6 +86,23 @@ def with_aliases(runs: list[RunSpec], known: KnownRuns) -> list[RunSpec]:
 
     return [replace(r, run_id=alias.get(r.run_id, r.run_id),
                     branch_source=aliased(r.branch_source)) for r in runs]
+
+
+def matched_by_config(runs: list[RunSpec], known: KnownRuns) -> list[RunSpec]:
+    """For `bench status` where a run's inputs are not to be seen (a fingerprint 'missing': a
+    laptop that mounts the results but not the data): the id of the run recorded with the same
+    config and seed in its place (a finished one first), its inputs unchecked. Never for
+    running: without the inputs a run cannot be told from one on other data."""
+    out = []
+    for run in runs:
+        missing = any(e["sha256"] == MISSING for e in run.inputs.values())
+        others = known.like(run) if missing and run.run_id not in known.ids else []
+        key = _key(run.resolved) if others else ""
+        same = [row for row in others if _key(row.config) == key]
+        out.append(replace(run, run_id=min(
+            same, key=lambda row: (_PREFERENCE.get(row.state, 9), row.run_id)).run_id)
+            if same else run)
+    return out
 
 
 def aliased_count(planned: list[RunSpec], runs: list[RunSpec]) -> int:
