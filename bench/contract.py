@@ -274,8 +274,9 @@ class Family(Protocol[C]):
     def higher_is_better(self) -> Mapping[str, bool | None]:
         """Which way each of the family's own metrics is better, by rule: shell-style patterns
         (`val.*.nll`, `model.*_params`) to True (larger is better), False (smaller) or None
-        (neither, by decision); the first pattern that matches a name decides, and a name none
-        matches has no direction. The core says it for `train.*`, evaluators for theirs."""
+        (neither, by decision); the first pattern that matches a name decides. Every metric the
+        family records matches one: a report naming a metric none matches is refused at load.
+        The core says it for `train.*`, evaluators for theirs."""
         ...
 
     @property

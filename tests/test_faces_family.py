@@ -107,7 +107,9 @@ def evaluated(name: str, cfg: BaseModel, detector: SSHDetector, workdir: Path,
               data_root: Path | None = None) -> EvalResult:
     """What evaluator `name` returns for the detector, its files written under `workdir`."""
     setting = EvalSetting(workdir, logging.getLogger(name), data_root=data_root and str(data_root))
-    return get_evaluator(name).evaluate(cfg, detector, setting)
+    result = get_evaluator(name).evaluate(cfg, detector, setting)
+    assert sorted(result.metrics) == sorted(get_evaluator(name).metrics(cfg))  # what it says
+    return result
 
 
 def scored(argv: list[str], out: Path) -> dict[str, float]:

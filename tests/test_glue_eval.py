@@ -694,6 +694,7 @@ def test_the_evaluator_selects_an_epoch_and_keeps_each_tasks_result(
     assert isinstance(classifier, PairClassifier)
     setting = EvalSetting(workdir=tmp_path / "glue", log=logging.getLogger("test"), seed=0)
     result = EVALUATOR.evaluate(cfg, classifier, setting)
+    assert sorted(result.metrics) == sorted(EVALUATOR.metrics(cfg))  # what a report may name
     assert classifier.calls == [("sst2", 1), ("mnli", 1)]  # train cut to limit_train
     m = result.metrics
     last = {t: evaluate_task(t, {s: ([x.label for x in expected(t, s)], [0] * len(ROWS[t][s]))

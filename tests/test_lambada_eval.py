@@ -266,6 +266,7 @@ def test_evaluator_gives_the_numbers_of_evaluate_lambada(
         result = EVALUATOR.evaluate(cfg, scorer, setting)
 
     assert result.metrics == direct.metrics | {"n": 12.0}
+    assert sorted(result.metrics) == sorted(EVALUATOR.metrics(cfg))  # what a report may name
     assert result.samples == {"": direct.samples}
     assert result.provenance == {"lm_eval": direct.lm_eval_config}
     assert result.curves == {}

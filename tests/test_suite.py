@@ -165,6 +165,11 @@ MALFORMED = [
     ("two variants with the same config", lambda t: t.replace("  softmax: {}", "  softmax: {}\n  plain: {objective: softmax}"), ["variants.plain", "same config as variant 'softmax'"]),
     ("not a mapping", lambda t: "- just\n- a list\n", ["suite.yaml:1", "mapping"]),
     ("duplicate seeds", lambda t: t.replace("seeds: [0, 1]", "seeds: [1, 1]"), ["suite.yaml:3", "seeds", "distinct"]),
+    ("report metric an evaluator does not record", lambda t: t.replace("report: {baseline: softmax}", "report: {baseline: softmax, metrics: [val.nll, lambada.accuracy]}"), ["suite.yaml:19", "report.metrics[1]", "'lambada.accuracy': evaluator 'lambada' records no such metric; did you mean 'lambada.acc'?", "it records lambada.acc, lambada.acc_stderr, lambada.ppl"]),
+    ("report metric of no evaluator of the suite", lambda t: t.replace("report: {baseline: softmax}", "report: {baseline: softmax, metrics: [lambda.acc]}"), ["suite.yaml:19", "report.metrics[0]", "no metric of this suite starts with 'lambda'; did you mean 'lambada'?", "start with cwt, lambada, model, train, val"]),
+    ("report metric the family does not record", lambda t: t.replace("report: {baseline: softmax}", "report: {baseline: softmax, metrics: [val.nlll]}"), ["report.metrics[0]", "'val.nlll': family 'lm' records no such metric; its metrics match val.nll, val.*.nll"]),
+    ("training metric misspelt in a table column", lambda t: t.replace("report: {baseline: softmax}", "report: {baseline: softmax, table: {columns: [lambada.acc, train.tokens_per_sec]}}"), ["report.table.columns[1]", "'train.tokens_per_sec': the training loop records no such metric; its metrics match train.*_per_s.iqr"]),
+    ("compute metric misspelt", lambda t: t.replace("report: {baseline: softmax}", "report: {baseline: softmax, compute_metrics: [lambada.pplx]}"), ["report.compute_metrics[0]", "did you mean 'lambada.ppl'?"]),
 ]
 
 

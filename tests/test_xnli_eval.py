@@ -398,7 +398,9 @@ def evaluate(cfg: XnliEvalConfig, workdir: Path, classifier: Recorded | None = N
     classifier = classifier or Recorded()
     assert isinstance(classifier, PairClassifier)
     setting = EvalSetting(workdir=workdir, log=logging.getLogger("test"), seed=0)
-    return EVALUATOR.evaluate(cfg, classifier, setting), classifier
+    result = EVALUATOR.evaluate(cfg, classifier, setting)
+    assert sorted(result.metrics) == sorted(EVALUATOR.metrics(cfg))  # what a report may name
+    return result, classifier
 
 
 def epoch_rows(path: Path) -> list[dict]:

@@ -575,6 +575,7 @@ def _check_report(src: Located, head: SuiteHead, family: Family,
         raise _fail(src, ("report", "baseline"),
                     f"{head.report.baseline!r} is not a variant; variants: {', '.join(variants)}")
     evals = [name for name, _ in next(iter(variants.values())).evals]
+    _check_report_metrics(src, head, family, next(iter(variants.values())).evals)
     for i, metric in enumerate(head.report.compute_metrics or []):
         if metric_direction(metric, family, evals) is None:
             raise _fail(src, ("report", "compute_metrics", i),
@@ -593,3 +594,50 @@ def _check_report(src: Located, head: SuiteHead, family: Family,
                             f"{', '.join(REFERENCE_KINDS)}")
             if kind == "compute_ratio" and value <= 0:
                 raise _fail(src, ("reference", vname, key), "a compute ratio is positive")
+
+
+def _check_report_metrics(src: Located, head: SuiteHead, family: Family,
+                          evals: Sequence[tuple[str, BaseModel]]) -> None:
+    """Every metric the report names is one the suite's runs record (a misspelt one would be
+    an empty column): the metrics, compute metrics, paper-table columns and ratios. Not the
+    paper's numbers (`reference`): a base suite lists all the paper reports, and the suites
+    that extend it measure some of them."""
+    report, table = head.report, head.report.table
+    named: list[tuple[Path_, str]] = [
+        *((("report", "metrics", i), m) for i, m in enumerate(report.metrics or [])),
+        *((("report", "compute_metrics", i), m)
+          for i, m in enumerate(report.compute_metrics or [])),
+        *((("report", "table", "columns", i), m)
+          for i, m in enumerate(table.columns if table else [])),
+        *((("report", "table", "ratios", i), m)
+          for i, m in enumerate(table.ratios if table else []))]
+    for where, metric in named:
+        problem = unrecorded(metric, family, evals)
+        if problem is not None:
+            raise _fail(src, where, problem)
+
+
+def unrecorded(metric: str, family: Family, evals: Sequence[tuple[str, BaseModel]]
+               ) -> str | None:
+    """Why no run of a suite with `family` and `evals` records `metric`; None when one does:
+    an evaluation's metric (`<eval>.<metric>`) is one its evaluator lists for its config,
+    `train.*` one the training loop's rules name, any other one the family's patterns match."""
+    name = metric.partition(".")[0]
+    configs = dict(evals)
+    if name in configs:
+        known = [f"{name}.{m}" for m in get_evaluator(name).metrics(configs[name])]
+        if metric in known:
+            return None
+        listed = ", ".join(known[:12]) + (f" and {len(known) - 12} more" if len(known) > 12 else "")
+        return f"{metric!r}: evaluator {name!r} records no such metric" \
+               f"{did_you_mean(metric, known)}; it records {listed}"
+    patterns = list(training_directions(family.item_unit) if name == "train"
+                    else family.higher_is_better)
+    if any(fnmatchcase(metric, p) for p in patterns):
+        return None
+    prefixes = sorted({*configs, "train", *(p.partition(".")[0] for p in family.higher_is_better)})
+    if name not in prefixes:
+        return f"{metric!r}: no metric of this suite starts with {name!r}" \
+               f"{did_you_mean(name, prefixes)}; its metrics start with {', '.join(prefixes)}"
+    return f"{metric!r}: {'the training loop' if name == 'train' else f'family {family.name!r}'}" \
+           f" records no such metric; its metrics match {', '.join(patterns)}"

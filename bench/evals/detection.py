@@ -54,6 +54,12 @@ def score_modes(config: DetectionScales, score: ModeScore) -> EvalResult:
     return result
 
 
+def mode_metrics(config: DetectionScales, scores: Sequence[str]) -> list[str]:
+    """What `score_modes` records for `config`: each mode's `scores` and its timing."""
+    return [f"{mode}.{name}" for mode in config.modes
+            for name in (*scores, *Timing.names(TIMED))]
+
+
 def direction(metric: str, accuracy: Callable[[str], bool]) -> bool | None:
     """Which way `<mode>.<name>` is better: up for what `accuracy(name)` accepts, down for the
     ms per image; neither for the timing's spread and count."""

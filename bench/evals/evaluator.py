@@ -69,6 +69,11 @@ class Evaluator(Protocol[C, A]):
         """Whether a larger value of `metric` (without the prefix) is better; None: neither."""
         ...
 
+    def metrics(self, config: C) -> list[str]:
+        """Every metric `evaluate` records for `config` (without the `<name>.` prefix): what a
+        suite's report may name."""
+        ...
+
     def is_proxy(self, config: C) -> bool:
         """Whether the evaluation scores a stand-in data set, not the benchmark itself (a
         report labels its metrics so, and says not to compare them with published numbers)."""

@@ -69,7 +69,13 @@ from pydantic import Field, field_validator
 from bench.errors import UserError
 from bench.evals.adapters import FaceDetector, Mode, Size
 from bench.evals.curves import ROCCurve
-from bench.evals.detection import DetectionScales, check_images, direction, score_modes
+from bench.evals.detection import (
+    DetectionScales,
+    check_images,
+    direction,
+    mode_metrics,
+    score_modes,
+)
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
 from bench.evals.io import read_lines, shown
 from bench.schema import Float, InputPath, Int
@@ -557,12 +563,17 @@ class FDDBEval:
             disc, cont = self.accumulate()
         else:
             disc, cont = self.disc, self.cont
-        metrics = {f"tpr_disc@{fp_limit:g}": disc.tpr_at(fp_limit),
-                   f"tpr_cont@{fp_limit:g}": cont.tpr_at(fp_limit)}
+        metrics = dict(zip(tpr_names(fp_limit), (disc.tpr_at(fp_limit), cont.tpr_at(fp_limit)),
+                           strict=True))
         if verbose:
             for key, value in metrics.items():
                 print(f"{key} = {value:.4f} ({self.kind} detections, {self.n_faces} faces)")
         return metrics
+
+
+def tpr_names(fp_limit: float) -> tuple[str, str]:
+    """The names of the discrete and continuous TPRs read at `fp_limit` false positives."""
+    return f"tpr_disc@{fp_limit:g}", f"tpr_cont@{fp_limit:g}"
 
 
 class FDDBEvaluator:
@@ -576,6 +587,9 @@ class FDDBEvaluator:
 
     def higher_is_better(self, metric: str) -> bool | None:
         return direction(metric, lambda name: name.startswith("tpr_"))
+
+    def metrics(self, config: FDDBEvalConfig) -> list[str]:
+        return mode_metrics(config, tpr_names(config.fp))
 
     def is_proxy(self, config: FDDBEvalConfig) -> bool:
         return False  # no `proxy:` key: a suite on proxy images says so in its report notes

@@ -18,6 +18,9 @@ import numpy as np
 from bench.evals.adapters import Example, FinetuneConfig, Finetuned, PairClassifier, TaskSpec
 from bench.util.atomic import open_read, write_text
 
+# What a fine-tuning costs, recorded apart from the training budget.
+COSTS = ("flops", "seconds", "tokens", "steps")
+
 
 @dataclass
 class TaskOutcome:
@@ -39,8 +42,8 @@ class TaskOutcome:
 
     @property
     def cost(self) -> dict[str, float]:
-        return {"flops": self.flops, "seconds": self.seconds, "tokens": float(self.tokens),
-                "steps": float(self.steps)}
+        return dict(zip(COSTS, (self.flops, self.seconds, float(self.tokens), float(self.steps)),
+                        strict=True))
 
 
 def _select(scores: list[float], selection: str) -> int:
@@ -110,8 +113,14 @@ def recorded_outcome(folder: Path, finetune: Callable[[Path], TaskOutcome]
 
 def finetune_costs(prefix: str, outcomes: Sequence[TaskOutcome]) -> dict[str, float]:
     """`<prefix>.finetune_<cost>` summed over fine-tunings' outcomes (no prefix: bare names)."""
+    return {name: sum(o.cost[k] for o in outcomes)
+            for name, k in zip(cost_names(prefix), COSTS, strict=True)}
+
+
+def cost_names(prefix: str) -> list[str]:
+    """The names `finetune_costs(prefix, ...)` records."""
     dot = f"{prefix}." if prefix else ""
-    return {f"{dot}finetune_{k}": sum(o.cost[k] for o in outcomes) for k in outcomes[0].cost}
+    return [f"{dot}finetune_{k}" for k in COSTS]
 
 
 def finetuned_direction(metric: str, scores: Collection[str]) -> bool | None:

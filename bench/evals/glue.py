@@ -50,6 +50,7 @@ from bench.evals.adapters import Example, FinetuneConfig, PairClassifier, TaskSp
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
 from bench.evals.finetune_select import (
     TaskOutcome,
+    cost_names,
     finetune_and_select,
     finetune_costs,
     finetuned_direction,
@@ -519,6 +520,14 @@ class GlueEvaluator:
 
     def higher_is_better(self, metric: str) -> bool | None:
         return finetuned_direction(metric, _SCORES)
+
+    def metrics(self, config: GlueEvalConfig) -> list[str]:
+        """Per task its metrics, the selected epoch, both selections' scores and its costs;
+        the GLUE score of each selection and the costs of all tasks."""
+        per_task = [f"{task}.{name}" for task in config.tasks for name in (
+            *TASKS[task].metrics, "score", "epoch", "score_best", "score_last")]
+        return per_task + [name for task in config.tasks for name in cost_names(task)] + [
+            "score", "score_best", "score_last", *cost_names("")]
 
     def is_proxy(self, config: GlueEvalConfig) -> bool:
         return config.proxy

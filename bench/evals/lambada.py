@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 # the in-process run keeps it too and both report the same stderr.
 _BOOTSTRAP_ITERS = 100_000
 _HIGHER_IS_BETTER = {"acc": True, "ppl": False}
+# What a scoring reports, from lm-eval's acc and perplexity with their standard errors.
+METRICS = ("acc", "acc_stderr", "ppl", "ppl_stderr")
 _TASK_DIR = "lambada_task"  # where `evaluate_lambada` writes a local file's task definition
 _TASK_CONFIG_KEYS = (
     "task",
@@ -235,6 +237,10 @@ class LambadaEvaluator:
     def higher_is_better(self, metric: str) -> bool | None:
         return _HIGHER_IS_BETTER.get(metric)
 
+    def metrics(self, config: LambadaEvalConfig) -> list[str]:
+        """lm-eval's scores, and `n`: the passages scored."""
+        return [*METRICS, "n"]
+
     def is_proxy(self, config: LambadaEvalConfig) -> bool:
         return config.proxy
 
@@ -326,12 +332,8 @@ def _number(value: float | str) -> float:
 
 def _result(out: dict[str, Any], name: str) -> LambadaResult:
     scores = out["results"][name]
-    metrics = {
-        "acc": _number(scores["acc,none"]),
-        "acc_stderr": _number(scores["acc_stderr,none"]),
-        "ppl": _number(scores["perplexity,none"]),
-        "ppl_stderr": _number(scores["perplexity_stderr,none"]),
-    }
+    metrics = dict(zip(METRICS, (_number(scores[key]) for key in (
+        "acc,none", "acc_stderr,none", "perplexity,none", "perplexity_stderr,none")), strict=True))
     samples = [
         {
             "doc_id": s["doc_id"],

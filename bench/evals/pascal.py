@@ -61,7 +61,13 @@ from pydantic import Field
 from bench.errors import UserError
 from bench.evals.adapters import FaceDetector, Mode, Size
 from bench.evals.curves import PRCurve, ap_11_point, ap_all_points
-from bench.evals.detection import DetectionScales, check_images, direction, score_modes
+from bench.evals.detection import (
+    DetectionScales,
+    check_images,
+    direction,
+    mode_metrics,
+    score_modes,
+)
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
 from bench.evals.io import json_loads, read_lines, shown
 from bench.evals.matfile import load_mat
@@ -74,6 +80,8 @@ MAX_COORD = 2.0**31  # |corner| bound of files: areas and calibration stay far f
 MIN_DET = int(math.sqrt(0.5 * MIN_FACE * MIN_FACE))  # 21: filterdet's minpix
 MIN_OVERLAP = 0.5
 DEFAULT_NIT = 5  # plot_AP.py --nit default
+# What `summarize` reports: AP and 11-point AP with the toolbox's box calibration, and without.
+SCORES = ("ap", "ap_11pt", "ap_plain", "ap_11pt_plain")
 FORMATS = ("mat", "text", "coco")
 TEXT_FORMAT = "imgname x1 y1 x2 y2 [ignore]"
 DET_FORMAT = "imgname score x1 y1 x2 y2"
@@ -268,8 +276,8 @@ class PascalFacesEval:
         if not self.curves:
             self.accumulate()
         cal, plain = self.curves["calibrated"], self.curves["plain"]
-        metrics = {"ap": cal.ap, "ap_11pt": cal.extra["ap_11pt"],
-                   "ap_plain": plain.ap, "ap_11pt_plain": plain.extra["ap_11pt"]}
+        metrics = dict(zip(SCORES, (cal.ap, cal.extra["ap_11pt"], plain.ap,
+                                    plain.extra["ap_11pt"]), strict=True))
         if verbose:
             c = self.counts
             print(f"Pascal Faces, face-eval toolbox protocol: {c['images']} images, {c['faces']} "
@@ -669,6 +677,9 @@ class PascalEvaluator:
 
     def higher_is_better(self, metric: str) -> bool | None:
         return direction(metric, lambda name: name.startswith("ap"))
+
+    def metrics(self, config: PascalEvalConfig) -> list[str]:
+        return mode_metrics(config, SCORES)
 
     def is_proxy(self, config: PascalEvalConfig) -> bool:
         return False  # no `proxy:` key: a suite on proxy images says so in its report notes

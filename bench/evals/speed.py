@@ -7,6 +7,7 @@ from pydantic import Field
 from bench.evals.adapters import FaceDetector, Mode
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
 from bench.schema import Int, Strict
+from bench.util.timing import Timing
 
 
 class SpeedEvalConfig(Strict):
@@ -30,6 +31,10 @@ class SpeedEvaluator:
         """The median is better lower; its spread and count are neither."""
         return False if metric.endswith("_ms") else None
 
+    def metrics(self, config: SpeedEvalConfig) -> list[str]:
+        return [name for mode in config.modes for short, long in config.sizes
+                for name in Timing.names(_timed(mode, short, long))]
+
     def is_proxy(self, config: SpeedEvalConfig) -> bool:
         return False  # synthetic images: it times, it scores no data set
 
@@ -46,8 +51,13 @@ class SpeedEvaluator:
                              channels_last=config.channels_last)
         metrics: dict[str, float] = {}
         for (mode, (short, long)), timing in timings.items():
-            metrics |= timing.metrics(f"{mode}.{short}x{long}_ms")
+            metrics |= timing.metrics(_timed(mode, short, long))
         return EvalResult(metrics)
+
+
+def _timed(mode: str, short: int, long: int) -> str:
+    """The name of a mode's median ms per image at one size."""
+    return f"{mode}.{short}x{long}_ms"
 
 
 EVALUATOR: Evaluator[SpeedEvalConfig, FaceDetector] = SpeedEvaluator()

@@ -58,7 +58,13 @@ from pydantic import Field
 from bench.errors import UserError
 from bench.evals.adapters import FaceDetector, Mode, Size
 from bench.evals.curves import PRCurve, ap_all_points
-from bench.evals.detection import DetectionScales, check_images, direction, score_modes
+from bench.evals.detection import (
+    DetectionScales,
+    check_images,
+    direction,
+    mode_metrics,
+    score_modes,
+)
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
 from bench.evals.io import read_lines, shown
 from bench.evals.matfile import load_mat
@@ -603,6 +609,9 @@ class WiderEvaluator:
 
     def higher_is_better(self, metric: str) -> bool | None:
         return direction(metric, lambda name: name in SETTINGS)
+
+    def metrics(self, config: WiderEvalConfig) -> list[str]:
+        return mode_metrics(config, SETTINGS)
 
     def is_proxy(self, config: WiderEvalConfig) -> bool:
         return False  # no `proxy:` key: a suite on proxy images says so in its report notes

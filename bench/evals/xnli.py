@@ -58,6 +58,7 @@ from bench.evals.adapters import Example, FinetuneConfig, PairClassifier, TaskSp
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
 from bench.evals.finetune_select import (
     TaskOutcome,
+    cost_names,
     finetune_and_select,
     finetune_costs,
     finetuned_direction,
@@ -452,6 +453,19 @@ class XnliEvaluator:
 
     def higher_is_better(self, metric: str) -> bool | None:
         return finetuned_direction(metric, ("acc", "dev_acc", "avg", "dev_avg"))
+
+    def metrics(self, config: XnliEvalConfig) -> list[str]:
+        """Per protocol each language's test and dev accuracy and their means, each
+        fine-tuning's selected epoch and costs, each protocol's and all fine-tunings' costs."""
+        names: dict[str, None] = {}
+        for protocol in config.protocols:
+            for run in finetunings(protocol, config.languages):
+                names |= dict.fromkeys([f"{run.name}.epoch", *cost_names(run.name)])
+            names |= dict.fromkeys(
+                [f"{protocol}.{lang}.{acc}" for lang in config.languages
+                 for acc in ("acc", "dev_acc")] + [f"{protocol}.avg", f"{protocol}.dev_avg",
+                                                   *cost_names(protocol)])
+        return [*names, *cost_names("")]
 
     def is_proxy(self, config: XnliEvalConfig) -> bool:
         return config.proxy

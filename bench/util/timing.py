@@ -35,7 +35,12 @@ class Timing:
 
     def metrics(self, name: str) -> dict[str, float]:
         """`name` (the median), `name.iqr` and `name.n`, as a run records them."""
-        return {name: self.median, f"{name}.iqr": self.iqr, f"{name}.n": float(self.n)}
+        return dict(zip(self.names(name), (self.median, self.iqr, float(self.n)), strict=True))
+
+    @staticmethod
+    def names(name: str) -> tuple[str, str, str]:
+        """The names `metrics(name)` records."""
+        return name, f"{name}.iqr", f"{name}.n"
 
 
 def summarize(samples: Sequence[float]) -> Timing:
