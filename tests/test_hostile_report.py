@@ -183,7 +183,7 @@ RENDERED = {
         suite=_sub("metrics: [val.mse, train.train.final_loss]",
                    "metrics: [val.mse, val.r2]"),
         change=lambda v, s, b, m: m.update({"val.r2": 0.9 - 0.01 * s})),
-    "report.metrics misspelt": Rendered(
+    "a report metric no run recorded": Rendered(
         ["No finished run recorded val.mes", "No better direction for val.mes"],
         suite=_sub("metrics: [val.mse, train.train.final_loss]", "metrics: [val.mes]")),
     # names that reach the HTML
