@@ -110,3 +110,25 @@ def test_bench_run_into_a_file_writes_no_bars(tmp_path):
     assert "\r" not in out.stdout
     assert "train pretrain:" in out.stdout and "train head_finetune:" in out.stdout
     assert "Writing model shards" not in out.stdout and "Traceback" not in out.stdout
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
+    """`bench status SUITE | head -1`: the pipe closes under the listing."""
+    import os
+    import shutil
+    import subprocess
+
+    fixture = Path(__file__).with_name("legacy_store")
+    shutil.copytree(fixture / "results", tmp_path / "results")
+    many = tmp_path / "many.yaml"  # enough rows to fill the pipe's buffer
+    many.write_text((fixture / "suite.yaml").read_text().replace(
+        "seeds: [0]", f"seeds: {list(range(2000))}"))
+    env = dict(os.environ, LEGACY_DATA=str(fixture / "data"), BENCH_DATA=str(tmp_path / "c"))
+    bench = subprocess.Popen([sys.executable, "-m", "bench", "status", str(many), "--results",
+                              str(tmp_path / "results")], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=env)
+    assert bench.stdout is not None and bench.stderr is not None
+    bench.stdout.readline()
+    bench.stdout.close()
+    err = bench.stderr.read().decode()
+    assert bench.wait(timeout=120) == 141 and "Traceback" not in err, err
