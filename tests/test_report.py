@@ -534,7 +534,7 @@ def test_mean_half_and_ratio_formats() -> None:
 
 
 SUITE_FILE = """\
-suite: glue-table
+suite: paper-table
 family: lm
 seeds: [0]
 budget: {flops: 1.0e+12}
@@ -542,6 +542,8 @@ model: {preset: micro}
 data: {train: /data/train.jsonl, seq_len: 32, tokenizer: {train_bpe: 300}}
 train: {batch_size: 4, optim: {lr: 1.0e-3}}
 objective: softmax
+evals:
+  - lambada: {path: /data/cloze.jsonl}
 variants:
   softmax: {}
   cwt: {objective: cwt, head: embedding_transpose}
@@ -549,12 +551,12 @@ report:
   baseline: softmax
   table:
     title: "Paper table"
-    columns: [glue.mrpc.score, glue.score]
-    labels: {glue.score: avg}
+    columns: [lambada.acc, lambada.ppl]
+    labels: {lambada.acc: accuracy}
     scale: 100
-    ratios: [model.params]
+    ratios: [model.total_params]
 reference:
-  cwt: {glue.score: 0.8329, "model.params:ratio": 1.0}
+  cwt: {lambada.acc: 0.2281, "model.total_params:ratio": 1.0}
 """
 
 
@@ -562,7 +564,7 @@ def test_suite_table_reaches_the_report_spec(tmp_path: Path) -> None:
     path = tmp_path / "suite.yaml"
     path.write_text(SUITE_FILE)
     table = load_suite(path, env={}).head.report.table
-    assert table is not None and table.scale == 100.0 and table.ratios == ["model.params"]
+    assert table is not None and table.scale == 100.0 and table.ratios == ["model.total_params"]
     assert reported_spec(path, tmp_path).table == table
 
 
@@ -617,11 +619,13 @@ def test_the_report_reads_the_index_only_through_the_store() -> None:
     ("change", "expected"),
     [
         # A block mapping is placed at its first key: the table's title line.
-        (("  baseline: softmax\n", ""), ["suite.yaml:14", "report.table", "report.baseline"]),
-        (("labels: {glue.score: avg}", "labels: {glue.scroe: avg}"),
-         ["suite.yaml:15", "report.table", "glue.scroe"]),
-        (("scale: 100", "scale: 0"), ["suite.yaml:18", "report.table.scale", "greater than 0"]),
-        (("    ratios", "    ratio"), ["suite.yaml:19", "report.table.ratio", "unknown key"]),
+        (("  baseline: softmax\n", ""), ["suite.yaml:16", "report.table", "report.baseline"]),
+        (("labels: {lambada.acc: accuracy}", "labels: {lambada.acx: accuracy}"),
+         ["suite.yaml:17", "report.table", "lambada.acx"]),
+        (("scale: 100", "scale: 0"), ["suite.yaml:20", "report.table.scale", "greater than 0"]),
+        (("    ratios", "    ratio"), ["suite.yaml:21", "report.table.ratio", "unknown key"]),
+        (("columns: [lambada.acc, lambada.ppl]", "columns: [lambada.acc, lambada.pp]"),
+         ["suite.yaml:18", "report.table.columns[1]", "did you mean 'lambada.ppl'?"]),
     ],
 )
 def test_bad_table_settings_are_located(
