@@ -221,7 +221,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from bench.config.suite import load_suite
     from bench.execution.cluster import JobStates, observe, read_record, view
     from bench.execution.recorded import known_runs, matched_by_config, with_aliases
-    from bench.util.fingerprint import MISSING
+    from bench.util.fingerprint import missing
 
     suite = load_suite(args.suite, overrides=args.override)
     runs = plan(suite, args.only, args.seeds)
@@ -232,8 +232,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         with suppress(UserError):
             known = known_runs(store, suite.name)
             runs = matched_by_config(with_aliases(runs, known), known)
-    unchecked = {r.run_id for r, p in zip(runs, planned, strict=True)
-                 if any(e["sha256"] == MISSING for e in p.inputs.values())}
+    unchecked = {r.run_id for r, p in zip(runs, planned, strict=True) if missing(p.inputs)}
     counts: dict[str, int] = {}
     print(f"{'run id':<14}{'variant':<18}{'seed':>5}  {'budget':<22}{'state':<12}{'job':<14}"
           "detail (logs)")
@@ -250,9 +249,9 @@ def cmd_status(args: argparse.Namespace) -> int:
               + (f"{detail} " if detail else "") + f"({log})")
     print(f"{suite.name}: " + ", ".join(f"{n} {word}" for word, n in sorted(counts.items())))
     if unchecked:
-        missing = sorted({f"{label} ({e['path']})" for p in planned
-                          for label, e in p.inputs.items() if e["sha256"] == MISSING})
-        print(f"{len(unchecked)} runs read inputs not found here ({', '.join(missing)}): each "
+        absent = sorted({f"{label} ({p.inputs[label]['path']})" for p in planned
+                         for label in missing(p.inputs)})
+        print(f"{len(unchecked)} runs read inputs not found here ({', '.join(absent)}): each "
               "is shown as the run the store holds with its config and seed, if any, its inputs "
               "unchecked")
     return 0

@@ -127,17 +127,11 @@ def _layout(model: Any) -> tuple[dict[str, tuple[bool, Any]], Any, Any]:
 
 
 def _is_input(field: Any) -> bool:
-    """Whether a model field is declared `InputPath` (alone, or in an optional)."""
+    """Whether a model field is declared `InputPath` (alone, or in an optional: a union's
+    members keep their annotations, and typing flattens nested unions)."""
     return INPUT_PATH in field.metadata or any(
         get_origin(m) is Annotated and INPUT_PATH in get_args(m)[1:]
-        for m in _annotated_members(field.annotation))
-
-
-def _annotated_members(t: Any) -> list[Any]:
-    """The members of a union or an optional, each with its annotations."""
-    if get_origin(t) in (Union, UnionType):
-        return [m for arg in get_args(t) for m in _annotated_members(arg)]
-    return [t]
+        for m in get_args(field.annotation))
 
 
 def check_name(value: str, what: str) -> str:

@@ -21,19 +21,22 @@ def run_id(resolved: dict[str, Any], seed: int,
     machine, under any mount and on any day. Where an input lies is left out (`identity`), its
     contents are in: a changed input (a truncated corpus, a retrained tokenizer) gives a new
     id, so a run never resumes or is reused on data it was not trained on."""
-    return _digest({**identity(resolved), "seed": seed}, inputs)
+    return content_id(identity(resolved), seed, inputs)
 
 
 def legacy_run_id(resolved: dict[str, Any], seed: int,
                   inputs: dict[str, dict[str, str]] | None = None) -> str:
     """The id a run was given before ids left input paths out: the same hash over the config
     with its paths. Only for finding runs that older stores recorded under it."""
-    return _digest({**resolved, "seed": seed}, inputs)
+    return content_id(resolved, seed, inputs)
 
 
-def _digest(key: dict[str, Any], inputs: dict[str, dict[str, str]] | None) -> str:
+def content_id(config: dict[str, Any], seed: int,
+               inputs: dict[str, dict[str, str]] | None) -> str:
+    """The hash both rules take: `config` (its identity, or as resolved), seed, input digests."""
+    key: dict[str, Any] = {**config, "seed": seed}
     if inputs:
-        key = {**key, "inputs": {label: entry["sha256"] for label, entry in inputs.items()}}
+        key["inputs"] = {label: entry["sha256"] for label, entry in inputs.items()}
     blob = json.dumps(key, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -574,8 +574,9 @@ def _check_report(src: Located, head: SuiteHead, family: Family,
     if head.report.baseline is not None and head.report.baseline not in variants:
         raise _fail(src, ("report", "baseline"),
                     f"{head.report.baseline!r} is not a variant; variants: {', '.join(variants)}")
-    evals = [name for name, _ in next(iter(variants.values())).evals]
-    _check_report_metrics(src, head, family, next(iter(variants.values())).evals)
+    evaluations = next(iter(variants.values())).evals  # the suite's: every variant has them
+    _check_report_metrics(src, head, family, evaluations)
+    evals = [name for name, _ in evaluations]
     for i, metric in enumerate(head.report.compute_metrics or []):
         if metric_direction(metric, family, evals) is None:
             raise _fail(src, ("report", "compute_metrics", i),

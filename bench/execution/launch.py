@@ -18,7 +18,7 @@ from bench.config.suite import Suite
 from bench.contract import Family, RunSpec
 from bench.errors import ClaimRefused, UserError
 from bench.execution.preflight import preflight
-from bench.execution.recorded import aliased_count, input_conflicts, known_runs, with_aliases
+from bench.execution.recorded import input_conflicts, known_runs, with_aliases
 from bench.store.runs import Store
 from bench.training.distributed import from_main, join, leave, pick_device, world
 from bench.util.paths import (
@@ -208,9 +208,10 @@ def checked_store(suite: str, runs: list[RunSpec], options: RunOptions
     for line in conflicts:
         print(f"inputs changed: {line}: starting it")
     found = with_aliases(runs, known)
-    if aliased_count(runs, found):
-        print(f"{aliased_count(runs, found)} of {len(runs)} runs found under the ids an earlier "
-              "version of bench gave them; they keep those ids")
+    aliased = sum(a.run_id != b.run_id for a, b in zip(runs, found, strict=True))
+    if aliased:
+        print(f"{aliased} of {len(runs)} runs found under the ids an earlier version of bench "
+              "gave them; they keep those ids")
     return store, found
 
 

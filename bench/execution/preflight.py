@@ -10,15 +10,14 @@ from bench.contract import RunSpec
 from bench.errors import UserError
 from bench.evals.registry import get_evaluator
 from bench.store.index import json_column
-from bench.util.fingerprint import MISSING
+from bench.util.fingerprint import missing
 
 
 def missing_inputs(runs: list[RunSpec]) -> list[str]:
     """A line for each input that is not there (its fingerprint is `MISSING`), naming the
     variants that read it."""
-    return _lines((f"input {label}: {entry['path']} not found", run.variant.name)
-                  for run in runs for label, entry in run.inputs.items()
-                  if entry["sha256"] == MISSING)
+    return _lines((f"input {label}: {run.inputs[label]['path']} not found", run.variant.name)
+                  for run in runs for label in missing(run.inputs))
 
 
 def preflight(suite: Suite, runs: list[RunSpec]) -> None:
@@ -29,8 +28,7 @@ def preflight(suite: Suite, runs: list[RunSpec]) -> None:
     for run in runs:
         data_root = suite.family.data_root(run.config)
         for name, cfg in run.variant.evals:
-            if any(label.startswith(f"evals.{name}.") and e["sha256"] == MISSING
-                   for label, e in run.inputs.items()):
+            if any(label.startswith(f"evals.{name}.") for label in missing(run.inputs)):
                 continue
             key = (name, json_column(cfg.model_dump(mode="json")), data_root)
             if key not in said:

@@ -13,53 +13,69 @@
 """
 
 import json
-from contextlib import suppress
 from dataclasses import replace
+from functools import cached_property
 from typing import Any
 
-from bench.config.plan import identity, legacy_run_id, run_id
+from bench.config.plan import content_id, identity, legacy_run_id
 from bench.contract import RunSpec
 from bench.errors import UserError
 from bench.store.runs import Recorded, Store
-from bench.util.fingerprint import MISSING, changed_inputs
+from bench.util.fingerprint import changed_inputs, missing
 
 # The states a legacy folder is preferred in where two hold one identity (data read from two
 # paths by an earlier version): the finished one first.
 _PREFERENCE = {"finished": 0, "running": 1, "failed": 2, "pruned": 3}
 
 
+class Known:
+    """A recorded run and what its record says, each worked out once and only when asked."""
+
+    def __init__(self, row: Recorded):
+        self.row = row
+
+    @cached_property
+    def identity(self) -> dict[str, Any] | None:
+        """Its config as run ids hash it (None where this version cannot read its family,
+        evaluators or keys)."""
+        try:
+            return identity(self.row.config)
+        except (KeyError, TypeError, AttributeError, UserError):
+            return None
+
+    @cached_property
+    def portable(self) -> str | None:
+        """The id this version gives the run."""
+        return None if self.identity is None else content_id(
+            self.identity, self.row.seed, self.row.inputs)
+
+    @cached_property
+    def legacy(self) -> bool:
+        """Recorded under the id an earlier version gave it, not the portable one."""
+        return self.portable is not None and self.portable != self.row.run_id and \
+            legacy_run_id(self.row.config, self.row.seed, self.row.inputs) == self.row.run_id
+
+    @cached_property
+    def key(self) -> str:
+        """Its config as compared across machines (`_key`)."""
+        return _key(self.identity if self.identity is not None else self.row.config)
+
+
 class KnownRuns:
-    """The recorded runs of some suites (one read of the index). A record's portable id is
-    worked out only for runs that a planned run may be (same suite, variant and seed, another
-    id), so a store whose runs all carry their portable ids costs a read and nothing more."""
+    """The recorded runs of a suite (one read of the index). What a record says is worked out
+    only for records sharing a planned run's variant and seed under another id, once each: a
+    store whose runs carry their portable ids costs a read and, for a ladder, its other rungs."""
 
     def __init__(self, rows: list[Recorded]):
         self.ids = {row.run_id for row in rows}
-        self._like: dict[tuple[str, int], list[Recorded]] = {}
+        self._like: dict[tuple[str, int], list[Known]] = {}
         for row in rows:
-            self._like.setdefault((row.variant, row.seed), []).append(row)
-        self._portable: dict[str, str | None] = {}
+            self._like.setdefault((row.variant, row.seed), []).append(Known(row))
 
-    def like(self, run: RunSpec) -> list[Recorded]:
+    def like(self, run: RunSpec) -> list[Known]:
         """The recorded runs of `run`'s variant and seed under other ids."""
-        return [row for row in self._like.get((run.variant.name, run.seed), [])
-                if row.run_id != run.run_id]
-
-    def portable(self, row: Recorded) -> str | None:
-        """The id this version gives the run its record describes (None where it cannot read
-        the record's family or evaluators)."""
-        if row.run_id not in self._portable:
-            try:
-                self._portable[row.run_id] = run_id(row.config, row.seed, row.inputs)
-            except (KeyError, TypeError, AttributeError, UserError):
-                self._portable[row.run_id] = None
-        return self._portable[row.run_id]
-
-    def legacy(self, row: Recorded) -> bool:
-        """Recorded under the id an earlier version gave it, not the portable one."""
-        portable = self.portable(row)
-        return portable is not None and portable != row.run_id and \
-            legacy_run_id(row.config, row.seed, row.inputs) == row.run_id
+        return [k for k in self._like.get((run.variant.name, run.seed), [])
+                if k.row.run_id != run.run_id]
 
 
 def known_runs(store: Store, suite: str) -> KnownRuns:
@@ -73,19 +89,13 @@ def with_aliases(runs: list[RunSpec], known: KnownRuns) -> list[RunSpec]:
     a ladder's lower rung whose longest rung is such a run."""
     alias = {}
     for run in runs:
-        if run.run_id in known.ids:
-            continue
-        found = [row for row in known.like(run)
-                 if known.legacy(row) and known.portable(row) == run.run_id]
-        if found:
-            alias[run.run_id] = min(
-                found, key=lambda row: (_PREFERENCE.get(row.state, 9), row.run_id)).run_id
-
-    def aliased(name: str | None) -> str | None:
-        return alias.get(name, name) if name is not None else None
-
+        if run.run_id not in known.ids:
+            found = [k for k in known.like(run) if k.legacy and k.portable == run.run_id]
+            if found:
+                alias[run.run_id] = _preferred(found)
     return [replace(r, run_id=alias.get(r.run_id, r.run_id),
-                    branch_source=aliased(r.branch_source)) for r in runs]
+                    branch_source=alias.get(r.branch_source, r.branch_source)
+                    if r.branch_source is not None else None) for r in runs]
 
 
 def matched_by_config(runs: list[RunSpec], known: KnownRuns) -> list[RunSpec]:
@@ -95,19 +105,11 @@ def matched_by_config(runs: list[RunSpec], known: KnownRuns) -> list[RunSpec]:
     running: without the inputs a run cannot be told from one on other data."""
     out = []
     for run in runs:
-        missing = any(e["sha256"] == MISSING for e in run.inputs.values())
-        others = known.like(run) if missing and run.run_id not in known.ids else []
-        key = _key(run.resolved) if others else ""
-        same = [row for row in others if _key(row.config) == key]
-        out.append(replace(run, run_id=min(
-            same, key=lambda row: (_PREFERENCE.get(row.state, 9), row.run_id)).run_id)
-            if same else run)
+        others = known.like(run) if missing(run.inputs) and run.run_id not in known.ids else []
+        key = _key(identity(run.resolved)) if others else ""
+        same = [k for k in others if k.key == key]
+        out.append(replace(run, run_id=_preferred(same)) if same else run)
     return out
-
-
-def aliased_count(planned: list[RunSpec], runs: list[RunSpec]) -> int:
-    """How many of `planned` `with_aliases` found under an earlier version's id."""
-    return sum(a.run_id != b.run_id for a, b in zip(planned, runs, strict=True))
 
 
 def input_conflicts(runs: list[RunSpec], known: KnownRuns) -> list[str]:
@@ -116,20 +118,25 @@ def input_conflicts(runs: list[RunSpec], known: KnownRuns) -> list[str]:
     lines = []
     for run in runs:
         others = known.like(run)
-        key = _key(run.resolved) if others else ""
+        if not others:
+            continue
+        key = _key(identity(run.resolved))
         for old in others:
-            if known.portable(old) == run.run_id or _key(old.config) != key:
+            if old.key != key or old.portable == run.run_id:
                 continue
-            changed = changed_inputs(old.inputs, run.inputs) or [
+            changed = changed_inputs(old.row.inputs, run.inputs) or [
                 "inputs not fingerprinted when it ran (an older version of bench)"]
-            lines.append(f"{run.variant.name} seed {run.seed}: run {old.run_id} "
-                         f"({old.state}) read other inputs; "
+            lines.append(f"{run.variant.name} seed {run.seed}: run {old.row.run_id} "
+                         f"({old.row.state}) read other inputs; "
                          + "; ".join(changed) + f"; new run id {run.run_id}")
     return lines
 
 
+def _preferred(found: list[Known]) -> str:
+    """The id of the run to show or resume of several recorded for one planned run."""
+    return min(found, key=lambda k: (_PREFERENCE.get(k.row.state, 9), k.row.run_id)).row.run_id
+
+
 def _key(config: dict[str, Any]) -> str:
-    """A config as compared across machines: input paths left out, keys sorted."""
-    with suppress(KeyError, TypeError, AttributeError, UserError):
-        config = identity(config)
+    """A config as compared across machines (input paths left out), keys sorted."""
     return json.dumps(config, sort_keys=True)

@@ -148,6 +148,11 @@ def fingerprint_inputs(inputs: dict[str, str], cache_dir: Path | None = None
                 for label, path in sorted(inputs.items())}
 
 
+def missing(inputs: dict[str, dict[str, str]]) -> list[str]:
+    """The labels of `inputs` (as `fingerprint_inputs` gives them) that are not there."""
+    return [label for label, entry in inputs.items() if entry["sha256"] == MISSING]
+
+
 def changed_inputs(old: dict[str, dict[str, str]], new: dict[str, dict[str, str]]) -> list[str]:
     """Human-readable lines naming each input whose content (or presence) differs (where it
     lies is no part of a run's identity)."""
