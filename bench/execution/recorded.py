@@ -117,12 +117,12 @@ def input_conflicts(runs: list[RunSpec], known: KnownRuns) -> list[str]:
     ran on other input contents, wherever those inputs lay."""
     lines = []
     for run in runs:
-        others = known.like(run)
+        others = [k for k in known.like(run) if k.portable != run.run_id]  # not the same run
         if not others:
             continue
         key = _key(identity(run.resolved))
         for old in others:
-            if old.key != key or old.portable == run.run_id:
+            if old.key != key:
                 continue
             changed = changed_inputs(old.row.inputs, run.inputs) or [
                 "inputs not fingerprinted when it ran (an older version of bench)"]
