@@ -18,6 +18,7 @@ from bench.execution.launch import warn_skipped
 from bench.util.paths import RESULTS_HINT, check_folder
 
 if TYPE_CHECKING:  # heavy imports happen inside the commands that need them
+    from bench.contract import RunSpec
     from bench.store.runs import Store
     from bench.training.accelerators import Accelerator
     from bench.training.estimate import Total
@@ -84,14 +85,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
                  f"{'until time is up' if s.steps is None else f'{s.steps} steps'} "
                  f"({s.cost.flops:.3g} FLOPs, {s.cost.items} {family.item_unit}/step)"
                  for s in p.stages]
-        budget = _fmt_amount(r.variant.budget.unit, r.variant.budget.amount)
-        print(f"{r.run_id:<14}{r.variant.name:<18}{r.seed:>5}  {budget:<22}" + "; ".join(parts))
+        work = "; ".join(parts) if r.variant.trains else \
+            "trains nothing: scores input checkpoint"
+        print(f"{r.run_id:<14}{r.variant.name:<18}{r.seed:>5}  {_budget_text(r):<22}{work}")
     _print_totals(estimate.totals(planned), family.item_unit, args.nproc, device)
     for line in estimate.flops_spread(planned):
         print(f"warning: {line}", file=sys.stderr)
     for line in missing:
         print(f"{'warning' if args.allow_missing else 'error'}: {line}", file=sys.stderr)
     return 2 if missing and not args.allow_missing else 0
+
+
+def _budget_text(run: "RunSpec") -> str:
+    """A planned run's budget as a table shows it; a reference variant's run has none."""
+    budget = run.variant.budget
+    return _fmt_amount(budget.unit, budget.amount) if run.variant.trains else "reference"
 
 
 def _print_totals(totals: "list[Total]", item_unit: str, nproc: int,
@@ -244,8 +252,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         run_dir = store.run_dir(suite.name, r.run_id)
         log = run_dir / "run.log" if record is None else f"{Path(record.stdout).parent}/"
         job = "-" if record is None else record.job_id
-        budget = _fmt_amount(r.variant.budget.unit, r.variant.budget.amount)
-        print(f"{r.run_id:<14}{r.variant.name:<18}{r.seed:>5}  {budget:<22}{word:<12}{job:<14}"
+        print(f"{r.run_id:<14}{r.variant.name:<18}{r.seed:>5}  {_budget_text(r):<22}"
+              f"{word:<12}{job:<14}"
               + (f"{detail} " if detail else "") + f"({log})")
     print(f"{suite.name}: " + ", ".join(f"{n} {word}" for word, n in sorted(counts.items())))
     if unchecked:

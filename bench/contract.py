@@ -130,6 +130,14 @@ class Variant:
     # what the run's cluster job asks for: where it runs, not what it computes (not in `resolved`)
     resources: Resources = field(default_factory=Resources)
     rung: bool = False  # one budget of a ladder (its runs are told apart by their budget)
+    # A reference variant: the checkpoint it scores with the suite's evaluators, training
+    # nothing (`Family.score`); its budget is the suite's, unspent.
+    checkpoint: str | None = None
+
+    @property
+    def trains(self) -> bool:
+        """Whether its runs train (a reference variant's only score its checkpoint)."""
+        return self.checkpoint is None
 
 
 @dataclass(frozen=True)
@@ -269,6 +277,9 @@ class Family(Protocol[C]):
     text_layout: str | None
     default_metrics: list[str]  # what a report shows unless the suite says otherwise
     report_curve: str  # the curve metric a report plots against training FLOPs
+    # What a reference variant's checkpoint (`checkpoint:` in a suite: a model trained
+    # elsewhere, such as a released one, scored beside the trained variants) is, in words.
+    checkpoint_form: str
 
     @property
     def higher_is_better(self) -> Mapping[str, bool | None]:
@@ -316,3 +327,21 @@ class Family(Protocol[C]):
     def execute(self, run: RunSpec, ctx: RunContext) -> None:
         """Build, train (through ctx.train) and evaluate (ctx.evaluate) one run."""
         ...
+
+    def scoring(self, config: C) -> dict[str, Any]:
+        """What `score` reads of a config besides the checkpoint (plain data: a detector's
+        architecture, evaluation's precision): with the checkpoint's contents and the
+        evaluators' settings, a reference run's identity, so a change of training settings
+        does not score the checkpoint again."""
+        ...
+
+    def score(self, run: RunSpec, ctx: RunContext) -> None:
+        """Load the checkpoint of a reference variant (`run.variant.checkpoint`) and hand it to
+        ctx.evaluate as the family's trained models are; trains nothing. A checkpoint that is
+        not of `checkpoint_form` is a UserError naming it."""
+        ...
+
+
+def stages_of(family: Family[Any], variant: Variant) -> list[str]:
+    """The training stages of a variant's runs: the family's, none for a reference variant."""
+    return family.stages(variant.config) if variant.trains else []

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 from support.suite_run_ids import RECORDED, SUITES, suite_run_ids
+from support.textgen import write_word_sst2
 
 from bench.cli import main
 from bench.contract import Family, RunContext
@@ -26,19 +27,9 @@ ADAPTERS = {p for _, p in inspect.getmembers(adapters, inspect.isclass)
             if getattr(p, "_is_runtime_protocol", False)}
 
 
-def _sst2_like(root: Path) -> None:
-    """A GLUE SST-2 folder whose label is whether a sentence says 'good'."""
-    (root / "SST-2").mkdir(parents=True)
-    words = ["film", "plot", "cast", "score", "pace"]
-    for split, n in (("train", 40), ("dev", 20)):
-        lines = ["sentence\tlabel"] + [
-            f"the {words[i % 5]} was {'good' if i % 2 else 'bad'}\t{i % 2}" for i in range(n)]
-        (root / "SST-2" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
-
-
 def _toy_suite(tmp_path: Path, evaluator: str = "glue", tasks: str = "sst2") -> Path:
     glue = tmp_path / "glue"
-    _sst2_like(glue)
+    write_word_sst2(glue)
     suite = tmp_path / "toy.yaml"
     suite.write_text(f"""suite: toy
 family: toy

@@ -13,8 +13,7 @@ import lm_eval
 import pytest
 import torch
 import yaml
-from support.textgen import narrative_passages, write_jsonl
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from support.textgen import byte_bpe, narrative_passages, write_jsonl
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
 
 from bench.errors import UserError
@@ -36,18 +35,7 @@ from bench.evals.lambada import (
 def tiny_lm() -> tuple[GPTNeoXForCausalLM, PreTrainedTokenizerFast]:
     """A byte-level BPE and a 2-layer GPTNeoX trained for a few steps on the passages' language."""
     corpus = narrative_passages(400, seed=1)
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(
-        corpus,
-        trainers.BpeTrainer(
-            vocab_size=320,
-            special_tokens=["<|endoftext|>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
+    tokenizer = byte_bpe(corpus)
     config = GPTNeoXConfig(
         vocab_size=len(tokenizer),
         hidden_size=48,
@@ -379,7 +367,7 @@ def test_cli_refuses_a_planted_pickle_without_running_it(
 
 
 def test_cli_names_a_damaged_weights_file(tmp_path: Path, tiny_lm) -> None:
-    from bench.evals.lambada_cli import load_saved_model
+    from bench.evals.saved_model import load_saved_model
 
     model, tokenizer = tiny_lm
     model_dir = tmp_path / "model"

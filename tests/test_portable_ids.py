@@ -58,11 +58,10 @@ def test_the_legacy_rule_gives_the_ids_the_version_before_recorded(monkeypatch):
     for name, value in SUITE_ENV.items():
         monkeypatch.setenv(name, value)
     recorded = json.loads(LEGACY_IDS.read_text())
-    for path in sorted(SUITES.glob("*/*.yaml")):
-        suite = load_suite(path)
+    for file in recorded:  # the suites that version shipped
+        suite = load_suite(SUITES / file)
         assert {name: [legacy_run_id(v.resolved, seed) for seed in suite.head.seeds]
-                for name, v in suite.variants.items()} == recorded[
-            path.relative_to(SUITES).as_posix()], path
+                for name, v in suite.variants.items()} == recorded[file], file
 
 
 def test_identity_holds_a_placeholder_for_each_input_path_and_every_other_value(monkeypatch):

@@ -11,7 +11,7 @@ from bench.contract import Family, RunSpec, Variant
 from bench.errors import UserError, did_you_mean
 from bench.evals.registry import get_evaluator
 from bench.family import get_family
-from bench.schema import without_input_paths
+from bench.schema import INPUT_PLACEHOLDER, without_input_paths
 from bench.util.fingerprint import fingerprint_inputs
 
 
@@ -46,7 +46,9 @@ def identity(resolved: dict[str, Any]) -> dict[str, Any]:
     hashes it: the family's and each evaluator's `InputPath` fields hold a placeholder, not a
     path. UserError for a family or evaluator this version does not know."""
     family = get_family(resolved["family"])
-    return {**resolved,
+    # a reference variant's checkpoint is an input: its contents are in the id, not its path
+    placed = {"checkpoint": INPUT_PLACEHOLDER} if "checkpoint" in resolved else {}
+    return {**resolved, **placed,
             "config": without_input_paths(resolved["config"], family.config_model),
             "evals": [{name: without_input_paths(cfg, get_evaluator(name).config_model)
                        for name, cfg in entry.items()} for entry in resolved["evals"]]}
@@ -55,13 +57,17 @@ def identity(resolved: dict[str, Any]) -> dict[str, Any]:
 def variant_inputs(family: Family, variant: Variant, cache_dir: Path | None
                    ) -> dict[str, dict[str, str]]:
     """The fingerprinted files and folders a variant's runs read (see bench.util.fingerprint): the
-    family's, and each evaluator's as `evals.<name>.<label>`."""
-    found = family.inputs(variant.config)
+    family's (a reference variant's: its checkpoint), and each evaluator's as
+    `evals.<name>.<label>`."""
+    trains = variant.checkpoint is None
+    found = family.inputs(variant.config) if variant.checkpoint is None else {
+        "checkpoint": variant.checkpoint}
     root = family.data_root(variant.config)
     for name, cfg in variant.evals:
         found |= {f"evals.{name}.{label}": path
                   for label, path in get_evaluator(name).inputs(cfg, root).items()}
-    return fingerprint_inputs(found, cache_dir) | family.derived_inputs(variant.config)
+    derived = family.derived_inputs(variant.config) if trains else {}
+    return fingerprint_inputs(found, cache_dir) | derived
 
 
 def run_spec(suite: str, variant: Variant, seed: int, inputs: dict[str, dict[str, str]]

@@ -45,6 +45,8 @@ CORE_KEYS = {
     "suite", "family", "extends", "description", "seeds", "budget", "evals", "report",
     "reference", "variants", "sweep", "resources",
 }
+# What a variant may set besides the family's config: the core's own variant keys.
+VARIANT_KEYS = ("budget", "resources", "checkpoint")
 MAX_EXTENDS = 32  # files in one 'extends' chain
 MAX_METRIC_NAME = 200  # characters of a metric name a report lists
 # What a reference key `<metric>:<kind>` gives: the paper's ratio of the metric to the
@@ -381,11 +383,12 @@ def load_suite(path: str | Path, env: dict[str, str] | None = None,
         if not isinstance(changes, dict):
             raise _fail(src, ("variants", vname), "expected a mapping of overrides")
         budget_over = changes.get("budget")
-        family_over = {k: v for k, v in changes.items() if k not in ("budget", "resources")}
+        checkpoint = _checkpoint(src, family, vname, changes)
+        family_over = {k: v for k, v in changes.items() if k not in VARIANT_KEYS}
         for key in family_over:
             if key in CORE_KEYS:
                 raise _fail(src, ("variants", vname, key), "a variant changes the family's "
-                            "config, 'budget' or 'resources', not this key")
+                            "config, 'budget', 'resources' or 'checkpoint', not this key")
         merged = deep_merge(base_config, family_over)
         origin = {p: ("variants", vname, *p) for p in _paths(family_over)}
         try:
@@ -401,24 +404,47 @@ def load_suite(path: str | Path, env: dict[str, str] | None = None,
                 raise _pydantic_error(src, ("variants", vname, "budget"), err,
                                       BudgetConfig) from None
         resources = _variant_resources(src, head.resources, vname, changes.get("resources"))
-        _check_budget(src, head, family, vname, config, budget, budget_over is not None)
-        _check_warmup(src, config, budget, origin)
-        resolved = {
-            "family": head.family,
-            "config": config.model_dump(mode="json"),
-            "budget": budget.model_dump(mode="json", exclude_none=True),
-            "evals": [{n: c.model_dump(mode="json")} for n, c in evals],
-        }
+        evals_resolved = [{n: c.model_dump(mode="json")} for n, c in evals]
+        if checkpoint is None:
+            _check_budget(src, head, family, vname, config, budget, budget_over is not None)
+            _check_warmup(src, config, budget, origin)
+            resolved = {
+                "family": head.family,
+                "config": config.model_dump(mode="json"),
+                "budget": budget.model_dump(mode="json", exclude_none=True),
+                "evals": evals_resolved,
+            }
+        else:  # what scoring the checkpoint reads, not what training would
+            resolved = {"family": head.family, "checkpoint": checkpoint,
+                        "config": family.scoring(config), "evals": evals_resolved}
         key = repr(resolved)
         if key in by_config:
             raise _fail(src, ("variants", vname),
                         f"resolves to the same config as variant {by_config[key]!r}")
         by_config[key] = vname
-        variants[vname] = Variant(vname, config, budget, evals, resolved, resources)
+        variants[vname] = Variant(vname, config, budget, evals, resolved, resources,
+                                  checkpoint=checkpoint)
 
     _check_report(src, head, family, variants)
     _check_sweep(src, head, family, variants)
     return Suite(Path(path), head, family, variants, tuple(overrides))
+
+
+def _checkpoint(src: Located, family: Family, vname: str, changes: dict[str, Any]
+                ) -> str | None:
+    """The checkpoint a reference variant scores (None: the variant trains), which takes no
+    budget: it trains nothing."""
+    if "checkpoint" not in changes:
+        return None
+    path = changes["checkpoint"]
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise _fail(src, ("variants", vname, "checkpoint"),
+                    f"expected the path of {family.checkpoint_form} (family {family.name!r}), "
+                    f"got {_kind_of(path) if not isinstance(path, str) else repr(path)}")
+    if "budget" in changes:
+        raise _fail(src, ("variants", vname, "budget"), "a reference variant (checkpoint) "
+                    "trains nothing: it takes no budget")
+    return path
 
 
 def set_field(config: dict[str, Any], field_path: str, value: Any) -> dict[str, Any]:
@@ -459,7 +485,7 @@ def rungs(variant: Variant) -> list[Variant]:
     """The variant once per budget of its ladder, each resolved with that budget alone, so a
     rung's run id is the id a one-budget suite gives it (a finished rung is reused when the
     ladder grows); a single budget gives the variant itself."""
-    if not variant.budget.is_ladder:
+    if not variant.budget.is_ladder or not variant.trains:
         return [variant]
     return [replace(variant, budget=b, rung=True, resolved={
         **variant.resolved, "budget": b.model_dump(mode="json", exclude_none=True)})
@@ -470,14 +496,19 @@ def wsd_ladder(variant: Variant) -> bool:
     """Whether a variant's rungs may branch off its longest rung: a ladder of budgets whose
     steps are known in advance, trained on a wsd schedule (see
     bench.training.checkpoints.Branches)."""
-    return (variant.budget.is_ladder and variant.budget.unit != "seconds"
+    return (variant.trains and variant.budget.is_ladder and variant.budget.unit != "seconds"
             and any(optim.schedule == "wsd" for _, optim in _optims(variant.config)))
 
 
 def sweep_variant(suite: Suite) -> Variant:
     """The variant a suite's sweep explores."""
     assert suite.head.sweep is not None
-    return suite.variants[suite.head.sweep.variant or next(iter(suite.variants))]
+    return suite.variants[suite.head.sweep.variant or _first_trained(suite.variants)]
+
+
+def _first_trained(variants: dict[str, Variant]) -> str:
+    """The variant a sweep explores unless it names one: the first that trains."""
+    return next((name for name, v in variants.items() if v.trains), next(iter(variants)))
 
 
 def _check_sweep(src: Located, head: SuiteHead, family: Family,
@@ -494,7 +525,11 @@ def _check_sweep(src: Located, head: SuiteHead, family: Family,
             check_name(sweep.study, "study name")
         except ValueError as err:
             raise _fail(src, ("sweep", "study"), str(err)) from None
-    base = variants[sweep.variant or next(iter(variants))]
+    base = variants[sweep.variant or _first_trained(variants)]
+    if not base.trains:
+        raise _fail(src, ("sweep", "variant") if sweep.variant else ("sweep",),
+                    f"variant {base.name!r} scores a checkpoint and trains nothing; a sweep "
+                    "explores a variant that trains")
     if base.budget.is_ladder:
         raise _fail(src, ("sweep", "variant"), f"variant {base.name!r} trains on a ladder of "
                     "budgets; a sweep compares trials at one budget")
@@ -574,6 +609,11 @@ def _check_report(src: Located, head: SuiteHead, family: Family,
     if head.report.baseline is not None and head.report.baseline not in variants:
         raise _fail(src, ("report", "baseline"),
                     f"{head.report.baseline!r} is not a variant; variants: {', '.join(variants)}")
+    if head.report.baseline is not None and not variants[head.report.baseline].trains:
+        raise _fail(src, ("report", "baseline"),
+                    f"{head.report.baseline!r} is a reference variant (it scores a checkpoint "
+                    "and trains nothing); the baseline is a trained variant, compared at its "
+                    "compute")
     evaluations = next(iter(variants.values())).evals  # the suite's: every variant has them
     _check_report_metrics(src, head, family, evaluations)
     evals = [name for name, _ in evaluations]

@@ -86,7 +86,8 @@ class PrunerSpec(Strict):
 class SweepConfig(Strict):
     """An Optuna study over one variant of the suite; every trial is an ordinary run."""
 
-    variant: str | None = Field(None, description="the variant swept (default: the first)")
+    variant: str | None = Field(
+        None, description="the variant swept (default: the first that trains)")
     study: str | None = Field(None, description="the study's name (default: '<suite>.sweep')")
     trials: Int = Field(gt=0, description="complete (or pruned) trials the study reaches")
     seed: Int | None = Field(None, description="the training seed of every trial "

@@ -4,6 +4,8 @@ its evaluators as a `PairClassifier` (GLUE fine-tunes and scores it).
 What needs torch (a step's price, `costs.py`; a run, `run.py`) sits behind one lazy import, so
 validating a suite reads this module without importing torch."""
 
+from typing import Any
+
 from bench.contract import Family, RunContext, RunSpec, StepCost
 from bench.encoder.config import EncoderConfig
 from bench.evals.adapters import PairClassifier
@@ -17,6 +19,7 @@ class EncoderFamily:
     adapters = (PairClassifier,)
     default_metrics = ["glue.score", "val.mlm_nll", "val.mlm_acc", "model.total_params"]
     report_curve = "curve.val_mlm_nll"
+    checkpoint_form = "a saved Hugging Face BERT folder (config.json, weights, tokenizer)"
     # held-out scores overall and per language (`val.<lang>.*`); the paper counts trained
     # parameters as a cost, the other counts and CWT's negatives are settings (see
     # Family.higher_is_better)
@@ -49,6 +52,15 @@ class EncoderFamily:
         from bench.encoder.run import execute
 
         execute(run, ctx)
+
+    def scoring(self, config: EncoderConfig) -> dict[str, Any]:
+        """The precision GLUE fine-tunes the encoder in (the loop's, bf16 on a GPU by default)."""
+        return {"train": {"precision": config.train.precision}}
+
+    def score(self, run: RunSpec, ctx: RunContext) -> None:
+        from bench.encoder.run import score
+
+        score(run, ctx)
 
 
 FAMILY: Family[EncoderConfig] = EncoderFamily()

@@ -1,6 +1,7 @@
 """One masked-LM run: pretrain a BERT encoder through the training loop under the run's budget,
 save it and hand it to the evaluators as a `BertPairClassifier` (the family's `execute`)."""
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,6 +12,7 @@ from bench.encoder.finetune import BertPairClassifier
 from bench.encoder.masking import Vocabulary, mask_rows, predicted_per_row, step_generator
 from bench.encoder.model import build_encoder, count_parameters, trained_parameters
 from bench.encoder.objectives import mlm_loss, validation_scores
+from bench.evals.saved_model import load_saved_model
 from bench.text.languages import record_sampling
 from bench.text.shards import CACHE_SUBDIR, language_scores, language_val_batches, prepare_lm_data
 from bench.training.distributed import local_part, world
@@ -85,6 +87,26 @@ def execute(run: RunSpec, ctx: RunContext) -> None:
     ctx.log.info("saved the encoder (BertModel) to %s", ctx.dir / "model")
     ctx.evaluate(BertPairClassifier(model.bert, tok, device, ctx.log, loop["bf16"],
                                     ctx.progress))
+
+
+def score(run: RunSpec, ctx: RunContext) -> None:
+    """Fine-tune and score a saved BERT encoder (a released checkpoint) as a trained run's
+    encoder is, in the suite's precision; trains nothing before."""
+    if not ctx.main:
+        return
+    from transformers import BertModel
+
+    assert run.variant.checkpoint is not None  # the runner scores reference variants only
+    cfg: EncoderConfig = run.config
+    folder = Path(run.variant.checkpoint)
+    encoder, tok = load_saved_model(folder, BertModel, f"variants.{run.variant.name}.checkpoint")
+    total = sum(p.numel() for p in encoder.parameters())
+    embedding = encoder.get_input_embeddings().weight.numel()
+    ctx.record({"model.total_params": float(total), "model.embedding_params": float(embedding),
+                "model.non_embedding_params": float(total - embedding)})
+    ctx.log.info("scoring the saved encoder %s", folder)
+    ctx.evaluate(BertPairClassifier(encoder, tok, ctx.device, ctx.log,
+                                    cfg.train.autocast_bf16(ctx.device.type), ctx.progress))
 
 
 def _log_noise(unigram: Any, vocab: Vocabulary, kind: str) -> torch.Tensor:

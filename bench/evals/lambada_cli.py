@@ -5,14 +5,11 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from bench.errors import UserError
 from bench.evals.io import check_outputs
+from bench.evals.saved_model import load_saved_model
 from bench.util.atomic import write_text
-
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
 
 
 def add_parser(evaluators: argparse._SubParsersAction) -> None:
@@ -30,40 +27,6 @@ def add_parser(evaluators: argparse._SubParsersAction) -> None:
     e.add_argument("--device", default="auto", help="auto (GPU if any), cpu, cuda")
     e.add_argument("--json", help="also write metrics and per-passage outputs to this file")
     e.set_defaults(func=run)
-
-
-def _weights_file(model_dir: Path) -> Path:
-    """The file `from_pretrained` reads the weights from (safetensors first, as it does)."""
-    for name in WEIGHT_FILES:
-        if (model_dir / name).is_file():
-            return model_dir / name
-    raise UserError(f"--model {model_dir}: no weights (expected one of {', '.join(WEIGHT_FILES)})")
-
-
-def load_saved_model(model_dir: Path) -> tuple[Any, Any]:
-    """Model and tokenizer of a saved directory, read without running code from it: pickled
-    weights only as tensors (`weights_only`), no repository code; any failure is a UserError
-    naming the file."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from bench.training.checkpoints import describe_load_error
-
-    if not (model_dir / "config.json").is_file():
-        raise UserError(f"--model {model_dir}: not a saved Hugging Face model directory "
-                        "(no config.json)")
-    weights = _weights_file(model_dir)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            model_dir, local_files_only=True, weights_only=True, trust_remote_code=False)
-    except Exception as err:  # a damaged or planted file: say which, without a traceback
-        raise UserError(f"{weights}: cannot load the model: {describe_load_error(err)}") from None
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            model_dir, local_files_only=True, trust_remote_code=False)
-    except Exception as err:
-        raise UserError(f"--model {model_dir}: cannot load the tokenizer: "
-                        f"{describe_load_error(err)}") from None
-    return model, tokenizer
 
 
 def run(args: argparse.Namespace) -> int:

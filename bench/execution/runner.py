@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from bench.contract import Family, RunSpec, Stage, StageResult
+from bench.contract import Family, RunSpec, Stage, StageResult, stages_of
 from bench.errors import ClaimRefused, Pruned, RunFailed
 from bench.evals.evaluator import EvalSetting
 from bench.evals.registry import get_evaluator
@@ -213,20 +213,22 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
             log.info("removed %s, left by an interrupted write", stale.name)  # a killed owner's
         log.info("run %s: suite %s, variant %s, seed %d, device %s (%s)", run.run_id, run.suite,
                  run.variant.name, run.seed, device, prov["device_name"])
-        stages = family.stages(run.config)
-        ctx = RunFolderContext(run, path, device, log, split_budget(run.variant.budget, stages),
+        stages = stages_of(family, run.variant)  # none: a reference variant's checkpoint
+        budgets = split_budget(run.variant.budget, stages) if stages else {}
+        ctx = RunFolderContext(run, path, device, log, budgets,
                                cache_dir, progress, monitor=monitor,
                                restart_corrupt=restart_corrupt,
                                data_root=family.data_root(run.config))
         for name, cfg in run.variant.evals:  # missing evaluation data fails before training
             get_evaluator(name).check(cfg, ctx.data_root)
+        work = family.execute if run.variant.trains else family.score
         if here.main:
             with store.heartbeat(run.run_id):  # machines that share the folder see it alive
-                family.execute(run, ctx)
+                work(run, ctx)
             _record_success(family, store, ctx, prov)
             drop_branch_file(run, stages, path, log)
         else:
-            family.execute(run, ctx)
+            work(run, ctx)
     except Pruned as e:
         log.info("run pruned: %s", e)
         _record_end(store, run, f"pruned: {e}", "pruned")
@@ -254,8 +256,11 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
 
 def _record_success(family: Family, store: Store, ctx: RunFolderContext,
                     prov: dict[str, Any]) -> None:
-    """Record the run's results (curves, metrics, provenance) in its folder, finished."""
-    metrics = _training_metrics(ctx.stages, family.item_unit, prov["device_name"]) | ctx.metrics
+    """Record the run's results (curves, metrics, provenance) in its folder, finished; a run
+    that trained nothing (a reference variant's) records no training metrics."""
+    trained = _training_metrics(ctx.stages, family.item_unit, prov["device_name"]) \
+        if ctx.stages else {}
+    metrics = trained | ctx.metrics
     prov = prov | ctx.provenance | {"ended": provenance.now()}
     store.finish(ctx.run.run_id, metrics, _combined_curve(ctx.stages), prov, ctx.points)
 

@@ -11,10 +11,14 @@ validating a suite reads this module without importing torch.
 """
 
 from pathlib import Path
+from typing import Any
 
 from bench.contract import Family, RunContext, RunSpec, StepCost
 from bench.evals.adapters import FaceDetector
 from bench.faces.config import FacesConfig
+
+# What only training reads of the model settings: given weights make them irrelevant.
+TRAINING_ONLY = {"pretrained", "freeze_conv12"}
 
 
 class FacesFamily:
@@ -25,6 +29,7 @@ class FacesFamily:
     adapters = (FaceDetector,)
     default_metrics = ["wider.single.easy", "wider.single.medium", "wider.single.hard"]
     report_curve = "curve.train_loss"
+    checkpoint_form = "an SSH weights file (the state dict a run saves as model.pt)"
     higher_is_better = {"model.*_params": None}  # parameter counts point neither way
 
     def stages(self, config: FacesConfig) -> list[str]:
@@ -58,6 +63,17 @@ class FacesFamily:
         from bench.faces.run import execute
 
         execute(run, ctx)
+
+    def scoring(self, config: FacesConfig) -> dict[str, Any]:
+        """The architecture the weights are loaded into and the precision of inference (the
+        ImageNet initialisation and what training freezes do not matter to given weights)."""
+        return {"model": config.model.model_dump(mode="json", exclude=TRAINING_ONLY),
+                "train": {"precision": config.train.precision}}
+
+    def score(self, run: RunSpec, ctx: RunContext) -> None:
+        from bench.faces.run import score
+
+        score(run, ctx)
 
 
 FAMILY: Family[FacesConfig] = FacesFamily()

@@ -250,6 +250,34 @@ def build_ssh(cfg: SSHModelConfig) -> SSH:
     return SSH(cfg)
 
 
+def load_ssh_weights(model: SSH, path: Path, named: str) -> None:
+    """Load a weights file into `model`: the state dict a run saves as `model.pt` (a detector
+    trained elsewhere), read as tensors only; one that is unreadable or does not fit the model
+    (`named`: what gave the path, and the config that built the model) is a UserError."""
+    from bench.training.checkpoints import describe_load_error
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a damaged or planted file: say which, without a traceback
+        raise UserError(f"{path}: cannot load the weights ({named}): "
+                        f"{describe_load_error(err)}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise UserError(f"{path}: expected a state dict of SSH's tensors (as a run's model.pt "
+                        f"holds), got a {type(state).__name__} ({named})")
+    own = model.state_dict()
+    absent, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    shapes = [f"{k} {tuple(state[k].shape)}, expected {tuple(v.shape)}"
+              for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if absent or extra or shapes:
+        found = [f"missing {', '.join(absent[:3])}" * bool(absent),
+                 f"unexpected {', '.join(extra[:3])}" * bool(extra), "; ".join(shapes[:3])]
+        raise UserError(f"{path}: the weights do not fit the SSH the variant's model settings "
+                        f"build ({named}): {'; '.join(f for f in found if f)}; set the "
+                        "variant's model.* (backbone, context, fusion, modules, width, "
+                        "pool_mode) to the checkpoint's")
+    model.load_state_dict(state)
+
+
 def _torchvision_feature_index() -> dict[str, int]:
     """Our conv name -> its index in torchvision's `vgg16().features` (conv, ReLU, ..., pool)."""
     index, out = 0, {}

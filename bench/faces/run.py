@@ -2,6 +2,8 @@
 images, save it and hand it to the face evaluators as an `SSHDetector` (the family's
 `execute`)."""
 
+from pathlib import Path
+
 import torch
 
 from bench.contract import RunContext, RunSpec, Stage, loop_options
@@ -10,7 +12,7 @@ from bench.faces.batches import TrainingBatch, TrainingBatches
 from bench.faces.config import FacesConfig
 from bench.faces.data import WiderTrainSet
 from bench.faces.detector import SSHDetector
-from bench.faces.model import build_ssh, load_vgg16_imagenet, parameter_counts
+from bench.faces.model import build_ssh, load_ssh_weights, load_vgg16_imagenet, parameter_counts
 from bench.faces.targets import border_for, image_generators, ssh_loss
 from bench.training.distributed import world
 from bench.training.loading import StepLoader
@@ -55,6 +57,25 @@ def execute(run: RunSpec, ctx: RunContext) -> None:
 
     model.eval()
     ctx.evaluate(SSHDetector(model, specs, device, loop["bf16"], workers))
+
+
+def score(run: RunSpec, ctx: RunContext) -> None:
+    """Score an SSH weights file (a detector trained elsewhere) with the suite's face
+    evaluators, built by the variant's model settings and run as a trained run's detector is;
+    trains nothing."""
+    if not ctx.main:
+        return
+    assert run.variant.checkpoint is not None  # the runner scores reference variants only
+    cfg: FacesConfig = run.config
+    model = build_ssh(cfg.model)
+    load_ssh_weights(model, Path(run.variant.checkpoint),
+                     f"variants.{run.variant.name}.checkpoint")
+    ctx.record({f"model.{k}_params": float(v) for k, v in parameter_counts(model).items()})
+    model.to(ctx.device).eval()
+    ctx.log.info("scoring the SSH weights %s", run.variant.checkpoint)
+    ctx.evaluate(SSHDetector(model, cfg.model.module_specs(), ctx.device,
+                             cfg.train.autocast_bf16(ctx.device.type),
+                             loader_workers(cfg.data.workers, ctx.device)))
 
 
 def loader_workers(setting: int | None, device: torch.device) -> int:

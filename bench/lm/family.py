@@ -4,6 +4,8 @@ evaluators as a `ContinuationScorer` (LAMBADA through lm-eval).
 What needs torch (a step's price, `costs.py`; a run, `run.py`) sits behind one lazy import, so
 validating a suite reads this module without importing torch."""
 
+from typing import Any
+
 from bench.contract import Family, RunContext, RunSpec, StepCost
 from bench.evals.adapters import ContinuationScorer
 from bench.lm.config import LMConfig
@@ -17,6 +19,7 @@ class LMFamily:
     adapters = (ContinuationScorer,)
     default_metrics = ["lambada.acc", "lambada.ppl", "val.nll"]
     report_curve = "curve.val_nll"
+    checkpoint_form = "a saved Hugging Face causal-LM folder (config.json, weights, tokenizer)"
     # held-out losses overall and per language (`val.<lang>.*`) down; parameter counts and
     # CWT's negatives are settings, not scores (see Family.higher_is_better)
     higher_is_better = {"val.nll": False, "val.*.nll": False, "val.loss": False,
@@ -48,6 +51,15 @@ class LMFamily:
         from bench.lm.run import execute
 
         execute(run, ctx)
+
+    def scoring(self, config: LMConfig) -> dict[str, Any]:
+        """Nothing: a saved model is scored as `bench eval lambada --model` scores it."""
+        return {}
+
+    def score(self, run: RunSpec, ctx: RunContext) -> None:
+        from bench.lm.run import score
+
+        score(run, ctx)
 
 
 FAMILY: Family[LMConfig] = LMFamily()

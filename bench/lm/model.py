@@ -8,7 +8,7 @@ extra weights; "Headless + FT" then swaps in an untied head initialised from E.
 from typing import Any
 
 from torch import nn
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedModel
 
 from bench.errors import UserError
 from bench.lm.config import LMConfig, ModelConfig
@@ -144,11 +144,13 @@ def freeze_for_probe(model: GPTNeoXForCausalLM, config: LMConfig) -> None:
         model.lm_head.weight.requires_grad_(True)
 
 
-def count_parameters(model: GPTNeoXForCausalLM) -> dict[str, int]:
-    """Parameter counts by role; a tied head shares E's storage and counts 0."""
+def count_parameters(model: PreTrainedModel) -> dict[str, int]:
+    """Parameter counts by role, of any causal LM (a released one too); a tied head shares E's
+    storage and counts 0."""
     total = sum(p.numel() for p in model.parameters())  # parameters() yields shared ones once
-    embedding = model.gpt_neox.embed_in.weight.numel()
-    head = 0 if _head_is_embedding(model) else model.lm_head.weight.numel()
+    embedding = sum(p.numel() for p in model.get_input_embeddings().parameters())
+    head = 0 if _head_is_embedding(model) else sum(
+        p.numel() for p in model.get_output_embeddings().parameters())
     return {
         "total": total,
         "embedding": embedding,
@@ -157,6 +159,6 @@ def count_parameters(model: GPTNeoXForCausalLM) -> dict[str, int]:
     }
 
 
-def _head_is_embedding(model: GPTNeoXForCausalLM) -> bool:
+def _head_is_embedding(model: PreTrainedModel) -> bool:
     """transformers ties by making both names refer to one Parameter, so identity is the test."""
-    return model.lm_head.weight is model.gpt_neox.embed_in.weight
+    return model.get_output_embeddings().weight is model.get_input_embeddings().weight

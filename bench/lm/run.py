@@ -10,6 +10,7 @@ import torch
 
 from bench.contract import RunContext, RunSpec, Stage, loop_options
 from bench.evals.lambada import HFScorer
+from bench.evals.saved_model import load_saved_model
 from bench.lm.config import LMConfig
 from bench.lm.model import build_model, count_parameters, freeze_for_probe, untie_head
 from bench.lm.objectives import causal_lm_loss, next_token_nll
@@ -99,6 +100,19 @@ def execute(run: RunSpec, ctx: RunContext) -> None:
     build_dir(model_dir, save)
     ctx.log.info("saved model to %s", model_dir)
     ctx.evaluate(HFScorer(model, tok, str(device), saved=model_dir))
+
+
+def score(run: RunSpec, ctx: RunContext) -> None:
+    """Score a saved causal LM (a released checkpoint) with the suite's evaluators, loaded as
+    `bench eval lambada --model` loads it, so the numbers are the same; trains nothing."""
+    if not ctx.main:
+        return
+    assert run.variant.checkpoint is not None  # the runner scores reference variants only
+    model_dir = Path(run.variant.checkpoint)
+    model, tok = load_saved_model(model_dir, named=f"variants.{run.variant.name}.checkpoint")
+    ctx.record(_parameter_metrics(model, "model"))
+    ctx.log.info("scoring the saved model %s", model_dir)
+    ctx.evaluate(HFScorer(model, tok, str(ctx.device), saved=model_dir))
 
 
 def _parameter_metrics(model: Any, prefix: str) -> dict[str, float]:

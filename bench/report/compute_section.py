@@ -66,7 +66,11 @@ def compute_panel(spec: ReportSpec, data: SuiteData, variants: Sequence[str],
         matches = compute.compute_to_match(points, variants, spec.baseline, higher)
         match = match_table(matches, spec, metric, unit) if matches else None
     proxy = metric.partition(".")[0] in spec.proxies
-    svg = figures.compute_figure(points, variants, metric, unit, fits, goal, spec.baseline, proxy)
+    finals = data.finals[data.finals["metric"] == metric]
+    scored = finals[finals["variant"].isin(data.references.values())]  # trained nothing here
+    levels = scored.groupby("variant")["value"].mean().to_dict()
+    svg = figures.compute_figure(points, variants, metric, unit, fits, goal, spec.baseline, proxy,
+                                 levels)
     recorded = int((data.ladder["metric"] == metric).sum())
     return ComputePanel(metric, svg_markup(svg), fits_table(fits), match, proxy,
                         unmatched=spec.baseline is not None and higher is None,

@@ -189,11 +189,12 @@ def evaluation_curves_figure(data: SuiteData, variants: Sequence[str]) -> str | 
 
 def compute_figure(points: pd.DataFrame, variants: Sequence[str], metric: str, unit: str,
                    fits: dict[str, Fit], target: float, baseline: str | None,
-                   proxy: bool = False) -> str | None:
+                   proxy: bool = False, levels: dict[str, float] | None = None) -> str | None:
     """`metric` against compute on a log axis: every seed's rungs thin, each variant's fitted
     curve thick (over the compute its runs consumed, never beyond), the baseline's score at its
-    largest budget dashed, and the fits' residuals in a panel below; a metric scored on a
-    `proxy` data set says so in its title. None without points."""
+    largest budget dashed, each reference variant's mean score (`levels`: it trained nothing
+    here, so it has no compute) dotted across, and the fits' residuals in a panel below; a
+    metric scored on a `proxy` data set says so in its title. None without points."""
     if points.empty:
         return None
     colours = palette(variants)
@@ -215,6 +216,9 @@ def compute_figure(points: pd.DataFrame, variants: Sequence[str], metric: str, u
         if not math.isnan(target) and baseline is not None:
             ax.axhline(target, color="0.25", lw=1.0, ls="--",
                        label=f"target: {baseline} at its largest budget")
+        for variant, level in (levels or {}).items():
+            if drawable(np.array([level])).all():
+                ax.axhline(level, color=colours[variant], lw=1.4, ls=":", label=variant)
         res.axhline(0.0, color="0.25", lw=0.8)
         ax.set_xscale("log")
         ax.set_ylabel(metric)

@@ -47,10 +47,16 @@ def spec_for(suite: Suite, results: Path, storage: str | None = None,
         notes.append(f"'{name}' is scored on a PROXY data set built from freely "
                      "available text, not on the benchmark itself: compare variants with "
                      "each other, not with published numbers.")
-    ladders = [name for name, v in suite.variants.items() if v.budget.is_ladder]
+    ladders = [name for name, v in suite.variants.items() if v.trains and v.budget.is_ladder]
     if ladders:
         notes.append(f"{', '.join(ladders)} trained on a ladder of budgets: the tables compare "
                      "each variant at its largest budget.")
+    references = [name for name, v in suite.variants.items() if not v.trains]
+    if references:
+        notes.append(f"{', '.join(references)} (reference): a checkpoint trained elsewhere "
+                     "(a released model), scored here by the same evaluators; it trained "
+                     "nothing here, so it has no training compute or curve, and is drawn "
+                     "across the compute figures as a dotted line.")
     metrics = rep.metrics or family.default_metrics
     return ReportSpec(
         suite=suite.name,

@@ -5,7 +5,7 @@ runs compared at each variant's largest budget, and a ladder's lower rungs kept 
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +13,9 @@ import pandas as pd
 from bench.contract import BudgetConfig
 from bench.errors import UserError
 from bench.store.queries import FINISHED, suite_rows
+
+# What follows a reference variant's name wherever a report shows it.
+REFERENCE_MARK = " (reference)"
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,13 @@ class SuiteData:
     # final metric rows of every finished run at every budget of a ladder (`finals` holds only
     # each variant's largest): what a metric is read against compute from
     ladder: pd.DataFrame
+    # reference variants (a checkpoint scored, nothing trained) by name -> the name every table
+    # and figure shows them under, which marks them: `<name> (reference)`
+    references: dict[str, str] = field(default_factory=dict)
+
+    def shown(self, variant: str) -> str:
+        """The name a variant is shown by (marked when it is a reference)."""
+        return self.references.get(variant, variant)
 
 
 def load_suite_data(index_path: Path, suite: str, required: bool = True,
@@ -48,6 +58,12 @@ def load_suite_data(index_path: Path, suite: str, required: bool = True,
     text = ["reason", "path", "config", "provenance", "started", "ended"]
     runs[text] = runs[text].astype(object).where(runs[text].notna(), None)
     runs["state"] = _shown_states(index_path, suite, runs)
+    configs = [json_object(c, "config", r) for c, r in zip(runs["config"], runs["run_id"],
+                                                           strict=True)]
+    # A reference variant's runs are marked by name, so every table and figure marks them alike.
+    scored = pd.Series(["checkpoint" in c for c in configs], index=runs.index)
+    references = {v: f"{v}{REFERENCE_MARK}" for v in runs.loc[scored, "variant"]}
+    runs.loc[scored, "variant"] = runs.loc[scored, "variant"] + REFERENCE_MARK
     finished = runs.loc[runs["state"] == FINISHED, "run_id"]
     if finished.empty:
         if not required:
@@ -58,8 +74,7 @@ def load_suite_data(index_path: Path, suite: str, required: bool = True,
     # The runs table is authoritative for variant and seed; metric rows only name their run.
     # A variant trained on a ladder of budgets is compared at its largest (a ladder's lower
     # rungs are for reading metrics against compute, not for averaging with it).
-    budgets = [_budget(json_object(c, "config", r))
-               for c, r in zip(runs["config"], runs["run_id"], strict=True)]
+    budgets = [_budget(c) for c in configs]
     runs["unit"] = [unit for unit, _ in budgets]
     runs["budget"] = [amount for _, amount in budgets]
     top = runs.groupby("variant")["budget"].transform("max")
@@ -85,6 +100,7 @@ def load_suite_data(index_path: Path, suite: str, required: bool = True,
         curves=metrics[~is_final].reset_index(drop=True),
         points=points.reset_index(drop=True),
         ladder=ladder.reset_index(drop=True),
+        references=references,
     )
 
 
@@ -115,9 +131,11 @@ def _budget(config: dict) -> tuple[str | None, float]:
 
 
 def variant_order(declared: Sequence[str], data: SuiteData) -> list[str]:
-    """The suite's variant order, then any variant in the index that the suite no longer names."""
-    extra = sorted(set(data.runs["variant"]) - set(declared))
-    return [*declared, *extra]
+    """The suite's variant order, then any variant in the index that the suite no longer names;
+    each by the name it is shown by."""
+    shown = [data.shown(v) for v in declared]
+    extra = sorted(set(data.runs["variant"]) - set(shown))
+    return [*shown, *extra]
 
 
 def json_object(text: str | None, column: str, run_id: str) -> dict:

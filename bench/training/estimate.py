@@ -86,10 +86,14 @@ class Total:
 
 def spend(family: Family, runs: list[RunSpec], processes: int = 1) -> list[RunSpend]:
     """Each run's stages with the steps their budgets buy at the family's priced step costs on
-    `processes` processes (a budget that buys no step is a UserError naming it)."""
+    `processes` processes (a budget that buys no step is a UserError naming it); a reference
+    variant's runs train nothing."""
     costs: dict[str, dict[str, StepCost]] = {}
     planned = []
     for run in runs:
+        if not run.variant.trains:  # a reference variant's checkpoint: scored, not trained
+            planned.append(RunSpend(run, []))
+            continue
         if run.variant.name not in costs:
             costs[run.variant.name] = family.step_costs(run.config, processes)
         stage_costs = costs[run.variant.name]
@@ -120,7 +124,7 @@ def flops_spread(planned: list[RunSpend]) -> list[str]:
     by_budget: dict[tuple[str, float], dict[str, float]] = {}
     for p in planned:
         budget = p.run.variant.budget
-        if budget.unit in ("flops", "seconds") or p.flops is None:
+        if budget.unit in ("flops", "seconds") or p.flops is None or not p.run.variant.trains:
             continue
         by_budget.setdefault((budget.unit, budget.amount), {})[p.run.variant.name] = p.flops
     lines = []

@@ -15,7 +15,8 @@ SUITE_ENV = {"BENCH_DATA": "/nonexistent"} | {
     var: f"/data/{var.lower()}" for var in (
         "GLUE_DIR", "LAMBADA_OPENAI", "FDDB_ROOT", "PASCAL_ANNOTATIONS", "PASCAL_IMAGES",
         "WIDER_ROOT", "OWT2_TRAIN", "BERT_TOKENIZER", "CCNEWS_TRAIN", "PYTHIA_TOKENIZER",
-        "VGG16_WEIGHTS", "WIKI_LANGS", "MBERT_TOKENIZER", "XNLI_DATA")}
+        "VGG16_WEIGHTS", "WIKI_LANGS", "MBERT_TOKENIZER", "XNLI_DATA", "PYTHIA70M_MODEL",
+        "BERT_BASE_MODEL")}
 
 
 def suite_run_ids() -> dict[str, dict[str, list[str]]]:

@@ -3,6 +3,7 @@
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank"]
 PLACES = ["market", "river", "garden", "station", "library"]
@@ -56,3 +57,30 @@ objective: softmax
 variants:
   softmax: {{}}
 {variants}"""
+
+
+def byte_bpe(corpus: list[str], vocab_size: int = 320) -> Any:
+    """A byte-level BPE trained on `corpus`, as a Hugging Face fast tokenizer (end of text:
+    `<|endoftext|>`), the kind a GPT-style checkpoint ships."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
+
+
+def write_word_sst2(glue: Path) -> Path:
+    """A GLUE SST-2 folder (`glue/SST-2`) whose label is whether a sentence says 'good': a task
+    any classifier that reads words learns at once."""
+    (glue / "SST-2").mkdir(parents=True, exist_ok=True)
+    words = ["film", "plot", "cast", "score", "pace"]
+    for split, n in (("train", 40), ("dev", 20)):
+        lines = ["sentence\tlabel"] + [
+            f"the {words[i % 5]} was {'good' if i % 2 else 'bad'}\t{i % 2}" for i in range(n)]
+        (glue / "SST-2" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return glue

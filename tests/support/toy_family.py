@@ -8,6 +8,7 @@ selection run on it.
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +64,7 @@ class ToyFamily:
     # point neither way.
     higher_is_better = {"val.mse": False, "val.*": None}
     report_curve = "curve.train_loss"
+    checkpoint_form = "a toy weights file (torch.save of the linear model's state dict)"
 
     def stages(self, config: ToyConfig) -> list[str]:
         return ["train"]
@@ -95,9 +97,29 @@ class ToyFamily:
         ctx.train(Stage("train", model, list(model.parameters()), cfg.optim, rows, mse,
                         items=len, seed=run.seed, **loop_options(cfg, ctx.device)))
         if ctx.main:
-            with torch.no_grad():
-                ctx.record({"val.mse": float(mse(rows(10**9)[0]))})  # rows no step reads
-            ctx.evaluate(WordCounts())
+            _score(model, cfg, ctx, run.seed)
+
+    def scoring(self, config: ToyConfig) -> dict[str, Any]:
+        return {"width": config.width}
+
+    def score(self, run: RunSpec, ctx: RunContext) -> None:
+        """The linear model saved in the checkpoint file, scored as a trained one is."""
+        cfg: ToyConfig = run.config
+        model = torch.nn.Linear(cfg.width, 1, bias=False)
+        assert run.variant.checkpoint is not None
+        model.load_state_dict(torch.load(run.variant.checkpoint, weights_only=True))
+        if ctx.main:
+            _score(model, cfg, ctx, run.seed)
+
+
+def _score(model: torch.nn.Linear, cfg: ToyConfig, ctx: RunContext, seed: int) -> None:
+    """The held-out error on rows no training step reads, and the GLUE evaluators' scores."""
+    truth = torch.randn(cfg.width, generator=torch.Generator().manual_seed(0))
+    unread = torch.Generator().manual_seed(seed * 1_000_003 + 10**9)
+    x = torch.randn(cfg.batch_size, cfg.width, generator=unread)
+    with torch.no_grad():
+        ctx.record({"val.mse": float(F.mse_loss(model(x).squeeze(-1), x @ truth))})
+    ctx.evaluate(WordCounts())
 
 
 FAMILY: Family[ToyConfig] = ToyFamily()
