@@ -336,7 +336,7 @@ def test_a_checkpoint_is_read_as_tensors_only_and_a_wrong_one_is_named(tmp_path)
         load_ssh_weights(model, planted, named)
     listed = tmp_path / "list.pt"
     torch.save([torch.zeros(1)], listed)
-    with pytest.raises(UserError, match="expected a state dict of SSH's tensors .* got a list"):
+    with pytest.raises(UserError, match=r"expected a state dict of SSH.s tensors .* got a list"):
         load_ssh_weights(model, listed, named)
     wider = tmp_path / "wider.pt"
     torch.save(build_ssh(SSHModelConfig(width=0.25)).state_dict(), wider)
