@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 import torch
 from support.store_suite import write_suite
-from support.textgen import narrative_passages, write_jsonl
-from test_family_contract import _sst2_like
+from support.textgen import narrative_passages, write_jsonl, write_word_sst2
 
 from bench.cli import main
 from bench.config.plan import plan
@@ -37,7 +36,7 @@ def toy_suite(folder: Path, budget: str = "{steps: 12}", glue: bool = True) -> P
     wsd ladder of it without evaluation."""
     evals = "[]"
     if glue:
-        _sst2_like(folder / "glue")
+        write_word_sst2(folder / "glue")
         evals = f"\n  - glue: {{path: {folder / 'glue'}, tasks: [sst2], finetune: {{epochs: 2}}}}"
     optim = f"optim: {WSD}\n" if budget.startswith("{steps: [") else ""
     path = folder / "suite.yaml"
