@@ -130,6 +130,10 @@ def test_a_reference_is_scored_beside_the_trained_runs_and_marked_in_the_report(
     weights = _toy_weights(tmp_path / "released.pt")
     suite = toy_suite(tmp_path, weights, steps="[10, 20]")
     results, out = tmp_path / "results", tmp_path / "reports"
+    assert main(["run", str(suite), "--only", "narrow", "--results", str(results),
+                 "--no-progress"]) == 0
+    assert main(["report", str(suite), "--results", str(results), "--out", str(out)]) == 0
+    assert ">released (reference)<" in (out / "toy-ref.html").read_text()  # not scored yet
     assert main(["run", str(suite), "--results", str(results), "--no-progress"]) == 0
     with sqlite3.connect(results / "index.sqlite") as con:
         states = con.execute("SELECT variant, state, COUNT(*) FROM runs GROUP BY variant")
@@ -151,6 +155,7 @@ def test_a_reference_is_scored_beside_the_trained_runs_and_marked_in_the_report(
     x = torch.randn(16, 8, generator=torch.Generator().manual_seed(seed * 1_000_003 + 10**9))
     assert recorded["val.mse"] == pytest.approx(float(((x.sum(1) - x @ truth) ** 2).mean()))
 
+    capsys.readouterr()
     assert main(["run", str(suite), "--results", str(results), "--no-progress"]) == 0
     assert capsys.readouterr().out.count("finished earlier, skipped") == 6
     assert main(["report", str(suite), "--results", str(results), "--out", str(out)]) == 0

@@ -41,7 +41,7 @@ _PROVENANCE_FIELDS = ("commit", "device", "host", "python")
 
 def variant_parts(spec: ReportSpec, data: SuiteData) -> dict[str, Any]:
     """The template's values for the suite's variants (`main` None: there are none to show)."""
-    variants = variant_order(spec.variants, data)
+    variants = variant_order(spec.variants, data, spec.references)
     # the paper's numbers under the names the variants are shown by
     spec = replace(spec, reference={data.shown(k): v for k, v in spec.reference.items()})
     summary = statistics.summary_table(data, variants, spec.metrics, spec.baseline, spec.reference)

@@ -30,6 +30,7 @@ class ReportSpec:
     # evaluators whose data are a proxy for the benchmark (their metrics are labelled so)
     proxies: list[str] = field(default_factory=list)
     variants: list[str]
+    references: list[str] = field(default_factory=list)  # variants scoring a checkpoint
     sweep: SweepSource | None = None  # the suite's Optuna study, when it has a `sweep:` block
 
 
@@ -69,6 +70,7 @@ def spec_for(suite: Suite, results: Path, storage: str | None = None,
         reference_source=rep.reference_source,
         notes=notes,
         variants=list(suite.variants),
+        references=references,
         item_unit=family.item_unit,
         curve=family.report_curve,
         table=rep.table,

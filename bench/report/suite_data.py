@@ -130,10 +130,12 @@ def _budget(config: dict) -> tuple[str | None, float]:
         return None, math.nan
 
 
-def variant_order(declared: Sequence[str], data: SuiteData) -> list[str]:
+def variant_order(declared: Sequence[str], data: SuiteData, references: Sequence[str] = ()
+                  ) -> list[str]:
     """The suite's variant order, then any variant in the index that the suite no longer names;
-    each by the name it is shown by."""
-    shown = [data.shown(v) for v in declared]
+    each by the name it is shown by (the suite's `references` marked before any of their runs
+    is recorded)."""
+    shown = [f"{v}{REFERENCE_MARK}" if v in references else data.shown(v) for v in declared]
     extra = sorted(set(data.runs["variant"]) - set(shown))
     return [*shown, *extra]
 
