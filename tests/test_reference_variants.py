@@ -129,6 +129,7 @@ def test_a_reference_is_scored_beside_the_trained_runs_and_marked_in_the_report(
                                                                               capsys):
     weights = _toy_weights(tmp_path / "released.pt")
     suite = toy_suite(tmp_path, weights, steps="[10, 20]")
+    suite.write_text(suite.read_text() + "reference:\n  released: {glue.score: 0.875}\n")
     results, out = tmp_path / "results", tmp_path / "reports"
     assert main(["run", str(suite), "--only", "narrow", "--results", str(results),
                  "--no-progress"]) == 0
@@ -162,6 +163,8 @@ def test_a_reference_is_scored_beside_the_trained_runs_and_marked_in_the_report(
     html = (out / "toy-ref.html").read_text()
     assert html.count(">released (reference)<") >= 3  # key metrics, per-run values, provenance
     assert ">released<" not in html
+    row = html.split(">released (reference)<")[1].split("</tr>")[0]  # the key metrics' row
+    assert ">0.8750<" in row  # the paper's number for it, beside its own
     figures = html.split("<svg")[1:]
     by_title = {title: next(f for f in figures if title in f)
                 for title in ("val.mse against training steps", "glue.score")}

@@ -59,14 +59,14 @@ def variant_inputs(family: Family, variant: Variant, cache_dir: Path | None
     """The fingerprinted files and folders a variant's runs read (see bench.util.fingerprint): the
     family's (a reference variant's: its checkpoint), and each evaluator's as
     `evals.<name>.<label>`."""
-    trains = variant.checkpoint is None
-    found = family.inputs(variant.config) if variant.checkpoint is None else {
-        "checkpoint": variant.checkpoint}
+    if variant.checkpoint is None:
+        found, derived = family.inputs(variant.config), family.derived_inputs(variant.config)
+    else:  # a reference variant reads its checkpoint, no training data
+        found, derived = {"checkpoint": variant.checkpoint}, {}
     root = family.data_root(variant.config)
     for name, cfg in variant.evals:
         found |= {f"evals.{name}.{label}": path
                   for label, path in get_evaluator(name).inputs(cfg, root).items()}
-    derived = family.derived_inputs(variant.config) if trains else {}
     return fingerprint_inputs(found, cache_dir) | derived
 
 

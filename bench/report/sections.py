@@ -43,7 +43,8 @@ def variant_parts(spec: ReportSpec, data: SuiteData) -> dict[str, Any]:
     """The template's values for the suite's variants (`main` None: there are none to show)."""
     variants = variant_order(spec.variants, data, spec.references)
     # the paper's numbers under the names the variants are shown by
-    spec = replace(spec, reference={data.shown(k): v for k, v in spec.reference.items()})
+    spec = replace(spec, reference={data.shown(k, spec.references): v
+                                    for k, v in spec.reference.items()})
     summary = statistics.summary_table(data, variants, spec.metrics, spec.baseline, spec.reference)
     consumed = statistics.compute_table(data, variants, spec.item_unit)
     shared, per_run = provenance_tables(statistics.provenance_table(data, variants))

@@ -33,9 +33,11 @@ class SuiteData:
     # and figure shows them under, which marks them: `<name> (reference)`
     references: dict[str, str] = field(default_factory=dict)
 
-    def shown(self, variant: str) -> str:
-        """The name a variant is shown by (marked when it is a reference)."""
-        return self.references.get(variant, variant)
+    def shown(self, variant: str, references: Sequence[str] = ()) -> str:
+        """The name a variant is shown by: marked when its runs, or the suite (`references`,
+        before any run of it is recorded), say it is a reference."""
+        marked = f"{variant}{REFERENCE_MARK}" if variant in references else variant
+        return self.references.get(variant, marked)
 
 
 def load_suite_data(index_path: Path, suite: str, required: bool = True,
@@ -135,7 +137,7 @@ def variant_order(declared: Sequence[str], data: SuiteData, references: Sequence
     """The suite's variant order, then any variant in the index that the suite no longer names;
     each by the name it is shown by (the suite's `references` marked before any of their runs
     is recorded)."""
-    shown = [f"{v}{REFERENCE_MARK}" if v in references else data.shown(v) for v in declared]
+    shown = [data.shown(v, references) for v in declared]
     extra = sorted(set(data.runs["variant"]) - set(shown))
     return [*shown, *extra]
 
