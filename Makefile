@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export BENCH_DATA ?= $(HOME)/.cache/headless-bench
 
-.PHONY: setup data demo demo-sweep test test-fast run-ids lint bench gpu-check clean
+.PHONY: setup data demo demo-sweep test test-fast run-ids lint bench gpu-check slurm-up slurm-down clean
 
 setup: $(STAMP)
 
@@ -52,6 +52,14 @@ bench: data
 
 gpu-check: setup
 	$(BIN)/python benchmarks/gpu_check.py --out reports/gpu-check.json
+
+# A real one-node SLURM cluster (Debian's slurm-wlm, slurmdbd, mariadb-server, munge) to try
+# `--executor slurm` on by hand; it prints the SLURM_CONF to export. Needs root.
+slurm-up: setup
+	PYTHONPATH=tests $(BIN)/python -m support.slurm_cluster up
+
+slurm-down: setup
+	PYTHONPATH=tests $(BIN)/python -m support.slurm_cluster down
 
 clean:
 	rm -rf $(VENV)

@@ -2,6 +2,7 @@
 sbatch file submitit writes from it, and run ids that do not depend on it."""
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,57 @@ def test_local_executor_takes_the_shared_parameters(tmp_path):
     params = Resources(tasks_per_node=2, timeout_min=30).submitit_parameters()
     executor.update_parameters(**{k: v for k, v in params.items() if not k.startswith("slurm_")})
     assert executor._num_tasks() == 2 and executor.parameters["timeout_min"] == 30
+
+
+# sinfo --noheader --Node --format='%P|%c|%m|%G|%l' on a cluster of two partitions: `cpu`, the
+# default, of 2-CPU nodes, and `a100` of 8-GPU nodes with a 2-day limit (SLURM 22.05 to 24.x)
+SINFO = """\
+cpu*|2|7000|(null)|infinite
+cpu*|2|7000|(null)|infinite
+a100|64|500000|gpu:a100:8(S:0-1)|2-00:00:00
+a100|64|500000|gpu:8,mps:400|2-00:00:00
+"""
+
+
+def test_sinfo_lines_read_as_nodes():
+    from bench.execution.partition import parse_nodes
+
+    nodes = parse_nodes(SINFO + "garbage\ncpu|x|1|(null)|1:00\n")
+    read = [(n.partition, n.default, n.cpus, n.memory_mb, n.gpus, n.limit_min) for n in nodes]
+    assert read == [("cpu", True, 2, 7000, 0, float("inf"))] * 2 + [
+        ("a100", False, 64, 500000, 8, 2880)] * 2
+
+
+@pytest.mark.parametrize(("over", "message"), [
+    ({"cpus_per_task": 4}, "resources.cpus_per_task 4 (x 1 tasks a node): a node of the job "
+     "needs 4 CPUs; the nodes of partition 'cpu' have at most 2 (sinfo)"),
+    ({"mem_gb": 8}, "resources.mem_gb 8: a node of the job needs 8192 MB of memory; the nodes "
+     "of partition 'cpu' have at most 7000"),
+    ({"gpus_per_node": 1}, "resources.gpus_per_node 1: a node of the job needs 1 GPUs; the "
+     "nodes of partition 'cpu' have at most 0"),
+    ({"nodes": 3, "cpus_per_task": 1}, "resources.nodes 3: partition 'cpu' has 2 nodes"),
+    ({"partition": "a100", "gpus_per_node": 8, "timeout_min": 5000},
+     "resources.timeout_min 5000: partition 'a100' lets a job run 2880 minutes at most"),
+    ({"partition": "h100"}, "resources.partition 'h100': no such partition on this cluster "
+     "(sinfo lists a100, cpu)"),
+])
+def test_a_job_no_node_can_take_is_refused_naming_the_field(over, message):
+    from bench.execution.partition import fitted, parse_nodes
+
+    with pytest.raises(UserError, match=re.escape(message)):
+        fitted(Resources().merged(over), parse_nodes(SINFO))
+
+
+def test_a_default_a_node_cannot_give_is_lowered_to_fit():
+    from bench.execution.partition import fitted, parse_nodes
+
+    nodes = parse_nodes(SINFO)
+    resources, notes = fitted(Resources(), nodes)
+    assert resources.cpus_per_task == 2
+    assert notes == ["resources.cpus_per_task: 2, not the default 4: the nodes of partition "
+                     "'cpu' have at most 2 CPUs"]
+    assert fitted(Resources().merged({"partition": "a100", "gpus_per_node": 8}), nodes) == (
+        Resources().merged({"partition": "a100", "gpus_per_node": 8}), [])  # 8 x 4 <= 64
+    # two tasks a node share the CPUs
+    two = Resources().merged({"tasks_per_node": 2})
+    assert fitted(two, nodes)[0].cpus_per_task == 1

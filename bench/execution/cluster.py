@@ -41,6 +41,7 @@ from typing import Any
 
 from bench.contract import RunSpec
 from bench.errors import ClaimRefused, UserError
+from bench.execution.partition import fitted, partition_nodes
 from bench.resources import Resources
 from bench.store.claims import (
     CLOCK_SKEW_S,
@@ -292,19 +293,23 @@ def run_workers(kind: str, entry: Callable[[list[str]], int], argv: list[str], n
     return max(codes, default=0)
 
 
-def check_resources(kind: str, resources: Resources) -> None:
-    """What an executor cannot give: the local one runs on this machine alone."""
+def check_resources(kind: str, resources: Resources) -> tuple[Resources, list[str]]:
+    """The resources a job of `kind` is submitted with, and a line for each default lowered to
+    fit: the local executor runs on this machine alone; on SLURM no node of the partition may
+    lack what a job asks (`partition.fitted`: it would pend for ever), a UserError naming the
+    field."""
     if kind == "local" and resources.nodes > 1:
         raise UserError(f"resources.nodes {resources.nodes}: the local executor runs on this "
                         "machine alone (nodes: 1)")
+    nodes = partition_nodes() if kind == "slurm" else None
+    return (resources, []) if nodes is None else fitted(resources, nodes)
 
 
 def make_executor(kind: str, folder: Path, resources: Resources, suite: str,
                   max_parallel: int) -> Any:
-    """A submitit executor for jobs of one resources block."""
+    """A submitit executor for jobs of one resources block (`check_resources`' answer)."""
     import submitit
 
-    check_resources(kind, resources)
     try:
         executor = submitit.AutoExecutor(folder=folder, cluster=kind,
                                          slurm_max_num_timeout=MAX_TIMEOUTS,

@@ -142,8 +142,10 @@ def submit(suite: Suite, runs: list[RunSpec], options: RunOptions) -> int:
 
     resources = {name: v.resources.override(options.resource)
                  for name, v in suite.variants.items()}
-    for name in {r.variant.name for r in runs}:  # what cannot run fails here, not in a job
-        check_resources(options.executor, resources[name])
+    for name in sorted({r.variant.name for r in runs}):  # what cannot run fails here
+        resources[name], lowered = check_resources(options.executor, resources[name])
+        for line in lowered:
+            print(f"variant {name}: {line}", flush=True)
         if resources[name].processes > 1:
             suite.family.step_costs(suite.variants[name].config, resources[name].processes)
     preflight(suite, runs)

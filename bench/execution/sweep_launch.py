@@ -109,7 +109,9 @@ def _worker_resources(suite: Suite, options: SweepOptions) -> Resources | None:
     from bench.execution.cluster import check_resources
 
     resources = sweep_variant(suite).resources.override(options.resource)
-    check_resources(options.executor, resources)
+    resources, lowered = check_resources(options.executor, resources)
+    for line in lowered:
+        print(f"sweep workers: {line}", flush=True)
     return resources
 
 

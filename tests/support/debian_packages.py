@@ -9,7 +9,7 @@ what is missing and how to provide it.
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -33,20 +33,20 @@ def _installed_packages() -> set[str]:
     return {line[3:] for line in listing.splitlines() if line.startswith("ii")}
 
 
-def apt_install(package: str, missing: str) -> list[str]:
-    """Install `package` non-interactively; return every package the install added.
+def apt_install(packages: Sequence[str], missing: str) -> list[str]:
+    """Install `packages` non-interactively; return every package the install added.
 
-    The list, not just `package`, is what gets purged: purging a metapackage alone would leave
+    The list, not just `packages`, is what gets purged: purging a metapackage alone would leave
     what it pulled in (for PostgreSQL the versioned server, its configuration and the cluster
     Debian creates on install). The package lists are refreshed only when the install fails."""
-    env, install = _apt_env(), ["apt-get", "install", "-y", "--no-install-recommends", package]
+    env, install = _apt_env(), ["apt-get", "install", "-y", "--no-install-recommends", *packages]
     before = _installed_packages()
     if subprocess.run(install, env=env, capture_output=True, check=False).returncode != 0:
         subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
         done = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise RuntimeError(f"{missing}, and installing Debian's {package} with apt-get "
-                               f"failed; install it by hand:\n{done.stderr}")
+            raise RuntimeError(f"{missing}, and installing Debian's {' '.join(packages)} with "
+                               f"apt-get failed; install it by hand:\n{done.stderr}")
     return sorted(_installed_packages() - before)
 
 
@@ -60,21 +60,23 @@ def apt_purge(packages: list[str]) -> None:
 
 
 @contextmanager
-def provided(package: str, find: Callable[[], Found | None], missing: str) -> Iterator[Found]:
-    """What `find` finds, installed from Debian's `package` for the block where a root CI
+def provided(packages: str | Sequence[str], find: Callable[[], Found | None], missing: str
+             ) -> Iterator[Found]:
+    """What `find` finds, installed from Debian's `packages` for the block where a root CI
     machine lacks it; skips the test elsewhere. `missing` says what `find` looked for."""
+    names = [packages] if isinstance(packages, str) else list(packages)
     found = find()
     if found is not None:
         yield found
         return
     if not may_install_packages():
-        pytest.skip(f"{missing}: install it (Debian: apt-get install {package}), or run the "
-                    "tests as root with CI set to install it for the session")
-    installed = apt_install(package, missing)
+        pytest.skip(f"{missing}: install it (Debian: apt-get install {' '.join(names)}), or run "
+                    "the tests as root with CI set to install it for the session")
+    installed = apt_install(names, missing)
     try:
         found = find()
         if found is None:
-            raise RuntimeError(f"apt-get installed {package}, yet {missing}")
+            raise RuntimeError(f"apt-get installed {' '.join(names)}, yet {missing}")
         yield found
     finally:
         apt_purge(installed)

@@ -1,0 +1,110 @@
+"""Runs as jobs of a real SLURM cluster (Debian's slurmctld, slurmd and slurmdbd on this machine,
+`support.slurm_cluster`): the commands users' clusters answer (sbatch, squeue, sacct) and the
+same runs as inline, untimed metric for metric."""
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from support.slurm_cluster import Cluster, slurm_cluster
+from support.store_suite import write_suite
+from test_cluster import BUDGET, bench, finish, inline, metrics_by_run
+
+__all__ = ["inline"]  # the inline runs, a fixture of this module too
+
+
+@pytest.fixture(scope="module")
+def slurm() -> Iterator[Cluster]:
+    """The cluster, its SLURM_CONF in the environment the bench commands inherit."""
+    with slurm_cluster() as cluster:
+        before = os.environ.get("SLURM_CONF")
+        os.environ["SLURM_CONF"] = str(cluster.conf)
+        try:
+            yield cluster
+        finally:
+            if before is None:
+                del os.environ["SLURM_CONF"]
+            else:
+                os.environ["SLURM_CONF"] = before
+
+
+def sacct(cluster: Cluster, job: str) -> list[dict[str, str]]:
+    """The accounting records of a job (an array: each task), as sacct prints them."""
+    fields = ["JobID", "State", "Start", "End"]
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job, "-o", ",".join(fields)],
+                         env=cluster.env, capture_output=True, text=True, check=True).stdout
+    return [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines()]
+
+
+def most_at_once(tasks: list[dict[str, str]]) -> int:
+    """The most tasks running at one moment, from their start and end times."""
+    events = sorted([(datetime.fromisoformat(t["Start"]), 1) for t in tasks]
+                    + [(datetime.fromisoformat(t["End"]), -1) for t in tasks])
+    running = peak = 0
+    for _, step in events:  # at one second, ends come before starts: [start, end)
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def job_ids(results: Path) -> set[str]:
+    return {json.loads(p.read_text())["job_id"]
+            for p in (results / ".jobs" / "store-e2e").glob("*.json")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_an_array_runs_at_most_max_parallel_at_once_and_matches_inline(slurm, tmp_path, inline,
+                                                                       parallel):
+    write_suite(tmp_path, BUDGET)
+    code, out, err = finish(bench(tmp_path, "run", "suite.yaml", "--seeds", "0", "1",
+                                  "--results", "results", "--executor", "slurm",
+                                  "--max-parallel", str(parallel), "--resource",
+                                  "cpus_per_task=1", "--no-progress"))
+    assert code == 0, out + err
+    assert metrics_by_run(tmp_path / "results") == inline
+    tasks = job_ids(tmp_path / "results")
+    (array,) = {task.split("_")[0] for task in tasks}  # one array of four tasks
+    records = sacct(slurm, array)
+    assert sorted(r["JobID"] for r in records) == sorted(tasks)
+    assert {r["State"] for r in records} == {"COMPLETED"}
+    assert most_at_once(records) == parallel
+
+
+@pytest.mark.slow
+def test_a_request_no_node_can_take_is_refused_before_anything_is_submitted(slurm, tmp_path):
+    write_suite(tmp_path, BUDGET)
+    too_many = slurm.cpus + 1
+    code, _, err = finish(bench(tmp_path, "run", "suite.yaml", "--results", "results",
+                                "--executor", "slurm", "--resource",
+                                f"cpus_per_task={too_many}", "--no-progress"))
+    assert code == 2 and "Traceback" not in err
+    assert (f"error: resources.cpus_per_task {too_many} (x 1 tasks a node): a node of the job "
+            f"needs {too_many} CPUs; the nodes of partition 'debug' have at most {slurm.cpus} "
+            "(sinfo); nothing was submitted") in err
+    queued = subprocess.run(["squeue", "-h", "-o", "%i %j"], env=slurm.env, capture_output=True,
+                            text=True, check=True).stdout
+    assert "bench-store-e2e" not in queued and not (tmp_path / "results" / ".jobs").exists()
+
+
+@pytest.mark.slow
+def test_the_default_cpus_fit_the_node_and_the_run_matches_inline(slurm, tmp_path):
+    write_suite(tmp_path, BUDGET)
+    code, out, err = finish(bench(tmp_path, "run", "suite.yaml", "--only", "softmax",
+                                  "--results", "results", "--executor", "slurm", "--no-progress"))
+    assert code == 0, out + err
+    cpus = min(slurm.cpus, 4)
+    lowered = (f"variant softmax: resources.cpus_per_task: {cpus}, not the default 4: the nodes "
+               f"of partition 'debug' have at most {slurm.cpus} CPUs")
+    assert (lowered in out) == (slurm.cpus < 4)
+    # the job's threads are its CPUs: inline on as many threads, the same numbers
+    inline_env = dict(os.environ, BENCH_DATA=str(tmp_path / "cache"), OMP_NUM_THREADS=str(cpus))
+    subprocess.run([sys.executable, "-m", "bench", "run", "suite.yaml", "--only", "softmax",
+                    "--results", "inline", "--no-progress"], cwd=tmp_path, env=inline_env,
+                   check=True, capture_output=True)
+    assert metrics_by_run(tmp_path / "results") == metrics_by_run(tmp_path / "inline")
