@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 from support.slurm_cluster import Cluster, slurm_cluster
 from support.store_suite import write_suite
-from test_cluster import BUDGET, bench, finish, inline, metrics_by_run
+from test_cluster import BUDGET, bench, finish, inline, metrics_by_run, wait_for
+
+from bench.store.runs import Store
 
 __all__ = ["inline"]  # the inline runs, a fixture of this module too
 
@@ -108,3 +110,56 @@ def test_the_default_cpus_fit_the_node_and_the_run_matches_inline(slurm, tmp_pat
                     "--results", "inline", "--no-progress"], cwd=tmp_path, env=inline_env,
                    check=True, capture_output=True)
     assert metrics_by_run(tmp_path / "results") == metrics_by_run(tmp_path / "inline")
+
+
+def running_job(cluster: Cluster, results: Path) -> str:
+    """The SLURM job of the suite's one run, once the run has written a checkpoint."""
+    wait_for(lambda: list(results.glob("store-e2e/*/checkpoints/pretrain.pt")),
+             "a checkpoint of the job")
+    (job,) = job_ids(results)
+    return job
+
+
+@pytest.mark.slow
+def test_a_cancelled_job_is_recorded_so_and_the_next_run_resumes_it(slurm, tmp_path, inline):
+    write_suite(tmp_path, BUDGET)
+    argv = ("run", "suite.yaml", "--only", "softmax", "--results", "results", "--executor",
+            "slurm", "--resource", "cpus_per_task=1", "--no-progress")
+    proc = bench(tmp_path, *argv)
+    job = running_job(slurm, tmp_path / "results")
+    subprocess.run(["scancel", job], env=slurm.env, check=True)
+    code, out, err = finish(proc)
+    assert code == 1 and "Traceback" not in err
+    assert f"failed: job {job} ended CANCELLED" in out  # SLURM's own word for it
+    (run,) = Store(tmp_path / "results").runs()
+    assert run["state"] == "failed" and f"job {job} ended CANCELLED" in run["reason"]
+    assert sacct(slurm, job)[0]["State"].startswith("CANCELLED")
+
+    code, out, err = finish(bench(tmp_path, *argv))  # a new job resumes the run
+    assert code == 0, out + err
+    (folder,) = (tmp_path / "results").glob("store-e2e/*")
+    assert "stage pretrain: resuming at step" in (folder / "run.log").read_text()
+    assert metrics_by_run(tmp_path / "results") == {("softmax", 0): inline["softmax", 0]}
+
+
+@pytest.mark.slow
+def test_a_requeued_job_stops_at_once_and_its_next_start_resumes_the_run(slurm, tmp_path,
+                                                                        inline):
+    write_suite(tmp_path, BUDGET)
+    proc = bench(tmp_path, "run", "suite.yaml", "--only", "softmax", "--results", "results",
+                 "--executor", "slurm", "--resource", "cpus_per_task=1", "--no-progress")
+    job = running_job(slurm, tmp_path / "results")
+    subprocess.run(["scontrol", "requeue", job], env=slurm.env, check=True)  # as preemption
+    code, out, err = finish(proc, timeout=600)  # SLURM holds a requeued job back ~2 minutes
+    assert code == 0, out + err
+    assert out.count(f"[job {job}]: running in process") == 2  # the same job, started twice
+    (folder,) = (tmp_path / "results").glob("store-e2e/*")
+    log = (folder / "run.log").read_text()
+    assert "stage pretrain: resuming at step" in log and log.count(f"run {folder.name}:") == 2
+    (job_log,) = (tmp_path / "results" / ".jobs" / "store-e2e").glob(f"{job}/*_log.out")
+    assert "SIGTERM: this job stops now" in job_log.read_text()
+    shown = subprocess.run(["scontrol", "show", "job", job], env=slurm.env, check=True,
+                           capture_output=True, text=True).stdout
+    assert "Restarts=1" in shown
+    assert metrics_by_run(tmp_path / "results") == {("softmax", 0): inline["softmax", 0]}
+    assert len(Store(tmp_path / "results").runs()) == 1

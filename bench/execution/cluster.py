@@ -196,14 +196,25 @@ def enter_job(threads: int) -> Any:
     import torch
 
     env = submitit.JobEnvironment()
-    # submitit ignores SIGTERM in the job (SLURM sends it before preempting); a process forked
-    # from the job (lm-eval's bootstrap pool) must still end when told to
+    # submitit ignores SIGTERM in the job, which would then train on until SIGKILL: the job
+    # stops at once instead; a process forked from it (lm-eval's bootstrap pool) ends as told
+    signal.signal(signal.SIGTERM, _stop_job)
     os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
     os.environ[JOB_ENV] = env.job_id
     os.environ[JOB_LOGS_ENV] = json.dumps({"stdout": str(env.paths.stdout),
                                            "stderr": str(env.paths.stderr)})
     torch.set_num_threads(min(threads, os.cpu_count() or 1))
     return env
+
+
+def _stop_job(signum: int, frame: Any) -> None:
+    """SIGTERM, which SLURM sends a job it requeues (`scontrol requeue`, a preemption), cancels
+    or stops at its time limit: the job ends now, its run left to resume from its last
+    checkpoint in the requeued job (same job id: it takes the run's claim at once) or at the
+    next `bench run`, which finds the job ended and says how."""
+    print(f"{signal.Signals(signum).name}: this job stops now; its run resumes from its last "
+          "checkpoint", flush=True)
+    raise SystemExit(128 + signum)
 
 
 def requeue(job: Any) -> Any:
