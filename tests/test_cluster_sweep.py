@@ -21,15 +21,16 @@ DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def sweep_as_jobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
-                  workers: int, trials: int) -> None:
-    """Run the tiny LM sweep with `workers` local worker jobs of one CPU each, then check the
-    study, the trial runs' folders, the jobs' logs and the index imported from the folders."""
+                  workers: int, trials: int, executor: str = "local") -> None:
+    """Run the tiny LM sweep with `workers` worker jobs of one CPU each (`executor`'s), then
+    check the study, the trial runs' folders, the jobs' logs and the index imported from the
+    folders."""
     monkeypatch.setenv("BENCH_DATA", str(tmp_path / "cache"))
     monkeypatch.delenv("BENCH_JOB_ID", raising=False)
     path = write_suite(tmp_path, trials=trials, pruner="median")
     results = tmp_path / "results"
     code = main(["sweep", str(path), "--results", str(results), "--no-progress",
-                 "--executor", "local", "--workers", str(workers),
+                 "--executor", executor, "--workers", str(workers),
                  "--resource", "cpus_per_task=1"])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -41,7 +42,7 @@ def sweep_as_jobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytes
     assert len(trials_done) == trials
 
     # One job per worker, each with its logs in its own folder under results/.jobs/.
-    jobs = dict(re.findall(r"^worker (\d+): job (\d+) \(local\), logs ", out, re.M))
+    jobs = dict(re.findall(rf"^worker (\d+): job ([\d_]+) \({executor}\), logs ", out, re.M))
     assert sorted(jobs) == [str(k) for k in range(workers)], out
     assert len(set(jobs.values())) == workers
     for job in jobs.values():

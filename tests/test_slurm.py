@@ -163,3 +163,26 @@ def test_a_requeued_job_stops_at_once_and_its_next_start_resumes_the_run(slurm, 
     assert "Restarts=1" in shown
     assert metrics_by_run(tmp_path / "results") == {("softmax", 0): inline["softmax", 0]}
     assert len(Store(tmp_path / "results").runs()) == 1
+
+
+@pytest.mark.slow
+def test_a_sweeps_worker_jobs_complete_its_study(slurm, tmp_path, monkeypatch, capsys):
+    from test_cluster_sweep import sweep_as_jobs
+
+    sweep_as_jobs(tmp_path, monkeypatch, capsys, workers=2, trials=3, executor="slurm")
+
+
+@pytest.mark.slow
+def test_two_submitters_of_one_suite_submit_each_run_once(slurm, tmp_path, inline):
+    write_suite(tmp_path, BUDGET)
+    argv = ("run", "suite.yaml", "--seeds", "0", "--results", "results", "--executor", "slurm",
+            "--resource", "cpus_per_task=1", "--no-progress")
+    a, b = bench(tmp_path, *argv), bench(tmp_path, *argv)
+    (code_a, out_a, err_a), (code_b, out_b, err_b) = finish(a), finish(b)
+    assert (code_a, code_b) == (0, 0), err_a + err_b
+    assert (out_a + out_b).count("submitted as job") == 2  # the later one followed those jobs
+    tasks = job_ids(tmp_path / "results")
+    assert len(tasks) == 2 and len(sacct(slurm, ",".join(tasks))) == 2
+    for folder in (tmp_path / "results").glob("store-e2e/*"):
+        assert (folder / "run.log").read_text().count(f"run {folder.name}: suite") == 1
+    assert metrics_by_run(tmp_path / "results") == {k: v for k, v in inline.items() if k[1] == 0}
