@@ -203,25 +203,29 @@ def test_executor_options_are_checked(tmp_path, capsys, argv, message):
     assert not (results / ".jobs").exists()
 
 
-@pytest.mark.slow
-def test_a_run_on_two_processes_is_one_job_of_two_tasks(tmp_path, inline):
-    suite = write_suite(tmp_path, BUDGET)  # two processes need the micro-batch in the config
+def run_on_two_tasks(root: Path, inline: dict, *executor: str) -> None:
+    """The softmax run as one job of two tasks on `executor`, against its inline run: the same
+    metrics, up to the order floats are summed in over 400 steps."""
+    suite = write_suite(root, BUDGET)  # two processes need the micro-batch in the config
     _override(suite, "train: {checkpoint_every: 2}",
               "train: {checkpoint_every: 2, micro_batch_size: 4}")
-    code, out, err = finish(bench(tmp_path, "run", "suite.yaml", "--only", "softmax",
-                                  "--results", "results", *LOCAL, "--resource",
-                                  "tasks_per_node=2"))
+    code, out, err = finish(bench(root, "run", "suite.yaml", "--only", "softmax", "--results",
+                                  "results", *executor, "--resource", "tasks_per_node=2"))
     assert code == 0, out + err
-    ((key, metrics),) = metrics_by_run(tmp_path / "results").items()
+    ((key, metrics),) = metrics_by_run(root / "results").items()
     assert key == ("softmax", 0) and metrics["train.world_size"] == 2
     reference = inline["softmax", 0]
     assert metrics.keys() - {"train.world_size"} == reference.keys() - {"train.world_size"}
     for name in ("train.pretrain.final_loss", "lambada.ppl", "val.loss", "val.nll"):
-        # float summation order differs over 400 steps
         assert metrics[name] == pytest.approx(reference[name], rel=1e-3), name
-    (folder,) = (tmp_path / "results").glob("store-e2e/*")
+    (folder,) = (root / "results").glob("store-e2e/*")
     assert (folder / "run.rank1.log").exists()  # the second task trained beside rank 0
-    assert len(list((tmp_path / "results" / ".jobs" / "store-e2e").glob("*/*_1_log.out"))) == 1
+    assert len(list((root / "results" / ".jobs" / "store-e2e").glob("*/*_1_log.out"))) == 1
+
+
+@pytest.mark.slow
+def test_a_run_on_two_processes_is_one_job_of_two_tasks(tmp_path, inline):
+    run_on_two_tasks(tmp_path, inline, *LOCAL)
 
 
 def _wsd_ladder(root: Path) -> None:

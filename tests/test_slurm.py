@@ -4,8 +4,10 @@ same runs as inline, untimed metric for metric."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -13,8 +15,18 @@ from pathlib import Path
 import pytest
 from support.slurm_cluster import Cluster, slurm_cluster
 from support.store_suite import write_suite
-from test_cluster import BUDGET, bench, finish, inline, metrics_by_run, wait_for
+from test_cluster import (
+    BUDGET,
+    bench,
+    checkpointed_holder,
+    finish,
+    inline,
+    metrics_by_run,
+    run_on_two_tasks,
+    wait_for,
+)
 
+from bench.execution.cluster import POLL_S
 from bench.store.runs import Store
 
 __all__ = ["inline"]  # the inline runs, a fixture of this module too
@@ -186,3 +198,43 @@ def test_two_submitters_of_one_suite_submit_each_run_once(slurm, tmp_path, inlin
     for folder in (tmp_path / "results").glob("store-e2e/*"):
         assert (folder / "run.log").read_text().count(f"run {folder.name}: suite") == 1
     assert metrics_by_run(tmp_path / "results") == {k: v for k, v in inline.items() if k[1] == 0}
+
+
+@pytest.mark.slow
+def test_a_run_on_two_tasks_is_one_job_whose_srun_tasks_train_together(slurm, tmp_path, inline):
+    run_on_two_tasks(tmp_path, inline, "--executor", "slurm", "--resource", "cpus_per_task=1",
+                     "--no-progress")
+    (job,) = job_ids(tmp_path / "results")
+    steps = subprocess.run(["sacct", "-n", "-P", "-j", job, "-o", "JobID,NTasks"],
+                           env=slurm.env, capture_output=True, text=True, check=True).stdout
+    assert f"{job}.0|2" in steps.split()  # one srun step of two tasks
+
+
+@pytest.mark.slow
+def test_with_accounting_down_jobs_are_followed_and_a_dead_one_is_seen(slurm, tmp_path):
+    write_suite(tmp_path, "{steps: 1500}")  # long enough to outlast the looks below
+    argv = ("run", "suite.yaml", "--only", "softmax", "--results", "results", "--executor",
+            "slurm", "--resource", "cpus_per_task=1", "--no-progress")
+    proc = bench(tmp_path, *argv)
+    holder = checkpointed_holder(tmp_path / "results")
+    (job,) = job_ids(tmp_path / "results")
+    slurm.stop_daemon("slurmdbd")  # sacct answers nothing now
+    try:
+        unanswered = subprocess.run(["sacct", "-j", job], env=slurm.env, capture_output=True,
+                                    check=False)
+        assert unanswered.returncode != 0
+        time.sleep(3 * POLL_S)  # the submitter looks at the job three times meanwhile
+        assert proc.poll() is None  # still followed: squeue says it runs
+        os.kill(holder, signal.SIGKILL)  # the job dies, as by the OOM killer
+        code, out, err = finish(proc, timeout=120)
+        assert code == 1 and "Traceback" not in err
+        assert f"failed: job {job} ended FAILED" in out  # squeue's word, seen at once
+    finally:
+        slurm.start_accounting()
+    # slurmctld hands accounting the job's end once slurmdbd is back: until then sacct still
+    # says RUNNING, and a bench run would follow the dead job instead of submitting anew
+    wait_for(lambda: sacct(slurm, job)[0]["State"] == "FAILED", "accounting to catch up")
+    code, out, err = finish(bench(tmp_path, *argv))  # the next bench run resumes it
+    assert code == 0, out + err
+    (folder,) = (tmp_path / "results").glob("store-e2e/*")
+    assert "stage pretrain: resuming at step" in (folder / "run.log").read_text()

@@ -21,7 +21,8 @@ pid is in use) is judged by its run (`job_alive`): alive while the run has a liv
 bench/store/claims.py), or for `UNSEEN_S` after its submission; after that, without a live holder,
 it has ended. Every command shows a run's state by one rule (`shown_states`: `observe`, then
 `view`), asking SLURM about a job only where the run's folder does not tell (`Observed.live`),
-in one `sacct` call for all the runs a command looks at (`JobStates`).
+in one `sacct` call for all the runs a command looks at (`JobStates`), and one `squeue` call for
+the jobs accounting cannot tell about (slurmdbd down or behind).
 """
 
 import json
@@ -30,6 +31,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -72,6 +74,9 @@ MAX_TIMEOUTS = 20
 SLURM_LIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
               "COMPLETING", "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "READY"}
 SLURM_UNSEEN = "UNKNOWN"
+# A job accounting cannot tell about and the controller no longer lists: it has ended, how is
+# not known (sacct will say once accounting answers).
+LEFT_QUEUE = "GONE FROM THE QUEUE (accounting did not say how)"
 # How long after its submission a job whose state cannot be seen counts as alive without a live
 # holder of its run (sacct lists a job within seconds; a local job claims its run as it starts).
 UNSEEN_S = STALE_S
@@ -155,8 +160,29 @@ class JobStates:
             watcher.update()
             self._states |= {job_id: watcher.get_state(job_id, mode="cache").upper()
                              for job_id in asked}
+            unseen = [job_id for job_id in asked if self._states[job_id] == SLURM_UNSEEN]
+            if unseen:  # accounting down or behind: the controller's queue may still tell
+                queued = _queue_states()
+                if queued is not None:
+                    self._states |= {job_id: queued.get(job_id, LEFT_QUEUE)
+                                     for job_id in unseen}
             self._records = []
         return self._states[record.job_id]
+
+
+def _queue_states() -> dict[str, str] | None:
+    """This user's jobs in SLURM's queue (array tasks one by one; ended jobs stay listed for the
+    cluster's MinJobAge), by id: squeue asks the controller, not accounting. None when squeue
+    cannot answer."""
+    try:
+        done = subprocess.run(["squeue", "--noheader", "--me", "--array", "--states=all",
+                               "--format=%i|%T"], capture_output=True, text=True, timeout=60,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return dict(line.strip().split("|", 1) for line in done.stdout.splitlines() if "|" in line)
 
 
 def _record_path(store: Store, suite: str, run_id: str) -> Path:

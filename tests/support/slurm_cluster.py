@@ -113,14 +113,18 @@ class Cluster:
         self._munge()
         self._mariadb(mysql)
         self._write_conf(ctld, slurmd, dbd, mysql)
-        _run(["slurmdbd"], "slurmdbd", self.env)
-        _wait("slurmdbd", lambda: subprocess.run(
-            ["sacctmgr", "-n", "list", "cluster"], env=self.env, capture_output=True,
-            check=False).returncode == 0, [self.log("slurmdbd")])
+        self.start_accounting()
         _run(["sacctmgr", "-i", "add", "cluster", CLUSTER], "sacctmgr add cluster", self.env)
         _run(["slurmctld"], "slurmctld", self.env)
         _run(["slurmd"], "slurmd", self.env)
         _wait("the node", self._idle, [self.log("slurmctld"), self.log("slurmd")])
+
+    def start_accounting(self) -> None:
+        """slurmdbd, once it answers sacctmgr (again, after `stop_daemon("slurmdbd")`)."""
+        _run(["slurmdbd"], "slurmdbd", self.env)
+        _wait("slurmdbd", lambda: subprocess.run(
+            ["sacctmgr", "-n", "list", "cluster"], env=self.env, capture_output=True,
+            check=False).returncode == 0, [self.log("slurmdbd")])
 
     def _munge(self) -> None:
         """munged on the socket SLURM's commands ask (the machine's own, when one answers there:
@@ -194,20 +198,24 @@ class Cluster:
     def stop(self) -> None:
         """Every daemon stopped by the pid it recorded (SIGTERM, then SIGKILL)."""
         for daemon in DAEMONS:
+            self.stop_daemon(daemon)
+
+    def stop_daemon(self, daemon: str) -> None:
+        """One daemon stopped by the pid it recorded, if it runs."""
+        try:
+            pid = int(self.pid_file(daemon).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
             try:
-                pid = int(self.pid_file(daemon).read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                continue
-            for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    break
-                deadline = time.monotonic() + wait
-                while time.monotonic() < deadline and _alive(pid):
-                    time.sleep(0.2)
-                if not _alive(pid):
-                    break
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.2)
+            if not _alive(pid):
+                return
 
 
 def _munge_answers() -> bool:
