@@ -84,9 +84,11 @@ def test_an_array_runs_at_most_max_parallel_at_once_and_matches_inline(slurm, tm
     assert metrics_by_run(tmp_path / "results") == inline
     tasks = job_ids(tmp_path / "results")
     (array,) = {task.split("_")[0] for task in tasks}  # one array of four tasks
+    # a job ends a moment after its run has recorded its end, and accounting hears it after
+    wait_for(lambda: {r["State"] for r in sacct(slurm, array)} == {"COMPLETED"},
+             "every task's end in accounting", timeout=60)
     records = sacct(slurm, array)
     assert sorted(r["JobID"] for r in records) == sorted(tasks)
-    assert {r["State"] for r in records} == {"COMPLETED"}
     assert most_at_once(records) == parallel
 
 
