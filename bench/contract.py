@@ -337,8 +337,9 @@ class Family(Protocol[C]):
 
     def score(self, run: RunSpec, ctx: RunContext) -> None:
         """Load the checkpoint of a reference variant (`run.variant.checkpoint`) and hand it to
-        ctx.evaluate as the family's trained models are; trains nothing. A checkpoint that is
-        not of `checkpoint_form` is a UserError naming it."""
+        ctx.evaluate as the family's trained models are; trains nothing, and is called in the
+        process that writes the run alone (`ctx.main`). A checkpoint that is not of
+        `checkpoint_form` is a UserError naming it."""
         ...
 
 

@@ -62,6 +62,16 @@ def wait_for(predicate, what: str, timeout: float = 180.0) -> None:
         time.sleep(0.05)
 
 
+def resumed(root: Path, argv: tuple[str, ...]) -> dict[tuple[str, int], dict[str, float]]:
+    """`bench run` again after its job ended mid-run: it resumes the suite's one run from its
+    checkpoint; the finished runs' metrics."""
+    code, out, err = finish(bench(root, *argv))
+    assert code == 0, out + err
+    (folder,) = (root / "results").glob("store-e2e/*")
+    assert "stage pretrain: resuming at step" in (folder / "run.log").read_text()
+    return metrics_by_run(root / "results")
+
+
 def checkpointed_holder(results: Path) -> int:
     """The pid of the job process training the run, once it wrote a checkpoint."""
     wait_for(lambda: list(results.glob("store-e2e/*/checkpoints/pretrain.pt")),
@@ -114,12 +124,7 @@ def test_a_killed_job_fails_then_resumes_to_the_uninterrupted_metrics(tmp_path, 
     assert "failed: job" in out and "without recording how the run ended" in out
     (run,) = Store(tmp_path / "results").runs()
     assert run["state"] == "failed" and run["reason"].startswith("job ")
-
-    code, out, err = finish(bench(tmp_path, *argv))  # the next bench run resumes it
-    assert code == 0, out + err
-    (folder,) = (tmp_path / "results").glob("store-e2e/*")
-    assert "stage pretrain: resuming at step" in (folder / "run.log").read_text()
-    assert metrics_by_run(tmp_path / "results") == {("softmax", 0): inline["softmax", 0]}
+    assert resumed(tmp_path, argv) == {("softmax", 0): inline["softmax", 0]}
 
 
 @pytest.mark.slow

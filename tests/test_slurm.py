@@ -22,6 +22,7 @@ from test_cluster import (
     finish,
     inline,
     metrics_by_run,
+    resumed,
     run_on_two_tasks,
     wait_for,
 )
@@ -35,16 +36,9 @@ __all__ = ["inline"]  # the inline runs, a fixture of this module too
 @pytest.fixture(scope="module")
 def slurm() -> Iterator[Cluster]:
     """The cluster, its SLURM_CONF in the environment the bench commands inherit."""
-    with slurm_cluster() as cluster:
-        before = os.environ.get("SLURM_CONF")
-        os.environ["SLURM_CONF"] = str(cluster.conf)
-        try:
-            yield cluster
-        finally:
-            if before is None:
-                del os.environ["SLURM_CONF"]
-            else:
-                os.environ["SLURM_CONF"] = before
+    with slurm_cluster() as cluster, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SLURM_CONF", str(cluster.conf))
+        yield cluster
 
 
 def sacct(cluster: Cluster, job: str) -> list[dict[str, str]]:
@@ -126,10 +120,9 @@ def test_the_default_cpus_fit_the_node_and_the_run_matches_inline(slurm, tmp_pat
     assert metrics_by_run(tmp_path / "results") == metrics_by_run(tmp_path / "inline")
 
 
-def running_job(cluster: Cluster, results: Path) -> str:
+def running_job(results: Path) -> str:
     """The SLURM job of the suite's one run, once the run has written a checkpoint."""
-    wait_for(lambda: list(results.glob("store-e2e/*/checkpoints/pretrain.pt")),
-             "a checkpoint of the job")
+    checkpointed_holder(results)
     (job,) = job_ids(results)
     return job
 
@@ -140,7 +133,7 @@ def test_a_cancelled_job_is_recorded_so_and_the_next_run_resumes_it(slurm, tmp_p
     argv = ("run", "suite.yaml", "--only", "softmax", "--results", "results", "--executor",
             "slurm", "--resource", "cpus_per_task=1", "--no-progress")
     proc = bench(tmp_path, *argv)
-    job = running_job(slurm, tmp_path / "results")
+    job = running_job(tmp_path / "results")
     subprocess.run(["scancel", job], env=slurm.env, check=True)
     code, out, err = finish(proc)
     assert code == 1 and "Traceback" not in err
@@ -148,12 +141,7 @@ def test_a_cancelled_job_is_recorded_so_and_the_next_run_resumes_it(slurm, tmp_p
     (run,) = Store(tmp_path / "results").runs()
     assert run["state"] == "failed" and f"job {job} ended CANCELLED" in run["reason"]
     assert sacct(slurm, job)[0]["State"].startswith("CANCELLED")
-
-    code, out, err = finish(bench(tmp_path, *argv))  # a new job resumes the run
-    assert code == 0, out + err
-    (folder,) = (tmp_path / "results").glob("store-e2e/*")
-    assert "stage pretrain: resuming at step" in (folder / "run.log").read_text()
-    assert metrics_by_run(tmp_path / "results") == {("softmax", 0): inline["softmax", 0]}
+    assert resumed(tmp_path, argv) == {("softmax", 0): inline["softmax", 0]}  # by a new job
 
 
 @pytest.mark.slow
@@ -162,7 +150,7 @@ def test_a_requeued_job_stops_at_once_and_its_next_start_resumes_the_run(slurm, 
     write_suite(tmp_path, BUDGET)
     proc = bench(tmp_path, "run", "suite.yaml", "--only", "softmax", "--results", "results",
                  "--executor", "slurm", "--resource", "cpus_per_task=1", "--no-progress")
-    job = running_job(slurm, tmp_path / "results")
+    job = running_job(tmp_path / "results")
     subprocess.run(["scontrol", "requeue", job], env=slurm.env, check=True)  # as preemption
     code, out, err = finish(proc, timeout=600)  # SLURM holds a requeued job back ~2 minutes
     assert code == 0, out + err
@@ -236,7 +224,4 @@ def test_with_accounting_down_jobs_are_followed_and_a_dead_one_is_seen(slurm, tm
     # slurmctld hands accounting the job's end once slurmdbd is back: until then sacct still
     # says RUNNING, and a bench run would follow the dead job instead of submitting anew
     wait_for(lambda: sacct(slurm, job)[0]["State"] == "FAILED", "accounting to catch up")
-    code, out, err = finish(bench(tmp_path, *argv))  # the next bench run resumes it
-    assert code == 0, out + err
-    (folder,) = (tmp_path / "results").glob("store-e2e/*")
-    assert "stage pretrain: resuming at step" in (folder / "run.log").read_text()
+    resumed(tmp_path, argv)

@@ -92,8 +92,6 @@ def execute(run: RunSpec, ctx: RunContext) -> None:
 def score(run: RunSpec, ctx: RunContext) -> None:
     """Fine-tune and score a saved BERT encoder (a released checkpoint) as a trained run's
     encoder is, in the suite's precision; trains nothing before."""
-    if not ctx.main:
-        return
     from transformers import BertModel
 
     assert run.variant.checkpoint is not None  # the runner scores reference variants only

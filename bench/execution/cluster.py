@@ -330,16 +330,19 @@ def run_workers(kind: str, entry: Callable[[list[str]], int], argv: list[str], n
     return max(codes, default=0)
 
 
-def check_resources(kind: str, resources: Resources) -> tuple[Resources, list[str]]:
-    """The resources a job of `kind` is submitted with, and a line for each default lowered to
-    fit: the local executor runs on this machine alone; on SLURM no node of the partition may
-    lack what a job asks (`partition.fitted`: it would pend for ever), a UserError naming the
-    field."""
-    if kind == "local" and resources.nodes > 1:
-        raise UserError(f"resources.nodes {resources.nodes}: the local executor runs on this "
-                        "machine alone (nodes: 1)")
+def check_resources(kind: str, blocks: dict[str, Resources]
+                    ) -> dict[str, tuple[Resources, list[str]]]:
+    """Each block's resources as a job of `kind` is submitted with them, and a line for each
+    default lowered to fit: the local executor runs on this machine alone; on SLURM no node of
+    the partition may lack what a job asks (`partition.fitted`: it would pend for ever), a
+    UserError naming the field. SLURM's nodes are read once for all the blocks."""
+    for resources in blocks.values():
+        if kind == "local" and resources.nodes > 1:
+            raise UserError(f"resources.nodes {resources.nodes}: the local executor runs on "
+                            "this machine alone (nodes: 1)")
     nodes = partition_nodes() if kind == "slurm" else None
-    return (resources, []) if nodes is None else fitted(resources, nodes)
+    return {name: (resources, []) if nodes is None else fitted(resources, nodes)
+            for name, resources in blocks.items()}
 
 
 def make_executor(kind: str, folder: Path, resources: Resources, suite: str,

@@ -142,12 +142,13 @@ def submit(suite: Suite, runs: list[RunSpec], options: RunOptions) -> int:
 
     resources = {name: v.resources.override(options.resource)
                  for name, v in suite.variants.items()}
-    for name in sorted({r.variant.name for r in runs}):  # what cannot run fails here
-        resources[name], lowered = check_resources(options.executor, resources[name])
+    used = {name: resources[name] for name in sorted({r.variant.name for r in runs})}
+    for name, (fit, lowered) in check_resources(options.executor, used).items():
+        resources[name] = fit  # what cannot run fails here, not in a job
         for line in lowered:
             print(f"variant {name}: {line}", flush=True)
-        if resources[name].processes > 1:
-            suite.family.step_costs(suite.variants[name].config, resources[name].processes)
+        if fit.processes > 1:
+            suite.family.step_costs(suite.variants[name].config, fit.processes)
     preflight(suite, runs)
     store, runs = checked_store(suite.name, runs, options)
     results, cache = str(store.root.resolve()), str(cache_home().resolve())

@@ -214,8 +214,7 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
         log.info("run %s: suite %s, variant %s, seed %d, device %s (%s)", run.run_id, run.suite,
                  run.variant.name, run.seed, device, prov["device_name"])
         stages = stages_of(family, run.variant)  # none: a reference variant's checkpoint
-        budgets = split_budget(run.variant.budget, stages) if stages else {}
-        ctx = RunFolderContext(run, path, device, log, budgets,
+        ctx = RunFolderContext(run, path, device, log, split_budget(run.variant.budget, stages),
                                cache_dir, progress, monitor=monitor,
                                restart_corrupt=restart_corrupt,
                                data_root=family.data_root(run.config))
@@ -227,7 +226,7 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
                 work(run, ctx)
             _record_success(family, store, ctx, prov)
             drop_branch_file(run, stages, path, log)
-        else:
+        elif run.variant.trains:  # a checkpoint is scored by rank 0 alone
             work(run, ctx)
     except Pruned as e:
         log.info("run pruned: %s", e)

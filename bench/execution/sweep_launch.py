@@ -108,8 +108,8 @@ def _worker_resources(suite: Suite, options: SweepOptions) -> Resources | None:
         return None
     from bench.execution.cluster import check_resources
 
-    resources = sweep_variant(suite).resources.override(options.resource)
-    resources, lowered = check_resources(options.executor, resources)
+    block = sweep_variant(suite).resources.override(options.resource)
+    ((resources, lowered),) = check_resources(options.executor, {"workers": block}).values()
     for line in lowered:
         print(f"sweep workers: {line}", flush=True)
     return resources

@@ -63,8 +63,6 @@ def score(run: RunSpec, ctx: RunContext) -> None:
     """Score an SSH weights file (a detector trained elsewhere) with the suite's face
     evaluators, built by the variant's model settings and run as a trained run's detector is;
     trains nothing."""
-    if not ctx.main:
-        return
     assert run.variant.checkpoint is not None  # the runner scores reference variants only
     cfg: FacesConfig = run.config
     model = build_ssh(cfg.model)

@@ -105,8 +105,6 @@ def execute(run: RunSpec, ctx: RunContext) -> None:
 def score(run: RunSpec, ctx: RunContext) -> None:
     """Score a saved causal LM (a released checkpoint) with the suite's evaluators, loaded as
     `bench eval lambada --model` loads it, so the numbers are the same; trains nothing."""
-    if not ctx.main:
-        return
     assert run.variant.checkpoint is not None  # the runner scores reference variants only
     model_dir = Path(run.variant.checkpoint)
     model, tok = load_saved_model(model_dir, named=f"variants.{run.variant.name}.checkpoint")

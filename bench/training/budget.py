@@ -58,8 +58,9 @@ class StageBudget:
 
 
 def split_budget(budget: BudgetConfig, stages: list[str]) -> dict[str, StageBudget]:
-    """Each stage's budget; the split was checked against the stages when the suite loaded."""
-    shares = budget.split or {stages[0]: 1.0}
+    """Each stage's budget (none for a run that trains nothing); the split was checked
+    against the stages when the suite loaded."""
+    shares = budget.split or dict.fromkeys(stages[:1], 1.0)
     return {s: StageBudget(budget.unit, budget.amount * shares[s]) for s in stages}
 
 

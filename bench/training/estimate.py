@@ -11,7 +11,7 @@ its first step costs; steps that grow (padded images) make that a lower bound.
 import math
 from dataclasses import dataclass
 
-from bench.contract import Family, RunSpec, StepCost
+from bench.contract import Family, RunSpec, StepCost, stages_of
 from bench.errors import UserError
 from bench.training.accelerators import ACCELERATORS, TERA, Accelerator, find_accelerator
 from bench.training.budget import StageBudget, split_budget
@@ -91,13 +91,11 @@ def spend(family: Family, runs: list[RunSpec], processes: int = 1) -> list[RunSp
     costs: dict[str, dict[str, StepCost]] = {}
     planned = []
     for run in runs:
-        if not run.variant.trains:  # a reference variant's checkpoint: scored, not trained
-            planned.append(RunSpend(run, []))
-            continue
-        if run.variant.name not in costs:
+        stages = stages_of(family, run.variant)  # none: a reference variant's checkpoint
+        if stages and run.variant.name not in costs:
             costs[run.variant.name] = family.step_costs(run.config, processes)
-        stage_costs = costs[run.variant.name]
-        budgets = split_budget(run.variant.budget, family.stages(run.config))
+        stage_costs = costs.get(run.variant.name, {})
+        budgets = split_budget(run.variant.budget, stages)
         planned.append(RunSpend(run, [StageSpend(name, b, stage_costs[name],
                                                  b.horizon(stage_costs[name]))
                                       for name, b in budgets.items()]))

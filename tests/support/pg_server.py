@@ -14,7 +14,6 @@ the tests that need the server are skipped.
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from support.debian_packages import provided
+from support.processes import free_ports, run_checked
 
 SERVER_PROGRAMS = ("initdb", "pg_ctl", "postgres")
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
@@ -47,14 +47,6 @@ def _complete(bin_dir: Path) -> bool:
     return all((bin_dir / name).is_file() for name in SERVER_PROGRAMS)
 
 
-def _run(cmd: list[str], what: str, cwd: Path | None = None) -> None:
-    """Run a command; on failure say what failed with the command's own output."""
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{what} failed (exit {done.returncode}): {' '.join(cmd)}\n"
-                           f"{done.stdout}{done.stderr}")
-
-
 @contextmanager
 def server_binaries() -> Iterator[Path]:
     """The server's bin directory, installed for the duration where a root CI machine lacks it."""
@@ -62,13 +54,6 @@ def server_binaries() -> Iterator[Path]:
                f"{DEBIAN_ROOT}/<major>/bin or on PATH")
     with provided("postgresql", find_bin_dir, missing) as bin_dir:
         yield bin_dir
-
-
-def _free_port() -> int:
-    """A port the kernel just had free on loopback (another process could take it first)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _server_user() -> str | None:
@@ -88,23 +73,24 @@ def running_cluster(bin_dir: Path) -> Iterator[str]:
     Yields its SQLAlchemy URL; the server is stopped and its directory removed on exit, even
     when starting it failed."""
     root = Path(tempfile.mkdtemp(prefix="bench-pg-"))
-    data, log, port = root / "data", root / "server.log", _free_port()
+    data, log, port = root / "data", root / "server.log", free_ports(1)[0]
     user = _server_user()
     as_user = ["runuser", "-u", user, "--"] if user else []
     if user:
         shutil.chown(root, user)
     pg_ctl = [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data)]
     try:
-        _run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "--auth=trust",
-              f"--username={USER}", "--encoding=UTF8"], "initdb", cwd=root)
+        run_checked([*as_user, str(bin_dir / "initdb"), "-D", str(data), "--auth=trust",
+                     f"--username={USER}", "--encoding=UTF8"], "initdb", cwd=root)
         options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root}"
         try:
-            _run([*pg_ctl, "-l", str(log), "-w", "-o", options, "start"], "pg_ctl start", cwd=root)
+            run_checked([*pg_ctl, "-l", str(log), "-w", "-o", options, "start"], "pg_ctl start",
+                        cwd=root)
         except RuntimeError as error:
             tail = log.read_text(errors="replace")[-4000:] if log.exists() else "(no log)"
             raise RuntimeError(f"{error}\nserver log {log}:\n{tail}") from None
-        _run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", USER,
-              DATABASE], "createdb")
+        run_checked([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", USER,
+                     DATABASE], "createdb")
         yield f"postgresql+psycopg2://{USER}@127.0.0.1:{port}/{DATABASE}"
     finally:
         subprocess.run([*pg_ctl, "stop", "-m", "immediate"], cwd=root, capture_output=True,

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from support.debian_packages import provided
+from support.processes import free_ports, run_checked
 
 PACKAGES = ("slurm-wlm", "slurmdbd", "mariadb-server", "munge")
 PROGRAMS = ("slurmctld", "slurmd", "slurmdbd", "sbatch", "squeue", "sacct", "sacctmgr",
@@ -47,26 +48,6 @@ OWN_FOLDER = {"munged": "munge"}
 def _programs() -> dict[str, str] | None:
     found = {name: shutil.which(name) for name in PROGRAMS}
     return None if None in found.values() else {k: v for k, v in found.items() if v}
-
-
-def _free_ports(n: int) -> list[int]:
-    """`n` distinct ports the kernel just had free on loopback."""
-    probes = [socket.socket() for _ in range(n)]
-    try:
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
-
-
-def _run(cmd: list[str], what: str, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"{what} failed (exit {done.returncode}): {' '.join(cmd)}\n"
-                           f"{done.stdout}{done.stderr}")
-    return done.stdout
 
 
 def _wait(what: str, ready: Callable[[], bool], logs: list[Path]) -> None:
@@ -109,19 +90,20 @@ class Cluster:
         for sub in ("etc", "run", "log", "spool", "state", "munge", "mysql"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)  # munged and mariadbd, as their own users, reach their folders
-        ctld, slurmd, dbd, mysql = _free_ports(4)
+        ctld, slurmd, dbd, mysql = free_ports(4)
         self._munge()
         self._mariadb(mysql)
         self._write_conf(ctld, slurmd, dbd, mysql)
         self.start_accounting()
-        _run(["sacctmgr", "-i", "add", "cluster", CLUSTER], "sacctmgr add cluster", self.env)
-        _run(["slurmctld"], "slurmctld", self.env)
-        _run(["slurmd"], "slurmd", self.env)
+        run_checked(["sacctmgr", "-i", "add", "cluster", CLUSTER], "sacctmgr add cluster",
+                    env=self.env)
+        run_checked(["slurmctld"], "slurmctld", env=self.env)
+        run_checked(["slurmd"], "slurmd", env=self.env)
         _wait("the node", self._idle, [self.log("slurmctld"), self.log("slurmd")])
 
     def start_accounting(self) -> None:
         """slurmdbd, once it answers sacctmgr (again, after `stop_daemon("slurmdbd")`)."""
-        _run(["slurmdbd"], "slurmdbd", self.env)
+        run_checked(["slurmdbd"], "slurmdbd", env=self.env)
         _wait("slurmdbd", lambda: subprocess.run(
             ["sacctmgr", "-n", "list", "cluster"], env=self.env, capture_output=True,
             check=False).returncode == 0, [self.log("slurmdbd")])
@@ -135,17 +117,17 @@ class Cluster:
         shutil.chown(folder, "munge", "munge")
         MUNGE_SOCKET.parent.mkdir(parents=True, exist_ok=True)
         shutil.chown(MUNGE_SOCKET.parent, "munge", "munge")
-        _run(["runuser", "-u", "munge", "--", "munged", f"--pid-file={self.pid_file('munged')}",
-              f"--log-file={self.log('munged')}", f"--seed-file={folder / 'munged.seed'}"],
-             "munged")
+        run_checked(["runuser", "-u", "munge", "--", "munged",
+                     f"--pid-file={self.pid_file('munged')}", f"--log-file={self.log('munged')}",
+                     f"--seed-file={folder / 'munged.seed'}"], "munged")
         _wait("munged", _munge_answers, [self.log("munged")])
 
     def _mariadb(self, port: int) -> None:
         data = self.root / "mysql"
         shutil.chown(data, "mysql", "mysql")
         sock = self.root / "run" / "mysql.sock"
-        _run(["mariadb-install-db", "--user=mysql", f"--datadir={data}", "--skip-test-db",
-              "--auth-root-authentication-method=socket"], "mariadb-install-db")
+        run_checked(["mariadb-install-db", "--user=mysql", f"--datadir={data}", "--skip-test-db",
+                     "--auth-root-authentication-method=socket"], "mariadb-install-db")
         (self.root / "run").chmod(0o777)  # mariadbd (as mysql) writes its socket and pid there
         with open(self.log("mariadb"), "ab") as log:
             subprocess.Popen(["mariadbd", "--user=mysql", f"--datadir={data}", f"--port={port}",
@@ -156,10 +138,11 @@ class Cluster:
         _wait("MariaDB", lambda: subprocess.run([*client, "-e", "select 1"], capture_output=True,
                                                 check=False).returncode == 0,
               [self.log("mariadb")])
-        _run([*client, "-e",
-              "create database if not exists slurm_acct_db; "
-              f"create user if not exists 'slurm'@'127.0.0.1' identified by '{DB_PASSWORD}'; "
-              "grant all on slurm_acct_db.* to 'slurm'@'127.0.0.1';"], "MariaDB set-up")
+        run_checked([*client, "-e",
+                     "create database if not exists slurm_acct_db; "
+                     f"create user if not exists 'slurm'@'127.0.0.1' identified by "
+                     f"'{DB_PASSWORD}'; grant all on slurm_acct_db.* to 'slurm'@'127.0.0.1';"],
+                    "MariaDB set-up")
 
     def _write_conf(self, ctld: int, slurmd: int, dbd: int, mysql: int) -> None:
         r = self.root

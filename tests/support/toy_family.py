@@ -108,8 +108,7 @@ class ToyFamily:
         model = torch.nn.Linear(cfg.width, 1, bias=False)
         assert run.variant.checkpoint is not None
         model.load_state_dict(torch.load(run.variant.checkpoint, weights_only=True))
-        if ctx.main:
-            _score(model, cfg, ctx, run.seed)
+        _score(model, cfg, ctx, run.seed)
 
 
 def _score(model: torch.nn.Linear, cfg: ToyConfig, ctx: RunContext, seed: int) -> None:
