@@ -228,6 +228,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from bench.config.plan import plan
     from bench.config.suite import load_suite
     from bench.execution.cluster import JobStates, observe, read_record, view
+    from bench.execution.queue import requeued_text
     from bench.execution.recorded import known_runs, matched_by_config, with_aliases
     from bench.util.fingerprint import missing
 
@@ -243,17 +244,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     unchecked = {r.run_id for r, p in zip(runs, planned, strict=True) if missing(p.inputs)}
     counts: dict[str, int] = {}
     print(f"{'run id':<14}{'variant':<18}{'seed':>5}  {'budget':<22}{'state':<12}{'job':<14}"
-          "detail (logs)")
+          f"{'elapsed':>11}  detail (log)")
     records = [read_record(store, suite.name, r.run_id) for r in runs]
-    slurm = JobStates(records)  # one sacct for the suite's SLURM jobs
+    slurm = JobStates(records)  # one sacct and one squeue for the suite's SLURM jobs
     for r, record in zip(runs, records, strict=True):
-        word, detail = view(observe(store, suite.name, r.run_id, record, slurm))
+        seen = observe(store, suite.name, r.run_id, record, slurm)
+        word, detail = view(seen)
         counts[word] = counts.get(word, 0) + 1
         run_dir = store.run_dir(suite.name, r.run_id)
-        log = run_dir / "run.log" if record is None else f"{Path(record.stdout).parent}/"
+        log = run_dir / "run.log" if record is None else record.stdout
         job = "-" if record is None else record.job_id
+        elapsed = "-"
+        if word in ("running", "queued") and seen.queued is not None:  # SLURM asked anyway
+            elapsed = seen.queued.elapsed
+            detail = ", ".join(filter(None, [detail, requeued_text(seen.queued.requeues)]))
+        elif word == "finished" and record is not None:
+            detail = _requeues_of(run_dir, record.job_id)
         print(f"{r.run_id:<14}{r.variant.name:<18}{r.seed:>5}  {_budget_text(r):<22}"
-              f"{word:<12}{job:<14}"
+              f"{word:<12}{job:<14}{elapsed:>11}  "
               + (f"{detail} " if detail else "") + f"({log})")
     print(f"{suite.name}: " + ", ".join(f"{n} {word}" for word, n in sorted(counts.items())))
     if unchecked:
@@ -263,6 +271,35 @@ def cmd_status(args: argparse.Namespace) -> int:
               "is shown as the run the store holds with its config and seed, if any, its inputs "
               "unchecked")
     return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancel the jobs of a suite's planned runs (see bench/execution/cancel.py)."""
+    from bench.config.plan import plan
+    from bench.config.suite import load_suite
+    from bench.execution.cancel import cancel_jobs
+
+    suite = load_suite(args.suite, overrides=args.override)
+    runs = plan(suite, args.only, args.seeds)
+    store = _synced_store(args, suite.name, needed=False)
+    n = cancel_jobs(store, suite.name, [r.run_id for r in runs], print)
+    print(f"{suite.name}: {n} job{'s' * (n != 1)} cancelled" if n else
+          f"{suite.name}: no job of these runs is queued or running; nothing cancelled")
+    return 0
+
+
+def _requeues_of(run_dir: Path, job_id: str) -> str:
+    """How many times a finished run's job was requeued, in words, as the job's last start
+    recorded it in the run's provenance (nothing for none, or when it cannot tell)."""
+    from bench.execution.queue import requeued_text
+    from bench.store.folder import Unreadable, read_provenance
+
+    try:
+        job = (read_provenance(run_dir) or {}).get("job")
+    except (OSError, Unreadable):
+        return ""
+    n = job.get("requeues") if isinstance(job, dict) and job.get("id") == job_id else None
+    return requeued_text(n) if isinstance(n, int) else ""
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -431,6 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selection(p)
     _add_results(p)
     p.set_defaults(func=cmd_status)
+
+    p = suite_cmd("cancel", "cancel the jobs (SLURM or local) of a suite's runs; each run stays "
+                  "resumable: the next bench run goes on from its last checkpoint")
+    _add_selection(p)
+    _add_results(p)
+    p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("ls", help="runs in the results store with state and key metrics",
                        description="runs in the results store with state and key metrics")

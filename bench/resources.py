@@ -46,8 +46,9 @@ RESERVED_FLAGS = {
     "output": None,
     "error": None,
     "job-name": None,
-    "signal": None,
+    "signal": "signal_lead_s",
 }
+SIGNAL_LEAD_S = 90
 FLAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -111,6 +112,9 @@ class Resources(Strict):
     # at least 1 MB: submitit writes whole MB, and --mem=0 would ask for a node's whole memory
     mem_gb: Float | None = Field(None, ge=0.001)
     timeout_min: Int = Field(1440, ge=1)
+    signal_lead_s: Int | None = Field(
+        None, ge=1, description="seconds before its time limit that a job is warned to "
+        "checkpoint and requeue; default a quarter of timeout_min, at most 90")
     partition: Text | None = None
     account: Text | None = None
     constraint: Text | None = None
@@ -144,11 +148,40 @@ class Resources(Strict):
             seen[flag] = name
         return v
 
+    @field_validator("signal_lead_s")
+    @classmethod
+    def _warned_within_the_limit(cls, v: int | None, info: ValidationInfo) -> int | None:
+        limit = info.data.get("timeout_min")
+        if v is not None and limit is not None and v >= limit * 60:
+            raise ValueError(f"{v} s: a job is warned before its time limit, so the lead must "
+                             f"be shorter than timeout_min ({limit * 60} s)")
+        return v
+
+    @property
+    def signal_lead(self) -> int:
+        """Seconds before its time limit that a job is warned (SLURM's `--signal=USR2@N`): a
+        run reaches its next read of the losses and saves a checkpoint within them. SLURM may
+        send it up to a minute early, so a quarter of a short limit still leaves time to
+        train; 90 s (submitit's default) for limits of 6 minutes and more."""
+        return self.signal_lead_s or min(SIGNAL_LEAD_S, self.timeout_min * 60 // 4)
+
     @property
     def processes(self) -> int:
         """The processes that train one run together."""
         assert self.tasks_per_node is not None  # `_one_process_per_gpu` fills it in
         return self.nodes * self.tasks_per_node
+
+    def asked(self) -> str:
+        """What a job of this block asks of a node and a partition, in its fields' words."""
+        parts = [f"resources.cpus_per_task {self.cpus_per_task} x tasks_per_node "
+                 f"{self.tasks_per_node}", f"gpus_per_node {self.gpus_per_node}",
+                 f"nodes {self.nodes}", f"timeout_min {self.timeout_min}"]
+        if self.mem_gb is not None:
+            parts.append(f"mem_gb {self.mem_gb:g}")
+        extra = [f"{name} {getattr(self, name)}" for name in ("partition", "account", "qos",
+                                                              "constraint")
+                 if getattr(self, name) is not None]
+        return ", ".join(parts + extra + [f"sbatch.{k} {v!r}" for k, v in self.sbatch.items()])
 
     def submitit_parameters(self) -> dict[str, Any]:
         """Keyword arguments of `submitit.AutoExecutor.update_parameters`; unset ones left out
@@ -159,6 +192,7 @@ class Resources(Strict):
             "tasks_per_node": self.tasks_per_node,
             "cpus_per_task": self.cpus_per_task,
             "timeout_min": self.timeout_min,
+            "slurm_signal_delay_s": self.signal_lead,  # the local executor warns 30 s ahead
         }
         if self.gpus_per_node:
             params["gpus_per_node"] = self.gpus_per_node

@@ -4,6 +4,8 @@ reported by name, stale temporaries of killed writers cleared."""
 import logging
 import os
 import random
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -90,6 +92,44 @@ def test_resume_is_bit_identical_and_needs_no_unpickling(tmp_path: Path, straigh
     assert same_as(straight, result, stage)
     assert {p.name for p in tmp_path.iterdir()} == {"toy.final.pt"}
     torch.load(tmp_path / "toy.final.pt", weights_only=True)
+
+
+def test_a_warned_stage_saves_at_its_next_read_then_lets_the_warning_act(
+        tmp_path: Path, straight, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cluster's warning (SIGUSR2 before a preemption or time limit) arrives during step 5:
+    the stage trains on to its next read of the losses (step 6, a validation), saves a
+    checkpoint there although checkpoints fall every 4 steps, and only then is the warning's
+    handler (submitit's requeue) run; the resumed stage ends as an uninterrupted one."""
+    seen: list[int] = []
+
+    def requeue(signum: int, frame: object) -> None:  # what submitit's handler finds on disk
+        seen.append(torch.load(tmp_path / "toy.pt", weights_only=True)["result"]["steps"])
+
+    previous = signal.signal(signal.SIGUSR2, requeue)
+    real = make_stage
+
+    def warned_at_step_5(stop_at: int | None = None) -> Stage:
+        stage = real(stop_at)
+        batches = stage.micro_batches
+
+        def micro_batches(step: int) -> list[torch.Tensor]:
+            if step == 4 and not seen:
+                os.kill(os.getpid(), signal.SIGUSR2)
+            return batches(step)
+
+        stage.micro_batches = micro_batches
+        return stage
+
+    monkeypatch.setattr(sys.modules[__name__], "make_stage", warned_at_step_5)
+    try:
+        with pytest.raises(SystemExit, match="stopped at step 6"):
+            train(tmp_path)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert seen == [6]
+    monkeypatch.undo()
+    result, stage = train(tmp_path)
+    assert same_as(straight, result, stage)
 
 
 class Planted:

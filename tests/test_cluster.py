@@ -4,6 +4,7 @@ concurrent submitters never run a run twice, a detached suite is followed later.
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -139,11 +140,38 @@ def test_a_preempted_job_requeues_and_resumes_to_the_uninterrupted_metrics(tmp_p
     (folder,) = (tmp_path / "results").glob("store-e2e/*")
     log = (folder / "run.log").read_text()
     assert "stage pretrain: resuming at step" in log  # the requeued job, same job id
+    saved = re.search(r"warned by the cluster, saved a checkpoint at step (\d+)", log)
+    assert saved is not None, log  # at its next read of the losses, before the requeue
+    assert f"resuming at step {saved.group(1)}" in log
     assert log.count(f"run {folder.name}: suite") == 2
     job_logs = list((tmp_path / "results" / ".jobs" / "store-e2e").glob("*/*_log.out"))
     assert len(job_logs) == 1 and "Requeued job" in job_logs[0].read_text()
     assert metrics_by_run(tmp_path / "results") == {("softmax", 0): inline["softmax", 0]}
     assert len(Store(tmp_path / "results").runs()) == 1
+
+
+@pytest.mark.slow
+def test_bench_cancel_stops_a_detached_job_and_the_next_run_resumes_it(tmp_path, inline):
+    write_suite(tmp_path, BUDGET)
+    argv = ("run", "suite.yaml", "--only", "softmax", "--results", "results", *LOCAL)
+    with (tmp_path / "detached.out").open("w") as out_file:  # the local job inherits it
+        detached = subprocess.run([sys.executable, "-m", "bench", *argv, "--detach"],
+                                  cwd=tmp_path, stdout=out_file, stderr=subprocess.STDOUT,
+                                  env=dict(os.environ, BENCH_DATA=str(tmp_path / "cache"),
+                                           OMP_NUM_THREADS="1"), timeout=120, check=False)
+    assert detached.returncode == 0, (tmp_path / "detached.out").read_text()
+    checkpointed_holder(tmp_path / "results")
+    code, out, err = finish(bench(tmp_path, "cancel", "suite.yaml", "--only", "softmax",
+                                  "--results", "results"), timeout=180)
+    assert code == 0 and "store-e2e: 1 job cancelled" in out, out + err
+    (run,) = Store(tmp_path / "results").runs()
+    assert run["state"] == "running"  # left as the next bench run resumes it
+    code, out, err = finish(bench(tmp_path, "status", "suite.yaml", "--only", "softmax",
+                                  "--results", "results"), timeout=120)
+    assert "interrupted" in out, out
+    code, out, err = finish(bench(tmp_path, "cancel", "suite.yaml", "--results", "results"))
+    assert code == 0 and "nothing cancelled" in out
+    assert resumed(tmp_path, argv) == {("softmax", 0): inline["softmax", 0]}
 
 
 @pytest.mark.slow

@@ -44,7 +44,7 @@ def test_defaults_give_one_process_without_gpus():
     assert (r.mem_gb, r.timeout_min, r.partition, r.sbatch, r.setup) == (None, 1440, None, {}, [])
     assert r.processes == 1
     assert r.submitit_parameters() == {"nodes": 1, "tasks_per_node": 1, "cpus_per_task": 4,
-                                       "timeout_min": 1440}
+                                       "timeout_min": 1440, "slurm_signal_delay_s": 90}
 
 
 def test_one_process_per_gpu_on_every_node():
@@ -110,6 +110,10 @@ BAD_BLOCKS = [
      "sets --partition"),
     ("resources:\n  sbatch: {job-name: x}", "suite.yaml:21", "resources.sbatch.job-name",
      "the executor sets it"),
+    ("resources:\n  sbatch: {signal: 'USR2@300'}", "suite.yaml:21", "resources.sbatch.signal",
+     "set resources.signal_lead_s instead"),
+    ("resources:\n  timeout_min: 2\n  signal_lead_s: 120", "suite.yaml:22",
+     "resources.signal_lead_s", "shorter than timeout_min (120 s)"),
     ("resources:\n  sbatch: {exclusive: true}", "suite.yaml:21", "resources.sbatch.exclusive",
      "text or an integer"),
     ("resources:\n  sbatch: {comment: \"a\\nb\"}", "suite.yaml:21", "resources.sbatch.comment",
@@ -234,7 +238,7 @@ def test_parameter_names_are_autoexecutors():
                       "timeout_min"}
     assert shared <= submitit.AutoExecutor._valid_parameters()
     assert slurm == {"partition", "account", "constraint", "qos", "additional_parameters",
-                     "setup"}
+                     "setup", "signal_delay_s"}
     assert slurm <= submitit.SlurmExecutor._valid_parameters()
 
 
@@ -250,6 +254,17 @@ def test_submitit_writes_the_sbatch_file_asked_for(tmp_path, slurm_executor):
     assert lines[setup + 1: setup + 3] == ["module load cuda/12.4", "export NCCL_DEBUG=WARN"]
     assert lines.index("# command") > setup + 2  # before the job starts
     assert slurm_executor._num_tasks() == resources.processes == 16
+
+
+@pytest.mark.parametrize("resources, flag", [
+    (Resources(), "USR2@90"),  # submitit's default for a day's limit
+    (Resources(timeout_min=6), "USR2@90"),
+    (Resources(timeout_min=1), "USR2@15"),  # a quarter of a short limit: SLURM may warn early
+    (Resources(timeout_min=4), "USR2@60"),
+    (Resources(timeout_min=60, signal_lead_s=600), "USR2@600"),  # a large model's checkpoint
+])
+def test_the_warning_before_the_time_limit_fits_the_limit(slurm_executor, resources, flag):
+    assert f"#SBATCH --signal={flag}" in sbatch_text(slurm_executor, resources).splitlines()
 
 
 def test_submitit_without_gpus_asks_for_none(slurm_executor):

@@ -4,6 +4,7 @@ same runs as inline, untimed metric for metric."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -152,7 +153,7 @@ def test_a_requeued_job_stops_at_once_and_its_next_start_resumes_the_run(slurm, 
                  "--executor", "slurm", "--resource", "cpus_per_task=1", "--no-progress")
     job = running_job(tmp_path / "results")
     subprocess.run(["scontrol", "requeue", job], env=slurm.env, check=True)  # as preemption
-    code, out, err = finish(proc, timeout=600)  # SLURM holds a requeued job back ~2 minutes
+    code, out, err = finish(proc, timeout=600)  # SLURM holds a requeued job (cred_expire)
     assert code == 0, out + err
     assert out.count(f"[job {job}]: running in process") == 2  # the same job, started twice
     (folder,) = (tmp_path / "results").glob("store-e2e/*")
@@ -165,6 +166,129 @@ def test_a_requeued_job_stops_at_once_and_its_next_start_resumes_the_run(slurm, 
     assert "Restarts=1" in shown
     assert metrics_by_run(tmp_path / "results") == {("softmax", 0): inline["softmax", 0]}
     assert len(Store(tmp_path / "results").runs()) == 1
+    status = finish(bench(tmp_path, "status", "suite.yaml", "--only", "softmax", "--results",
+                          "results"))[1]
+    assert "  requeued 1 time (" in status, status
+
+
+def inline_beside(root: Path, *argv: str) -> subprocess.Popen:
+    """The suite's runs `argv` selects, run inline into `root/inline` beside the jobs: on one
+    thread each, their numbers are the jobs'."""
+    return subprocess.Popen([sys.executable, "-m", "bench", "run", "suite.yaml", *argv,
+                             "--results", "inline", "--no-progress"], cwd=root,
+                            stdout=subprocess.DEVNULL,
+                            env=dict(os.environ, BENCH_DATA=str(root / "cache"),
+                                     OMP_NUM_THREADS="1"))
+
+
+# Long enough to outlast a 1-minute time limit twice (about 100 s of training on one thread),
+# saving a checkpoint only every 1,000 steps: the warned job saves where it stands.
+TIME_LIMITED = ("{steps: 8000}", "-o", "train.checkpoint_every=1000")
+
+
+@pytest.mark.slow
+def test_a_run_longer_than_its_time_limit_is_warned_requeued_and_finishes(slurm, tmp_path):
+    budget, *override = TIME_LIMITED
+    write_suite(tmp_path, budget)
+    reference = inline_beside(tmp_path, "--only", "softmax", *override)
+    started = time.monotonic()
+    code, out, err = finish(bench(tmp_path, "run", "suite.yaml", "--only", "softmax", *override,
+                                  "--results", "results", "--executor", "slurm", "--resource",
+                                  "cpus_per_task=1", "--resource", "timeout_min=1",
+                                  "--no-progress"), timeout=900)
+    took = time.monotonic() - started
+    assert code == 0, out + err
+    assert reference.wait(timeout=600) == 0
+    (job,) = job_ids(tmp_path / "results")
+    (folder,) = (tmp_path / "results").glob("store-e2e/*")
+    log = (folder / "run.log").read_text()
+    warned = re.findall(r"warned by the cluster, saved a checkpoint at step (\d+)", log)
+    assert warned and all(int(step) % 1000 for step in warned), log  # off the cadence
+    assert [f"resuming at step {step}" in log for step in warned] == [True] * len(warned)
+    assert "requeued 1 time" in out  # bench run said so while it followed the job
+    incarnations = subprocess.run(["sacct", "-X", "-n", "-P", "--duplicates", "-j", job, "-o",
+                                   "State"], env=slurm.env, capture_output=True, text=True,
+                                  check=True).stdout.split()
+    assert "TIMEOUT" not in incarnations, incarnations  # requeued before the limit every time
+    status = finish(bench(tmp_path, "status", "suite.yaml", "--only", "softmax", *override,
+                          "--results", "results"))[1]
+    n = len(warned)
+    assert f"finished    {job}" in status and f"  requeued {n} time" in status, status
+    assert metrics_by_run(tmp_path / "results") == metrics_by_run(tmp_path / "inline")
+    print(f"a 1-minute limit: {n} requeues, {took:.0f} s from submission to the end")
+
+
+@pytest.fixture
+def capped(slurm: Cluster) -> Iterator[str]:
+    """A partition whose nodes take one CPU of a job (MaxCPUsPerNode, which sinfo does not
+    show): a job asking two is accepted by sbatch and pends for ever (PartitionConfig)."""
+    name = "capped"
+    node = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], env=slurm.env, check=True,
+                          capture_output=True, text=True).stdout.split()[0]
+    subprocess.run(["scontrol", "create", f"PartitionName={name}", f"Nodes={node}",
+                    "MaxCPUsPerNode=1", "State=UP"], env=slurm.env, check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["scontrol", "delete", f"PartitionName={name}"], env=slurm.env,
+                       check=True)
+
+
+def our_jobs(slurm: Cluster) -> list[str]:
+    """The suite's jobs SLURM's queue lists as pending or running."""
+    out = subprocess.run(["squeue", "-h", "-r", "-t", "PD,R", "-n", "bench-store-e2e", "-o",
+                          "%i"], env=slurm.env, capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+@pytest.mark.slow
+def test_a_job_that_can_never_start_is_cancelled_with_squeues_reason(slurm, capped, tmp_path):
+    write_suite(tmp_path, BUDGET)
+    started = time.monotonic()
+    code, out, err = finish(bench(tmp_path, "run", "suite.yaml", "--only", "softmax",
+                                  "--results", "results", "--executor", "slurm", "--resource",
+                                  f"partition={capped}", "--resource", "cpus_per_task=2",
+                                  "--no-progress"), timeout=120)
+    assert code == 2 and "Traceback" not in err, out + err
+    assert time.monotonic() - started < 60
+    (job,) = job_ids(tmp_path / "results")
+    assert (f"error: job {job} can never start: squeue says PD (PartitionConfig) in partition "
+            f"{capped} (MaxCPUsPerNode=1);") in err, err
+    assert "it asks resources.cpus_per_task 2 x tasks_per_node 1" in err
+    assert "cancelled; its runs stay pending" in err
+    assert job not in our_jobs(slurm)
+    assert not list((tmp_path / "results").glob("store-e2e/*"))  # never started
+
+
+@pytest.mark.slow
+def test_status_shows_why_jobs_wait_and_cancel_leaves_the_runs_resumable(slurm, tmp_path):
+    write_suite(tmp_path, "{steps: 3000}")  # outlasts the looks below
+    selection = ("--only", "softmax", "--seeds", "0", "1")
+    blocker = subprocess.run(["sbatch", "--parsable", "-c", "1", "--wrap", "sleep 600"],
+                             env=slurm.env, capture_output=True, text=True, check=True)
+    try:
+        argv = ("run", "suite.yaml", *selection, "--results", "results", "--executor",
+                "slurm", "--resource", "cpus_per_task=1", "--no-progress")
+        code, out, err = finish(bench(tmp_path, *argv, "--detach"), timeout=120)
+        assert code == 0, out + err
+        checkpointed_holder(tmp_path / "results")  # one runs beside the blocker, one waits
+        looks = ("suite.yaml", *selection, "--results", "results")
+        status = finish(bench(tmp_path, "status", *looks))[1]
+        assert "PD (Resources)" in status and "running     " in status, status
+        code, out, err = finish(bench(tmp_path, "cancel", *looks), timeout=180)
+        assert code == 0 and "store-e2e: 2 jobs cancelled" in out, out + err
+        assert our_jobs(slurm) == []
+        status = finish(bench(tmp_path, "status", *looks))[1]
+        assert "1 interrupted, 1 pending" in status, status
+    finally:
+        subprocess.run(["scancel", blocker.stdout.strip()], env=slurm.env, check=True)
+    reference = inline_beside(tmp_path, *selection)
+    code, out, err = finish(bench(tmp_path, *argv))
+    assert code == 0, out + err
+    logs = [(f / "run.log").read_text() for f in (tmp_path / "results").glob("store-e2e/*")]
+    assert sum("resuming at step" in log for log in logs) == 1  # the cancelled one went on
+    assert reference.wait(timeout=600) == 0
+    assert metrics_by_run(tmp_path / "results") == metrics_by_run(tmp_path / "inline")
 
 
 @pytest.mark.slow

@@ -21,17 +21,17 @@ pid is in use) is judged by its run (`job_alive`): alive while the run has a liv
 bench/store/claims.py), or for `UNSEEN_S` after its submission; after that, without a live holder,
 it has ended. Every command shows a run's state by one rule (`shown_states`: `observe`, then
 `view`), asking SLURM about a job only where the run's folder does not tell (`Observed.live`),
-in one `sacct` call for all the runs a command looks at (`JobStates`), and one `squeue` call for
-the jobs accounting cannot tell about (slurmdbd down or behind).
+in one `sacct` and one `squeue` call for all the runs a command looks at (`JobStates`): squeue
+tells why a job waits and how often it was requeued, and the state of the jobs accounting cannot
+tell about (slurmdbd down or behind). A job pending for a reason no wait cures is cancelled and
+`bench run` ends with an error saying so (`Submitter._refuse`).
 """
 
 import json
 import math
 import os
-import re
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -44,6 +44,14 @@ from typing import Any
 from bench.contract import RunSpec
 from bench.errors import ClaimRefused, UserError
 from bench.execution.partition import fitted, partition_nodes
+from bench.execution.queue import (
+    JOB_ID,
+    Queued,
+    cancel,
+    partition_limits,
+    queue_now,
+    requeued_text,
+)
 from bench.resources import Resources
 from bench.store.claims import (
     CLOCK_SKEW_S,
@@ -59,7 +67,7 @@ from bench.store.claims import (
     record_json,
 )
 from bench.store.folder import Unreadable, read_state
-from bench.store.provenance import JOB_LOGS_ENV, now
+from bench.store.provenance import JOB_INFO_ENV, now
 from bench.store.runs import Store
 from bench.util.atomic import write_text
 from bench.util.paths import nearest_existing
@@ -80,8 +88,6 @@ LEFT_QUEUE = "GONE FROM THE QUEUE (accounting did not say how)"
 # How long after its submission a job whose state cannot be seen counts as alive without a live
 # holder of its run (sacct lists a job within seconds; a local job claims its run as it starts).
 UNSEEN_S = STALE_S
-# The job ids submitit gives: a local job's controller pid, a SLURM job or array task (`12_3`).
-_JOB_ID = re.compile(r"[0-9]+(_[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -141,48 +147,46 @@ def _timestamp(text: str) -> float:
 class JobStates:
     """The states of the SLURM jobs of several runs, for one look at them: the first state
     asked for asks SLURM's accounting about all of their jobs in one `sacct` call (submitit's
-    watcher asks about every job registered with it at once), the others are answered from
-    that call. A look asks nothing where no SLURM job's state is needed."""
+    watcher asks about every job registered with it at once) and the controller's queue in
+    one `squeue` call; the others are answered from those calls. Where accounting cannot say
+    (`UNKNOWN`: slurmdbd down or behind), the queue's state is the job's, and a job the queue no
+    longer lists has ended (`LEFT_QUEUE`). A look asks nothing where no SLURM job's state is
+    needed."""
 
     def __init__(self, records: Iterable[JobRecord | None] = ()) -> None:
         self._records = [r for r in records if r is not None and r.executor == "slurm"]
         self._states: dict[str, str] = {}
+        self._queue: dict[str, Queued] = {}
 
     def __call__(self, record: JobRecord) -> str:
         """The state of `record`'s job."""
-        if record.job_id not in self._states:
-            import submitit
-
-            watcher = submitit.SlurmJob.watcher
-            asked = [record.job_id, *(r.job_id for r in self._records)]
-            for job_id in asked:
-                watcher.register_job(job_id)
-            watcher.update()
-            self._states |= {job_id: watcher.get_state(job_id, mode="cache").upper()
-                             for job_id in asked}
-            unseen = [job_id for job_id in asked if self._states[job_id] == SLURM_UNSEEN]
-            if unseen:  # accounting down or behind: the controller's queue may still tell
-                queued = _queue_states()
-                if queued is not None:
-                    self._states |= {job_id: queued.get(job_id, LEFT_QUEUE)
-                                     for job_id in unseen}
-            self._records = []
+        self._look(record)
         return self._states[record.job_id]
 
+    def queued(self, record: JobRecord) -> Queued | None:
+        """`record`'s job as SLURM's queue lists it; None where it is not listed (ended more
+        than the cluster's MinJobAge ago, or squeue could not answer)."""
+        self._look(record)
+        return self._queue.get(record.job_id)
 
-def _queue_states() -> dict[str, str] | None:
-    """This user's jobs in SLURM's queue (array tasks one by one; ended jobs stay listed for the
-    cluster's MinJobAge), by id: squeue asks the controller, not accounting. None when squeue
-    cannot answer."""
-    try:
-        done = subprocess.run(["squeue", "--noheader", "--me", "--array", "--states=all",
-                               "--format=%i|%T"], capture_output=True, text=True, timeout=60,
-                              check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if done.returncode != 0:
-        return None
-    return dict(line.strip().split("|", 1) for line in done.stdout.splitlines() if "|" in line)
+    def _look(self, record: JobRecord) -> None:
+        if record.job_id in self._states:
+            return
+        import submitit
+
+        watcher = submitit.SlurmJob.watcher
+        asked = [record.job_id, *(r.job_id for r in self._records)]
+        for job_id in asked:
+            watcher.register_job(job_id)
+        watcher.update()
+        self._states |= {job_id: watcher.get_state(job_id, mode="cache").upper()
+                         for job_id in asked}
+        queue = queue_now()
+        self._queue |= queue or {}
+        if queue is not None:  # accounting down or behind: the controller's queue may tell
+            self._states |= {job_id: queue[job_id].state if job_id in queue else LEFT_QUEUE
+                             for job_id in asked if self._states[job_id] == SLURM_UNSEEN}
+        self._records = []
 
 
 def _record_path(store: Store, suite: str, run_id: str) -> Path:
@@ -207,7 +211,7 @@ def _well_formed(record: JobRecord) -> bool:
             and (record.since is None or is_text(record.since))):
         return False
     pid_ok = is_pid(record.pid) if record.executor == "local" else record.pid is None
-    return (pid_ok and _JOB_ID.fullmatch(record.job_id) is not None
+    return (pid_ok and JOB_ID.fullmatch(record.job_id) is not None
             and not math.isnan(_timestamp(record.submitted)))
 
 
@@ -216,8 +220,8 @@ def _write_record(store: Store, suite: str, run_id: str, record: JobRecord) -> N
 
 
 def enter_job(threads: int) -> Any:
-    """Set up a job's process (submitit's job environment, returned): its job id and logs for
-    claims and provenance, its CPU threads."""
+    """Set up a job's process (submitit's job environment, returned): its job id, logs and
+    requeues for claims and provenance, its CPU threads."""
     import submitit
     import torch
 
@@ -227,10 +231,20 @@ def enter_job(threads: int) -> Any:
     signal.signal(signal.SIGTERM, _stop_job)
     os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
     os.environ[JOB_ENV] = env.job_id
-    os.environ[JOB_LOGS_ENV] = json.dumps({"stdout": str(env.paths.stdout),
-                                           "stderr": str(env.paths.stderr)})
+    os.environ[JOB_INFO_ENV] = json.dumps({"stdout": str(env.paths.stdout),
+                                           "stderr": str(env.paths.stderr),
+                                           "requeues": _requeues()})
     torch.set_num_threads(min(threads, os.cpu_count() or 1))
     return env
+
+
+def _requeues() -> int:
+    """How many times SLURM requeued this job (preempted, out of time, `scontrol requeue`):
+    its SLURM_RESTART_COUNT, 0 in a first start or a local job."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    except ValueError:
+        return 0
 
 
 def _stop_job(signum: int, frame: Any) -> None:
@@ -533,11 +547,15 @@ class Submitter:
     def poll(self) -> None:
         """Look at every run not yet ended once: say what changed, record dead jobs' runs."""
         slurm = JobStates(t.record for t in self.tracked if not t.done)
+        stuck: list[tuple[Tracked, Queued]] = []
         for t in self.tracked:
             if t.done:
                 continue
             seen = observe(self.store, self.suite, t.run.run_id, t.record, slurm)
             state = seen.state
+            if state != "finished" and seen.queued is not None and seen.queued.never_starts:
+                stuck.append((t, seen.queued))
+                continue
             if state == "finished":
                 shown, t.done = "finished", True
             elif state in ("failed", "pruned") and not seen.live:
@@ -559,6 +577,25 @@ class Submitter:
                 job = "" if t.record is None else f" [job {t.record.job_id}]"
                 self.say(f"{t.label}{job}: {shown}")
                 t.shown = shown
+        if stuck:
+            self._refuse(stuck)
+
+    def _refuse(self, stuck: list[tuple[Tracked, Queued]]) -> None:
+        """Jobs SLURM keeps pending for a reason no wait cures (`Queued.never_starts`: the
+        partition's limits, which sinfo does not show, refuse what they ask): cancelled, their
+        runs left pending, and a UserError saying why and what the jobs asked."""
+        jobs = [t.record.job_id for t, _ in stuck if t.record is not None]
+        failed = cancel(jobs)
+        t, queued = stuck[0]
+        limits = partition_limits(queued.partition)
+        others = f" (and {len(jobs) - 1} more)" if len(jobs) > 1 else ""
+        raise UserError(
+            f"job {jobs[0]}{others} can never start: squeue says PD ({queued.waiting}) in "
+            f"partition {queued.partition}" + (f" ({limits})" if limits else "")
+            + f"; it asks {self.resources_of(t.run).asked()}; "
+            + (f"scancel failed ({failed}): cancel it by hand" if failed else "cancelled")
+            + "; its runs stay pending: change the suite's resources block, or give "
+            "--resource KEY=VALUE, and run again")
 
     def wait(self, poll_s: float = POLL_S) -> list[tuple[str, str]]:
         """Poll until every run ended; the failures as (label, reason)."""
@@ -590,6 +627,13 @@ class Observed:
         if self.record is None:
             return None
         return job_alive(self.record, self.holder is not None, self.slurm)
+
+    @cached_property
+    def queued(self) -> Queued | None:
+        """Its SLURM job as the queue lists it (None: not a SLURM job, or not listed)."""
+        if self.record is None or self.record.executor != "slurm":
+            return None
+        return self.slurm.queued(self.record)
 
 
 def observe(store: Store, suite: str, run_id: str, record: JobRecord | None,
@@ -632,10 +676,14 @@ def view(seen: Observed) -> tuple[str, str]:
     if seen.state == "running" and seen.holder is not None:
         return "running", f"in {seen.holder}"
     if seen.live and seen.record is not None:
+        queued = seen.queued
+        waits = [] if queued is None else [f"PD ({queued.waiting})" if queued.waiting else "",
+                                           requeued_text(queued.requeues)]
         return (("queued" if seen.record.executor == "slurm" else "starting"),
-                f"as job {seen.record.job_id}")
+                ", ".join([f"as job {seen.record.job_id}", *filter(None, waits)]))
     if seen.state in ("failed", "pruned", "unreadable"):
         return seen.state, seen.reason or ""
     if seen.state == "running":
         return "interrupted", "nobody holds it: the next bench run resumes it"
     return "pending", "not started"
+

@@ -14,7 +14,7 @@ import torch
 
 from bench.store.claims import JOB_ENV
 
-JOB_LOGS_ENV = "BENCH_JOB_LOGS"  # a cluster job's stdout and stderr files (JSON), set by the job
+JOB_INFO_ENV = "BENCH_JOB_INFO"  # a cluster job's log files and requeues (JSON), set by the job
 PACKAGES = ("torch", "transformers", "tokenizers", "lm_eval", "accelerate", "numpy", "pandas",
             "headless-bench")
 
@@ -51,7 +51,7 @@ def collect(device: torch.device) -> dict[str, Any]:
     id and log files."""
     status = _git("status", "--porcelain", "--untracked-files=no")
     job = os.environ.get(JOB_ENV)
-    return ({"job": {"id": job, **json.loads(os.environ.get(JOB_LOGS_ENV) or "{}")}}
+    return ({"job": {"id": job, **json.loads(os.environ.get(JOB_INFO_ENV) or "{}")}}
             if job else {}) | {
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": None if status is None else bool(status),

@@ -12,7 +12,9 @@ buys the same steps on any number of devices.
 
 The loop reads as it runs: load (`StageCheckpoints`), step, read the losses when due, validate
 when due, save when due, finish; the budget says when it stops (`StageBudget.spent`) and
-which step is its last.
+which step is its last. A cluster's warning before preemption or a time limit (SIGUSR1/2) is
+held until the next read of the losses (at most FLUSH_EVERY steps later), where the stage saves
+a checkpoint and stops, and the warning's handler (submitit's: requeue) acts.
 """
 
 import hashlib
@@ -36,6 +38,7 @@ from bench.training.checkpoints import Branches, StageCheckpoints
 from bench.training.distributed import World, from_main, world
 from bench.training.flops import count_flops
 from bench.util.progress import progress as progress_display
+from bench.util.signals import warnings_held
 
 
 def _optimizer(params: list[nn.Parameter], cfg: OptimConfig, device: torch.device
@@ -223,25 +226,31 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
     train_step = _TrainStep(stage, budget, optimizer, step_loss, clock, pending, log)
     stage.model.train()
     clock.start()
-    while not budget.spent(result):
-        cost, lr, done = train_step(result)
-        bar.update(1)
-        if not _read_due(stage, budget, result, checkpoints.due(result, cost)):
-            continue
-        rows = pending.flush(clock.read(), result)
-        last = budget.last_step(result)  # a seconds budget's meter moved with the read
-        bar.set_postfix(loss=f"{result.final_loss:.3f}", lr=f"{lr:.2e}")
-        if _validating(stage, result.steps, last):
-            metrics = {f"val_{k}": v for k, v in
-                       _validate(stage, step_loss.autocast, result.steps, here).items()}
-            rows[-1] |= metrics
-            if on_validate is not None:
-                on_validate(done, metrics)
-        result.curve.extend(rows)
-        checkpoints.save(result, last)
-        if last:
-            break
-        clock.start()
+    stopping = False
+    with warnings_held() as warned:  # a cluster's warning: save at the next read, then stop
+        while not budget.spent(result):
+            cost, lr, done = train_step(result)
+            bar.update(1)
+            if not _read_due(stage, budget, result, checkpoints.due(result, cost)):
+                continue
+            rows = pending.flush(clock.read(), result)
+            last = budget.last_step(result)  # a seconds budget's meter moved with the read
+            stopping = _agreed(bool(warned), here, device) and not last
+            bar.set_postfix(loss=f"{result.final_loss:.3f}", lr=f"{lr:.2e}")
+            if _validating(stage, result.steps, last):
+                metrics = {f"val_{k}": v for k, v in
+                           _validate(stage, step_loss.autocast, result.steps, here).items()}
+                rows[-1] |= metrics
+                if on_validate is not None:
+                    on_validate(done, metrics)
+            result.curve.extend(rows)
+            checkpoints.save(result, last, now=stopping)
+            if last or stopping:
+                break
+            clock.start()
+    if stopping:  # the warning's handler returned (not the main task of a job): stop here too
+        raise SystemExit(f"stage {stage.name}: warned by the cluster, stopped at step "
+                         f"{result.steps}; resumes from its checkpoint")
     if pending.rows:  # a FLOPs budget spent before the horizon (steps of varying shape)
         result.curve.extend(pending.flush(clock.read(), result))
     bar.close()
@@ -262,6 +271,18 @@ def _read_due(stage: Stage, budget: StageBudget, result: StageResult, saving: bo
     and every FLUSH_EVERY steps."""
     return (saving or budget.last_step(result) or _validating(stage, result.steps, last=False)
             or budget.unit == "seconds" or result.steps % FLUSH_EVERY == 0)
+
+
+def _agreed(warned: bool, here: World, device: torch.device) -> bool:
+    """Whether any process was warned (`bench.util.signals`): the processes stop together, at
+    the same read, or one would wait for the others in a collective for ever."""
+    if here.size == 1:
+        return warned
+    import torch.distributed as dist
+
+    flag = torch.tensor([float(warned)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 def _validating(stage: Stage, steps: int, last: bool) -> bool:

@@ -19,17 +19,15 @@ import io
 import os
 import re
 import shutil
-import signal
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Any, BinaryIO
 
 from bench.util.paths import file_kind
+from bench.util.signals import warnings_held
 
 # `tempfile` names: the prefix given below, 8 random characters, the suffix.
 _TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
@@ -37,35 +35,6 @@ _TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 # alone this long belongs to a process that died.
 STALE_AFTER_S = 600.0
 _SUFFIX = ".tmp"
-# What clusters send to warn of preemption or a time limit (submitit: USR2 by default). Their
-# handlers checkpoint and exit; raised inside a write (torch.save's C++ writer calling back into
-# Python), the exit would surface as that write's error instead.
-HELD_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
-
-
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    """Run the handlers of `HELD_SIGNALS` that arrive during the body after it, once the file
-    is whole. Handlers belong to the main thread; elsewhere nothing is held."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[tuple[int, FrameType | None]] = []
-    previous = {s: signal.signal(s, lambda n, frame: held.append((n, frame)))
-                for s in HELD_SIGNALS}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        for n, frame in held:
-            handler = previous[signal.Signals(n)]
-            if callable(handler):
-                handler(n, frame)
-            elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), n)
-
-
 class LinkRefused(OSError):
     """A symbolic link where a run reads or writes: following it could read or write outside
     the run's folder."""
@@ -169,7 +138,7 @@ def write_via(path: Path, write: Callable[[Path], object]) -> None:
     os.close(fd)
     tmp = Path(name)
     try:
-        with _signals_held():
+        with warnings_held():
             write(tmp)
             tmp.chmod(0o644)
             os.replace(tmp, path)

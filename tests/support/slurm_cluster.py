@@ -14,7 +14,9 @@ Where the packages are missing a root CI machine installs them for the test sess
 By hand: `make slurm-up` starts one in `BENCH_SLURM_DIR` (default /tmp/headless-bench-slurm)
 and prints the `SLURM_CONF` to export; `make slurm-down` stops it.
 
-Checked with SLURM 22.05 (Debian 12); slurm.conf keeps to settings 23.x and 24.x read alike.
+Checked with SLURM 22.05 (Debian 12); slurm.conf keeps to settings 23.x and 24.x read alike. A
+requeued job waits 10 s before it starts again (`AuthInfo=cred_expire=10`, SLURM's default 120
+s), so the tests of requeues and time limits take a few minutes, not ten.
 """
 
 import os
@@ -159,7 +161,7 @@ class Cluster:
             "JobAcctGatherType=jobacct_gather/linux", "JobAcctGatherFrequency=5",
             "AccountingStorageType=accounting_storage/slurmdbd",
             "AccountingStorageHost=localhost", f"AccountingStoragePort={dbd}",
-            "ReturnToService=2", "KillWait=5", "MinJobAge=60",
+            "ReturnToService=2", "KillWait=5", "MinJobAge=60", "AuthInfo=cred_expire=10",
             f"NodeName={self.node} CPUs={self.cpus} RealMemory={_memory_mb()} State=UNKNOWN",
             f"PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP",
         ]
