@@ -265,7 +265,8 @@ def test_status_shows_why_jobs_wait_and_cancel_leaves_the_runs_resumable(slurm, 
     write_suite(tmp_path, "{steps: 3000}")  # outlasts the looks below
     selection = ("--only", "softmax", "--seeds", "0", "1")
     blocker = subprocess.run(["sbatch", "--parsable", "-c", "1", "--wrap", "sleep 600"],
-                             env=slurm.env, capture_output=True, text=True, check=True)
+                             cwd=tmp_path, env=slurm.env, capture_output=True, text=True,
+                             check=True)
     try:
         argv = ("run", "suite.yaml", *selection, "--results", "results", "--executor",
                 "slurm", "--resource", "cpus_per_task=1", "--no-progress")
