@@ -293,6 +293,32 @@ def test_status_shows_why_jobs_wait_and_cancel_leaves_the_runs_resumable(slurm, 
 
 
 @pytest.mark.slow
+def test_a_late_job_whose_run_finished_meanwhile_leaves_it_at_once(slurm, tmp_path, inline):
+    write_suite(tmp_path, BUDGET)
+    blocker = subprocess.run(["sbatch", "--parsable", "-c", str(slurm.cpus), "--wrap",
+                              "sleep 600"], cwd=tmp_path, env=slurm.env, capture_output=True,
+                             text=True, check=True).stdout.strip()
+    selection = ("suite.yaml", "--only", "softmax", "--seeds", "0", "--results", "results",
+                 "--no-progress")
+    try:
+        code, out, err = finish(bench(tmp_path, "run", *selection, "--executor", "slurm",
+                                      "--resource", "cpus_per_task=1", "--detach"))
+        assert code == 0, out + err
+        (job,) = job_ids(tmp_path / "results")
+        code, out, err = finish(bench(tmp_path, "run", *selection))  # inline, while it waits
+        assert code == 0, out + err
+        assert job in our_jobs(slurm)  # still pending behind the blocker
+    finally:
+        subprocess.run(["scancel", blocker], env=slurm.env, check=True)
+    wait_for(lambda: sacct(slurm, job)[0]["State"] == "COMPLETED", "the late job's end")
+    (job_log,) = (tmp_path / "results" / ".jobs" / "store-e2e").glob(f"{job}/*_log.out")
+    (folder,) = (tmp_path / "results").glob("store-e2e/*")
+    assert f"run {folder.name}: finished; this job leaves it" in job_log.read_text()
+    assert (folder / "run.log").read_text().count(f"run {folder.name}: suite") == 1
+    assert metrics_by_run(tmp_path / "results") == {("softmax", 0): inline["softmax", 0]}
+
+
+@pytest.mark.slow
 def test_a_sweeps_worker_jobs_complete_its_study(slurm, tmp_path, monkeypatch, capsys):
     from test_cluster_sweep import sweep_as_jobs
 
