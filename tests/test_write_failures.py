@@ -5,6 +5,7 @@ be written, stderr says so and the next `bench run` takes the run up again."""
 import errno
 import json
 import os
+import signal
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -122,23 +123,25 @@ def test_a_full_index_leaves_the_run_finished_in_its_folder(suite, monkeypatch, 
     assert run["state"] == "finished" and "lambada.acc" in run["metrics"]
 
 
-def test_a_preemption_signal_during_a_write_is_handled_once_the_file_is_whole(tmp_path):
-    import signal
-
-    def preempted(signum, frame):  # what submitit's handler does: checkpoint, requeue, exit
+@pytest.mark.parametrize("signum", [signal.SIGUSR2, signal.SIGTERM])
+def test_a_stopping_signal_during_a_write_is_handled_once_the_file_is_whole(tmp_path, signum):
+    """SLURM's warning (submitit's handler: checkpoint, requeue, exit) and its SIGTERM (a
+    cancellation or requeue: a job stops at once) arrive while a checkpoint is half written:
+    raised there, the exit would surface as the write's error and fail the run."""
+    def stopped(signum, frame):
         raise SystemExit(144)
 
     def signalled_midway(tmp: Path) -> None:
         tmp.write_bytes(b"half")
-        os.kill(os.getpid(), signal.SIGUSR2)  # arrives while the file is half written
+        os.kill(os.getpid(), signum)  # arrives while the file is half written
         tmp.write_bytes(b"half and the rest")
 
-    previous = signal.signal(signal.SIGUSR2, preempted)
+    previous = signal.signal(signum, stopped)
     try:
         with pytest.raises(SystemExit):
             bench.util.atomic.write_via(tmp_path / "a.bin", signalled_midway)
         assert (tmp_path / "a.bin").read_bytes() == b"half and the rest"
-        assert signal.getsignal(signal.SIGUSR2) is preempted
+        assert signal.getsignal(signum) is stopped
     finally:
-        signal.signal(signal.SIGUSR2, previous)
+        signal.signal(signum, previous)
     assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]

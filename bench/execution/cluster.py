@@ -146,11 +146,12 @@ def _timestamp(text: str) -> float:
 
 class JobStates:
     """The states of the SLURM jobs of several runs, for one look at them: the first state
-    asked for asks SLURM's accounting about all of their jobs in one `sacct` call (submitit's
-    watcher asks about every job registered with it at once) and the controller's queue in
-    one `squeue` call; the others are answered from those calls. Where accounting cannot say
-    (`UNKNOWN`: slurmdbd down or behind), the queue's state is the job's, and a job the queue no
-    longer lists has ended (`LEFT_QUEUE`). A look asks nothing where no SLURM job's state is
+    asked for asks the controller's queue in one `squeue` call and SLURM's accounting about all
+    of their jobs in one `sacct` call (submitit's watcher asks about every job registered with
+    it at once); the others are answered from those calls. The queue lists every job that may
+    still run, with its state now, so it is believed first; accounting tells how a job it no
+    longer lists ended, and where accounting cannot say (slurmdbd down or behind) such a job
+    has ended all the same (`LEFT_QUEUE`). A look asks nothing where no SLURM job's state is
     needed."""
 
     def __init__(self, records: Iterable[JobRecord | None] = ()) -> None:
@@ -178,15 +179,26 @@ class JobStates:
         asked = [record.job_id, *(r.job_id for r in self._records)]
         for job_id in asked:
             watcher.register_job(job_id)
-        watcher.update()
-        self._states |= {job_id: watcher.get_state(job_id, mode="cache").upper()
-                         for job_id in asked}
-        queue = queue_now()
+        watcher.update()  # where sacct fails, submitit keeps the states it last had
+        accounted = {job_id: watcher.get_state(job_id, mode="cache").upper()
+                     for job_id in asked}
+        queue = queue_now(asked)
         self._queue |= queue or {}
-        if queue is not None:  # accounting down or behind: the controller's queue may tell
-            self._states |= {job_id: queue[job_id].state if job_id in queue else LEFT_QUEUE
-                             for job_id in asked if self._states[job_id] == SLURM_UNSEEN}
+        if queue is None:  # the controller did not answer: accounting's word
+            self._states |= accounted
+        else:  # the controller lists every job that may still run, and its state now
+            self._states |= {job_id: _state(queue.get(job_id), accounted[job_id])
+                             for job_id in asked}
         self._records = []
+
+
+def _state(queued: Queued | None, accounted: str) -> str:
+    """A job's state: the controller's where its queue lists the job; for one it no longer
+    lists (ended more than MinJobAge ago), accounting's end, or `LEFT_QUEUE` where accounting
+    says none (down, behind, or still holding an earlier state)."""
+    if queued is not None:
+        return queued.state
+    return LEFT_QUEUE if accounted in SLURM_LIVE or accounted == SLURM_UNSEEN else accounted
 
 
 def _record_path(store: Store, suite: str, run_id: str) -> Path:

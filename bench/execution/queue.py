@@ -3,7 +3,7 @@ states, why they wait, how long they ran and how often they were requeued; `scan
 reasons a pending job gives that say it will never start.
 
 Only the command-line surface stable across SLURM 22.05 to 24.x is used: `squeue --noheader
---me --array --states=all --Format` with the fields JobArrayID, State, Reason, TimeUsed,
+--array --states=all --jobs=ID,... --Format` with the fields JobArrayID, State, Reason, TimeUsed,
 RestartCnt and Partition, each ended by `|`; `scancel JOB...`; `scontrol show partition NAME
 --oneliner`.
 """
@@ -56,18 +56,20 @@ def requeued_text(n: int) -> str:
 QUEUE_FORMAT = "JobArrayID:|,State:|,Reason:|,TimeUsed:|,RestartCnt:|,Partition:|"
 
 
-def queue_now() -> dict[str, Queued] | None:
-    """This user's jobs in SLURM's queue (array tasks one by one; ended jobs stay listed for the
-    cluster's MinJobAge), by id: squeue asks the controller, not accounting. None when squeue
-    cannot answer."""
+def queue_now(job_ids: list[str]) -> dict[str, Queued] | None:
+    """These jobs as SLURM's queue lists them (array tasks one by one; ended jobs stay listed
+    for the cluster's MinJobAge), by id, whoever submitted them: squeue asks the controller,
+    not accounting. A job it no longer lists is left out; None when squeue cannot answer."""
+    if not job_ids:
+        return {}
     try:
-        done = subprocess.run(["squeue", "--noheader", "--me", "--array", "--states=all",
-                               f"--Format={QUEUE_FORMAT}"], capture_output=True, text=True,
-                              timeout=60, check=False)
+        done = subprocess.run(["squeue", "--noheader", "--array", "--states=all",
+                               f"--jobs={','.join(job_ids)}", f"--Format={QUEUE_FORMAT}"],
+                              capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if done.returncode != 0:
-        return None
+    if done.returncode != 0:  # also when it lists none of them: "Invalid job id specified"
+        return {} if "invalid job id" in done.stderr.lower() else None
     return dict(entry for line in done.stdout.splitlines() if (entry := _queue_entry(line)))
 
 

@@ -38,7 +38,7 @@ from bench.training.checkpoints import Branches, StageCheckpoints
 from bench.training.distributed import World, from_main, world
 from bench.training.flops import count_flops
 from bench.util.progress import progress as progress_display
-from bench.util.signals import warnings_held
+from bench.util.signals import WARNING_SIGNALS, signals_held
 
 
 def _optimizer(params: list[nn.Parameter], cfg: OptimConfig, device: torch.device
@@ -227,7 +227,8 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
     stage.model.train()
     clock.start()
     stopping = False
-    with warnings_held() as warned:  # a cluster's warning: save at the next read, then stop
+    # a cluster's warning: the stage saves at its next read, then the warning acts
+    with signals_held(WARNING_SIGNALS) as warned:
         while not budget.spent(result):
             cost, lr, done = train_step(result)
             bar.update(1)

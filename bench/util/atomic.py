@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from bench.util.paths import file_kind
-from bench.util.signals import warnings_held
+from bench.util.signals import WRITE_HELD, signals_held
 
 # `tempfile` names: the prefix given below, 8 random characters, the suffix.
 _TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
@@ -138,7 +138,7 @@ def write_via(path: Path, write: Callable[[Path], object]) -> None:
     os.close(fd)
     tmp = Path(name)
     try:
-        with warnings_held():
+        with signals_held(WRITE_HELD):
             write(tmp)
             tmp.chmod(0o644)
             os.replace(tmp, path)

@@ -1,11 +1,13 @@
-"""The warning a cluster sends before it preempts a job or at its time limit (SIGUSR1/SIGUSR2;
-submitit asks SLURM for USR2): held back where acting on it at once would lose work, and acted
-on once that work is safe.
+"""Signals held back where acting on them at once would lose work or leave a file broken, and
+acted on once that is safe.
 
-A whole-or-nothing write holds it until the file is whole (raised inside torch.save's C++
-writer, the handler's exit would surface as that write's error). A training stage holds it
-until its next read of the losses, saves a checkpoint there and then lets the handler act
-(submitit's: requeue the job and exit), so a warned run loses no step it trained.
+A whole-or-nothing write holds the signals that stop a process (`WRITE_HELD`: SIGTERM from
+`scancel` or a requeue, SIGINT, and a cluster's warnings) until the file is whole: raised inside
+torch.save's C++ writer, a handler's exit would surface as that write's error and fail the run.
+A training stage holds the warning a cluster sends before a preemption or at its time limit
+(`WARNING_SIGNALS`: SIGUSR1/SIGUSR2; submitit asks SLURM for USR2) until its next read of the
+losses, saves a checkpoint there and then lets the handler act (submitit's: requeue the job and
+exit), so a warned run loses no step it trained.
 """
 
 import os
@@ -16,14 +18,15 @@ from contextlib import contextmanager
 from types import FrameType
 
 WARNING_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+WRITE_HELD = (*WARNING_SIGNALS, signal.SIGTERM, signal.SIGINT)
 
 
 @contextmanager
-def warnings_held() -> Iterator[list[int]]:
-    """Within: the `WARNING_SIGNALS` that arrive are listed (the list yielded) instead of
-    handled; after the body their handlers run, in the order they came (a default handler by
-    sending the signal again). Handlers belong to the main thread; elsewhere nothing is held
-    and the list stays empty."""
+def signals_held(signals: tuple[signal.Signals, ...]) -> Iterator[list[int]]:
+    """Within: the `signals` that arrive are listed (the list yielded) instead of handled;
+    after the body their handlers run, in the order they came (a default handler by sending
+    the signal again; an ignored one not at all). Handlers belong to the main thread;
+    elsewhere nothing is held and the list stays empty."""
     held: list[tuple[int, FrameType | None]] = []
     arrived: list[int] = []
     if threading.current_thread() is not threading.main_thread():
@@ -34,7 +37,7 @@ def warnings_held() -> Iterator[list[int]]:
         held.append((signum, frame))
         arrived.append(signum)
 
-    previous = {s: signal.signal(s, hold) for s in WARNING_SIGNALS}
+    previous = {s: signal.signal(s, hold) for s in signals}
     try:
         yield arrived
     finally:
