@@ -5,7 +5,6 @@ import logging
 import os
 import random
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -29,15 +28,18 @@ class Interrupted(Exception):
     """Stands for a kill between two steps."""
 
 
-def make_stage(stop_at: int | None = None) -> Stage:
+def make_stage(stop_at: int | None = None, warn_at: int | None = None) -> Stage:
     """A small regression whose loss draws on torch, numpy and Python randomness, so a resume
-    that restored any generator wrongly would change the numbers."""
+    that restored any generator wrongly would change the numbers. Killed at step `stop_at`;
+    sent the cluster's warning (SIGUSR2) at step `warn_at`."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Linear(8, 1))
 
     def micro_batches(step: int) -> list[torch.Tensor]:
         if step == stop_at:
             raise Interrupted
+        if step == warn_at:
+            os.kill(os.getpid(), signal.SIGUSR2)
         gen = torch.Generator().manual_seed(step)
         return [torch.randn(6, 4, generator=gen)]
 
@@ -51,10 +53,11 @@ def make_stage(stop_at: int | None = None) -> Stage:
                  validate_every=3, checkpoint_every=EVERY)
 
 
-def train(ckpt: Path, stop_at: int | None = None, **kw: object) -> tuple[StageResult, Stage]:
+def train(ckpt: Path, stop_at: int | None = None, warn_at: int | None = None, **kw: object
+          ) -> tuple[StageResult, Stage]:
     random.seed(1)
     np.random.seed(1)
-    stage = make_stage(stop_at)
+    stage = make_stage(stop_at, warn_at)
     result = train_stage(stage, StageBudget("steps", STEPS), ckpt, torch.device("cpu"), LOG,
                          progress=False, **kw)
     return result, stage
@@ -95,7 +98,7 @@ def test_resume_is_bit_identical_and_needs_no_unpickling(tmp_path: Path, straigh
 
 
 def test_a_warned_stage_saves_at_its_next_read_then_lets_the_warning_act(
-        tmp_path: Path, straight, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, straight) -> None:
     """The cluster's warning (SIGUSR2 before a preemption or time limit) arrives during step 5:
     the stage trains on to its next read of the losses (step 6, a validation), saves a
     checkpoint there although checkpoints fall every 4 steps, and only then is the warning's
@@ -106,28 +109,12 @@ def test_a_warned_stage_saves_at_its_next_read_then_lets_the_warning_act(
         seen.append(torch.load(tmp_path / "toy.pt", weights_only=True)["result"]["steps"])
 
     previous = signal.signal(signal.SIGUSR2, requeue)
-    real = make_stage
-
-    def warned_at_step_5(stop_at: int | None = None) -> Stage:
-        stage = real(stop_at)
-        batches = stage.micro_batches
-
-        def micro_batches(step: int) -> list[torch.Tensor]:
-            if step == 4 and not seen:
-                os.kill(os.getpid(), signal.SIGUSR2)
-            return batches(step)
-
-        stage.micro_batches = micro_batches
-        return stage
-
-    monkeypatch.setattr(sys.modules[__name__], "make_stage", warned_at_step_5)
     try:
         with pytest.raises(SystemExit, match="stopped at step 6"):
-            train(tmp_path)
+            train(tmp_path, warn_at=4)
     finally:
         signal.signal(signal.SIGUSR2, previous)
     assert seen == [6]
-    monkeypatch.undo()
     result, stage = train(tmp_path)
     assert same_as(straight, result, stage)
 

@@ -13,6 +13,7 @@ import sys
 import time
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.store_suite import write_suite
@@ -33,10 +34,13 @@ LOCAL = ("--executor", "local", "--resource", "cpus_per_task=1", "--no-progress"
 BUDGET = "{steps: 400}"
 
 
-def bench(root: Path, *argv: str) -> subprocess.Popen:
+def bench(root: Path, *argv: str, out: Any = subprocess.PIPE) -> subprocess.Popen:
+    """`bench argv` in `root` on one thread, its output to `out` (a pipe: read by `finish`;
+    a file for a command whose local jobs inherit it and would hold a pipe open)."""
     env = dict(os.environ, BENCH_DATA=str(root / "cache"), OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, "-m", "bench", *argv], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=out, stderr=subprocess.STDOUT if out is not subprocess.PIPE
+                            else subprocess.PIPE, text=True)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, str]:
@@ -155,11 +159,8 @@ def test_bench_cancel_stops_a_detached_job_and_the_next_run_resumes_it(tmp_path,
     write_suite(tmp_path, BUDGET)
     argv = ("run", "suite.yaml", "--only", "softmax", "--results", "results", *LOCAL)
     with (tmp_path / "detached.out").open("w") as out_file:  # the local job inherits it
-        detached = subprocess.run([sys.executable, "-m", "bench", *argv, "--detach"],
-                                  cwd=tmp_path, stdout=out_file, stderr=subprocess.STDOUT,
-                                  env=dict(os.environ, BENCH_DATA=str(tmp_path / "cache"),
-                                           OMP_NUM_THREADS="1"), timeout=120, check=False)
-    assert detached.returncode == 0, (tmp_path / "detached.out").read_text()
+        detached = bench(tmp_path, *argv, "--detach", out=out_file).wait(timeout=120)
+    assert detached == 0, (tmp_path / "detached.out").read_text()
     checkpointed_holder(tmp_path / "results")
     code, out, err = finish(bench(tmp_path, "cancel", "suite.yaml", "--only", "softmax",
                                   "--results", "results"), timeout=180)

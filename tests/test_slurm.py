@@ -174,11 +174,8 @@ def test_a_requeued_job_stops_at_once_and_its_next_start_resumes_the_run(slurm, 
 def inline_beside(root: Path, *argv: str) -> subprocess.Popen:
     """The suite's runs `argv` selects, run inline into `root/inline` beside the jobs: on one
     thread each, their numbers are the jobs'."""
-    return subprocess.Popen([sys.executable, "-m", "bench", "run", "suite.yaml", *argv,
-                             "--results", "inline", "--no-progress"], cwd=root,
-                            stdout=subprocess.DEVNULL,
-                            env=dict(os.environ, BENCH_DATA=str(root / "cache"),
-                                     OMP_NUM_THREADS="1"))
+    return bench(root, "run", "suite.yaml", *argv, "--results", "inline", "--no-progress",
+                 out=subprocess.DEVNULL)
 
 
 # Long enough to outlast a 1-minute time limit twice (about 100 s of training on one thread),

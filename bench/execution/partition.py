@@ -12,10 +12,10 @@ seconds`, `infinite` or `UNLIMITED`).
 
 import math
 import re
-import subprocess
 from dataclasses import dataclass
 
 from bench.errors import UserError
+from bench.execution.queue import ask
 from bench.resources import Resources
 
 FORMAT = "%P|%c|%m|%G|%l"
@@ -73,12 +73,8 @@ def _minutes(limit: str) -> float:
 def partition_nodes() -> list[Node] | None:
     """Every node of every partition, from sinfo; None where sinfo cannot tell (no SLURM
     commands here: submission then says so)."""
-    try:
-        done = subprocess.run(["sinfo", "--noheader", "--Node", f"--format={FORMAT}"],
-                              capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return parse_nodes(done.stdout) if done.returncode == 0 else None
+    done = ask(["sinfo", "--noheader", "--Node", f"--format={FORMAT}"])
+    return parse_nodes(done.stdout) if done is not None and done.returncode == 0 else None
 
 
 def fitted(resources: Resources, nodes: list[Node]) -> tuple[Resources, list[str]]:

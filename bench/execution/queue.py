@@ -22,6 +22,15 @@ NEVER_STARTS = re.compile(r"Partition(Config|NodeLimit|TimeLimit)|BadConstraints
                           r"|(QOS|Assoc)Max\w*PerJob\w*")
 
 
+def ask(command: list[str]) -> "subprocess.CompletedProcess[str] | None":
+    """A SLURM command's answer, its output as text; None where it cannot run here (not
+    installed: no SLURM on this machine) or gives no answer within a minute."""
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
 @dataclass(frozen=True)
 class Queued:
     """A SLURM job as the controller's queue lists it (squeue): its state, why it waits
@@ -62,11 +71,9 @@ def queue_now(job_ids: list[str]) -> dict[str, Queued] | None:
     not accounting. A job it no longer lists is left out; None when squeue cannot answer."""
     if not job_ids:
         return {}
-    try:
-        done = subprocess.run(["squeue", "--noheader", "--array", "--states=all",
-                               f"--jobs={','.join(job_ids)}", f"--Format={QUEUE_FORMAT}"],
-                              capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
+    done = ask(["squeue", "--noheader", "--array", "--states=all", f"--jobs={','.join(job_ids)}",
+                f"--Format={QUEUE_FORMAT}"])
+    if done is None:
         return None
     if done.returncode != 0:  # also when it lists none of them: "Invalid job id specified"
         return {} if "invalid job id" in done.stderr.lower() else None
@@ -88,11 +95,9 @@ def cancel(job_ids: list[str]) -> str | None:
     removed); what scancel said when it failed, else None."""
     if not job_ids:
         return None
-    try:
-        done = subprocess.run(["scancel", *job_ids], capture_output=True, text=True,
-                              timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return str(err)
+    done = ask(["scancel", *job_ids])
+    if done is None:
+        return "scancel did not run (not found, or no answer within a minute)"
     return None if done.returncode == 0 else (done.stderr.strip() or f"exit {done.returncode}")
 
 
@@ -100,12 +105,8 @@ def partition_limits(name: str) -> str:
     """The limits of partition `name` that a job may run into (MaxCPUsPerNode, MaxMemPerNode,
     MaxNodes, MaxTime, the accounts and QOS it allows), as `scontrol show partition` says
     them, those that limit nothing left out; empty when it cannot tell."""
-    try:
-        done = subprocess.run(["scontrol", "show", "partition", name, "--oneliner"],
-                              capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    fields = done.stdout.split() if done.returncode == 0 else []
+    done = ask(["scontrol", "show", "partition", name, "--oneliner"])
+    fields = done.stdout.split() if done is not None and done.returncode == 0 else []
     return " ".join(f for f in fields if f.startswith(("Max", "AllowAccounts", "AllowQos",
                                                         "DenyAccounts", "DenyQos"))
                     and f.partition("=")[2] not in ("UNLIMITED", "ALL", "(null)", ""))
