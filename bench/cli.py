@@ -1,8 +1,10 @@
 """The `bench` command: validate, plan, run, ls, report, eval, data."""
 
 import argparse
+import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import replace
@@ -19,6 +21,7 @@ from bench.util.paths import RESULTS_HINT, check_folder
 
 if TYPE_CHECKING:  # heavy imports happen inside the commands that need them
     from bench.contract import RunSpec
+    from bench.execution.status import RunStatus
     from bench.store.runs import Store
     from bench.training.accelerators import Accelerator
     from bench.training.estimate import Total
@@ -48,8 +51,12 @@ def _fmt_amount(unit: str, amount: float) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from bench.config.suite import load_suite
+    from bench.tracking.registry import not_installed
 
     suite = load_suite(args.suite, overrides=args.override)
+    missing = not_installed(suite.head.tracking)
+    if missing:
+        raise UserError(f"{args.suite}: " + "; ".join(missing))
     print(f"{args.suite}: valid suite {suite.name!r} (family {suite.head.family}, "
           f"{len(suite.variants)} variants x {len(suite.head.seeds)} seeds)")
     return 0
@@ -223,15 +230,17 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Every planned run of a suite: its state, its job and where its log is (read from the
-    run folders: an index that cannot be updated is only a warning here)."""
+    """Every planned run of a suite as it stands (bench/execution/status.py), read from the run
+    folders (an index that cannot be updated is only a warning here); with --watch, again every
+    few seconds until no run is running or queued."""
     from bench.config.plan import plan
     from bench.config.suite import load_suite
-    from bench.execution.cluster import JobStates, observe, read_record, view
-    from bench.execution.queue import requeued_text
     from bench.execution.recorded import known_runs, matched_by_config, with_aliases
+    from bench.execution.status import MOVING, look
     from bench.util.fingerprint import missing
 
+    if args.watch is not None and not args.watch > 0:
+        raise UserError(f"--watch {args.watch}: expected seconds > 0")
     suite = load_suite(args.suite, overrides=args.override)
     runs = plan(suite, args.only, args.seeds)
     store = _synced_store(args, suite.name, needed=False)
@@ -242,35 +251,58 @@ def cmd_status(args: argparse.Namespace) -> int:
             known = known_runs(store, suite.name)
             runs = matched_by_config(with_aliases(runs, known), known)
     unchecked = {r.run_id for r, p in zip(runs, planned, strict=True) if missing(p.inputs)}
-    counts: dict[str, int] = {}
-    print(f"{'run id':<14}{'variant':<18}{'seed':>5}  {'budget':<22}{'state':<12}{'job':<14}"
-          f"{'elapsed':>11}  detail (log)")
-    records = [read_record(store, suite.name, r.run_id) for r in runs]
-    slurm = JobStates(records)  # one sacct and one squeue for the suite's SLURM jobs
-    for r, record in zip(runs, records, strict=True):
-        seen = observe(store, suite.name, r.run_id, record, slurm)
-        word, detail = view(seen)
-        counts[word] = counts.get(word, 0) + 1
-        run_dir = store.run_dir(suite.name, r.run_id)
-        log = run_dir / "run.log" if record is None else record.stdout
-        job = "-" if record is None else record.job_id
-        elapsed = "-"
-        if word in ("running", "queued") and seen.queued is not None:  # SLURM asked anyway
-            elapsed = seen.queued.elapsed
-            detail = ", ".join(filter(None, [detail, requeued_text(seen.queued.requeues)]))
-        elif word == "finished" and record is not None:
-            detail = _requeues_of(run_dir, record.job_id)
-        print(f"{r.run_id:<14}{r.variant.name:<18}{r.seed:>5}  {_budget_text(r):<22}"
-              f"{word:<12}{job:<14}{elapsed:>11}  "
-              + (f"{detail} " if detail else "") + f"({log})")
-    print(f"{suite.name}: " + ", ".join(f"{n} {word}" for word, n in sorted(counts.items())))
-    if unchecked:
+    redraw = args.watch is not None and sys.stdout.isatty() and not args.json
+    while True:
+        shown = look(store, suite.name, runs)
+        if args.json:
+            print(json.dumps([r.as_json() for r in shown],
+                             indent=None if args.watch is not None else 2), flush=True)
+        else:
+            if redraw:
+                print("\x1b[H\x1b[2J", end="")  # the terminal cleared: the table redrawn
+            elif args.watch is not None:
+                print(time.strftime("-- %Y-%m-%d %H:%M:%S"))
+            _print_status(suite.name, shown)
+        if args.watch is None or not any(r.state in MOVING for r in shown):
+            break
+        time.sleep(args.watch)
+    if unchecked and not args.json:
         absent = sorted({f"{label} ({p.inputs[label]['path']})" for p in planned
                          for label in missing(p.inputs)})
         print(f"{len(unchecked)} runs read inputs not found here ({', '.join(absent)}): each "
               "is shown as the run the store holds with its config and seed, if any, its inputs "
               "unchecked")
     return 0
+
+
+def _print_status(suite: str, shown: "list[RunStatus]") -> None:
+    """`bench status`'s table: a run a line, then the count of runs in each state."""
+    from bench.util.progress import duration_text
+
+    print(f"{'run id':<14}{'variant':<18}{'seed':>5}  {'budget':<16}{'state':<12}"
+          f"{'stage':<16}{'step/total':>15}{'%':>5}{'elapsed':>11}{'ETA':>11}  {'loss':<9}"
+          f"{'validation':<21}{'job':<22}detail (log)")
+    counts: dict[str, int] = {}
+    for r in shown:
+        counts[r.state] = counts.get(r.state, 0) + 1
+        budget = _fmt_amount(r.budget["unit"], r.budget["amount"]) if r.budget else "reference"
+        stage = "-" if r.stage is None else (
+            f"{r.stage} {(r.stage_index or 0) + 1}/{r.stages}" if (r.stages or 0) > 1
+            else r.stage)
+        steps = "-" if r.step is None else f"{r.step}/{r.total if r.total else '?'}"
+        percent = "-" if r.percent is None else f"{r.percent:.0f}"
+        eta = "-" if r.eta_s is None else duration_text(r.eta_s) + "+" * r.more_stages
+        elapsed = "-" if r.elapsed_s is None else duration_text(r.elapsed_s)
+        loss = "-" if r.loss is None else f"{r.loss:.4g}"
+        validation = "-"
+        if r.validation:
+            name = "val_loss" if "val_loss" in r.validation else min(r.validation)
+            validation = f"{name}={r.validation[name]:.4g}"
+        job = "-" if r.job is None else " ".join(filter(None, [r.job, r.job_state]))
+        print(f"{r.run_id:<14}{r.variant:<18}{r.seed:>5}  {budget:<16}{r.state:<12}{stage:<16}"
+              f"{steps:>15}{percent:>5}{elapsed:>11}{eta:>11}  {loss:<9}{validation:<21}"
+              f"{job:<22}" + (f"{r.detail} " if r.detail else "") + f"({r.log})")
+    print(f"{suite}: " + ", ".join(f"{n} {word}" for word, n in sorted(counts.items())))
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -286,20 +318,6 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     print(f"{suite.name}: {n} job{'s' * (n != 1)} cancelled" if n else
           f"{suite.name}: no job of these runs is queued or running; nothing cancelled")
     return 0
-
-
-def _requeues_of(run_dir: Path, job_id: str) -> str:
-    """How many times a finished run's job was requeued, in words, as the job's last start
-    recorded it in the run's provenance (nothing for none, or when it cannot tell)."""
-    from bench.execution.queue import requeued_text
-    from bench.store.folder import Unreadable, read_provenance
-
-    try:
-        job = (read_provenance(run_dir) or {}).get("job")
-    except (OSError, Unreadable):
-        return ""
-    n = job.get("requeues") if isinstance(job, dict) and job.get("id") == job_id else None
-    return requeued_text(n) if isinstance(n, int) else ""
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -385,6 +403,23 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+class _TrackAction(argparse.Action):
+    """--track NAMES: the suite's `tracking:` replaced, as the override `tracking=[NAMES]`
+    (checked, and recorded, as every override is; worker jobs get it with the others)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        names = [] if values == "none" else [n.strip() for n in str(values).split(",")]
+        namespace.override = [*getattr(namespace, "override", []),
+                              f"tracking=[{', '.join(names)}]"]
+
+
+def _add_track(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--track", action=_TrackAction, metavar="NAMES", help="the trackers every "
+                   "run reports to while it trains, instead of the suite's tracking: "
+                   "tensorboard, mlflow, wandb, comma-separated, or none")
+
+
 def _add_executor(p: argparse.ArgumentParser, help_: str) -> None:
     p.add_argument("--executor", choices=EXECUTORS, default="inline", help=help_)
 
@@ -444,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "SUITE shows how the jobs go")
     _add_resource(p, "override the suite's resources: block, e.g. gpus_per_node=8 "
                   "partition=gpu sbatch.exclusive= (repeatable)")
+    _add_track(p)
     p.set_defaults(func=cmd_run)
 
     p = suite_cmd("sweep", "run the suite's Optuna sweep: every trial an ordinary run; "
@@ -460,13 +496,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_executor(p, "inline: the workers are processes of this command (default); local or "
                   "slurm: each worker a job (submitit), with the sweep variant's resources")
     _add_resource(p, "override the resources: block of the worker jobs (repeatable)")
+    _add_track(p)
     p.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_sweep)
 
-    p = suite_cmd("status", "each run of a suite: finished, running, queued, failed, with its "
-                  "job and log, read from the results folder (from any machine that sees it)")
+    p = suite_cmd("status", "each run of a suite: finished, running, queued, failed; a running "
+                  "run's stage, step, ETA, last loss and validation; its job and log; read from "
+                  "the results folder (from any machine that sees it)")
     _add_selection(p)
     _add_results(p)
+    p.add_argument("--watch", nargs="?", type=float, const=10.0, metavar="SECONDS",
+                   help="redraw every SECONDS (default 10) until no run is running or queued")
+    p.add_argument("--json", action="store_true", help="the runs as a JSON list (with --watch, "
+                   "one list a line)")
     p.set_defaults(func=cmd_status)
 
     p = suite_cmd("cancel", "cancel the jobs (SLURM or local) of a suite's runs; each run stays "

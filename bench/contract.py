@@ -157,6 +157,9 @@ class RunSpec:
     # The command-line overrides its suite was loaded with (their effect is in the config, so
     # hashed; the text is recorded in provenance).
     overrides: tuple[str, ...] = ()
+    # The trackers it reports to while it trains (`tracking:`, `--track`): who watches, not
+    # what it computes, so not hashed.
+    tracking: tuple[str, ...] = ()
 
     @property
     def config(self) -> Any:

@@ -9,6 +9,7 @@ import mlm_step
 import ssh_speed
 import step_time
 import store_scale
+import tracking_overhead
 import wider_eval
 
 
@@ -18,7 +19,8 @@ def main() -> int:
                          ("masked-LM step, cwt vs softmax", mlm_step),
                          ("WIDER FACE evaluation", wider_eval), ("FDDB evaluation", fddb_eval),
                          ("SSH speed and FLOPs, headless vs full", ssh_speed),
-                         ("results store at scale: bench ls and report", store_scale)):
+                         ("results store at scale: bench ls and report", store_scale),
+                         ("watching runs: live files and trackers", tracking_overhead)):
         print(f"\n=== {name} ===", flush=True)
         module.main([])
     return 0

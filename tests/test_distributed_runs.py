@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 from support.textgen import TINY_LM, write_lm_data
+from test_tracking import scalars
+
+from bench.store.folder import read_live_curve
 
 SUITE = """\
 extends: {base}
@@ -114,9 +117,14 @@ def _assert_same_training(a: Path, b: Path) -> None:
 @pytest.mark.slow
 def test_two_processes_train_the_run_one_process_trains(workspace: Path) -> None:
     _finished(_bench(workspace, "one"))
-    out = _finished(_bench(workspace, "two", "--nproc", "2"))
+    out = _finished(_bench(workspace, "two", "--nproc", "2", "--track", "tensorboard"))
     assert "starting 2 processes" in out
     one, two = _run_dir(workspace, "one"), _run_dir(workspace, "two")
+    # rank 0 alone keeps the live curve and reports: one event file, each step once
+    assert len(list((two / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    steps = [int(r["step"]) for r in _curve(two)]
+    assert [s for s, _ in scalars(two / "tensorboard")["curve/loss"]] == steps
+    assert [r["step"] for r in read_live_curve(two)] == steps
     assert one.name == two.name  # the same run: the process count is not part of its identity
     _assert_same_training(one, two)
     assert _metrics(two)["train.world_size"] == 2

@@ -201,12 +201,14 @@ MAY_IMPORT = {
     "data": GROUND | {"util"},
     "training": GROUND | {"util"},
     "store": GROUND | {"util"},
+    "tracking": GROUND | {"util"},
     "evals": GROUND | {"util", "training"},
     "text": GROUND | {"util", "training", "data"},
-    "config": GROUND | {"util", "evals"},
-    "execution": GROUND | {"util", "config", "training", "store", "evals", "text"},
+    "config": GROUND | {"util", "evals", "tracking"},
+    "execution": GROUND | {"util", "config", "training", "store", "evals", "text", "tracking"},
     "report": GROUND | {"util", "config", "evals", "store", "execution"},
-    "cli": GROUND | {"util", "config", "training", "store", "evals", "execution", "report", "data"},
+    "cli": GROUND | {"util", "config", "training", "store", "evals", "execution", "report", "data",
+            "tracking"},
     "__main__": {"cli"},
 } | dict.fromkeys(FAMILY_PACKAGES, FAMILY_MAY_IMPORT)
 

@@ -50,7 +50,8 @@ def test_interval_zero_prints_a_line_per_step(
     short_stage(tmp_path)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == STEPS
-    assert lines[-1].startswith(f"train toy: {STEPS} steps, ")
+    assert lines[-1].startswith(f"train toy: {STEPS}/{STEPS} steps (100%), ")
+    assert lines[0].startswith("train toy: 1/40 steps (2%), ") and ", ETA " in lines[0]
     assert "loss=" in lines[-1] and "lr=" in lines[-1]
 
 

@@ -207,10 +207,12 @@ def test_a_run_longer_than_its_time_limit_is_warned_requeued_and_finishes(slurm,
                                    "State"], env=slurm.env, capture_output=True, text=True,
                                   check=True).stdout.split()
     assert "TIMEOUT" not in incarnations, incarnations  # requeued before the limit every time
-    status = finish(bench(tmp_path, "status", "suite.yaml", "--only", "softmax", *override,
-                          "--results", "results"))[1]
+    (status,) = json.loads(finish(bench(tmp_path, "status", "suite.yaml", "--only", "softmax",
+                                        *override, "--results", "results", "--json"))[1])
     n = len(warned)
-    assert f"finished    {job}" in status and f"  requeued {n} time" in status, status
+    assert (status["state"], status["job"], status["step"], status["total"]) == (
+        "finished", job, 8000, 8000), status
+    assert status["detail"] == f"requeued {n} time{'s' * (n != 1)}", status
     assert metrics_by_run(tmp_path / "results") == metrics_by_run(tmp_path / "inline")
     print(f"a 1-minute limit: {n} requeues, {took:.0f} s from submission to the end")
 
@@ -273,6 +275,12 @@ def test_status_shows_why_jobs_wait_and_cancel_leaves_the_runs_resumable(slurm, 
         looks = ("suite.yaml", *selection, "--results", "results")
         status = finish(bench(tmp_path, "status", *looks))[1]
         assert "PD (Resources)" in status and "running     " in status, status
+        running, waiting = sorted(json.loads(finish(bench(tmp_path, "status", *looks,
+                                                          "--json"))[1]),
+                                  key=lambda r: r["state"] != "running")
+        assert (running["state"], running["job_state"], waiting["job_state"]) == (
+            "running", "RUNNING", "PENDING"), (running, waiting)
+        assert running["step"] > 0 and running["total"] == 3000 and running["elapsed_s"] >= 0
         code, out, err = finish(bench(tmp_path, "cancel", *looks), timeout=180)
         assert code == 0 and "store-e2e: 2 jobs cancelled" in out, out + err
         assert our_jobs(slurm) == []

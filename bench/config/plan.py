@@ -99,7 +99,8 @@ def plan(suite: Suite, only: list[str] | None = None, seeds: list[int] | None = 
             continue
         runs += [run_spec(suite.name, rung, seed, inputs) for rung in rungs(variant)
                  for seed in chosen]
-    return [replace(run, overrides=suite.overrides) for run in runs]
+    return [replace(run, overrides=suite.overrides, tracking=tuple(suite.head.tracking))
+            for run in runs]
 
 
 def _branching_rungs(suite: str, variant: Variant, seeds: list[int],

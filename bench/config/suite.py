@@ -39,11 +39,12 @@ from bench.evals.registry import evaluators_for, get_evaluator, known_evaluators
 from bench.family import get_family, known_families
 from bench.resources import Resources
 from bench.schema import Float, Int, OptimConfig, Strict, check_name, keys_at
+from bench.tracking.registry import check_name as check_tracker
 from bench.util.paths import file_kind
 
 CORE_KEYS = {
     "suite", "family", "extends", "description", "seeds", "budget", "evals", "report",
-    "reference", "variants", "sweep", "resources",
+    "reference", "variants", "sweep", "resources", "tracking",
 }
 # What a variant may set besides the family's config: the core's own variant keys.
 VARIANT_KEYS = ("budget", "resources", "checkpoint")
@@ -126,6 +127,17 @@ class SuiteHead(Strict):
     variants: dict[str, dict[str, Any]] = Field(min_length=1)
     sweep: SweepConfig | None = None
     resources: Resources = Resources()
+    # the trackers every run reports to while it trains (bench/tracking), none by default
+    tracking: list[str] = []
+
+    @field_validator("tracking")
+    @classmethod
+    def _trackers_known(cls, v: list[str]) -> list[str]:
+        for name in v:
+            check_tracker(name)
+        if len(set(v)) < len(v):
+            raise ValueError(f"{v}: a tracker is named twice")
+        return v
 
     @field_validator("suite")
     @classmethod

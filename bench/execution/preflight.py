@@ -10,6 +10,7 @@ from bench.contract import RunSpec
 from bench.errors import UserError
 from bench.evals.registry import get_evaluator
 from bench.store.index import json_column
+from bench.tracking.registry import not_installed
 from bench.util.fingerprint import missing
 
 
@@ -22,7 +23,8 @@ def missing_inputs(runs: list[RunSpec]) -> list[str]:
 
 def preflight(suite: Suite, runs: list[RunSpec]) -> None:
     """Raise one UserError naming every missing input and every evaluator's refusal among the
-    runs' variants. An evaluator whose own inputs are missing is not asked (its input says it)."""
+    runs' variants, and every tracker named whose package is not installed. An evaluator whose
+    own inputs are missing is not asked (its input says it)."""
     refusals: list[tuple[str, str]] = []
     said: dict[tuple[str, str, str | None], str] = {}  # what each evaluator config said
     for run in runs:
@@ -39,7 +41,7 @@ def preflight(suite: Suite, runs: list[RunSpec]) -> None:
                     said[key] = f"{name}: {err}"
             if said[key]:
                 refusals.append((said[key], run.variant.name))
-    problems = missing_inputs(runs) + _lines(refusals)
+    problems = missing_inputs(runs) + _lines(refusals) + not_installed(suite.head.tracking)
     if problems:
         raise UserError(f"{len(problems)} problem{'s' * (len(problems) > 1)} before any run "
                         "starts; nothing was run or submitted:\n  " + "\n  ".join(problems))

@@ -51,6 +51,19 @@ class Queued:
         return self.reason if self.state == "PENDING" and self.reason != "None" else None
 
     @property
+    def elapsed_s(self) -> float | None:
+        """TimeUsed in seconds (None where squeue wrote something else)."""
+        days, _, clock = self.elapsed.rpartition("-")
+        parts = clock.split(":")
+        if not (1 <= len(parts) <= 3 and all(p.isdigit() for p in parts)
+                and (days == "" or days.isdigit())):
+            return None
+        seconds = 0
+        for part in parts:
+            seconds = seconds * 60 + int(part)
+        return float(seconds + int(days or 0) * 86400)
+
+    @property
     def never_starts(self) -> bool:
         """Whether it is pending for a reason no wait cures (`NEVER_STARTS`)."""
         return self.waiting is not None and NEVER_STARTS.fullmatch(self.waiting) is not None

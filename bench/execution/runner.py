@@ -7,8 +7,8 @@ import math
 import os
 import sys
 import traceback
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,11 @@ from bench.contract import Family, RunSpec, Stage, StageResult, stages_of
 from bench.errors import ClaimRefused, Pruned, RunFailed
 from bench.evals.evaluator import EvalSetting
 from bench.evals.registry import get_evaluator
+from bench.execution.live import LiveRun, combined_curve
 from bench.store import provenance
-from bench.store.folder import write_jsonl
+from bench.store.folder import RECORD_FILES, write_jsonl
 from bench.store.runs import Store
+from bench.tracking.tracker import TrackedRun, Trackers
 from bench.training.accelerators import efficiency_metrics
 from bench.training.budget import StageBudget, split_budget
 from bench.training.checkpoints import Branches, drop_branch_file
@@ -53,6 +55,8 @@ class RunFolderContext:
     monitor: Callable[[float, dict[str, float]], None] | None = None
     restart_corrupt: bool = False  # a stage whose checkpoints are all unusable starts afresh
     data_root: str | None = None  # the family's training data folder, offered to evaluators
+    provenance_base: dict[str, Any] = field(default_factory=dict)  # where it runs (commit)
+    live: LiveRun | None = None  # the run folder's live files, kept by rank 0 once it trains
 
     @property
     def main(self) -> bool:
@@ -64,12 +68,44 @@ class RunFolderContext:
         monitor = self.monitor
         hear = (None if monitor is None
                 else lambda done, metrics: monitor(index + done, metrics))
+        if self.live is None and self.main:
+            self.live = self._live_run()
+        budget = self.run.variant.budget
         result = train_stage(stage, self.budgets[stage.name], self.dir / "checkpoints",
                              self.device, self.log, self.progress, hear, self.restart_corrupt,
                              Branches.of_rung(self.run, stage, self.budgets, self.dir,
-                                              self._heard_branch) if index == 0 else None)
+                                              self._heard_branch) if index == 0 else None,
+                             self.live, f"{self.run.variant.name} seed {self.run.seed} "
+                             f"({budget.amount:.4g} {budget.unit})")
         self.stages.append(result)
         return result
+
+    def _live_run(self) -> LiveRun:
+        """The run folder's live files and the run's trackers, for rank 0 once it trains."""
+        run, budget = self.run, self.run.variant.budget
+        tracked = TrackedRun(run.run_id, run.suite, run.variant.name, run.seed,
+                             f"{budget.amount:.4g} {budget.unit}", run.resolved, self.dir,
+                             self.provenance_base.get("git_commit"), resumed_at=0)
+        trackers = Trackers(run.tracking, self.log) if run.tracking else None
+        return LiveRun(self.dir, list(self.budgets), self.stages, trackers, tracked)
+
+    @contextmanager
+    def tracked(self) -> Iterator[None]:
+        """Within: the run's work; after, its live files and trackers let go, told how it
+        ended (finished once `finish` was heard)."""
+        ended = "failed"
+        try:
+            yield
+            ended = "finished"
+        except Pruned:
+            ended = "pruned"
+            raise
+        except (SystemExit, KeyboardInterrupt):  # a warned, cancelled or preempted job
+            ended = "interrupted"
+            raise
+        finally:
+            if self.live is not None:
+                self.live.close(ended)
 
     def _heard_branch(self, branched: dict[str, Any]) -> None:
         self.provenance["branched_from"] = {"run": branched["run"], "step": branched["step"]}
@@ -133,17 +169,6 @@ def _run_logger(run: RunSpec, path: Path) -> logging.Logger:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     return log
-
-
-def _combined_curve(stages: list[StageResult]) -> list[dict[str, Any]]:
-    """Stages' curves on one axis: steps, tokens and FLOPs accumulate across stages."""
-    rows, step, tokens, flops = [], 0, 0, 0.0
-    for s in stages:
-        for r in s.curve:
-            rows.append(r | {"step": step + r["step"], "tokens": tokens + r["tokens"],
-                             "flops": flops + r["flops"]})
-        step, tokens, flops = step + s.steps, tokens + s.items, flops + s.flops
-    return rows
 
 
 def _training_metrics(stages: list[StageResult], unit: str, device_name: str
@@ -217,14 +242,15 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
         ctx = RunFolderContext(run, path, device, log, split_budget(run.variant.budget, stages),
                                cache_dir, progress, monitor=monitor,
                                restart_corrupt=restart_corrupt,
-                               data_root=family.data_root(run.config))
+                               data_root=family.data_root(run.config), provenance_base=prov)
         for name, cfg in run.variant.evals:  # missing evaluation data fails before training
             get_evaluator(name).check(cfg, ctx.data_root)
         work = family.execute if run.variant.trains else family.score
         if here.main:
-            with store.heartbeat(run.run_id):  # machines that share the folder see it alive
+            # machines that share the folder see it alive; its live files are let go after
+            with store.heartbeat(run.run_id), ctx.tracked():
                 work(run, ctx)
-            _record_success(family, store, ctx, prov)
+                _record_success(family, store, ctx, prov)
             drop_branch_file(run, stages, path, log)
         elif run.variant.trains:  # a checkpoint is scored by rank 0 alone
             work(run, ctx)
@@ -261,7 +287,9 @@ def _record_success(family: Family, store: Store, ctx: RunFolderContext,
         if ctx.stages else {}
     metrics = trained | ctx.metrics
     prov = prov | ctx.provenance | {"ended": provenance.now()}
-    store.finish(ctx.run.run_id, metrics, _combined_curve(ctx.stages), prov, ctx.points)
+    store.finish(ctx.run.run_id, metrics, combined_curve(ctx.stages), prov, ctx.points)
+    if ctx.live is not None:
+        ctx.live.finish(metrics, [ctx.dir / name for name in RECORD_FILES])
 
 
 def failure_reason(e: Exception, store: Store) -> str:

@@ -211,7 +211,7 @@ class Worker:
         seed = self.cfg.seed if self.cfg.seed is not None else self.suite.head.seeds[0]
         inputs = variant_inputs(self.suite.family, variant, self.cache_dir)
         run = replace(run_spec(self.study.study_name, variant, seed, inputs),
-                      overrides=self.suite.overrides)
+                      overrides=self.suite.overrides, tracking=tuple(self.suite.head.tracking))
         trial.set_user_attr("run_id", run.run_id)
         self.report(f"trial {trial.number}: {params} -> run {run.run_id}")
         if self.store.state(run.run_id) != "finished":

@@ -5,7 +5,8 @@ The folder holds config.json and provenance.json (written when the run begins; t
 run's provenance replaces the first); state.json (running, finished, failed or pruned, with the
 reason and times); claim.json and heartbeat while a process holds the run (bench/store/claims.py);
 and once it finished, metrics.json, curve.csv and points.json, written before state.json says so.
-Every file is written whole (bench/util/atomic.py).
+Every file is written whole (bench/util/atomic.py), but for the live ones a training run keeps
+(`LiveCurve`: curve.jsonl, appended to; progress.json, rewritten whole).
 
 A folder may hold anything that was written to a shared file system, so every value is checked
 before anything uses it: JSON nested at most `MAX_DEPTH` deep, text that UTF-8 holds, whole
@@ -20,12 +21,12 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeGuard
 
 from bench.store.claims import is_text
-from bench.util.atomic import NotAFile, open_read, write_text
+from bench.util.atomic import NotAFile, open_append, open_read, write_text
 
 # A run folder's files are small; anything larger is not one of ours (and is not read whole).
 MAX_FILE_BYTES = 256 * 2**20
@@ -43,6 +44,9 @@ class Unreadable(ValueError):
     """A run folder that cannot be indexed: what is wrong, naming the file."""
 
 
+# A finished run's record: what a tracker keeps of it as artefacts.
+RECORD_FILES = ("config.json", "provenance.json", "metrics.json", "curve.csv", "points.json",
+                "run.log")
 CURVE_COLUMNS = ("stage", "step", "tokens", "flops", "loss", "lr", "wall")
 
 
@@ -265,16 +269,22 @@ def read_curve(path: Path) -> list[dict[str, Any]]:
         if None in row:  # csv's key for the cells past the header's
             raise Unreadable(f"{path.name}:{line}: more cells than the header names")
         rows.append({k: _cell(v) for k, v in row.items()})
+    _check_curve(path.name, rows, first_line=2)
+    return rows
+
+
+def _check_curve(name: str, rows: list[dict[str, Any]], first_line: int) -> None:
+    """Raise Unreadable naming the file's line and column where a curve row holds a step that
+    is not a whole number >= 0, or a count or measured value that is not a number."""
     measured = curve_metrics(rows)
-    for line, row in enumerate(rows, 2):
+    for line, row in enumerate(rows, first_line):
         step = row.get("step")
         bad = [] if is_int64(step) and step >= 0 else ["step"]
         bad += [c for c in ("flops", "tokens") if not is_real(row.get(c))]
         bad += [c for c in measured if row.get(c) is not None and not is_real(row[c])]
         if bad:
             expected = "a whole number of 64 bits" if bad[0] == "step" else "a number"
-            raise Unreadable(f"{path.name}:{line}: column '{bad[0]}': expected {expected}")
-    return rows
+            raise Unreadable(f"{name}:{line}: column '{bad[0]}': expected {expected}")
 
 
 def _cell(text: str | None) -> Any:
@@ -311,3 +321,99 @@ def update_state(folder: Path, **changes: Any) -> None:
     state = read_state(folder)
     assert state is not None  # a held run's state.json was written by `begin`
     write_json(folder / "state.json", state | changes)
+
+
+# While a run trains, its folder is live: `curve.jsonl` holds the training curve as it grows
+# (the rows curve.csv will hold, on the same axis), `progress.json` where the run stands.
+LIVE_CURVE = "curve.jsonl"
+PROGRESS = "progress.json"
+
+
+class LiveCurve:
+    """curve.jsonl, one JSON row per line: rewritten whole where a stage (re)starts, with the
+    rows its checkpoint holds (so rows trained after the last checkpoint by a killed process
+    are dropped, as its training state is), then appended to as rows reach the host, made
+    durable (fsync) where a checkpoint is saved."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LIVE_CURVE
+        self._file: io.TextIOWrapper | None = None
+
+    def restart(self, rows: list[dict[str, Any]]) -> None:
+        self.close()
+        write_jsonl(self.path, rows)
+        self._file = open_append(self.path, "utf-8")  # a link planted meanwhile is replaced
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        assert self._file is not None, "restart() comes first"
+        self._file.write("".join(json.dumps(r, default=str) + "\n" for r in rows))
+        self._file.flush()  # readers see every row at once
+
+    def sync(self) -> None:
+        if self._file is not None:
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_live_curve(folder: Path) -> list[dict[str, Any]]:
+    """curve.jsonl's rows, checked as curve.csv's are; a last line without its newline is a
+    row being written (or cut by a kill) and is left out. None of it: no rows."""
+    path = folder / LIVE_CURVE
+    if not path.exists():
+        return []
+    try:
+        text = _file_bytes(path).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise Unreadable(f"{path.name}: {err}") from None
+    rows = []
+    for line, raw in enumerate(text.split("\n")[:-1], 1):
+        try:
+            row = json.loads(raw)
+        except ValueError as err:
+            raise Unreadable(f"{path.name}:{line}: {err}") from None
+        if not isinstance(row, dict) or _tree_problem(row) is not None:
+            raise Unreadable(f"{path.name}:{line}: expected a JSON object of a curve row")
+        rows.append(row)
+    _check_curve(path.name, rows, first_line=1)
+    return rows
+
+
+def write_progress(folder: Path, progress: dict[str, Any]) -> None:
+    write_json(folder / PROGRESS, progress)
+
+
+# progress.json's fields and what each holds (None allowed where the loop does not know yet).
+_PROGRESS_FIELDS: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
+    "stage": (is_text, "a stage's name", False),
+    "stage_index": (lambda v: is_int64(v) and v >= 0, "a whole number >= 0", False),
+    "stages": (lambda v: isinstance(v, list) and all(map(is_text, v)), "a list of names",
+               False),
+    "step": (lambda v: is_int64(v) and v >= 0, "a whole number >= 0", False),
+    "horizon": (lambda v: is_int64(v) and v > 0, "a whole number > 0", True),
+    "loss": (is_real, "a number", True),
+    "seconds": (is_real, "a number", False),
+    "began": (is_real, "a time in seconds", False),
+    "since_step": (lambda v: is_int64(v) and v >= 0, "a whole number >= 0", False),
+    "since": (is_real, "a time in seconds", False),
+    "updated": (is_real, "a time in seconds", False),
+    "validation": (lambda v: isinstance(v, dict) and all(map(is_real, v.values())),
+                   "metrics as numbers", True),
+    "validated_at": (lambda v: is_int64(v) and v >= 0, "a whole number >= 0", True),
+}
+
+
+def read_progress(folder: Path) -> dict[str, Any] | None:
+    """progress.json, every field checked; None when the run has not trained here."""
+    path = folder / PROGRESS
+    if not path.exists():
+        return None
+    progress = json_file(path, dict)
+    for name, (valid, expected, optional) in _PROGRESS_FIELDS.items():
+        value = progress.get(name)
+        if not (valid(value) or (optional and value is None)):
+            raise Unreadable(f"{PROGRESS}: {name!r}: expected {expected}")
+    return progress

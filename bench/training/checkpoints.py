@@ -207,11 +207,12 @@ class StageCheckpoints:
         return (result.steps % self.stage.checkpoint_every == 0
                 or result.steps in self._branch_steps)
 
-    def save(self, result: StageResult, last: bool, now: bool = False) -> None:
+    def save(self, result: StageResult, last: bool, now: bool = False) -> bool:
         """What is due (`due`) after the step that brought the stage to `result`: the branch
         files of lower rungs that start here, then the stage's checkpoint (the one before kept),
         unless the step was its last (it finishes instead); the checkpoint `now` whatever
-        the step (the stage stops here: its job was warned of preemption or its time limit)."""
+        the step (the stage stops here: its job was warned of preemption or its time limit).
+        Whether the stage's checkpoint was saved (by rank 0, or would have been)."""
         assert self._branch_steps is not None, "due() is asked first"
         for path, lower, horizon in (self._branch_steps.get(result.steps, [])
                                      if self.here.main else []):
@@ -220,12 +221,13 @@ class StageCheckpoints:
                        | {"budget": [lower.unit, lower.amount]}, path)
             self.log.info("stage %s: saved the branch checkpoint %s at step %d",
                           self.stage.name, path.name, result.steps)
-        if (now or result.steps % self.stage.checkpoint_every == 0) and not last \
-                and self.here.main:
+        saving = (now or result.steps % self.stage.checkpoint_every == 0) and not last
+        if saving and self.here.main:
             save_torch(self._state(True, result), self.latest, self.prev)
             if now:
                 self.log.info("stage %s: warned by the cluster, saved a checkpoint at step %d "
                               "and stops", self.stage.name, result.steps)
+        return saving
 
     def finish(self, result: StageResult) -> None:
         """The stage's final weights and record; its resumable checkpoints go."""

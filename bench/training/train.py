@@ -15,6 +15,9 @@ when due, save when due, finish; the budget says when it stops (`StageBudget.spe
 which step is its last. A cluster's warning before preemption or a time limit (SIGUSR1/2) is
 held until the next read of the losses (at most FLUSH_EVERY steps later), where the stage saves
 a checkpoint and stops, and the warning's handler (submitit's: requeue) acts.
+
+A `StageListener` hears the stage as it goes (where it starts, each read of the losses, each
+save): the run's live files and trackers follow a run through it without the loop knowing them.
 """
 
 import hashlib
@@ -192,6 +195,22 @@ class _Clock:
         return [a.elapsed_time(b) / 1000 for a, b in pairwise(marks)]
 
 
+class StageListener:
+    """Hears a stage as it trains (this base hears nothing). Called in every process; only
+    rank 0 is handed a listener that writes anything."""
+
+    def started(self, result: StageResult) -> None:
+        """The stage starts from `result`: its first step, its checkpoint (`result.curve` the
+        rows it holds) or, finished earlier, its final record."""
+
+    def read(self, result: StageResult, rows: list[dict[str, Any]]) -> None:
+        """`rows` reached the host (the last holding any validation's `val_*` metrics) and
+        joined `result.curve`."""
+
+    def saved(self, result: StageResult) -> None:
+        """A checkpoint holds the stage up to `result` (its final one, once it finished)."""
+
+
 # Losses and step times reach the host every this many steps (and at every validation,
 # checkpoint and the last step); a seconds budget reads them every step.
 FLUSH_EVERY = 10
@@ -200,8 +219,8 @@ FLUSH_EVERY = 10
 def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch.device,
                 log: logging.Logger, progress: bool = True,
                 on_validate: Callable[[float, dict[str, float]], None] | None = None,
-                restart_corrupt: bool = False, branches: Branches | None = None
-                ) -> StageResult:
+                restart_corrupt: bool = False, branches: Branches | None = None,
+                listener: StageListener | None = None, label: str = "") -> StageResult:
     """Train `stage` until its budget is spent; resume from `ckpt_dir` where a run left off.
 
     `on_validate(done, metrics)` hears every validation: the fraction of the budget spent and
@@ -209,19 +228,24 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
     `restart_corrupt` trains the stage from its start when none of its checkpoints is usable,
     instead of failing. `branches`: the stage's part in a wsd ladder (see `Branches`); its own
     checkpoints come first, so a branched stage resumes from them, not from the branch.
+    `listener` hears the stage as it goes; `label` names the run on the progress display.
     """
     here = World() if stage.solo else world()
+    listener = listener or StageListener()
     checkpoints = StageCheckpoints(stage, budget, ckpt_dir, device, here, log, restart_corrupt,
                                    branches)
     trained = checkpoints.load_trained()
     if trained is not None:
+        listener.started(trained)
         return trained
     optimizer = _optimizer(stage.parameters, stage.optim, device)
     result, flops_by_shape = checkpoints.load(optimizer)
+    listener.started(result)
     step_loss = _StepLoss(stage, device, here, flops_by_shape)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    bar = progress_display(f"train {stage.name}", "step", result.steps, enabled=progress)
+    bar = progress_display(" ".join(filter(None, [label, f"train {stage.name}"])), "step",
+                           result.steps, enabled=progress, total=result.horizon)
     clock, pending = _Clock(device), _Pending(stage.name, here)
     train_step = _TrainStep(stage, budget, optimizer, step_loss, clock, pending, log)
     stage.model.train()
@@ -231,6 +255,9 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
     with signals_held(WARNING_SIGNALS) as warned:
         while not budget.spent(result):
             cost, lr, done = train_step(result)
+            if bar.total is None and result.horizon is not None:  # priced on the first step
+                bar.total = result.horizon
+                bar.refresh()
             bar.update(1)
             if not _read_due(stage, budget, result, checkpoints.due(result, cost)):
                 continue
@@ -242,10 +269,14 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
                 metrics = {f"val_{k}": v for k, v in
                            _validate(stage, step_loss.autocast, result.steps, here).items()}
                 rows[-1] |= metrics
+                log.info("stage %s: step %d: %s", stage.name, result.steps,
+                         ", ".join(f"{k}={v:.6g}" for k, v in metrics.items()))
                 if on_validate is not None:
                     on_validate(done, metrics)
             result.curve.extend(rows)
-            checkpoints.save(result, last, now=stopping)
+            listener.read(result, rows)
+            if checkpoints.save(result, last, now=stopping):
+                listener.saved(result)
             if last or stopping:
                 break
             clock.start()
@@ -253,13 +284,16 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
         raise SystemExit(f"stage {stage.name}: warned by the cluster, stopped at step "
                          f"{result.steps}; resumes from its checkpoint")
     if pending.rows:  # a FLOPs budget spent before the horizon (steps of varying shape)
-        result.curve.extend(pending.flush(clock.read(), result))
+        rows = pending.flush(clock.read(), result)
+        result.curve.extend(rows)
+        listener.read(result, rows)
     bar.close()
     if device.type == "cuda":
         peak = float(torch.cuda.max_memory_allocated(device))
         result.peak_memory = peak if math.isnan(result.peak_memory) else max(
             peak, result.peak_memory)
     checkpoints.finish(result)
+    listener.saved(result)
     log.info("stage %s: %d steps, %.4g FLOPs, %d items, %.1f s, final loss %.4f", stage.name,
              result.steps, result.flops, result.items, result.seconds, result.final_loss)
     return result
