@@ -358,7 +358,7 @@ def test_a_run_on_two_tasks_is_one_job_whose_srun_tasks_train_together(slurm, tm
 
 @pytest.mark.slow
 def test_with_accounting_down_jobs_are_followed_and_a_dead_one_is_seen(slurm, tmp_path):
-    write_suite(tmp_path, "{steps: 1500}")  # long enough to outlast the looks below
+    write_suite(tmp_path, "{steps: 4000}")  # outlasts the looks below (15 s and more)
     argv = ("run", "suite.yaml", "--only", "softmax", "--results", "results", "--executor",
             "slurm", "--resource", "cpus_per_task=1", "--no-progress")
     proc = bench(tmp_path, *argv)

@@ -118,11 +118,13 @@ def test_a_sweep_prunes_records_every_trial_and_resumes(tmp_path, monkeypatch, c
     from bench.cli import main
 
     monkeypatch.setenv("BENCH_DATA", str(tmp_path / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the store beside the results
     path = write_suite(tmp_path, trials=4, pruner="median")
     results = tmp_path / "results"
     assert main(["sweep", str(path), "--results", str(results), "--no-progress",
-                 "--n-trials", "3"]) == 0
-    assert main(["sweep", str(path), "--results", str(results), "--no-progress"]) == 0
+                 "--n-trials", "3", "--track", "mlflow"]) == 0
+    assert main(["sweep", str(path), "--results", str(results), "--no-progress",
+                 "--track", "mlflow"]) == 0
     out = capsys.readouterr().out
     assert "study sweep-test.sweep:" in out and "best: trial" in out
     suite = load_suite(path)
@@ -139,6 +141,21 @@ def test_a_sweep_prunes_records_every_trial_and_resumes(tmp_path, monkeypatch, c
         if t.state == TrialState.COMPLETE:
             assert store.final_metrics(run)["val.nll"] == pytest.approx(t.value)
         assert (results / study_name(suite) / run / "run.log").is_file()
+    # the trials are runs of one MLflow experiment, the study's, each ended as its trial did
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(study_name(suite))
+    tracked = {r.data.tags["bench.run_id"]: r for r in
+               client.search_runs([experiment.experiment_id])}
+    assert set(tracked) == {t.user_attrs["run_id"] for t in trials}
+    for t in trials:
+        mlflow_run = tracked[t.user_attrs["run_id"]]
+        if t.state == TrialState.COMPLETE:
+            assert mlflow_run.info.status == "FINISHED"
+            assert mlflow_run.data.metrics["val.nll"] == pytest.approx(t.value)
+        else:
+            assert mlflow_run.info.status == "KILLED"  # pruned
 
 
 def _sigkill_scenario(tmp_path: Path, storage: str, heartbeat: str) -> None:

@@ -79,6 +79,12 @@ def test_tensorboard_sees_each_step_once_across_a_kill_and_resume(
         series)
     assert [s for s, _ in series["curve/val_mean"]] == [3, 6, 9, 12]
     assert series["final/val.mse"] == [(STEPS, 0.5)]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    (config,) = events.Tensors("config/text_summary")
+    assert '"lr": 0.01' in config.tensor_proto.string_val[0].decode()  # the config as text
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len([w for w in warned if w.startswith("tracker mlflow failed")]) == 2  # once a run
     assert timeless(read_live_curve(tmp_path)) == timeless(result.curve)

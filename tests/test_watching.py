@@ -123,12 +123,16 @@ def status_json(root: Path, *extra: str) -> list[dict]:
     return json.loads(out)
 
 
+LONG = 1500  # steps of the followed run
+
+
 @pytest.mark.slow
 def test_a_running_suite_is_followed_by_status_json_and_watch_to_its_end(tmp_path: Path) -> None:
-    """While `bench run` trains a 400-step run: `bench status --json` shows its stage, step of
-    400, ETA, last loss and validation; `bench status --watch` redraws until it finished; at
-    the end the live curve is curve.csv's rows and the progress its final numbers."""
-    write_suite(tmp_path, "{steps: 400}")
+    """While `bench run` trains a run of 1500 steps (long enough to outlast a second command's
+    start): `bench status --json` shows its stage, step of 1500, ETA, last loss and validation;
+    `bench status --watch` redraws until it finished; at the end the live curve is curve.csv's
+    rows and the progress its final numbers."""
+    write_suite(tmp_path, f"{{steps: {LONG}}}")
     run = bench(tmp_path, "run", "suite.yaml", "--only", "cwt", "--results", "results",
                 "--no-progress")
     try:
@@ -138,12 +142,12 @@ def test_a_running_suite_is_followed_by_status_json_and_watch_to_its_end(tmp_pat
             (status,) = status_json(tmp_path, "--only", "cwt")
             seen.append(status)
             return status["state"] == "running" and status["eta_s"] is not None \
-                and status["validation"] is not None and 0 < status["step"] < 400
+                and status["validation"] is not None and 0 < status["step"] < LONG // 3
         wait_for(midway, "a running run with a step, ETA and validation", timeout=300)
         status = seen[-1]
         assert (status["stage"], status["total"], status["budget"]) == (
-            "pretrain", 400, {"unit": "steps", "amount": 400})
-        assert status["percent"] == pytest.approx(100 * status["step"] / 400)
+            "pretrain", LONG, {"unit": "steps", "amount": LONG})
+        assert status["percent"] == pytest.approx(100 * status["step"] / LONG)
         assert status["loss"] > 0 and status["elapsed_s"] > 0 and status["eta_s"] > 0
         assert status["validated_at"] % 5 == 0 and "val_loss" in status["validation"]
         watch = bench(tmp_path, "status", "suite.yaml", "--only", "cwt", "--results",
@@ -154,21 +158,21 @@ def test_a_running_suite_is_followed_by_status_json_and_watch_to_its_end(tmp_pat
     assert code == 0 and run.returncode == 0, err
     rounds = out.split("-- ")[1:]
     assert len(rounds) >= 2, out
-    assert " running " in rounds[0] and "/400" in rounds[0]
-    assert "store-e2e: 1 finished" in rounds[-1] and "400/400" in rounds[-1]
+    assert " running " in rounds[0] and f"/{LONG}" in rounds[0]
+    assert "store-e2e: 1 finished" in rounds[-1] and f"{LONG}/{LONG}" in rounds[-1]
     assert all("store-e2e: 1 finished" not in r for r in rounds[:-1]), "it stops at the end"
 
     (folder,) = (tmp_path / "results").glob("store-e2e/*")
     live, final = read_live_curve(folder), read_curve(folder / "curve.csv")
-    assert [r["step"] for r in live] == list(range(1, 401))
+    assert [r["step"] for r in live] == list(range(1, LONG + 1))
     assert [{k: v for k, v in r.items() if v is not None} for r in final] == live
     (done,) = status_json(tmp_path, "--only", "cwt")
     metrics = read_metrics(folder)
-    assert (done["state"], done["step"], done["total"]) == ("finished", 400, 400)
+    assert (done["state"], done["step"], done["total"]) == ("finished", LONG, LONG)
     assert done["loss"] == metrics["train.pretrain.final_loss"] == live[-1]["loss"]
     assert done["validation"] == {k: v for k, v in live[-1].items() if k.startswith("val_")}
     log = (folder / "run.log").read_text()
-    assert log.count("stage pretrain: step ") == 400 // 5  # a line per validation
+    assert log.count("stage pretrain: step ") == LONG // 5  # a line per validation
 
 
 def test_watch_needs_positive_seconds(tmp_path: Path) -> None:

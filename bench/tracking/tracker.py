@@ -87,8 +87,11 @@ class Trackers:
 
     def start(self, run: TrackedRun) -> None:
         for name in self.names:
-            self.live[name] = self._call(name, new_tracker, name)
-            held = self._call(name, self.live[name].start, run) if name in self.live else None
+            tracker = self._call(name, new_tracker, name)
+            if tracker is None:
+                continue
+            self.live[name] = tracker
+            held = self._call(name, tracker.start, run)  # left out (warned) where it fails
             if held is not None:
                 self.held[name] = held
 
