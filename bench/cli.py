@@ -403,6 +403,17 @@ def _add_training(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+class _VersionAction(argparse.Action):
+    """--version: the package's version and bench's git commit, worked out only when asked."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from bench.util.source import version_text
+
+        print(version_text())
+        parser.exit()
+
+
 class _TrackAction(argparse.Action):
     """--track NAMES: the suite's `tracking:` replaced, as the override `tracking=[NAMES]`
     (checked, and recorded, as every override is; worker jobs get it with the others)."""
@@ -434,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench", description="Train headless models and their baselines under matched "
         "compute, score them with the official protocols, and report.")
+    parser.add_argument("--version", action=_VersionAction, nargs=0,
+                        help="the package's version and git commit, then exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def suite_cmd(name: str, help_: str) -> argparse.ArgumentParser:

@@ -133,3 +133,22 @@ def test_a_reader_that_stops_early_gets_no_traceback(tmp_path):
     bench.stdout.close()
     err = bench.stderr.read().decode()
     assert bench.wait(timeout=120) == 141 and "Traceback" not in err, err
+
+
+def test_version_names_the_package_and_the_commit_without_importing_torch(tmp_path):
+    """`bench --version`: the installed version and the checkout's commit, read by git itself;
+    answered without torch, so at once."""
+    import subprocess
+    from importlib.metadata import version
+
+    root = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    probe = ("import sys; from bench.cli import main\n"
+             "try:\n    main(['--version'])\nexcept SystemExit as e:\n    code = e.code\n"
+             "print('torch' in sys.modules, code)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=120)
+    line, imported = done.stdout.splitlines()
+    assert line.startswith(f"headless-bench {version('headless-bench')} (git {head}")
+    assert imported == "False 0", done.stderr
