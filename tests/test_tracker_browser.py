@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from support.browser import FLAGS, TIMEOUT_MS
 from support.processes import free_ports
-from test_checkpoints import STEPS, train
+from test_checkpoints import train
 
 from bench.execution.live import LiveRun
 from bench.tracking.tracker import TrackedRun, Trackers
@@ -78,11 +78,9 @@ def test_tensorboard_shows_the_run_and_its_loss_curve(chromium: Path, tensorboar
             chart.wait_for(state="visible")
             box = chart.bounding_box()
             runs = page.locator("text=0123456789ab/tensorboard").count()
-            table = card.inner_text()
             page.screenshot(path=str(tmp_path / "tensorboard.png"))
         finally:
             browser.close()
     assert errors == []
     assert runs >= 1, "the run is listed"
     assert box is not None and box["width"] > 100 and box["height"] > 100
-    assert str(STEPS) in table, "the card's table reaches the last step"

@@ -4,7 +4,6 @@ records. A run killed after a checkpoint and resumed leaves every step once in e
 values the run records at the end; a tracker that fails is a warning, and the run goes on."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from support.mlflow_server import mlflow_server
 from support.processes import free_ports
 from support.store_suite import write_suite
 from support.wandb_log import history, summary
-from test_checkpoints import STEPS, timeless, train
+from test_checkpoints import LOG, STEPS, Interrupted, timeless, train
 from test_cluster import bench, finish, wait_for
 
 from bench.config.suite import load_suite
@@ -49,14 +48,11 @@ def test_tensorboard_sees_each_step_once_across_a_kill_and_resume(
     """The toy stage (checkpoints every 4 of 12 steps) killed at step 10, resumed from step 8:
     the events the killed writer left past step 8 are purged, steps 9 and 10 written again;
     and an MLflow server that does not answer is a warning, not a failure."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     (closed,) = free_ports(1)
 
     def live_run() -> LiveRun:
-        return LiveRun(tmp_path, ["toy"], [], Trackers(("tensorboard", "mlflow"),
-                                                       _logger()), tracked(tmp_path))
-
-    from test_checkpoints import Interrupted
+        return LiveRun(tmp_path, ["toy"], [], Trackers(("tensorboard", "mlflow"), LOG),
+                       tracked(tmp_path))
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{closed}")
@@ -88,12 +84,6 @@ def test_tensorboard_sees_each_step_once_across_a_kill_and_resume(
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len([w for w in warned if w.startswith("tracker mlflow failed")]) == 2  # once a run
     assert timeless(read_live_curve(tmp_path)) == timeless(result.curve)
-
-
-def _logger():
-    import logging
-
-    return logging.getLogger("test.checkpoints")
 
 
 def test_a_suite_names_trackers_and_validate_names_a_missing_package(
@@ -211,7 +201,7 @@ def test_a_run_starting_from_a_branch_checkpoint_sends_its_shared_steps(tmp_path
     shared = [{"stage": "toy", "step": k, "tokens": 6 * k, "flops": 1.0 * k, "lr": 0.01,
                "loss": 1.0 / k, "wall": 0.1 * k} for k in range(1, 9)]
     for first_start in (True, False):
-        live = LiveRun(tmp_path, ["toy"], [], Trackers(("tensorboard",), _logger()),
+        live = LiveRun(tmp_path, ["toy"], [], Trackers(("tensorboard",), LOG),
                        tracked(tmp_path))
         live.started(StageResult("toy", steps=8, curve=list(shared)))
         assert live.trackers is not None

@@ -70,9 +70,11 @@ class LiveRun(StageListener):
         self.began = time.time()
         self.progress: dict[str, Any] = {}
         self._written = -math.inf
+        self._offset = _offset(done)  # where the current stage starts on the run's axis
 
     def started(self, result: StageResult) -> None:
         rows = combined_curve([*self.done, result])
+        self._offset = _offset(self.done)
         resumed = self.curve.path.exists()  # else the run's first start: no tracker has it
         self.curve.restart(rows)
         if self.trackers is not None and self.tracked is not None:  # the first stage it starts
@@ -89,7 +91,7 @@ class LiveRun(StageListener):
         self._note(result, now, force=True)
 
     def read(self, result: StageResult, rows: list[dict[str, Any]]) -> None:
-        shifted = [_shifted(r, _offset(self.done)) for r in rows]
+        shifted = [_shifted(r, self._offset) for r in rows]
         self.curve.append(shifted)
         if self.trackers is not None:
             self.trackers.log_rows(shifted)

@@ -55,7 +55,7 @@ class RunFolderContext:
     monitor: Callable[[float, dict[str, float]], None] | None = None
     restart_corrupt: bool = False  # a stage whose checkpoints are all unusable starts afresh
     data_root: str | None = None  # the family's training data folder, offered to evaluators
-    provenance_base: dict[str, Any] = field(default_factory=dict)  # where it runs (commit)
+    commit: str | None = None  # the code's git commit, which trackers tag the run with
     live: LiveRun | None = None  # the run folder's live files, kept by rank 0 once it trains
 
     @property
@@ -85,7 +85,7 @@ class RunFolderContext:
         run, budget = self.run, self.run.variant.budget
         tracked = TrackedRun(run.run_id, run.suite, run.variant.name, run.seed,
                              f"{budget.amount:.4g} {budget.unit}", run.resolved, self.dir,
-                             self.provenance_base.get("git_commit"), resumed_at=0)
+                             self.commit, resumed_at=0)
         trackers = Trackers(run.tracking, self.log) if run.tracking else None
         return LiveRun(self.dir, list(self.budgets), self.stages, trackers, tracked)
 
@@ -242,7 +242,7 @@ def execute_run(run: RunSpec, family: Family, store: Store, device: torch.device
         ctx = RunFolderContext(run, path, device, log, split_budget(run.variant.budget, stages),
                                cache_dir, progress, monitor=monitor,
                                restart_corrupt=restart_corrupt,
-                               data_root=family.data_root(run.config), provenance_base=prov)
+                               data_root=family.data_root(run.config), commit=prov["git_commit"])
         for name, cfg in run.variant.evals:  # missing evaluation data fails before training
             get_evaluator(name).check(cfg, ctx.data_root)
         work = family.execute if run.variant.trains else family.score

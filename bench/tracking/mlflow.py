@@ -54,7 +54,7 @@ class Tracker:
                             ("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")):
             os.environ.setdefault(name, value)
         from mlflow import MlflowClient
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import Param
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # its table migrations' INFO lines
 
@@ -71,12 +71,12 @@ class Tracker:
                             default=run.resumed_at)
             return self.step
         tags = {f"bench.{k}": v for k, v in run.tags.items()} | {
-            "mlflow.runName": run.name, "mlflow.source.git.commit": run.commit or ""}
+            "mlflow.runName": run.name, "mlflow.source.git.commit": run.commit or "",
+            "bench.folder": str(run.folder)}
         self.run_id = client.create_run(experiment, run_name=run.name, tags=tags).info.run_id
         params = [Param(k, v) for k, v in flat(run.config).items()]
         for i in range(0, len(params), 100):
             client.log_batch(self.run_id, params=params[i:i + 100])
-        client.log_batch(self.run_id, tags=[RunTag("bench.folder", str(run.folder))])
         return 0
 
     def _experiment(self, name: str, results: Path) -> str:
