@@ -1,4 +1,4 @@
-"""The `bench` command: validate, plan, run, ls, report, eval, data."""
+"""The `bench` command: validate, plan, run, ls, report, export, eval, data."""
 
 import argparse
 import json
@@ -30,6 +30,9 @@ if TYPE_CHECKING:  # heavy imports happen inside the commands that need them
 DATASETS = {"demo-text": ("bench.data.demo_text", "build_demo_text"),
             "demo-faces": ("bench.data.demo_faces", "build_demo_faces"),
             "demo-sst2": ("bench.data.demo_sst2", "build_demo_sst2")}
+# `bench export`'s tables and formats (bench/report/tables.py, table_files.py).
+TABLE_NAMES = ("main", "paper", "per-seed", "compute", "efficiency")
+TABLE_FORMATS = ("latex", "markdown", "csv", "json")
 # Where `bench run` runs the runs (bench/execution/launch.py).
 EXECUTORS = ("inline", "local", "slurm")
 
@@ -358,6 +361,33 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """One table of a suite's report, as LaTeX, Markdown, CSV or JSON, to a file or stdout."""
+    from bench.config.suite import load_suite
+    from bench.report import spec_for
+    from bench.report.suite_data import load_suite_data
+    from bench.report.table_files import format_for, table_text
+    from bench.report.tables import chosen_table, report_tables
+    from bench.util.atomic import write_text
+    from bench.util.paths import writable_output
+
+    fmt = format_for(args.format, args.out)
+    out = writable_output(args.out, "--out") if args.out else None  # before any work is done
+    suite = load_suite(args.suite, overrides=args.override)
+    spec = spec_for(suite, _results_root(args))
+    spec.check()
+    data = load_suite_data(_synced_store(args, suite.name).index_path, spec.suite, curves=[])
+    assert data is not None  # required: a suite without finished runs is an error
+    text = table_text(chosen_table(report_tables(spec, data), args.table, spec), fmt,
+                      spec.suite)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        write_text(out, text)
+        print(f"wrote {out} ({args.table} table, {fmt})", file=sys.stderr)
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from bench.execution.sweep_launch import SweepOptions, run_sweep
 
@@ -552,6 +582,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "results/sweeps/<study>.journal) or a database URL")
     p.add_argument("--out", default="reports", help="output folder (default reports)")
     p.set_defaults(func=cmd_report)
+
+    p = suite_cmd("export", "one table of the suite's report as LaTeX (booktabs), Markdown, "
+                  "CSV or JSON, from the results index")
+    _add_results(p)
+    p.add_argument("--table", choices=TABLE_NAMES, default="main", help="main: key metrics by "
+                   "variant with intervals and differences (default); paper: the suite's "
+                   "report.table; per-seed: every finished run; compute: compute consumed; "
+                   "efficiency: FLOP/s, MFU, throughput, memory")
+    p.add_argument("--format", choices=TABLE_FORMATS, help="default: by --out's suffix (.tex, "
+                   ".md, .csv, .json), else markdown")
+    p.add_argument("--out", metavar="FILE", help="write here (default: standard output)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("eval", help="score with one evaluator on its own",
                        description="score with one evaluator on its own")

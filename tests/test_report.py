@@ -387,7 +387,10 @@ def test_html_is_self_contained_with_a_row_per_variant(rendered: tuple[Path, Pat
     assert [row[0] for row in parser.rows] == VARIANTS * 2
     assert html.count("<svg") == 2
     assert "script" not in parser.tags and "link" not in parser.tags and "img" not in parser.tags
-    assert all(link.startswith("#") for link in parser.links)
+    # in-page anchors, and the files of its tables written beside it
+    tables = [link for link in parser.links if not link.startswith("#")]
+    assert tables and all(link.startswith(f"{SUITE}-tables/") for link in tables)
+    assert all((html_path.parent / link).is_file() for link in tables)
     assert not re.search(r"url\(\s*['\"]?\w+:|@import", html)
     assert html.index("PROXY") < html.index('class="main"')
     assert FAILED_REASON in html and "cwt_ft-s2-fa" in html
@@ -428,7 +431,8 @@ def test_pdf_is_written_with_pages(rendered: tuple[Path, Path]) -> None:
     blob = pdf_path.read_bytes()
     assert blob.startswith(b"%PDF")
     assert _pdf_pages(blob) > 0
-    assert sorted(p.name for p in pdf_path.parent.iterdir()) == [html_path.name, pdf_path.name]
+    assert sorted(p.name for p in pdf_path.parent.iterdir()) == [
+        f"{SUITE}-tables", html_path.name, pdf_path.name]
     if shutil.which("pdftotext"):
         text = subprocess.run(
             ["pdftotext", str(pdf_path), "-"], capture_output=True, text=True, check=True

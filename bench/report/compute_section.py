@@ -65,7 +65,7 @@ def compute_panel(spec: ReportSpec, data: SuiteData, variants: Sequence[str],
     if spec.baseline is not None and higher is not None:
         matches = compute.compute_to_match(points, variants, spec.baseline, higher)
         match = match_table(matches, spec, metric, unit) if matches else None
-    proxy = metric.partition(".")[0] in spec.proxies
+    proxy = spec.is_proxy(metric)
     finals = data.finals[data.finals["metric"] == metric]
     scored = finals[finals["variant"].isin(data.references.values())]  # trained nothing here
     levels = scored.groupby("variant")["value"].mean().to_dict()

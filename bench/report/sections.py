@@ -5,7 +5,7 @@ every run's values, failures, provenance, packages) and the figures drawn."""
 import math
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -35,27 +35,26 @@ from bench.report.spec import ReportSpec
 from bench.report.suite_data import SuiteData, variant_order
 from bench.store.queries import FINISHED
 
+if TYPE_CHECKING:  # built from the section builders below
+    from bench.report.tables import ReportTable
+
 STDERR_COLUMN = "eval stderr (lm-eval)"
+# What follows a metric scored on a proxy data set in a table's header.
+PROXY_MARK = " (proxy)"
 _PROVENANCE_FIELDS = ("commit", "device", "host", "python")
 
 
-def variant_parts(spec: ReportSpec, data: SuiteData) -> dict[str, Any]:
-    """The template's values for the suite's variants (`main` None: there are none to show)."""
+def variant_parts(spec: ReportSpec, data: SuiteData, tables: "dict[str, ReportTable]"
+                  ) -> dict[str, Any]:
+    """The template's values for the suite's variants, around its `tables`
+    (`bench.report.tables.report_tables`)."""
     variants = variant_order(spec.variants, data, spec.references)
-    # the paper's numbers under the names the variants are shown by
-    spec = replace(spec, reference={data.shown(k, spec.references): v
-                                    for k, v in spec.reference.items()})
-    summary = statistics.summary_table(data, variants, spec.metrics, spec.baseline, spec.reference)
-    consumed = statistics.compute_table(data, variants, spec.item_unit)
+    spec = shown_references(spec, data)
+    summary = tables["main"].numbers
     shared, per_run = provenance_tables(statistics.provenance_table(data, variants))
-    comparison = None
-    if spec.table is not None:
-        frame = statistics.paper_table(data, variants, spec.table.columns, spec.table.ratios,
-                                       spec.baseline, spec.reference)
-        comparison = comparison_table(spec.table, variants, frame)
+    comparison = tables["paper"].shown if "paper" in tables else None
+    main = tables["main"].shown
     runs = data.runs
-    main = main_table(spec, variants, summary, consumed)
-    efficiency = statistics.efficiency_table(data, variants, spec.item_unit)
     recorded = set(data.finals["metric"])
     shown = data.finals[data.finals["metric"].isin(spec.metrics)]
     return dict(
@@ -77,11 +76,9 @@ def variant_parts(spec: ReportSpec, data: SuiteData) -> dict[str, Any]:
         unrecorded=[m for m in spec.metrics if m not in recorded],
         undrawn=int((~compute.drawable(shown["value"])).sum()),
         drawn_limit=f"{compute.DRAWN_LIMIT:.0e}",
-        efficiency=None if efficiency is None else format_efficiency_table(efficiency,
-                                                                          spec.item_unit),
+        efficiency=tables["efficiency"].shown if "efficiency" in tables else None,
         ratios=ratios_section(spec, data, variants),
-        per_seed=printed_runs(format_per_seed_table(
-            statistics.per_seed_table(data, variants, spec.metrics, spec.item_unit))),
+        per_seed=printed_runs(tables["per-seed"].shown),
         unfinished=printed_runs(format_unfinished_table(
             statistics.unfinished_table(data, variants))),
         shared_provenance=shared,
@@ -94,6 +91,13 @@ def variant_parts(spec: ReportSpec, data: SuiteData) -> dict[str, Any]:
         ladder=compute_section(spec, data, variants),
         resamples=compute.RESAMPLES,
     )
+
+
+def shown_references(spec: ReportSpec, data: SuiteData) -> ReportSpec:
+    """`spec` with the paper's numbers under the names the variants are shown by (a reference
+    variant's marked)."""
+    return replace(spec, reference={data.shown(k, spec.references): v
+                                    for k, v in spec.reference.items()})
 
 
 def main_table(
@@ -111,19 +115,20 @@ def main_table(
         sub += [STDERR_COLUMN] if has_stderr else []
         sub += ["paper"] if has_reference else []
         sub += [f"Δ vs {spec.baseline} (95% CI, test)"] if spec.baseline else []
-        groups.append((metric, len(sub)))
+        groups.append((metric_label(spec, metric), len(sub)))
         columns += sub
     flops, items, rate = statistics.consumed_metric_names(spec.item_unit)
     groups.append(("compute consumed (mean over seeds)", 3))
     columns += ["FLOPs", spec.item_unit, f"{spec.item_unit}/s"]
+    best = {metric: best_of(summary.xs(metric, level="metric")["mean"],
+                            spec.higher_is_better.get(metric)) for metric in spec.metrics}
     rows = []
     for variant in variants:
         row = [Cell(variant, "name"), Cell(str(int(consumed.loc[variant, "n"])), "num")]
         for metric, has_stderr, has_reference in blocks:
             est = summary.loc[(variant, metric)]
-            row.append(
-                Cell(fmt_interval(est["mean"], est["low"], est["high"], int(est["n"])), "num")
-            )
+            row.append(Cell(fmt_interval(est["mean"], est["low"], est["high"], int(est["n"])),
+                            "num best" if variant in best[metric] else "num"))
             if has_stderr:
                 row.append(Cell(fmt_value(est["stderr"]), "num"))
             if has_reference:
@@ -137,22 +142,24 @@ def main_table(
     return Table(columns=columns, rows=rows, groups=groups, keep=2)
 
 
-def comparison_table(config: PaperTableConfig, variants: Sequence[str],
+def comparison_table(spec: ReportSpec, config: PaperTableConfig, variants: Sequence[str],
                      frame: pd.DataFrame) -> Table:
     """The paper-style table: `mean ± half` per column and `×ratio` per ratio metric, each
     variant followed by its reference row where the suite gives any of these numbers."""
     scale = config.scale
 
     def label(metric: str) -> str:
-        return config.labels.get(metric, metric)
+        return config.labels.get(metric, metric) + (PROXY_MARK if spec.is_proxy(metric) else "")
 
     columns = ["variant", *map(label, config.columns), *[f"{label(m)} ×" for m in config.ratios]]
+    best = {m: best_of(frame[(m, "mean")], spec.higher_is_better.get(m)) for m in config.columns}
     rows = []
     for variant in variants:
         rec = frame.loc[variant]
         rows.append([
             Cell(variant, "name"),
-            *[Cell(fmt_mean_half(rec[(m, "mean")] * scale, rec[(m, "half")] * scale), "num")
+            *[Cell(fmt_mean_half(rec[(m, "mean")] * scale, rec[(m, "half")] * scale),
+                   "num best" if variant in best[m] else "num")
               for m in config.columns],
             *[Cell(fmt_ratio(rec[(m, "ratio")]), "num") for m in config.ratios],
         ])
@@ -177,6 +184,17 @@ def format_efficiency_table(frame: pd.DataFrame, unit: str) -> Table:
              *[Cell(formats[m][1](frame.loc[variant, m]), "num") for m in shown]]
             for variant in frame.index]
     return Table(columns=["variant", *[formats[m][0] for m in shown]], rows=rows)
+
+
+def format_compute_table(frame: pd.DataFrame, unit: str) -> Table:
+    """One row per variant: finished seeds and the compute they consumed, means over them."""
+    flops, items, rate = statistics.consumed_metric_names(unit)
+    rows = [[Cell(str(variant), "name"), Cell(str(int(frame.loc[variant, "n"])), "num"),
+             Cell(fmt_sci(frame.loc[variant, flops]), "num"),
+             Cell(fmt_sci(frame.loc[variant, items]), "num"),
+             Cell(fmt_rate(frame.loc[variant, rate]), "num")]
+            for variant in frame.index]
+    return Table(columns=["variant", "seeds", "FLOPs", unit, f"{unit}/s"], rows=rows)
 
 
 def format_per_seed_table(frame: pd.DataFrame) -> Table:
@@ -276,6 +294,21 @@ def ratios_table(frame: pd.DataFrame) -> Table:
                for m in metrics for field in ("ratio", "reference_ratio")]]
             for variant in frame.index]
     return Table(columns=columns, rows=rows)
+
+
+def best_of(means: pd.Series, higher: bool | None) -> set[str]:
+    """The variants (the index of `means`) whose mean is the best by the metric's direction,
+    every one of them where several tie; none without a direction or a finite mean."""
+    finite = means[means.map(lambda x: math.isfinite(x))]
+    if higher is None or finite.empty:
+        return set()
+    top = finite.max() if higher else finite.min()
+    return set(finite.index[finite == top])
+
+
+def metric_label(spec: ReportSpec, metric: str) -> str:
+    """A metric as a table's header names it: marked where a proxy data set scores it."""
+    return metric + (PROXY_MARK if spec.is_proxy(metric) else "")
 
 
 def _delta_cell(variant: str, spec: ReportSpec, metric: str, est: pd.Series) -> Cell:

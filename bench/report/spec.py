@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.config.suite import PaperTableConfig, Suite
+from bench.errors import UserError
 from bench.evals.registry import get_evaluator
 from bench.report.study import SweepSource
 
@@ -32,6 +33,24 @@ class ReportSpec:
     variants: list[str]
     references: list[str] = field(default_factory=list)  # variants scoring a checkpoint
     sweep: SweepSource | None = None  # the suite's Optuna study, when it has a `sweep:` block
+
+    def check(self) -> None:
+        """A UserError where the report cannot be made as asked: a suite name that cannot name
+        files, a baseline that is no variant, ratios without a baseline."""
+        if not self.suite or Path(self.suite).name != self.suite:
+            raise UserError(f"suite name {self.suite!r}: expected a plain name to name report "
+                            "files")
+        if self.baseline is not None and self.baseline not in self.variants:
+            raise UserError(
+                f"report.baseline of suite {self.suite!r}: {self.baseline!r} is not one of its "
+                f"variants ({', '.join(self.variants)})")
+        if self.table is not None and self.table.ratios and self.baseline is None:
+            raise UserError(f"report.table.ratios of suite {self.suite!r}: ratios need "
+                            "report.baseline")
+
+    def is_proxy(self, metric: str) -> bool:
+        """Whether `metric` (`<evaluator>.<name>`) is scored on a proxy data set."""
+        return metric.partition(".")[0] in self.proxies
 
 
 def spec_for(suite: Suite, results: Path, storage: str | None = None,
@@ -64,8 +83,8 @@ def spec_for(suite: Suite, results: Path, storage: str | None = None,
         title=rep.title or suite.head.description or suite.name,
         baseline=rep.baseline,
         metrics=metrics,
-        higher_is_better={m: suite.higher_is_better(m)
-                          for m in [*metrics, *(rep.compute_metrics or [])]},
+        higher_is_better={m: suite.higher_is_better(m) for m in [
+            *metrics, *(rep.compute_metrics or []), *(rep.table.columns if rep.table else [])]},
         reference=suite.head.reference,
         reference_source=rep.reference_source,
         notes=notes,

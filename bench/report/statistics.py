@@ -219,7 +219,7 @@ def summary_table(
                     "delta": delta.value,
                     "delta_low": delta.low,
                     "delta_high": delta.high,
-                    "delta_test": delta.test,
+                    "delta_test": delta.test or None,  # the baseline's: no test
                     "delta_p": delta.p,
                     "reference": float(reference.get(variant, {}).get(metric, math.nan)),
                 }
