@@ -20,6 +20,7 @@ from bench.execution.launch import warn_skipped
 from bench.util.paths import RESULTS_HINT, check_folder
 
 if TYPE_CHECKING:  # heavy imports happen inside the commands that need them
+    from bench.config.suite import Suite
     from bench.contract import RunSpec
     from bench.execution.status import RunStatus
     from bench.store.runs import Store
@@ -155,14 +156,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, overrides=args.override)
     runs = plan(suite, args.only, args.seeds)
     if args.executor != "inline":
-        return submit(suite, runs, options)
+        code = submit(suite, runs, options)
+        if not args.detach:
+            _print_results(suite, args)
+        return code
     check_split(suite, runs, world().size if world().size > 1 else args.nproc)
     if args.nproc > 1 and world().size == 1:
         return _launch(args.nproc, args.argv)
     if not world().main:  # one process speaks for the job
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
         options = replace(options, progress=False)
-    return run_inline(suite, runs, options)
+    code = run_inline(suite, runs, options)
+    if world().main:
+        _print_results(suite, args)
+    return code
+
+
+def _print_results(suite: "Suite", args: argparse.Namespace) -> None:
+    """The suite's key metrics by variant as a Markdown table, means over its finished seeds
+    (as lm-eval ends an evaluation); nothing where none finished. A store that cannot be read
+    here is a warning: the runs are recorded either way."""
+    from bench.report import spec_for
+    from bench.report.suite_data import load_suite_data
+    from bench.report.table_files import markdown
+    from bench.report.tables import brief_table
+
+    try:
+        spec = spec_for(suite, _results_root(args))
+        index = _synced_store(args, suite.name, needed=False).index_path  # jobs' runs too
+        data = load_suite_data(index, suite.name, required=False, curves=[])
+    except UserError as err:
+        print(f"warning: no results table: {err}", file=sys.stderr)
+        return
+    if data is not None and spec.metrics:
+        table = brief_table(spec, data)
+        print(f"\n{markdown(table.shown, table.caption)}", end="", flush=True)
 
 
 def _launch(nproc: int, argv: list[str]) -> int:
@@ -209,27 +237,53 @@ def _synced_store(args: argparse.Namespace, suite: str | None = None,
 
 def cmd_ls(args: argparse.Namespace) -> int:
     """The runs of the store, newest first, each in the state every command shows it in
-    (`bench.execution.cluster.shown_states`), with a few metrics (NaN where one was recorded as
-    such)."""
-    from bench.execution.cluster import shown_states
+    (`bench.execution.cluster.shown_states`), with its budget and chosen metrics (NaN where one
+    was recorded as such); or, `--by variant`, the means over each variant's finished seeds."""
+    from bench.execution.listing import by_variant, list_runs
     from bench.store.runs import Store
 
     store = Store(_results_root(args))
-    runs = store.runs(args.suite)  # imports what changed first
+    states = [s for arg in args.state for s in arg.split(",")] if args.state else None
+    metrics = [m for arg in args.metric for m in arg.split(",")] if args.metric else None
+    listing = list_runs(store, args.suite, states, metrics)  # imports what changed first
     warn_skipped(store.skipped)
-    if not runs:
-        print(f"no runs in {store.root}")
-        return 0
-    states = shown_states(store, [(r["suite"], r["run_id"], r["state"]) for r in runs])
-    print(f"{'run id':<14}{'suite':<22}{'variant':<16}{'seed':>5}  {'state':<12}key metrics")
-    for r, (state, _) in zip(runs, states, strict=True):
-        keys = [k for k in sorted(r["metrics"]) if not k.startswith(("train.", "model."))
-                and not k.endswith(("_stderr", ".n"))][:4]
-        shown = ", ".join(f"{k}={r['metrics'][k]:.4g}" for k in keys)
-        extra = f" ({r['reason']})" if state == "failed" else ""
-        print(f"{r['run_id']:<14}{r['suite']:<22}{r['variant']:<16}{r['seed']:>5}  "
-              f"{state:<12}{shown}{extra}")
+    frame = by_variant(listing) if args.by == "variant" else listing.runs
+    if args.format == "json":
+        from bench.report.table_files import records
+
+        print(json.dumps(records(frame), indent=1, allow_nan=False))
+    elif args.format == "csv":
+        sys.stdout.write(frame.to_csv(index=False, lineterminator="\n"))
+    elif frame.empty:
+        print(f"no runs in {store.root}" + (" in that state" if states else ""))
+    elif args.by == "variant":
+        _print_columns(["suite", "variant", "budget", "runs", "finished", *listing.metrics],
+                       [[r["suite"], r["variant"], _listed_budget(r["unit"], r["budget"]),
+                         str(r["runs"]), str(r["finished"]),
+                         *[f"{r[m]:.4g}" for m in listing.metrics]]
+                        for r in frame.to_dict("records")])
+    else:
+        _print_columns(["run id", "suite", "variant", "seed", "state", "budget", "metrics"],
+                       [[r["run_id"], r["suite"], r["variant"], str(r["seed"]), r["state"],
+                         _listed_budget(r["unit"], r["budget"]),
+                         ", ".join(f"{m}={v:.4g}" for m, v in recorded.items())
+                         + (f" ({r['detail']})" if r["state"] == "failed" else "")]
+                        for r, recorded in zip(frame.to_dict("records"), listing.recorded,
+                                               strict=True)])
     return 0
+
+
+def _listed_budget(unit: object, amount: float) -> str:
+    """A listed run's budget; a reference variant's run has none (its unit missing)."""
+    return _fmt_amount(unit, amount) if isinstance(unit, str) else "reference"
+
+
+def _print_columns(header: list[str], rows: list[list[str]]) -> None:
+    """A plain text table: each column as wide as its widest cell, the last one free."""
+    widths = [max(len(h), *(len(row[j]) for row in rows)) for j, h in enumerate(header[:-1])]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
+              + "  " + row[-1])
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -560,10 +614,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_results(p)
     p.set_defaults(func=cmd_cancel)
 
-    p = sub.add_parser("ls", help="runs in the results store with state and key metrics",
-                       description="runs in the results store with state and key metrics")
+    p = sub.add_parser("ls", help="runs in the results store with state, budget and key "
+                       "metrics", description="runs in the results store, newest first, with "
+                       "state, budget and key metrics (each evaluator's and the validation "
+                       "losses, unless --metric names others)")
     p.add_argument("--suite", help="only this suite")
     _add_results(p)
+    p.add_argument("--state", action="append", metavar="STATES", help="only runs in these "
+                   "states (comma-separated: finished, running, failed, interrupted, queued, "
+                   "pending, ...)")
+    p.add_argument("--metric", action="append", metavar="NAMES", help="these final metrics "
+                   "instead (comma-separated names or patterns: 'lambada.*', 'train.flops')")
+    p.add_argument("--by", choices=["run", "variant"], default="run", help="variant: a row per "
+                   "suite, variant and budget, with each metric's mean over finished seeds")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table",
+                   help="table (default), or JSON or CSV with every column")
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("index", help="the results index: --rebuild it from the run folders",

@@ -18,12 +18,15 @@ from test_cluster import bench, finish
 from test_report import SUITE, VARIANTS, _Collect, build_index, make_spec
 
 from bench import cli
+from bench.errors import UserError
 from bench.report import render_report, statistics
 from bench.report.formatting import fmt_interval
 from bench.report.layout import Cell, Table
 from bench.report.suite_data import load_suite_data
 from bench.report.table_files import FORMATS, latex, latex_escape, markdown, table_text, tidy
 from bench.report.tables import TABLE_NAMES, ReportTable, report_tables
+from bench.results import open_results
+from bench.store.runs import Store
 
 HOSTILE = "cwt_ft & 50% $x$ #1 ~^{}\\ <é> ✓"
 DOCUMENT = r"""\documentclass{{article}}
@@ -237,18 +240,82 @@ def test_the_report_links_its_tables_csv_and_latex(index: Path, tmp_path: Path) 
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def _demo_store(root: Path) -> None:
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A results store with two variants' two seeds finished, and what `bench run` printed."""
+    root = tmp_path_factory.mktemp("export")
     write_suite(root, "{steps: 40}")
-    code, _, err = finish(bench(root, "run", "suite.yaml", "--seeds", "0", "1", "--results",
-                                "results", "--no-progress"))
+    code, out, err = finish(bench(root, "run", "suite.yaml", "--seeds", "0", "1", "--results",
+                                  "results", "--no-progress"))
     assert code == 0, err
+    return root, out
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("export")
-    _demo_store(root)
-    return root
+def store(finished_run: tuple[Path, str]) -> Path:
+    return finished_run[0]
+
+
+def _export_csv(store: Path, table: str = "main") -> pd.DataFrame:
+    code, out, err = finish(bench(store, "export", "suite.yaml", "--results", "results",
+                                  "--table", table, "--format", "csv"))
+    assert code == 0, err
+    return _read_csv(out)
+
+
+@pytest.mark.slow
+def test_bench_run_ends_with_the_key_metrics_table(finished_run: tuple[Path, str]) -> None:
+    store, out = finished_run
+    table = out[out.index("\n| variant | seeds |") + 1:].splitlines()
+    metrics = ["lambada.acc", "lambada.ppl", "val.nll"]  # the family's defaults
+    assert table[0] == "| variant | seeds | lambada.acc (proxy) | lambada.ppl (proxy) | val.nll |"
+    main = _export_csv(store).set_index(["variant", "metric"])
+    for line, variant in zip(table[2:4], ["softmax", "cwt"], strict=True):
+        cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
+        assert cells[:2] == [variant, "2"]
+        for cell, metric in zip(cells[2:], metrics, strict=True):
+            row = main.loc[(variant, metric)]
+            assert cell == fmt_interval(row["mean"], row["low"], row["high"], row["n"])
+    assert table[5].startswith("Suite store-e2e, budget 40 steps per run, seeds 0, 1. Mean ")
+
+
+@pytest.mark.slow
+def test_bench_ls_lists_budgets_chosen_metrics_and_means_by_variant(store: Path) -> None:
+    def ls(*argv: str) -> tuple[int, str, str]:
+        return finish(bench(store, "ls", "--results", "results", *argv))
+
+    code, out, err = ls()
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["run", "id", "suite", "variant", "seed", "state", "budget",
+                                "metrics"]
+    assert len(lines) == 5 and all("finished  40 steps" in line for line in lines[1:])
+    shown = re.findall(r"(\S+)=", lines[1])
+    assert shown == ["lambada.acc", "lambada.ppl", "val.loss", "val.nll"]  # no stderr, counts
+    code, out, _ = ls("--metric", "lambada.a*,train.flops", "--format", "json")
+    runs = json.loads(out)
+    assert code == 0 and len(runs) == 4
+    assert {k for k in runs[0] if "." in k} == {"lambada.acc", "lambada.acc_stderr",
+                                               "train.flops"}
+    assert {(r["unit"], r["budget"], r["state"]) for r in runs} == {("steps", 40.0, "finished")}
+    code, out, _ = ls("--by", "variant", "--format", "csv")
+    means = _read_csv(out).set_index("variant")
+    main = _export_csv(store).set_index(["variant", "metric"])
+    for variant in ("softmax", "cwt"):
+        assert means.loc[variant, ["runs", "finished"]].tolist() == [2, 2]
+        assert means.loc[variant, "lambada.acc"] == pytest.approx(
+            main.loc[(variant, "lambada.acc"), "mean"], rel=1e-12)
+    code, out, _ = ls("--by", "variant")
+    assert out.splitlines()[0].split() == ["suite", "variant", "budget", "runs", "finished",
+                                           "lambada.acc", "lambada.ppl", "val.loss", "val.nll"]
+    code, out, _ = ls("--state", "failed,interrupted")
+    assert code == 0 and out.startswith("no runs in ") and "in that state" in out
+    code, _, err = ls("--state", "finised")
+    assert code == 2 and "--state finised: not a state a run is shown in; did you mean " \
+        "'finished'?" in err
+    code, _, err = ls("--metric", "lambada.accuracy")
+    assert code == 2 and "--metric lambada.accuracy: no listed run recorded it; did you " \
+        "mean 'lambada.acc'?" in err and "Traceback" not in err
 
 
 @pytest.mark.slow
@@ -288,3 +355,83 @@ def test_bench_export_names_what_it_cannot_do(store: Path) -> None:
     assert code == 2 and "--out a-folder: is a directory" in err
     code, err = export("--results", "elsewhere")
     assert code == 2 and "results index not found (suite 'store-e2e')" in err
+
+
+def readme_example() -> str:
+    """The README's Python example (under "From Python"), as a notebook would run it."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### From Python"):]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start:section.index("\n```", start)]
+
+
+@pytest.mark.slow
+def test_the_readme_example_reads_the_store_into_frames(store: Path,
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    code = readme_example().replace("suites/demo/lm.yaml", "suite.yaml").replace(
+        '"demo-lm"', '"store-e2e"')
+    monkeypatch.chdir(store)
+    scope: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), scope)  # the project's own example
+    runs = scope["runs"]
+    assert isinstance(runs, pd.DataFrame) and len(runs) == 4
+    assert set(runs["state"]) == {"finished"} and set(runs["budget"]) == {40.0}
+    acc = scope["acc"]
+    assert isinstance(acc, pd.DataFrame)
+    assert acc.shape == (2, 2) and sorted(acc.columns) == ["cwt", "softmax"]
+    curves = scope["curves"]
+    assert isinstance(curves, pd.DataFrame)
+    assert list(curves.columns) == ["run_id", "variant", "seed", "metric", "step", "flops",
+                                    "tokens", "value"]
+    assert set(curves["metric"]) == {"train_loss"}
+    assert curves.groupby("run_id").size().tolist() == [curves["step"].nunique()] * 4
+    samples = scope["samples"]
+    assert isinstance(samples, pd.DataFrame) and len(samples) == 4 * samples["doc_id"].nunique()
+    solved = scope["solved"]
+    assert isinstance(solved, pd.DataFrame)
+    # an accuracy is the share of passages solved: the per-example rows give the metric back
+    finals = scope["finals"]
+    assert isinstance(finals, pd.DataFrame)
+    by_run = samples.groupby("run_id")["is_greedy"].mean()
+    recorded = finals[finals["metric"] == "lambada.acc"].set_index("run_id")["value"]
+    assert by_run.sort_index().tolist() == pytest.approx(recorded.sort_index().tolist())
+    summary = scope["summary"]
+    assert isinstance(summary, pd.DataFrame)
+    def nulls(frame: pd.DataFrame) -> list[dict[str, object]]:  # NaN, None, <NA> alike
+        return [{k: None if pd.isna(v) else v for k, v in row.items()}
+                for row in frame.to_dict("records")]
+
+    assert nulls(summary) == nulls(_export_csv(store))
+    per_seed = scope["per_seed"]
+    assert isinstance(per_seed, pd.DataFrame) and len(per_seed) == 4
+
+
+def test_an_evaluation_without_samples_is_named(index: Path) -> None:
+    results = open_results(index.parent)
+    with pytest.raises(UserError, match=r"suite 'cwt-demo': no finished run wrote "
+                       r"samples_glue\.jsonl in .*; evaluations with samples: none"):
+        results.samples(SUITE, "glue")
+    assert results.suites() == ["cwt-demo", "other"]
+    finals = results.metrics(SUITE)
+    assert list(finals.columns) == ["run_id", "variant", "seed", "metric", "value"]
+    assert "cwt_ft-s2-failed" not in set(finals["run_id"])  # finished runs only
+
+
+@pytest.mark.parametrize(("lines", "problem"), [
+    ('{"doc_id": 0}\n{"doc_id": 1,\n', "samples_lambada.jsonl:2: Expecting"),
+    ('{"doc_id": 0}\n[1, 2]\n', "samples_lambada.jsonl:2: expected a JSON object"),
+    ('{"doc_id": 0}\n' + "[" * 200 + "]" * 200 + "\n", "samples_lambada.jsonl:2: "),
+])
+def test_a_damaged_samples_file_is_named_with_its_line(tmp_path: Path, lines: str,
+                                                       problem: str) -> None:
+    store = Store(tmp_path)
+    store.begin(SUITE, "softmax", 0, "run-0", {}, {"started": "2025-01-01"})
+    store.finish("run-0", {"lambada.acc": 0.5}, [], {}, {})
+    (tmp_path / SUITE / "run-0" / "samples_lambada.jsonl").write_text(lines)
+    with pytest.raises(UserError, match=re.escape(problem)):
+        open_results(tmp_path).samples(SUITE, "lambada")
+    (tmp_path / SUITE / "run-0" / "samples_lambada.jsonl").write_text('{"doc_id": 0}\n\n')
+    samples = open_results(tmp_path).samples(SUITE, "lambada")
+    assert samples.to_dict("records") == [{"run_id": "run-0", "variant": "softmax", "seed": 0,
+                                           "doc_id": 0}]

@@ -209,6 +209,7 @@ MAY_IMPORT = {
     "report": GROUND | {"util", "config", "evals", "store", "execution"},
     "cli": GROUND | {"util", "config", "training", "store", "evals", "execution", "report", "data",
             "tracking"},
+    "results": GROUND | {"util", "config", "store", "evals", "execution", "report"},
     "__main__": {"cli"},
 } | dict.fromkeys(FAMILY_PACKAGES, FAMILY_MAY_IMPORT)
 

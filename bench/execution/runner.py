@@ -21,7 +21,7 @@ from bench.evals.evaluator import EvalSetting
 from bench.evals.registry import get_evaluator
 from bench.execution.live import LiveRun, combined_curve
 from bench.store import provenance
-from bench.store.folder import RECORD_FILES, write_jsonl
+from bench.store.folder import RECORD_FILES, samples_file, write_jsonl
 from bench.store.runs import Store
 from bench.tracking.tracker import TrackedRun, Trackers
 from bench.training.accelerators import efficiency_metrics
@@ -143,7 +143,7 @@ class RunFolderContext:
 
     def save_samples(self, name: str, rows: list[dict[str, Any]]) -> None:
         """Per-example evaluation outputs (for paired tests between variants)."""
-        write_jsonl(self.dir / f"samples_{name}.jsonl", rows)
+        write_jsonl(self.dir / samples_file(name), rows)
 
 
 class _RunLogFile(logging.FileHandler):

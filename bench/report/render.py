@@ -98,7 +98,8 @@ def render_html(index_path: Path, spec: ReportSpec, data: SuiteData | None,
     template = _environment().get_template("report.html.j2")
     if data is not None and tables is None:
         tables = report_tables(spec, data)
-    parts = variant_parts(spec, data, tables or {}) if data is not None else {
+    parts = variant_parts(spec, data, {name: t.shown for name, t in tables.items()},
+                          tables["main"].numbers) if data is not None and tables else {
         "variants": [], "main": None, "per_seed": None, "comparison": None}
     sweep = sweep_section(study) if study is not None else None
     wide = [parts["main"], parts["per_seed"], parts["comparison"], sweep and sweep.trials]

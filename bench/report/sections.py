@@ -5,7 +5,7 @@ every run's values, failures, provenance, packages) and the figures drawn."""
 import math
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
@@ -35,25 +35,21 @@ from bench.report.spec import ReportSpec
 from bench.report.suite_data import SuiteData, variant_order
 from bench.store.queries import FINISHED
 
-if TYPE_CHECKING:  # built from the section builders below
-    from bench.report.tables import ReportTable
-
 STDERR_COLUMN = "eval stderr (lm-eval)"
 # What follows a metric scored on a proxy data set in a table's header.
 PROXY_MARK = " (proxy)"
 _PROVENANCE_FIELDS = ("commit", "device", "host", "python")
 
 
-def variant_parts(spec: ReportSpec, data: SuiteData, tables: "dict[str, ReportTable]"
-                  ) -> dict[str, Any]:
-    """The template's values for the suite's variants, around its `tables`
-    (`bench.report.tables.report_tables`)."""
+def variant_parts(spec: ReportSpec, data: SuiteData, tables: dict[str, Table],
+                  summary: pd.DataFrame) -> dict[str, Any]:
+    """The template's values for the suite's variants, around its printed `tables` and the
+    main table's `summary` (`bench.report.tables.report_tables`)."""
     variants = variant_order(spec.variants, data, spec.references)
     spec = shown_references(spec, data)
-    summary = tables["main"].numbers
     shared, per_run = provenance_tables(statistics.provenance_table(data, variants))
-    comparison = tables["paper"].shown if "paper" in tables else None
-    main = tables["main"].shown
+    comparison = tables.get("paper")
+    main = tables["main"]
     runs = data.runs
     recorded = set(data.finals["metric"])
     shown = data.finals[data.finals["metric"].isin(spec.metrics)]
@@ -76,9 +72,9 @@ def variant_parts(spec: ReportSpec, data: SuiteData, tables: "dict[str, ReportTa
         unrecorded=[m for m in spec.metrics if m not in recorded],
         undrawn=int((~compute.drawable(shown["value"])).sum()),
         drawn_limit=f"{compute.DRAWN_LIMIT:.0e}",
-        efficiency=tables["efficiency"].shown if "efficiency" in tables else None,
+        efficiency=tables.get("efficiency"),
         ratios=ratios_section(spec, data, variants),
-        per_seed=printed_runs(tables["per-seed"].shown),
+        per_seed=printed_runs(tables["per-seed"]),
         unfinished=printed_runs(format_unfinished_table(
             statistics.unfinished_table(data, variants))),
         shared_provenance=shared,
@@ -140,6 +136,24 @@ def main_table(
         row.append(Cell(fmt_rate(consumed.loc[variant, rate]), "num"))
         rows.append(row)
     return Table(columns=columns, rows=rows, groups=groups, keep=2)
+
+
+def brief_table(spec: ReportSpec, variants: Sequence[str], summary: pd.DataFrame,
+                seeds: pd.Series) -> Table:
+    """One row per variant: finished seeds and each metric's mean ± 95% CI, the best bold (what
+    `bench run` prints at its end)."""
+    columns = ["variant", "seeds", *[metric_label(spec, m) for m in spec.metrics]]
+    best = {metric: best_of(summary.xs(metric, level="metric")["mean"],
+                            spec.higher_is_better.get(metric)) for metric in spec.metrics}
+    rows = []
+    for variant in variants:
+        cells = [Cell(variant, "name"), Cell(str(int(seeds[variant])), "num")]
+        for metric in spec.metrics:
+            est = summary.loc[(variant, metric)]
+            cells.append(Cell(fmt_interval(est["mean"], est["low"], est["high"], int(est["n"])),
+                              "num best" if variant in best[metric] else "num"))
+        rows.append(cells)
+    return Table(columns=columns, rows=rows)
 
 
 def comparison_table(spec: ReportSpec, config: PaperTableConfig, variants: Sequence[str],

@@ -76,6 +76,17 @@ def report_tables(spec: ReportSpec, data: SuiteData) -> dict[str, ReportTable]:
     return tables
 
 
+def brief_table(spec: ReportSpec, data: SuiteData) -> ReportTable:
+    """The key metrics by variant, means over finished seeds at each variant's compared budget,
+    as `bench run` prints them at its end."""
+    variants = variant_order(spec.variants, data, spec.references)
+    summary = statistics.summary_table(data, variants, spec.metrics, None, {})
+    seeds = statistics.compute_table(data, variants, spec.item_unit)["n"]
+    return ReportTable("brief", summary, sections.brief_table(spec, variants, summary, seeds),
+                       f"{_where(spec, data)} {_mean_text('Mean')}.{_best_text(spec, spec.metrics)}"
+                       f"{_proxy_text(spec, spec.metrics)}")
+
+
 def chosen_table(tables: dict[str, ReportTable], name: str, spec: ReportSpec) -> ReportTable:
     """The table `name` of a report, or a UserError saying why the report has none."""
     if name in tables:

@@ -58,6 +58,43 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))
 
 
+def samples_file(name: str) -> str:
+    """The file of an evaluation's per-example rows in a run folder (`name`: the evaluator's,
+    with its key where it keeps several: `glue_sst2`)."""
+    return f"samples_{name}.jsonl"
+
+
+def sample_names(folder: Path) -> list[str]:
+    """The evaluations whose per-example rows a run folder holds, by name."""
+    return sorted(p.name.removeprefix("samples_").removesuffix(".jsonl")
+                  for p in folder.glob(samples_file("*")))
+
+
+def read_samples(folder: Path, name: str) -> list[dict[str, Any]]:
+    """A run's per-example rows of evaluation `name`: a JSON object a line, each checked as
+    the folder's JSON files are (`Unreadable` names the file and line)."""
+    path = folder / samples_file(name)
+    try:
+        text = _file_bytes(path).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise Unreadable(f"{path.name}: {err}") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except RecursionError:
+            raise Unreadable(f"{path.name}:{number}: {_TOO_DEEP}") from None
+        except ValueError as err:
+            raise Unreadable(f"{path.name}:{number}: {err}") from None
+        problem = "expected a JSON object" if not isinstance(row, dict) else _tree_problem(row)
+        if problem is not None:
+            raise Unreadable(f"{path.name}:{number}: {problem}")
+        rows.append(row)
+    return rows
+
+
 def write_curve(path: Path, rows: list[dict[str, Any]]) -> None:
     """The training curve as CSV: the standard columns first, then any others by name."""
     columns = list(CURVE_COLUMNS) + sorted({k for r in rows for k in r} - set(CURVE_COLUMNS))

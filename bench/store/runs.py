@@ -264,8 +264,8 @@ class Store:
                 raise index_error(self.index_path, err) from err
 
     def runs(self, suite: str | None = None) -> list[dict[str, Any]]:
-        """Runs with their key facts, newest first (for `bench ls`), the index brought up to
-        date first."""
+        """Runs with their key facts (the budget as its config's JSON text), newest first (for
+        `bench ls`), the index brought up to date first."""
         if not self.root.is_dir():
             return []
         self.sync(suite)
@@ -273,8 +273,10 @@ class Store:
         with self._reading() as con:
             con.row_factory = sqlite3.Row
             runs = [dict(r, metrics={}) for r in con.execute(
-                "SELECT run_id, suite, variant, seed, state, reason, started, ended FROM runs "
-                f"{where} ORDER BY started DESC", args)]
+                "SELECT run_id, suite, variant, seed, state, reason, started, ended, "
+                "CASE WHEN json_valid(config) THEN json_extract(config, '$.budget') END "
+                f"AS budget FROM runs {where} "
+                "ORDER BY started DESC", args)]
             con.row_factory = None
             by_id = {run["run_id"]: run["metrics"] for run in runs}
             # One read of every final metric, in the order written: a later row wins. SQLite
