@@ -114,8 +114,8 @@ def test_the_best_mean_of_each_column_is_bold(tables: dict[str, ReportTable],
     best = {(row[0].text, j) for row in main.rows for j in (acc, ppl)
             if "best" in row[j].cls.split()}
     assert best == {("cwt_ft", acc), ("cwt_ft", ppl)}  # accuracy up, perplexity down
-    assert r"\textbf{0.2230 $\pm$ 0.0381}" in table_text(tables["main"], "latex", SUITE)
-    assert "**0.2230 ± 0.0381**" in table_text(tables["main"], "markdown", SUITE)
+    assert r"\textbf{0.2230 $\pm$ 0.0381 (n=2)}" in table_text(tables["main"], "latex", SUITE)
+    assert "**0.2230 ± 0.0381 (n=2)**" in table_text(tables["main"], "markdown", SUITE)
     # the paper table's columns by the suite's directions; a tie makes each bold
     spec = make_spec(higher_is_better={"glue.mrpc.score": True})
     paper = report_tables(spec, load_suite_data(index, SUITE))["paper"].shown

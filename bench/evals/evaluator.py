@@ -11,10 +11,12 @@ family: a family hands it an adapter, and the run context records what it return
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
 from pydantic import BaseModel
 
 from bench.evals.curves import Curve
@@ -41,6 +43,21 @@ class EvalResult:
     curves: dict[str, Curve] = field(default_factory=dict)
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PerExample:
+    """How a metric follows from the per-example rows its evaluation writes, so that two runs
+    scored on the same examples can be compared example by example (a paired test resamples
+    the examples, and counts discordant ones where the metric is a share of correct ones)."""
+
+    samples: str  # the rows' key in `EvalResult.samples` ('' for the evaluation's one file)
+    key: tuple[str, ...]  # the fields that name an example
+    fields: tuple[str, ...]  # the numbers an example contributes, in order
+    aggregate: Callable[[np.ndarray], float]  # the metric of a (examples, fields) array
+    # for a share of correct examples: which are (McNemar's test counts them); None otherwise
+    correct: Callable[[np.ndarray], np.ndarray] | None = None
+    split: str | None = None  # only the rows whose `split` field is this
 
 
 # An evaluator's config model and the adapter protocol it scores through: its methods take them.
@@ -77,6 +94,11 @@ class Evaluator(Protocol[C, A]):
     def is_proxy(self, config: C) -> bool:
         """Whether the evaluation scores a stand-in data set, not the benchmark itself (a
         report labels its metrics so, and says not to compare them with published numbers)."""
+        ...
+
+    def per_example(self, metric: str) -> PerExample | None:
+        """How `metric` (without the prefix) follows from the evaluation's per-example rows;
+        None where it does not (a metric of the whole set, or rows that do not hold it)."""
         ...
 
     def inputs(self, config: C, data_root: str | None) -> dict[str, str]:

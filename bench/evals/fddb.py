@@ -76,7 +76,7 @@ from bench.evals.detection import (
     mode_metrics,
     score_modes,
 )
-from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
+from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator, PerExample
 from bench.evals.io import read_lines, shown
 from bench.schema import Float, InputPath, Int
 from bench.util.atomic import write_text
@@ -593,6 +593,10 @@ class FDDBEvaluator:
 
     def is_proxy(self, config: FDDBEvalConfig) -> bool:
         return False  # no `proxy:` key: a suite on proxy images says so in its report notes
+
+    def per_example(self, metric: str) -> PerExample | None:
+        """None: the ROC pools every image's detections: no example-level test here."""
+        return None
 
     def inputs(self, config: FDDBEvalConfig, data_root: str | None) -> dict[str, str]:
         return {part: str(Path(config.root) / part) for part in ("FDDB-folds", "originalPics")}

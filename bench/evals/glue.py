@@ -47,7 +47,7 @@ from pydantic import Field, model_validator
 
 from bench.errors import UserError
 from bench.evals.adapters import Example, FinetuneConfig, PairClassifier, TaskSpec
-from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
+from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator, PerExample
 from bench.evals.finetune_select import (
     TaskOutcome,
     cost_names,
@@ -416,7 +416,8 @@ def _correlations(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
                 "spearman": float(stats.spearmanr(y, p).statistic)}
 
 
-def split_metrics(task: str, labels: Sequence, predictions: Sequence) -> dict[str, float]:
+def split_metrics(task: str, labels: Sequence | np.ndarray, predictions: Sequence | np.ndarray
+                  ) -> dict[str, float]:
     """The task's metrics on one split: class ids, or floats for STS-B."""
     spec = _spec(task)
     y, p = np.asarray(labels), np.asarray(predictions)
@@ -531,6 +532,26 @@ class GlueEvaluator:
 
     def is_proxy(self, config: GlueEvalConfig) -> bool:
         return config.proxy
+
+    def per_example(self, metric: str) -> PerExample | None:
+        """`<task>.<metric>` from the selected epoch's dev predictions (a task's dev splits
+        pooled, `_m`/`_mm` one split, `score` its headline metric), as `split_metrics` scores
+        them; accuracies are shares of correct examples."""
+        task, _, name = metric.partition(".")
+        if task not in TASKS:
+            return None
+        spec = TASKS[task]
+        name = spec.score if name == "score" else name
+        split = None
+        for s, suffix in _SPLIT_SUFFIX.items():
+            if s in spec.dev_splits and name.endswith(f"_{suffix}"):
+                name, split = name.removesuffix(f"_{suffix}"), s
+        if name not in _SPLIT_METRICS[task]:
+            return None
+        return PerExample(task, ("split", "idx"), ("label", "prediction"),
+                          lambda a: split_metrics(task, a[:, 0], a[:, 1])[name],
+                          correct=(lambda a: a[:, 0] == a[:, 1]) if name == "acc" else None,
+                          split=split)
 
     def inputs(self, config: GlueEvalConfig, data_root: str | None) -> dict[str, str]:
         return {"path": config.path}

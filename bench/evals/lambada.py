@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import yaml
 from pydantic import Field, model_validator
 
 from bench.errors import UserError
 from bench.evals.adapters import ContinuationScorer
-from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
+from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator, PerExample
 from bench.evals.io import json_records
 from bench.schema import InputPath, Int, SafeName, Strict
 from bench.util.atomic import enter_dir, write_text
@@ -243,6 +244,17 @@ class LambadaEvaluator:
 
     def is_proxy(self, config: LambadaEvalConfig) -> bool:
         return config.proxy
+
+    def per_example(self, metric: str) -> PerExample | None:
+        """acc: the share of passages whose target is the greedy continuation; ppl: lm-eval's
+        perplexity, exp of the mean negative log-likelihood of the targets."""
+        if metric == "acc":
+            return PerExample("", ("doc_id",), ("is_greedy",), lambda a: float(a[:, 0].mean()),
+                              correct=lambda a: a[:, 0] > 0.5)
+        if metric == "ppl":
+            return PerExample("", ("doc_id",), ("loglikelihood",),
+                              lambda a: float(np.exp(-a[:, 0].mean())))
+        return None
 
     def inputs(self, config: LambadaEvalConfig, data_root: str | None) -> dict[str, str]:
         """A local file joins the run's identity; an installed task's cached data does not."""

@@ -68,7 +68,7 @@ from bench.evals.detection import (
     mode_metrics,
     score_modes,
 )
-from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
+from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator, PerExample
 from bench.evals.io import json_loads, read_lines, shown
 from bench.evals.matfile import load_mat
 from bench.schema import InputPath, Int
@@ -683,6 +683,10 @@ class PascalEvaluator:
 
     def is_proxy(self, config: PascalEvalConfig) -> bool:
         return False  # no `proxy:` key: a suite on proxy images says so in its report notes
+
+    def per_example(self, metric: str) -> PerExample | None:
+        """None: AP ranks every image's detections together: no example-level test here."""
+        return None
 
     def inputs(self, config: PascalEvalConfig, data_root: str | None) -> dict[str, str]:
         return {"annotations": config.annotations, "images": config.images}

@@ -5,7 +5,7 @@ on synthetic images, every size and mode timed in the same interleaved rounds (s
 from pydantic import Field
 
 from bench.evals.adapters import FaceDetector, Mode
-from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
+from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator, PerExample
 from bench.schema import Int, Strict
 from bench.util.timing import Timing
 
@@ -37,6 +37,10 @@ class SpeedEvaluator:
 
     def is_proxy(self, config: SpeedEvalConfig) -> bool:
         return False  # synthetic images: it times, it scores no data set
+
+    def per_example(self, metric: str) -> PerExample | None:
+        """None: timings of synthetic images: nothing is scored per example."""
+        return None
 
     def inputs(self, config: SpeedEvalConfig, data_root: str | None) -> dict[str, str]:
         return {}

@@ -65,7 +65,7 @@ from bench.evals.detection import (
     mode_metrics,
     score_modes,
 )
-from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
+from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator, PerExample
 from bench.evals.io import read_lines, shown
 from bench.evals.matfile import load_mat
 from bench.schema import InputPath
@@ -615,6 +615,10 @@ class WiderEvaluator:
 
     def is_proxy(self, config: WiderEvalConfig) -> bool:
         return False  # no `proxy:` key: a suite on proxy images says so in its report notes
+
+    def per_example(self, metric: str) -> PerExample | None:
+        """None: AP ranks every image's detections together: no example-level test here."""
+        return None
 
     def inputs(self, config: WiderEvalConfig, data_root: str | None) -> dict[str, str]:
         """The ground truth and the val images: the only parts of the root scoring reads."""

@@ -55,7 +55,7 @@ from pydantic import Field, model_validator
 
 from bench.errors import UserError
 from bench.evals.adapters import Example, FinetuneConfig, PairClassifier, TaskSpec
-from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator
+from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator, PerExample
 from bench.evals.finetune_select import (
     TaskOutcome,
     cost_names,
@@ -469,6 +469,10 @@ class XnliEvaluator:
 
     def is_proxy(self, config: XnliEvalConfig) -> bool:
         return config.proxy
+
+    def per_example(self, metric: str) -> PerExample | None:
+        """None: XNLI's per-language accuracies are not offered to paired tests (yet)."""
+        return None
 
     def inputs(self, config: XnliEvalConfig, data_root: str | None) -> dict[str, str]:
         """The split files the protocols read (per-language folders in the parquet layout)."""

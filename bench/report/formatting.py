@@ -72,11 +72,13 @@ def fmt_signed(x: float) -> str:
 
 
 def fmt_interval(mean: float, low: float, high: float, n: int) -> str:
-    """`mean ± half-width`; a single seed has no interval and says so."""
+    """`mean ± half-width`; a single seed has no interval and says so, and an interval from
+    two seeds (one degree of freedom, t = 12.7) says how few it stands on."""
     if n == 0 or math.isnan(mean):
         return DASH
-    if math.isnan(low):
-        return f"{fmt_value(mean)} (n={n})"
+    if math.isnan(low) or n < 3:
+        shown = fmt_value(mean) if math.isnan(low) else fmt_mean_half(mean, (high - low) / 2)
+        return f"{shown} (n={n})"
     return fmt_mean_half(mean, (high - low) / 2)
 
 

@@ -25,6 +25,7 @@ from bench.report.suite_data import SuiteData, load_suite_data
 from bench.report.sweep_section import sweep_section
 from bench.report.table_files import FORMATS, LINKED, write_linked
 from bench.report.tables import ReportTable, report_tables
+from bench.report.verdicts import verdicts
 from bench.util.atomic import remove_stale_temporaries
 
 # Prefix of the render id in the HTML's keywords and the PDF's /Keywords.
@@ -100,7 +101,9 @@ def render_html(index_path: Path, spec: ReportSpec, data: SuiteData | None,
         tables = report_tables(spec, data)
     parts = variant_parts(spec, data, {name: t.shown for name, t in tables.items()},
                           tables["main"].numbers) if data is not None and tables else {
-        "variants": [], "main": None, "per_seed": None, "comparison": None}
+        "variants": [], "main": None, "per_seed": None, "comparison": None, "verdicts": []}
+    if data is not None and tables:
+        parts["verdicts"] = verdicts(spec, parts["variants"], tables["main"].numbers)
     sweep = sweep_section(study) if study is not None else None
     wide = [parts["main"], parts["per_seed"], parts["comparison"], sweep and sweep.trials]
     orientation = "landscape" if any(t is not None and t.wide for t in wide) else "portrait"

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from bench.config.suite import PaperTableConfig
-from bench.report import compute, figures, statistics
+from bench.report import compute, figures, paired, statistics
 from bench.report.compute_section import compute_section
 from bench.report.formatting import (
     DASH,
@@ -36,6 +36,9 @@ from bench.report.suite_data import SuiteData, variant_order
 from bench.store.queries import FINISHED
 
 STDERR_COLUMN = "eval stderr (lm-eval)"
+EXAMPLES_COLUMN = "Δ over examples (paired test)"
+# The level at which a test's difference is called one (two-sided p below it).
+ALPHA = 0.05
 # What follows a metric scored on a proxy data set in a table's header.
 PROXY_MARK = " (proxy)"
 _PROVENANCE_FIELDS = ("commit", "device", "host", "python")
@@ -64,6 +67,7 @@ def variant_parts(spec: ReportSpec, data: SuiteData, tables: dict[str, Table],
         and any(row[0].cls == "paper" for row in comparison.rows),
         main=main,
         main_stderr=STDERR_COLUMN in main.columns,  # its legend only under such a column
+        examples_column=EXAMPLES_COLUMN in main.columns,
         # deltas of seeds that all agree: their legend only where there is one
         main_flat=spec.baseline is not None and any(
             statistics.no_spread(low, high) for low, high in zip(
@@ -86,6 +90,7 @@ def variant_parts(spec: ReportSpec, data: SuiteData, tables: dict[str, Table],
         eval_svg=svg_markup(figures.evaluation_curves_figure(data, variants)),
         ladder=compute_section(spec, data, variants),
         resamples=compute.RESAMPLES,
+        paired_resamples=f"{paired.RESAMPLES:,}",
     )
 
 
@@ -103,14 +108,16 @@ def main_table(
     blocks = []  # per metric: which sub-columns carry anything
     for metric in spec.metrics:
         rows = summary.xs(metric, level="metric")
-        blocks.append((metric, rows["stderr"].notna().any(), rows["reference"].notna().any()))
+        blocks.append((metric, rows["stderr"].notna().any(), rows["reference"].notna().any(),
+                       "example_test" in rows and rows["example_test"].notna().any()))
     groups: list[tuple[str, int]] = [("", 2)]
     columns = ["variant", "seeds"]
-    for metric, has_stderr, has_reference in blocks:
+    for metric, has_stderr, has_reference, has_examples in blocks:
         sub = ["mean ± 95% CI (seeds)"]
         sub += [STDERR_COLUMN] if has_stderr else []
         sub += ["paper"] if has_reference else []
         sub += [f"Δ vs {spec.baseline} (95% CI, test)"] if spec.baseline else []
+        sub += [EXAMPLES_COLUMN] if has_examples else []
         groups.append((metric_label(spec, metric), len(sub)))
         columns += sub
     flops, items, rate = statistics.consumed_metric_names(spec.item_unit)
@@ -121,7 +128,7 @@ def main_table(
     rows = []
     for variant in variants:
         row = [Cell(variant, "name"), Cell(str(int(consumed.loc[variant, "n"])), "num")]
-        for metric, has_stderr, has_reference in blocks:
+        for metric, has_stderr, has_reference, has_examples in blocks:
             est = summary.loc[(variant, metric)]
             row.append(Cell(fmt_interval(est["mean"], est["low"], est["high"], int(est["n"])),
                             "num best" if variant in best[metric] else "num"))
@@ -131,6 +138,8 @@ def main_table(
                 row.append(Cell(fmt_value(est["reference"]), "num paper"))
             if spec.baseline:
                 row.append(_delta_cell(variant, spec, metric, est))
+            if has_examples:
+                row.append(_example_cell(variant, spec, metric, est))
         row.append(Cell(fmt_sci(consumed.loc[variant, flops]), "num"))
         row.append(Cell(fmt_sci(consumed.loc[variant, items]), "num"))
         row.append(Cell(fmt_rate(consumed.loc[variant, rate]), "num"))
@@ -332,18 +341,51 @@ def _delta_cell(variant: str, spec: ReportSpec, metric: str, est: pd.Series) -> 
     if math.isnan(delta):
         return Cell(DASH, "num")
     text = fmt_signed(delta)
-    flat = statistics.no_spread(low, high)
-    if flat:  # every seed gave the same difference: no interval, and no p (0 over 0)
-        text += f" ({est['delta_test']}; no spread, p undefined)"
-    else:
-        if not math.isnan(low):
-            text += f" ± {fmt_value((high - low) / 2)}"
-        text += f" ({est['delta_test']}" + (
-            f", p={est['delta_p']:.2g})" if not math.isnan(est["delta_p"]) else ")")
-    cls = "num"
+    if statistics.no_spread(low, high):  # every seed gave the same difference: no interval,
+        text += f" ({est['delta_test']}; no spread, p undefined)"  # and no p (0 over 0)
+        return Cell(text, "num " + _direction(spec, metric, delta, clear=False))
+    if delta == 0:
+        return Cell(f"0 (tie; {est['delta_test']})", "num tie")
+    if math.isnan(low):  # no interval (a seed too few, a value not finite): not tested
+        return Cell(f"{text} ({est['delta_test']})", "num")
+    text += f" ± {fmt_value((high - low) / 2)} ({est['delta_test']}" + (
+        f", p={est['delta_p']:.2g}" if not math.isnan(est["delta_p"]) else "")
+    if not (low > 0 or high < 0):  # the interval holds 0: no difference found
+        return Cell(text + ", n.s.)", "num ns")
+    return Cell(text + ")", "num " + _direction(spec, metric, delta, clear=True))
+
+
+def _direction(spec: ReportSpec, metric: str, delta: float, clear: bool) -> str:
+    """A difference's classes: better or worse by the metric's direction, `clear` where a
+    test found it (none without a direction)."""
     higher = spec.higher_is_better.get(metric)
-    if higher is not None and delta != 0:
-        cls += " better" if (delta > 0) == higher else " worse"
-        if not flat and not math.isnan(low) and (low > 0 or high < 0):
-            cls += " clear"  # the interval excludes no difference
-    return Cell(text, cls)
+    if higher is None:
+        return ""
+    return ("better" if (delta > 0) == higher else "worse") + (" clear" if clear else "")
+
+
+def _example_cell(variant: str, spec: ReportSpec, metric: str, est: pd.Series) -> Cell:
+    """The paired test over examples (`paired.py`): the difference, its interval (bootstrap)
+    or discordant pairs (McNemar), p, and how many seeds and examples were paired."""
+    if variant == spec.baseline:
+        return Cell("baseline", "baseline")
+    if not isinstance(est.get("example_test"), str):
+        return Cell(DASH, "num")
+    diff, p = est["example_diff"], est["example_p"]
+    paired = f"{int(est['example_seeds'])} seed{'s' * (int(est['example_seeds']) != 1)} × " \
+             f"{int(est['examples']):,}"
+    if est["example_test"] == "McNemar":
+        detail = (f"McNemar, {int(est['discordant_better'])} vs "
+                  f"{int(est['discordant_worse'])} discordant")
+    else:
+        detail = est["example_test"]
+        if not math.isnan(est["example_low"]):
+            detail = (f"[{fmt_value(est['example_low'])}, {fmt_value(est['example_high'])}] "
+                      f"{detail}")
+    significant = not math.isnan(p) and p < ALPHA
+    text = (f"{'0 (tie)' if diff == 0 else fmt_signed(diff)} ({detail}, "
+            f"{'p undefined' if math.isnan(p) else f'p={p:.2g}'}"
+            f"{'' if significant else ', n.s.'}; {paired})")
+    if not significant or diff == 0:
+        return Cell(text, "num ns")
+    return Cell(text, "num " + _direction(spec, metric, diff, clear=True))

@@ -32,6 +32,9 @@ class SuiteData:
     # reference variants (a checkpoint scored, nothing trained) by name -> the name every table
     # and figure shows them under, which marks them: `<name> (reference)`
     references: dict[str, str] = field(default_factory=dict)
+    # the results folder the index lies in: each run's folder is `<root>/<suite>/<run_id>`
+    # (where the store lies now, whatever path the index recorded when it imported the run)
+    root: Path | None = None
 
     def shown(self, variant: str, references: Sequence[str] = ()) -> str:
         """The name a variant is shown by: marked when its runs, or the suite (`references`,
@@ -103,6 +106,7 @@ def load_suite_data(index_path: Path, suite: str, required: bool = True,
         points=points.reset_index(drop=True),
         ladder=ladder.reset_index(drop=True),
         references=references,
+        root=index_path.parent,
     )
 
 

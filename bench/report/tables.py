@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from bench.errors import UserError
-from bench.report import sections, statistics
+from bench.report import paired, sections, statistics
 from bench.report.layout import Table
 from bench.report.spec import ReportSpec
 from bench.report.suite_data import SuiteData, variant_order
@@ -38,7 +38,8 @@ def report_tables(spec: ReportSpec, data: SuiteData) -> dict[str, ReportTable]:
     spec = sections.shown_references(spec, data)
     where = _where(spec, data)
     summary = statistics.summary_table(data, variants, spec.metrics, spec.baseline,
-                                       spec.reference)
+                                       spec.reference).join(
+        paired.example_tests(data, variants, spec.metrics, spec.baseline))
     consumed = statistics.compute_table(data, variants, spec.item_unit)
     tables = {"main": ReportTable(
         "main", summary, sections.main_table(spec, variants, summary, consumed),
@@ -129,8 +130,14 @@ def _delta_text(spec: ReportSpec, summary: pd.DataFrame) -> str:
         return "."
     tests = sorted(set(summary["delta_test"].dropna()))
     named = " or ".join(f"{t} t-test" for t in tests) or "t-test"
-    return (f"; Δ: difference from {spec.baseline} ± half-width of its 95% interval, "
-            f"two-sided p of the {named} over seeds.")
+    text = (f"; Δ: difference from {spec.baseline} ± half-width of its 95% interval, "
+            f"two-sided p of the {named} over seeds; n.s.: p ≥ 0.05.")
+    if "example_test" in summary and summary["example_test"].notna().any():
+        text += (" Δ over examples: each seed's run paired with the baseline's on the same "
+                 "examples, McNemar's exact test for an accuracy (discordant examples, the "
+                 "variant's first, summed over seeds) or a paired bootstrap over examples "
+                 f"({paired.RESAMPLES:,} resamples, 95% interval).")
+    return text
 
 
 def _best_text(spec: ReportSpec, metrics: Sequence[str]) -> str:
