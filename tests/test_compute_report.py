@@ -230,8 +230,9 @@ def test_a_ladder_report_has_the_compute_section(tmp_path: Path) -> None:
     # narrow's top rung scores 0.55 (plus the seeds' luck, shared): wide, 0.03 ahead at a slope
     # of 0.05 per decade, gets there at 10^0.4 of 1e9 budget, of which it records 98%
     assert rows[0][:4] == ["narrow", "1.000e+10", formatting.DASH, "×1 (baseline)"]
-    assert rows[1] == ["wide", f"{0.98 * 10**9.4:.3e}", "[2.462e+09, 2.462e+09]", "×4.06",
-                       "[×4.06, ×4.06]", "0.0%", "joint", "×20.00"]
+    # two seeds allow three distinct resamples: no interval is shown
+    assert rows[1] == ["wide", f"{0.98 * 10**9.4:.3e}", "not meaningful (3 resamples)", "×4.06",
+                       "not meaningful (3 resamples)", "0.0%", "joint", "×20.00"]
     assert '<table class="fits">' in section
     # throughput against the baseline, beside the paper's ratio: a section of its own
     ratios = html[html.index("<h2>Throughput and latency against narrow</h2>"):]
@@ -319,3 +320,33 @@ def test_a_power_law_that_fails_falls_back_to_log_linear_and_says_so(
     fit = compute.fit_curve(c, 0.8 - 0.3 * (c / 1e15) ** -0.5, higher_is_better=True)
     assert fit is not None and fit.form == compute.LOG_LINEAR
     assert fit.reason == "the power law did not converge"
+
+
+def test_an_interval_from_too_few_distinct_resamples_is_not_shown() -> None:
+    assert [compute.distinct_resamples(n) for n in range(1, 6)] == [1, 3, 10, 35, 126]
+    spec = _spec(baseline="base", variants=["base", "fast"])
+    for seeds, shown in [(range(2), False), (range(5), True)]:
+        points = _points({"base": BASE, "fast": FAST}, {"base": seeds, "fast": seeds})
+        match = compute.compute_to_match(points, ["fast"], "base", higher_is_better=True)["fast"]
+        assert match.distinct == compute.distinct_resamples(len(seeds))
+        row = compute_section.match_table({"fast": match}, spec, "glue.score", "flops").rows[0]
+        assert (row[2].text.startswith("[")) == shown
+        assert shown or row[2].text == row[4].text == \
+            f"not meaningful ({match.distinct} resamples)"
+    # independent resamples (other seeds): the two variants' counts multiply
+    points = _points({"base": BASE, "fast": FAST}, {"base": range(2), "fast": [2, 3, 4]})
+    match = compute.compute_to_match(points, ["fast"], "base", higher_is_better=True)["fast"]
+    assert (match.resampling, match.distinct) == ("independent", 3 * 10)
+
+
+def test_a_match_resting_on_equal_means_is_a_tie() -> None:
+    level = _line(0.60, 0.0)  # the target itself at every rung: reached at the first, exactly
+    points = _points({"base": BASE, "flat": level}, {"base": range(1), "flat": range(1)})
+    match = compute.compute_to_match(points, ["flat"], "base", higher_is_better=True)["flat"]
+    assert match.tie and match.kind == compute.BOUND
+    spec = _spec(baseline="base", variants=["base", "flat"])
+    row = compute_section.match_table({"flat": match}, spec, "glue.score", "flops").rows[0]
+    assert row[1].text.endswith(" (tie)") and row[3].text.startswith("≥ ×")
+    fast = compute.compute_to_match(_points({"base": BASE, "fast": FAST}), ["fast"], "base",
+                                    higher_is_better=True)["fast"]
+    assert not fast.tie

@@ -197,6 +197,9 @@ def fit_variants(points: pd.DataFrame, variants: Sequence[str],
     return fits
 
 
+# Distinct seed resamples below which a 95% percentile interval is not shown: its 2.5% tails
+# would rest on one or two resamples (two seeds allow 3, three 10, four 35, five 126).
+MEANINGFUL = 40
 # What a compute-to-match is: a crossing interpolated between two rungs, a bound (the smallest
 # rung already beats the target), not reached (no rung does), or the baseline itself.
 CROSSING, BOUND, NOT_REACHED, BASELINE = "crossing", "upper bound", "not reached", "baseline"
@@ -269,6 +272,13 @@ class Match:
     not_reached: float
     bounded: float
     resampling: str  # "joint" (the same seeds drawn for both) or "independent"
+    distinct: int = 0  # distinct resamples the seeds allow (an interval needs MEANINGFUL)
+    tie: bool = False  # the rung that reaches the target equals it exactly
+
+    @property
+    def meaningful(self) -> bool:
+        """Whether the seeds allow enough distinct resamples for a 95% percentile interval."""
+        return self.distinct >= MEANINGFUL
 
 
 def compute_to_match(points: pd.DataFrame, variants: Sequence[str], baseline: str,
@@ -294,10 +304,14 @@ def compute_to_match(points: pd.DataFrame, variants: Sequence[str], baseline: st
         own = rung_grid(points, variant)
         if own.values.size == 0:
             continue
-        kind, log_c = crossing(np.nanmean(own.values, axis=0), np.nanmean(own.log_compute, axis=0),
-                               goal, higher_is_better)
-        out[variant] = _bootstrap(own, base, kind, log_c, base_log_c, higher_is_better,
-                                  resamples)
+        means = np.nanmean(own.values, axis=0)
+        kind, log_c = crossing(means, np.nanmean(own.log_compute, axis=0), goal,
+                               higher_is_better)
+        reached = means[np.isfinite(means) & ((means >= goal) if higher_is_better
+                                             else (means <= goal))]
+        out[variant] = replace(
+            _bootstrap(own, base, kind, log_c, base_log_c, higher_is_better, resamples),
+            tie=bool(reached.size and reached[0] == goal))
     return out
 
 
@@ -342,7 +356,15 @@ def _bootstrap(own: Rungs, base: Rungs, kind: str, log_c: float, base_log_c: flo
         not_reached=not_reached,
         bounded=float((kinds == BOUND).mean()),
         resampling="joint" if joint else "independent",
+        distinct=distinct_resamples(len(own.seeds)) * (
+            1 if joint else distinct_resamples(len(base.seeds))),
     )
+
+
+def distinct_resamples(n: int) -> int:
+    """How many different resamples with replacement n seeds allow (multisets of size n:
+    C(2n - 1, n)): 3 for two seeds, 10 for three, 126 for five."""
+    return math.comb(2 * n - 1, n) if n else 0
 
 
 def target(base: Rungs) -> float:

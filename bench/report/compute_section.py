@@ -108,22 +108,31 @@ def match_table(matches: dict[str, compute.Match], spec: ReportSpec, metric: str
         else:
             bound = "≤ " if m.kind == compute.BOUND else ""
             low_bound = "≤ " if m.bounded > tail else ""
+            tie = " (tie)" if m.tie else ""
             cells = [
-                Cell(compute.NOT_REACHED if math.isnan(m.compute) else bound + fmt_sci(m.compute),
-                     "num"),
-                Cell(_interval(low_bound + _reached(m.compute_low, math.inf, fmt_sci),
-                               _reached(m.compute_high, math.inf, fmt_sci)), "num"),
+                Cell(compute.NOT_REACHED if math.isnan(m.compute)
+                     else bound + fmt_sci(m.compute) + tie, "num"),
+                _interval_cell(m, _interval(low_bound + _reached(m.compute_low, math.inf, fmt_sci),
+                                            _reached(m.compute_high, math.inf, fmt_sci))),
                 Cell(compute.NOT_REACHED if math.isnan(m.ratio)
-                     else bound.replace("≤", "≥") + fmt_ratio(m.ratio), "num"),
-                Cell(_interval(_reached(m.ratio_low, 0.0, fmt_ratio),
-                               low_bound.replace("≤", "≥")
-                               + _reached(m.ratio_high, 0.0, fmt_ratio)), "num"),
+                     else bound.replace("≤", "≥") + fmt_ratio(m.ratio) + tie, "num"),
+                _interval_cell(m, _interval(_reached(m.ratio_low, 0.0, fmt_ratio),
+                                            low_bound.replace("≤", "≥")
+                                            + _reached(m.ratio_high, 0.0, fmt_ratio))),
                 Cell(f"{m.not_reached:.1%}", "num"),
                 Cell(m.resampling),
             ]
         rows.append([Cell(variant, "name"), *cells, Cell(fmt_ratio(claim), "num paper")])
     return Table(columns=["variant", f"{unit} to match", "95% CI", "ratio", "95% CI (ratio)",
                           "resamples not reaching", "seeds resampled", "paper"], rows=rows)
+
+
+def _interval_cell(m: compute.Match, text: str) -> Cell:
+    """A bootstrap interval, or where the seeds allow too few distinct resamples to give one,
+    how many they allow (an interval no resample reaches is said so either way)."""
+    if m.meaningful or text == compute.NOT_REACHED:
+        return Cell(text, "num")
+    return Cell(f"not meaningful ({m.distinct} resamples)", "num ns")
 
 
 def _reached(x: float, never: float, fmt: Callable[[float], str]) -> str:

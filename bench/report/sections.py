@@ -90,6 +90,7 @@ def variant_parts(spec: ReportSpec, data: SuiteData, tables: dict[str, Table],
         eval_svg=svg_markup(figures.evaluation_curves_figure(data, variants)),
         ladder=compute_section(spec, data, variants),
         resamples=compute.RESAMPLES,
+        meaningful=compute.MEANINGFUL,
         paired_resamples=f"{paired.RESAMPLES:,}",
     )
 
