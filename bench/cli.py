@@ -1,4 +1,4 @@
-"""The `bench` command: validate, plan, run, ls, report, export, eval, data."""
+"""The `bench` command: validate, plan, run, ls, report, export, compare, eval, data."""
 
 import argparse
 import json
@@ -442,6 +442,37 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Several suites' variants in one report, or one table of it (`--format`)."""
+    from bench.config.suite import load_suite
+    from bench.report import spec_for
+    from bench.report.combine import combine
+    from bench.report.render import write_report
+    from bench.report.suite_data import load_suite_data
+    from bench.report.table_files import table_text
+    from bench.report.tables import chosen_table, report_tables
+    from bench.util.paths import writable_output
+
+    out = None if args.format else writable_output(args.out, "--out", folder=True)
+    suites = [load_suite(path, overrides=args.override) for path in args.suites]
+    index = _synced_store(args).index_path
+    parts = []
+    for suite in suites:
+        spec = replace(spec_for(suite, _results_root(args)), sweep=None)
+        spec.check()
+        data = load_suite_data(index, spec.suite, curves=[spec.curve])
+        assert data is not None  # required: a suite without finished runs is an error
+        parts.append((spec, data))
+    spec, data = combine(parts, args.baseline, args.allow_different_data)
+    if out is None:
+        table = chosen_table(report_tables(spec, data), args.table, spec)
+        sys.stdout.write(table_text(table, args.format, spec.suite))
+        return 0
+    html, pdf = write_report(index, spec, data, None, out)
+    print(f"wrote {html}\nwrote {pdf}")
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from bench.execution.sweep_launch import SweepOptions, run_sweep
 
@@ -659,6 +690,25 @@ def build_parser() -> argparse.ArgumentParser:
                    ".md, .csv, .json), else markdown")
     p.add_argument("--out", metavar="FILE", help="write here (default: standard output)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("compare", help="several suites' variants in one report (or table)",
+                       description="several suites' variants side by side, named "
+                       "<suite>/<variant>, each with its own runs, data and budget: one report "
+                       "(reports/<a>-vs-<b>.html and .pdf), or one table of it with --format; "
+                       "suites scored on different evaluation data are refused")
+    p.add_argument("suites", nargs="+", metavar="SUITE", help="suite YAML files (two or more)")
+    add_override_option(p)
+    _add_results(p)
+    p.add_argument("--baseline", metavar="SUITE/VARIANT", help="the variant every other is "
+                   "compared with (default: the first suite's baseline)")
+    p.add_argument("--allow-different-data", action="store_true", help="compare suites whose "
+                   "evaluation data (or validation text) differ in content")
+    p.add_argument("--out", default="reports", help="report folder (default reports)")
+    p.add_argument("--format", choices=TABLE_FORMATS, help="print one table instead of "
+                   "writing the report")
+    p.add_argument("--table", choices=TABLE_NAMES, default="main", help="with --format: "
+                   "which table (default main)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("eval", help="score with one evaluator on its own",
                        description="score with one evaluator on its own")

@@ -435,3 +435,60 @@ def test_a_damaged_samples_file_is_named_with_its_line(tmp_path: Path, lines: st
     samples = open_results(tmp_path).samples(SUITE, "lambada")
     assert samples.to_dict("records") == [{"run_id": "run-0", "variant": "softmax", "seed": 0,
                                            "doc_id": 0}]
+
+
+def _second_suite(store: Path, name: str, cloze: str | None = None) -> str:
+    """A copy of the store's suite under another name (and cloze file), its softmax variant
+    trained at seed 2."""
+    text = (store / "suite.yaml").read_text().replace("suite: store-e2e", f"suite: {name}")
+    if cloze is not None:
+        text = text.replace(str(store / "data" / "cloze.jsonl"), cloze)
+    path = f"{name}.yaml"
+    (store / path).write_text(text)
+    code, _, err = finish(bench(store, "run", path, "--only", "softmax", "--seeds", "2",
+                                "--results", "results", "--no-progress"))
+    assert code == 0, err
+    return path
+
+
+@pytest.mark.slow
+def test_bench_compare_puts_two_suites_variants_side_by_side(store: Path) -> None:
+    other = _second_suite(store, "store-later")
+    code, out, err = finish(bench(store, "compare", "suite.yaml", other, "--results", "results",
+                                  "--format", "csv", "--baseline", "store-later/softmax"))
+    assert code == 0, err
+    table = _read_csv(out).set_index(["variant", "metric"])
+    assert sorted(set(table.index.get_level_values("variant"))) == [
+        "store-e2e/cwt", "store-e2e/softmax", "store-later/cwt", "store-later/softmax"]
+    assert table.loc[("store-later/cwt", "lambada.acc"), "n"] == 0  # declared, never run
+    later = table.loc[("store-later/softmax", "lambada.acc")]
+    assert later["n"] == 1 and pd.isna(later["delta"])  # the baseline
+    earlier = table.loc[("store-e2e/softmax", "lambada.acc")]
+    main = _export_csv(store).set_index(["variant", "metric"])
+    assert earlier["mean"] == main.loc[("softmax", "lambada.acc"), "mean"]
+    assert earlier["delta_test"] == "Welch"  # other seeds: nothing pairs them
+    code, out, err = finish(bench(store, "compare", "suite.yaml", other, "--results", "results",
+                                  "--out", "reports"))
+    assert code == 0, err
+    html = (store / "reports" / "store-e2e-vs-store-later.html").read_text(encoding="utf-8")
+    assert "Compared suites: store-e2e, store-later." in html
+    assert f"store-later trained on {store / 'data' / 'train.jsonl'}." in html
+    assert (store / "reports" / "store-e2e-vs-store-later-tables" / "main.csv").is_file()
+
+
+@pytest.mark.slow
+def test_bench_compare_refuses_other_evaluation_data_unless_asked(store: Path) -> None:
+    cloze = store / "data" / "cloze.jsonl"
+    changed = store / "cloze-edited.jsonl"
+    lines = cloze.read_text().splitlines(keepends=True)
+    changed.write_text("".join(lines[1:]))  # one passage fewer
+    other = _second_suite(store, "store-edited", str(changed))
+    code, _, err = finish(bench(store, "compare", "suite.yaml", other, "--results", "results",
+                                "--format", "markdown"))
+    assert code == 2 and "Traceback" not in err
+    assert (f"error: bench compare: evals.lambada.path differs: suite store-e2e evaluated "
+            f"{cloze} (sha256 ") in err and f"suite store-edited {changed} (sha256 " in err
+    assert "--allow-different-data compares them anyway" in err
+    code, out, err = finish(bench(store, "compare", "suite.yaml", other, "--results", "results",
+                                  "--format", "markdown", "--allow-different-data"))
+    assert code == 0 and "| store-edited/softmax | 1 |" in out, err

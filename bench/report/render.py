@@ -38,6 +38,13 @@ def render_report(index_path: Path, spec: ReportSpec, out_dir: Path) -> tuple[Pa
     study = load_sweep(spec.sweep, index_path) if spec.sweep is not None else None
     data = load_suite_data(index_path, spec.suite, required=spec.sweep is None,
                            curves=[spec.curve])
+    return write_report(index_path, spec, data, study, out_dir)
+
+
+def write_report(index_path: Path, spec: ReportSpec, data: SuiteData | None,
+                 study: SweepData | None, out_dir: Path) -> tuple[Path, Path]:
+    """Write the report of `data` (and `study`) as `render_report` does (`bench compare`
+    hands in several suites' rows joined)."""
     tables = report_tables(spec, data) if data is not None else {}
     html = stamp(render_html(index_path, spec, data, study, tables))
     out_dir.mkdir(parents=True, exist_ok=True)
