@@ -32,7 +32,7 @@ DATASETS = {"demo-text": ("bench.data.demo_text", "build_demo_text"),
             "demo-faces": ("bench.data.demo_faces", "build_demo_faces"),
             "demo-sst2": ("bench.data.demo_sst2", "build_demo_sst2")}
 # `bench export`'s tables and formats (bench/report/tables.py, table_files.py).
-TABLE_NAMES = ("main", "paper", "per-seed", "compute", "efficiency")
+TABLE_NAMES = ("main", "brief", "paper", "per-seed", "compute", "efficiency")
 TABLE_FORMATS = ("latex", "markdown", "csv", "json")
 # Where `bench run` runs the runs (bench/execution/launch.py).
 EXECUTORS = ("inline", "local", "slurm")
@@ -683,7 +683,8 @@ def build_parser() -> argparse.ArgumentParser:
                   "CSV or JSON, from the results index")
     _add_results(p)
     p.add_argument("--table", choices=TABLE_NAMES, default="main", help="main: key metrics by "
-                   "variant with intervals and differences (default); paper: the suite's "
+                   "variant with intervals and differences (default); brief: each key "
+                   "metric's mean and interval alone (what bench run prints); paper: the suite's "
                    "report.table; per-seed: every finished run; compute: compute consumed; "
                    "efficiency: FLOP/s, MFU, throughput, memory")
     p.add_argument("--format", choices=TABLE_FORMATS, help="default: by --out's suffix (.tex, "

@@ -61,10 +61,10 @@ def test_the_command_line_names_every_table_and_format() -> None:
 
 def test_a_full_report_has_every_table(tables: dict[str, ReportTable]) -> None:
     # the hand-built index records no efficiency figures: that table is left out
-    assert list(tables) == ["main", "paper", "per-seed", "compute"]
+    assert list(tables) == ["main", "brief", "paper", "per-seed", "compute"]
 
 
-@pytest.mark.parametrize("name", ["main", "paper", "per-seed", "compute"])
+@pytest.mark.parametrize("name", ["main", "brief", "paper", "per-seed", "compute"])
 def test_csv_and_json_read_back_to_the_statistics_numbers(tables: dict[str, ReportTable],
                                                           name: str) -> None:
     table = tables[name]
@@ -222,7 +222,7 @@ def test_the_report_links_its_tables_csv_and_latex(index: Path, tmp_path: Path) 
     html = html_path.read_text(encoding="utf-8")
     links = re.findall(r'<a href="([^"]+)">', html)
     assert sorted(links) == sorted(f"{SUITE}-tables/{name}.{suffix}"
-                                   for name in ("main", "paper", "per-seed", "compute")
+                                   for name in ("main", "brief", "paper", "per-seed", "compute")
                                    for suffix in ("csv", "tex"))
     assert all((tmp_path / link).is_file() for link in links)
     folder = tmp_path / f"{SUITE}-tables"
@@ -235,7 +235,7 @@ def test_the_report_links_its_tables_csv_and_latex(index: Path, tmp_path: Path) 
     # a render without the paper table replaces the folder whole: no stale file is left
     render_report(index, make_spec(table=None), tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        f"{name}.{suffix}" for name in ("main", "per-seed", "compute")
+        f"{name}.{suffix}" for name in ("main", "brief", "per-seed", "compute")
         for suffix in ("csv", "tex"))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 

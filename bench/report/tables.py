@@ -17,7 +17,7 @@ from bench.report.suite_data import SuiteData, variant_order
 from bench.store.queries import FINISHED
 
 # Every table `bench export --table` names, in the order the report shows them.
-TABLE_NAMES = ("main", "paper", "per-seed", "compute", "efficiency")
+TABLE_NAMES = ("main", "brief", "paper", "per-seed", "compute", "efficiency")
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ def report_tables(spec: ReportSpec, data: SuiteData) -> dict[str, ReportTable]:
         "main", summary, sections.main_table(spec, variants, summary, consumed),
         f"{spec.title}. {where} {_mean_text('Mean')}{_delta_text(spec, summary)}"
         f"{_best_text(spec, spec.metrics)}{_proxy_text(spec, spec.metrics)}")}
+    tables["brief"] = brief_table(spec, data)
     if spec.table is not None:
         frame = statistics.paper_table(data, variants, spec.table.columns, spec.table.ratios,
                                        spec.baseline, spec.reference)
