@@ -738,3 +738,29 @@ def test_runs_without_efficiency_figures_have_no_efficiency_section(
     assert statistics.efficiency_table(data, VARIANTS) is None  # tokens/s alone: the main table's
     html = rendered[0].read_text(encoding="utf-8")
     assert "Training efficiency" not in html and 'class="efficiency"' not in html
+
+
+def test_a_ratios_per_seed_range_pairs_seeds_where_it_can(data: SuiteData) -> None:
+    frame = statistics.paper_table(data, VARIANTS, [], ["train.tokens_per_s"], "softmax", {})
+    rate = {v: [TOKENS_PER_S[v] + s for s in range(len(VALUES[v]["lambada.acc"]))]
+            for v in VARIANTS}
+    paired = [c / b for c, b in zip(rate["cwt"], rate["softmax"], strict=True)]
+    cwt = frame.loc["cwt"]
+    assert (cwt[("train.tokens_per_s", "ratio_min")], cwt[("train.tokens_per_s", "ratio_max")]
+            ) == (pytest.approx(min(paired)), pytest.approx(max(paired)))
+    # cwt_ft finished seeds 0 and 1 of the baseline's three: over the baseline's mean
+    ft = frame.loc["cwt_ft"]
+    base = np.mean(rate["softmax"])
+    assert ft[("train.tokens_per_s", "ratio_max")] == pytest.approx(max(rate["cwt_ft"]) / base)
+    assert sections.ratios_table(frame).rows[1][2].text == \
+        f"×{min(paired):.2f}–×{max(paired):.2f}"
+
+
+def test_figures_name_the_curve_in_words_and_draw_perplexity_on_a_log_axis(
+        index: Path, data: SuiteData) -> None:
+    html = render_mod.render_html(index, make_spec(), data)
+    assert "validation NLL (nats per predicted token) (<code>curve.val_nll</code>)" in html
+    assert "lambada.ppl (log axis)" in html and "lambada.acc (log axis)" not in html
+    assert formatting.curve_label("curve.val_nll") == "validation NLL (nats per predicted token)"
+    assert formatting.curve_label("curve.val_mse") == "val mse"
+    assert formatting.is_perplexity("lambada.ppl") and not formatting.is_perplexity("glue.score")

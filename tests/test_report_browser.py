@@ -135,3 +135,17 @@ def test_a_ladder_report_lays_out_its_compute_section(chromium: Path, tmp_path: 
     assert problems(page, html_path.read_text(encoding="utf-8")) == []
     assert len(page.figures) >= 2 and all(w > 100 and h > 100 for w, h in page.figures)
     assert {"fits", "match", "ratios"} <= {t.cls for t in page.tables}
+
+
+@pytest.mark.parametrize("width", [420, 768])
+def test_at_a_narrow_width_tables_scroll_instead_of_being_cut_off(chromium: Path, report: Path,
+                                                                    width: int) -> None:
+    page = show(chromium, report, width=width)
+    assert problems(page, report.read_text(encoding="utf-8")) == []
+    assert page.page_width <= width, "the page itself is wider than the window: cut off"
+    main = _tables(page, "main")
+    assert any(t.size[0] > width for t in main) == (width < 600)  # too wide for a phone ...
+    for t in page.tables:
+        left, right = t.box
+        assert left >= 0 and right <= width, (t.cls, t.box)  # ... yet its box fits it
+        assert t.scroll >= t.size[0] - 1, (t.cls, t.scroll, t.size)  # and scrolls to its end

@@ -21,6 +21,7 @@ from matplotlib.ticker import FixedFormatter, Formatter, FuncFormatter
 from matplotlib.typing import RcKeyType
 
 from bench.report.compute import Fit, drawable
+from bench.report.formatting import curve_label, is_perplexity
 from bench.report.suite_data import SuiteData
 
 Colour = tuple[float, float, float]
@@ -79,8 +80,9 @@ def curve_figure(data: SuiteData, variants: Sequence[str], metric: str) -> str |
                 + (f"; {LINES_PER_VARIANT} drawn thin)" if n_runs > LINES_PER_VARIANT else ")"),
             )
         ax.set_xlabel("training FLOPs")
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric} against compute (thin: each seed; thick: mean over seeds)")
+        ax.set_ylabel(curve_label(metric))
+        ax.set_title(f"{curve_label(metric)} against compute (thin: each seed; thick: mean "
+                     "over seeds)")
         ax.legend(loc="best", frameon=True)
         return to_svg(fig, salt=f"curve-{metric}")
 
@@ -137,7 +139,9 @@ def metric_figure(
                 )
             ax.set_xticks(range(len(variants)), list(variants))
             ax.set_xlim(-0.5, len(variants) - 0.5)
-            ax.set_title(metric)
+            if is_perplexity(metric) and len(rows) and (rows["value"] > 0).all():
+                ax.set_yscale("log")  # perplexities span decades
+            ax.set_title(metric + (" (log axis)" if ax.get_yscale() == "log" else ""))
             ax.set_xlabel("")
             ax.set_ylabel("")
             ax.tick_params(axis="x", labelrotation=30 if len(variants) > 3 else 0)

@@ -110,6 +110,22 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{total // 3600}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
 
+# What a training curve's columns measure, as an axis names them.
+CURVE_LABELS = {"val_nll": "validation NLL (nats per predicted token)",
+                "val_loss": "validation loss", "train_loss": "training loss", "lr": "learning rate"}
+
+
+def curve_label(metric: str) -> str:
+    """A curve metric (`curve.val_nll`) as a figure's axis and caption name it."""
+    column = metric.removeprefix("curve.")
+    return CURVE_LABELS.get(column, column.replace("_", " "))
+
+
+def is_perplexity(metric: str) -> bool:
+    """Whether a metric is a perplexity, which spans decades and is drawn on a log axis."""
+    return metric.rsplit(".", 1)[-1].startswith(("ppl", "perplexity"))
+
+
 def compute_label(column: str) -> str:
     """'train.flops' -> 'FLOPs', 'train.images_per_s' -> 'images/s'; other columns as they are."""
     if column == "train.flops":

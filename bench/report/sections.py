@@ -16,6 +16,7 @@ from bench.report.formatting import (
     DASH,
     cell_text,
     compute_label,
+    curve_label,
     fmt_gib,
     fmt_interval,
     fmt_mean_half,
@@ -86,6 +87,7 @@ def variant_parts(spec: ReportSpec, data: SuiteData, tables: dict[str, Table],
         pdf_runs=PDF_RUNS_PER_VARIANT,
         packages=package_lines(statistics.package_table(data)),
         curve_svg=svg_markup(figures.curve_figure(data, variants, spec.curve)),
+        curve_name=curve_label(spec.curve),
         metric_svg=svg_markup(figures.metric_figure(data, variants, spec.metrics, summary)),
         eval_svg=svg_markup(figures.evaluation_curves_figure(data, variants)),
         ladder=compute_section(spec, data, variants),
@@ -311,13 +313,22 @@ def ratios_table(frame: pd.DataFrame) -> Table:
     metrics = list(dict.fromkeys(frame.columns.get_level_values("metric")))
     columns = ["variant"]
     for metric in metrics:
-        columns += [f"{compute_label(metric)} ×", "paper ×"]
+        columns += [f"{compute_label(metric)} ×", "per-seed range", "paper ×"]
     rows = [[Cell(str(variant), "name"),
-             *[Cell(fmt_ratio(frame.loc[variant, (m, field)]),
-                    "num paper" if field == "reference_ratio" else "num")
-               for m in metrics for field in ("ratio", "reference_ratio")]]
+             *[cell for m in metrics for cell in (
+                 Cell(fmt_ratio(frame.loc[variant, (m, "ratio")]), "num"),
+                 Cell(_range(frame.loc[variant, (m, "ratio_min")],
+                             frame.loc[variant, (m, "ratio_max")]), "num"),
+                 Cell(fmt_ratio(frame.loc[variant, (m, "reference_ratio")]), "num paper"))]]
             for variant in frame.index]
     return Table(columns=columns, rows=rows)
+
+
+def _range(low: float, high: float) -> str:
+    """A ratio's per-seed range: `×0.38–×0.42`; the one value where the seeds agree."""
+    if math.isnan(low):
+        return DASH
+    return fmt_ratio(low) if low == high else f"{fmt_ratio(low)}–{fmt_ratio(high)}"
 
 
 def best_of(means: pd.Series, higher: bool | None) -> set[str]:

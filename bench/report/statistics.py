@@ -240,8 +240,9 @@ def paper_table(
     Per column metric: `mean` over seeds, `half` (95% t-interval half-width, NaN under two
     seeds), `n` seeds and the suite's `reference`. Per ratio metric: `ratio` = mean(variant) /
     mean(baseline), as papers give parameters and throughput relative to their baseline (NaN
-    where either mean is missing, there is no baseline, or its mean is 0), and
-    `reference_ratio` from the suite's `<metric>:ratio` reference key.
+    where either mean is missing, there is no baseline, or its mean is 0), the range of the
+    per-seed ratios (`ratio_min`, `ratio_max`) and `reference_ratio` from the suite's
+    `<metric>:ratio` reference key.
     """
     cells: dict[tuple[str, str], list[float]] = {}
     for metric in columns:
@@ -259,12 +260,33 @@ def paper_table(
             mean_of(seed_values(data, v, metric)) / base if base != 0 else math.nan
             for v in variants
         ]
+        spread = [_ratio_range(data, v, baseline, metric) for v in variants]
+        cells[(metric, "ratio_min")] = [low for low, _ in spread]
+        cells[(metric, "ratio_max")] = [high for _, high in spread]
         cells[(metric, "reference_ratio")] = [
             float(reference.get(v, {}).get(metric + RATIO_SUFFIX, math.nan)) for v in variants
         ]
     table = pd.DataFrame(cells, index=pd.Index(list(variants), name="variant"))
     table.columns = pd.MultiIndex.from_tuples(list(cells), names=["metric", "field"])
     return table
+
+
+@_quiet()
+def _ratio_range(data: SuiteData, variant: str, baseline: str | None, metric: str
+                 ) -> tuple[float, float]:
+    """The smallest and largest of a variant's per-seed ratios to the baseline: each seed's
+    value over the baseline's of the same seed where both finished the same seeds, else over
+    the baseline's mean (NaN without a baseline or a value); what a throughput measured on a
+    loaded machine spreads over."""
+    if baseline is None:
+        return math.nan, math.nan
+    own, base = _by_seed(data, variant, metric), _by_seed(data, baseline, metric)
+    if own.empty or base.empty:
+        return math.nan, math.nan
+    paired = list(own.index) == list(base.index)
+    ratios = (own / base).to_numpy() if paired else own.to_numpy() / mean_of(base.to_numpy())
+    ratios = ratios[np.isfinite(ratios)]
+    return (float(ratios.min()), float(ratios.max())) if ratios.size else (math.nan, math.nan)
 
 
 def compute_table(data: SuiteData, variants: Sequence[str], unit: str = "tokens"

@@ -35,8 +35,11 @@ MEASURE = """() => ({
       h => h.compareDocumentPosition(t) & Node.DOCUMENT_POSITION_FOLLOWING);
     return {cls: t.className, heading: headings.length ? headings.at(-1).textContent.trim() : "",
             headers: [...t.querySelectorAll("th")].map(h => h.textContent.trim()),
-            rows: t.tBodies.length ? t.tBodies[0].rows.length : 0, size: [r.width, r.height]};
+            rows: t.tBodies.length ? t.tBodies[0].rows.length : 0, size: [r.width, r.height],
+            box: (b => [b.left, b.right])(t.parentElement.getBoundingClientRect()),
+            scroll: t.parentElement.scrollWidth};
   }),
+  pageWidth: document.documentElement.scrollWidth,
 })"""
 
 
@@ -49,6 +52,8 @@ class ShownTable:
     headers: list[str]
     rows: int
     size: tuple[float, float]
+    box: tuple[float, float]  # left and right of the box the table lies in (its scroll box)
+    scroll: float  # how wide that box's content is: what scrolling it reaches
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class ShownPage:
     figures: list[tuple[float, float]]
     tables: list[ShownTable]
     pdf: bytes
+    page_width: float  # the document's scroll width: wider than the window where cut off
 
 
 def find_chromium() -> Path | None:
@@ -106,8 +112,9 @@ class _Watch:
             self.fetched.append(request.url)
 
 
-def show(executable: Path, html_path: Path) -> ShownPage:
-    """Open `html_path` in a fresh headless Chromium, measure it and print it to PDF.
+def show(executable: Path, html_path: Path, width: int | None = None) -> ShownPage:
+    """Open `html_path` in a fresh headless Chromium (a window `width` CSS pixels wide where
+    given: a phone's 420), measure it and print it to PDF.
 
     Errors are console errors, uncaught exceptions and failed requests; `fetched` is every
     request besides the page itself, since a self-contained report fetches nothing."""
@@ -120,16 +127,18 @@ def show(executable: Path, html_path: Path) -> ShownPage:
         try:
             page = browser.pages[0]  # a persistent context opens with one
             page.set_default_timeout(TIMEOUT_MS)
+            if width is not None:
+                page.set_viewport_size({"width": width, "height": 900})
             watch = _Watch(page, url)
             page.goto(url, wait_until="load")
             shown = page.evaluate(MEASURE)
             pdf = page.pdf(prefer_css_page_size=True, print_background=True)
         finally:
             browser.close()
-    tables = [ShownTable(t["cls"], t["heading"], t["headers"], t["rows"], tuple(t["size"]))
-              for t in shown["tables"]]
+    tables = [ShownTable(t["cls"], t["heading"], t["headers"], t["rows"], tuple(t["size"]),
+                         tuple(t["box"]), t["scroll"]) for t in shown["tables"]]
     return ShownPage(watch.errors, watch.fetched, [tuple(f) for f in shown["figures"]], tables,
-                     pdf)
+                     pdf, shown["pageWidth"])
 
 
 class _Outline(HTMLParser):
