@@ -458,9 +458,9 @@ def test_bench_compare_puts_two_suites_variants_side_by_side(store: Path) -> Non
                                   "--format", "csv", "--baseline", "store-later/softmax"))
     assert code == 0, err
     table = _read_csv(out).set_index(["variant", "metric"])
+    # store-later's cwt never ran: left out
     assert sorted(set(table.index.get_level_values("variant"))) == [
-        "store-e2e/cwt", "store-e2e/softmax", "store-later/cwt", "store-later/softmax"]
-    assert table.loc[("store-later/cwt", "lambada.acc"), "n"] == 0  # declared, never run
+        "store-e2e/cwt", "store-e2e/softmax", "store-later/softmax"]
     later = table.loc[("store-later/softmax", "lambada.acc")]
     assert later["n"] == 1 and pd.isna(later["delta"])  # the baseline
     earlier = table.loc[("store-e2e/softmax", "lambada.acc")]

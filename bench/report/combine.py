@@ -25,9 +25,9 @@ def shown_name(suite: str, variant: str) -> str:
 
 def combine(parts: Sequence[tuple[ReportSpec, SuiteData]], baseline: str | None = None,
             allow_different_data: bool = False) -> tuple[ReportSpec, SuiteData]:
-    """The suites of `parts` as one: the report of the first, over every suite's variants (the
-    first's metrics, then any other's), its baseline the first suite's unless `baseline`
-    (`<suite>/<variant>`) names another."""
+    """The suites of `parts` as one: the report of the first, over every suite's variants that
+    have runs (the first's metrics, then any other's), its baseline the first suite's unless
+    `baseline` (`<suite>/<variant>`) names another."""
     if len(parts) < 2:
         raise UserError("bench compare: give at least two suites")
     names = [spec.suite for spec, _ in parts]
@@ -40,7 +40,9 @@ def combine(parts: Sequence[tuple[ReportSpec, SuiteData]], baseline: str | None 
     if not allow_different_data:
         _check_same_evaluation_data(parts)
     first = parts[0][0]
-    variants = [shown_name(spec.suite, v) for spec, _ in parts for v in spec.variants]
+    # a suite's variants that ran (a copy trained again for one variant brings that one)
+    variants = [shown_name(spec.suite, v) for spec, data in parts for v in spec.variants
+                if data.shown(v, spec.references) in set(data.runs["variant"])]
     chosen = baseline or (shown_name(first.suite, first.baseline) if first.baseline else None)
     if chosen is not None and chosen not in variants:
         raise UserError(f"--baseline {chosen}: not one of the compared variants "
@@ -48,7 +50,7 @@ def combine(parts: Sequence[tuple[ReportSpec, SuiteData]], baseline: str | None 
     metrics = list(dict.fromkeys(m for spec, _ in parts for m in spec.metrics))
     spec = ReportSpec(
         suite="-vs-".join(names),
-        title=" vs ".join(spec.title for spec, _ in parts),
+        title=" vs ".join(dict.fromkeys(spec.title for spec, _ in parts)),
         baseline=chosen,
         metrics=metrics,
         higher_is_better={k: v for spec, _ in reversed(parts)
