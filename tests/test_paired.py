@@ -15,6 +15,8 @@ from test_report import make_spec
 from bench.evals.glue import EVALUATOR as GLUE
 from bench.evals.glue import split_metrics
 from bench.evals.lambada import EVALUATOR as LAMBADA
+from bench.evals.xnli import EVALUATOR as XNLI
+from bench.evals.xnli import rows_metrics
 from bench.report import paired
 from bench.report.suite_data import load_suite_data
 from bench.report.tables import report_tables
@@ -212,3 +214,22 @@ def test_no_detectable_difference_and_ties_are_said_so() -> None:
         "example_test": math.nan, "delta": 30.0, "delta_p": 0.001}))
     assert worse.startswith("cwt vs softmax, lambada.ppl: worse (+30.00; paired t-test over 3 "
                             "seeds, p=0.001)")
+
+
+def test_xnli_rules_pair_a_languages_examples(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    rows = [{"split": f"{kind}.{lang}", "idx": i, "label": int(rng.integers(3)),
+             "prediction": int(rng.integers(3))}
+            for kind in ("dev", "test") for lang in ("en", "de") for i in range(60)]
+    (tmp_path / "samples_xnli_zero_shot.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows))
+    expected = rows_metrics(rows)
+    for metric, name in [("zero_shot.de.acc", "de.acc"), ("zero_shot.en.dev_acc", "en.dev_acc")]:
+        per = XNLI.per_example(metric)
+        assert per is not None and per.correct is not None
+        found = paired.example_arrays(tmp_path, "xnli", per)
+        assert found is not None and len(found[0]) == 60  # one language's split alone
+        assert per.aggregate(found[1]) == pytest.approx(expected[name])
+    assert XNLI.per_example("zero_shot.avg") is None
+    assert XNLI.per_example("zero_shot.epoch") is None
+    assert XNLI.per_example("translate_train.de.acc") is not None

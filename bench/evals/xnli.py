@@ -363,7 +363,8 @@ def parse_split(split: str) -> tuple[str, str] | None:
     return (kind, lang) if kind in EVAL_SPLITS and lang in LANGUAGES else None
 
 
-def accuracy(labels: Sequence[int | float], predictions: Sequence[float]) -> float:
+def accuracy(labels: Sequence[int | float] | np.ndarray,
+             predictions: Sequence[float] | np.ndarray) -> float:
     """The fraction of predictions equal to the label (class ids 0..2: MNLI's classes)."""
     return split_metrics("mnli", labels, predictions)["acc"]
 
@@ -471,8 +472,18 @@ class XnliEvaluator:
         return config.proxy
 
     def per_example(self, metric: str) -> PerExample | None:
-        """None: XNLI's per-language accuracies are not offered to paired tests (yet)."""
-        return None
+        """`<protocol>.<lang>.acc` (test) and `.dev_acc`: a language's accuracy, the share of
+        its split's examples predicted right by the selected epochs (the averages over
+        languages are not: a mean of accuracies, not one over examples)."""
+        parts = metric.split(".")
+        if len(parts) != 3 or parts[0] not in PROTOCOLS or parts[1] not in LANGUAGES:
+            return None
+        kind = {"acc": "test", "dev_acc": "dev"}.get(parts[2])
+        if kind is None:
+            return None
+        return PerExample(parts[0], ("split", "idx"), ("label", "prediction"),
+                          lambda a: accuracy(a[:, 0], a[:, 1]),
+                          correct=lambda a: a[:, 0] == a[:, 1], split=split_name(kind, parts[1]))
 
     def inputs(self, config: XnliEvalConfig, data_root: str | None) -> dict[str, str]:
         """The split files the protocols read (per-language folders in the parquet layout)."""
