@@ -13,7 +13,7 @@ import weasyprint
 from matplotlib.figure import Figure
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import create_trial
-from test_report import pdf_chunks
+from test_report import build_index, make_spec, pdf_chunks
 from weasyprint.formatting_structure import boxes
 
 from bench.report import ReportSpec, layout, render_report, sections
@@ -285,3 +285,44 @@ def test_a_pdf_lists_a_bounded_number_of_runs_per_variant(tmp_path: Path) -> Non
     main_rows = 1  # the main table names each variant once too
     assert printed["a"] == main_rows + 2 * layout.PDF_RUNS_PER_VARIANT
     assert printed["b"] == main_rows + 2 * 2
+
+
+KEY_TABLES = ("main", "comparison", "efficiency", "ratios")
+
+
+def _placed(html: str) -> tuple[dict[int, set[int]], int | None, set[int]]:
+    """Where the PDF layout puts things: each key table (by its element) -> the pages it is on;
+    the page of the 'Results by variant' heading; the pages holding the main table's rows."""
+    tables: dict[int, set[int]] = {}
+    heading, main_rows = None, set()
+    for number, page in enumerate(weasyprint.HTML(string=html).render().pages):
+        stack = [page._page_box]
+        while stack:
+            box = stack.pop()
+            element = getattr(box, "element", None)
+            if isinstance(box, boxes.TableBox) and element is not None \
+                    and element.get("class") in KEY_TABLES:
+                tables.setdefault(id(element), set()).add(number)
+                if element.get("class") == "main":
+                    main_rows.add(number)
+            if element is not None and element.tag == "h2" and \
+                    "".join(element.itertext()).strip() == "Results by variant":
+                heading = number if heading is None else heading
+            stack.extend(getattr(box, "children", []))
+    return tables, heading, main_rows
+
+
+@pytest.mark.slow
+def test_key_tables_stay_whole_on_a_page_under_their_heading(tmp_path: Path) -> None:
+    """However far down the page the results begin (more or fewer notes above them), no key
+    table is split across pages and the main table starts on its heading's page."""
+    index = tmp_path / "index.sqlite"
+    build_index(index)
+    data = load_suite_data(index, "cwt-demo")
+    for n in range(0, 44, 4):
+        notes = [f"note {i}: " + "a sentence of a note long enough to wrap its line " * 3
+                 for i in range(n)]
+        html = render_mod.render_html(index, make_spec(notes=notes), data)
+        tables, heading, main_rows = _placed(html)
+        assert tables and all(len(pages) == 1 for pages in tables.values()), (n, tables)
+        assert heading is not None and heading == min(main_rows), (n, heading, main_rows)
