@@ -94,12 +94,13 @@ def chosen_metrics(names: list[str], asked: list[str] | None) -> list[str]:
 
 
 def by_variant(listing: Listing) -> pd.DataFrame:
-    """One row per suite, variant and budget: its runs, how many finished, and each metric's
-    mean over the finished ones (the other runs enter no mean)."""
+    """One row per suite, variant and budget (in that order): its runs, how many finished, and
+    each metric's mean over the finished ones (the other runs enter no mean)."""
     runs = listing.runs.assign(finished=listing.runs["state"] == "finished")
     keys = ["suite", "variant", "unit", "budget"]
     grouped = runs.groupby(keys, dropna=False, sort=False)
     table = grouped.agg(runs=("run_id", "size"), finished=("finished", "sum")).reset_index()
     done = runs[runs["finished"]]
     means = done.groupby(keys, dropna=False, sort=False)[listing.metrics].mean().reset_index()
-    return table.merge(means, on=keys, how="left")
+    return table.merge(means, on=keys, how="left").sort_values(
+        ["suite", "variant", "budget"], kind="stable", ignore_index=True)
