@@ -275,7 +275,7 @@ def test_bench_run_ends_with_the_key_metrics_table(finished_run: tuple[Path, str
         assert cells[:2] == [variant, "2"]
         for cell, metric in zip(cells[2:], metrics, strict=True):
             row = main.loc[(variant, metric)]
-            assert cell == fmt_interval(row["mean"], row["low"], row["high"], row["n"])
+            assert cell == fmt_interval(row["mean"], row["low"], row["high"], int(row["n"]))
     assert table[5].startswith("Suite store-e2e, budget 40 steps per run, seeds 0, 1. Mean ")
 
 
