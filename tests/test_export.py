@@ -15,7 +15,7 @@ import pytest
 from support.debian_packages import provided
 from support.store_suite import write_suite
 from test_cluster import bench, finish
-from test_report import SUITE, VARIANTS, _Collect, build_index, make_spec
+from test_report import SUITE, VARIANTS, _Collect, index, make_spec
 
 from bench import cli
 from bench.errors import UserError
@@ -28,6 +28,8 @@ from bench.report.tables import TABLE_NAMES, ReportTable, report_tables
 from bench.results import open_results
 from bench.store.runs import Store
 
+__all__ = ["index"]  # test_report's hand-built index, a fixture of this module too
+
 HOSTILE = "cwt_ft & 50% $x$ #1 ~^{}\\ <é> ✓"
 DOCUMENT = r"""\documentclass{{article}}
 \usepackage{{booktabs}}
@@ -36,13 +38,6 @@ DOCUMENT = r"""\documentclass{{article}}
 {tables}
 \end{{document}}
 """
-
-
-@pytest.fixture(scope="module")
-def index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("results") / "index.sqlite"
-    build_index(path)
-    return path
 
 
 @pytest.fixture(scope="module")

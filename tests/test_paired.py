@@ -54,9 +54,6 @@ def test_mcnemar_adds_the_discordant_pairs_of_every_seed() -> None:
     worse = sum(int(np.sum(~a & b)) for a, b in pairs)
     assert (test.better, test.worse, test.seeds) == (better, worse, 3)
     assert test.p == pytest.approx(stats.binomtest(better, better + worse, 0.5).pvalue)
-    # the Mantel-Haenszel statistic for matched pairs is McNemar's on the summed counts
-    mh = sum(int(np.sum(a & ~b)) - int(np.sum(~a & b)) for a, b in pairs) ** 2 / (better + worse)
-    assert mh == pytest.approx((better - worse) ** 2 / (better + worse))
     assert paired.mcnemar_p(0, 0) == 1.0
 
 
@@ -70,7 +67,7 @@ def _arrays(rows: list[dict[str, object]], metric: str, tmp_path: Path) -> np.nd
     assert per is not None
     (tmp_path / "samples_lambada.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in rows))
-    found = paired.example_arrays(tmp_path, "lambada", per)
+    found = paired.example_arrays(paired.samples_of(tmp_path, "lambada", per) or [], per)
     assert found is not None
     return found[1]
 
@@ -227,7 +224,7 @@ def test_xnli_rules_pair_a_languages_examples(tmp_path: Path) -> None:
     for metric, name in [("zero_shot.de.acc", "de.acc"), ("zero_shot.en.dev_acc", "en.dev_acc")]:
         per = XNLI.per_example(metric)
         assert per is not None and per.correct is not None
-        found = paired.example_arrays(tmp_path, "xnli", per)
+        found = paired.example_arrays(paired.samples_of(tmp_path, "xnli", per) or [], per)
         assert found is not None and len(found[0]) == 60  # one language's split alone
         assert per.aggregate(found[1]) == pytest.approx(expected[name])
     assert XNLI.per_example("zero_shot.avg") is None

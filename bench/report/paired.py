@@ -35,7 +35,7 @@ from scipy import stats
 from bench.evals.evaluator import PerExample
 from bench.evals.registry import get_evaluator, known_evaluators
 from bench.report.suite_data import SuiteData
-from bench.store.folder import Unreadable, read_samples, sample_names
+from bench.store.folder import Unreadable, read_samples, samples_file
 from bench.store.queries import FINISHED
 
 RESAMPLES = 2000
@@ -122,17 +122,22 @@ def per_example_of(metric: str) -> PerExample | None:
     return get_evaluator(evaluator).per_example(name)
 
 
-def example_arrays(folder: Path, evaluator: str, per: PerExample
-                   ) -> tuple[list[tuple[Any, ...]], np.ndarray] | None:
-    """A run's examples (their keys, sorted) and their fields as an (examples, fields) array;
-    None where the run wrote no such rows, or a row lacks a field."""
+def samples_of(folder: Path, evaluator: str, per: PerExample) -> list[dict[str, Any]] | None:
+    """The per-example rows a run wrote for `per`'s file of `evaluator`; None where it wrote
+    none, or they cannot be read."""
     name = f"{evaluator}_{per.samples}" if per.samples else evaluator
-    if name not in sample_names(folder):
+    if not (folder / samples_file(name)).is_file():
         return None
     try:
-        rows = read_samples(folder, name)
+        return read_samples(folder, name)
     except Unreadable:
         return None
+
+
+def example_arrays(rows: list[dict[str, Any]], per: PerExample
+                   ) -> tuple[list[tuple[Any, ...]], np.ndarray] | None:
+    """A run's examples (their keys, sorted) and their fields as an (examples, fields) array,
+    from its per-example `rows`; None where a row lacks a field or an example repeats."""
     chosen = [r for r in rows if per.split is None or r.get("split") == per.split]
     try:
         keyed = sorted((tuple(r[k] for k in per.key), [float(r[f]) for f in per.fields])
@@ -158,13 +163,18 @@ def example_tests(data: SuiteData, variants: Sequence[str], metrics: Sequence[st
     root = data.root
     folders = {} if root is None else {(str(r.variant), int(r.seed)): root / r.suite / r.run_id
                                        for r in runs.itertuples()}
+    files: dict[tuple[Path, str, str], list[dict[str, Any]] | None] = {}  # each read once
     cache: dict[tuple[Path, str], Any] = {}
 
     def arrays(folder: Path, metric: str, per: PerExample) -> Any:
-        key = (folder, metric)
-        if key not in cache:
-            cache[key] = example_arrays(folder, metric.partition(".")[0], per)
-        return cache[key]
+        if (folder, metric) not in cache:
+            evaluator = metric.partition(".")[0]
+            read = (folder, evaluator, per.samples)
+            if read not in files:
+                files[read] = samples_of(folder, evaluator, per)
+            own = files[read]
+            cache[folder, metric] = None if own is None else example_arrays(own, per)
+        return cache[folder, metric]
 
     for metric in metrics:
         per = per_example_of(metric)
