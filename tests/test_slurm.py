@@ -178,9 +178,10 @@ def inline_beside(root: Path, *argv: str) -> subprocess.Popen:
                  out=subprocess.DEVNULL)
 
 
-# Longer than a 1-minute slice (warned at 42 s, about 15 s of which go to starting) on any machine:
-# the fastest seen trains this model at about 320 steps/s on one thread, the slowest at 120 (ten
-# slices). A checkpoint only every 1,000 steps: the warned job saves where it stands.
+# Longer than a 1-minute slice on any machine (warned at 42 s, about 20 s of which went to
+# starting here): the fastest seen trains this model at about 320 steps/s on one thread, the
+# slowest at 120 (ten slices). A checkpoint only every 1,000 steps: the warned job saves where
+# it stands.
 TIME_LIMITED_STEPS = 24_000
 TIME_LIMITED = (f"{{steps: {TIME_LIMITED_STEPS}}}", "-o", "train.checkpoint_every=1000")
 
