@@ -92,8 +92,8 @@ class Results:
 
     def samples(self, suite: str, evaluation: str) -> pd.DataFrame:
         """The per-example rows an evaluation wrote for each finished run of the suite
-        (`samples_<evaluation>.jsonl`: `lambada`, `glue_sst2`, ...), a row per run and example,
-        led by run_id, variant and seed; runs without the file are left out."""
+        (`samples_<evaluation>.jsonl`: `lambada`, `glue_sst2`, `wider_single`, ...), a row per
+        run and example, led by run_id, variant and seed; runs without the file are left out."""
         runs = self.runs(suite, FINISHED, metrics=[])
         frames = []
         for run in runs.itertuples():

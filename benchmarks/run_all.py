@@ -11,13 +11,16 @@ import step_time
 import store_scale
 import tracking_overhead
 import wider_eval
+import wider_paired
 
 
 def main() -> int:
     for name, module in (("FLOP meter", flop_meter), ("harness overhead", harness_overhead),
                          ("step time, cwt vs softmax", step_time),
                          ("masked-LM step, cwt vs softmax", mlm_step),
-                         ("WIDER FACE evaluation", wider_eval), ("FDDB evaluation", fddb_eval),
+                         ("WIDER FACE evaluation", wider_eval),
+                         ("WIDER FACE paired test over images", wider_paired),
+                         ("FDDB evaluation", fddb_eval),
                          ("SSH speed and FLOPs, headless vs full", ssh_speed),
                          ("results store at scale: bench ls and report", store_scale),
                          ("watching runs: live files and trackers", tracking_overhead)):

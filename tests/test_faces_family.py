@@ -28,6 +28,7 @@ from bench.faces.detector import SSHDetector
 from bench.faces.inference import detect_scales, single_scale
 from bench.faces.model import build_ssh, to_input
 from bench.faces.targets import border_for, ssh_loss
+from bench.report.paired import example_arrays
 from bench.schema import OptimConfig
 from bench.training.budget import StageBudget
 from bench.training.distributed import World
@@ -129,6 +130,12 @@ def test_wider_evaluator_scores_the_prediction_files_it_writes(detector, faces_r
         assert {s: result.metrics[f"{mode}.{s}"] for s in SETTINGS} == {
             s: files[f"{s}.ap"] for s in SETTINGS}
         assert result.metrics[f"{mode}.ms_per_image.n"] == 60
+        for setting in SETTINGS:  # the per-image rows paired tests read give the same APs
+            per = get_evaluator("wider").per_example(f"{mode}.{setting}")
+            found = example_arrays(result.samples[mode], per)
+            assert found is not None and len(found[0]) == 60
+            assert per.aggregate(found[1]) == result.metrics[f"{mode}.{setting}"]
+    assert sorted(result.samples) == sorted(cfg.modes)
     assert {k: c.kind for k, c in result.curves.items()} == {
         f"{m}.{s}": "pr" for m in cfg.modes for s in SETTINGS}
     timed = [f"{m}.ms_per_image{x}" for m in cfg.modes for x in ("", ".iqr", ".n")]
@@ -234,5 +241,6 @@ def test_suite_run_exports_predictions_that_score_the_same(faces_root, tmp_path,
     html = (tmp_path / "reports" / "faces-e2e.html").read_text()
     assert ">headless<" in html and ">m2_only<" in html
     assert html.count("<svg") == 3  # training loss, key metrics, evaluation curves
+    assert "paired bootstrap, p=" in html and "1 seed × 60" in html  # over the WIDER images
     for curve in ("wider.single.hard", "fddb.single.discrete", "pascal.single.calibrated"):
         assert curve in html

@@ -2,6 +2,7 @@
 the evaluators' per-example rules against their own metrics, and the verdicts a report opens
 with."""
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -15,6 +16,8 @@ from test_report import make_spec
 from bench.evals.glue import EVALUATOR as GLUE
 from bench.evals.glue import split_metrics
 from bench.evals.lambada import EVALUATOR as LAMBADA
+from bench.evals.wider import EVALUATOR as WIDER
+from bench.evals.wider import SETTINGS, WiderEval, WiderGroundTruth
 from bench.evals.xnli import EVALUATOR as XNLI
 from bench.evals.xnli import rows_metrics
 from bench.report import paired
@@ -67,7 +70,7 @@ def _arrays(rows: list[dict[str, object]], metric: str, tmp_path: Path) -> np.nd
     assert per is not None
     (tmp_path / "samples_lambada.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in rows))
-    found = paired.example_arrays(paired.samples_of(tmp_path, "lambada", per) or [], per)
+    found = paired.example_arrays(paired.samples_of(tmp_path, "lambada", per.samples) or [], per)
     assert found is not None
     return found[1]
 
@@ -128,8 +131,8 @@ def test_glue_rules_score_the_rows_as_the_task_does() -> None:
                                                                    predictions)[name])
         assert (per.correct is not None) == (name == "acc")
     matched = GLUE.per_example("mnli.acc_mm")
-    assert matched is not None and matched.split == "dev_mismatched"
-    assert GLUE.per_example("mnli.acc") is not None and GLUE.per_example("mnli.acc").split \
+    assert matched is not None and matched.only == ("split", "dev_mismatched")
+    assert GLUE.per_example("mnli.acc") is not None and GLUE.per_example("mnli.acc").only \
         is None  # both dev splits pooled, as evaluate_task scores it
     assert GLUE.per_example("mrpc.epoch") is None and GLUE.per_example("score") is None
 
@@ -224,9 +227,106 @@ def test_xnli_rules_pair_a_languages_examples(tmp_path: Path) -> None:
     for metric, name in [("zero_shot.de.acc", "de.acc"), ("zero_shot.en.dev_acc", "en.dev_acc")]:
         per = XNLI.per_example(metric)
         assert per is not None and per.correct is not None
-        found = paired.example_arrays(paired.samples_of(tmp_path, "xnli", per) or [], per)
+        found = paired.example_arrays(paired.samples_of(tmp_path, "xnli", per.samples) or [], per)
         assert found is not None and len(found[0]) == 60  # one language's split alone
         assert per.aggregate(found[1]) == pytest.approx(expected[name])
     assert XNLI.per_example("zero_shot.avg") is None
     assert XNLI.per_example("zero_shot.epoch") is None
     assert XNLI.per_example("translate_train.de.acc") is not None
+
+
+def _wider_case(rng: np.random.Generator, images: int = 80
+                ) -> tuple[WiderGroundTruth, dict, dict]:
+    """Ground truth of `images` images and two detectors' predictions: the baseline's near
+    every face, the variant's missing about a third of them; both with false positives."""
+    boxes, counted, base, variant = {}, {s: {} for s in SETTINGS}, {}, {}
+    for i in range(images):
+        key = ("0--Parade", f"img_{i:03d}")
+        n = int(rng.integers(0, 6))
+        b = np.c_[rng.integers(0, 400, (n, 2)), rng.integers(8, 40, (n, 2))].astype(float)
+        boxes[key] = b
+        hard = rng.random(n) < 0.8
+        for s, m in zip(SETTINGS, (hard & (rng.random(n) < 0.5), hard & (rng.random(n) < 0.8),
+                                   hard), strict=True):
+            counted[s][key] = m
+        noise = np.c_[rng.integers(0, 400, (4, 2)), rng.integers(8, 40, (4, 2))].astype(float)
+        near = b + rng.integers(-1, 2, b.shape)
+        base[key] = np.r_[np.c_[near, 0.5 + 0.5 * rng.random(n)],
+                          np.c_[noise, 0.6 * rng.random(4)]]
+        kept = rng.random(n) < 0.65
+        variant[key] = np.r_[np.c_[near[kept], 0.5 + 0.5 * rng.random(int(kept.sum()))],
+                             np.c_[noise, 0.6 * rng.random(4)]]
+    gt = WiderGroundTruth(("0--Parade",), boxes, counted)
+    return gt, base, variant
+
+
+def test_wider_pairs_images_and_its_summed_bootstrap_is_the_copying_one(tmp_path: Path) -> None:
+    """WIDER's rule resamples images: a resample's AP from its images' counts times how often
+    each was drawn is the AP of the drawn images' rows copied, to the last bit, and the full
+    set's difference is the difference of the recorded APs."""
+    rng = np.random.default_rng(8)
+    pairs, recorded = [], []
+    for seed in range(2):
+        gt, base, variant = _wider_case(rng)
+        found = []
+        for name, predictions in (("variant", variant), ("base", base)):
+            folder = tmp_path / f"{name}-{seed}"
+            folder.mkdir()
+            ev = WiderEval(gt, predictions)
+            rows = [row for s in SETTINGS for row in ev.image_rows(s)]
+            (folder / "samples_wider_single.jsonl").write_text(
+                "".join(json.dumps(r) + "\n" for r in rows))
+            found.append((folder, ev.summarize()["hard"]))
+        recorded.append(found[0][1] - found[1][1])
+        per = WIDER.per_example("single.hard")
+        assert per is not None and per.summed and per.correct is None
+        own, other = (paired.example_arrays(paired.samples_of(f, "wider", per.samples) or [],
+                                            per) for f, _ in found)
+        assert own is not None and other is not None and own[0] == other[0]
+        assert len(own[0]) == len(gt.boxes)  # an image a row
+        assert per.aggregate(own[1]) == found[0][1]
+        pairs.append((own[1], other[1]))
+    summed = paired.paired_bootstrap(pairs, per, resamples=300)
+    copying = paired.paired_bootstrap([(a.toarray(), b.toarray()) for a, b in pairs],
+                                      dataclasses.replace(per, summed=False), resamples=300)
+    assert summed == copying
+    assert summed.diff == pytest.approx(np.mean(recorded), abs=1e-12)
+    assert summed.high < 0 and summed.p == pytest.approx(2 / 301)  # a third of faces missed
+    assert (summed.test, summed.seeds, summed.examples) == ("paired bootstrap", 2, 80)
+    assert WIDER.per_example("pyramid.easy") is not None
+    for name in ("single.ms_per_image", "single", "other.hard", "single.hard.x"):
+        assert WIDER.per_example(name) is None
+
+
+def test_a_wider_report_tests_a_variant_over_images(tmp_path: Path) -> None:
+    """From the run folders through the report's numbers: each setting its own test, a run
+    without per-image rows (an older one) none."""
+    rng = np.random.default_rng(9)
+    gt, base, variant = _wider_case(rng, images=50)
+    store = Store(tmp_path)
+    for name, predictions in (("full", base), ("headless", variant), ("old", variant)):
+        ev = WiderEval(gt, predictions)
+        aps = ev.summarize()
+        store.begin(SUITE, name, 0, name, {"budget": {"images": 10}}, {"started": "2025-01-01"})
+        store.finish(name, {f"wider.single.{s}": aps[s] for s in SETTINGS}, [], {}, {})
+        if name != "old":
+            (tmp_path / SUITE / name / "samples_wider_single.jsonl").write_text("".join(
+                json.dumps(r) + "\n" for s in SETTINGS for r in ev.image_rows(s)))
+    metrics = [f"wider.single.{s}" for s in SETTINGS]
+    spec = make_spec(suite=SUITE, variants=["full", "headless", "old"], reference={},
+                     table=None, baseline="full", metrics=metrics,
+                     higher_is_better=dict.fromkeys(metrics, True), proxies=[])
+    summary = report_tables(spec, load_suite_data(tmp_path / "index.sqlite", SUITE)
+                            )["main"].numbers
+    for metric in metrics:
+        row = summary.loc[("headless", metric)]
+        assert (row["example_test"], row["example_seeds"], row["examples"]) == (
+            "paired bootstrap", 1, 50)
+        assert row["example_diff"] == pytest.approx(
+            summary.loc[("headless", metric), "mean"] - summary.loc[("full", metric), "mean"],
+            abs=1e-12)
+        assert row["example_low"] <= row["example_diff"] <= row["example_high"]
+        assert pd.isna(summary.loc[("old", metric), "example_test"])
+    line = verdict(spec, "headless", "wider.single.hard", summary.loc[("headless",
+                                                                       "wider.single.hard")])
+    assert "paired bootstrap over 50 examples × 1 seed" in line

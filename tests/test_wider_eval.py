@@ -11,15 +11,18 @@ import numpy as np
 import pytest
 import scipy.io
 from support.shared_data import SHARED_DATA
-from support.wider_reference import reference_wider
+from support.wider_reference import reference_image_pr_info, reference_wider
 
 from bench.errors import UserError
 from bench.evals.wider import (
     SETTINGS,
+    THRESH_NUM,
     ImageKey,
     WiderEval,
     WiderGroundTruth,
     WiderPredictionWarning,
+    ap_of_counts,
+    image_counts,
     load_wider_bbx_gt,
     load_wider_mat,
     read_wider_predictions,
@@ -329,6 +332,52 @@ def test_affine_score_change_changes_nothing():
             np.testing.assert_allclose(b.curves[s].ap, a.curves[s].ap, atol=1e-9)
 
 
+def row_counts(rows: list[dict]) -> np.ndarray:
+    """Per-image rows as the numbers a paired test resamples, an image a row."""
+    return np.stack([image_counts([r["faces"], r["proposals"], r["recalled"]]) for r in rows])
+
+
+def image_pr_info(row: dict) -> np.ndarray:
+    """A per-image row as the tool's img_pr_info: proposals and recalled faces at each
+    threshold."""
+    counts = row_counts([row])[0]
+    return np.c_[np.cumsum(counts[1:THRESH_NUM + 1]), np.cumsum(counts[THRESH_NUM + 1:])]
+
+
+def test_each_images_row_is_the_tools_per_image_counts():
+    """The rows paired tests resample: each is the img_pr_info evaluation.m adds for its image
+    (nothing for an image it skips), and all of them together give the evaluator's AP."""
+    rng = np.random.default_rng(2017)
+    cases = [random_case(rng) for _ in range(120)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # equal scores: warned about, scored all the same
+        evaluated = [scored(gt, preds) for gt, preds in cases]
+    for (gt, preds), ev in zip(cases, evaluated, strict=True):
+        for s in SETTINGS:
+            rows = ev.image_rows(s)
+            per_image, faces = reference_image_pr_info(gt, preds, s)
+            assert [(r["event"], r["image"]) for r in rows] == gt.images
+            assert {r["setting"] for r in rows} == {s}
+            assert sum(r["faces"] for r in rows) == faces
+            for row in rows:
+                key = (row["event"], row["image"])
+                np.testing.assert_array_equal(image_pr_info(row),
+                                              per_image.get(key, np.zeros((THRESH_NUM, 2))))
+                assert set(row["recalled"]) <= set(row["proposals"])  # a recall is a proposal
+            counts = row_counts(rows)
+            np.testing.assert_equal(ap_of_counts(counts), ev.curves[s].ap)
+            np.testing.assert_equal(ap_of_counts(counts.sum(axis=0, keepdims=True)),
+                                    ev.curves[s].ap)
+
+
+@pytest.mark.parametrize("values", [
+    [True, [], []], [-1, [], []], [2.0, [], []], [1, [THRESH_NUM], []], [1, [], [-1]],
+    [1, [0.5], []], [1, (0, 1), []], [1, ["3"], []], [1, [[0]], []]])
+def test_a_row_that_is_not_an_images_counts_is_refused(values: list):
+    with pytest.raises((TypeError, ValueError)):
+        image_counts(values)
+
+
 # ---------------------------------------------------------------- real ground truth
 
 
@@ -362,7 +411,10 @@ def test_real_images_agree_with_the_reference():
         p = np.r_[jit, rand]
         p[:, 2:] = np.maximum(p[:, 2:], 0)
         preds[k] = np.c_[p, rng.random(len(p))]
-    assert_matches_reference(gt, preds, scored(gt, preds))
+    ev = scored(gt, preds)
+    assert_matches_reference(gt, preds, ev)
+    for s in SETTINGS:
+        np.testing.assert_equal(ap_of_counts(row_counts(ev.image_rows(s))), ev.curves[s].ap)
 
 
 # ---------------------------------------------------------------- .mat files

@@ -1,9 +1,12 @@
 """What the face-detection evaluators on image sets (WIDER FACE, FDDB, Pascal Faces) share: each
 scores every mode its config names in turn, adds the ms each image took, and names metrics and
-curves `<mode>.<name>`; each checks before training that every image it will read is there."""
+curves `<mode>.<name>` (per-image rows `samples_<evaluator>_<mode>.jsonl`); each checks before
+training that every image it will read is there."""
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
@@ -31,8 +34,18 @@ class DetectionScales(Strict):
             self.pyramid_short, self.pyramid_long)
 
 
-# mode, its size -> the protocol's metrics and curves, and the detection times
-ModeScore = Callable[[Mode, Size], tuple[dict[str, float], Mapping[str, Curve], Timing]]
+@dataclass(frozen=True)
+class ModeScored:
+    """One mode scored: the protocol's metrics and curves, the detection times, and the
+    per-image rows paired tests read (none where the protocol has no per-image rule)."""
+
+    metrics: dict[str, float]
+    curves: Mapping[str, Curve]
+    took: Timing
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+ModeScore = Callable[[Mode, Size], ModeScored]  # a mode and its size, scored
 
 
 def check_images(paths: Sequence[Path], listed_in: str) -> None:
@@ -48,9 +61,12 @@ def score_modes(config: DetectionScales, score: ModeScore) -> EvalResult:
     """Every mode of `config` scored by `score`, in order, as one result."""
     result = EvalResult({})
     for mode in config.modes:
-        metrics, curves, took = score(mode, config.size(mode))
-        result.metrics |= {f"{mode}.{k}": v for k, v in (metrics | took.metrics(TIMED)).items()}
-        result.curves |= {f"{mode}.{k}": curve for k, curve in curves.items()}
+        scored = score(mode, config.size(mode))
+        result.metrics |= {f"{mode}.{k}": v
+                           for k, v in (scored.metrics | scored.took.metrics(TIMED)).items()}
+        result.curves |= {f"{mode}.{k}": curve for k, curve in scored.curves.items()}
+        if scored.samples:
+            result.samples[mode] = scored.samples
     return result
 
 

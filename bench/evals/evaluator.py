@@ -11,7 +11,7 @@ family: a family hands it an adapter, and the run context records what it return
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -53,11 +53,26 @@ class PerExample:
 
     samples: str  # the rows' key in `EvalResult.samples` ('' for the evaluation's one file)
     key: tuple[str, ...]  # the fields that name an example
-    fields: tuple[str, ...]  # the numbers an example contributes, in order
-    aggregate: Callable[[np.ndarray], float]  # the metric of a (examples, fields) array
+    fields: tuple[str, ...]  # the fields an example contributes, in order
+    aggregate: Callable[[np.ndarray], float]  # the metric of a (examples, numbers) array
     # for a share of correct examples: which are (McNemar's test counts them); None otherwise
     correct: Callable[[np.ndarray], np.ndarray] | None = None
-    split: str | None = None  # only the rows whose `split` field is this
+    only: tuple[str, str] | None = None  # only the rows whose field (first) holds this value
+    # an example's numbers from its fields' values, where those are not one number each (an
+    # image's detections as counts at each score threshold); None: each field is a number
+    expand: Callable[[Sequence[Any]], np.ndarray] | None = None
+    # `aggregate` reads its array only through the column sums (counts summed over images),
+    # so a resample's metric is that of one row of weighted sums: a matrix product per
+    # resample instead of a copy of every example's numbers
+    summed: bool = False
+
+    def numbers(self, row: Mapping[str, Any]) -> np.ndarray:
+        """The numbers `row` contributes (KeyError, TypeError or ValueError where it lacks a
+        field or holds a value of the wrong kind)."""
+        values = [row[f] for f in self.fields]
+        if self.expand is not None:
+            return np.asarray(self.expand(values), dtype=np.float64)
+        return np.asarray([float(v) for v in values], dtype=np.float64)
 
 
 # An evaluator's config model and the adapter protocol it scores through: its methods take them.

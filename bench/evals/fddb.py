@@ -71,6 +71,7 @@ from bench.evals.adapters import FaceDetector, Mode, Size
 from bench.evals.curves import ROCCurve
 from bench.evals.detection import (
     DetectionScales,
+    ModeScored,
     check_images,
     direction,
     mode_metrics,
@@ -80,7 +81,6 @@ from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator, PerExample
 from bench.evals.io import read_lines, shown
 from bench.schema import Float, InputPath, Int
 from bench.util.atomic import write_text
-from bench.util.timing import Timing
 
 FOLDS = tuple(range(1, 11))
 # The columns of one line of each kind of region, in file order.
@@ -595,7 +595,8 @@ class FDDBEvaluator:
         return False  # no `proxy:` key: a suite on proxy images says so in its report notes
 
     def per_example(self, metric: str) -> PerExample | None:
-        """None: the ROC pools every image's detections: no example-level test here."""
+        """None: the ROC is read at every distinct score of the whole set, not at fixed
+        thresholds, and runs keep no image's share of it: these metrics have the seed test."""
         return None
 
     def inputs(self, config: FDDBEvalConfig, data_root: str | None) -> dict[str, str]:
@@ -611,8 +612,7 @@ class FDDBEvaluator:
         names = list(faces)
         sizes = image_sizes_from_dir(Path(config.root) / "originalPics", names)
 
-        def score(mode: Mode, size: Size) -> tuple[dict[str, float], dict[str, ROCCurve],
-                                                   Timing]:
+        def score(mode: Mode, size: Size) -> ModeScored:
             dets, took = model.detect(paths, mode, size, listed_in)
             # inclusive corners x1..x2 are drawn by the official tool as round(x)..round(x + w)
             rects = {n: np.c_[d[:, :2], d[:, 2:4] - d[:, :2], d[:, 4]]
@@ -620,7 +620,8 @@ class FDDBEvaluator:
             write_fddb_detections(setting.workdir / f"fddb_detections_{mode}.txt", rects, "rect")
             ev = FDDBEval(faces, rects, sizes, kind="rect")
             disc, cont = ev.accumulate()
-            return ev.summarize(config.fp), {"discrete": disc, "continuous": cont}, took
+            return ModeScored(ev.summarize(config.fp), {"discrete": disc, "continuous": cont},
+                              took)
 
         return score_modes(config, score)
 

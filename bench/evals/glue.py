@@ -551,7 +551,7 @@ class GlueEvaluator:
         return PerExample(task, ("split", "idx"), ("label", "prediction"),
                           lambda a: split_metrics(task, a[:, 0], a[:, 1])[name],
                           correct=(lambda a: a[:, 0] == a[:, 1]) if name == "acc" else None,
-                          split=split)
+                          only=None if split is None else ("split", split))
 
     def inputs(self, config: GlueEvalConfig, data_root: str | None) -> dict[str, str]:
         return {"path": config.path}

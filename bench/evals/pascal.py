@@ -63,6 +63,7 @@ from bench.evals.adapters import FaceDetector, Mode, Size
 from bench.evals.curves import PRCurve, ap_11_point, ap_all_points
 from bench.evals.detection import (
     DetectionScales,
+    ModeScored,
     check_images,
     direction,
     mode_metrics,
@@ -73,7 +74,6 @@ from bench.evals.io import json_loads, read_lines, shown
 from bench.evals.matfile import load_mat
 from bench.schema import InputPath, Int
 from bench.util.atomic import write_text
-from bench.util.timing import Timing
 
 MIN_FACE = 30  # plot_AP.py --minw / --minh defaults
 MAX_COORD = 2.0**31  # |corner| bound of files: areas and calibration stay far from overflow
@@ -685,7 +685,8 @@ class PascalEvaluator:
         return False  # no `proxy:` key: a suite on proxy images says so in its report notes
 
     def per_example(self, metric: str) -> PerExample | None:
-        """None: AP ranks every image's detections together: no example-level test here."""
+        """None: the calibration is fitted over every image's detections together, so no image
+        has a share of the AP of its own: these metrics have the seed test."""
         return None
 
     def inputs(self, config: PascalEvalConfig, data_root: str | None) -> dict[str, str]:
@@ -699,8 +700,7 @@ class PascalEvaluator:
         gt, paths = _annotated(config)
         keys = list(gt.boxes)
 
-        def score(mode: Mode, size: Size) -> tuple[dict[str, float], dict[str, PRCurve],
-                                                   Timing]:
+        def score(mode: Mode, size: Size) -> ModeScored:
             dets, took = model.detect(paths, mode, size, config.annotations)
             found = Detections(
                 [k for k, d in zip(keys, dets, strict=True) for _ in d],
@@ -708,7 +708,7 @@ class PascalEvaluator:
                 np.concatenate([d[:, :4] for d in dets]) if dets else np.zeros((0, 4)))
             write_toolbox_dets(setting.workdir / f"pascal_detections_{mode}.txt", found)
             evaluator = PascalFacesEval(gt, found, nit=config.nit)
-            return evaluator.summarize(), evaluator.curves, took
+            return ModeScored(evaluator.summarize(), evaluator.curves, took)
 
         return score_modes(config, score)
 

@@ -24,6 +24,9 @@ Rules, in the tool's order:
    precision = tp / proposals and recall = tp / faces, with 0/0 = NaN as in MATLAB.
 5. AP: VOC all-points area with the NaN-ignoring envelope (bench.evals.curves.ap_all_points).
 
+The tool sums each image's counts at the 1000 thresholds (img_pr_info); `WiderEval.image_rows`
+keeps that share of every image, so a paired test can resample images (`per_example`).
+
 Because the box a prediction picks does not depend on earlier predictions, the greedy walk is
 vectorised: a prediction is ignored or not on its own, and it recalls a face when it is the
 first prediction of its image to pick that counted face. Summed over images, the counts at a
@@ -51,6 +54,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, get_args
 
 import numpy as np
 from pydantic import Field
@@ -60,6 +64,7 @@ from bench.evals.adapters import FaceDetector, Mode, Size
 from bench.evals.curves import PRCurve, ap_all_points
 from bench.evals.detection import (
     DetectionScales,
+    ModeScored,
     check_images,
     direction,
     mode_metrics,
@@ -70,7 +75,6 @@ from bench.evals.io import read_lines, shown
 from bench.evals.matfile import load_mat
 from bench.schema import InputPath
 from bench.util.atomic import enter_dir, write_text
-from bench.util.timing import Timing
 
 ImageKey = tuple[str, str]
 SETTINGS = ("easy", "medium", "hard")
@@ -500,12 +504,49 @@ def _normalise(scores: Iterable[np.ndarray]) -> tuple[float, float]:
     return lo, hi
 
 
+def pr_curve(setting: str, proposals: np.ndarray, tp: np.ndarray, faces: float) -> PRCurve:
+    """The PR curve and AP of counts at the 1000 thresholds, as evaluation.m makes them."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = tp / proposals
+        recall = tp / np.float64(faces)
+    return PRCurve(setting, recall, precision, ap_all_points(recall, precision), thresholds(),
+                   {"faces": faces})
+
+
+def image_counts(values: Sequence[object]) -> np.ndarray:
+    """An image row's numbers (`WiderEval.image_rows`: faces, proposals, recalled): its faces,
+    then how many of its proposals and of its recalled faces first reach each threshold; summed
+    over images and accumulated over thresholds, these are the tool's counts. TypeError or
+    ValueError for a row that is not one."""
+    faces, proposals, recalled = values
+    if isinstance(faces, bool) or not isinstance(faces, int) or faces < 0:
+        raise ValueError(f"faces: expected a count, found {faces!r}")
+    counts = [np.asarray([faces], dtype=np.int64)]
+    for found in (proposals, recalled):
+        first = np.asarray(found)
+        if not isinstance(found, list) or (first.size and (
+                first.dtype.kind != "i" or first.min() < 0 or first.max() >= THRESH_NUM)):
+            raise ValueError(f"expected a list of threshold indices 0..{THRESH_NUM - 1}")
+        counts.append(np.bincount(first.astype(np.int64), minlength=THRESH_NUM))
+    return np.concatenate(counts)
+
+
+def ap_of_counts(counts: np.ndarray) -> float:
+    """The AP of images' `image_counts` rows (or of their sums): what the tool reports for
+    those images at the thresholds their scores were normalised to."""
+    total = np.asarray(counts.sum(axis=0)).ravel()
+    faces, proposals, recalled = total[0], total[1:THRESH_NUM + 1], total[THRESH_NUM + 1:]
+    return pr_curve("", np.cumsum(proposals), np.cumsum(recalled), faces).ap
+
+
 class WiderEval:
     """WIDER FACE AP per setting, in the style of COCOeval: evaluate(), accumulate(),
     summarize(). `curves[setting]` is the 1000-point PR curve with its thresholds; `proposals`
     and `tp` hold the per-threshold counts the curve is made of. After evaluate(), `scores`,
     `ignored[setting]` and `recalled[setting]` describe every scored prediction in the tool's
-    walk order (images in ground-truth order, each image's predictions sorted)."""
+    walk order (images in ground-truth order, each image's predictions sorted), `image_of` the
+    index of its image; after accumulate(), `first` the threshold it first reaches
+    (THRESH_NUM: none) and `image_rows(setting)` each image's share of the counts."""
 
     def __init__(self, gt: WiderGroundTruth, predictions: Mapping[ImageKey, object],
                  settings: Sequence[str] = SETTINGS):
@@ -522,6 +563,8 @@ class WiderEval:
         unexpected = [f"{e}/{n}" for e, n in predictions if (e, n) not in gt.boxes]
         _warn_coverage([], unexpected, len(gt.boxes), stacklevel=3)
         self.scores = np.zeros(0)
+        self.image_of = np.zeros(0, dtype=np.int64)
+        self.first = np.zeros(0, dtype=np.int64)
         self.ignored: dict[str, np.ndarray] = {}
         self.recalled: dict[str, np.ndarray] = {}
         self.proposals: dict[str, np.ndarray] = {}
@@ -537,18 +580,21 @@ class WiderEval:
             warnings.warn(f"all {sum(map(len, self.sorted_predictions.values()))} prediction "
                           "scores are equal: the official normalisation divides 0 by 0, so no "
                           "prediction reaches any threshold and every AP is 0", stacklevel=2)
-        scores, best, overlaps = [], [], []
+        scores, best, overlaps, images = [], [], [], []
         offsets = np.cumsum([0] + [len(b) for b in self.gt.boxes.values()])
-        for offset, (key, boxes) in zip(offsets[:-1], self.gt.boxes.items(), strict=True):
+        for image, (offset, (key, boxes)) in enumerate(zip(offsets[:-1], self.gt.boxes.items(),
+                                                           strict=True)):
             pred = self.sorted_predictions.get(key)
             if pred is None or not len(pred) or not len(boxes):
                 continue
             idx, iou = _best_gt(boxes, pred)
+            images.append(np.full(len(pred), image))
             with np.errstate(over="ignore", invalid="ignore"):  # as MATLAB: inf, NaN
                 scores.append((pred[:, 4] - lo) / (hi - lo))
             best.append(idx + offset)
             overlaps.append(iou)
         self.scores = np.concatenate(scores) if scores else np.zeros(0)
+        self.image_of = np.concatenate(images) if images else np.zeros(0, dtype=np.int64)
         best_gt = np.concatenate(best) if best else np.zeros(0, dtype=np.int64)
         matched = np.concatenate(overlaps) >= IOU_THRESHOLD if overlaps else np.zeros(0, bool)
         for s in self.settings:
@@ -567,22 +613,39 @@ class WiderEval:
         """Counts at each threshold, then precision, recall and AP per setting."""
         if not self._evaluated:
             self.evaluate()
-        thresh = thresholds()
         # index of the first (highest) threshold each score reaches; THRESH_NUM for none (NaN)
-        passed = np.searchsorted(thresh[::-1], self.scores, side="right")
+        passed = np.searchsorted(thresholds()[::-1], self.scores, side="right")
         first = np.where(np.isnan(self.scores), THRESH_NUM, THRESH_NUM - passed)
+        self.first = first
         for s in self.settings:
             proposals = np.cumsum(np.bincount(first[~self.ignored[s]],
                                               minlength=THRESH_NUM + 1)[:THRESH_NUM])
             tp = np.cumsum(np.bincount(first[self.recalled[s]],
                                        minlength=THRESH_NUM + 1)[:THRESH_NUM])
-            faces = self.gt.count_faces(s)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                precision = tp / proposals
-                recall = tp / np.float64(faces)
             self.proposals[s], self.tp[s] = proposals, tp
-            self.curves[s] = PRCurve(s, recall, precision, ap_all_points(recall, precision),
-                                     thresh, {"faces": faces})
+            self.curves[s] = pr_curve(s, proposals, tp, self.gt.count_faces(s))
+
+    def image_rows(self, setting: str) -> list[dict[str, Any]]:
+        """Each ground-truth image's share of `setting`'s counts, a row each (the official
+        tool's per-image img_pr_info, which it sums): its counted faces, and the index of the
+        first threshold each of its proposals (`proposals`) and each prediction recalling a
+        face (`recalled`) reaches, those reaching none left out. Summed over every image they
+        give `proposals` and `tp`; over a resample of the images, that resample's AP at the
+        thresholds the whole set's normalisation gave (`image_counts`, `ap_of_counts`)."""
+        if setting not in self.curves:
+            self.accumulate()
+        reached = self.first < THRESH_NUM
+        proposals = reached & ~self.ignored[setting]
+        recalled = reached & self.recalled[setting]
+        images = np.arange(len(self.gt.boxes))
+        starts = np.searchsorted(self.image_of, images, side="left")
+        ends = np.searchsorted(self.image_of, images, side="right")
+        masks = self.gt.counted[setting]
+        return [{"setting": setting, "event": key[0], "image": key[1],
+                 "faces": int(masks[key].sum()),
+                 "proposals": self.first[start:end][proposals[start:end]].tolist(),
+                 "recalled": self.first[start:end][recalled[start:end]].tolist()}
+                for key, start, end in zip(self.gt.boxes, starts, ends, strict=True)]
 
     def summarize(self, verbose: bool = False) -> dict[str, float]:
         """AP per setting; printed only when `verbose`."""
@@ -617,8 +680,17 @@ class WiderEvaluator:
         return False  # no `proxy:` key: a suite on proxy images says so in its report notes
 
     def per_example(self, metric: str) -> PerExample | None:
-        """None: AP ranks every image's detections together: no example-level test here."""
-        return None
+        """`<mode>.<setting>` AP from the per-image rows (`WiderEval.image_rows`): the tool sums
+        each image's counts at its 1000 thresholds, so a resample of images is a weighted sum of
+        those counts. The thresholds stay where the whole set's score normalisation put them:
+        a resample reweights the images the tool scored; renormalising would move every
+        image's counts with whichever image holds the extreme score."""
+        mode, _, name = metric.partition(".")
+        if mode not in get_args(Mode) or name not in SETTINGS:
+            return None
+        return PerExample(mode, ("event", "image"), ("faces", "proposals", "recalled"),
+                          ap_of_counts, only=("setting", name), expand=image_counts,
+                          summed=True)
 
     def inputs(self, config: WiderEvalConfig, data_root: str | None) -> dict[str, str]:
         """The ground truth and the val images: the only parts of the root scoring reads."""
@@ -634,14 +706,14 @@ class WiderEvaluator:
                  setting: EvalSetting) -> EvalResult:
         gt, paths, listed_in = _val_set(config, setting.data_root)
 
-        def score(mode: Mode, size: Size) -> tuple[dict[str, float], dict[str, PRCurve],
-                                                   Timing]:
+        def score(mode: Mode, size: Size) -> ModeScored:
             dets, took = model.detect(paths, mode, size, listed_in)
             predictions = {key: np.c_[d[:, :2], d[:, 2:4] - d[:, :2] + 1, d[:, 4]]
                            for key, d in zip(gt.images, dets, strict=True)}
             write_wider_predictions(setting.workdir / f"predictions_{mode}", predictions)
             evaluator = WiderEval(gt, predictions)
-            return evaluator.summarize(), evaluator.curves, took
+            return ModeScored(evaluator.summarize(), evaluator.curves, took,
+                              [row for s in SETTINGS for row in evaluator.image_rows(s)])
 
         return score_modes(config, score)
 

@@ -483,7 +483,8 @@ class XnliEvaluator:
             return None
         return PerExample(parts[0], ("split", "idx"), ("label", "prediction"),
                           lambda a: accuracy(a[:, 0], a[:, 1]),
-                          correct=lambda a: a[:, 0] == a[:, 1], split=split_name(kind, parts[1]))
+                          correct=lambda a: a[:, 0] == a[:, 1],
+                          only=("split", split_name(kind, parts[1])))
 
     def inputs(self, config: XnliEvalConfig, data_root: str | None) -> dict[str, str]:
         """The split files the protocols read (per-language folders in the parquet layout)."""

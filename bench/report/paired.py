@@ -20,17 +20,21 @@ Which test, and why:
   counted as (k + 1) / (R + 1)) come from RESAMPLES resamples of a generator seeded with 0, so a
   report is reproducible. Resampling examples, not seeds, keeps an example's correlation across
   seeds: an example that is hard for every seed is drawn for all of them together.
+- **A metric of sums over examples** (a WIDER FACE AP: each image adds its counts at 1000 score
+  thresholds): the same bootstrap, the examples' numbers held sparse and a resample's sums
+  computed as how often it drew each example times them, which gives the same numbers as the
+  drawn rows copied (tested) without copying an image's thousands of numbers per draw.
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import sparse, stats
 
 from bench.evals.evaluator import PerExample
 from bench.evals.registry import get_evaluator, known_evaluators
@@ -42,6 +46,10 @@ RESAMPLES = 2000
 # A bootstrap draws the resampled indices in chunks of this many resamples (memory bounded by
 # the chunk, not by RESAMPLES x examples).
 _CHUNK = 100
+# an (examples, numbers) array: sparse where the metric reads only the numbers' sums
+Numbers: TypeAlias = "np.ndarray | sparse.csr_array"
+# a run's examples (their keys, sorted) and their numbers
+Examples = tuple[list[tuple[Any, ...]], Numbers]
 COLUMNS = ["example_test", "example_seeds", "examples", "example_diff", "example_low",
            "example_high", "example_p", "discordant_better", "discordant_worse"]
 
@@ -81,21 +89,32 @@ def mcnemar(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> PairedTest:
                       mcnemar_p(better, worse), better, worse)
 
 
-def paired_bootstrap(pairs: Sequence[tuple[np.ndarray, np.ndarray]], per: PerExample,
+def paired_bootstrap(pairs: Sequence[tuple[Numbers, Numbers]], per: PerExample,
                      resamples: int = RESAMPLES) -> PairedTest:
     """The paired bootstrap over examples of seeds' (variant, baseline) arrays of per-example
-    fields, aligned by example (see the module's docstring)."""
-    n = len(pairs[0][0])
+    numbers, aligned by example (see the module's docstring). Where the metric reads only the
+    numbers' sums (`per.summed`: the arrays are sparse), a resample's sums are how often it drew
+    each example times the array: the metric of the same resampled examples, without copying
+    them."""
+    n = pairs[0][0].shape[0]
 
-    def difference(idx: np.ndarray) -> float:
-        return float(np.mean([per.aggregate(a[idx]) - per.aggregate(b[idx]) for a, b in pairs]))
+    def difference(a: np.ndarray, b: np.ndarray) -> float:
+        return per.aggregate(a) - per.aggregate(b)
 
-    diff = difference(np.arange(n))
+    def differences(idx: np.ndarray) -> list[float]:
+        """The difference, mean over seeds, of each resample (a row of `idx`)."""
+        if not per.summed:
+            return [float(np.mean([difference(a[i], b[i]) for a, b in pairs])) for i in idx]
+        counts = np.stack([np.bincount(i, minlength=n) for i in idx]).astype(np.float64)
+        sums = [(np.asarray(counts @ a), np.asarray(counts @ b)) for a, b in pairs]
+        return [float(np.mean([difference(sa[r:r + 1], sb[r:r + 1]) for sa, sb in sums]))
+                for r in range(len(idx))]
+
+    diff = differences(np.arange(n)[None, :])[0]
     rng = np.random.default_rng(0)
     draws: list[float] = []
     while len(draws) < resamples:
-        chunk = rng.integers(0, n, size=(min(_CHUNK, resamples - len(draws)), n))
-        draws += [difference(idx) for idx in chunk]
+        draws += differences(rng.integers(0, n, size=(min(_CHUNK, resamples - len(draws)), n)))
     d = np.asarray(draws)
     finite = d[np.isfinite(d)]
     if finite.size < d.size:  # a resample where a metric is undefined (MCC of one class)
@@ -106,7 +125,7 @@ def paired_bootstrap(pairs: Sequence[tuple[np.ndarray, np.ndarray]], per: PerExa
                       float(min(1.0, 2 * min(below, above))))
 
 
-def paired_test(pairs: Sequence[tuple[np.ndarray, np.ndarray]], per: PerExample) -> PairedTest:
+def paired_test(pairs: Sequence[tuple[Numbers, Numbers]], per: PerExample) -> PairedTest:
     """McNemar's test for a share of correct examples, else the paired bootstrap."""
     if per.correct is not None:
         return mcnemar([(per.correct(a).astype(bool), per.correct(b).astype(bool))
@@ -122,10 +141,10 @@ def per_example_of(metric: str) -> PerExample | None:
     return get_evaluator(evaluator).per_example(name)
 
 
-def samples_of(folder: Path, evaluator: str, per: PerExample) -> list[dict[str, Any]] | None:
-    """The per-example rows a run wrote for `per`'s file of `evaluator`; None where it wrote
-    none, or they cannot be read."""
-    name = f"{evaluator}_{per.samples}" if per.samples else evaluator
+def samples_of(folder: Path, evaluator: str, samples: str) -> list[dict[str, Any]] | None:
+    """The per-example rows a run wrote in `evaluator`'s file `samples` ('' for its one file);
+    None where it wrote none, or they cannot be read."""
+    name = f"{evaluator}_{samples}" if samples else evaluator
     if not (folder / samples_file(name)).is_file():
         return None
     try:
@@ -135,69 +154,80 @@ def samples_of(folder: Path, evaluator: str, per: PerExample) -> list[dict[str, 
 
 
 def example_arrays(rows: list[dict[str, Any]], per: PerExample
-                   ) -> tuple[list[tuple[Any, ...]], np.ndarray] | None:
-    """A run's examples (their keys, sorted) and their fields as an (examples, fields) array,
-    from its per-example `rows`; None where a row lacks a field or an example repeats."""
-    chosen = [r for r in rows if per.split is None or r.get("split") == per.split]
+                   ) -> Examples | None:
+    """A run's examples (their keys, sorted) and their numbers as an (examples, numbers) array,
+    sparse where the metric reads only their sums (an image's counts at 1000 thresholds are
+    mostly zeros); None where a row lacks a field, holds a value of the wrong kind, or an
+    example repeats."""
+
+    def numbers(row: dict[str, Any]) -> Numbers:
+        values = per.numbers(row)
+        return sparse.csr_array(values[None, :]) if per.summed else values
+
+    chosen = [r for r in rows if per.only is None or r.get(per.only[0]) == per.only[1]]
     try:
-        keyed = sorted((tuple(r[k] for k in per.key), [float(r[f]) for f in per.fields])
-                       for r in chosen)
+        keyed = sorted(((tuple(r[k] for k in per.key), numbers(r)) for r in chosen),
+                       key=lambda pair: pair[0])
     except (KeyError, TypeError, ValueError):
         return None
-    keys = [k for k, _ in keyed]
-    if not keys or len(set(keys)) != len(keys):
+    keys, values = [k for k, _ in keyed], [v for _, v in keyed]
+    if not keys or len(set(keys)) != len(keys) or len({v.shape[-1] for v in values}) != 1:
         return None
-    return keys, np.asarray([v for _, v in keyed], dtype=np.float64).reshape(len(keys), -1)
+    return keys, sparse.vstack(values, format="csr") if per.summed else np.stack(values)
 
 
 def example_tests(data: SuiteData, variants: Sequence[str], metrics: Sequence[str],
                   baseline: str | None) -> pd.DataFrame:
     """Per variant and metric (rows indexed so), the paired test over examples against the
     baseline (COLUMNS), where both finished a seed whose runs scored the same examples; the
-    others have no row."""
-    rows = []
+    others have no row. Each run's file of rows is read once for all the metrics it scores
+    and dropped once they are made arrays (a WIDER image's detections are thousands of numbers),
+    so one run's rows are held at a time."""
+    index = ["variant", "metric"]
     if baseline is None:
-        return pd.DataFrame(columns=["variant", "metric", *COLUMNS]).set_index(
-            ["variant", "metric"])
+        return pd.DataFrame(columns=[*index, *COLUMNS]).set_index(index)
     runs = data.runs[(data.runs["state"] == FINISHED) & data.runs["compared"]]
     root = data.root
     folders = {} if root is None else {(str(r.variant), int(r.seed)): root / r.suite / r.run_id
                                        for r in runs.itertuples()}
-    files: dict[tuple[Path, str, str], list[dict[str, Any]] | None] = {}  # each read once
-    cache: dict[tuple[Path, str], Any] = {}
+    rules = [(metric, per) for metric in metrics if (per := per_example_of(metric)) is not None]
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for evaluator, samples in sorted({(m.partition(".")[0], per.samples) for m, per in rules}):
+        scored = [(m, per) for m, per in rules
+                  if (m.partition(".")[0], per.samples) == (evaluator, samples)]
+        arrays: dict[tuple[Path, str], Examples | None] = {}
+        for folder in folders.values():
+            own = samples_of(folder, evaluator, samples)
+            for metric, per in scored:
+                arrays[folder, metric] = None if own is None else example_arrays(own, per)
+        for metric, per in scored:
+            for variant in variants:
+                test = _variant_test(folders, {f: arrays[f, metric] for f in folders.values()},
+                                     variant, baseline, per)
+                if test is not None:
+                    found[variant, metric] = {
+                        "variant": variant, "metric": metric, "example_test": test.test,
+                        "example_seeds": test.seeds, "examples": test.examples,
+                        "example_diff": test.diff, "example_low": test.low,
+                        "example_high": test.high, "example_p": test.p,
+                        "discordant_better": test.better, "discordant_worse": test.worse}
+    ordered = [found[v, m] for m in metrics for v in variants if (v, m) in found]
+    return pd.DataFrame(ordered, columns=[*index, *COLUMNS]).set_index(index)
 
-    def arrays(folder: Path, metric: str, per: PerExample) -> Any:
-        if (folder, metric) not in cache:
-            evaluator = metric.partition(".")[0]
-            read = (folder, evaluator, per.samples)
-            if read not in files:
-                files[read] = samples_of(folder, evaluator, per)
-            own = files[read]
-            cache[folder, metric] = None if own is None else example_arrays(own, per)
-        return cache[folder, metric]
 
-    for metric in metrics:
-        per = per_example_of(metric)
-        if per is None:
+def _variant_test(folders: Mapping[tuple[str, int], Path],
+                  arrays: Mapping[Path, Examples | None],
+                  variant: str, baseline: str, per: PerExample) -> PairedTest | None:
+    """`variant`'s test against the baseline over the seeds both finished on the same
+    examples; None for the baseline itself or where no seed pairs."""
+    if variant == baseline:
+        return None
+    pairs = []
+    for (v, seed), folder in sorted(folders.items()):
+        if v != variant or (baseline, seed) not in folders:
             continue
-        for variant in variants:
-            if variant == baseline:
-                continue
-            pairs = []
-            for (v, seed), folder in sorted(folders.items()):
-                if v != variant or (baseline, seed) not in folders:
-                    continue
-                own, base = arrays(folder, metric, per), arrays(folders[baseline, seed],
-                                                                metric, per)
-                if own is None or base is None or own[0] != base[0]:  # not the same examples
-                    continue
-                pairs.append((own[1], base[1]))
-            if pairs:
-                t = paired_test(pairs, per)
-                rows.append({"variant": variant, "metric": metric, "example_test": t.test,
-                             "example_seeds": t.seeds, "examples": t.examples,
-                             "example_diff": t.diff, "example_low": t.low,
-                             "example_high": t.high, "example_p": t.p,
-                             "discordant_better": t.better, "discordant_worse": t.worse})
-    return pd.DataFrame(rows, columns=["variant", "metric", *COLUMNS]).set_index(
-        ["variant", "metric"])
+        own, base = arrays[folder], arrays[folders[baseline, seed]]
+        if own is None or base is None or own[0] != base[0]:  # not the same examples
+            continue
+        pairs.append((own[1], base[1]))
+    return paired_test(pairs, per) if pairs else None

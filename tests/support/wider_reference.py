@@ -122,24 +122,35 @@ def voc_ap(rec: np.ndarray, prec: np.ndarray) -> float:
     return ap
 
 
+def reference_image_pr_info(gt: WiderGroundTruth, predictions: Mapping[ImageKey, np.ndarray],
+                            setting: str) -> tuple[dict[ImageKey, np.ndarray], int]:
+    """Per image with boxes and predictions, the img_pr_info evaluation.m adds to the curve
+    (1000 x [proposals, recalled]), and the setting's face count (count_face)."""
+    norm_pred_list = norm_score(read_pred(gt, predictions))
+    per_image = {}
+    count_face = 0
+    for key, gt_bbx in gt.boxes.items():
+        pred_info = norm_pred_list.get(key)
+        keep_index = np.flatnonzero(gt.counted[setting][key]) + 1
+        count_face += len(keep_index)
+        if len(gt_bbx) == 0 or pred_info is None:
+            continue
+        ignore = np.zeros(len(gt_bbx))
+        ignore[keep_index - 1] = 1
+        pred_recall, proposal_list = image_evaluation(pred_info, gt_bbx, ignore)
+        per_image[key] = image_pr_info(pred_info, proposal_list, pred_recall)
+    return per_image, count_face
+
+
 def reference_wider(gt: WiderGroundTruth, predictions: Mapping[ImageKey, np.ndarray],
                     settings: Sequence[str] = ("easy", "medium", "hard")) -> dict[str, dict]:
     """Per setting: ap, precision, recall, proposals and tp (1000 thresholds each)."""
-    norm_pred_list = norm_score(read_pred(gt, predictions))
     out = {}
     for setting in settings:
+        per_image, count_face = reference_image_pr_info(gt, predictions, setting)
         org_pr_cruve = np.zeros((THRESH_NUM, 2))
-        count_face = 0
-        for key, gt_bbx in gt.boxes.items():
-            pred_info = norm_pred_list.get(key)
-            keep_index = np.flatnonzero(gt.counted[setting][key]) + 1
-            count_face += len(keep_index)
-            if len(gt_bbx) == 0 or pred_info is None:
-                continue
-            ignore = np.zeros(len(gt_bbx))
-            ignore[keep_index - 1] = 1
-            pred_recall, proposal_list = image_evaluation(pred_info, gt_bbx, ignore)
-            org_pr_cruve += image_pr_info(pred_info, proposal_list, pred_recall)
+        for img_pr_info in per_image.values():
+            org_pr_cruve += img_pr_info
         with np.errstate(invalid="ignore", divide="ignore"):
             precision = org_pr_cruve[:, 1] / org_pr_cruve[:, 0]
             recall = org_pr_cruve[:, 1] / np.float64(count_face)
