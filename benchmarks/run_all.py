@@ -2,6 +2,7 @@
 
 import sys
 
+import faces_paired
 import fddb_eval
 import flop_meter
 import harness_overhead
@@ -11,7 +12,6 @@ import step_time
 import store_scale
 import tracking_overhead
 import wider_eval
-import wider_paired
 
 
 def main() -> int:
@@ -19,8 +19,8 @@ def main() -> int:
                          ("step time, cwt vs softmax", step_time),
                          ("masked-LM step, cwt vs softmax", mlm_step),
                          ("WIDER FACE evaluation", wider_eval),
-                         ("WIDER FACE paired test over images", wider_paired),
                          ("FDDB evaluation", fddb_eval),
+                         ("WIDER FACE and FDDB paired tests over images", faces_paired),
                          ("SSH speed and FLOPs, headless vs full", ssh_speed),
                          ("results store at scale: bench ls and report", store_scale),
                          ("watching runs: live files and trackers", tracking_overhead)):

@@ -24,6 +24,8 @@ from bench.evals.fddb import (
     read_fddb_folds,
     read_fold_list,
     read_image_sizes,
+    roc_counts,
+    tpr_of_counts,
     write_fddb_detections,
 )
 
@@ -361,6 +363,58 @@ def test_agrees_with_the_loop_by_loop_reference(kind):
         np.testing.assert_allclose(cont.tpr * n, tp_cont, rtol=0, atol=1e-9, err_msg=where)
         matched_somewhere += bool(tp_disc.any())
     assert matched_somewhere > 50  # the cases exercise matches, not just misses
+
+
+ROW_FIELDS = ("faces", "width", "levels", "kept", "tp_disc", "tp_cont")
+
+
+def row_counts(rows: list[dict]) -> np.ndarray:
+    """Per-image rows as the numbers a paired test resamples, an image a row."""
+    return np.stack([roc_counts([r[f] for f in ROW_FIELDS]) for r in rows])
+
+
+@pytest.mark.parametrize("kind", ["rect", "ellipse"])
+def test_image_rows_give_each_images_share_and_a_resample_its_official_roc(kind):
+    """The rows paired tests resample: each image's own counts at its own scores; all of them
+    give the ROC's readings, and any multiset of images (a bootstrap draw) gives exactly the
+    readings of the official ROC computed on that multiset, its images repeated."""
+    rng = np.random.default_rng({"rect": 5, "ellipse": 6}[kind])
+    for case in range(100):
+        annotations, detections, sizes = random_case(rng, kind)
+        ev = FDDBEval(annotations, detections, sizes, kind=kind)
+        ev.accumulate()
+        rows = ev.image_rows()
+        assert ev.results is not None and [r["image"] for r in rows] == list(annotations)
+        for row, result in zip(rows, ev.results, strict=True):
+            assert row["faces"] == result.n_faces and row["width"] == len(ev.levels)
+            assert ev.levels[row["levels"]].tolist() == result.thresholds.tolist()
+            assert row["tp_disc"] == result.tp_disc.tolist()
+        counts = row_counts(rows)
+        drawn = rng.integers(0, len(rows), len(rows))
+        names = list(annotations)
+        copies = {f"{names[i]}#{j}": names[i] for j, i in enumerate(drawn)}
+        again = FDDBEval({c: annotations[n] for c, n in copies.items()},
+                         {c: detections[n] for c, n in copies.items() if n in detections},
+                         {c: sizes[n] for c, n in copies.items()}, kind=kind)
+        for fp_limit in (0, 1, 3, 1000):
+            whole, resampled = ev.summarize(fp_limit), again.summarize(fp_limit)
+            for key, continuous in zip(whole, (False, True), strict=True):
+                where = f"case {case}, {key}"
+                assert tpr_of_counts(counts, continuous, fp_limit) == pytest.approx(
+                    whole[key], abs=1e-12), where
+                assert tpr_of_counts(counts[drawn], continuous, fp_limit) == pytest.approx(
+                    resampled[key], abs=1e-12), where
+            assert tpr_of_counts(counts, False, fp_limit) == whole[f"tpr_disc@{fp_limit}"]
+
+
+@pytest.mark.parametrize("values", [
+    [True, 2, [], [], [], []], [1, -1, [], [], [], []], [1, 2, [2], [1], [1], [0.5]],
+    [1, 2, [1, 0], [2, 1], [1, 0], [1, 0]], [1, 2, [0], [1, 2], [1], [1]],
+    [1, 2, [0], [1], [1], [float("nan")]], [1, 2, [0.5], [1], [1], [1]],
+    [1, 2, (0,), [1], [1], [1]]])
+def test_a_row_that_is_not_an_images_roc_counts_is_refused(values):
+    with pytest.raises((TypeError, ValueError)):
+        roc_counts(values)
 
 
 def test_assignment_reaches_the_brute_force_optimum():

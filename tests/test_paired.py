@@ -13,6 +13,8 @@ import pytest
 from scipy import stats
 from test_report import make_spec
 
+from bench.evals.fddb import EVALUATOR as FDDB
+from bench.evals.fddb import FDDBEval
 from bench.evals.glue import EVALUATOR as GLUE
 from bench.evals.glue import split_metrics
 from bench.evals.lambada import EVALUATOR as LAMBADA
@@ -296,6 +298,34 @@ def test_wider_pairs_images_and_its_summed_bootstrap_is_the_copying_one(tmp_path
     assert WIDER.per_example("pyramid.easy") is not None
     for name in ("single.ms_per_image", "single", "other.hard", "single.hard.x"):
         assert WIDER.per_example(name) is None
+
+
+def test_fddb_pairs_images_and_wide_sums_are_made_a_few_resamples_at_a_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """FDDB's rows are 3 numbers per distinct score of the whole set: a resample's sums are
+    made a few resamples per product, and still give the copying bootstrap's test."""
+    fddb = FDDB.per_example("single.tpr_disc@3")
+    assert fddb is not None and fddb.summed
+    rows = []
+    for detector in range(2):
+        rng = np.random.default_rng(10 + detector)
+        faces = {f"img_{i}": np.c_[np.full((2, 2), 4.0), [0.0, 0.0], [8.0, 30.0], [10.0, 10.0]]
+                 for i in range(40)}
+        dets = {n: np.c_[f[:, 3:4] - 4 + rng.integers(-3, 4, (2, 1)),
+                         f[:, 4:5] - 4 + rng.integers(-3, 4, (2, 1)), np.full((2, 2), 8.0),
+                         rng.random((2, 1))] for n, f in faces.items()}
+        ev = FDDBEval(faces, dets, dict.fromkeys(faces, (40, 20)))
+        rows.append((paired.example_arrays(ev.image_rows(), fddb), ev.summarize(3)))
+    (own, first), (base, second) = rows
+    assert own is not None and base is not None and own[0] == base[0]
+    assert fddb.aggregate(own[1]) == first["tpr_disc@3"]
+    wide = [(own[1], base[1])]
+    monkeypatch.setattr(paired, "_SUM_CELLS", own[1].shape[1] * 3)  # 3 resamples a product
+    chunked = paired.paired_bootstrap(wide, fddb, resamples=200)
+    assert chunked == paired.paired_bootstrap([(own[1].toarray(), base[1].toarray())],
+                                              dataclasses.replace(fddb, summed=False),
+                                              resamples=200)
+    assert chunked.diff == pytest.approx(first["tpr_disc@3"] - second["tpr_disc@3"])
 
 
 def test_a_wider_report_tests_a_variant_over_images(tmp_path: Path) -> None:

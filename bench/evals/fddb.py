@@ -57,10 +57,12 @@ Choices where the protocol text is loose, taken from the official code:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, get_args
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -513,6 +515,8 @@ class FDDBEval:
         self.results: list[ImageResult] | None = None
         self.disc: ROCCurve | None = None
         self.cont: ROCCurve | None = None
+        self.levels = np.zeros(0)  # after accumulate(): the distinct scores of all images
+        self.image_levels: list[np.ndarray] = []  # ... and where each image's own ones lie
 
     @property
     def n_faces(self) -> int:
@@ -535,6 +539,10 @@ class FDDBEval:
         n = self.n_faces
         thresholds = np.concatenate([np.zeros(0), *(r.thresholds for r in results)])
         levels, level_of = np.unique(thresholds, return_inverse=True)
+        self.levels = levels
+        ends = np.cumsum([len(r.thresholds) for r in results], dtype=np.int64)
+        self.image_levels = [level_of[end - len(r.thresholds):end]
+                             for r, end in zip(results, ends, strict=True)]
 
         def merged(values: str, dtype: type) -> np.ndarray:
             """Per level, the sum over images of their value there: each image adds the step
@@ -557,6 +565,20 @@ class FDDBEval:
                              levels, dict(extra))
         return self.disc, self.cont
 
+    def image_rows(self) -> list[dict[str, Any]]:
+        """Each image's share of both ROCs, a row each: its faces, and at each of its own
+        distinct scores (`levels`: their places among the `width` distinct scores of all
+        images) the detections kept, the matched pairs with IoU > 0.5 and the sum of matched
+        IoUs. Merged as accumulate() merges images they give both ROCs; over a resample of the
+        images, that resample's (`roc_counts`, `tpr_of_counts`)."""
+        if self.results is None or self.disc is None:
+            self.accumulate()
+        assert self.results is not None
+        return [{"image": r.name, "faces": r.n_faces, "width": len(self.levels),
+                 "levels": own.tolist(), "kept": r.kept.tolist(), "tp_disc": r.tp_disc.tolist(),
+                 "tp_cont": r.tp_cont.tolist()}
+                for r, own in zip(self.results, self.image_levels, strict=True)]
+
     def summarize(self, fp_limit: float = 1000, verbose: bool = False) -> dict[str, float]:
         """TPRs read at `fp_limit` false positives: the best TPR among points with FP <= limit."""
         if self.disc is None or self.cont is None:
@@ -569,6 +591,43 @@ class FDDBEval:
             for key, value in metrics.items():
                 print(f"{key} = {value:.4f} ({self.kind} detections, {self.n_faces} faces)")
         return metrics
+
+
+def roc_counts(values: Sequence[Any]) -> np.ndarray:
+    """An image row's numbers (`FDDBEval.image_rows`: faces, width, levels, kept, tp_disc,
+    tp_cont): its faces, then the step each of kept, tp_disc and tp_cont takes at each of the
+    `width` distinct scores of all images, as accumulate() adds them. TypeError or ValueError
+    for a row that is not one."""
+    faces, width, levels, *series = values
+    for name, count in (("faces", faces), ("width", width)):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"{name}: expected a count, found {count!r}")
+    own = np.asarray(levels)
+    if not isinstance(levels, list) or (own.size and (
+            own.dtype.kind != "i" or own.min() < 0 or own.max() >= width
+            or np.any(np.diff(own) <= 0))):
+        raise ValueError(f"levels: expected increasing indices below {width}")
+    out = np.zeros(1 + 3 * width)
+    out[0] = faces
+    for k, found in enumerate(series):
+        v = np.asarray(found, dtype=np.float64)
+        if not isinstance(found, list) or v.shape != own.shape or not np.isfinite(v).all():
+            raise ValueError(f"expected {own.size} finite numbers, one per level")
+        out[1 + k * width + own.astype(np.int64)] = v - np.append(v[1:], 0)
+    return out
+
+
+def tpr_of_counts(counts: np.ndarray, continuous: bool, fp_limit: float) -> float:
+    """The TPR read at `fp_limit` false positives from images' `roc_counts` rows (or their
+    sums): what the ROC of those images gives at the whole set's distinct scores (a score no
+    chosen image has repeats the point below it, which leaves the reading unchanged)."""
+    total = np.asarray(counts.sum(axis=0)).ravel()
+    width = (len(total) - 1) // 3
+    kept, disc, cont = (np.cumsum(total[1 + k * width:1 + (k + 1) * width][::-1])[::-1]
+                        for k in range(3))
+    tp = cont if continuous else disc
+    tpr = tp / total[0] if total[0] else np.zeros(width)
+    return ROCCurve("", tpr, kept - disc, np.zeros(width)).tpr_at(fp_limit)
 
 
 def tpr_names(fp_limit: float) -> tuple[str, str]:
@@ -595,9 +654,22 @@ class FDDBEvaluator:
         return False  # no `proxy:` key: a suite on proxy images says so in its report notes
 
     def per_example(self, metric: str) -> PerExample | None:
-        """None: the ROC is read at every distinct score of the whole set, not at fixed
-        thresholds, and runs keep no image's share of it: these metrics have the seed test."""
-        return None
+        """`<mode>.tpr_disc@<fp>` and `tpr_cont@<fp>` from the per-image rows
+        (`FDDBEval.image_rows`): each image adds its counts at its own scores, so a resample
+        of images is a weighted sum of those, read at the whole set's distinct scores."""
+        mode, _, name = metric.partition(".")
+        found = re.fullmatch(r"tpr_(disc|cont)@(.+)", name)
+        if mode not in get_args(Mode) or found is None:
+            return None
+        try:
+            fp_limit = float(found[2])
+        except ValueError:
+            return None
+        return PerExample(mode, ("image",),
+                          ("faces", "width", "levels", "kept", "tp_disc", "tp_cont"),
+                          partial(tpr_of_counts, continuous=found[1] == "cont",
+                                  fp_limit=fp_limit),
+                          expand=roc_counts, summed=True)
 
     def inputs(self, config: FDDBEvalConfig, data_root: str | None) -> dict[str, str]:
         return {part: str(Path(config.root) / part) for part in ("FDDB-folds", "originalPics")}
@@ -621,7 +693,7 @@ class FDDBEvaluator:
             ev = FDDBEval(faces, rects, sizes, kind="rect")
             disc, cont = ev.accumulate()
             return ModeScored(ev.summarize(config.fp), {"discrete": disc, "continuous": cont},
-                              took)
+                              took, ev.image_rows())
 
         return score_modes(config, score)
 

@@ -21,7 +21,7 @@ Which test, and why:
   report is reproducible. Resampling examples, not seeds, keeps an example's correlation across
   seeds: an example that is hard for every seed is drawn for all of them together.
 - **A metric of sums over examples** (a WIDER FACE AP: each image adds its counts at 1000 score
-  thresholds): the same bootstrap, the examples' numbers held sparse and a resample's sums
+  thresholds; an FDDB TPR: its counts at each distinct score of the set): the same bootstrap, the examples' numbers held sparse and a resample's sums
   computed as how often it drew each example times them, which gives the same numbers as the
   drawn rows copied (tested) without copying an image's thousands of numbers per draw.
 """
@@ -46,6 +46,7 @@ RESAMPLES = 2000
 # A bootstrap draws the resampled indices in chunks of this many resamples (memory bounded by
 # the chunk, not by RESAMPLES x examples).
 _CHUNK = 100
+_SUM_CELLS = 2**22  # a summed bootstrap's resampled sums at a time: 32 MiB of floats per run
 # an (examples, numbers) array: sparse where the metric reads only the numbers' sums
 Numbers: TypeAlias = "np.ndarray | sparse.csr_array"
 # a run's examples (their keys, sorted) and their numbers
@@ -105,10 +106,16 @@ def paired_bootstrap(pairs: Sequence[tuple[Numbers, Numbers]], per: PerExample,
         """The difference, mean over seeds, of each resample (a row of `idx`)."""
         if not per.summed:
             return [float(np.mean([difference(a[i], b[i]) for a, b in pairs])) for i in idx]
-        counts = np.stack([np.bincount(i, minlength=n) for i in idx]).astype(np.float64)
-        sums = [(np.asarray(counts @ a), np.asarray(counts @ b)) for a, b in pairs]
-        return [float(np.mean([difference(sa[r:r + 1], sb[r:r + 1]) for sa, sb in sums]))
-                for r in range(len(idx))]
+        # resamples' sums of at most _SUM_CELLS numbers at a time (FDDB's are 3 per score)
+        step = max(1, _SUM_CELLS // pairs[0][0].shape[1])
+        out = []
+        for start in range(0, len(idx), step):
+            counts = np.stack([np.bincount(i, minlength=n)
+                               for i in idx[start:start + step]]).astype(np.float64)
+            sums = [(np.asarray(counts @ a), np.asarray(counts @ b)) for a, b in pairs]
+            out += [float(np.mean([difference(sa[r:r + 1], sb[r:r + 1]) for sa, sb in sums]))
+                    for r in range(len(counts))]
+        return out
 
     diff = differences(np.arange(n)[None, :])[0]
     rng = np.random.default_rng(0)
