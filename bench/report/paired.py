@@ -21,9 +21,10 @@ Which test, and why:
   report is reproducible. Resampling examples, not seeds, keeps an example's correlation across
   seeds: an example that is hard for every seed is drawn for all of them together.
 - **A metric of sums over examples** (a WIDER FACE AP: each image adds its counts at 1000 score
-  thresholds; an FDDB TPR: its counts at each distinct score of the set): the same bootstrap, the examples' numbers held sparse and a resample's sums
-  computed as how often it drew each example times them, which gives the same numbers as the
-  drawn rows copied (tested) without copying an image's thousands of numbers per draw.
+  thresholds; an FDDB TPR: its counts at each distinct score of the set): the same bootstrap,
+  the examples' numbers held sparse and a resample's sums computed as how often it drew each
+  example times them, which gives the same numbers as the drawn rows copied (tested) without
+  copying an image's thousands of numbers per draw.
 """
 
 import math
