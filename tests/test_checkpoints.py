@@ -119,6 +119,27 @@ def test_a_warned_stage_saves_at_its_next_read_then_lets_the_warning_act(
     assert same_as(straight, result, stage)
 
 
+def test_a_warning_at_the_last_steps_waits_for_the_stages_final_save(
+        tmp_path: Path, straight, caplog: pytest.LogCaptureFixture) -> None:
+    """Warned during the last step, past the last read where a stage could stop: the warning's
+    handler runs only once the stage has saved itself finished, so the requeued job loses no
+    step (it finds the stage trained)."""
+    seen: list[list[str]] = []
+
+    def requeue(signum: int, frame: object) -> None:  # what submitit's handler finds on disk
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+
+    previous = signal.signal(signal.SIGUSR2, requeue)
+    try:
+        with caplog.at_level(logging.INFO, logger=LOG.name):
+            result, stage = train(tmp_path, warn_at=STEPS - 1)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert seen == [["toy.final.pt"]]
+    assert "warned by the cluster, saved as finished" in caplog.text
+    assert same_as(straight, result, stage)
+
+
 class Planted:
     """Unpickling this creates a file: proof that loading ran code."""
 

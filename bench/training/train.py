@@ -14,7 +14,8 @@ The loop reads as it runs: load (`StageCheckpoints`), step, read the losses when
 when due, save when due, finish; the budget says when it stops (`StageBudget.spent`) and
 which step is its last. A cluster's warning before preemption or a time limit (SIGUSR1/2) is
 held until the next read of the losses (at most FLUSH_EVERY steps later), where the stage saves
-a checkpoint and stops, and the warning's handler (submitit's: requeue) acts.
+a checkpoint and stops, and the warning's handler (submitit's: requeue) acts; a warning at the
+last read waits for the stage's final save, so the requeued job finds the stage trained.
 
 A `StageListener` hears the stage as it goes (where it starts, each read of the losses, each
 save): the run's live files and trackers follow a run through it without the loop knowing them.
@@ -280,22 +281,25 @@ def train_stage(stage: Stage, budget: StageBudget, ckpt_dir: Path, device: torch
             if last or stopping:
                 break
             clock.start()
+        if not stopping:  # a warning at the last read waits for the stage's final save
+            if pending.rows:  # a FLOPs budget spent before the horizon (steps of varying shape)
+                rows = pending.flush(clock.read(), result)
+                result.curve.extend(rows)
+                listener.read(result, rows)
+            bar.close()
+            if device.type == "cuda":
+                peak = float(torch.cuda.max_memory_allocated(device))
+                result.peak_memory = peak if math.isnan(result.peak_memory) else max(
+                    peak, result.peak_memory)
+            checkpoints.finish(result)
+            listener.saved(result)
+            log.info("stage %s: %d steps, %.4g FLOPs, %d items, %.1f s, final loss %.4f%s",
+                     stage.name, result.steps, result.flops, result.items, result.seconds,
+                     result.final_loss,
+                     "; warned by the cluster, saved as finished" if warned else "")
     if stopping:  # the warning's handler returned (not the main task of a job): stop here too
         raise SystemExit(f"stage {stage.name}: warned by the cluster, stopped at step "
                          f"{result.steps}; resumes from its checkpoint")
-    if pending.rows:  # a FLOPs budget spent before the horizon (steps of varying shape)
-        rows = pending.flush(clock.read(), result)
-        result.curve.extend(rows)
-        listener.read(result, rows)
-    bar.close()
-    if device.type == "cuda":
-        peak = float(torch.cuda.max_memory_allocated(device))
-        result.peak_memory = peak if math.isnan(result.peak_memory) else max(
-            peak, result.peak_memory)
-    checkpoints.finish(result)
-    listener.saved(result)
-    log.info("stage %s: %d steps, %.4g FLOPs, %d items, %.1f s, final loss %.4f", stage.name,
-             result.steps, result.flops, result.items, result.seconds, result.final_loss)
     return result
 
 
