@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 import scipy.io
 from support.shared_data import SHARED_DATA
-from support.wider_reference import reference_image_pr_info, reference_wider
+from support.wider_reference import (
+    norm_score,
+    read_pred,
+    reference_image_pr_info,
+    reference_wider,
+)
 
 from bench.errors import UserError
 from bench.evals.wider import (
@@ -353,9 +358,10 @@ def test_each_images_row_is_the_tools_per_image_counts():
         warnings.simplefilter("ignore")  # equal scores: warned about, scored all the same
         evaluated = [scored(gt, preds) for gt, preds in cases]
     for (gt, preds), ev in zip(cases, evaluated, strict=True):
+        normalised = norm_score(read_pred(gt, preds))
         for s in SETTINGS:
             rows = ev.image_rows(s)
-            per_image, faces = reference_image_pr_info(gt, preds, s)
+            per_image, faces = reference_image_pr_info(gt, normalised, s)
             assert [(r["event"], r["image"]) for r in rows] == gt.images
             assert {r["setting"] for r in rows} == {s}
             assert sum(r["faces"] for r in rows) == faces

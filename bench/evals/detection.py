@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import Field
 
 from bench.errors import UserError
@@ -46,6 +47,26 @@ class ModeScored:
 
 
 ModeScore = Callable[[Mode, Size], ModeScored]  # a mode and its size, scored
+
+
+def row_count(value: object, name: str) -> int:
+    """A count an image's per-image row holds (ValueError for anything else, a bool included:
+    JSON's true is not 1 here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name}: expected a count, found {value!r}")
+    return value
+
+
+def row_indices(value: object, below: int, name: str, increasing: bool = False) -> np.ndarray:
+    """A list of indices 0..below-1 an image's per-image row holds (strictly increasing where
+    asked), as int64; ValueError for anything else."""
+    found = np.asarray(value)
+    if not isinstance(value, list) or (found.size and (
+            found.dtype.kind != "i" or found.min() < 0 or found.max() >= below
+            or (increasing and np.any(np.diff(found) <= 0)))):
+        raise ValueError(f"{name}: expected a list of {'increasing ' * increasing}indices "
+                         f"0..{below - 1}")
+    return found.astype(np.int64)
 
 
 def check_images(paths: Sequence[Path], listed_in: str) -> None:

@@ -77,6 +77,8 @@ from bench.evals.detection import (
     check_images,
     direction,
     mode_metrics,
+    row_count,
+    row_indices,
     score_modes,
 )
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator, PerExample
@@ -549,8 +551,7 @@ class FDDBEval:
             from one own score to the next at that score, and sums over levels above count."""
             steps: list[np.ndarray] = [np.zeros(0, dtype)]
             for r in results:
-                v = getattr(r, values)
-                steps.append(v - np.append(v[1:], 0))
+                steps.append(_steps(getattr(r, values)))
             total: np.ndarray = np.zeros(len(levels), dtype)
             np.add.at(total, level_of, np.concatenate(steps))
             return np.cumsum(total[::-1])[::-1]
@@ -599,22 +600,23 @@ def roc_counts(values: Sequence[Any]) -> np.ndarray:
     `width` distinct scores of all images, as accumulate() adds them. TypeError or ValueError
     for a row that is not one."""
     faces, width, levels, *series = values
-    for name, count in (("faces", faces), ("width", width)):
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ValueError(f"{name}: expected a count, found {count!r}")
-    own = np.asarray(levels)
-    if not isinstance(levels, list) or (own.size and (
-            own.dtype.kind != "i" or own.min() < 0 or own.max() >= width
-            or np.any(np.diff(own) <= 0))):
-        raise ValueError(f"levels: expected increasing indices below {width}")
+    width = row_count(width, "width")
+    own = row_indices(levels, width, "levels", increasing=True)
     out = np.zeros(1 + 3 * width)
-    out[0] = faces
+    out[0] = row_count(faces, "faces")
     for k, found in enumerate(series):
         v = np.asarray(found, dtype=np.float64)
         if not isinstance(found, list) or v.shape != own.shape or not np.isfinite(v).all():
             raise ValueError(f"expected {own.size} finite numbers, one per level")
-        out[1 + k * width + own.astype(np.int64)] = v - np.append(v[1:], 0)
+        out[1 + k * width + own] = _steps(v)
     return out
+
+
+def _steps(values: np.ndarray) -> np.ndarray:
+    """An image's values at its own scores (ascending) as the steps it adds at each: the value
+    there less the value at its next score up (0 above its top one), so the sums over images
+    from the top down give every image's value at any score."""
+    return values - np.append(values[1:], 0)
 
 
 def tpr_of_counts(counts: np.ndarray, continuous: bool, fp_limit: float) -> float:

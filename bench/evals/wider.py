@@ -68,6 +68,8 @@ from bench.evals.detection import (
     check_images,
     direction,
     mode_metrics,
+    row_count,
+    row_indices,
     score_modes,
 )
 from bench.evals.evaluator import EvalResult, EvalSetting, Evaluator, PerExample
@@ -519,15 +521,9 @@ def image_counts(values: Sequence[object]) -> np.ndarray:
     over images and accumulated over thresholds, these are the tool's counts. TypeError or
     ValueError for a row that is not one."""
     faces, proposals, recalled = values
-    if isinstance(faces, bool) or not isinstance(faces, int) or faces < 0:
-        raise ValueError(f"faces: expected a count, found {faces!r}")
-    counts = [np.asarray([faces], dtype=np.int64)]
-    for found in (proposals, recalled):
-        first = np.asarray(found)
-        if not isinstance(found, list) or (first.size and (
-                first.dtype.kind != "i" or first.min() < 0 or first.max() >= THRESH_NUM)):
-            raise ValueError(f"expected a list of threshold indices 0..{THRESH_NUM - 1}")
-        counts.append(np.bincount(first.astype(np.int64), minlength=THRESH_NUM))
+    counts = [np.asarray([row_count(faces, "faces")], dtype=np.int64)]
+    for name, found in (("proposals", proposals), ("recalled", recalled)):
+        counts.append(np.bincount(row_indices(found, THRESH_NUM, name), minlength=THRESH_NUM))
     return np.concatenate(counts)
 
 

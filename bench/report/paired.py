@@ -198,20 +198,25 @@ def example_tests(data: SuiteData, variants: Sequence[str], metrics: Sequence[st
     root = data.root
     folders = {} if root is None else {(str(r.variant), int(r.seed)): root / r.suite / r.run_id
                                        for r in runs.itertuples()}
-    rules = [(metric, per) for metric in metrics if (per := per_example_of(metric)) is not None]
+    files: dict[tuple[str, str], list[tuple[str, PerExample]]] = {}  # metrics by file read
+    for metric in metrics:
+        per = per_example_of(metric)
+        if per is not None:
+            files.setdefault((metric.partition(".")[0], per.samples), []).append((metric, per))
     found: dict[tuple[str, str], dict[str, Any]] = {}
-    for evaluator, samples in sorted({(m.partition(".")[0], per.samples) for m, per in rules}):
-        scored = [(m, per) for m, per in rules
-                  if (m.partition(".")[0], per.samples) == (evaluator, samples)]
-        arrays: dict[tuple[Path, str], Examples | None] = {}
+    for (evaluator, samples), scored in files.items():
+        # a run's arrays for each layout of its rows, made once (FDDB's disc and cont TPRs,
+        # or a GLUE task's accuracy and F1, read the same numbers)
+        made: dict[tuple[Path, Any], Examples | None] = {}
         for folder in folders.values():
             own = samples_of(folder, evaluator, samples)
-            for metric, per in scored:
-                arrays[folder, metric] = None if own is None else example_arrays(own, per)
+            for _, per in scored:
+                if (folder, _layout(per)) not in made:
+                    made[folder, _layout(per)] = None if own is None else example_arrays(own, per)
         for metric, per in scored:
+            arrays = {folder: made[folder, _layout(per)] for folder in folders.values()}
             for variant in variants:
-                test = _variant_test(folders, {f: arrays[f, metric] for f in folders.values()},
-                                     variant, baseline, per)
+                test = _variant_test(folders, arrays, variant, baseline, per)
                 if test is not None:
                     found[variant, metric] = {
                         "variant": variant, "metric": metric, "example_test": test.test,
@@ -221,6 +226,11 @@ def example_tests(data: SuiteData, variants: Sequence[str], metrics: Sequence[st
                         "discordant_better": test.better, "discordant_worse": test.worse}
     ordered = [found[v, m] for m in metrics for v in variants if (v, m) in found]
     return pd.DataFrame(ordered, columns=[*index, *COLUMNS]).set_index(index)
+
+
+def _layout(per: PerExample) -> tuple[Any, ...]:
+    """What `example_arrays` makes of a run's rows for `per`: rules alike here share arrays."""
+    return per.key, per.fields, per.only, per.expand, per.summed
 
 
 def _variant_test(folders: Mapping[tuple[str, int], Path],

@@ -122,11 +122,12 @@ def voc_ap(rec: np.ndarray, prec: np.ndarray) -> float:
     return ap
 
 
-def reference_image_pr_info(gt: WiderGroundTruth, predictions: Mapping[ImageKey, np.ndarray],
-                            setting: str) -> tuple[dict[ImageKey, np.ndarray], int]:
+def reference_image_pr_info(gt: WiderGroundTruth,
+                            norm_pred_list: dict[ImageKey, np.ndarray], setting: str
+                            ) -> tuple[dict[ImageKey, np.ndarray], int]:
     """Per image with boxes and predictions, the img_pr_info evaluation.m adds to the curve
-    (1000 x [proposals, recalled]), and the setting's face count (count_face)."""
-    norm_pred_list = norm_score(read_pred(gt, predictions))
+    (1000 x [proposals, recalled]), and the setting's face count (count_face); the predictions
+    as norm_score(read_pred(...)) leaves them."""
     per_image = {}
     count_face = 0
     for key, gt_bbx in gt.boxes.items():
@@ -145,9 +146,10 @@ def reference_image_pr_info(gt: WiderGroundTruth, predictions: Mapping[ImageKey,
 def reference_wider(gt: WiderGroundTruth, predictions: Mapping[ImageKey, np.ndarray],
                     settings: Sequence[str] = ("easy", "medium", "hard")) -> dict[str, dict]:
     """Per setting: ap, precision, recall, proposals and tp (1000 thresholds each)."""
+    norm_pred_list = norm_score(read_pred(gt, predictions))
     out = {}
     for setting in settings:
-        per_image, count_face = reference_image_pr_info(gt, predictions, setting)
+        per_image, count_face = reference_image_pr_info(gt, norm_pred_list, setting)
         org_pr_cruve = np.zeros((THRESH_NUM, 2))
         for img_pr_info in per_image.values():
             org_pr_cruve += img_pr_info
